@@ -1,0 +1,38 @@
+# Everything a newcomer or CI needs, from a fresh clone. `make dev` and `make test` do all set-up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup binaries dev test unit lint crd clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+binaries:
+	@bash hack/build-binaries.sh >/dev/null
+
+setup: $(STAMP) binaries
+
+dev: setup  ## control plane + Hub emulator + operator, in the foreground
+	$(BIN)/sandbox-operator dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+test: setup lint  ## the whole suite, integration tests included
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit tests/hubsim
+
+crd: $(STAMP)
+	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml
+
+clean:
+	rm -rf $(VENV) .state build dist

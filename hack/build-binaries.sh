@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the local control plane binaries (kube-apiserver, kube-controller-manager,
+# kubectl, etcd) and helm from the Go module proxy, and caches them outside the repo
+# by version. Prints the bin directory on stdout. Safe to run again: a cached binary
+# is never rebuilt.
+#
+# Versions: Kubernetes 1.34.4 (the 1.34 line vendors the etcd 3.6 client), etcd 3.6.16
+# (newest 3.6 patch served; 3.4 from Debian is below Kubernetes' documented minimum),
+# helm 3.22.0. The wrapper modules in hack/tools/* pin them with go.mod + go.sum.
+set -euo pipefail
+
+KUBE_VERSION=1.34.4
+ETCD_VERSION=3.6.16
+HELM_VERSION=3.22.0
+HELM_CLIENT_GO_MINOR=37   # client-go minor that helm v3.22.0 requires (hack/tools/helm/go.mod)
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${SANDBOX_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-operator}"
+bindir="$cache/bin/k8s-v${KUBE_VERSION}-etcd-v${ETCD_VERSION}-helm-v${HELM_VERSION}"
+mkdir -p "$bindir"
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "build-binaries: Go >= 1.26 is required (none on PATH)" >&2
+  exit 1
+fi
+
+log() { echo "build-binaries: $*" >&2; }
+
+build() {  # build NAME MODULE_DIR PACKAGE LDFLAGS
+  local name="$1" moddir="$2" pkg="$3" ldflags="$4"
+  if [[ -x "$bindir/$name" ]]; then
+    return 0
+  fi
+  log "building $name from $pkg (cached afterwards in $bindir)"
+  local start=$SECONDS
+  (cd "$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$bindir/$name.tmp" "$pkg")
+  mv "$bindir/$name.tmp" "$bindir/$name"
+  log "built $name in $((SECONDS - start))s"
+}
+
+kube_stamp() {  # version variables the upstream build stamps into a package
+  local pkg="$1"
+  echo "-X $pkg.gitVersion=v${KUBE_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${KUBE_VERSION#*.}" | sed 's/gitMinor=\([0-9]*\)\..*/gitMinor=\1/'
+}
+
+kube_ldflags="$(kube_stamp k8s.io/component-base/version) $(kube_stamp k8s.io/client-go/pkg/version)"
+build kube-apiserver "$here/tools/kube" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
+build kubectl "$here/tools/kube" k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
+build kube-controller-manager "$here/tools/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
+build etcd "$here/tools/etcd" go.etcd.io/etcd/server/v3 ""
+build helm "$here/tools/helm" helm.sh/helm/v3/cmd/helm \
+  "-X helm.sh/helm/v3/internal/version.version=v${HELM_VERSION} \
+   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${HELM_CLIENT_GO_MINOR} \
+   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${HELM_CLIENT_GO_MINOR}"
+
+echo "$bindir"

@@ -1,0 +1,5 @@
+"""`python -m sandbox_operator` is the `sandbox-operator` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,252 @@
+"""The AgentSession API: pydantic models that are the single source of the CRD schema.
+
+The same models parse what the operator reads from the API server, so the schema the
+API server enforces and the types the code relies on cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+GROUP = "agents.sandbox-operator.dev"
+VERSION = "v1alpha1"
+KIND = "AgentSession"
+PLURAL = "agentsessions"
+SINGULAR = "agentsession"
+SHORT_NAMES = ["ags"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: The Space secret that carries the sandbox's API token.
+SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
+
+
+class Hardware(StrEnum):
+    """Every Space hardware flavor the Hub offers (huggingface_hub's SpaceHardware, pinned)."""
+
+    CPU_BASIC = "cpu-basic"
+    CPU_UPGRADE = "cpu-upgrade"
+    ZERO_A10G = "zero-a10g"
+    T4_SMALL = "t4-small"
+    T4_MEDIUM = "t4-medium"
+    L4X1 = "l4x1"
+    L4X4 = "l4x4"
+    L40SX1 = "l40sx1"
+    L40SX4 = "l40sx4"
+    L40SX8 = "l40sx8"
+    A10G_SMALL = "a10g-small"
+    A10G_LARGE = "a10g-large"
+    A10G_LARGEX2 = "a10g-largex2"
+    A10G_LARGEX4 = "a10g-largex4"
+    A100_LARGE = "a100-large"
+    A100X4 = "a100x4"
+    A100X8 = "a100x8"
+    RTX_PRO_6000 = "rtx-pro-6000"
+    RTX_PRO_6000X2 = "rtx-pro-6000x2"
+    RTX_PRO_6000X4 = "rtx-pro-6000x4"
+    RTX_PRO_6000X8 = "rtx-pro-6000x8"
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    ORPHAN = "Orphan"
+
+
+# The Hub's repo-id rule (huggingface_hub's validate_repo_id). The regex part is enforced by
+# the schema `pattern`; the rest by CEL rules, since RE2 has no lookahead.
+# A part starts and ends with a word character, as the `\b` anchors of the Hub's rule demand.
+_NAME_PART = r"\w(?:[\w\-.]{0,94}\w)?"
+REPO_ID_PATTERN = rf"^{_NAME_PART}/{_NAME_PART}$"
+NAMESPACE_PATTERN = rf"^{_NAME_PART}$"
+_REPO_ID_CEL = [
+    {"rule": "!self.contains('--') && !self.contains('..')", "message": "must not contain '--' or '..'"},
+    {"rule": "!self.endsWith('.git')", "message": "must not end with '.git'"},
+]
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+def _check_repo_id_rules(value: str) -> str:
+    """Mirror of the CEL rules, so parsing in Python rejects what the API server rejects."""
+    if "--" in value or ".." in value:
+        raise ValueError("must not contain '--' or '..'")
+    if value.endswith(".git"):
+        raise ValueError("must not end with '.git'")
+    return value
+
+
+RepoId = Annotated[
+    str,
+    Field(
+        pattern=REPO_ID_PATTERN, max_length=193, json_schema_extra={"x-kubernetes-validations": _REPO_ID_CEL}
+    ),
+    AfterValidator(_check_repo_id_rules),
+]
+HubNamespace = Annotated[
+    str,
+    Field(
+        pattern=NAMESPACE_PATTERN, max_length=96, json_schema_extra={"x-kubernetes-validations": _REPO_ID_CEL}
+    ),
+    AfterValidator(_check_repo_id_rules),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=True)
+
+
+class SecretKeySelector(_Model):
+    name: str = Field(
+        description="Name of a Kubernetes Secret in the session's namespace.",
+        pattern=K8S_NAME_PATTERN,
+        max_length=253,
+    )
+    key: str = Field(
+        description="Key within that Secret whose value is injected.", min_length=1, max_length=253
+    )
+
+
+class SpaceSecretSource(_Model):
+    name: str = Field(
+        description=(
+            "Name of the Space secret (an environment variable in the sandbox). "
+            f"{SANDBOX_TOKEN_SECRET} is reserved for the sandbox API token."
+        ),
+        pattern=ENV_NAME_PATTERN,
+        max_length=128,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self != '{SANDBOX_TOKEN_SECRET}'",
+                    "message": f"{SANDBOX_TOKEN_SECRET} is reserved for the sandbox API token",
+                }
+            ]
+        },
+    )
+    secret_key_ref: SecretKeySelector = Field(
+        alias="secretKeyRef", description="The Kubernetes Secret key whose value becomes this Space secret."
+    )
+
+
+class Approval(_Model):
+    hardware: Hardware = Field(
+        description="The paid hardware flavor that is approved; must equal spec.hardware."
+    )
+    approved_by: str = Field(
+        alias="approvedBy",
+        description="Kubernetes username of the approver; the API server checks it is the requesting user.",
+        min_length=1,
+        max_length=253,
+    )
+    reason: str | None = Field(default=None, description="Why the upgrade was approved.", max_length=1024)
+
+
+class AgentSessionSpec(_Model):
+    owner: HubNamespace | None = Field(
+        default=None,
+        description="Hub user or organization that owns the Space. Empty: the operator's default owner.",
+    )
+    template: RepoId | None = Field(
+        default=None,
+        description="Space to duplicate, as 'namespace/name'. Empty: the operator's default template.",
+    )
+    hardware: Hardware = Field(
+        default=Hardware.CPU_BASIC,
+        description=(
+            "Hardware flavor for the Space. The Space always starts on cpu-basic; a paid flavor is "
+            "requested only once spec.approval approves it."
+        ),
+    )
+    private: bool = Field(default=True, description="Whether the Space is private to its owner.")
+    secrets: list[SpaceSecretSource] = Field(
+        default_factory=list,
+        description="Extra Space secrets, read from Secrets in the session's namespace at Space creation.",
+        max_length=64,
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.DELETE,
+        alias="deletionPolicy",
+        description="Delete: the Space is deleted with the session. Orphan: the Space is kept.",
+    )
+    approval: Approval | None = Field(
+        default=None, description="Approval of a paid hardware flavor by someone entitled to grant it."
+    )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(_Model):
+    type: str = Field(description="Type of condition, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One-word CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(
+        alias="lastTransitionTime", description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="The metadata.generation this was based on."
+    )
+
+
+class HardwareStatus(_Model):
+    current: str | None = Field(
+        default=None, description="Hardware the Space runs on, as the Hub reports it."
+    )
+    requested: str | None = Field(default=None, description="Hardware requested from the Hub.")
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    CREATING = "Creating"
+    STARTING = "Starting"
+    READY = "Ready"
+    UPGRADING = "Upgrading"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class AgentSessionStatus(_Model):
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="The metadata.generation last reconciled."
+    )
+    phase: Phase | None = Field(default=None, description="Coarse lifecycle phase, for people.")
+    space_id: str | None = Field(
+        default=None, alias="spaceId", description="The Space of this session, recorded before it is created."
+    )
+    url: str | None = Field(default=None, description="The Space's page on the Hub.")
+    sandbox_url: str | None = Field(
+        default=None, alias="sandboxUrl", description="Base URL of the sandbox API."
+    )
+    hardware: HardwareStatus | None = Field(default=None, description="Hardware as the Hub reports it.")
+    stage: str | None = Field(default=None, description="The Space's stage as the Hub reports it.")
+    connection_secret: str | None = Field(
+        default=None,
+        alias="connectionSecret",
+        description="Secret with the Space id, sandbox URL and API token, for agent pods to mount.",
+    )
+    failures: int | None = Field(
+        default=None, description="Consecutive failed reconciles; drives the retry backoff.", ge=0
+    )
+    next_retry_time: str | None = Field(
+        default=None,
+        alias="nextRetryTime",
+        description="When the operator retries after a failure (RFC 3339).",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Latest observations of the session.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class AgentSession(_Model):
+    """A parsed AgentSession object, as the operator reads it."""
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AgentSessionSpec = Field(default_factory=AgentSessionSpec)
+    status: AgentSessionStatus = Field(default_factory=AgentSessionStatus)

@@ -1,0 +1,203 @@
+"""Dev mode: a local control plane, the Hub emulator and the operator, wired together.
+
+`run_dev` is the foreground supervisor: every process it starts dies with it, so Ctrl-C
+(or `dev down`, which signals it) leaves nothing behind. `dev up` runs that supervisor in
+the background and returns once `env.sh` is written, which is the signal that all is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
+from .controlplane.processes import launch, log_tail
+from .crd import render_crd
+from .hubsim import HubSimConfig, HubSimServer
+
+DEV_OWNER = "agents"
+DEV_TEMPLATE = "templates/agent-sandbox"
+DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fake, never a real credential)
+ENV_FILE = "env.sh"
+SUPERVISOR_PID = "dev.pid"
+
+
+class DevError(RuntimeError):
+    pass
+
+
+def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
+    return HubSimConfig(
+        tokens={DEV_TOKEN: DEV_OWNER},
+        templates=[DEV_TEMPLATE],
+        build_seconds=build_seconds,
+        hardware_switch_seconds=hardware_seconds,
+    )
+
+
+def install_crd(plane: ControlPlane) -> None:
+    kubectl = plane.kubectl()
+    kubectl("apply", "-f", "-", stdin=render_crd())
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/agentsessions.agents.sandbox-operator.dev",
+    )
+
+
+def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
+    """Environment for `sandbox-operator run` against the dev control plane and emulator."""
+    return {
+        "KUBECONFIG": str(plane.kubeconfig),
+        "HF_ENDPOINT": hub_url,
+        "HF_TOKEN": DEV_TOKEN,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "SANDBOX_OPERATOR_DEFAULT_OWNER": DEV_OWNER,
+        "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": DEV_TEMPLATE,
+    }
+
+
+def write_env_file(state_dir: Path, plane: ControlPlane, hub_url: str) -> Path:
+    env = operator_env(plane, hub_url)
+    env["HUBSIM_ADMIN_URL"] = f"{hub_url}/_sim"
+    lines = [f"export {key}={value!r}" for key, value in env.items()]
+    lines.append(f'export PATH={str(plane.bin_dir)!r}:"$PATH"')
+    path = state_dir / ENV_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)  # atomic: `dev up` treats the file's appearance as "ready"
+    return path
+
+
+@contextmanager
+def dev_environment(
+    state_dir: Path, *, with_operator: bool, build_seconds: float = 3.0, hardware_seconds: float = 3.0
+) -> Iterator[Path]:
+    """Start everything, yield the env file, and stop everything on exit."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / ENV_FILE).unlink(missing_ok=True)
+    plane = ControlPlane(state_dir / "controlplane", find_binaries())
+    plane.start()
+    hub = HubSimServer(_hubsim_config(build_seconds, hardware_seconds))
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        hub.start()
+        install_crd(plane)
+        if with_operator:
+            argv = [
+                sys.executable,
+                "-m",
+                "sandbox_operator",
+                "run",
+                "--liveness",
+                "http://127.0.0.1:0/healthz",
+            ]
+            os.environ.update(operator_env(plane, hub.url))
+            operator = launch("operator", argv, state_dir, die_with_parent=True)
+            time.sleep(1.0)
+            if operator.poll() is not None:
+                raise DevError(f"the operator exited at start:\n{log_tail(state_dir, 'operator')}")
+        yield write_env_file(state_dir, plane, hub.url)
+    finally:
+        (state_dir / ENV_FILE).unlink(missing_ok=True)
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        hub.stop()
+        plane.stop()
+
+
+def run_dev(
+    state_dir: Path, *, with_operator: bool, build_seconds: float, hardware_seconds: float, announce: bool
+) -> None:
+    """Foreground: run until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with dev_environment(
+        state_dir, with_operator=with_operator, build_seconds=build_seconds, hardware_seconds=hardware_seconds
+    ) as env_file:
+        if announce:
+            print(_instructions(state_dir, env_file, with_operator), flush=True)
+        stop.wait()
+
+
+def _instructions(state_dir: Path, env_file: Path, with_operator: bool) -> str:
+    operator_line = (
+        f"The operator runs here; its log is {state_dir / 'operator.log'}."
+        if with_operator
+        else "No operator runs: start it with `sandbox-operator run` after sourcing the env file."
+    )
+    return f"""
+sandbox-operator dev environment is ready.
+
+  source {env_file}
+  kubectl apply -f examples/session.yaml
+  kubectl get ags -w
+
+{operator_line}
+The Hub emulator's admin API is at $HUBSIM_ADMIN_URL (try: curl -s $HUBSIM_ADMIN_URL/spaces).
+Press Ctrl-C to stop everything.
+"""
+
+
+def up(state_dir: Path, *, with_operator: bool, build_seconds: float, hardware_seconds: float) -> Path:
+    """Start the supervisor in the background; return the env file once everything is ready."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if _supervisor_pid(state_dir) is not None:
+        raise DevError(
+            f"a dev environment already runs in {state_dir}; run `sandbox-operator dev down` first"
+        )
+    (state_dir / ENV_FILE).unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "sandbox_operator", "dev", "--state-dir", str(state_dir)]
+    argv += ["--build-seconds", str(build_seconds), "--hardware-seconds", str(hardware_seconds), "--quiet"]
+    if not with_operator:
+        argv.append("--without-operator")
+    with (state_dir / "dev.log").open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (state_dir / SUPERVISOR_PID).write_text(f"{proc.pid}\n")
+    env_file = state_dir / ENV_FILE
+    deadline = time.monotonic() + 180
+    while not env_file.exists():
+        if proc.poll() is not None:
+            raise DevError(f"dev environment failed to start:\n{log_tail(state_dir, 'dev')}")
+        if time.monotonic() > deadline:
+            down(state_dir)
+            raise DevError(f"dev environment not ready after 180s:\n{log_tail(state_dir, 'dev')}")
+        time.sleep(0.2)
+    return env_file
+
+
+def _supervisor_pid(state_dir: Path) -> int | None:
+    try:
+        pid = int((state_dir / SUPERVISOR_PID).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def down(state_dir: Path, timeout: float = 30.0) -> None:
+    """Stop what `up` started: the supervisor stops its children; leftovers are stopped by pid file."""
+    pid = _supervisor_pid(state_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _supervisor_pid(state_dir) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    (state_dir / SUPERVISOR_PID).unlink(missing_ok=True)
+    (state_dir / ENV_FILE).unlink(missing_ok=True)
+    stop_from_state_dir(state_dir / "controlplane")

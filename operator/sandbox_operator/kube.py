@@ -1,0 +1,117 @@
+"""Kubernetes API calls the operator makes besides kopf's own: Secrets and the intent status write.
+
+The official client is synchronous, so calls run on a small thread pool. kopf handles the
+watch, the finalizer and the end-of-handler status patch itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from . import api
+from .api import SpaceSecretSource
+
+T = TypeVar("T")
+
+# Keys of the connection Secret, a stable interface for agent pods.
+KEY_SPACE_ID = "spaceId"
+KEY_SANDBOX_URL = "sandboxUrl"
+KEY_TOKEN = "token"
+
+
+def load_client_config() -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class KubeClient:
+    def __init__(self, workers: int = 4) -> None:
+        self._core = client.CoreV1Api()
+        self._custom = client.CustomObjectsApi()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's decoded data, or None if it does not exist."""
+        try:
+            secret = await self._run(lambda: self._core.read_namespaced_secret(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data = secret.data or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    async def write_connection(
+        self, *, namespace: str, name: str, owner: dict[str, Any], values: dict[str, str]
+    ) -> None:
+        """Create or update the connection Secret, owned by the session so it goes with it."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels={
+                    "app.kubernetes.io/managed-by": "sandbox-operator",
+                    f"{api.GROUP}/session": owner["name"],
+                },
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=api.API_VERSION,
+                        kind=api.KIND,
+                        name=owner["name"],
+                        uid=owner["uid"],
+                        controller=True,
+                    )
+                ],
+            ),
+            type="Opaque",
+            string_data=values,
+        )
+        try:
+            await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            patch = {"stringData": values}
+            await self._run(lambda: self._core.patch_namespaced_secret(name, namespace, patch))
+
+    async def resolve_secrets(
+        self, namespace: str, sources: list[SpaceSecretSource]
+    ) -> tuple[dict[str, str], str | None]:
+        """Values for `spec.secrets`, or a message naming the first reference that does not resolve."""
+        values: dict[str, str] = {}
+        for source in sources:
+            ref = source.secret_key_ref
+            data = await self.read_secret(namespace, ref.name)
+            if data is None:
+                return {}, f"spec.secrets[{source.name}]: Secret {namespace}/{ref.name} does not exist"
+            if ref.key not in data:
+                return (
+                    {},
+                    f"spec.secrets[{source.name}]: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+                )
+            values[source.name] = data[ref.key]
+        return values, None
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write status now (not at the end of the handler): used to record intent before a Hub call."""
+        await self._run(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
+            )
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,62 @@
+"""The API types and the CRD generated from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import SpaceHardware
+from pydantic import ValidationError
+
+from sandbox_operator.api import AgentSessionSpec, Hardware
+from sandbox_operator.crd import build_crd, render_crd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crd_is_generated_output() -> None:
+    committed = (ROOT / "crds" / "agentsessions.yaml").read_text()
+    assert committed == render_crd(), "crds/agentsessions.yaml is stale: run `sandbox-operator crd > crds/agentsessions.yaml`"
+
+
+def test_hardware_enum_matches_the_hub_client() -> None:
+    assert {h.value for h in Hardware} == {h.value for h in SpaceHardware}
+
+
+def _walk(node: object, path: str = "") -> list[str]:
+    """Paths of every schema property that lacks a description."""
+    missing = []
+    if isinstance(node, dict):
+        for name, prop in node.get("properties", {}).items():
+            here = f"{path}.{name}"
+            if "description" not in prop and name not in ("apiVersion", "kind", "metadata"):
+                missing.append(here)
+            missing += _walk(prop, here)
+        if "items" in node:
+            missing += _walk(node["items"], path + "[]")
+    return missing
+
+
+def test_every_field_has_a_description() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _walk(schema["properties"]["spec"], "spec") == []
+    assert _walk(schema["properties"]["status"], "status") == []
+
+
+def test_defaults() -> None:
+    spec = AgentSessionSpec.model_validate({})
+    assert spec.hardware == "cpu-basic" and spec.private is True and spec.deletion_policy == "Delete"
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["no-namespace", "a/b--c", "a/b..c", "a/b.git", "-a/b", "a/b-", "a/b/c", "a/" + "x" * 97],
+)
+def test_template_follows_the_hub_repo_id_rule(template: str) -> None:
+    with pytest.raises(ValidationError):
+        AgentSessionSpec.model_validate({"template": template})
+
+
+@pytest.mark.parametrize("template", ["templates/agent-sandbox", "org_1/my.space", "a/b"])
+def test_valid_templates(template: str) -> None:
+    assert AgentSessionSpec.model_validate({"template": template}).template == template

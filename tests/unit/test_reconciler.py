@@ -1,0 +1,245 @@
+"""The decision core, driven with plain values: no server, no clock, no randomness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.reconciler import (
+    CreateSpace,
+    FailureKind,
+    FinalizeObservation,
+    HealthResult,
+    HubFailure,
+    Observation,
+    PublishConnection,
+    RecordIntent,
+    RequestHardware,
+    RestartSpace,
+    RotateToken,
+    Session,
+    SpaceView,
+    backoff_delay,
+    decide,
+    decide_finalize,
+    target_hardware,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+UID = "0b0e5a4e-1111-2222-3333-444455556666"
+SPACE_ID = f"agents/ags-{UID}"
+SANDBOX = "http://hub/_sandbox/agents/x"
+CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox")
+
+
+def session(spec: dict[str, object] | None = None, status: dict[str, object] | None = None) -> Session:
+    return Session(
+        name="demo",
+        namespace="team-a",
+        uid=UID,
+        generation=1,
+        spec=AgentSessionSpec.model_validate(spec or {}),
+        status=AgentSessionStatus.model_validate(status or {}),
+    )
+
+
+def space(stage: str = "RUNNING", current: str | None = "cpu-basic", requested: str | None = "cpu-basic") -> SpaceView:
+    return SpaceView(SPACE_ID, stage, current, requested, True, f"http://hub/spaces/{SPACE_ID}", SANDBOX, UID)
+
+
+RECORDED = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": f"http://hub/spaces/{SPACE_ID}"}
+HEALTHY = HealthResult(True, "200 OK")
+
+
+def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:
+    condition = next(c for c in plan_status.conditions if c.type == "Ready")
+    return condition.status, condition.reason
+
+
+def test_new_session_records_intent_before_any_hub_call() -> None:
+    plan = decide(session(), Observation(), CONFIG, NOW)
+    assert plan.action == RecordIntent(SPACE_ID, "demo-sandbox")
+    assert ready(plan.status) == ("False", "Provisioning")
+    assert plan.status.phase == Phase.CREATING
+
+
+def test_space_name_is_deterministic_from_uid_and_owner() -> None:
+    plan = decide(session({"owner": "acme"}), Observation(), CONFIG, NOW)
+    assert isinstance(plan.action, RecordIntent)
+    assert plan.action.space_id == f"acme/ags-{UID}"
+
+
+def test_recorded_intent_without_space_creates_it_from_template() -> None:
+    plan = decide(session(status={"spaceId": SPACE_ID}), Observation(token="t"), CONFIG, NOW)
+    assert plan.action == CreateSpace(SPACE_ID, "templates/agent-sandbox", True)
+
+
+def test_lost_connection_secret_before_creation_records_intent_again() -> None:
+    plan = decide(session(status={"spaceId": SPACE_ID}), Observation(token=None), CONFIG, NOW)
+    assert isinstance(plan.action, RecordIntent)
+
+
+def test_missing_secret_reference_blocks_creation_with_clear_reason() -> None:
+    observed = Observation(token="t", secrets_problem="spec.secrets[X]: Secret team-a/s does not exist")
+    plan = decide(session(status={"spaceId": SPACE_ID}), observed, CONFIG, NOW)
+    assert plan.action is None
+    assert ready(plan.status) == ("False", "SecretNotFound")
+    assert plan.requeue_after is not None and plan.status.failures == 1
+
+
+def test_building_space_waits_without_action() -> None:
+    observed = Observation(space=space("BUILDING", None, "cpu-basic"), token="t", connection_url=SANDBOX)
+    plan = decide(session(status=RECORDED), observed, CONFIG, NOW)
+    assert plan.action is None
+    assert plan.requeue_after == CONFIG.poll_interval
+    assert ready(plan.status) == ("False", "Building")
+    assert plan.status.stage == "BUILDING"
+
+
+def test_running_space_publishes_sandbox_url_then_needs_health() -> None:
+    observed = Observation(space=space(), token="t")
+    assert decide(session(status=RECORDED), observed, CONFIG, NOW).action == PublishConnection(SANDBOX)
+    unhealthy = replace(observed, connection_url=SANDBOX, health=HealthResult(False, "answered 401"))
+    plan = decide(session(status=RECORDED), unhealthy, CONFIG, NOW)
+    assert ready(plan.status) == ("False", "HealthCheckFailing")
+    assert "401" in next(c.message for c in plan.status.conditions if c.type == "Ready")
+
+
+def test_running_healthy_space_is_ready_and_converged() -> None:
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(status=RECORDED), observed, CONFIG, NOW)
+    assert plan.converged
+    assert ready(plan.status) == ("True", "SandboxReady")
+    assert plan.status.phase == Phase.READY
+    assert plan.status.observed_generation == 1
+    assert [e.reason for e in plan.events] == ["FreeHardware", "SandboxReady"]
+
+
+def test_lost_token_is_rotated() -> None:
+    plan = decide(session(status=RECORDED), Observation(space=space(), token=None), CONFIG, NOW)
+    assert plan.action == RotateToken(SPACE_ID)
+
+
+def test_space_with_foreign_marker_is_never_touched() -> None:
+    foreign = replace(space(), marker_uid="someone-else")
+    plan = decide(session(status=RECORDED), Observation(space=foreign, token="t"), CONFIG, NOW)
+    assert plan.action is None
+    assert ready(plan.status) == ("False", "SpaceNotOwned")
+
+
+@pytest.mark.parametrize("stage", ["BUILD_ERROR", "RUNTIME_ERROR"])
+def test_error_stage_is_reported_then_restarted_with_backoff(stage: str) -> None:
+    observed = Observation(space=space(stage), token="t", connection_url=SANDBOX)
+    first = decide(session(status=RECORDED), observed, CONFIG, NOW, jitter=0.5)
+    assert first.action is None
+    assert ready(first.status)[0] == "False"
+    assert ready(first.status)[1] in ("BuildError", "RuntimeError")
+    assert first.status.failures == 1 and first.status.next_retry_time is not None
+    again = session(status=first.status.model_dump(by_alias=True))
+    second = decide(again, observed, CONFIG, NOW, jitter=0.5)
+    assert second.action == RestartSpace(SPACE_ID)
+    assert second.requeue_after is not None and first.requeue_after is not None
+    assert second.requeue_after > first.requeue_after
+
+
+def test_rate_limit_waits_at_least_retry_after() -> None:
+    failure = HubFailure(FailureKind.RATE_LIMITED, "rate limited", retry_after=60)
+    plan = decide(session(status=RECORDED), Observation(hub_failure=failure, token="t"), CONFIG, NOW)
+    assert plan.requeue_after == 60
+    assert ready(plan.status) == ("False", "HubRateLimited")
+    assert "next try in 60s" in next(c.message for c in plan.status.conditions if c.type == "Ready")
+
+
+def test_credentials_failure_waits_long() -> None:
+    failure = HubFailure(FailureKind.UNAUTHORIZED, "bad token")
+    plan = decide(session(status=RECORDED), Observation(hub_failure=failure, token="t"), CONFIG, NOW)
+    assert plan.requeue_after is not None and plan.requeue_after >= CONFIG.credentials_backoff_min
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    delays = [backoff_delay(n, CONFIG, 0.5) for n in range(1, 15)]
+    assert delays == sorted(delays)
+    assert delays[-1] == CONFIG.backoff_max
+
+
+def test_failure_counter_resets_on_success() -> None:
+    failing = session(status={**RECORDED, "failures": 4, "nextRetryTime": "2026-11-26T12:00:00Z"})
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(failing, observed, CONFIG, NOW)
+    assert plan.status.failures is None and plan.status.next_retry_time is None
+
+
+def test_condition_transition_time_moves_only_on_status_change() -> None:
+    observed = Observation(space=space("BUILDING", None, "cpu-basic"), token="t", connection_url=SANDBOX)
+    first = decide(session(status=RECORDED), observed, CONFIG, NOW)
+    later = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+    observed_starting = replace(observed, space=space("APP_STARTING", None, "cpu-basic"))
+    second = decide(session(status=first.status.model_dump(by_alias=True)), observed_starting, CONFIG, later)
+    before = next(c for c in first.status.conditions if c.type == "Ready")
+    after = next(c for c in second.status.conditions if c.type == "Ready")
+    assert after.reason == "Starting" and after.last_transition_time == before.last_transition_time
+
+
+# Hardware ------------------------------------------------------------------------------
+
+
+def test_paid_hardware_without_approval_is_never_requested() -> None:
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session({"hardware": "a10g-small"}, RECORDED), observed, CONFIG, NOW)
+    assert plan.action is None
+    approval = next(c for c in plan.status.conditions if c.type == "HardwareApproved")
+    assert (approval.status, approval.reason) == ("False", "AwaitingApproval")
+
+
+def test_approved_hardware_is_requested() -> None:
+    spec = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
+    assert plan.action == RequestHardware(SPACE_ID, "a10g-small")
+    assert plan.status.phase == Phase.UPGRADING
+
+
+def test_approval_for_another_flavor_does_not_count() -> None:
+    spec = {"hardware": "a100-large", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
+    assert plan.action is None
+    assert target_hardware(session(spec).spec, space(), CONFIG) == "cpu-basic"
+
+
+def test_downgrade_to_free_needs_no_approval() -> None:
+    observed = Observation(space=space("RUNNING", "a10g-small", "a10g-small"), token="t", connection_url=SANDBOX)
+    plan = decide(session({"hardware": "cpu-basic"}, RECORDED), observed, CONFIG, NOW)
+    assert plan.action == RequestHardware(SPACE_ID, "cpu-basic")
+
+
+# Deletion ------------------------------------------------------------------------------
+
+
+def test_finalize_deletes_owned_space() -> None:
+    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker=UID), CONFIG)
+    assert plan.action is not None and plan.action.space_id == SPACE_ID and not plan.done
+
+
+def test_finalize_is_done_when_space_is_gone() -> None:
+    assert decide_finalize(session(status=RECORDED), FinalizeObservation(marker=None), CONFIG).done
+
+
+def test_finalize_orphan_policy_keeps_space() -> None:
+    plan = decide_finalize(session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG)
+    assert plan.done and plan.action is None and plan.reason == "SpaceOrphaned"
+
+
+def test_finalize_never_deletes_a_foreign_space() -> None:
+    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker="other"), CONFIG)
+    assert plan.done and plan.action is None and plan.reason == "SpaceNotOwned"
+
+
+def test_finalize_waits_while_hub_is_down() -> None:
+    failure = HubFailure(FailureKind.UNAVAILABLE, "503")
+    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(hub_failure=failure), CONFIG)
+    assert not plan.done and plan.requeue_after is not None and plan.reason == "HubUnavailable"
