@@ -87,6 +87,15 @@ def main() -> None:
     show_default=True,
     help="Liveness endpoint URL; empty to disable.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "full", "json"]),
+    default="full",
+    show_default=True,
+    envvar="SANDBOX_OPERATOR_LOG_FORMAT",
+    help="Log line format.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     hub_endpoint: str,
     hub_token: str,
@@ -97,6 +106,8 @@ def run(
     free_hardware: str,
     poll_interval: float,
     liveness: str,
+    log_format: str,
+    verbose: bool,
 ) -> None:
     """Run the operator until SIGINT or SIGTERM."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -114,7 +125,15 @@ def run(
         free_hardware=frozenset(_csv(free_hardware)),
         poll_interval=poll_interval,
     )
-    run_operator(config, namespaces=_csv(namespaces), liveness_endpoint=liveness or None)
+    import kopf
+
+    run_operator(
+        config,
+        namespaces=_csv(namespaces),
+        liveness_endpoint=liveness or None,
+        verbose=verbose,
+        log_format=kopf.LogFormat[log_format.upper()],
+    )
 
 
 @main.command()

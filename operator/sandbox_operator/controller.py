@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from . import api, reconciler
 from .config import OperatorConfig
@@ -43,6 +44,7 @@ FINALIZER = f"{api.GROUP}/finalizer"
 MAX_STEPS = 8
 #: kopf treats a zero delay as "no delay given"; the smallest requeue we ask for.
 MIN_REQUEUE = 0.05
+UNEXPECTED_ERROR_BACKOFF = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,9 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
 
 async def observe(rt: Runtime, session: Session) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows."""
-    connection = await rt.kube.read_secret(session.namespace, reconciler.connection_secret_name(session))
+    connection = await rt.kube.read_connection(
+        session.namespace, reconciler.connection_secret_name(session), session.uid
+    )
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
     space_id = session.status.space_id
@@ -183,6 +187,16 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
 
 
 async def reconcile(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
+    try:
+        await _reconcile(rt, body, patch)
+    except ApiException as error:
+        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
+        raise kopf.TemporaryError(
+            f"Kubernetes API error: {error.status} {error.reason}", delay=2.0
+        ) from error
+
+
+async def _reconcile(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     session = session_from_body(body)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
@@ -211,9 +225,10 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     plan: reconciler.FinalizePlan | None = None
     for _ in range(3):
         observed = FinalizeObservation()
-        if session.status.space_id is not None and session.spec.deletion_policy == api.DeletionPolicy.DELETE:
+        if session.spec.deletion_policy == api.DeletionPolicy.DELETE:
+            space_id = reconciler.finalize_space_id(session, rt.config)
             try:
-                observed = FinalizeObservation(marker=await rt.hub.marker(session.status.space_id))
+                observed = FinalizeObservation(marker=await rt.hub.marker(space_id))
             except HubError as error:
                 observed = FinalizeObservation(hub_failure=error.failure)
         plan = reconciler.decide_finalize(session, observed, rt.config, random.random())
@@ -270,13 +285,14 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         await rt.hub.close()
         rt.kube.close()
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, field="spec", registry=registry)
+    # backoff: the retry delay after an unexpected error; expected failures set their own delay.
+    @kopf.on.resume(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
+    @kopf.on.create(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
+    @kopf.on.update(*resource, field="spec", registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
     async def reconcile_session(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await reconcile(rt, body, patch)
 
-    @kopf.on.delete(*resource, registry=registry)
+    @kopf.on.delete(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
     async def finalize_session(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await finalize(rt, body, patch)
 
@@ -289,8 +305,13 @@ def run_operator(
     namespaces: list[str],
     liveness_endpoint: str | None = None,
     stop_flag: asyncio.Event | None = None,
+    verbose: bool = False,
+    log_format: kopf.LogFormat = kopf.LogFormat.FULL,
 ) -> None:
     """Run until stopped (SIGINT/SIGTERM or the stop flag)."""
+    kopf.configure(verbose=verbose, log_format=log_format)
+    # One line per Hub request is noise at INFO; failures are reported by the operator itself.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     load_client_config()
     rt = Runtime(config=config, hub=HubClient(config), kube=KubeClient())
     registry = build_registry(rt)

@@ -34,6 +34,12 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+def _decoded(secret: Any) -> dict[str, str] | None:
+    if secret is None:
+        return None
+    return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+
 class KubeClient:
     def __init__(self, workers: int = 4) -> None:
         self._core = client.CoreV1Api()
@@ -43,49 +49,71 @@ class KubeClient:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's decoded data, or None if it does not exist."""
+    async def _read(self, namespace: str, name: str) -> Any:
         try:
-            secret = await self._run(lambda: self._core.read_namespaced_secret(name, namespace))
+            return await self._run(lambda: self._core.read_namespaced_secret(name, namespace))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        data = secret.data or {}
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's decoded data, or None if it does not exist."""
+        return _decoded(await self._read(namespace, name))
+
+    async def read_connection(self, namespace: str, name: str, owner_uid: str) -> dict[str, str] | None:
+        """The connection Secret's data if it belongs to this session; a stale one of a deleted
+        session with the same name (not yet garbage-collected) counts as absent."""
+        secret = await self._read(namespace, name)
+        owners = (secret.metadata.owner_references or []) if secret is not None else []
+        if not any(ref.uid == owner_uid for ref in owners):
+            return None
+        return _decoded(secret)
 
     async def write_connection(
-        self, *, namespace: str, name: str, owner: dict[str, Any], values: dict[str, str]
+        self, *, namespace: str, name: str, owner: dict[str, str], values: dict[str, str]
     ) -> None:
-        """Create or update the connection Secret, owned by the session so it goes with it."""
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                namespace=namespace,
-                labels={
+        """Create or update the connection Secret, owned by the session so it goes with it.
+
+        `values` are merged into what the session's Secret holds. A stale Secret of a deleted
+        session with the same name is taken over whole: replaced, not merged, so neither its
+        token nor its owner reference survives.
+        """
+        body: Any = {  # a plain dict: the client accepts it where it declares V1Secret
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {
                     "app.kubernetes.io/managed-by": "sandbox-operator",
                     f"{api.GROUP}/session": owner["name"],
                 },
-                owner_references=[
-                    client.V1OwnerReference(
-                        api_version=api.API_VERSION,
-                        kind=api.KIND,
-                        name=owner["name"],
-                        uid=owner["uid"],
-                        controller=True,
-                    )
+                "ownerReferences": [
+                    {
+                        "apiVersion": api.API_VERSION,
+                        "kind": api.KIND,
+                        "name": owner["name"],
+                        "uid": owner["uid"],
+                        "controller": True,
+                    }
                 ],
-            ),
-            type="Opaque",
-            string_data=values,
-        )
+            },
+            "stringData": values,
+        }
         try:
             await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
+            return
         except ApiException as error:
             if error.status != 409:
                 raise
-            patch = {"stringData": values}
-            await self._run(lambda: self._core.patch_namespaced_secret(name, namespace, patch))
+        existing = await self._read(namespace, name)
+        owned = any(ref.uid == owner["uid"] for ref in existing.metadata.owner_references or [])
+        kept = (_decoded(existing) or {}) if owned else {}
+        body["stringData"] = {**kept, **values}
+        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        await self._run(lambda: self._core.replace_namespaced_secret(name, namespace, body))
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]

@@ -371,10 +371,7 @@ def _next_step(
     session = draft.session
     status = draft.status
     if status.space_id is None:
-        space_id = space_id_for(session, config)
-        draft.status.phase = Phase.CREATING
-        draft.ready("False", "Provisioning", f"creating Space {space_id}")
-        return RecordIntent(space_id, connection_secret_name(session)), 0.0
+        return _record_intent(draft, space_id_for(session, config)), 0.0
     space_id = status.space_id
 
     if observed.hub_failure is not None:
@@ -391,9 +388,7 @@ def _next_step(
             return None, _failure(draft, "SecretNotFound", observed.secrets_problem, config, jitter)
         if observed.token is None:
             # The connection Secret is gone too: record the intent (and a new token) again first.
-            draft.status.phase = Phase.CREATING
-            draft.ready("False", "Provisioning", f"creating Space {space_id}")
-            return RecordIntent(space_id, connection_secret_name(session)), 0.0
+            return _record_intent(draft, space_id), 0.0
         lost = status.url is not None
         draft.status.phase = Phase.CREATING
         draft.status.stage = None
@@ -470,6 +465,16 @@ def _next_step(
     return None, None
 
 
+def _record_intent(draft: _Draft, space_id: str) -> RecordIntent:
+    """The status after RecordIntent names the Space, so later steps (and a restart) adopt it."""
+    secret = connection_secret_name(draft.session)
+    draft.status.space_id = space_id
+    draft.status.connection_secret = secret
+    draft.status.phase = Phase.CREATING
+    draft.ready("False", "Provisioning", f"creating Space {space_id}")
+    return RecordIntent(space_id, secret)
+
+
 def _ready_reason(status: AgentSessionStatus) -> str | None:
     condition = _condition(status, READY)
     return condition.reason if condition else None
@@ -496,17 +501,23 @@ class FinalizePlan:
     requeue_after: float | None = None
 
 
+def finalize_space_id(session: Session, config: OperatorConfig) -> str:
+    return session.status.space_id or space_id_for(session, config)
+
+
 def decide_finalize(
     session: Session, observed: FinalizeObservation, config: OperatorConfig, jitter: float = 0.5
 ) -> FinalizePlan:
-    """Whether the finalizer may go: only once the Space is gone, kept by policy, or not ours."""
-    space_id = session.status.space_id
+    """Whether the finalizer may go: only once the Space is gone, kept by policy, or not ours.
+
+    A session whose status lost its spaceId is still checked under the derived name, so a
+    status wiped by hand or restored from an old backup cannot leak a Space.
+    """
+    space_id = finalize_space_id(session, config)
     if session.spec.deletion_policy == DeletionPolicy.ORPHAN:
         return FinalizePlan(
             None, True, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept"
         )
-    if space_id is None:
-        return FinalizePlan(None, True, "NothingToDelete", "no Space was ever recorded for this session")
     if observed.hub_failure is not None:
         failure = observed.hub_failure
         failures = (session.status.failures or 0) + 1

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_crd_is_generated_output() -> None:
     committed = (ROOT / "crds" / "agentsessions.yaml").read_text()
-    assert committed == render_crd(), "crds/agentsessions.yaml is stale: run `sandbox-operator crd > crds/agentsessions.yaml`"
+    assert committed == render_crd(), (
+        "crds/agentsessions.yaml is stale: run `sandbox-operator crd > crds/agentsessions.yaml`"
+    )
 
 
 def test_hardware_enum_matches_the_hub_client() -> None:

@@ -47,7 +47,9 @@ def session(spec: dict[str, object] | None = None, status: dict[str, object] | N
     )
 
 
-def space(stage: str = "RUNNING", current: str | None = "cpu-basic", requested: str | None = "cpu-basic") -> SpaceView:
+def space(
+    stage: str = "RUNNING", current: str | None = "cpu-basic", requested: str | None = "cpu-basic"
+) -> SpaceView:
     return SpaceView(SPACE_ID, stage, current, requested, True, f"http://hub/spaces/{SPACE_ID}", SANDBOX, UID)
 
 
@@ -212,7 +214,9 @@ def test_approval_for_another_flavor_does_not_count() -> None:
 
 
 def test_downgrade_to_free_needs_no_approval() -> None:
-    observed = Observation(space=space("RUNNING", "a10g-small", "a10g-small"), token="t", connection_url=SANDBOX)
+    observed = Observation(
+        space=space("RUNNING", "a10g-small", "a10g-small"), token="t", connection_url=SANDBOX
+    )
     plan = decide(session({"hardware": "cpu-basic"}, RECORDED), observed, CONFIG, NOW)
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic")
 
@@ -230,7 +234,9 @@ def test_finalize_is_done_when_space_is_gone() -> None:
 
 
 def test_finalize_orphan_policy_keeps_space() -> None:
-    plan = decide_finalize(session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG)
+    plan = decide_finalize(
+        session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG
+    )
     assert plan.done and plan.action is None and plan.reason == "SpaceOrphaned"
 
 

@@ -1,0 +1,66 @@
+"""Configuration of the Hub emulator: who exists, which templates are seeded, how slow the Hub is."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .constants import Stage
+
+#: huggingface_hub's repo id rule (`utils/_validators.py`), with the namespace made mandatory.
+_REPO_ID_RE: Final = re.compile(r"^\b[\w\-.]+\b/\b[\w\-.]{1,96}\b$")
+
+
+def is_valid_space_id(space_id: str) -> bool:
+    """Mirror the client-side repo id validation so the emulator rejects what the Hub would."""
+    return (
+        _REPO_ID_RE.match(space_id) is not None
+        and "--" not in space_id
+        and ".." not in space_id
+        and not space_id.endswith(".git")
+    )
+
+
+class HubSimConfig(BaseModel):
+    """Initial world of the emulator; `POST /_sim/reset` returns to exactly this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: dict[str, str] = Field(default_factory=dict, description="bearer token -> username")
+    orgs: dict[str, list[str]] = Field(default_factory=dict, description="username -> orgs it can write to")
+    templates: list[str] = Field(
+        default_factory=list, description="public RUNNING docker Spaces seeded at start, duplicable by anyone"
+    )
+    build_seconds: float = Field(default=3.0, ge=0)
+    hardware_switch_seconds: float = Field(default=3.0, ge=0)
+    transient_404_seconds: float = Field(
+        default=0.0, ge=0, description="a fresh duplicate 404s for this long"
+    )
+    hardware_switch_stage: Stage = Field(
+        default="RUNNING_APP_STARTING",
+        description="stage while `current` lags `requested` on a running Space; 'RUNNING' reproduces the "
+        "trap where the stage says RUNNING but the old hardware still serves",
+    )
+    page_size: int = Field(
+        default=100, ge=1, description="list_spaces page size (the `limit` query can lower it)"
+    )
+    call_log_size: int = Field(default=10_000, ge=1, description="calls kept by /_sim/calls, oldest dropped")
+    public_url: str | None = Field(
+        default=None,
+        description="base URL advertised in urls, `host` and Link headers; default: the request origin",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_are_space_ids(cls, value: list[str]) -> list[str]:
+        bad = [t for t in value if not is_valid_space_id(t)]
+        if bad:
+            raise ValueError(f"template ids must look like 'namespace/name': {bad}")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value

@@ -1,0 +1,116 @@
+"""Fixtures driving the Hub emulator through the real huggingface_hub client.
+
+Helpers are fixtures rather than importable names: test dirs here have no __init__.py, so
+`from conftest import ...` would depend on which conftest Python imported first.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before huggingface_hub is imported, else it fetches /api/agent-harnesses from huggingface.co (doc §1.6).
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+import pytest
+from huggingface_hub import HfApi, constants
+
+from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+
+TEMPLATE = "sandbox-templates/agent-sandbox"
+TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}
+
+T = TypeVar("T")
+
+
+class HubFactory(Protocol):
+    def __call__(self, **overrides: Any) -> HubSimServer: ...
+
+
+class WaitUntil(Protocol):
+    def __call__(self, probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = ...) -> T: ...
+
+
+def _config(**overrides: Any) -> HubSimConfig:
+    """Two users, alice in org `acme`, one template, and no delays unless a test asks for them."""
+    settings: dict[str, Any] = {
+        "tokens": TOKENS,
+        "orgs": {"alice": ["acme"]},
+        "templates": [TEMPLATE],
+        "build_seconds": 0,
+        "hardware_switch_seconds": 0,
+        "transient_404_seconds": 0,
+    }
+    settings.update(overrides)
+    return HubSimConfig(**settings)
+
+
+def _wait_until(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = 3.0) -> T:
+    """Poll like an operator would; fail loudly instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s, last value: {value!r}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_telemetry() -> None:
+    """Also flip the module constant, in case another test package imported huggingface_hub first."""
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+@pytest.fixture
+def template() -> str:
+    return TEMPLATE
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    return _wait_until
+
+
+@pytest.fixture
+def hub_factory() -> Iterator[HubFactory]:
+    """Start extra emulators with config overrides; all are stopped at teardown."""
+    servers: list[HubSimServer] = []
+
+    def start(**overrides: Any) -> HubSimServer:
+        server = HubSimServer(_config(**overrides)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def hub(hub_factory: HubFactory) -> HubSimServer:
+    return hub_factory()
+
+
+@pytest.fixture
+def admin(hub: HubSimServer) -> HubSimAdmin:
+    return hub.admin
+
+
+@pytest.fixture
+def alice(hub: HubSimServer) -> HfApi:
+    return HfApi(endpoint=hub.url, token="hf_alice")
+
+
+@pytest.fixture
+def bob(hub: HubSimServer) -> HfApi:
+    return HfApi(endpoint=hub.url, token="hf_bob")
+
+
+@pytest.fixture
+def anonymous(hub: HubSimServer) -> HfApi:
+    return HfApi(endpoint=hub.url, token=False)

@@ -1,0 +1,147 @@
+"""The per-Space sandbox app, the /_sim admin API and the call log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx2
+import pytest
+from huggingface_hub import HfApi, SpaceHardware
+
+from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+
+
+def _health(url: str, token: str | None) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx2.get(f"{url}/health", headers=headers)
+
+
+def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
+    admin.set_delays(build=0.2)
+    alice.duplicate_repo(
+        template, "alice/box", repo_type="space", space_secrets=[{"key": "SANDBOX_API_TOKEN", "value": "tok"}]
+    )
+    host = alice.space_info("alice/box").host
+    assert host is not None
+    assert _health(host, "tok").status_code == 503  # still building
+
+    time.sleep(0.25)
+    ok = _health(host, "tok")
+    assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
+    assert ok.headers["X-Request-Id"]
+    assert _health(host, "wrong").status_code == 401
+    assert _health(host, None).status_code == 401
+
+    alice.add_space_secret("alice/box", "SANDBOX_API_TOKEN", "rotated")
+    assert _health(host, "rotated").status_code == 200
+
+    alice.pause_space("alice/box")
+    assert _health(host, "rotated").status_code == 503
+    alice.delete_repo("alice/box", repo_type="space")
+    assert _health(host, "rotated").status_code == 404
+
+
+def test_health_without_token_secret_is_401(hub: HubSimServer, admin: HubSimAdmin) -> None:
+    admin.plant_space("alice/bare")
+    assert _health(f"{hub.url}/_sandbox/alice/bare", "anything").status_code == 401
+
+
+def test_admin_listing_shows_secret_values(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
+    alice.duplicate_repo(
+        template,
+        "alice/box",
+        repo_type="space",
+        private=True,
+        space_hardware=SpaceHardware.T4_SMALL,
+        space_secrets=[{"key": "SANDBOX_API_TOKEN", "value": "tok"}],
+        space_variables=[{"key": "MODE", "value": "agent"}],
+    )
+    listed = {space["id"]: space for space in admin.spaces()}
+    assert set(listed) == {template, "alice/box"}
+    box = admin.space("alice/box")
+    assert box == listed["alice/box"]
+    assert box["secrets"] == {"SANDBOX_API_TOKEN": "tok"}
+    assert box["variables"] == {"MODE": "agent"}
+    assert box["private"] is True and box["sdk"] == "docker"
+    assert box["stage"] == "RUNNING"
+    assert box["hardware"] == {"current": "t4-small", "requested": "t4-small"}
+    assert box["createdAt"].endswith("Z")
+    assert [(h["current"], h["requested"]) for h in box["hardwareHistory"]] == [
+        (None, "t4-small"),
+        ("t4-small", "t4-small"),
+    ]
+
+
+def test_plant_and_force_stage(alice: HfApi, bob: HfApi, admin: HubSimAdmin) -> None:
+    planted = admin.plant_space(
+        "bob/planted", private=True, stage="PAUSED", hardware="l4x1", secrets={"K": "v"}
+    )
+    assert (planted["stage"], planted["hardware"]) == ("PAUSED", {"current": None, "requested": "l4x1"})
+    assert bob.get_space_runtime("bob/planted").stage == "PAUSED"
+    assert set(bob.get_space_secrets("bob/planted")) == {"K"}
+
+    forced = admin.set_stage("bob/planted", "RUNNING")
+    assert forced["hardware"] == {"current": "l4x1", "requested": "l4x1"}
+    assert admin.set_stage("bob/planted", "RUNTIME_ERROR")["stage"] == "RUNTIME_ERROR"
+
+    with pytest.raises(HubSimAdminError) as caught:
+        admin.plant_space("bob/planted")
+    assert caught.value.status == 409
+    with pytest.raises(HubSimAdminError) as caught:
+        admin.set_stage("bob/planted", "NOT_A_STAGE")
+    assert caught.value.status == 400
+    with pytest.raises(HubSimAdminError) as caught:
+        admin.space("bob/missing")
+    assert caught.value.status == 404
+
+
+def test_delays_get_and_put(admin: HubSimAdmin) -> None:
+    assert admin.delays() == {"build": 0, "hardwareSwitch": 0, "transient404": 0}
+    assert admin.set_delays(build=1.5) == {"build": 1.5, "hardwareSwitch": 0, "transient404": 0}
+    with pytest.raises(HubSimAdminError) as caught:
+        admin.set_delays(build=-1)
+    assert caught.value.status == 400
+
+
+def test_call_log(hub: HubSimServer, alice: HfApi, admin: HubSimAdmin, template: str) -> None:
+    before = time.monotonic()
+    alice.duplicate_repo(template, "alice/box", repo_type="space", space_hardware=SpaceHardware.A10G_LARGE)
+    alice.request_space_hardware("alice/box", SpaceHardware.A100_LARGE)
+    HfApi(endpoint=hub.url, token=False).get_space_runtime(template)
+    calls = admin.calls()
+    assert [(c["method"], c["route"], c["status"]) for c in calls] == [
+        ("POST", "duplicate", 200),
+        ("POST", "hardware", 200),
+        ("GET", "runtime", 200),
+    ]
+    duplicate, hardware, runtime = calls
+    assert duplicate["path"] == f"/api/spaces/{template}/duplicate"
+    assert (duplicate["flavor"], hardware["flavor"], runtime["flavor"]) == ("a10g-large", "a100-large", None)
+    assert (duplicate["user"], runtime["user"]) == ("alice", None)
+    assert before <= duplicate["monotonic"] <= hardware["monotonic"] <= time.monotonic()
+    assert duplicate["time"].endswith("Z") and duplicate["requestId"]
+    admin.clear_calls()
+    assert admin.calls() == []
+
+
+def test_reset_restores_the_configured_world(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
+    alice.duplicate_repo(template, "alice/box", repo_type="space")
+    admin.set_delays(build=9)
+    admin.add_fault("whoami", 500)
+    admin.set_build_failures(3)
+    admin.reset()
+    assert [space["id"] for space in admin.spaces()] == [template]
+    assert admin.delays()["build"] == 0
+    assert admin.faults() == [] and admin.calls() == []
+    assert alice.whoami()["name"] == "alice"
+    alice.duplicate_repo(template, "alice/box", repo_type="space")
+    assert alice.get_space_runtime("alice/box").stage == "RUNNING"
+
+
+def test_call_log_is_bounded(hub_factory: Callable[..., HubSimServer]) -> None:
+    hub = hub_factory(call_log_size=2)
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    for _ in range(3):
+        api.whoami()
+    assert len(hub.admin.calls()) == 2

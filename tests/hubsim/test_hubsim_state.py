@@ -1,0 +1,152 @@
+"""The pure state machine on a fake clock: exact transition times, no HTTP, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox_operator.hubsim.config import HubSimConfig
+from sandbox_operator.hubsim.state import HubError, HubState, KeyValue
+
+TEMPLATE = "tmpl/box"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def state(clock: Clock) -> HubState:
+    config = HubSimConfig(
+        tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=10, hardware_switch_seconds=4
+    )
+    return HubState(config, clock=clock)
+
+
+def _duplicate(state: HubState, target: str, hardware: str | None = None) -> None:
+    state.duplicate(
+        "alice",
+        TEMPLATE,
+        target_id=target,
+        visibility=None,
+        hardware=hardware,
+        sleep_time=None,
+        secrets=[],
+        variables=[],
+    )
+
+
+def _observe(state: HubState, space_id: str) -> tuple[str, str | None, str | None]:
+    space = state.visible_space("alice", space_id)
+    return space.stage, space.current, space.requested
+
+
+def test_build_timeline(state: HubState, clock: Clock) -> None:
+    _duplicate(state, "alice/a", "t4-small")
+    assert _observe(state, "alice/a") == ("BUILDING", None, "t4-small")
+    clock.now += 4.99
+    assert _observe(state, "alice/a")[0] == "BUILDING"
+    clock.now += 0.01
+    assert _observe(state, "alice/a") == ("APP_STARTING", None, "t4-small")
+    clock.now += 5
+    assert _observe(state, "alice/a") == ("RUNNING", "t4-small", "t4-small")
+    history = state.spaces["alice/a"].history
+    assert [(h.monotonic, h.current) for h in history] == [(1000.0, None), (1010.0, "t4-small")]
+
+
+def test_late_read_stamps_history_at_the_due_time(state: HubState, clock: Clock) -> None:
+    _duplicate(state, "alice/a")
+    clock.now += 500
+    assert _observe(state, "alice/a")[0] == "RUNNING"
+    assert state.spaces["alice/a"].history[-1].monotonic == 1010.0
+
+
+def test_hardware_switch_timeline(state: HubState, clock: Clock) -> None:
+    _duplicate(state, "alice/a")
+    clock.now += 10
+    state.request_hardware("alice", "alice/a", "l4x1", None)
+    assert _observe(state, "alice/a") == ("RUNNING_APP_STARTING", "cpu-basic", "l4x1")
+    clock.now += 4
+    assert _observe(state, "alice/a") == ("RUNNING", "l4x1", "l4x1")
+    samples = [(h.monotonic, h.current, h.requested) for h in state.spaces["alice/a"].history]
+    assert samples[-2:] == [(1010.0, "cpu-basic", "l4x1"), (1014.0, "l4x1", "l4x1")]
+
+
+def test_same_flavor_on_running_space_is_a_no_op(state: HubState, clock: Clock) -> None:
+    _duplicate(state, "alice/a")
+    clock.now += 10
+    state.request_hardware("alice", "alice/a", "cpu-basic", None)
+    assert _observe(state, "alice/a") == ("RUNNING", "cpu-basic", "cpu-basic")
+
+
+def test_switch_stage_is_configurable(clock: Clock) -> None:
+    config = HubSimConfig(
+        tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=0, hardware_switch_stage="RUNNING"
+    )
+    state = HubState(config, clock=clock)
+    _duplicate(state, "alice/a")
+    state.request_hardware("alice", "alice/a", "t4-small", None)
+    assert _observe(state, "alice/a") == ("RUNNING", "cpu-basic", "t4-small")  # the ml-intern trap
+
+
+def test_hardware_request_while_paused_waits_for_restart(state: HubState, clock: Clock) -> None:
+    _duplicate(state, "alice/a")
+    clock.now += 10
+    state.pause("alice", "alice/a")
+    state.request_hardware("alice", "alice/a", "t4-small", None)
+    clock.now += 100
+    assert _observe(state, "alice/a") == ("PAUSED", None, "t4-small")
+    state.restart("alice", "alice/a")
+    clock.now += 10
+    assert _observe(state, "alice/a") == ("RUNNING", "t4-small", "t4-small")
+
+
+def test_build_failures_only_consume_builds_that_would_run(state: HubState, clock: Clock) -> None:
+    state.build_failures.count = 1
+    state.create_space(
+        "alice",
+        namespace=None,
+        name="readme-only",
+        repo_type="space",
+        sdk="docker",
+        visibility=None,
+        hardware=None,
+        sleep_time=None,
+        secrets=[KeyValue(key="K", value="v")],
+        variables=[],
+    )
+    clock.now += 10
+    assert _observe(state, "alice/readme-only")[0] == "NO_APP_FILE"
+    assert state.build_failures.count == 1
+    _duplicate(state, "alice/a")
+    clock.now += 10
+    assert _observe(state, "alice/a") == ("BUILD_ERROR", None, "cpu-basic")
+    assert state.build_failures.count == 0
+
+
+def test_refusal_order(state: HubState) -> None:
+    _duplicate(state, "alice/a")
+    with pytest.raises(HubError) as caught:
+        state.request_hardware(None, "alice/a", "t4-small", None)
+    assert caught.value.status == 401
+    with pytest.raises(HubError) as caught:
+        state.request_hardware("alice", "alice/missing", "t4-small", None)
+    assert (caught.value.status, caught.value.code) == (404, "RepoNotFound")
+    with pytest.raises(HubError) as caught:
+        state.request_hardware("bob", "alice/a", "t4-small", None)
+    assert caught.value.status == 403
+
+
+def test_config_rejects_bad_templates() -> None:
+    with pytest.raises(ValueError, match="namespace/name"):
+        HubSimConfig(templates=["no-namespace"])
+    with pytest.raises(ValueError):
+        HubSimConfig(build_seconds=-1)

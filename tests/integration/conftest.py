@@ -1,0 +1,126 @@
+"""Fixtures for tests against the local control plane (real kube-apiserver, etcd, controller manager).
+
+A missing binary or a failed start fails the tests instead of skipping them: a skipped
+integration suite would look green while testing nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
+from sandbox_operator.crd import render_crd
+from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+
+from harness import OPERATOR_TOKEN, OWNER, TEMPLATE, OperatorProcess
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration, so `-m "not integration"` deselects it."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One control plane per session: starting one takes seconds, tests isolate by namespace."""
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), die_with_parent=True)
+    failure: ControlPlaneError | None = None
+    try:
+        plane.start()
+    except ControlPlaneError as error:
+        failure = error  # failed outside the handler, so the report shows the message only once
+    if failure is not None:
+        pytest.fail(f"local control plane did not start: {failure}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: ControlPlane) -> Path:
+    """The admin (system:masters) kubeconfig."""
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """kubectl as the admin; `kubectl("get", "ns")` returns the CompletedProcess."""
+    return control_plane.kubectl()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace, yielded once its `default` ServiceAccount exists (pods need it)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no default ServiceAccount in namespace {name} within 30s")
+        time.sleep(0.2)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    """The AgentSession CRD, installed from the generated schema and Established."""
+    kubectl("apply", "-f", "-", stdin=render_crd())
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/agentsessions.agents.sandbox-operator.dev",
+    )
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[HubSimServer]:
+    """The Hub emulator with short delays, so a session is Ready in well under a second."""
+    config = HubSimConfig(
+        tokens={OPERATOR_TOKEN: OWNER, "hf_test_outsider": "outsider"},
+        templates=[TEMPLATE],
+        build_seconds=0.2,
+        hardware_switch_seconds=0.2,
+    )
+    with HubSimServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def hub_admin(hub: HubSimServer) -> Iterator[HubSimAdmin]:
+    """The emulator's admin API; faults and delays set by a test are cleared after it."""
+    admin = hub.admin
+    yield admin
+    admin.clear_faults()
+    admin.set_build_failures(0)
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    control_plane: ControlPlane, crd: None, hub: HubSimServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path_factory.mktemp("operator"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
+    """The running operator; restarted if a test killed it, and its log shown if the test failed."""
+    if operator_process.proc is None or operator_process.proc.poll() is not None:
+        operator_process.start()
+    yield operator_process
+    if operator_process.proc is None or operator_process.proc.poll() is not None:
+        operator_process.start()

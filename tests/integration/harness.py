@@ -1,0 +1,135 @@
+"""Helpers for driving the real operator process against the control plane and the Hub emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sandbox_operator.controlplane import Kubectl
+
+OPERATOR_TOKEN = "hf_test_operator"
+OWNER = "agents"
+TEMPLATE = "templates/agent-sandbox"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll until `check` returns something truthy; fail with `what` (and the last value) otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class OperatorProcess:
+    """`sandbox-operator run` as a real child process, so tests can SIGKILL and restart it."""
+
+    def __init__(self, kubeconfig: Path, hub_url: str, log_dir: Path, **env: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.hub_url = hub_url
+        self.log_dir = log_dir
+        self.extra_env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HF_ENDPOINT": self.hub_url,
+            "HF_TOKEN": OPERATOR_TOKEN,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,
+            "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": TEMPLATE,
+            "SANDBOX_OPERATOR_POLL_INTERVAL": "0.2",
+            "SANDBOX_OPERATOR_LIVENESS": "",
+            **self.extra_env,
+        }
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "operator already running"
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox_operator", "run"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup runs, as in a node failure or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log"))
+        )
+
+
+def session_manifest(name: str, namespace: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
+            "kind": "AgentSession",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def get_session(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl("get", "ags", name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    session: dict[str, Any] = json.loads(result.stdout)
+    return session
+
+
+def condition(session: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for item in (session or {}).get("status", {}).get("conditions", []):
+        if item["type"] == type_:
+            return dict(item)
+    return None
+
+
+def wait_ready(kubectl: Kubectl, name: str, namespace: str, timeout: float = 60) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        session = get_session(kubectl, name, namespace)
+        ready_condition = condition(session, "Ready")
+        return session if ready_condition and ready_condition["status"] == "True" else None
+
+    return wait_for(ready, timeout, f"{namespace}/{name} Ready=True")
+
+
+def wait_condition_reason(
+    kubectl: Kubectl, name: str, namespace: str, type_: str, reason: str, timeout: float = 60
+) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        found = condition(get_session(kubectl, name, namespace), type_)
+        return found if found and found["reason"] == reason else None
+
+    return wait_for(matches, timeout, f"{namespace}/{name} {type_} reason {reason}")

@@ -1,0 +1,385 @@
+"""The Helm chart against the local control plane: install, upgrade, Pod Security admission, RBAC.
+
+The RBAC checks authenticate with a real ServiceAccount token (TokenRequest API), so they see
+what the operator's pod would be allowed, not what impersonation suggests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox_operator.controlplane import ControlPlane, Kubectl
+
+# The chart helpers live with the chart tests; only tests/ and tests/integration are on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
+from helm_chart import (
+    CHART,
+    OPERATOR_PERMISSIONS,
+    REQUIRED_VALUES,
+    Helm,
+    container_env,
+    merged,
+    one,
+    permissions,
+    pod_from_deployment,
+    service_account_kubectl,
+)
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+AGENTSESSIONS = "agentsessions.agents.sandbox-operator.dev"
+# (kubectl resource, API group, RBAC resource, --subresource) for the can-i matrix.
+RESOURCES = [
+    (AGENTSESSIONS, "agents.sandbox-operator.dev", "agentsessions", None),
+    (AGENTSESSIONS, "agents.sandbox-operator.dev", "agentsessions/status", "status"),
+    ("secrets", "", "secrets", None),
+    ("events", "", "events", None),
+    ("configmaps", "", "configmaps", None),
+    ("pods", "", "pods", None),
+]
+VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    values: dict[str, Any]
+    install: Any  # the CompletedProcess of `helm install`
+
+    def rendered(self, helm: Helm) -> list[dict[str, Any]]:
+        return helm.render(self.values, release=self.name, namespace=self.namespace)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def create_namespace(kubectl: Kubectl, name: str, labels: dict[str, str] | None = None) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+    kubectl("create", "-f", "-", stdin=json.dumps(manifest))
+
+
+def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while kubectl("get", "serviceaccount", name, "-n", namespace, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no ServiceAccount {namespace}/{name} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(control_plane.bin_dir / "helm", tmp_path_factory.mktemp("helm"), control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def install(helm: Helm, kubectl: Kubectl) -> Iterator[Callable[[str, dict[str, Any]], Release]]:
+    """Install a release into a new namespace (labelled restricted); uninstalled after the module."""
+    releases: list[Release] = []
+
+    def installer(prefix: str, values: dict[str, Any]) -> Release:
+        name = unique(prefix)
+        create_namespace(kubectl, name, RESTRICTED)
+        result = helm(
+            "install", name, str(CHART), "--namespace", name, "--values", str(helm.values_file(values))
+        )
+        release = Release(name, name, values, result)
+        releases.append(release)
+        return release
+
+    yield installer
+    for release in releases:
+        helm("uninstall", release.name, "--namespace", release.namespace, check=False)
+        kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster_wide(install: Callable[[str, dict[str, Any]], Release]) -> Release:
+    return install("so-cluster", REQUIRED_VALUES)
+
+
+@pytest.fixture(scope="module")
+def watched(kubectl: Kubectl) -> Iterator[list[str]]:
+    names = [unique("so-watched"), unique("so-watched")]
+    for name in names:
+        create_namespace(kubectl, name)
+    yield names
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def namespaced(install: Callable[[str, dict[str, Any]], Release], watched: list[str]) -> Release:
+    return install("so-namespaced", merged(REQUIRED_VALUES, {"watchNamespaces": watched}))
+
+
+def operator_account(helm: Helm, release: Release) -> str:
+    name: str = one(release.rendered(helm), "ServiceAccount")["metadata"]["name"]
+    return name
+
+
+@pytest.fixture(scope="module")
+def as_operator(
+    helm: Helm, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Release], Kubectl]:
+    def login(release: Release) -> Kubectl:
+        path = tmp_path_factory.mktemp("sa") / "kubeconfig"
+        return service_account_kubectl(
+            control_plane, release.namespace, operator_account(helm, release), path
+        )
+
+    return login
+
+
+@pytest.fixture(scope="module")
+def as_nobody(
+    control_plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kubectl]:
+    """A ServiceAccount with no bindings: what every ServiceAccount may do anyway."""
+    namespace = unique("so-nobody")
+    create_namespace(kubectl, namespace)
+    wait_for_service_account(kubectl, namespace, "default")
+    path = tmp_path_factory.mktemp("nobody") / "kubeconfig"
+    yield service_account_kubectl(control_plane, namespace, "default", path)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def granted(identity: Kubectl, namespace: str) -> set[tuple[str, str, str]]:
+    """What `identity` may do in `namespace`, per a SelfSubjectRulesReview (what `can-i --list` asks)."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    url = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+    result = json.loads(identity("create", "--raw", url, "-f", "-", stdin=json.dumps(review)).stdout)
+    assert not result["status"].get("incomplete"), result["status"]
+    return permissions(result["status"]["resourceRules"])
+
+
+def can(identity: Kubectl, verb: str, resource: str, *scope: str, subresource: str | None = None) -> bool:
+    """`kubectl auth can-i` (a SelfSubjectAccessReview); it exits 1 for "no"."""
+    args = ["auth", "can-i", verb, resource, *scope]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    result = identity(*args, check=False)
+    assert result.stdout.strip() in {"yes", "no"}, result.stdout + result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def assert_exactly_operator_verbs(identity: Kubectl, namespace: str) -> None:
+    for resource, group, rbac_resource, subresource in RESOURCES:
+        for verb in VERBS:
+            expected = (group, rbac_resource, verb) in OPERATOR_PERMISSIONS
+            allowed = can(identity, verb, resource, "-n", namespace, subresource=subresource)
+            assert allowed == expected, f"can-i {verb} {rbac_resource} -n {namespace}: {allowed}"
+
+
+# --- install and upgrade ---------------------------------------------------------------------------
+
+
+def test_install_creates_every_rendered_object(helm: Helm, kubectl: Kubectl, cluster_wide: Release) -> None:
+    status = json.loads(helm("status", cluster_wide.name, "-n", cluster_wide.namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{AGENTSESSIONS}")
+    for obj in cluster_wide.rendered(helm):
+        scope = ["-n", obj["metadata"]["namespace"]] if "namespace" in obj["metadata"] else []
+        kind = f"{obj['kind']}.{obj['apiVersion'].split('/')[0]}" if "/" in obj["apiVersion"] else obj["kind"]
+        live = kubectl.json("get", kind, obj["metadata"]["name"], *scope)
+        assert live["metadata"]["labels"]["app.kubernetes.io/instance"] == cluster_wide.name
+    # PodSecurity warns about a Deployment whose pods the namespace would reject; there was none.
+    assert "PodSecurity" not in cluster_wide.install.stderr, cluster_wide.install.stderr
+
+
+def test_install_notes_say_what_to_do_next(cluster_wide: Release) -> None:
+    notes = cluster_wide.install.stdout
+    for step in (
+        "get agentsessions -w",
+        "describe agentsession demo",
+        '"approval":{"hardware"',
+        "delete agentsession",
+    ):
+        assert step in notes, notes
+
+
+def test_upgrade_rolls_out_new_values(helm: Helm, kubectl: Kubectl, cluster_wide: Release) -> None:
+    def revision() -> int:
+        status = json.loads(
+            helm("status", cluster_wide.name, "-n", cluster_wide.namespace, "-o", "json").stdout
+        )
+        assert status["info"]["status"] == "deployed"
+        return int(status["version"])
+
+    before = revision()
+    values = merged(cluster_wide.values, {"clusterId": "upgraded", "hub": {"token": "hf_rotated"}})
+    helm(
+        "upgrade",
+        cluster_wide.name,
+        str(CHART),
+        "--namespace",
+        cluster_wide.namespace,
+        "--values",
+        str(helm.values_file(values)),
+    )
+    assert revision() == before + 1
+    name = one(cluster_wide.rendered(helm), "Deployment")["metadata"]["name"]
+    live = kubectl.json("get", "deployment", name, "-n", cluster_wide.namespace)
+    assert container_env(live)["SANDBOX_OPERATOR_CLUSTER_ID"]["value"] == "upgraded"
+    # Putting the original values back leaves the release as the other tests expect it.
+    helm(
+        "upgrade",
+        cluster_wide.name,
+        str(CHART),
+        "--namespace",
+        cluster_wide.namespace,
+        "--values",
+        str(helm.values_file(cluster_wide.values)),
+    )
+    assert revision() == before + 2
+
+
+# --- Pod Security admission -------------------------------------------------------------------------
+
+
+def operator_pod(helm: Helm, kubectl: Kubectl, release: Release, name: str) -> dict[str, Any]:
+    """A Pod built from the installed Deployment's pod template (no controller makes one here)."""
+    deployment_name = one(release.rendered(helm), "Deployment")["metadata"]["name"]
+    return pod_from_deployment(
+        kubectl.json("get", "deployment", deployment_name, "-n", release.namespace), name
+    )
+
+
+def test_pod_template_is_admitted_under_restricted(
+    helm: Helm, kubectl: Kubectl, cluster_wide: Release
+) -> None:
+    labels = kubectl.json("get", "namespace", cluster_wide.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod = operator_pod(helm, kubectl, cluster_wide, "admitted")
+    result = kubectl("create", "-f", "-", stdin=json.dumps(pod), check=False)
+    assert result.returncode == 0, result.stderr
+    live = kubectl.json("get", "pod", "admitted", "-n", cluster_wide.namespace)
+    assert live["spec"]["securityContext"]["runAsNonRoot"] is True
+    kubectl("delete", "pod", "admitted", "-n", cluster_wide.namespace, "--wait=false")
+
+
+def drop_all_security_contexts(spec: dict[str, Any]) -> None:
+    spec.pop("securityContext")
+    for container in spec["containers"]:
+        container.pop("securityContext")
+
+
+def allow_escalation(spec: dict[str, Any]) -> None:
+    spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+
+
+def keep_capabilities(spec: dict[str, Any]) -> None:
+    spec["containers"][0]["securityContext"].pop("capabilities")
+
+
+def maybe_root(spec: dict[str, Any]) -> None:
+    for context in (spec["securityContext"], spec["containers"][0]["securityContext"]):
+        context.pop("runAsNonRoot")
+        context.pop("runAsUser")
+
+
+def no_seccomp(spec: dict[str, Any]) -> None:
+    for context in (spec["securityContext"], spec["containers"][0]["securityContext"]):
+        context.pop("seccompProfile")
+
+
+WEAKENINGS = {
+    "no security context": (drop_all_security_contexts, "allowPrivilegeEscalation != false"),
+    "privilege escalation": (allow_escalation, "allowPrivilegeEscalation != false"),
+    "capabilities kept": (keep_capabilities, "unrestricted capabilities"),
+    "may run as root": (maybe_root, "runAsNonRoot != true"),
+    "no seccomp profile": (no_seccomp, "seccompProfile"),
+}
+
+
+@pytest.mark.parametrize("weakening", WEAKENINGS)
+def test_weakened_pod_is_rejected_under_restricted(
+    helm: Helm, kubectl: Kubectl, cluster_wide: Release, weakening: str
+) -> None:
+    """Negative control: the namespace does reject pods, and each of the chart's settings matters."""
+    weaken, violation = WEAKENINGS[weakening]
+    pod = copy.deepcopy(operator_pod(helm, kubectl, cluster_wide, "weakened"))
+    weaken(pod["spec"])
+    result = kubectl("create", "-f", "-", stdin=json.dumps(pod), check=False)
+    assert result.returncode != 0, f"admitted with {weakening}"
+    assert 'violates PodSecurity "restricted:latest"' in result.stderr
+    assert violation in result.stderr
+
+
+def test_chart_without_security_contexts_draws_a_warning(
+    install: Callable[[str, dict[str, Any]], Release],
+) -> None:
+    """Negative control for the warning check above: helm passes PodSecurity's warning on."""
+    weak = install("so-weak", merged(REQUIRED_VALUES, {"podSecurityContext": None, "securityContext": None}))
+    assert "would violate PodSecurity" in weak.install.stderr, weak.install.stderr
+    assert "restricted:latest" in weak.install.stderr
+
+
+# --- RBAC, as the operator's ServiceAccount ---------------------------------------------------------
+
+
+def test_operator_token_is_the_charts_service_account(
+    helm: Helm, cluster_wide: Release, as_operator: Callable[[Release], Kubectl]
+) -> None:
+    whoami = json.loads(as_operator(cluster_wide)("auth", "whoami", "-o", "json").stdout)
+    account = operator_account(helm, cluster_wide)
+    assert (
+        whoami["status"]["userInfo"]["username"]
+        == f"system:serviceaccount:{cluster_wide.namespace}:{account}"
+    )
+
+
+def test_cluster_wide_operator_may_do_exactly_its_calls(
+    cluster_wide: Release, watched: list[str], as_operator: Callable[[Release], Kubectl], as_nobody: Kubectl
+) -> None:
+    operator = as_operator(cluster_wide)
+    for namespace in (cluster_wide.namespace, watched[0]):
+        assert granted(operator, namespace) - granted(as_nobody, namespace) == OPERATOR_PERMISSIONS
+    assert_exactly_operator_verbs(operator, watched[0])
+    assert can(operator, "list", AGENTSESSIONS, "--all-namespaces")
+    assert can(operator, "watch", AGENTSESSIONS, "--all-namespaces")
+    assert not can(operator, "list", "secrets", "--all-namespaces")
+    assert not can(operator, "list", "namespaces")
+    assert not can(operator, "list", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_namespaced_operator_may_act_only_in_watched_namespaces(
+    helm: Helm,
+    kubectl: Kubectl,
+    namespaced: Release,
+    watched: list[str],
+    as_operator: Callable[[Release], Kubectl],
+    as_nobody: Kubectl,
+) -> None:
+    operator = as_operator(namespaced)
+    for namespace in watched:
+        assert granted(operator, namespace) - granted(as_nobody, namespace) == OPERATOR_PERMISSIONS
+    assert_exactly_operator_verbs(operator, watched[1])
+    for namespace in (namespaced.namespace, "default"):
+        assert granted(operator, namespace) - granted(as_nobody, namespace) == set()
+    for scope in (["--all-namespaces"], ["-n", "default"]):
+        assert not can(operator, "list", AGENTSESSIONS, *scope)
+        assert not can(operator, "get", "secrets", *scope)
+        assert not can(operator, "create", "events", *scope)
+    # Nothing cluster-scoped is bound to the operator at all.
+    account = operator_account(helm, namespaced)
+    for binding in kubectl.json("get", "clusterrolebindings")["items"]:
+        for subject in binding.get("subjects") or []:
+            assert (subject.get("namespace"), subject["name"]) != (namespaced.namespace, account), binding
