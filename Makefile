@@ -31,8 +31,9 @@ test: setup lint  ## the whole suite, integration tests included
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/hubsim
 
-crd: $(STAMP)
+crd: $(STAMP)  ## regenerate the CRD (and the chart's copy) from the API types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml
+	cp crds/agentsessions.yaml charts/sandbox-operator/crds/agentsessions.yaml
 
 clean:
 	rm -rf $(VENV) .state build dist

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 GROUP = "agents.sandbox-operator.dev"
 VERSION = "v1alpha1"
@@ -130,9 +130,30 @@ class SpaceSecretSource(_Model):
     )
 
 
+#: Upper bounds that catch typos (an extra zero) at admission; operators set tighter limits in config.
+MAX_APPROVAL_USD_PER_HOUR = 1000.0
+MAX_APPROVAL_BUDGET_USD = 100000.0
+
+
+_APPROVAL_RULES: list[JsonValue] = [
+    {
+        "rule": "has(self.hardware) || has(self.maxUsdPerHour)",
+        "message": "an approval names a hardware flavor or grants a maxUsdPerHour budget",
+    }
+]
+
+
 class Approval(_Model):
-    hardware: Hardware = Field(
-        description="The paid hardware flavor that is approved; must equal spec.hardware."
+    model_config = ConfigDict(
+        **_Model.model_config, json_schema_extra={"x-kubernetes-validations": _APPROVAL_RULES}
+    )
+
+    hardware: Hardware | None = Field(
+        default=None,
+        description=(
+            "The paid flavor approved; it must equal spec.hardware to take effect. Omit it to grant a "
+            "standing budget with maxUsdPerHour instead."
+        ),
     )
     approved_by: str = Field(
         alias="approvedBy",
@@ -141,6 +162,23 @@ class Approval(_Model):
         max_length=253,
     )
     reason: str | None = Field(default=None, description="Why the upgrade was approved.", max_length=1024)
+    max_usd_per_hour: float | None = Field(
+        default=None,
+        alias="maxUsdPerHour",
+        description="Standing approval of any flavor costing at most this much per hour (USD).",
+        gt=0,
+        le=MAX_APPROVAL_USD_PER_HOUR,
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        alias="budgetUsd",
+        description=(
+            "Total estimated spend (USD) allowed on paid hardware; once reached, the Space goes back to "
+            "cpu-basic and BudgetExhausted becomes True."
+        ),
+        gt=0,
+        le=MAX_APPROVAL_BUDGET_USD,
+    )
 
 
 class AgentSessionSpec(_Model):
@@ -198,6 +236,30 @@ class HardwareStatus(_Model):
     requested: str | None = Field(default=None, description="Hardware requested from the Hub.")
 
 
+class PendingApproval(_Model):
+    hardware: str = Field(description="The requested paid flavor.")
+    usd_per_hour: float | None = Field(
+        default=None, alias="usdPerHour", description="Its price per hour from the Hub's hardware catalog."
+    )
+
+
+class Spend(_Model):
+    estimated_usd: float = Field(
+        default=0.0,
+        alias="estimatedUsd",
+        description="Estimated spend so far, from observed time on paid hardware.",
+    )
+    usd_per_hour: float = Field(default=0.0, alias="usdPerHour", description="Price of the hardware in use.")
+    budget_usd: float | None = Field(
+        default=None, alias="budgetUsd", description="The approved budget, if any."
+    )
+    last_observed_time: str | None = Field(
+        default=None,
+        alias="lastObservedTime",
+        description="When spend was last brought up to date (RFC 3339).",
+    )
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     CREATING = "Creating"
@@ -227,6 +289,15 @@ class AgentSessionStatus(_Model):
         alias="connectionSecret",
         description="Secret with the Space id, sandbox URL and API token, for agent pods to mount.",
     )
+    approved_by: str | None = Field(
+        default=None, alias="approvedBy", description="Who approved the paid hardware in use or requested."
+    )
+    pending_approval: PendingApproval | None = Field(
+        default=None,
+        alias="pendingApproval",
+        description="The paid flavor waiting for an approval, with its price.",
+    )
+    spend: Spend | None = Field(default=None, description="Estimated spend on paid hardware.")
     failures: int | None = Field(
         default=None, description="Consecutive failed reconciles; drives the retry backoff.", ge=0
     )

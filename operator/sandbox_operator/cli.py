@@ -25,45 +25,91 @@ def main() -> None:
     """Gives every AgentSession its own Hugging Face Space sandbox."""
 
 
+_CONNECTION = [
+    click.option(
+        "--hub-endpoint",
+        envvar="HF_ENDPOINT",
+        default="https://huggingface.co",
+        show_default=True,
+        help="Hub API base URL (env HF_ENDPOINT).",
+    ),
+    click.option(
+        "--hub-token",
+        envvar="HF_TOKEN",
+        default="",
+        show_default=False,
+        help="Hub token the operator acts with (env HF_TOKEN).",
+    ),
+    click.option(
+        "--default-owner",
+        envvar="SANDBOX_OPERATOR_DEFAULT_OWNER",
+        default="",
+        help="Hub namespace for Spaces of sessions that name none; empty: the token's user.",
+    ),
+    click.option(
+        "--namespaces",
+        envvar="SANDBOX_OPERATOR_NAMESPACES",
+        default="",
+        help="Comma-separated namespaces to watch; empty: the whole cluster.",
+    ),
+    click.option(
+        "--cluster-id",
+        envvar="SANDBOX_OPERATOR_CLUSTER_ID",
+        default="default",
+        show_default=True,
+        help="Written into each Space's ownership marker.",
+    ),
+]
+
+
+def _connection_options(fn: F) -> F:
+    """Where the Hub and the sessions are: the same flags (and env) for `run` and `sweep`."""
+    for option in reversed(_CONNECTION):
+        fn = option(fn)
+    return fn
+
+
+def _sweep_grace(flag: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        "sweep_grace",
+        envvar="SANDBOX_OPERATOR_SWEEP_GRACE",
+        type=float,
+        default=600.0,
+        show_default=True,
+        help="Orphaned Spaces younger than this (seconds) are left alone.",
+    )
+
+
+def _sweep_max_deletes(flag: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        "sweep_max_deletes",
+        envvar="SANDBOX_OPERATOR_SWEEP_MAX_DELETES",
+        type=click.IntRange(min=0),
+        default=10,
+        show_default=True,
+        help="Spaces deleted per sweeper pass at most.",
+    )
+
+
+def _sweep_owners(flag: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        "sweep_owners",
+        envvar="SANDBOX_OPERATOR_SWEEP_OWNERS",
+        default="",
+        help="Comma-separated Hub namespaces to sweep besides the default owner and those sessions name.",
+    )
+
+
 @main.command()
-@click.option(
-    "--hub-endpoint",
-    envvar="HF_ENDPOINT",
-    default="https://huggingface.co",
-    show_default=True,
-    help="Hub API base URL (env HF_ENDPOINT).",
-)
-@click.option(
-    "--hub-token",
-    envvar="HF_TOKEN",
-    default="",
-    show_default=False,
-    help="Hub token the operator acts with (env HF_TOKEN).",
-)
-@click.option(
-    "--default-owner",
-    envvar="SANDBOX_OPERATOR_DEFAULT_OWNER",
-    default="",
-    help="Hub namespace for Spaces of sessions that name none; empty: the token's user.",
-)
+@_connection_options
 @click.option(
     "--default-template",
     envvar="SANDBOX_OPERATOR_DEFAULT_TEMPLATE",
     default="",
     help="Space duplicated for sessions that name none.",
-)
-@click.option(
-    "--namespaces",
-    envvar="SANDBOX_OPERATOR_NAMESPACES",
-    default="",
-    help="Comma-separated namespaces to watch; empty: the whole cluster.",
-)
-@click.option(
-    "--cluster-id",
-    envvar="SANDBOX_OPERATOR_CLUSTER_ID",
-    default="default",
-    show_default=True,
-    help="Written into each Space's ownership marker.",
 )
 @click.option(
     "--free-hardware",
@@ -79,6 +125,96 @@ def main() -> None:
     default=2.0,
     show_default=True,
     help="Seconds between Hub polls while a Space starts.",
+)
+@click.option(
+    "--max-usd-per-hour",
+    envvar="SANDBOX_OPERATOR_MAX_USD_PER_HOUR",
+    type=float,
+    default=None,
+    help="Largest hourly price (USD) an approval may grant; unset: no limit.",
+)
+@click.option(
+    "--max-budget-usd",
+    envvar="SANDBOX_OPERATOR_MAX_BUDGET_USD",
+    type=float,
+    default=None,
+    help="Largest budgetUsd an approval may grant; when set, approvals must carry a budget.",
+)
+@click.option(
+    "--resync-interval",
+    envvar="SANDBOX_OPERATOR_RESYNC_INTERVAL",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds between Hub checks of a converged session (drift); 0: never.",
+)
+@click.option(
+    "--spend-interval",
+    envvar="SANDBOX_OPERATOR_SPEND_INTERVAL",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds between spend updates while a Space runs on paid hardware.",
+)
+@click.option(
+    "--hub-rate",
+    envvar="SANDBOX_OPERATOR_HUB_RATE",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="Hub calls per second, sustained, for the whole operator (0: unlimited).",
+)
+@click.option(
+    "--hub-burst",
+    envvar="SANDBOX_OPERATOR_HUB_BURST",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Hub calls that may go at once after a quiet time (3/s + 20 stays under 1,000 per 5 min).",
+)
+@click.option(
+    "--sweep-interval",
+    envvar="SANDBOX_OPERATOR_SWEEP_INTERVAL",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds between orphan sweeper passes; 0 disables the sweeper.",
+)
+@_sweep_grace("--sweep-grace")
+@_sweep_max_deletes("--sweep-max-deletes")
+@_sweep_owners("--sweep-owners")
+@click.option(
+    "--sweep-dry-run",
+    envvar="SANDBOX_OPERATOR_SWEEP_DRY_RUN",
+    is_flag=True,
+    help="The sweeper reports orphaned Spaces (log, Events, metrics) but deletes none.",
+)
+@click.option(
+    "--metrics-port",
+    envvar="SANDBOX_OPERATOR_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=9090,
+    show_default=True,
+    help="Port of the Prometheus /metrics endpoint; 0 disables it.",
+)
+@click.option(
+    "--lease-name",
+    envvar="SANDBOX_OPERATOR_LEASE_NAME",
+    default="sandbox-operator",
+    show_default=True,
+    help="Lease for leader election (only its holder acts); empty disables leader election.",
+)
+@click.option(
+    "--lease-namespace",
+    envvar="SANDBOX_OPERATOR_LEASE_NAMESPACE",
+    default="",
+    help="Namespace of the Lease; empty: the pod's own namespace, or `default` outside a cluster.",
+)
+@click.option(
+    "--lease-identity",
+    envvar="SANDBOX_OPERATOR_LEASE_IDENTITY",
+    default="",
+    help="This process in the Lease; empty: hostname-pid (stable across container restarts).",
 )
 @click.option(
     "--liveness",
@@ -105,6 +241,21 @@ def run(
     cluster_id: str,
     free_hardware: str,
     poll_interval: float,
+    max_usd_per_hour: float | None,
+    max_budget_usd: float | None,
+    spend_interval: float,
+    resync_interval: float,
+    hub_rate: float,
+    hub_burst: int,
+    sweep_interval: float,
+    sweep_grace: float,
+    sweep_max_deletes: int,
+    sweep_owners: str,
+    sweep_dry_run: bool,
+    metrics_port: int,
+    lease_name: str,
+    lease_namespace: str,
+    lease_identity: str,
     liveness: str,
     log_format: str,
     verbose: bool,
@@ -124,16 +275,84 @@ def run(
         cluster_id=cluster_id,
         free_hardware=frozenset(_csv(free_hardware)),
         poll_interval=poll_interval,
+        max_usd_per_hour=max_usd_per_hour,
+        max_budget_usd=max_budget_usd,
+        spend_interval=spend_interval,
+        resync_interval=resync_interval,
+        hub_rate=hub_rate,
+        hub_burst=hub_burst,
+        sweep_interval=sweep_interval,
+        sweep_grace=sweep_grace,
+        sweep_max_deletes=sweep_max_deletes,
+        sweep_owners=frozenset(_csv(sweep_owners)),
+        sweep_dry_run=sweep_dry_run,
     )
     import kopf
 
+    from .lease import LeaseSettings, default_identity, default_namespace
+
+    lease = LeaseSettings(
+        name=lease_name,
+        namespace=lease_namespace or default_namespace(),
+        identity=lease_identity or default_identity(),
+    )
     run_operator(
         config,
         namespaces=_csv(namespaces),
         liveness_endpoint=liveness or None,
         verbose=verbose,
         log_format=kopf.LogFormat[log_format.upper()],
+        metrics_port=metrics_port,
+        lease=lease if lease_name else None,
     )
+
+
+@main.command()
+@_connection_options
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@_sweep_max_deletes("--max-deletes")
+@_sweep_grace("--grace")
+@_sweep_owners("--owners")
+def sweep(
+    hub_endpoint: str,
+    hub_token: str,
+    default_owner: str,
+    namespaces: str,
+    cluster_id: str,
+    dry_run: bool,
+    sweep_max_deletes: int,
+    sweep_grace: float,
+    sweep_owners: str,
+) -> None:
+    """Run one orphan sweeper pass now, printing one line per decision about a Space."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import asyncio
+
+    from kubernetes.client.exceptions import ApiException
+
+    from .config import OperatorConfig
+    from .hub import HubError
+    from .sweeper import ORPHAN_VERDICTS, sweep_once
+
+    config = OperatorConfig(
+        hub_endpoint=hub_endpoint.rstrip("/"),
+        hub_token=hub_token,
+        default_owner=default_owner,
+        cluster_id=cluster_id,
+        sweep_grace=sweep_grace,
+        sweep_max_deletes=sweep_max_deletes,
+        sweep_owners=frozenset(_csv(sweep_owners)),
+        sweep_dry_run=dry_run,
+    )
+    try:
+        decisions = asyncio.run(sweep_once(config, _csv(namespaces)))
+    except (HubError, ApiException) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    for decision in decisions:
+        click.echo(decision.line())
+    orphans = sum(d.verdict in ORPHAN_VERDICTS for d in decisions)
+    click.echo(f"{orphans} orphaned of {len(decisions)} Spaces checked", err=True)
 
 
 @main.command()
@@ -195,6 +414,41 @@ def hubsim(
         hardware_switch_seconds=hardware_seconds,
     )
     serve(config, host, port)
+
+
+@main.command()
+@click.argument("session")
+@click.option("-n", "--namespace", default=None, help="The session's namespace (default: the kubeconfig's).")
+@click.option(
+    "--hardware", default=None, help="The flavor to approve (default: the one the session requests)."
+)
+@click.option(
+    "--max-usd-per-hour", type=float, default=None, help="Grant a standing budget up to this hourly price."
+)
+@click.option("--budget-usd", type=float, default=None, help="Cap the total estimated spend.")
+@click.option("--reason", default=None, help="Why, for the record.")
+def approve(
+    session: str,
+    namespace: str | None,
+    hardware: str | None,
+    max_usd_per_hour: float | None,
+    budget_usd: float | None,
+    reason: str | None,
+) -> None:
+    """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
+    from .approval import ApprovalError, ApprovalRequest, default_namespace
+    from .approval import approve as write_approval
+
+    namespace = namespace or default_namespace()
+    request = ApprovalRequest(session, namespace, hardware, max_usd_per_hour, budget_usd, reason)
+    try:
+        written = write_approval(request)
+    except ApprovalError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    what = written["hardware"] or f"any flavor up to ${written['maxUsdPerHour']}/h"
+    budget = f" within ${written['budgetUsd']}" if written["budgetUsd"] else ""
+    click.echo(f"approved {what}{budget} for {namespace}/{session} as {written['approvedBy']}")
 
 
 _STATE_DIR = click.option(

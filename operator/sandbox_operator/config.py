@@ -37,6 +37,48 @@ class OperatorConfig(BaseModel):
     credentials_backoff_min: float = Field(
         default=60.0, ge=0, description="Shortest retry delay after the Hub rejects the operator's token."
     )
+    max_usd_per_hour: float | None = Field(
+        default=None, gt=0, description="Largest maxUsdPerHour (and flavor price) an approval may grant."
+    )
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="Largest budgetUsd an approval may grant."
+    )
+    spend_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between spend updates while a Space runs on paid hardware."
+    )
+    catalog_ttl: float = Field(default=3600.0, gt=0, description="Seconds the Hub's price catalog is cached.")
+    resync_interval: float = Field(
+        default=1800.0,
+        ge=0,
+        description="Seconds between checks of a converged session against the Hub (drift); 0: never.",
+    )
     health_path: str = Field(default="/health", description="Path of the sandbox health endpoint.")
     hub_concurrency: int = Field(default=8, ge=1, description="Hub calls in flight at once.")
     hub_timeout: float = Field(default=30.0, gt=0, description="Timeout of one Hub call, in seconds.")
+    hub_rate: float = Field(
+        default=3.0,
+        ge=0,
+        description="Hub calls per second, sustained (0: unlimited); with hub_burst, 3/s stays under the "
+        "free account's 1,000 calls per 5 minutes.",
+    )
+    hub_burst: int = Field(default=20, ge=1, description="Hub calls that may go at once after a quiet time.")
+    hub_read_retries: int = Field(
+        default=2, ge=0, description="In-call retries of idempotent Hub reads after a 5xx, timeout or reset."
+    )
+    hub_visibility_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds after our own duplicate during which a 404 means 'not visible yet', not 'gone'.",
+    )
+    sweep_interval: float = Field(
+        default=600.0, ge=0, description="Seconds between orphan sweeper passes (0: no sweeper)."
+    )
+    sweep_grace: float = Field(
+        default=600.0, ge=0, description="Orphaned Spaces younger than this are left for a later pass."
+    )
+    sweep_max_deletes: int = Field(default=10, ge=0, description="Spaces one sweeper pass deletes at most.")
+    sweep_dry_run: bool = Field(default=False, description="The sweeper reports orphans but deletes none.")
+    sweep_owners: frozenset[str] = Field(
+        default=frozenset(),
+        description="Hub namespaces swept besides the default owner and those sessions name.",
+    )

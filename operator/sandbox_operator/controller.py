@@ -1,9 +1,12 @@
 """The I/O shell: kopf handlers that observe, call the decision core, apply, and write status.
 
-Handlers hold no logic of their own. A reconcile pass loops observe -> decide -> apply
-until the core asks for nothing more now, then writes status and, if the session is not
-converged, asks kopf to come back later (`TemporaryError` with the core's delay). kopf
-runs each session as an asyncio task, so a waiting session costs no thread.
+Each session has one reconcile loop, a kopf daemon (an asyncio task, not a thread). A pass
+loops observe -> decide -> apply until the core asks for nothing more now, writes status if
+it changed, and sleeps for the core's requeue delay, or until the spec changes: a watch
+event with a new metadata.generation wakes the loop at once, as controller-runtime's
+GenerationChangedPredicate would. Status writes do not wake it, so a pass costs no extra
+calls. kopf's change handlers are not used for this: a delayed kopf retry would hold back
+a spec change until the delay ran out.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import asyncio
 import logging
 import random
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import api, reconciler
+from . import api, metrics, reconciler
 from .config import OperatorConfig
+from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, KubeClient, load_client_config
+from .lease import LeaderElector, LeaseSettings, run_as_leader
+from .pricing import PriceCatalog
 from .reconciler import (
     Action,
     CreateSpace,
@@ -33,11 +39,13 @@ from .reconciler import (
     Plan,
     PublishConnection,
     RecordIntent,
+    ReleaseSpace,
     RequestHardware,
     RestartSpace,
     RotateToken,
     Session,
 )
+from .sweeper import Sweeper
 
 FINALIZER = f"{api.GROUP}/finalizer"
 #: Observe-decide-apply rounds in one handler call before handing back to kopf.
@@ -56,6 +64,12 @@ class Runtime:
     config: OperatorConfig
     hub: HubClient
     kube: KubeClient
+    prices: PriceCatalog
+    #: Namespaces watched; empty: the whole cluster.
+    namespaces: list[str] = field(default_factory=list)
+    monitor: HealthMonitor = field(default_factory=HealthMonitor)
+    #: Background tasks started with the operator (sweeper, heartbeat, watch checks).
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def session_from_body(body: kopf.Body) -> Session:
@@ -92,21 +106,27 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
-async def observe(rt: Runtime, session: Session) -> Observation:
-    """Gather what `decide` needs, with the fewest calls the session's state allows."""
+async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
+    """Gather what `decide` needs, with the fewest calls the session's state allows.
+
+    The ownership marker is read only until the Space was first seen (its name holds the
+    session UID), and not at all right after this pass created it.
+    """
     connection = await rt.kube.read_connection(
         session.namespace, reconciler.connection_secret_name(session), session.uid
     )
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
+    prices = await rt.prices.prices()
     space_id = session.status.space_id
     if space_id is None:
-        return Observation(token=token, connection_url=connection_url)
+        return Observation(token=token, connection_url=connection_url, prices=prices)
     try:
-        # The marker is read only until the Space was first seen: its name holds the session UID.
-        space = await rt.hub.space(space_id, with_marker=session.status.url is None)
+        space = await rt.hub.space(space_id, with_marker=verify_marker and session.status.url is None)
     except HubError as error:
-        return Observation(hub_failure=error.failure, token=token, connection_url=connection_url)
+        return Observation(
+            hub_failure=error.failure, token=token, connection_url=connection_url, prices=prices
+        )
     secrets_problem = None
     if space is None and session.spec.secrets:
         _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
@@ -116,7 +136,7 @@ async def observe(rt: Runtime, session: Session) -> Observation:
         and space.stage == "RUNNING"
         and token
         and space.sandbox_url
-        and space.current_hardware == reconciler.target_hardware(session.spec, space, rt.config)
+        and space.current_hardware == space.requested_hardware
     ):
         health = await rt.hub.health(space.sandbox_url, token)
     return Observation(
@@ -125,21 +145,32 @@ async def observe(rt: Runtime, session: Session) -> Observation:
         connection_url=connection_url,
         health=health,
         secrets_problem=secrets_problem,
+        space_pending=space is None and rt.hub.awaiting_visibility(space_id),
+        prices=prices,
     )
 
 
-async def apply(rt: Runtime, session: Session, action: Action, observed: Observation) -> HubFailure | None:
+@dataclass(frozen=True)
+class Applied:
+    """What carrying out an action taught us, so the next step need not ask the Hub again."""
+
+    #: A Hub failure, for the core to report and retry.
+    failure: HubFailure | None = None
+    #: The world after the action, when it is known without asking (a Kubernetes-only change).
+    known: Observation | None = None
+    #: This pass created the Space: it carries our marker, no need to read it back.
+    created: bool = False
+
+
+async def apply(rt: Runtime, session: Session, action: Action, observed: Observation) -> Applied:
     """Carry out one action; a Hub failure is returned for the core to report, not raised."""
     owner = {"name": session.name, "uid": session.uid}
     secret_name = reconciler.connection_secret_name(session)
     try:
         match action:
             case RecordIntent(space_id=space_id, connection_secret=name):
-                values = {
-                    KEY_SPACE_ID: space_id,
-                    KEY_TOKEN: observed.token or new_token(),
-                    KEY_SANDBOX_URL: "",
-                }
+                token = observed.token or new_token()
+                values = {KEY_SPACE_ID: space_id, KEY_TOKEN: token, KEY_SANDBOX_URL: ""}
                 await rt.kube.write_connection(
                     namespace=session.namespace, name=name, owner=owner, values=values
                 )
@@ -148,10 +179,13 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                     session.name,
                     {"spaceId": space_id, "connectionSecret": name, "phase": api.Phase.CREATING.value},
                 )
+                # Intent precedes creation, so no Space of ours exists yet; should one exist anyway
+                # (a status lost by hand), the duplicate answers 409 and it is adopted.
+                return Applied(known=replace(observed, space=None, token=token, connection_url=None))
             case CreateSpace(space_id=space_id, template=template, private=private):
                 values, problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
                 if problem is not None:
-                    return None  # observed again next round, and reported as SecretNotFound
+                    return Applied()  # observed again next step, and reported as SecretNotFound
                 assert observed.token is not None, "CreateSpace is decided only with a token"
                 try:
                     await rt.hub.duplicate(
@@ -165,16 +199,20 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                     )
                 except SpaceExistsError:
                     log.info("Space %s already exists; adopting it after checking its marker", space_id)
+                    return Applied()
+                return Applied(created=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
                 await rt.hub.set_token(space_id, token)
                 await rt.kube.write_connection(
                     namespace=session.namespace, name=secret_name, owner=owner, values={KEY_TOKEN: token}
                 )
+                return Applied(known=replace(observed, token=token, health=None))
             case PublishConnection(sandbox_url=url):
                 await rt.kube.write_connection(
                     namespace=session.namespace, name=secret_name, owner=owner, values={KEY_SANDBOX_URL: url}
                 )
+                return Applied(known=replace(observed, connection_url=url))
             case RequestHardware(space_id=space_id, flavor=flavor):
                 await rt.hub.request_hardware(space_id, flavor)
             case RestartSpace(space_id=space_id):
@@ -182,63 +220,106 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
             case _:
                 raise AssertionError(f"unexpected action {action!r}")
     except HubError as error:
-        return error.failure
-    return None
+        return Applied(failure=error.failure)
+    return Applied()
 
 
-async def reconcile(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
-    try:
-        await _reconcile(rt, body, patch)
-    except ApiException as error:
-        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
-        raise kopf.TemporaryError(
-            f"Kubernetes API error: {error.status} {error.reason}", delay=2.0
-        ) from error
-
-
-async def _reconcile(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
+async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
+    """One reconcile pass; returns when to come back (seconds), or None when converged."""
     session = session_from_body(body)
+    observed = await observe(rt, session)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
-        observed = await observe(rt, session)
         plan = reconciler.decide(session, observed, rt.config, _now(), random.random())
-        if plan.action is not None:
-            failure = await apply(rt, session, plan.action, observed)
-            if failure is not None:
-                plan = reconciler.decide(
-                    session, replace(observed, hub_failure=failure), rt.config, _now(), random.random()
-                )
+        applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
+        if applied.failure is not None:
+            plan = reconciler.decide(
+                session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()
+            )
         _post(body, plan.events)
         session = replace(session, status=plan.status)
         if plan.action is None or plan.status.failures:
             break
+        observed = applied.known or await observe(rt, session, verify_marker=not applied.created)
     assert plan is not None
-    patch.status.update(status_patch(plan.status))
-    if plan.requeue_after is not None:
-        ready = next((c for c in plan.status.conditions if c.type == reconciler.READY), None)
-        message = f"{ready.reason}: {ready.message}" if ready else "waiting"
-        raise kopf.TemporaryError(message, delay=max(MIN_REQUEUE, plan.requeue_after))
+    if status_patch(plan.status) != status_patch(session_from_body(body).status):
+        await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+    return plan.requeue_after
+
+
+@dataclass
+class SessionLoop:
+    """Per-session state kept in kopf's per-object memo: the wake-up signal of its loop."""
+
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int | None = None
+
+
+def session_loop(memo: kopf.Memo) -> SessionLoop:
+    loop: SessionLoop = memo.setdefault("session_loop", SessionLoop())
+    return loop
+
+
+async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | None) -> None:
+    """Until `delay` passes (forever if None), the spec changes, or the loop is stopped."""
+    waiters = {asyncio.ensure_future(loop.wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped) -> None:
+    """The session's reconcile loop: `body` is kopf's live view, always the latest object."""
+    loop = session_loop(memo)
+    failures = 0
+    while not stopped:
+        loop.wakeup.clear()
+        try:
+            delay = await reconcile(rt, body)
+            failures = 0
+        except ApiException as error:
+            # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
+            failures += 1
+            delay = reconciler.backoff_delay(failures, rt.config, random.random())
+            log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
+                        body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
+                        error.status, error.reason, delay)  # fmt: skip
+        if delay is None and rt.config.resync_interval > 0:
+            delay = rt.config.resync_interval
+        await _sleep(loop, stopped, None if delay is None else max(MIN_REQUEUE, delay))
 
 
 async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     session = session_from_body(body)
     plan: reconciler.FinalizePlan | None = None
     for _ in range(3):
-        observed = FinalizeObservation()
-        if session.spec.deletion_policy == api.DeletionPolicy.DELETE:
-            space_id = reconciler.finalize_space_id(session, rt.config)
-            try:
-                observed = FinalizeObservation(marker=await rt.hub.marker(space_id))
-            except HubError as error:
-                observed = FinalizeObservation(hub_failure=error.failure)
-        plan = reconciler.decide_finalize(session, observed, rt.config, random.random())
+        space_id = reconciler.finalize_space_id(session, rt.config)
+        try:
+            ownership = await rt.hub.ownership(space_id)
+            observed = FinalizeObservation(
+                marker=ownership.session_uid if ownership else None,
+                marker_cluster=ownership.cluster_id if ownership else "",
+                space_pending=ownership is None and rt.hub.awaiting_visibility(space_id),
+            )
+        except HubError as error:
+            observed = FinalizeObservation(hub_failure=error.failure)
+        plan = reconciler.decide_finalize(session, observed, rt.config, random.random(), now=_now())
         if plan.action is None:
             break
         try:
-            await rt.hub.delete(plan.action.space_id)
+            if isinstance(plan.action, ReleaseSpace):
+                await rt.hub.release(plan.action.space_id)
+            else:
+                await rt.hub.delete(plan.action.space_id)
         except HubError as error:
             plan = reconciler.decide_finalize(
-                session, FinalizeObservation(hub_failure=error.failure), rt.config, random.random()
+                session,
+                FinalizeObservation(hub_failure=error.failure),
+                rt.config,
+                random.random(),
+                now=_now(),
             )
             break
     assert plan is not None
@@ -247,7 +328,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
         return
     status = session.status.model_copy(deep=True)
     status.phase = api.Phase.DELETING
-    status.failures = (status.failures or 0) + 1
+    status.failures = (status.failures or 0) + 1 if plan.failed else None
     status.conditions = reconciler.set_condition(
         status.conditions, reconciler.READY, "False", plan.reason, plan.message, session.generation, _now()
     )
@@ -276,27 +357,75 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             rt.config = rt.config.model_copy(update={"default_owner": owner})
             log.info("default owner is the token's user: %s", owner)
 
+    @kopf.on.startup(registry=registry)
+    async def start_background(settings: kopf.OperatorSettings, **_: Any) -> None:
+        rt.tasks.append(asyncio.create_task(rt.monitor.heartbeat()))
+        rt.tasks.append(
+            asyncio.create_task(
+                watch_checks(
+                    rt.monitor, lambda: rt.kube.list_sessions(rt.namespaces), lambda: stall_after(settings)
+                )
+            )
+        )
+        if rt.config.sweep_interval > 0:
+            sweeper = Sweeper(rt.hub, rt.kube, lambda: rt.config, rt.namespaces)
+            rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
+    @kopf.on.probe(registry=registry, id="progress")
+    async def progress(**_: Any) -> dict[str, Any]:
+        """Fails the liveness endpoint (HTTP 500) when the loop is blocked or the watch stalled."""
+        problems = rt.monitor.problems()
+        if problems:
+            raise kopf.PermanentError("; ".join(problems))
+        return rt.monitor.report()
+
     @kopf.on.cleanup(registry=registry)
     async def close_clients(**_: Any) -> None:
+        for task in rt.tasks:
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
         await rt.hub.close()
         rt.kube.close()
 
-    # backoff: the retry delay after an unexpected error; expected failures set their own delay.
-    @kopf.on.resume(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
-    @kopf.on.create(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
-    @kopf.on.update(*resource, field="spec", registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
-    async def reconcile_session(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await reconcile(rt, body, patch)
+    @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLER)
+    async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Feeds metrics and liveness, and wakes the session's loop when its spec changed."""
+        rt.monitor.on_event(event["type"], event["object"])
+        loop = session_loop(memo)
+        generation = body.get("metadata", {}).get("generation")
+        if generation != loop.generation:
+            loop.generation = generation
+            loop.wakeup.set()
+
+    # backoff: the restart delay should the loop itself crash; it catches every expected failure.
+    @kopf.daemon(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF, cancellation_timeout=30)
+    async def reconcile_session(
+        body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        await run_session(rt, body, memo, stopped)
 
     @kopf.on.delete(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
     async def finalize_session(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await finalize(rt, body, patch)
+        with rt.monitor.working(body.meta.uid or ""):
+            await finalize(rt, body, patch)
 
     return registry
+
+
+#: The watch-event handler (metrics, liveness, wake-ups); kopf logs each of its runs at INFO.
+TRACKING_HANDLER = "track-session"
+
+
+def _quiet_tracking(record: logging.LogRecord) -> bool:
+    """One line per watch event says nothing: the tracking handler's successes go to DEBUG."""
+    if record.levelno == logging.INFO and record.getMessage() == f"Handler '{TRACKING_HANDLER}' succeeded.":
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG)
+    return True
 
 
 def run_operator(
@@ -307,21 +436,34 @@ def run_operator(
     stop_flag: asyncio.Event | None = None,
     verbose: bool = False,
     log_format: kopf.LogFormat = kopf.LogFormat.FULL,
+    metrics_port: int = 0,
+    lease: LeaseSettings | None = None,
 ) -> None:
-    """Run until stopped (SIGINT/SIGTERM or the stop flag)."""
+    """Run until stopped (SIGINT/SIGTERM or the stop flag); with `lease`, only while holding it."""
     kopf.configure(verbose=verbose, log_format=log_format)
+    logging.getLogger("kopf.objects").addFilter(_quiet_tracking)
     # One line per Hub request is noise at INFO; failures are reported by the operator itself.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     load_client_config()
-    rt = Runtime(config=config, hub=HubClient(config), kube=KubeClient())
-    registry = build_registry(rt)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,
-            liveness_endpoint=liveness_endpoint,
-            stop_flag=stop_flag,
-        )
+    metrics.serve(metrics_port)
+    hub = HubClient(config)
+    rt = Runtime(
+        config=config,
+        hub=hub,
+        kube=KubeClient(),
+        prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
+        namespaces=namespaces,
     )
+    registry = build_registry(rt)
+    operator = kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        liveness_endpoint=liveness_endpoint,
+        stop_flag=stop_flag,
+    )
+    if lease is None:
+        asyncio.run(operator)
+    else:
+        asyncio.run(run_as_leader(LeaderElector(lease), hub.gate, operator, liveness_endpoint))

@@ -45,6 +45,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         if rest.get("default", ...) is None:
             del rest["default"]
         return _structural({**options[0], **rest}, defs)
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            # JSON Schema's numeric form; OpenAPI v3.0 (what the API server speaks) wants a flag.
+            node = {**node, limit: node[bound], bound: True}
     if "const" in node:
         node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
     out = {key: _structural(value, defs) for key, value in node.items() if key not in _DROPPED_KEYS}

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import api
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
-from .controlplane.processes import launch, log_tail
+from .controlplane.helm import Helm
+from .controlplane.processes import free_ports, launch, log_tail
 from .crd import render_crd
 from .hubsim import HubSimConfig, HubSimServer
 
@@ -27,6 +29,8 @@ DEV_TEMPLATE = "templates/agent-sandbox"
 DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fake, never a real credential)
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
+RELEASE = "sandbox-operator"
+RELEASE_NAMESPACE = "sandbox-operator"
 
 
 class DevError(RuntimeError):
@@ -43,14 +47,34 @@ def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfi
 
 
 def install_crd(plane: ControlPlane) -> None:
-    kubectl = plane.kubectl()
-    kubectl("apply", "-f", "-", stdin=render_crd())
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agentsessions.agents.sandbox-operator.dev",
-    )
+    """Just the CRD, from the generated schema (tests that need no chart)."""
+    plane.kubectl()("apply", "-f", "-", stdin=render_crd())
+    wait_crd_established(plane)
+
+
+def wait_crd_established(plane: ControlPlane) -> None:
+    plane.kubectl()("wait", "--for=condition=Established", "--timeout=60s", f"crd/{api.PLURAL}.{api.GROUP}")
+
+
+def chart_dir() -> Path:
+    """The chart of this source checkout: dev mode installs exactly what users install."""
+    chart = Path(__file__).resolve().parents[2] / "charts" / "sandbox-operator"
+    if not (chart / "Chart.yaml").is_file():
+        raise DevError(f"dev mode runs from a source checkout; no chart at {chart}")
+    return chart
+
+
+def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
+    """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment."""
+    helm = Helm(plane.bin_dir / "helm", state_dir / "helm", plane.kubeconfig)
+    values = {
+        "hub": {"endpoint": hub_url, "token": DEV_TOKEN},
+        "defaultOwner": DEV_OWNER,
+        "defaultTemplate": DEV_TEMPLATE,
+    }
+    helm("install", RELEASE, str(chart_dir()), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+         "--values", str(helm.values_file(values)))  # fmt: skip
+    wait_crd_established(plane)
 
 
 def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
@@ -62,6 +86,8 @@ def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "SANDBOX_OPERATOR_DEFAULT_OWNER": DEV_OWNER,
         "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": DEV_TEMPLATE,
+        "SANDBOX_OPERATOR_LEASE_NAME": RELEASE,
+        "SANDBOX_OPERATOR_LEASE_NAMESPACE": RELEASE_NAMESPACE,
     }
 
 
@@ -90,17 +116,16 @@ def dev_environment(
     operator: subprocess.Popen[bytes] | None = None
     try:
         hub.start()
-        install_crd(plane)
+        install_chart(plane, hub.url, state_dir)
         if with_operator:
-            argv = [
-                sys.executable,
-                "-m",
-                "sandbox_operator",
-                "run",
-                "--liveness",
-                "http://127.0.0.1:0/healthz",
-            ]
+            liveness = f"http://127.0.0.1:{free_ports(1)[0]}/healthz"  # kopf reads port 0 as 80
+            argv = [sys.executable, "-m", "sandbox_operator", "run", "--liveness", liveness]
             os.environ.update(operator_env(plane, hub.url))
+            # The chart's ServiceAccount identity: the operator gets the chart's RBAC and nothing more.
+            account = plane.service_account_kubeconfig(
+                state_dir / "operator.kubeconfig", RELEASE_NAMESPACE, RELEASE, duration="24h"
+            )
+            os.environ["KUBECONFIG"] = str(account)
             operator = launch("operator", argv, state_dir, die_with_parent=True)
             time.sleep(1.0)
             if operator.poll() is not None:

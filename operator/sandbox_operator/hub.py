@@ -2,17 +2,26 @@
 
 Every Hub call goes through `HubClient`, which runs the unmodified `huggingface_hub`
 client on a small bounded thread pool (the client is synchronous) and turns its
-exceptions into `HubError`s the decision core understands. The sandbox health check is a
-plain async HTTP call and needs no thread.
+exceptions into `HubError`s the decision core understands. Every HTTP request the client
+sends, pagination included, first passes the process-wide `HubGate` (rate limit, the pause
+after a 429, the leader fence) in an httpx request hook, and is counted in the metrics.
+Idempotent reads are retried a few times in the call after a 5xx, timeout or reset; writes
+are not, the decision core requeues the session with backoff instead. The sandbox health
+check is a plain async HTTP call to the Space itself, not the Hub API, and needs no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -21,8 +30,11 @@ from huggingface_hub import HfApi, SpaceInfo, set_client_factory
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils._http import hf_request_event_hook
 
+from . import metrics
 from .api import SANDBOX_TOKEN_SECRET, Hardware
 from .config import OperatorConfig
+from .pricing import hourly_prices
+from .ratelimit import HubGate, HubPaused, NotLeader
 from .reconciler import (
     MARKER_CLUSTER_ID,
     MARKER_SESSION,
@@ -35,6 +47,8 @@ from .reconciler import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: First in-call retry delay of an idempotent read; doubles per attempt, with jitter.
+READ_RETRY_BASE = 0.5
 
 
 class HubError(Exception):
@@ -50,6 +64,23 @@ class SpaceExistsError(Exception):
     """The duplicate target already exists (a previous attempt got through)."""
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """A Space's ownership marker variables; "" where a variable is absent."""
+
+    session_uid: str
+    cluster_id: str
+    session: str
+
+
+@dataclass(frozen=True)
+class ListedSpace:
+    """A Space as the list endpoint shows it: enough to pick sweeper candidates without more calls."""
+
+    space_id: str
+    created_at: datetime | None
+
+
 def _retry_after(response: Any) -> float | None:
     value = response.headers.get("Retry-After") if response is not None else None
     try:
@@ -60,6 +91,17 @@ def _retry_after(response: Any) -> float | None:
 
 def classify(route: str, error: Exception) -> HubError:
     """Map a huggingface_hub / transport exception to a failure kind with a message for people."""
+    if isinstance(error, HubPaused):
+        return HubError(
+            route,
+            HubFailure(
+                FailureKind.RATE_LIMITED,
+                f"not sent: {error} (Retry-After)",
+                error.remaining,
+            ),
+        )
+    if isinstance(error, NotLeader):
+        return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"not sent: {error}"))
     if isinstance(error, HfHubHTTPError) and error.response is not None:
         response = error.response
         code = response.status_code
@@ -98,14 +140,53 @@ def classify(route: str, error: Exception) -> HubError:
     raise error
 
 
-def _client_factory(timeout: float) -> Callable[[], httpx2.Client]:
+#: What the worker thread is calling, for the HTTP-level hooks: route name and send time.
+_current = threading.local()
+
+
+def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client]:
+    def before(request: httpx2.Request) -> None:
+        gate.before_request()
+        _current.sent = time.monotonic()
+
+    def after(response: httpx2.Response) -> None:
+        route = getattr(_current, "route", "other")
+        metrics.HUB_CALLS.labels(route, str(response.status_code)).inc()
+        metrics.HUB_LATENCY.labels(route).observe(time.monotonic() - getattr(_current, "sent", 0.0))
+        gate.after_response(response.status_code, response.headers)
+
     def factory() -> httpx2.Client:
         # The default client has no timeout at all; a hung Hub must not hang a session.
         return httpx2.Client(
-            event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=timeout
+            event_hooks={"request": [before, hf_request_event_hook], "response": [after]},
+            follow_redirects=True,
+            timeout=timeout,
         )
 
     return factory
+
+
+def _in_thread(route: str, fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn` tagged with its route for the hooks; requests that got no response are counted here."""
+
+    def run() -> T:
+        _current.route = route
+        try:
+            return fn()
+        except HubPaused:
+            metrics.HUB_REFUSED.labels("paused").inc()
+            raise
+        except NotLeader:
+            metrics.HUB_REFUSED.labels("not_leader").inc()
+            raise
+        except httpx2.TimeoutException:
+            metrics.HUB_CALLS.labels(route, "timeout").inc()
+            raise
+        except httpx2.TransportError:
+            metrics.HUB_CALLS.labels(route, "network").inc()
+            raise
+
+    return run
 
 
 def _space_view(info: SpaceInfo, endpoint: str) -> SpaceView:
@@ -128,35 +209,77 @@ class HubClient:
     """Async facade over `HfApi` for the calls the operator needs, and nothing more."""
 
     def __init__(self, config: OperatorConfig) -> None:
-        set_client_factory(_client_factory(config.hub_timeout))
+        self.gate = HubGate(config.hub_rate, config.hub_burst)
+        set_client_factory(_client_factory(config.hub_timeout, self.gate))
         self._api = HfApi(endpoint=config.hub_endpoint, token=config.hub_token or None)
         self._endpoint = config.hub_endpoint.rstrip("/")
         self._config = config
         self._pool = ThreadPoolExecutor(max_workers=config.hub_concurrency, thread_name_prefix="hub")
         self._http: aiohttp.ClientSession | None = None
+        #: When this process duplicated each Space (monotonic), for the transient 404 that follows.
+        self._duplicated: dict[str, float] = {}
 
-    async def _call(self, route: str, fn: Callable[[], T]) -> T:
+    async def _call(self, route: str, fn: Callable[[], T], *, idempotent: bool = False) -> T:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, fn)
-        except RepositoryNotFoundError:
-            raise
-        except Exception as error:
-            raise classify(route, error) from error
+        retries = self._config.hub_read_retries if idempotent else 0
+        for attempt in range(retries + 1):
+            try:
+                return await loop.run_in_executor(self._pool, _in_thread(route, fn))
+            except RepositoryNotFoundError:
+                raise
+            except Exception as error:
+                failure = classify(route, error)
+                if failure.failure.kind is FailureKind.RATE_LIMITED:
+                    # The pause may outlast this answer's Retry-After (another call's was longer).
+                    wait = max(failure.failure.retry_after or 0.0, self.gate.paused_for())
+                    failure = HubError(route, replace(failure.failure, retry_after=wait))
+                elif (
+                    failure.failure.kind is FailureKind.UNAVAILABLE
+                    and attempt < retries
+                    and not isinstance(error, NotLeader)
+                ):
+                    metrics.HUB_RETRIES.labels(route).inc()
+                    delay = READ_RETRY_BASE * 2**attempt * (0.5 + random.random())
+                    log.debug("retrying %s in %.1fs: %s", route, delay, failure.failure.message)
+                    await asyncio.sleep(delay)
+                    continue
+                raise failure from error
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def whoami(self) -> str:
-        info = await self._call("whoami", lambda: self._api.whoami(cache=True))
+        info = await self._call("whoami", lambda: self._api.whoami(cache=True), idempotent=True)
         return str(info["name"])
+
+    async def hardware_prices(self) -> dict[str, float]:
+        """USD per hour per flavor, from the Hub's live hardware catalog."""
+        rows = await self._call("hardware_catalog", lambda: self._api.list_spaces_hardware(), idempotent=True)
+        return hourly_prices(rows)
+
+    def awaiting_visibility(self, space_id: str) -> bool:
+        """True shortly after this process duplicated the Space: the Hub may 404 it for a while.
+
+        The Hub does not show a fresh duplicate at once (a known transient 404); within the
+        grace period a 404 means "not visible yet", not "gone", so nobody duplicates it again.
+        """
+        created = self._duplicated.get(space_id)
+        if created is None:
+            return False
+        if time.monotonic() - created < self._config.hub_visibility_grace:
+            return True
+        del self._duplicated[space_id]
+        return False
 
     async def space(self, space_id: str, *, with_marker: bool = False) -> SpaceView | None:
         """The Space's state, or None if it does not exist. `with_marker` also reads its ownership marker."""
         try:
-            info = await self._call("space_info", lambda: self._api.space_info(space_id))
+            info = await self._call("space_info", lambda: self._api.space_info(space_id), idempotent=True)
         except RepositoryNotFoundError:
             return None
         view = _space_view(info, self._endpoint)
         if view.stage == "UNKNOWN":
-            runtime = await self._call("runtime", lambda: self._api.get_space_runtime(space_id))
+            runtime = await self._call(
+                "runtime", lambda: self._api.get_space_runtime(space_id), idempotent=True
+            )
             view = replace(
                 view,
                 stage=str(runtime.stage),
@@ -170,14 +293,34 @@ class HubClient:
             view = replace(view, marker_uid=marker)
         return view
 
-    async def marker(self, space_id: str) -> str | None:
-        """The session UID in the Space's ownership marker ("" if unmarked), or None if the Space is gone."""
+    async def ownership(self, space_id: str) -> Ownership | None:
+        """The Space's ownership marker, or None if the Space is gone."""
         try:
-            variables = await self._call("variables", lambda: self._api.get_space_variables(space_id))
+            variables = await self._call(
+                "variables", lambda: self._api.get_space_variables(space_id), idempotent=True
+            )
         except RepositoryNotFoundError:
             return None
-        entry = variables.get(MARKER_SESSION_UID)
-        return entry.value if entry is not None else ""
+
+        def value(key: str) -> str:
+            entry = variables.get(key)
+            return entry.value if entry is not None else ""
+
+        return Ownership(value(MARKER_SESSION_UID), value(MARKER_CLUSTER_ID), value(MARKER_SESSION))
+
+    async def marker(self, space_id: str) -> str | None:
+        """The session UID in the Space's ownership marker ("" if unmarked), or None if the Space is gone."""
+        ownership = await self.ownership(space_id)
+        return ownership.session_uid if ownership is not None else None
+
+    async def list_spaces(self, owner: str, prefix: str) -> list[ListedSpace]:
+        """The owner's Spaces whose name contains `prefix`: one paginated listing, no per-Space call."""
+
+        def call() -> list[ListedSpace]:
+            found = self._api.list_spaces(author=owner, search=prefix)
+            return [ListedSpace(info.id, info.created_at) for info in found]
+
+        return await self._call("list_spaces", call, idempotent=True)
 
     async def duplicate(
         self,
@@ -230,6 +373,7 @@ class HubClient:
             ):
                 raise SpaceExistsError(space_id) from error
             raise
+        self._duplicated[space_id] = time.monotonic()
 
     async def set_token(self, space_id: str, token: str) -> None:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
@@ -243,10 +387,21 @@ class HubClient:
     async def restart(self, space_id: str) -> None:
         await self._call("restart", lambda: self._api.restart_space(space_id))
 
+    async def release(self, space_id: str) -> None:
+        """Drop this cluster from the Space's marker: kept by policy, it is no longer ours to sweep.
+
+        The session UID and name stay, so where the Space came from remains visible.
+        """
+        with contextlib.suppress(RepositoryNotFoundError):
+            await self._call(
+                "variables", lambda: self._api.delete_space_variable(space_id, MARKER_CLUSTER_ID)
+            )
+
     async def delete(self, space_id: str) -> None:
         await self._call(
             "delete", lambda: self._api.delete_repo(space_id, repo_type="space", missing_ok=True)
         )
+        self._duplicated.pop(space_id, None)
 
     async def health(self, sandbox_url: str, token: str) -> HealthResult:
         """GET the sandbox's health endpoint with its token; anything but 200 is unhealthy."""

@@ -10,6 +10,8 @@ import asyncio
 import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -140,6 +142,44 @@ class KubeClient:
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
             )
         )
+
+    async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """AgentSessions in `namespaces` (all namespaces if empty), as plain objects."""
+        if not namespaces:
+            found: Any = await self._run(
+                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+            )
+            return list(found["items"])
+        sessions: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            found = await self._run(
+                partial(
+                    self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
+                )
+            )
+            sessions += found["items"]
+        return sessions
+
+    async def post_event(self, *, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid), which may be gone:
+        used where no kopf handler runs, e.g. for a Space whose session no longer exists."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        namespace = involved["namespace"]
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": involved,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "sandbox-operator"},
+            "reportingComponent": "sandbox-operator",
+        }
+        await self._run(lambda: self._core.create_namespaced_event(namespace, body))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,6 +9,7 @@ so it is all testable without a server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,13 +21,17 @@ from .api import (
     DeletionPolicy,
     Hardware,
     HardwareStatus,
+    PendingApproval,
     Phase,
+    Spend,
 )
 from .config import OperatorConfig
+from .pricing import FALLBACK_USD_PER_HOUR
 
 # Condition types.
 READY = "Ready"
 HARDWARE_APPROVED = "HardwareApproved"
+BUDGET_EXHAUSTED = "BudgetExhausted"
 
 # Hub stages, as huggingface_hub's SpaceStage names them.
 STARTING_STAGES = frozenset({"BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING"})
@@ -92,6 +97,11 @@ class Observation:
     health: HealthResult | None = None
     #: Why a `spec.secrets` reference cannot be resolved; None when all resolve or none were read.
     secrets_problem: str | None = None
+    #: USD per hour per flavor (the Hub's catalog, or the fallback table).
+    prices: Mapping[str, float] = field(default_factory=lambda: dict(FALLBACK_USD_PER_HOUR))
+    #: The Space is not found, but this operator duplicated it moments ago: the Hub shows a fresh
+    #: duplicate only after a while (a transient 404), so it is not created again meanwhile.
+    space_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,23 +206,129 @@ def is_free(flavor: str, config: OperatorConfig) -> bool:
     return flavor in config.free_hardware
 
 
-def approved_hardware(spec: AgentSessionSpec) -> str | None:
-    """The paid flavor the spec's approval covers, if any."""
-    if spec.approval is None:
-        return None
-    return str(spec.approval.hardware)
+@dataclass(frozen=True)
+class HardwareVerdict:
+    """Whether spec.hardware may be requested from the Hub, and why, for the HardwareApproved condition."""
+
+    approved: bool
+    reason: str
+    message: str
 
 
-def target_hardware(spec: AgentSessionSpec, space: SpaceView | None, config: OperatorConfig) -> str:
-    """The flavor the Space should run on now: the request if free or approved; never unapproved paid."""
+def _usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def judge_hardware(
+    spec: AgentSessionSpec, config: OperatorConfig, prices: Mapping[str, float]
+) -> HardwareVerdict:
+    """Free flavors pass; a paid one needs an approval naming it, or a standing budget covering its
+    price, within the operator's limits. Nothing else can make the operator spend money."""
     wanted = str(spec.hardware)
-    approved = approved_hardware(spec)
-    if is_free(wanted, config) or approved == wanted:
+    if is_free(wanted, config):
+        return HardwareVerdict(True, "FreeHardware", f"{wanted} needs no approval")
+    price = prices.get(wanted)
+    priced = f"{wanted} ({_usd(price)}/h)" if price is not None else wanted
+    approval = spec.approval
+    if approval is None:
+        return HardwareVerdict(
+            False,
+            "AwaitingApproval",
+            f"{priced} is paid hardware; it is requested once an approver sets spec.approval",
+        )
+    if approval.hardware is not None and str(approval.hardware) != wanted:
+        return HardwareVerdict(
+            False,
+            "AwaitingApproval",
+            f"the approval names {approval.hardware} but spec.hardware is {wanted}; an approval is for one "
+            f"flavor: approve {wanted}, or set spec.hardware back to {approval.hardware}",
+        )
+    if approval.hardware is None:
+        limit = approval.max_usd_per_hour or 0.0
+        if price is None or price > limit:
+            return HardwareVerdict(
+                False,
+                "AwaitingApproval",
+                f"{priced} is above the approved maxUsdPerHour of {_usd(limit)}; approve it by name",
+            )
+    ceiling = config.max_usd_per_hour
+    if ceiling is not None and ((price or 0.0) > ceiling or (approval.max_usd_per_hour or 0.0) > ceiling):
+        return HardwareVerdict(
+            False,
+            "ApprovalExceedsLimit",
+            f"this operator allows approvals up to {_usd(ceiling)}/h; {priced} exceeds it",
+        )
+    if config.max_budget_usd is not None and (approval.budget_usd or float("inf")) > config.max_budget_usd:
+        return HardwareVerdict(
+            False,
+            "ApprovalExceedsLimit",
+            f"this operator requires spec.approval.budgetUsd of at most {_usd(config.max_budget_usd)}",
+        )
+    reason = f": {approval.reason}" if approval.reason else ""
+    budget = f", budget {_usd(approval.budget_usd)}" if approval.budget_usd is not None else ""
+    return HardwareVerdict(True, "Approved", f"{priced} approved by {approval.approved_by}{budget}{reason}")
+
+
+def budget_exhausted(spec: AgentSessionSpec, spend: Spend | None) -> bool:
+    budget = spec.approval.budget_usd if spec.approval else None
+    return budget is not None and spend is not None and spend.estimated_usd >= budget
+
+
+def target_hardware(
+    spec: AgentSessionSpec,
+    space: SpaceView | None,
+    config: OperatorConfig,
+    verdict: HardwareVerdict,
+    exhausted: bool,
+) -> str:
+    """The flavor the Space should run on now: the request if free or approved and within budget;
+    otherwise the free flavor (or the current one if it is free). Never unapproved paid hardware."""
+    wanted = str(spec.hardware)
+    if is_free(wanted, config) or (verdict.approved and not exhausted):
         return wanted
     current = space.current_hardware if space else None
-    if current is not None and (is_free(current, config) or current == approved):
+    if current is not None and is_free(current, config):
         return current
     return Hardware.CPU_BASIC.value
+
+
+def accrue_spend(
+    previous: Spend | None,
+    space: SpaceView,
+    config: OperatorConfig,
+    prices: Mapping[str, float],
+    budget: float | None,
+    now: datetime,
+) -> Spend:
+    """Add the time since the last observation at the rate then observed; start the new rate now.
+
+    Time the operator was down is charged too, since the Space kept running meanwhile.
+    """
+    current = space.current_hardware
+    rate = 0.0 if current is None or is_free(current, config) else prices.get(current, 0.0)
+    spent = previous.estimated_usd if previous else 0.0
+    if previous is not None and previous.last_observed_time is not None:
+        elapsed = max(0.0, (now - _parse_rfc3339(previous.last_observed_time)).total_seconds())
+        spent += previous.usd_per_hour * elapsed / 3600
+    return Spend.model_validate(
+        {
+            "estimatedUsd": round(spent, 6),
+            "usdPerHour": rate,
+            "budgetUsd": budget,
+            "lastObservedTime": _rfc3339(now, precise=True),
+        }
+    )
+
+
+def spend_recheck_delay(spend: Spend, config: OperatorConfig) -> float | None:
+    """While on paid hardware, come back to accrue spend, and exactly when the budget runs out."""
+    if spend.usd_per_hour <= 0:
+        return None
+    delay = config.spend_interval
+    if spend.budget_usd is not None:
+        remaining = max(0.0, spend.budget_usd - spend.estimated_usd)
+        delay = min(delay, remaining / spend.usd_per_hour * 3600)
+    return max(delay, 0.5)
 
 
 def backoff_delay(failures: int, config: OperatorConfig, jitter: float) -> float:
@@ -221,8 +337,14 @@ def backoff_delay(failures: int, config: OperatorConfig, jitter: float) -> float
     return round(base * (0.8 + 0.4 * jitter), 3)
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _rfc3339(moment: datetime, precise: bool = False) -> str:
+    """Seconds for conditions (as Kubernetes writes them); microseconds where spend is computed from it."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_rfc3339(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def set_condition(
@@ -259,6 +381,7 @@ def _condition(status: AgentSessionStatus, type_: str) -> Condition | None:
 _WARNING_REASONS = frozenset(
     {kind.value for kind in FailureKind}
     | {"BuildError", "RuntimeError", "SecretNotFound", "SpaceNotOwned", "HealthCheckFailing", "SpaceLost"}
+    | {"BudgetSpent", "ApprovalExceedsLimit"}
 )
 
 
@@ -283,7 +406,9 @@ class _Draft:
     session: Session
     now: datetime
     status: AgentSessionStatus
+    verdict: HardwareVerdict
     failed: bool = False
+    exhausted: bool = False
 
     def condition(self, type_: str, status: str, reason: str, message: str) -> None:
         self.status.conditions = set_condition(
@@ -292,30 +417,6 @@ class _Draft:
 
     def ready(self, status: str, reason: str, message: str) -> None:
         self.condition(READY, status, reason, message)
-
-
-def _approval_condition(draft: _Draft, config: OperatorConfig) -> None:
-    spec = draft.session.spec
-    wanted = str(spec.hardware)
-    if is_free(wanted, config):
-        draft.condition(HARDWARE_APPROVED, "True", "FreeHardware", f"{wanted} needs no approval")
-        return
-    approval = spec.approval
-    if approval is not None and str(approval.hardware) == wanted:
-        by = f" by {approval.approved_by}" + (f": {approval.reason}" if approval.reason else "")
-        draft.condition(HARDWARE_APPROVED, "True", "Approved", f"{wanted} approved{by}")
-        return
-    hint = (
-        f"the approval names {approval.hardware}, not {wanted}; an approval is for one flavor"
-        if approval is not None
-        else "an approver must set spec.approval"
-    )
-    draft.condition(
-        HARDWARE_APPROVED,
-        "False",
-        "AwaitingApproval",
-        f"{wanted} is paid hardware and is not requested until approved ({hint})",
-    )
 
 
 def _failure(
@@ -355,14 +456,62 @@ def decide(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
-    draft = _Draft(session, now, session.status.model_copy(deep=True))
+    verdict = judge_hardware(session.spec, config, observed.prices)
+    draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
     draft.status.observed_generation = session.generation
-    _approval_condition(draft, config)
+    _money(draft, observed, config)
     action, requeue = _next_step(draft, observed, config, jitter)
+    if draft.status.spend is not None:
+        recheck = spend_recheck_delay(draft.status.spend, config)
+        if recheck is not None:
+            requeue = recheck if requeue is None else min(requeue, recheck)
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
     return Plan(action, draft.status, requeue, transition_events(session.status, draft.status))
+
+
+def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
+    """Approval, spend and budget: conditions and status fields, before any hardware decision."""
+    spec = draft.session.spec
+    verdict = draft.verdict
+    wanted = str(spec.hardware)
+    draft.condition(
+        HARDWARE_APPROVED, "True" if verdict.approved else "False", verdict.reason, verdict.message
+    )
+    paid = not is_free(wanted, config)
+    draft.status.approved_by = (
+        spec.approval.approved_by if spec.approval and verdict.approved and paid else None
+    )
+    draft.status.pending_approval = (
+        PendingApproval.model_validate({"hardware": wanted, "usdPerHour": observed.prices.get(wanted)})
+        if paid and not verdict.approved
+        else None
+    )
+    budget = spec.approval.budget_usd if spec.approval else None
+    if observed.space is not None:
+        draft.status.spend = accrue_spend(
+            draft.status.spend, observed.space, config, observed.prices, budget, draft.now
+        )
+    elif draft.status.spend is not None:
+        draft.status.spend.budget_usd = budget
+    draft.exhausted = budget_exhausted(spec, draft.status.spend)
+    if budget is None:
+        draft.status.conditions = [c for c in draft.status.conditions if c.type != BUDGET_EXHAUSTED]
+        return
+    spent = draft.status.spend.estimated_usd if draft.status.spend else 0.0
+    if draft.exhausted:
+        draft.condition(
+            BUDGET_EXHAUSTED,
+            "True",
+            "BudgetSpent",
+            f"estimated spend {_usd(spent)} reached the budget of {_usd(budget)}; the Space is back on "
+            f"{Hardware.CPU_BASIC.value} until an approver raises spec.approval.budgetUsd",
+        )
+    else:
+        draft.condition(
+            BUDGET_EXHAUSTED, "False", "WithinBudget", f"estimated spend {_usd(spent)} of {_usd(budget)}"
+        )
 
 
 def _next_step(
@@ -383,6 +532,10 @@ def _next_step(
 
     space = observed.space
     if space is None:
+        if observed.space_pending:
+            draft.status.phase = Phase.CREATING
+            draft.ready("False", "Creating", f"the Hub accepted {space_id} and does not show it yet; waiting")
+            return None, config.poll_interval
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
             return None, _failure(draft, "SecretNotFound", observed.secrets_problem, config, jitter)
@@ -439,7 +592,7 @@ def _next_step(
         draft.ready("False", reason, f"the Hub reports stage {space.stage}")
         return None, config.poll_interval
 
-    target = target_hardware(session.spec, space, config)
+    target = target_hardware(session.spec, space, config, draft.verdict, draft.exhausted)
     if space.requested_hardware != target and space.current_hardware != target:
         draft.status.phase = Phase.UPGRADING
         draft.ready("False", "HardwareSwitching", f"requesting {target} (now on {space.current_hardware})")
@@ -489,16 +642,29 @@ class FinalizeObservation:
 
     #: The Space's ownership marker (session UID, "" if unmarked); None when the Space is gone.
     marker: str | None = None
+    #: The cluster id in the marker; "" if absent (e.g. released when its session was deleted).
+    marker_cluster: str = ""
     hub_failure: HubFailure | None = None
+    #: Not found, but duplicated by this operator moments ago: the Hub does not show it yet.
+    space_pending: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseSpace:
+    """Keep the Space but drop this cluster from its marker, so the orphan sweeper never takes it."""
+
+    space_id: str
 
 
 @dataclass(frozen=True)
 class FinalizePlan:
-    action: DeleteSpace | None
+    action: DeleteSpace | ReleaseSpace | None
     done: bool
     reason: str
     message: str
     requeue_after: float | None = None
+    #: A Hub failure (not mere progress): counts towards the retry backoff.
+    failed: bool = False
 
 
 def finalize_space_id(session: Session, config: OperatorConfig) -> str:
@@ -506,28 +672,53 @@ def finalize_space_id(session: Session, config: OperatorConfig) -> str:
 
 
 def decide_finalize(
-    session: Session, observed: FinalizeObservation, config: OperatorConfig, jitter: float = 0.5
+    session: Session,
+    observed: FinalizeObservation,
+    config: OperatorConfig,
+    jitter: float = 0.5,
+    *,
+    now: datetime | None = None,
 ) -> FinalizePlan:
-    """Whether the finalizer may go: only once the Space is gone, kept by policy, or not ours.
+    """Whether the finalizer may go: only once the Space is gone, released by policy, or not ours.
 
     A session whose status lost its spaceId is still checked under the derived name, so a
-    status wiped by hand or restored from an old backup cannot leak a Space.
+    status wiped by hand or restored from an old backup cannot leak a Space. A Space kept by
+    `deletionPolicy: Orphan` is released first: the orphan sweeper must not delete it later.
     """
     space_id = finalize_space_id(session, config)
-    if session.spec.deletion_policy == DeletionPolicy.ORPHAN:
-        return FinalizePlan(
-            None, True, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept"
-        )
+    orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
     if observed.hub_failure is not None:
         failure = observed.hub_failure
         failures = (session.status.failures or 0) + 1
         delay = max(_hub_failure_delay(failure, config), backoff_delay(failures, config, jitter))
+        when = f" at {_rfc3339(now + timedelta(seconds=delay))}" if now is not None else ""
         return FinalizePlan(
             None,
             False,
             failure.kind.value,
-            f"cannot delete Space {space_id} yet: {failure.message}; next try in {delay:.0f}s",
+            f"cannot {'release' if orphan else 'delete'} Space {space_id} yet: {failure.message}; "
+            f"next try in {delay:.0f}s{when}",
             delay,
+            failed=True,
+        )
+    if observed.marker is None and observed.space_pending:
+        return FinalizePlan(
+            None,
+            False,
+            "WaitingForHub",
+            f"Space {space_id} was just created and the Hub does not show it yet; checking again",
+            config.poll_interval,
+        )
+    if orphan and (observed.marker != session.uid or observed.marker_cluster != config.cluster_id):
+        return FinalizePlan(
+            None, True, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept"
+        )
+    if orphan:
+        return FinalizePlan(
+            ReleaseSpace(space_id),
+            False,
+            "ReleasingSpace",
+            f"keeping Space {space_id} (deletionPolicy Orphan)",
         )
     if observed.marker is None:
         return FinalizePlan(None, True, "SpaceDeleted", f"Space {space_id} is deleted")

@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 
 from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
-from sandbox_operator.crd import render_crd
+from sandbox_operator.dev import install_crd
 from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
-from harness import OPERATOR_TOKEN, OWNER, TEMPLATE, OperatorProcess
+from harness import (
+    OPERATOR_TOKEN,
+    OWNER,
+    SECOND_OPERATOR,
+    SECOND_OPERATOR_TOKEN,
+    TEMPLATE,
+    OperatorProcess,
+)
 
 HERE = Path(__file__).parent
 
@@ -73,22 +80,22 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def crd(kubectl: Kubectl) -> None:
+def crd(control_plane: ControlPlane) -> None:
     """The AgentSession CRD, installed from the generated schema and Established."""
-    kubectl("apply", "-f", "-", stdin=render_crd())
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/agentsessions.agents.sandbox-operator.dev",
-    )
+    install_crd(control_plane)
 
 
 @pytest.fixture(scope="session")
 def hub() -> Iterator[HubSimServer]:
     """The Hub emulator with short delays, so a session is Ready in well under a second."""
     config = HubSimConfig(
-        tokens={OPERATOR_TOKEN: OWNER, "hf_test_outsider": "outsider"},
+        tokens={
+            OPERATOR_TOKEN: OWNER,
+            "hf_test_outsider": "outsider",
+            SECOND_OPERATOR_TOKEN: SECOND_OPERATOR,
+        },
+        # A second operator's token, with write access to the owner: its calls show up under its own user.
+        orgs={SECOND_OPERATOR: [OWNER]},
         templates=[TEMPLATE],
         build_seconds=0.2,
         hardware_switch_seconds=0.2,

@@ -8,14 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sandbox_operator.controlplane import Kubectl
+from sandbox_operator.controlplane.processes import free_ports
 
 OPERATOR_TOKEN = "hf_test_operator"
 OWNER = "agents"
+#: The user and token of an operator started by mistake next to the first one.
+SECOND_OPERATOR = "operator-b"
+SECOND_OPERATOR_TOKEN = "hf_test_operator_b"
 TEMPLATE = "templates/agent-sandbox"
 T = TypeVar("T")
 
@@ -42,6 +47,11 @@ class OperatorProcess:
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: Kept across restarts, as a pod keeps its name when its container restarts: a restart
+        #: after SIGKILL takes the leader Lease back at once instead of waiting for it to expire.
+        self.identity = f"test-{log_dir.name}-{uuid.uuid4().hex[:6]}"
+        #: The environment of the current (last) start, e.g. to find its liveness URL.
+        self.started_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         return {
@@ -53,7 +63,12 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,
             "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": TEMPLATE,
             "SANDBOX_OPERATOR_POLL_INTERVAL": "0.2",
-            "SANDBOX_OPERATOR_LIVENESS": "",
+            # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
+            "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_ports(1)[0]}/healthz",
+            "SANDBOX_OPERATOR_LEASE_IDENTITY": self.identity,
+            "SANDBOX_OPERATOR_METRICS_PORT": "0",
+            "SANDBOX_OPERATOR_HUB_RATE": "20",
+            "SANDBOX_OPERATOR_SWEEP_INTERVAL": "0",
             **self.extra_env,
         }
 
@@ -61,9 +76,10 @@ class OperatorProcess:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.started_env = self.env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox_operator", "run"],
-            env=self.env(),
+            env=self.started_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -83,6 +99,10 @@ class OperatorProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def current_log(self) -> str:
+        """The log of the latest start only."""
+        return (self.log_dir / f"operator-{self.starts}.log").read_text(errors="replace")
 
     def logs(self) -> str:
         return "\n".join(

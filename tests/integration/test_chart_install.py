@@ -1,12 +1,14 @@
-"""The Helm chart against the local control plane: install, upgrade, Pod Security admission, RBAC.
+"""The Helm chart against a local control plane: install, upgrade, Pod Security admission, RBAC.
 
+This module starts a control plane of its own (about 4 s) instead of the session's: the chart
+installs cluster-wide singletons (the approval policy and approver ClusterRoles, the CRD from
+crds/) that other modules apply by other means, and a fresh cluster is what `helm install` meets.
 The RBAC checks authenticate with a real ServiceAccount token (TokenRequest API), so they see
 what the operator's pod would be allowed, not what impersonation suggests.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import time
@@ -17,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl, find_binaries
 
 # The chart helpers live with the chart tests; only tests/ and tests/integration are on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helm_chart import (
     CHART,
+    LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
     REQUIRED_VALUES,
     Helm,
@@ -49,6 +53,7 @@ RESOURCES = [
     ("configmaps", "", "configmaps", None),
     ("pods", "", "pods", None),
 ]
+LEASES = "leases.coordination.k8s.io"
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 
 
@@ -81,14 +86,35 @@ def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeou
 
 
 @pytest.fixture(scope="module")
-def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return Helm(control_plane.bin_dir / "helm", tmp_path_factory.mktemp("helm"), control_plane.kubeconfig)
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cluster = ControlPlane(tmp_path_factory.mktemp("chart-plane"), find_binaries(), die_with_parent=True)
+    failure: ControlPlaneError | None = None
+    try:
+        cluster.start()
+    except ControlPlaneError as error:
+        failure = error
+    if failure is not None:
+        pytest.fail(f"local control plane did not start: {failure}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
-def install(helm: Helm, kubectl: Kubectl) -> Iterator[Callable[[str, dict[str, Any]], Release]]:
-    """Install a release into a new namespace (labelled restricted); uninstalled after the module."""
-    releases: list[Release] = []
+def kubectl(plane: ControlPlane) -> Kubectl:
+    """The admin's kubectl on this module's control plane (overrides the session's)."""
+    return plane.kubectl()
+
+
+@pytest.fixture(scope="module")
+def helm(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(plane.bin_dir / "helm", tmp_path_factory.mktemp("helm"), plane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def install(helm: Helm, kubectl: Kubectl) -> Callable[[str, dict[str, Any]], Release]:
+    """Install a release into a new namespace labelled to enforce the restricted Pod Security Standard."""
 
     def installer(prefix: str, values: dict[str, Any]) -> Release:
         name = unique(prefix)
@@ -96,34 +122,30 @@ def install(helm: Helm, kubectl: Kubectl) -> Iterator[Callable[[str, dict[str, A
         result = helm(
             "install", name, str(CHART), "--namespace", name, "--values", str(helm.values_file(values))
         )
-        release = Release(name, name, values, result)
-        releases.append(release)
-        return release
+        return Release(name, name, values, result)
 
-    yield installer
-    for release in releases:
-        helm("uninstall", release.name, "--namespace", release.namespace, check=False)
-        kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
+    return installer
 
 
 @pytest.fixture(scope="module")
 def cluster_wide(install: Callable[[str, dict[str, Any]], Release]) -> Release:
+    """The chart with its default values (approval included), into a cluster that has nothing yet."""
     return install("so-cluster", REQUIRED_VALUES)
 
 
 @pytest.fixture(scope="module")
-def watched(kubectl: Kubectl) -> Iterator[list[str]]:
+def watched(kubectl: Kubectl) -> list[str]:
     names = [unique("so-watched"), unique("so-watched")]
     for name in names:
         create_namespace(kubectl, name)
-    yield names
-    for name in names:
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
+    return names
 
 
 @pytest.fixture(scope="module")
 def namespaced(install: Callable[[str, dict[str, Any]], Release], watched: list[str]) -> Release:
-    return install("so-namespaced", merged(REQUIRED_VALUES, {"watchNamespaces": watched}))
+    # The approval policy and roles are cluster-wide singletons, owned by the cluster-wide release.
+    values = {"watchNamespaces": watched, "approval": {"enabled": False}}
+    return install("so-namespaced", merged(REQUIRED_VALUES, values))
 
 
 def operator_account(helm: Helm, release: Release) -> str:
@@ -133,28 +155,24 @@ def operator_account(helm: Helm, release: Release) -> str:
 
 @pytest.fixture(scope="module")
 def as_operator(
-    helm: Helm, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    helm: Helm, plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[Release], Kubectl]:
     def login(release: Release) -> Kubectl:
         path = tmp_path_factory.mktemp("sa") / "kubeconfig"
-        return service_account_kubectl(
-            control_plane, release.namespace, operator_account(helm, release), path
-        )
+        return service_account_kubectl(plane, release.namespace, operator_account(helm, release), path)
 
     return login
 
 
 @pytest.fixture(scope="module")
-def as_nobody(
-    control_plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Kubectl]:
+def as_nobody(plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     """A ServiceAccount with no bindings: what every ServiceAccount may do anyway."""
     namespace = unique("so-nobody")
     create_namespace(kubectl, namespace)
     wait_for_service_account(kubectl, namespace, "default")
-    path = tmp_path_factory.mktemp("nobody") / "kubeconfig"
-    yield service_account_kubectl(control_plane, namespace, "default", path)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    return service_account_kubectl(
+        plane, namespace, "default", tmp_path_factory.mktemp("nobody") / "kubeconfig"
+    )
 
 
 def granted(identity: Kubectl, namespace: str) -> set[tuple[str, str, str]]:
@@ -180,12 +198,29 @@ def can(identity: Kubectl, verb: str, resource: str, *scope: str, subresource: s
     return result.stdout.strip() == "yes"
 
 
-def assert_exactly_operator_verbs(identity: Kubectl, namespace: str) -> None:
+def assert_allowed_exactly(identity: Kubectl, namespace: str, expected: set[tuple[str, str, str]]) -> None:
+    """Ask `can-i` for every verb on every resource of RESOURCES; only `expected` may say yes."""
     for resource, group, rbac_resource, subresource in RESOURCES:
         for verb in VERBS:
-            expected = (group, rbac_resource, verb) in OPERATOR_PERMISSIONS
+            wanted = (group, rbac_resource, verb) in expected
             allowed = can(identity, verb, resource, "-n", namespace, subresource=subresource)
-            assert allowed == expected, f"can-i {verb} {rbac_resource} -n {namespace}: {allowed}"
+            assert allowed == wanted, f"can-i {verb} {rbac_resource} -n {namespace}: {allowed}"
+
+
+def lease_name(helm: Helm, release: Release) -> str:
+    env = container_env(one(release.rendered(helm), "Deployment"))
+    name: str = env["SANDBOX_OPERATOR_LEASE_NAME"]["value"]
+    return name
+
+
+def assert_lease_access(identity: Kubectl, namespace: str, lease: str, *, allowed: bool) -> None:
+    """With `allowed`: create any Lease, read and renew only `lease`; nothing else on Leases, ever."""
+    assert can(identity, "create", LEASES, "-n", namespace) == allowed
+    for verb in ("get", "update", "patch"):
+        assert can(identity, verb, f"{LEASES}/{lease}", "-n", namespace) == allowed
+        assert not can(identity, verb, f"{LEASES}/someone-elses", "-n", namespace)
+    for verb in ("list", "watch", "delete", "deletecollection"):
+        assert not can(identity, verb, LEASES, "-n", namespace)
 
 
 # --- install and upgrade ---------------------------------------------------------------------------
@@ -194,7 +229,14 @@ def assert_exactly_operator_verbs(identity: Kubectl, namespace: str) -> None:
 def test_install_creates_every_rendered_object(helm: Helm, kubectl: Kubectl, cluster_wide: Release) -> None:
     status = json.loads(helm("status", cluster_wide.name, "-n", cluster_wide.namespace, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
+    # Helm created the CRD from the chart's crds/ (the cluster had none).
     kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{AGENTSESSIONS}")
+    shipped = yaml.safe_load((CHART / "crds" / "agentsessions.yaml").read_text())
+    live_crd = kubectl.json("get", "crd", AGENTSESSIONS)
+    assert live_crd["spec"]["names"] == shipped["spec"]["names"]
+    assert [v["name"] for v in live_crd["spec"]["versions"]] == [
+        v["name"] for v in shipped["spec"]["versions"]
+    ]
     for obj in cluster_wide.rendered(helm):
         scope = ["-n", obj["metadata"]["namespace"]] if "namespace" in obj["metadata"] else []
         kind = f"{obj['kind']}.{obj['apiVersion'].split('/')[0]}" if "/" in obj["apiVersion"] else obj["kind"]
@@ -206,12 +248,14 @@ def test_install_creates_every_rendered_object(helm: Helm, kubectl: Kubectl, clu
 
 def test_install_notes_say_what_to_do_next(cluster_wide: Release) -> None:
     notes = cluster_wide.install.stdout
-    for step in (
+    steps = [
         "get agentsessions -w",
         "describe agentsession demo",
-        '"approval":{"hardware"',
-        "delete agentsession",
-    ):
+        "--clusterrole=sandbox-operator-approver",
+        '{"spec":{"approval":{"hardware":"t4-small"',
+        "delete agentsession demo",
+    ]
+    for step in steps:
         assert step in notes, notes
 
 
@@ -249,6 +293,20 @@ def test_upgrade_rolls_out_new_values(helm: Helm, kubectl: Kubectl, cluster_wide
         str(helm.values_file(cluster_wide.values)),
     )
     assert revision() == before + 2
+
+
+def test_uninstall_removes_the_release_but_keeps_the_crd(
+    helm: Helm, kubectl: Kubectl, install: Callable[[str, dict[str, Any]], Release]
+) -> None:
+    """Sessions, and so their Spaces, must outlive an uninstall: Helm never deletes crds/."""
+    release = install("so-gone", merged(REQUIRED_VALUES, {"approval": {"enabled": False}}))
+    objects = release.rendered(helm)
+    helm("uninstall", release.name, "--namespace", release.namespace)
+    for kind in ("Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+        name = one(objects, kind)["metadata"]["name"]
+        result = kubectl("get", kind, name, "-n", release.namespace, check=False)
+        assert result.returncode != 0 and "NotFound" in result.stderr, f"{kind} {name} survived"
+    kubectl("get", "crd", AGENTSESSIONS)
 
 
 # --- Pod Security admission -------------------------------------------------------------------------
@@ -315,7 +373,7 @@ def test_weakened_pod_is_rejected_under_restricted(
 ) -> None:
     """Negative control: the namespace does reject pods, and each of the chart's settings matters."""
     weaken, violation = WEAKENINGS[weakening]
-    pod = copy.deepcopy(operator_pod(helm, kubectl, cluster_wide, "weakened"))
+    pod = operator_pod(helm, kubectl, cluster_wide, "weakened")
     weaken(pod["spec"])
     result = kubectl("create", "-f", "-", stdin=json.dumps(pod), check=False)
     assert result.returncode != 0, f"admitted with {weakening}"
@@ -327,7 +385,8 @@ def test_chart_without_security_contexts_draws_a_warning(
     install: Callable[[str, dict[str, Any]], Release],
 ) -> None:
     """Negative control for the warning check above: helm passes PodSecurity's warning on."""
-    weak = install("so-weak", merged(REQUIRED_VALUES, {"podSecurityContext": None, "securityContext": None}))
+    values = {"podSecurityContext": None, "securityContext": None, "approval": {"enabled": False}}
+    weak = install("so-weak", merged(REQUIRED_VALUES, values))
     assert "would violate PodSecurity" in weak.install.stderr, weak.install.stderr
     assert "restricted:latest" in weak.install.stderr
 
@@ -347,15 +406,25 @@ def test_operator_token_is_the_charts_service_account(
 
 
 def test_cluster_wide_operator_may_do_exactly_its_calls(
-    cluster_wide: Release, watched: list[str], as_operator: Callable[[Release], Kubectl], as_nobody: Kubectl
+    helm: Helm,
+    cluster_wide: Release,
+    watched: list[str],
+    as_operator: Callable[[Release], Kubectl],
+    as_nobody: Kubectl,
 ) -> None:
     operator = as_operator(cluster_wide)
-    for namespace in (cluster_wide.namespace, watched[0]):
-        assert granted(operator, namespace) - granted(as_nobody, namespace) == OPERATOR_PERMISSIONS
-    assert_exactly_operator_verbs(operator, watched[0])
+    own = OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS
+    assert granted(operator, cluster_wide.namespace) - granted(as_nobody, cluster_wide.namespace) == own
+    assert granted(operator, watched[0]) - granted(as_nobody, watched[0]) == OPERATOR_PERMISSIONS
+    assert_allowed_exactly(operator, watched[0], set(OPERATOR_PERMISSIONS))
+    assert_allowed_exactly(operator, cluster_wide.namespace, set(OPERATOR_PERMISSIONS))
+    lease = lease_name(helm, cluster_wide)
+    assert_lease_access(operator, cluster_wide.namespace, lease, allowed=True)
+    assert_lease_access(operator, watched[0], lease, allowed=False)
     assert can(operator, "list", AGENTSESSIONS, "--all-namespaces")
     assert can(operator, "watch", AGENTSESSIONS, "--all-namespaces")
     assert not can(operator, "list", "secrets", "--all-namespaces")
+    assert not can(operator, "get", LEASES, "--all-namespaces")
     assert not can(operator, "list", "namespaces")
     assert not can(operator, "list", "customresourcedefinitions.apiextensions.k8s.io")
 
@@ -371,9 +440,14 @@ def test_namespaced_operator_may_act_only_in_watched_namespaces(
     operator = as_operator(namespaced)
     for namespace in watched:
         assert granted(operator, namespace) - granted(as_nobody, namespace) == OPERATOR_PERMISSIONS
-    assert_exactly_operator_verbs(operator, watched[1])
-    for namespace in (namespaced.namespace, "default"):
-        assert granted(operator, namespace) - granted(as_nobody, namespace) == set()
+    assert_allowed_exactly(operator, watched[1], set(OPERATOR_PERMISSIONS))
+    # Its own namespace (not watched): the Lease only. Elsewhere: nothing.
+    own = namespaced.namespace
+    assert granted(operator, own) - granted(as_nobody, own) == LEADER_ELECTION_PERMISSIONS
+    assert_allowed_exactly(operator, own, set())
+    assert_lease_access(operator, own, lease_name(helm, namespaced), allowed=True)
+    assert_lease_access(operator, watched[0], lease_name(helm, namespaced), allowed=False)
+    assert granted(operator, "default") - granted(as_nobody, "default") == set()
     for scope in (["--all-namespaces"], ["-n", "default"]):
         assert not can(operator, "list", AGENTSESSIONS, *scope)
         assert not can(operator, "get", "secrets", *scope)

@@ -26,7 +26,6 @@ from sandbox_operator.reconciler import (
     backoff_delay,
     decide,
     decide_finalize,
-    target_hardware,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -210,7 +209,8 @@ def test_approval_for_another_flavor_does_not_count() -> None:
     observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert plan.action is None
-    assert target_hardware(session(spec).spec, space(), CONFIG) == "cpu-basic"
+    approval = next(c for c in plan.status.conditions if c.type == "HardwareApproved")
+    assert approval.reason == "AwaitingApproval" and "approve a100-large" in approval.message
 
 
 def test_downgrade_to_free_needs_no_approval() -> None:
@@ -249,3 +249,113 @@ def test_finalize_waits_while_hub_is_down() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "503")
     plan = decide_finalize(session(status=RECORDED), FinalizeObservation(hub_failure=failure), CONFIG)
     assert not plan.done and plan.requeue_after is not None and plan.reason == "HubUnavailable"
+
+
+def paid(current: str = "a10g-small") -> SpaceView:
+    return space("RUNNING", current, current)
+
+
+def test_awaiting_approval_shows_flavor_and_price() -> None:
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session({"hardware": "a10g-small"}, RECORDED), observed, CONFIG, NOW)
+    assert plan.status.pending_approval is not None
+    assert (plan.status.pending_approval.hardware, plan.status.pending_approval.usd_per_hour) == (
+        "a10g-small",
+        1.0,
+    )
+    assert ready(plan.status) == ("True", "SandboxReady")  # the sandbox keeps serving on cpu-basic
+
+
+def test_approval_clears_pending_and_names_approver() -> None:
+    spec = {
+        "hardware": "a10g-small",
+        "approval": {"hardware": "a10g-small", "approvedBy": "boss", "reason": "eval"},
+    }
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
+    assert plan.status.pending_approval is None and plan.status.approved_by == "boss"
+    assert ready(plan.status) == ("True", "SandboxReady")
+    event = next(e for e in plan.events if e.reason == "Approved")
+    assert "boss" in event.message and "eval" in event.message
+
+
+def test_standing_budget_covers_flavors_within_the_hourly_limit() -> None:
+    approval = {"maxUsdPerHour": 1.5, "approvedBy": "boss"}
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    within = decide(
+        session({"hardware": "a10g-large", "approval": approval}, RECORDED), observed, CONFIG, NOW
+    )
+    assert within.action == RequestHardware(SPACE_ID, "a10g-large")
+    above = decide(session({"hardware": "a100-large", "approval": approval}, RECORDED), observed, CONFIG, NOW)
+    assert above.action is None
+    assert (
+        next(c for c in above.status.conditions if c.type == "HardwareApproved").reason == "AwaitingApproval"
+    )
+
+
+def test_operator_limits_cap_what_an_approval_may_grant() -> None:
+    config = CONFIG.model_copy(update={"max_budget_usd": 50.0, "max_usd_per_hour": 2.0})
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    for spec in (
+        {
+            "hardware": "a10g-small",
+            "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 500},
+        },
+        {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "b"}},
+        {"hardware": "a100x8", "approval": {"hardware": "a100x8", "approvedBy": "b", "budgetUsd": 10}},
+    ):
+        plan = decide(session(spec, RECORDED), observed, config, NOW)
+        assert plan.action is None, spec
+        approved = next(c for c in plan.status.conditions if c.type == "HardwareApproved")
+        assert approved.reason == "ApprovalExceedsLimit", spec
+
+
+def test_spend_accrues_from_observed_time_on_paid_hardware() -> None:
+    spec = {
+        "hardware": "a10g-small",
+        "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 5},
+    }
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    first = decide(session(spec, RECORDED), observed, CONFIG, NOW)
+    assert first.status.spend is not None and first.status.spend.usd_per_hour == 1.0
+    assert first.requeue_after == CONFIG.spend_interval  # comes back to keep the estimate current
+    later = NOW.replace(hour=13)  # one hour on a10g-small at $1/h
+    second = decide(session(spec, first.status.model_dump(by_alias=True)), observed, CONFIG, later)
+    assert second.status.spend is not None and second.status.spend.estimated_usd == 1.0
+    budget = next(c for c in second.status.conditions if c.type == "BudgetExhausted")
+    assert (budget.status, budget.reason) == ("False", "WithinBudget")
+
+
+def test_requeue_lands_when_the_budget_runs_out() -> None:
+    spec = {
+        "hardware": "a10g-small",
+        "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 0.001},
+    }
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
+    assert plan.requeue_after == pytest.approx(3.6)
+
+
+def test_exhausted_budget_returns_the_space_to_cpu_basic() -> None:
+    spec = {
+        "hardware": "a10g-small",
+        "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 2},
+    }
+    status = {
+        **RECORDED,
+        "spend": {"estimatedUsd": 1.9, "usdPerHour": 1.0, "lastObservedTime": "2026-11-26T11:00:00Z"},
+    }
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    plan = decide(session(spec, status), observed, CONFIG, NOW)
+    assert plan.action == RequestHardware(SPACE_ID, "cpu-basic")
+    budget = next(c for c in plan.status.conditions if c.type == "BudgetExhausted")
+    assert (budget.status, budget.reason) == ("True", "BudgetSpent")
+    assert any(e.reason == "BudgetSpent" and e.type == "Warning" for e in plan.events)
+
+
+def test_prices_come_from_the_observation() -> None:
+    observed = Observation(
+        space=space(), token="t", connection_url=SANDBOX, health=HEALTHY, prices={"a10g-small": 9.0}
+    )
+    plan = decide(session({"hardware": "a10g-small"}, RECORDED), observed, CONFIG, NOW)
+    assert plan.status.pending_approval is not None and plan.status.pending_approval.usd_per_hour == 9.0

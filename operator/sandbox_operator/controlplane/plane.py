@@ -217,6 +217,13 @@ class ControlPlane:
         """A bearer-token kubeconfig, e.g. for a ServiceAccount token from the TokenRequest API."""
         return self._write_kubeconfig(path, user, {"token": token})
 
+    def service_account_kubeconfig(self, path: Path, namespace: str, name: str, duration: str = "1h") -> Path:
+        """A kubeconfig with a TokenRequest token of a ServiceAccount: exactly what its pod would get."""
+        token = self.kubectl()(
+            "create", "token", name, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
+        return self.token_kubeconfig(path, token, user=f"system:serviceaccount:{namespace}:{name}")
+
     def _write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str]) -> Path:
         if self._serving_ca is None:
             raise ControlPlaneError("the control plane is not started")

@@ -1,0 +1,109 @@
+{{/* Chart name, overridable. */}}
+{{- define "sandbox-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects; the release name alone when it already contains the chart name. */}}
+{{- define "sandbox-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sandbox-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sandbox-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sandbox-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "sandbox-operator.labels" -}}
+helm.sh/chart: {{ include "sandbox-operator.chart" . }}
+{{ include "sandbox-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sandbox-operator
+{{- end }}
+
+{{- define "sandbox-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sandbox-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "sandbox-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The Secret holding the Hub token: the chart's own, or hub.existingSecret. Exactly one source. */}}
+{{- define "sandbox-operator.hubSecretName" -}}
+{{- if and .Values.hub.token .Values.hub.existingSecret }}
+{{- fail "hub.token and hub.existingSecret are both set: set one of them" }}
+{{- else if .Values.hub.existingSecret }}
+{{- .Values.hub.existingSecret }}
+{{- else if .Values.hub.token }}
+{{- printf "%s-hub" (include "sandbox-operator.fullname" .) }}
+{{- else }}
+{{- fail "hub.token or hub.existingSecret is required: the operator calls the Hub with that token" }}
+{{- end }}
+{{- end }}
+
+{{- define "sandbox-operator.hubSecretKey" -}}
+{{- if .Values.hub.existingSecret }}{{ .Values.hub.existingSecretKey }}{{ else }}token{{ end }}
+{{- end }}
+
+{{/*
+The operator's permissions, exactly the calls it makes (kopf 1.45 standalone with scanning off,
+plus sandbox_operator/kube.py; tests/chart/test_rbac_matches_code.py keeps them in step):
+- agentsessions: list + watch (kopf's watch, the session listing), patch (finalizer, annotations);
+- agentsessions/status: patch (kopf's status patch and the intent write before each Hub call);
+- events: create (kopf.event and the operator's own Events, all POSTed);
+- secrets: get (connection Secret, spec.secrets references), create + update (connection Secret,
+  replaced whole when a stale one is taken over).
+The leader-election Lease lives in the operator's own namespace; see leaderElectionRules.
+*/}}
+{{- define "sandbox-operator.rules" -}}
+- apiGroups: ["agents.sandbox-operator.dev"]
+  resources: ["agentsessions"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["agents.sandbox-operator.dev"]
+  resources: ["agentsessions/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "sandbox-operator.leaseName" -}}
+{{- include "sandbox-operator.fullname" . }}
+{{- end }}
+
+{{/*
+Leader election (sandbox_operator/lease.py): create the Lease, then read and renew only that one.
+RBAC cannot restrict `create` by name (the name is not known when it is authorized).
+*/}}
+{{- define "sandbox-operator.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "sandbox-operator.leaseName" . | quote }}]
+  verbs: ["get", "update", "patch"]
+{{- end }}

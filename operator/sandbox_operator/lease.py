@@ -1,0 +1,283 @@
+"""Leader election with a coordination.k8s.io Lease, so two operators started by mistake never both act.
+
+client-go's algorithm: the holder renews `renewTime` every `retry_period`; another candidate
+takes the Lease only after seeing no renewal for `leaseDurationSeconds`, measured on its own
+clock from when it saw the record change (clocks of different machines are never compared).
+The holder stops acting once it could not renew for `renew_deadline` (< the lease duration),
+so it stops before anyone else may start. Writes are guarded by resourceVersion.
+
+A restarted container keeps its pod's identity and gets the Lease back at once; a second
+process, or a new pod, waits until the holder's Lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from . import metrics
+from .ratelimit import HubGate
+
+log = logging.getLogger(__name__)
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def default_identity() -> str:
+    """Pod name (the hostname in a pod) plus pid: stable across container restarts, where the pid is
+    the same, yet distinct for two processes on one machine."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def default_namespace() -> str:
+    """The pod's namespace in a cluster, else `default`."""
+    try:
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    name: str
+    namespace: str
+    identity: str
+    duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+def _micro_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseLost(Exception):
+    """Another process holds the Lease now, or it could not be renewed in time."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one acquire-or-renew: held by us, held by `holder`, or failed with `problem`."""
+
+    ours: bool
+    holder: str | None = None
+    problem: str | None = None
+
+
+class LeaderElector:
+    def __init__(self, settings: LeaseSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._api = client.CoordinationV1Api()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        #: The last Lease record seen (holder, renewTime, duration) and when it was first seen.
+        self._observed: tuple[str, str, int] | None = None
+        self._observed_at = 0.0
+        #: Monotonic time until which this process may act: the start of its last successful
+        #: renewal plus the renew deadline. 0 while it does not hold the Lease.
+        self._valid_until = 0.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.namespace}/{self.settings.name}"
+
+    def holds(self) -> bool:
+        """Whether this process may act now; checked before every Hub request (the fence)."""
+        return self._clock() < self._valid_until
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def _spec(self, now: datetime, acquire_time: str, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.settings.identity,
+            "leaseDurationSeconds": round(self.settings.duration),
+            "acquireTime": acquire_time,
+            "renewTime": _micro_time(now),
+            "leaseTransitions": transitions,
+        }
+
+    async def try_acquire_or_renew(self) -> Attempt:
+        """One attempt to take or renew the Lease."""
+        started = self._clock()
+        now = datetime.now(UTC)
+        name, namespace = self.settings.name, self.settings.namespace
+        try:
+            lease = await self._run(lambda: self._api.read_namespaced_lease(name, namespace))
+        except ApiException as error:
+            if error.status != 404:
+                return Attempt(False, problem=f"cannot read the Lease: {error.status} {error.reason}")
+            body: Any = {  # a plain dict: the client accepts it where it declares V1Lease
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": self._spec(now, _micro_time(now), 0),
+            }
+            try:
+                await self._run(lambda: self._api.create_namespaced_lease(namespace, body))
+            except ApiException as create_error:
+                reason = f"{create_error.status} {create_error.reason}"
+                return Attempt(False, problem=f"cannot create the Lease: {reason}")
+            self._took(started)
+            return Attempt(True)
+        spec = lease.spec
+        holder = spec.holder_identity or ""
+        duration = int(spec.lease_duration_seconds or self.settings.duration)
+        record = (holder, str(spec.renew_time), duration)
+        if record != self._observed:
+            self._observed, self._observed_at = record, started
+        mine = holder == self.settings.identity
+        if holder and not mine and started < self._observed_at + duration:
+            return Attempt(False, holder=holder)
+        acquire_time = _micro_time(spec.acquire_time) if mine and spec.acquire_time else _micro_time(now)
+        transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
+        replacement: Any = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "resourceVersion": lease.metadata.resource_version,
+            },
+            "spec": self._spec(now, acquire_time, transitions),
+        }
+        try:
+            await self._run(lambda: self._api.replace_namespaced_lease(name, namespace, replacement))
+        except ApiException as error:
+            return Attempt(False, problem=f"cannot update the Lease: {error.status} {error.reason}")
+        self._took(started)
+        return Attempt(True)
+
+    def _took(self, started: float) -> None:
+        self._valid_until = started + self.settings.renew_deadline
+        self._observed = None
+        metrics.LEADER.set(1)
+
+    async def acquire(self) -> None:
+        """Wait until this process holds the Lease; says once (and on every change) who holds it."""
+        last: str | None = None
+        while True:
+            attempt = await self.try_acquire_or_renew()
+            if attempt.ours:
+                log.info("acquired the leader Lease %s as %s", self.where, self.settings.identity)
+                return
+            said = f"held by {attempt.holder}" if attempt.holder else str(attempt.problem)
+            if said != last:
+                log.info(
+                    "waiting for the leader Lease %s (%s); not acting until it is ours", self.where, said
+                )
+                last = said
+            await asyncio.sleep(self.settings.retry_period)
+
+    async def keep(self) -> None:
+        """Renew until it fails for longer than the renew deadline or someone else holds the Lease;
+        then raise `LeaseLost`. Never returns otherwise."""
+        while True:
+            await asyncio.sleep(self.settings.retry_period)
+            attempt = await self.try_acquire_or_renew()
+            if attempt.ours:
+                continue
+            if attempt.holder is not None:
+                self._lose()
+                raise LeaseLost(f"the leader Lease {self.where} is now held by {attempt.holder}")
+            if not self.holds():
+                self._lose()
+                raise LeaseLost(
+                    f"could not renew the leader Lease {self.where} for {self.settings.renew_deadline:.0f}s: "
+                    f"{attempt.problem}"
+                )
+            log.warning("renewing the leader Lease %s failed, retrying: %s", self.where, attempt.problem)
+
+    def _lose(self) -> None:
+        self._valid_until = 0.0
+        metrics.LEADER.set(0)
+
+    async def release(self) -> None:
+        """On a clean stop, hand the Lease over at once instead of making the next holder wait."""
+        if not self.holds():
+            return
+        self._lose()
+        name, namespace = self.settings.name, self.settings.namespace
+        try:
+            lease = await self._run(lambda: self._api.read_namespaced_lease(name, namespace))
+            if lease.spec.holder_identity != self.settings.identity:
+                return
+            body = {
+                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "spec": {"holderIdentity": "", "leaseDurationSeconds": 1},
+            }
+            await self._run(lambda: self._api.patch_namespaced_lease(name, namespace, body))
+            log.info("released the leader Lease %s", self.where)
+        except ApiException as error:
+            log.warning(
+                "could not release the leader Lease %s: %s %s", self.where, error.status, error.reason
+            )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _serve_standby(endpoint: str, elector: LeaderElector) -> web.AppRunner:
+    """Answer the liveness endpoint while waiting for the Lease, so that a standby replica (or the
+    new pod of a rolling update) is not restarted, or held back, for waiting as it should."""
+    parts = urllib.parse.urlsplit(endpoint)
+
+    async def standby(request: web.Request) -> web.Response:
+        return web.json_response({"standby": f"waiting for the leader Lease {elector.where}"})
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", standby)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
+    return runner
+
+
+async def run_as_leader(
+    elector: LeaderElector,
+    gate: HubGate,
+    main: Coroutine[Any, Any, None],
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run `main` (kopf's operator) only while holding the Lease.
+
+    Nothing starts before the Lease is ours, and the Hub gate refuses every request once the
+    Lease may have passed on. Losing the Lease ends the process at once with exit code 1 (the
+    Deployment restarts it, and it waits for the Lease again): a graceful stop would still let
+    handlers finish and write status while another operator already acts.
+    """
+    gate.fence = elector.holds
+    try:
+        standby = await _serve_standby(liveness_endpoint, elector) if liveness_endpoint else None
+        try:
+            await elector.acquire()
+        finally:
+            if standby is not None:
+                await standby.cleanup()  # kopf serves the endpoint from now on
+        operator = asyncio.create_task(main)
+        keeper = asyncio.create_task(elector.keep())
+        done, _ = await asyncio.wait({operator, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        if keeper in done:
+            log.critical("%s; exiting now so that nothing acts without it", keeper.exception())
+            logging.shutdown()
+            os._exit(1)
+        keeper.cancel()
+        await operator
+        await elector.release()
+    finally:
+        main.close()  # never awaited if the wait for the Lease was interrupted; a no-op otherwise
+        elector.close()

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the operator, served on `--metrics-port` from a thread of its own.
+
+The server thread answers even while the event loop is blocked, so a scrape still shows what
+the loop was doing last (`sandbox_operator_event_loop_lag_seconds` keeps growing).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_PREFIX = "sandbox_operator"
+
+SESSIONS = Gauge(f"{_PREFIX}_sessions", "AgentSessions seen by the operator, by status.phase.", ["phase"])
+SPEND_USD = Gauge(
+    f"{_PREFIX}_spend_usd",
+    "Estimated spend on paid hardware per session (status.spend.estimatedUsd).",
+    ["namespace", "session"],
+)
+RECONCILE_ERRORS = Counter(
+    f"{_PREFIX}_reconcile_errors_total",
+    "Reconciles that ended in a failure, by the reason shown in the Ready condition.",
+    ["reason"],
+)
+
+HUB_CALLS = Counter(
+    f"{_PREFIX}_hub_calls_total",
+    "HTTP requests to the Hub API by route and status code (timeout/network: no response).",
+    ["route", "code"],
+)
+HUB_LATENCY = Histogram(
+    f"{_PREFIX}_hub_call_seconds",
+    "Time from sending a Hub request to its response headers.",
+    ["route"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HUB_RETRIES = Counter(
+    f"{_PREFIX}_hub_retries_total", "In-call retries of idempotent Hub reads, by route.", ["route"]
+)
+HUB_REFUSED = Counter(
+    f"{_PREFIX}_hub_calls_refused_total",
+    "Hub calls refused locally before sending: paused after a 429, or not the leader.",
+    ["reason"],
+)
+RATE_LIMIT_WAIT = Histogram(
+    f"{_PREFIX}_hub_rate_limit_wait_seconds",
+    "Time each Hub request waited for the operator's own rate limiter.",
+    buckets=(0, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+HUB_PAUSES = Counter(f"{_PREFIX}_hub_pauses_total", "429 answers that paused every Hub call.")
+HUB_PAUSED_UNTIL = Gauge(
+    f"{_PREFIX}_hub_paused_until_timestamp_seconds", "Unix time until which Hub calls are paused."
+)
+
+SWEEP_PASSES = Counter(f"{_PREFIX}_sweep_passes_total", "Orphan sweeper passes, by outcome.", ["outcome"])
+SWEEP_DECISIONS = Counter(
+    f"{_PREFIX}_sweep_decisions_total", "Orphan sweeper decisions about Spaces, by verdict.", ["verdict"]
+)
+ORPHANS_FOUND = Gauge(f"{_PREFIX}_orphans_found", "Orphaned Spaces found by the last sweeper pass.")
+ORPHANS_SWEPT = Counter(f"{_PREFIX}_orphans_swept_total", "Orphaned Spaces the sweeper deleted.")
+
+LEADER = Gauge(f"{_PREFIX}_leader", "1 while this process holds the leader Lease.")
+LOOP_LAG = Gauge(f"{_PREFIX}_event_loop_lag_seconds", "How late the event loop's last heartbeat was.")
+WATCH_STALLED = Gauge(
+    f"{_PREFIX}_watch_stalled_sessions", "Sessions changed in the API but not delivered by the watch in time."
+)
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on all interfaces in a daemon thread; port 0 disables it."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,93 @@
+"""Hardware prices: the Hub's live catalog, cached, with a static fallback.
+
+Budgets and the price shown to approvers must not depend on the catalog being reachable at
+the moment, so a failed fetch falls back to the published prices below and is retried later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+#: Published Spaces prices (USD per hour); used only when the live catalog cannot be read.
+FALLBACK_USD_PER_HOUR: dict[str, float] = {
+    "cpu-basic": 0.0,
+    "cpu-upgrade": 0.03,
+    "zero-a10g": 0.0,
+    "t4-small": 0.40,
+    "t4-medium": 0.60,
+    "l4x1": 0.80,
+    "l4x4": 3.80,
+    "l40sx1": 1.80,
+    "l40sx4": 8.30,
+    "l40sx8": 23.50,
+    "a10g-small": 1.00,
+    "a10g-large": 1.50,
+    "a10g-largex2": 3.00,
+    "a10g-largex4": 5.00,
+    "a100-large": 2.50,
+    "a100x4": 10.00,
+    "a100x8": 20.00,
+    "rtx-pro-6000": 2.50,
+    "rtx-pro-6000x2": 5.00,
+    "rtx-pro-6000x4": 10.00,
+    "rtx-pro-6000x8": 20.00,
+}
+
+_SECONDS_PER_UNIT = {"second": 1 / 3600, "minute": 1 / 60, "hour": 1.0, "day": 24.0}
+
+
+class CatalogRow(Protocol):
+    """The fields of huggingface_hub's JobHardwareInfo that prices come from."""
+
+    name: str
+    unit_cost_usd: float
+    unit_label: str
+
+
+def hourly_prices(rows: Iterable[CatalogRow]) -> dict[str, float]:
+    """USD per hour per flavor; rows with a unit we do not know are skipped, not guessed."""
+    prices = {}
+    for row in rows:
+        factor = _SECONDS_PER_UNIT.get(row.unit_label)
+        if factor is None:
+            log.warning(
+                "hardware catalog: unknown unit %r for %s; using the fallback price", row.unit_label, row.name
+            )
+            continue
+        prices[row.name] = round(row.unit_cost_usd / factor, 6)
+    return prices
+
+
+class PriceCatalog:
+    """Prices from the Hub, refreshed at most every `ttl` seconds, merged over the fallback table."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[dict[str, float]]],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._clock = clock
+        self._prices: dict[str, float] = dict(FALLBACK_USD_PER_HOUR)
+        self._fetched_at: float | None = None
+        self.source = "fallback"
+
+    async def prices(self) -> dict[str, float]:
+        now = self._clock()
+        if self._fetched_at is None or now - self._fetched_at >= self._ttl:
+            self._fetched_at = now  # also after a failure: retry after ttl, not on every reconcile
+            try:
+                live = await self._fetch()
+            except Exception as error:  # any failure: the fallback table keeps budgets working
+                log.warning("hardware catalog unavailable (%s); using fallback prices", error)
+            else:
+                self._prices = {**FALLBACK_USD_PER_HOUR, **live}
+                self.source = "hub"
+        return self._prices

@@ -1,0 +1,401 @@
+"""The chart as `helm lint` and `helm template` see it: objects, RBAC, security context, schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tomllib
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+import yaml
+from helm_chart import (
+    CHART,
+    LEADER_ELECTION_PERMISSIONS,
+    OPERATOR_PERMISSIONS,
+    REPO,
+    REQUIRED_VALUES,
+    Helm,
+    by_kind,
+    container_env,
+    merged,
+    one,
+    permissions,
+    rbac_objects,
+)
+
+from sandbox_operator.api import Hardware
+from sandbox_operator.cli import run
+
+EXISTING_SECRET = merged(
+    REQUIRED_VALUES,
+    {"hub": {"token": "", "existingSecret": "hub-credentials", "existingSecretKey": "hf-token"}},
+)
+NAMESPACED = merged(REQUIRED_VALUES, {"watchNamespaces": ["team-a", "team-b"]})
+METRICS = merged(REQUIRED_VALUES, {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}})
+# Every optional setting set, so every env var the chart can render appears.
+EVERYTHING = merged(
+    REQUIRED_VALUES,
+    {
+        "hub": {"endpoint": "https://hub.example.test/", "rate": 0.5, "burst": 5},
+        "sweeper": {
+            "interval": 0,
+            "grace": 60,
+            "maxDeletes": 3,
+            "owners": ["acme", "acme-ci"],
+            "dryRun": True,
+        },
+        "defaultOwner": "acme",
+        "clusterId": "prod-eu",
+        "freeHardware": ["cpu-basic", "cpu-upgrade"],
+        "pollInterval": 0.5,
+        "resyncInterval": 600,
+        "logFormat": "json",
+        "budget": {"maxUsdPerHour": 2.5, "maxBudgetUsd": 100, "spendInterval": 30},
+        "metrics": {"enabled": True},
+    },
+)
+VALUE_SETS = {
+    "defaults": REQUIRED_VALUES,
+    "existing-secret": EXISTING_SECRET,
+    "namespaced": NAMESPACED,
+    "metrics": METRICS,
+    "everything": EVERYTHING,
+}
+# Read by libraries, not by the `run` command.
+LIBRARY_ENV = {"HF_HOME"}
+# Kubernetes objects passed through whole; the chart README documents each as one value.
+OPAQUE_VALUES = {"podSecurityContext", "securityContext", "resources"}
+
+
+def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, "Deployment")
+
+
+def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment(objects)["spec"]["template"]["spec"]
+    return spec
+
+
+def env_values(objects: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {name: entry.get("value") for name, entry in container_env(deployment(objects)).items()}
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    chart_crd = (CHART / "crds" / "agentsessions.yaml").read_bytes()
+    generated = (REPO / "crds" / "agentsessions.yaml").read_bytes()
+    assert chart_crd == generated, "run: cp crds/agentsessions.yaml charts/sandbox-operator/crds/"
+
+
+def test_versions_agree() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == chart["version"] == project["version"]
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_strict(helm: Helm, name: str) -> None:
+    result = helm(
+        "lint", "--strict", str(CHART), "--values", str(helm.values_file(VALUE_SETS[name])), check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_defaults_render_the_operator(helm: Helm) -> None:
+    objects = helm.render(REQUIRED_VALUES, release="so", namespace="ops")
+    deploy = deployment(objects)
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    template_labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= template_labels.items()
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "sandbox-operator"
+        assert labels["app.kubernetes.io/instance"] == "so"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == chart["appVersion"]
+        assert labels["helm.sh/chart"] == f"sandbox-operator-{chart['version']}"
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["image"] == f"sandbox-operator:{chart['appVersion']}"
+    assert (
+        spec["template"]["spec"]["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    )
+    assert not by_kind(objects, "Service")
+    assert not by_kind(objects, "ServiceMonitor")
+    env = env_values(objects)
+    assert env["HF_ENDPOINT"] == "https://huggingface.co"
+    assert env["SANDBOX_OPERATOR_DEFAULT_TEMPLATE"] == "sandbox-templates/agent-sandbox"
+    assert env["SANDBOX_OPERATOR_DEFAULT_OWNER"] == ""
+    assert env["SANDBOX_OPERATOR_NAMESPACES"] == ""
+    assert env["SANDBOX_OPERATOR_CLUSTER_ID"] == "default"
+    assert env["SANDBOX_OPERATOR_FREE_HARDWARE"] == "cpu-basic"
+    assert not {"SANDBOX_OPERATOR_MAX_USD_PER_HOUR", "SANDBOX_OPERATOR_MAX_BUDGET_USD"} & env.keys()
+    assert env["SANDBOX_OPERATOR_METRICS_PORT"] == "0"  # off
+    assert env["SANDBOX_OPERATOR_LEASE_NAMESPACE"] == "ops"
+
+
+def test_hub_token_comes_from_the_charts_secret(helm: Helm) -> None:
+    objects = helm.render(REQUIRED_VALUES)
+    secret = one(objects, "Secret")
+    ref = container_env(deployment(objects))["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"][ref["key"]]).decode() == "hf_x"
+    # The pod reads the token only at start; a new token must roll it.
+    assert "checksum/hub-token" in deployment(objects)["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_existing_secret_is_referenced_not_rendered(helm: Helm) -> None:
+    objects = helm.render(EXISTING_SECRET)
+    assert not by_kind(objects, "Secret")
+    ref = container_env(deployment(objects))["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "hub-credentials", "key": "hf-token"}
+
+
+def test_security_context_is_restricted(helm: Helm) -> None:
+    spec = pod_spec(helm.render(REQUIRED_VALUES))
+    pod_context = spec["securityContext"]
+    assert pod_context["runAsNonRoot"] is True
+    assert isinstance(pod_context["runAsUser"], int) and pod_context["runAsUser"] > 0
+    assert isinstance(pod_context["runAsGroup"], int) and pod_context["runAsGroup"] > 0
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["runAsNonRoot"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in context
+    # The only writable place is an emptyDir at /tmp, where HF_HOME points.
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    assert "emptyDir" in volumes[mount["name"]]
+    hf_home = next(entry["value"] for entry in container["env"] if entry["name"] == "HF_HOME")
+    assert hf_home == "/tmp/hf-home"
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= container["resources"][kind].keys()
+
+
+def test_probes_hit_the_liveness_endpoint_the_operator_serves(helm: Helm) -> None:
+    objects = helm.render(REQUIRED_VALUES)
+    (container,) = pod_spec(objects)["containers"]
+    served = urlsplit(env_values(objects)["SANDBOX_OPERATOR_LIVENESS"] or "")
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == served.path == "/healthz"
+        assert ports[get["port"]] == served.port == 8080
+
+
+def assert_leader_election_role(objects: list[dict[str, Any]], namespace: str, lease: str) -> None:
+    """The Lease permissions, in the release namespace only, bound to the operator."""
+    service_account = one(objects, "ServiceAccount")["metadata"]["name"]
+    leases = [
+        role
+        for role in by_kind(objects, "Role")
+        if ("coordination.k8s.io", "leases", "get") in permissions(role["rules"])
+    ]
+    (role,) = leases
+    assert role["metadata"]["namespace"] == namespace
+    assert permissions(role["rules"]) == LEADER_ELECTION_PERMISSIONS
+    # Only `create` goes unnamed (RBAC cannot name what does not exist yet); the rest is the one Lease.
+    for rule in role["rules"]:
+        assert rule.get("resourceNames", [lease]) == [lease]
+        assert ("resourceNames" in rule) == (rule["verbs"] != ["create"])
+    (binding,) = [
+        binding
+        for binding in by_kind(objects, "RoleBinding")
+        if binding["roleRef"]
+        == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    ]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    ]
+
+
+def test_cluster_wide_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
+    values = REQUIRED_VALUES
+    objects = rbac_objects(helm, values, release="so", namespace="ops")
+    (role,) = by_kind(objects, "ClusterRole")
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert permissions(role["rules"]) == OPERATOR_PERMISSIONS
+    assert all("resourceNames" not in rule for rule in role["rules"])
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    service_account = one(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": service_account["name"], "namespace": "ops"}
+    ]
+    lease = env_values(helm.render(values, release="so", namespace="ops"))["SANDBOX_OPERATOR_LEASE_NAME"]
+    assert_leader_election_role(objects, "ops", lease or "")
+
+
+def test_namespaced_watch_grants_roles_only_in_watched_namespaces(helm: Helm) -> None:
+    values = NAMESPACED
+    objects = rbac_objects(helm, values, release="so", namespace="ops")
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    lease = env_values(helm.render(values, release="so", namespace="ops"))["SANDBOX_OPERATOR_LEASE_NAME"]
+    assert_leader_election_role(objects, "ops", lease or "")
+    roles = {role["metadata"]["namespace"]: role for role in by_kind(objects, "Role")}
+    roles.pop("ops")
+    bindings = {binding["metadata"]["namespace"]: binding for binding in by_kind(objects, "RoleBinding")}
+    bindings.pop("ops")
+    assert roles.keys() == bindings.keys() == {"team-a", "team-b"}
+    service_account = one(objects, "ServiceAccount")["metadata"]["name"]
+    for namespace, role in roles.items():
+        assert permissions(role["rules"]) == OPERATOR_PERMISSIONS
+        binding = bindings[namespace]
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": service_account, "namespace": "ops"}
+        ]
+    assert env_values(helm.render(NAMESPACED))["SANDBOX_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_leader_election_can_be_turned_off(helm: Helm) -> None:
+    objects = helm.render(merged(REQUIRED_VALUES, {"leaderElection": {"enabled": False}}))
+    leases = ("coordination.k8s.io", "leases", "create")
+    assert all(leases not in permissions(role["rules"]) for role in by_kind(objects, "Role"))
+    assert not {name for name in env_values(objects) if name.startswith("SANDBOX_OPERATOR_LEASE_")}
+    (container,) = pod_spec(objects)["containers"]
+    assert container["args"] == ["--lease-name="]
+
+
+def test_rbac_helper_ignores_roles_not_bound_to_the_operator(helm: Helm) -> None:
+    """rbac_objects follows the bindings of the operator's ServiceAccount, not object kinds."""
+    everything = helm.render(REQUIRED_VALUES)
+    operator = rbac_objects(helm, REQUIRED_VALUES)
+    bound = {(obj["kind"], obj["metadata"]["name"]) for obj in operator}
+    service_account = one(everything, "ServiceAccount")["metadata"]["name"]
+    for binding in by_kind(everything, "ClusterRoleBinding") + by_kind(everything, "RoleBinding"):
+        names = {subject["name"] for subject in binding["subjects"] if subject["kind"] == "ServiceAccount"}
+        assert ((binding["kind"], binding["metadata"]["name"]) in bound) == (service_account in names)
+
+
+def test_metrics_service_and_service_monitor(helm: Helm) -> None:
+    objects = helm.render(METRICS)
+    service = one(objects, "Service")
+    monitor = one(objects, "ServiceMonitor")
+    (container,) = pod_spec(objects)["containers"]
+    pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    (service_port,) = service["spec"]["ports"]
+    assert ports[service_port["targetPort"]] == service_port["port"] == 9090
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service_port["name"]
+    assert env_values(objects)["SANDBOX_OPERATOR_METRICS_PORT"] == "9090"
+
+
+def test_settings_reach_the_operators_env(helm: Helm) -> None:
+    env = env_values(helm.render(EVERYTHING))
+    assert env["HF_ENDPOINT"] == "https://hub.example.test/"
+    assert env["SANDBOX_OPERATOR_DEFAULT_OWNER"] == "acme"
+    assert env["SANDBOX_OPERATOR_CLUSTER_ID"] == "prod-eu"
+    assert env["SANDBOX_OPERATOR_FREE_HARDWARE"] == "cpu-basic,cpu-upgrade"
+    assert float(env["SANDBOX_OPERATOR_POLL_INTERVAL"] or "") == 0.5
+    assert float(env["SANDBOX_OPERATOR_RESYNC_INTERVAL"] or "") == 600
+    assert env["SANDBOX_OPERATOR_LOG_FORMAT"] == "json"
+    assert float(env["SANDBOX_OPERATOR_MAX_USD_PER_HOUR"] or "") == 2.5
+    assert float(env["SANDBOX_OPERATOR_MAX_BUDGET_USD"] or "") == 100
+    assert float(env["SANDBOX_OPERATOR_SPEND_INTERVAL"] or "") == 30
+    assert float(env["SANDBOX_OPERATOR_HUB_RATE"] or "") == 0.5
+    assert env["SANDBOX_OPERATOR_HUB_BURST"] == "5"
+    assert float(env["SANDBOX_OPERATOR_SWEEP_INTERVAL"] or "") == 0
+    assert float(env["SANDBOX_OPERATOR_SWEEP_GRACE"] or "") == 60
+    assert env["SANDBOX_OPERATOR_SWEEP_MAX_DELETES"] == "3"
+    assert env["SANDBOX_OPERATOR_SWEEP_OWNERS"] == "acme,acme-ci"
+    assert env["SANDBOX_OPERATOR_SWEEP_DRY_RUN"] == "true"
+    assert env["SANDBOX_OPERATOR_METRICS_PORT"] == "9090"
+
+
+def test_chart_sets_exactly_what_the_operator_reads(helm: Helm) -> None:
+    """Every option of `sandbox-operator run` can be set through the chart, and nothing else is set."""
+    read = {param.envvar for param in run.params if isinstance(param, click.Option) and param.envvar}
+    rendered = container_env(deployment(helm.render(EVERYTHING))).keys() - LIBRARY_ENV
+    assert read - rendered == set(), "options of `run` the chart does not set"
+    assert rendered - read == set(), "env the operator does not read"
+
+
+def test_free_hardware_schema_lists_every_flavor() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["freeHardware"]["items"]["enum"] == [flavor.value for flavor in Hardware]
+
+
+BAD_VALUES = {
+    "empty template": ({"defaultTemplate": ""}, "at '/defaultTemplate': minLength"),
+    "template without owner": ({"defaultTemplate": "agent-sandbox"}, "at '/defaultTemplate'"),
+    "unknown top-level key": ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
+    "misspelled budget key": ({"budget": {"maxUSDPerHour": 1}}, "additional properties 'maxUSDPerHour'"),
+    "negative hourly budget": ({"budget": {"maxUsdPerHour": -1}}, "at '/budget/maxUsdPerHour': minimum"),
+    "negative total budget": ({"budget": {"maxBudgetUsd": -0.01}}, "at '/budget/maxBudgetUsd': minimum"),
+    "budget as text": ({"budget": {"maxBudgetUsd": "ten"}}, "at '/budget/maxBudgetUsd'"),
+    "unknown flavor": ({"freeHardware": ["cpu-basic", "gpu"]}, "at '/freeHardware/1': value must be one of"),
+    "flavors as a string": ({"freeHardware": "cpu-basic"}, "at '/freeHardware'"),
+    "no free flavor": ({"freeHardware": []}, "at '/freeHardware': minItems"),
+    "flag as text": ({"metrics": {"enabled": "yes"}}, "at '/metrics/enabled'"),
+    "bad namespace": ({"watchNamespaces": ["Team_A"]}, "at '/watchNamespaces/0'"),
+    "endpoint without scheme": ({"hub": {"endpoint": "huggingface.co"}}, "at '/hub/endpoint'"),
+    "bad pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+    "zero poll interval": ({"pollInterval": 0}, "at '/pollInterval'"),
+    "negative resync interval": ({"resyncInterval": -1}, "at '/resyncInterval'"),
+    "negative spend interval": ({"budget": {"spendInterval": -5}}, "at '/budget/spendInterval'"),
+    "no Hub burst": ({"hub": {"burst": 0}}, "at '/hub/burst'"),
+    "fractional deletes": ({"sweeper": {"maxDeletes": 1.5}}, "at '/sweeper/maxDeletes'"),
+    "bad sweep owner": ({"sweeper": {"owners": ["a/b"]}}, "at '/sweeper/owners/0'"),
+    "unknown log format": ({"logFormat": "yaml"}, "at '/logFormat'"),
+    # Rules across keys, which the chart's templates check.
+    "no token": ({"hub": {"token": ""}}, "hub.token or hub.existingSecret is required"),
+    "two tokens": ({"hub": {"existingSecret": "creds"}}, "hub.token and hub.existingSecret are both set"),
+    "monitor without metrics": (
+        {"metrics": {"serviceMonitor": {"enabled": True}}},
+        "metrics.serviceMonitor.enabled needs metrics.enabled",
+    ),
+    "metrics on the liveness port": (
+        {"metrics": {"enabled": True, "port": 8080}},
+        "metrics.port must not be 8080",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_are_rejected_naming_the_field(helm: Helm, case: str) -> None:
+    values, message = BAD_VALUES[case]
+    result = helm.template(merged(REQUIRED_VALUES, values), check=False)
+    assert result.returncode != 0, f"accepted: {values}"
+    assert message in result.stderr
+
+
+def test_readme_documents_every_value() -> None:
+    """Each leaf of values.yaml is a row of the README's values table."""
+
+    def leaves(values: dict[str, Any], prefix: str = "") -> set[str]:
+        found: set[str] = set()
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value and path not in OPAQUE_VALUES:
+                found |= leaves(value, f"{path}.")
+            else:
+                found.add(path)
+        return found
+
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in (CHART / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert leaves(values) - rows == set()

@@ -1,0 +1,109 @@
+"""The chart's RBAC rules are exactly the API calls the operator's code makes.
+
+kopf's own calls are fixed facts of kopf 1.45 (read from its source: list + watch, JSON/merge
+PATCH of the object and its status, POST of Events; with scanning off and standalone, nothing
+else). The operator's own calls are found by parsing the modules the operator process runs: the
+Kubernetes client's method names say verb and resource (`replace_namespaced_secret` is an
+update of secrets). A new call fails this test until the chart grants it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helm_chart import (
+    LEADER_ELECTION_PERMISSIONS,
+    OPERATOR_PERMISSIONS,
+    REPO,
+    REQUIRED_VALUES,
+    Helm,
+    permissions,
+    rbac_objects,
+)
+
+from sandbox_operator import api
+
+PACKAGE = REPO / "operator" / "sandbox_operator"
+KOPF_PERMISSIONS = {
+    (api.GROUP, api.PLURAL, "list"),
+    (api.GROUP, api.PLURAL, "watch"),
+    (api.GROUP, api.PLURAL, "patch"),
+    (api.GROUP, f"{api.PLURAL}/status", "patch"),
+    ("", "events", "create"),
+}
+CLIENT_VERBS = {
+    "read": "get",
+    "list": "list",
+    "create": "create",
+    "patch": "patch",
+    "replace": "update",
+    "delete": "delete",
+    "delete_collection": "deletecollection",
+}
+# Kubernetes client type names -> (API group, resource). `custom_object` is always an AgentSession:
+# the operator touches no other custom resource.
+RESOURCES = {
+    "custom_object": (api.GROUP, api.PLURAL),
+    "secret": ("", "secrets"),
+    "event": ("", "events"),
+    "lease": ("coordination.k8s.io", "leases"),
+    "config_map": ("", "configmaps"),
+}
+
+
+def runtime_modules() -> set[Path]:
+    """controller.py and the package modules it imports, transitively: what `run` executes.
+
+    Approver tooling (`sandbox-operator approve`) and dev/test helpers are not reached from here,
+    and their calls are made with other identities.
+    """
+    todo, seen = [PACKAGE / "controller.py"], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                todo += [PACKAGE / f"{name}.py" for name in names if (PACKAGE / f"{name}.py").is_file()]
+    return seen
+
+
+def permission(method: str) -> tuple[str, str, str]:
+    """`read_namespaced_secret` -> ("", "secrets", "get"); `patch_namespaced_custom_object_status` ->
+    (group, "agentsessions/status", "patch")."""
+    for scope in ("_namespaced_", "_cluster_"):
+        verb, found, kind = method.partition(scope)
+        if found:
+            break
+    subresource = "/status" if kind.endswith("_status") else ""
+    kind = kind.removesuffix("_status")
+    assert verb in CLIENT_VERBS and kind in RESOURCES, f"{method}: unknown to this test; teach it"
+    group, resource = RESOURCES[kind]
+    return group, resource + subresource, CLIENT_VERBS[verb]
+
+
+def client_methods(path: Path) -> set[str]:
+    """Kubernetes client methods named in a module (called, or passed on as in functools.partial)."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and ("_namespaced_" in node.attr or node.attr.endswith("_cluster_custom_object"))
+    }
+
+
+def test_runtime_modules_are_the_operators() -> None:
+    names = {path.name for path in runtime_modules()}
+    assert {"controller.py", "kube.py", "reconciler.py", "hub.py"} <= names
+    assert "approval.py" not in names  # run by approvers, as themselves
+
+
+def test_code_calls_are_exactly_the_granted_permissions(helm: Helm) -> None:
+    called = {permission(method) for path in runtime_modules() for method in client_methods(path)}
+    needed = KOPF_PERMISSIONS | called
+    assert needed == OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS
+    granted = set().union(*(permissions(obj.get("rules", [])) for obj in rbac_objects(helm, REQUIRED_VALUES)))
+    assert granted == needed

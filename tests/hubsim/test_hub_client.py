@@ -1,0 +1,151 @@
+"""The operator's Hub client layer against the emulator: pacing, retries, the transient 404."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from huggingface_hub import set_client_factory
+from huggingface_hub.utils._http import default_client_factory
+from prometheus_client import REGISTRY
+
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.hub import HubClient, HubError
+from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_operator.reconciler import FailureKind
+
+
+def client_for(hub: HubSimServer, template: str) -> HubClient:
+    config = OperatorConfig(
+        hub_endpoint=hub.url, hub_token="hf_alice", default_owner="alice", default_template=template
+    )
+    return HubClient(config)
+
+
+@pytest.fixture
+def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
+    """The client installs its gate in huggingface_hub's global client; other tests get the default back."""
+    hub_client = client_for(hub, template)
+    yield hub_client
+    asyncio.run(hub_client.close())
+    set_client_factory(default_client_factory)
+
+
+def duplicate(client: HubClient, template: str, space_id: str, uid: str = "u1") -> None:
+    asyncio.run(
+        client.duplicate(
+            template=template,
+            space_id=space_id,
+            private=True,
+            token="sbx_t",
+            secrets={},
+            session_uid=uid,
+            session_ref="team/s",
+        )
+    )
+
+
+def failure_of(call: object) -> HubError:
+    with pytest.raises(HubError) as raised:
+        asyncio.run(call)  # type: ignore[arg-type]
+    return raised.value
+
+
+def test_a_429_pauses_every_call_and_sends_nothing_until_retry_after(
+    client: HubClient, admin: HubSimAdmin, template: str
+) -> None:
+    admin.add_fault("*", 429, count=1, retry_after=30)
+    admin.clear_calls()
+    first = failure_of(client.space(template))
+    assert first.failure.kind is FailureKind.RATE_LIMITED and first.failure.retry_after == 30
+    second = failure_of(client.whoami())
+    assert second.failure.kind is FailureKind.RATE_LIMITED
+    assert second.failure.retry_after is not None and 29 < second.failure.retry_after <= 30
+    assert "paused" in second.failure.message
+    assert len(admin.calls()) == 1
+
+
+def test_a_5xx_on_a_read_is_retried_within_the_call(
+    client: HubClient, admin: HubSimAdmin, template: str
+) -> None:
+    def retries() -> float:
+        return REGISTRY.get_sample_value("sandbox_operator_hub_retries_total", {"route": "space_info"}) or 0.0
+
+    before = retries()
+    admin.add_fault("space_info", 503, count=2)
+    admin.clear_calls()
+    view = asyncio.run(client.space(template))
+    assert view is not None and view.stage == "RUNNING"
+    assert [call["status"] for call in admin.calls()] == [503, 503, 200]
+    assert retries() == before + 2
+
+
+def test_writes_are_not_retried(client: HubClient, admin: HubSimAdmin, template: str) -> None:
+    space_id = f"alice/ags-{uuid.uuid4()}"
+    duplicate(client, template, space_id)
+    admin.add_fault("restart", 503, count=1)
+    admin.clear_calls()
+    assert failure_of(client.restart(space_id)).failure.kind is FailureKind.UNAVAILABLE
+    assert [call["route"] for call in admin.calls()] == ["restart"]
+
+
+def test_a_404_right_after_our_own_duplicate_means_not_visible_yet(
+    hub_factory: Callable[..., HubSimServer], template: str
+) -> None:
+    hub = hub_factory(transient_404_seconds=30)
+    client = client_for(hub, template)
+    try:
+        space_id = f"alice/ags-{uuid.uuid4()}"
+        duplicate(client, template, space_id)
+        assert asyncio.run(client.space(space_id)) is None
+        assert client.awaiting_visibility(space_id)
+        assert not client.awaiting_visibility(f"alice/ags-{uuid.uuid4()}")
+    finally:
+        asyncio.run(client.close())
+        set_client_factory(default_client_factory)
+
+
+def test_listing_ownership_and_release(client: HubClient, template: str) -> None:
+    uid = str(uuid.uuid4())
+    space_id = f"alice/ags-{uid}"
+    duplicate(client, template, space_id, uid)
+    listed = asyncio.run(client.list_spaces("alice", "ags-"))
+    assert [space.space_id for space in listed] == [space_id]
+    assert listed[0].created_at is not None
+    ownership = asyncio.run(client.ownership(space_id))
+    assert ownership is not None and (ownership.session_uid, ownership.session) == (uid, "team/s")
+    assert ownership.cluster_id == "default"
+    asyncio.run(client.release(space_id))
+    released = asyncio.run(client.ownership(space_id))
+    assert released is not None and (released.session_uid, released.cluster_id) == (uid, "")
+    asyncio.run(client.delete(space_id))
+    assert asyncio.run(client.ownership(space_id)) is None
+
+
+def test_missing_template_and_foreign_owner_are_told_apart(client: HubClient, template: str) -> None:
+    missing = failure_of(
+        client.duplicate(
+            template="alice/no-such-template",
+            space_id=f"alice/ags-{uuid.uuid4()}",
+            private=True,
+            token="t",
+            secrets={},
+            session_uid="u",
+            session_ref="team/s",
+        )
+    )
+    assert missing.failure.kind is FailureKind.TEMPLATE_NOT_FOUND
+    foreign = failure_of(
+        client.duplicate(
+            template=template,
+            space_id=f"bob/ags-{uuid.uuid4()}",
+            private=True,
+            token="t",
+            secrets={},
+            session_uid="u",
+            session_ref="team/s",
+        )
+    )
+    assert foreign.failure.kind is FailureKind.FORBIDDEN

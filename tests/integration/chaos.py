@@ -1,0 +1,378 @@
+"""Chaos run: sessions go through their whole life while the operator is SIGKILLed at random moments.
+
+Each session is created, moved to paid hardware (first without an approval, then with one
+naming the flavor, approved by the admin user), moved back to cpu-basic and deleted, while
+the operator is killed after a random uptime and restarted. Sessions started near the end
+stop before deletion, so that live sessions are checked as well. Then:
+
+* duplicates: a session ever had more than one Space, or its Space was created twice;
+* orphans: a Space carrying the marker of a session of the run that no longer exists;
+* stuck: a session that did not finish a step in time, or is still terminating at the end;
+* unapproved: a Hub hardware call for a paid flavor before the session's spec approved it
+  (from the emulator's call log, which records the flavor; the emulator runs in this process,
+  so its clock is this process's monotonic clock).
+
+One line of figures says it all, with the seed, so a failure replays with the same schedule:
+
+    .venv/bin/python hack/chaos.py --kills 200 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_operator.controlplane.plane import ADMIN_USER
+from sandbox_operator.dev import install_crd
+from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+
+from harness import OPERATOR_TOKEN, OWNER, TEMPLATE, OperatorProcess, condition, session_manifest, wait_for
+
+FREE = "cpu-basic"
+PAID = "t4-small"
+UID = "SANDBOX_OPERATOR_SESSION_UID"
+SESSION = "SANDBOX_OPERATOR_SESSION"
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    seed: int
+    kills: int
+    #: Sessions alive at once.
+    parallel: int = 4
+    #: Operator uptime before each kill, in seconds (uniform); short ones hit its start-up.
+    uptime: tuple[float, float] = (0.3, 4.0)
+    #: Down time before each restart, in seconds (uniform).
+    downtime: tuple[float, float] = (0.0, 0.5)
+    #: Longest time one step of a session may take before it counts as stuck.
+    step_timeout: float = 120.0
+
+
+class Step(Enum):
+    CREATED = "waiting for Ready on cpu-basic"
+    PAID_UNAPPROVED = "waiting for AwaitingApproval"
+    APPROVED = "waiting for Ready on paid hardware"
+    BACK_TO_FREE = "waiting for Ready back on cpu-basic"
+    DELETING = "waiting for the session to go"
+    KEPT = "kept for the final checks"
+    DONE = "done"
+
+
+@dataclass
+class Life:
+    """One session's way through the scenario."""
+
+    name: str
+    step: Step
+    since: float
+    uid: str | None = None
+    generation: int = 1
+    #: When the approval was sent (monotonic): no paid hardware call may come before.
+    approved_at: float | None = None
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    iterations: int = 0
+    kills: int = 0
+    sessions: int = 0
+    duplicates: set[str] = field(default_factory=set)
+    orphans: set[str] = field(default_factory=set)
+    stuck: set[str] = field(default_factory=set)
+    unapproved: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.orphans or self.stuck or self.unapproved or self.problems)
+
+    def line(self) -> str:
+        return (
+            f"chaos: iterations={self.iterations} kills={self.kills} sessions={self.sessions} "
+            f"duplicates={len(self.duplicates)} orphans={len(self.orphans)} stuck={len(self.stuck)} "
+            f"unapproved={len(self.unapproved)} problems={len(self.problems)} "
+            f"elapsed={self.elapsed:.0f}s seed={self.seed}"
+        )
+
+    def report(self) -> str:
+        details = [*self.problems, *self.unapproved]
+        details += [f"duplicate Space for session uid {uid}" for uid in sorted(self.duplicates)]
+        details += [f"orphaned Space {space}" for space in sorted(self.orphans)]
+        details += [f"stuck: {name}" for name in sorted(self.stuck)]
+        return "\n".join([self.line(), *details])
+
+
+class Chaos:
+    def __init__(
+        self,
+        config: ChaosConfig,
+        kubectl: Kubectl,
+        admin: HubSimAdmin,
+        operator: OperatorProcess,
+        namespace: str,
+        call_log_size: int,
+    ) -> None:
+        self.config = config
+        self.call_log_size = call_log_size
+        self.kubectl = kubectl
+        self.admin = admin
+        self.operator = operator
+        self.namespace = namespace
+        self.rng = random.Random(config.seed)
+        self.result = ChaosResult(seed=config.seed)
+        self.lives: list[Life] = []
+        self.created_at: dict[str, str] = {}  # session uid -> createdAt of its Space
+        self.next_kill = 0.0
+
+    # -- driving ---------------------------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        began = time.monotonic()
+        self.admin.clear_calls()
+        self._schedule_kill()
+        while self.result.kills < self.config.kills:
+            self._maybe_kill()
+            self._tick(keep=False)
+        self._ensure_running()
+        deadline = time.monotonic() + self.config.step_timeout
+        while any(life.step not in (Step.KEPT, Step.DONE) for life in self.lives):
+            if time.monotonic() > deadline:
+                break
+            self._tick(keep=True)
+        self._tick(keep=True)  # marks whatever is late as stuck
+        self._final_checks()
+        self.result.elapsed = time.monotonic() - began
+        return self.result
+
+    def _schedule_kill(self) -> None:
+        self.next_kill = time.monotonic() + self.rng.uniform(*self.config.uptime)
+
+    def _maybe_kill(self) -> None:
+        if time.monotonic() < self.next_kill:
+            return
+        self.operator.kill()
+        self.result.kills += 1
+        time.sleep(self.rng.uniform(*self.config.downtime))
+        self.operator.start()
+        self._schedule_kill()
+
+    def _ensure_running(self) -> None:
+        if self.operator.proc is None or self.operator.proc.poll() is not None:
+            self.operator.start()
+
+    def _tick(self, *, keep: bool) -> None:
+        sessions = {
+            item["metadata"]["name"]: item
+            for item in self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
+        }
+        self._watch_spaces(sessions)
+        for life in self.lives:
+            if life.step not in (Step.KEPT, Step.DONE):
+                self._advance(life, sessions.get(life.name), keep)
+        if not keep:
+            while sum(life.step is not Step.DONE for life in self.lives) < self.config.parallel:
+                self._create()
+        time.sleep(0.1)
+
+    def _create(self) -> None:
+        name = f"chaos-{len(self.lives)}"
+        self.kubectl("apply", "-f", "-", stdin=session_manifest(name, self.namespace))
+        self.lives.append(Life(name, Step.CREATED, time.monotonic()))
+        self.result.sessions += 1
+
+    def _patch(self, life: Life, spec: dict[str, Any]) -> None:
+        patch = json.dumps({"spec": spec})
+        self.kubectl("patch", "ags", life.name, "-n", self.namespace, "--type=merge", "-p", patch)
+        life.generation += 1
+
+    def _move(self, life: Life, step: Step) -> None:
+        life.step, life.since = step, time.monotonic()
+
+    def _advance(self, life: Life, session: dict[str, Any] | None, keep: bool) -> None:
+        if time.monotonic() - life.since > self.config.step_timeout:
+            ready = condition(session, "Ready") or {}
+            self.result.stuck.add(life.name)
+            self.result.problems.append(
+                f"{life.name} {life.step.value} for {self.config.step_timeout:.0f}s: "
+                f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}"
+            )
+            self._move(life, Step.DONE)
+            return
+        if life.step is Step.DELETING:
+            if session is None:
+                self.result.iterations += 1
+                self._move(life, Step.DONE)
+            return
+        if session is None:
+            return  # not visible yet right after the apply
+        life.uid = session["metadata"]["uid"]
+        if life.step is Step.CREATED and self._ready_on(session, life, FREE):
+            self._patch(life, {"hardware": PAID})
+            self._move(life, Step.PAID_UNAPPROVED)
+        elif life.step is Step.PAID_UNAPPROVED and self._awaiting_approval(session, life):
+            life.approved_at = time.monotonic()
+            approval = {"hardware": PAID, "approvedBy": ADMIN_USER, "reason": "chaos run"}
+            self._patch(life, {"approval": approval})
+            self._move(life, Step.APPROVED)
+        elif life.step is Step.APPROVED and self._ready_on(session, life, PAID):
+            self._patch(life, {"hardware": FREE})
+            self._move(life, Step.BACK_TO_FREE)
+        elif life.step is Step.BACK_TO_FREE and self._ready_on(session, life, FREE):
+            if keep:
+                self._move(life, Step.KEPT)
+            else:
+                self.kubectl("delete", "ags", life.name, "-n", self.namespace, "--wait=false")
+                self._move(life, Step.DELETING)
+
+    def _current(self, session: dict[str, Any], life: Life, type_: str) -> dict[str, Any] | None:
+        """The condition, if it describes the generation last written."""
+        found = condition(session, type_)
+        generation = session["metadata"].get("generation")
+        if found is None or generation != life.generation or found.get("observedGeneration") != generation:
+            return None
+        return found
+
+    def _ready_on(self, session: dict[str, Any], life: Life, flavor: str) -> bool:
+        ready = self._current(session, life, "Ready")
+        hardware = (session.get("status") or {}).get("hardware") or {}
+        return ready is not None and ready["status"] == "True" and hardware.get("current") == flavor
+
+    def _awaiting_approval(self, session: dict[str, Any], life: Life) -> bool:
+        approved = self._current(session, life, "HardwareApproved")
+        return approved is not None and approved["reason"] == "AwaitingApproval"
+
+    # -- checking --------------------------------------------------------------------------------
+
+    def _ours(self) -> list[dict[str, Any]]:
+        """The Spaces whose marker names a session of this run's namespace."""
+        prefix = f"{self.namespace}/"
+        return [s for s in self.admin.spaces() if s["variables"].get(SESSION, "").startswith(prefix)]
+
+    def _watch_spaces(self, sessions: dict[str, dict[str, Any]]) -> None:
+        by_uid: dict[str, list[dict[str, Any]]] = {}
+        for space in self._ours():
+            by_uid.setdefault(space["variables"].get(UID, ""), []).append(space)
+        for uid, spaces in by_uid.items():
+            if len(spaces) > 1:
+                self.result.duplicates.add(uid)
+            first = self.created_at.setdefault(uid, spaces[0]["createdAt"])
+            if spaces[0]["createdAt"] != first:
+                self.result.duplicates.add(uid)  # deleted and created again
+        for session in sessions.values():
+            ready = condition(session, "Ready")
+            uid = session["metadata"]["uid"]
+            deleting = session["metadata"].get("deletionTimestamp")
+            if ready and ready["status"] == "True" and not deleting and len(by_uid.get(uid, [])) != 1:
+                self.result.problems.append(
+                    f"{session['metadata']['name']} is Ready without exactly one Space"
+                )
+
+    def _final_checks(self) -> None:
+        sessions = self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
+        live = {s["metadata"]["uid"] for s in sessions}
+        spaces = self._ours()
+        for session in sessions:
+            mine = [s for s in spaces if s["variables"].get(UID) == session["metadata"]["uid"]]
+            if len(mine) != 1:
+                self.result.problems.append(f"{session['metadata']['name']} has {len(mine)} Spaces")
+        self.result.orphans |= {s["id"] for s in spaces if s["variables"].get(UID) not in live}
+        self._check_approvals()
+        # Last: everything left is deleted, and must go with its Space.
+        self.kubectl("delete", "ags", "--all", "-n", self.namespace, "--wait=false")
+        try:
+            wait_for(
+                lambda: not self.kubectl.json("get", "ags", "-n", self.namespace)["items"],
+                self.config.step_timeout,
+                "every session of the run to be deleted",
+                interval=0.5,
+            )
+        except AssertionError:
+            left = self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
+            self.result.stuck |= {s["metadata"]["name"] for s in left}
+        self.result.orphans |= {s["id"] for s in self._ours()}
+
+    def _check_approvals(self) -> None:
+        calls = self.admin.calls()
+        if len(calls) >= self.call_log_size:
+            self.result.problems.append("the emulator's call log overflowed; approvals cannot be checked")
+        approved = {life.uid: life.approved_at for life in self.lives if life.uid}
+        for call in calls:
+            flavor = call["flavor"]
+            if call["route"] not in ("hardware", "duplicate") or flavor in (None, FREE):
+                continue
+            uid = call["path"].split("/ags-")[-1].split("/")[0] if "/ags-" in call["path"] else None
+            if call["route"] == "duplicate" or uid not in approved:
+                self.result.unapproved.append(f"{call['method']} {call['path']} asked for {flavor}")
+                continue
+            at = approved[uid]
+            if at is None or call["monotonic"] < at:
+                self.result.unapproved.append(f"{call['path']} asked for {flavor} before the approval")
+
+
+#: The call log the long run gives its own emulator: big enough to keep every call.
+CALL_LOG_SIZE = 2_000_000
+
+
+def run_chaos(
+    config: ChaosConfig,
+    kubectl: Kubectl,
+    admin: HubSimAdmin,
+    operator: OperatorProcess,
+    namespace: str,
+    call_log_size: int,
+) -> ChaosResult:
+    return Chaos(config, kubectl, admin, operator, namespace, call_log_size).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The long run, on a control plane, emulator and operator of its own."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kills", type=int, default=200, help="SIGKILLs of the operator (default 200)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
+    parser.add_argument("--parallel", type=int, default=4, help="sessions alive at once (default 4)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    config = ChaosConfig(seed=seed, kills=args.kills, parallel=args.parallel)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sandbox-operator-chaos-"))
+    plane = ControlPlane(workdir / "control-plane", die_with_parent=True)
+    plane.start()
+    hub_config = HubSimConfig(
+        tokens={OPERATOR_TOKEN: OWNER},
+        templates=[TEMPLATE],
+        build_seconds=0.2,
+        hardware_switch_seconds=0.2,
+        call_log_size=CALL_LOG_SIZE,
+    )
+    try:
+        with HubSimServer(hub_config) as hub:
+            install_crd(plane)
+            kubectl = plane.kubectl()
+            namespace = f"chaos-{uuid.uuid4().hex[:6]}"
+            kubectl("create", "namespace", namespace)
+            (workdir / "operator").mkdir(exist_ok=True)
+            operator = OperatorProcess(plane.kubeconfig, hub.url, workdir / "operator")
+            operator.start()
+            try:
+                result = run_chaos(config, kubectl, hub.admin, operator, namespace, CALL_LOG_SIZE)
+            finally:
+                operator.stop()
+    finally:
+        plane.stop()
+    print(result.report() if not result.ok else result.line())
+    if not result.ok:
+        print(f"operator logs: {workdir / 'operator'}")
+    return 0 if result.ok else 1

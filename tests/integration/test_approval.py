@@ -1,0 +1,275 @@
+"""Paid hardware only with an approval the API server enforces: real RBAC, real admission, real users."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_operator.hubsim import HubSimAdmin
+
+from harness import (
+    OperatorProcess,
+    condition,
+    get_session,
+    session_manifest,
+    wait_condition_reason,
+    wait_for,
+    wait_ready,
+)
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "sandbox-operator"
+FLAVOR_ROLE = "sandbox-operator-approver-t4-small"
+
+
+@pytest.fixture(scope="module")
+def approval_policy(control_plane: ControlPlane, kubectl: Kubectl, crd: None) -> None:
+    """The chart's admission policy and approver roles, exactly as `helm install` renders them."""
+    rendered = subprocess.run(
+        [
+            str(control_plane.bin_dir / "helm"),
+            "template",
+            "sandbox-operator",
+            str(CHART),
+            "--set",
+            "hub.token=unused",
+            "--set",
+            "defaultTemplate=templates/agent-sandbox",
+            "--show-only",
+            "templates/approval-policy.yaml",
+            "--show-only",
+            "templates/approver-roles.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl("apply", "-f", "-", stdin=rendered)
+    kubectl(
+        "create",
+        "clusterrolebinding",
+        "alice-approves",
+        "--clusterrole=sandbox-operator-approver",
+        "--user=alice",
+    )
+    kubectl(
+        "create", "clusterrolebinding", "carol-approves-t4", f"--clusterrole={FLAVOR_ROLE}", "--user=carol"
+    )
+    # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
+    probe = session_manifest("policy-probe", "default", hardware="t4-small")
+    kubectl("apply", "-f", "-", stdin=probe)
+    attempts = iter(range(1_000_000))
+
+    def enforced() -> bool:
+        # A new reason each time: an unchanged approval is not checked, and an early probe may have landed.
+        spoof = {
+            "spec": {"approval": {"hardware": "t4-small", "approvedBy": "x", "reason": str(next(attempts))}}
+        }
+        result = kubectl(
+            "patch", "ags", "policy-probe", "--type=merge", "-p", json.dumps(spoof), "--as=alice", check=False
+        )
+        return result.returncode != 0 and "approvedBy" in result.stderr
+
+    wait_for(enforced, 30, "the approval policy to be enforced")
+    kubectl("delete", "ags", "policy-probe", "--wait=false")
+
+
+@pytest.fixture
+def team(kubectl: Kubectl, namespace: str, approval_policy: None) -> str:
+    """bob (a session user), alice (approves all) and carol (approves t4-small) may edit sessions here."""
+    for user in ("bob", "alice", "carol"):
+        kubectl(
+            "create", "rolebinding", f"{user}-edits", "--clusterrole=sandbox-operator-session-editor",
+            f"--user={user}", "-n", namespace,
+        )  # fmt: skip
+    return namespace
+
+
+def patch_as(
+    kubectl: Kubectl, user: str, name: str, namespace: str, patch: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl patch` of a session, impersonating `user` (the admin may impersonate)."""
+    return kubectl(
+        "patch", "ags", name, "-n", namespace, "--type=merge", "-p", patch, f"--as={user}", check=check
+    )
+
+
+def approve_patch(hardware: str | None, approved_by: str, **extra: object) -> str:
+    # hardware is always sent, null included: a merge patch would otherwise keep the old flavor.
+    approval: dict[str, object] = {"hardware": hardware, "approvedBy": approved_by, **extra}
+    return json.dumps({"spec": {"approval": approval}})
+
+
+def paid_hardware_calls(hub_admin: HubSimAdmin, space_id: str) -> list[str]:
+    return [
+        call["flavor"]
+        for call in hub_admin.calls()
+        if call["route"] == "hardware"
+        and space_id in call["path"]
+        and call["flavor"] not in (None, "cpu-basic")
+    ]
+
+
+def run_cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_operator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def alice_kubeconfig(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
+    yield control_plane.write_user_kubeconfig(tmp_path / "alice.kubeconfig", "alice")
+
+
+def test_session_user_cannot_approve_and_nothing_is_spent(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s1", team, hardware="a10g-small"))
+    session = wait_ready(kubectl, "s1", team)  # the sandbox serves on cpu-basic meanwhile
+    approved = condition(session, "HardwareApproved")
+    assert approved is not None and (approved["status"], approved["reason"]) == ("False", "AwaitingApproval")
+    assert session["status"]["pendingApproval"] == {"hardware": "a10g-small", "usdPerHour": 1.0}
+    assert session["status"]["hardware"]["current"] == "cpu-basic"
+
+    result = patch_as(kubectl, "bob", "s1", team, approve_patch("a10g-small", "bob"), check=False)
+    assert result.returncode != 0
+    assert 'user "bob" may not approve hardware a10g-small' in result.stderr
+    session = get_session(kubectl, "s1", team)
+    assert session is not None and "approval" not in session["spec"]
+    assert paid_hardware_calls(hub_admin, session["status"]["spaceId"]) == []
+
+
+def test_approved_by_must_be_the_approver_themself(
+    kubectl: Kubectl, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s2", team, hardware="a10g-small"))
+    result = patch_as(kubectl, "alice", "s2", team, approve_patch("a10g-small", "the-boss"), check=False)
+    assert result.returncode != 0
+    assert 'approvedBy must be your own username "alice"' in result.stderr
+
+
+def test_per_flavor_role_admits_only_its_flavor(
+    kubectl: Kubectl, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s3", team, hardware="a10g-small"))
+    refused = patch_as(kubectl, "carol", "s3", team, approve_patch("a10g-small", "carol"), check=False)
+    assert refused.returncode != 0 and "may not approve hardware a10g-small" in refused.stderr
+
+    patch_as(kubectl, "bob", "s3", team, '{"spec":{"hardware":"t4-small"}}')
+    patch_as(kubectl, "carol", "s3", team, approve_patch("t4-small", "carol"))
+    budget = patch_as(
+        kubectl, "carol", "s3", team, approve_patch(None, "carol", maxUsdPerHour=1), check=False
+    )
+    assert budget.returncode != 0 and "may not grant a standing hardware budget" in budget.stderr
+
+
+def test_approved_upgrade_runs_on_the_flavor_and_downgrade_needs_no_approval(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str, alice_kubeconfig: Path
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s4", team, hardware="a10g-small"))
+    space_id = wait_ready(kubectl, "s4", team)["status"]["spaceId"]
+
+    cli = run_cli(alice_kubeconfig, "approve", "s4", "-n", team, "--reason", "benchmark run")
+    assert cli.returncode == 0, cli.stderr
+    assert "approved a10g-small" in cli.stdout and "as alice" in cli.stdout
+
+    def upgraded() -> dict[str, object] | None:
+        session = get_session(kubectl, "s4", team)
+        ready = condition(session, "Ready")
+        on_flavor = (
+            session is not None and session["status"].get("hardware", {}).get("current") == "a10g-small"
+        )
+        return session if on_flavor and ready is not None and ready["status"] == "True" else None
+
+    session = wait_for(upgraded, 60, "the Space to run on a10g-small")
+    assert session["status"]["approvedBy"] == "alice"  # type: ignore[index]
+    assert hub_admin.space(space_id)["hardware"]["current"] == "a10g-small"
+    events = kubectl.json("get", "events", "-n", team, "--field-selector", "involvedObject.name=s4")["items"]
+    assert any(e["reason"] == "Approved" and "alice" in e["message"] for e in events)
+
+    patch_as(kubectl, "bob", "s4", team, '{"spec":{"hardware":"cpu-basic"}}')
+    wait_for(lambda: hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic", 60, "the downgrade")
+    wait_ready(kubectl, "s4", team)
+
+
+def test_another_paid_flavor_needs_a_new_approval(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s5", team, hardware="t4-small"))
+    space_id = wait_ready(kubectl, "s5", team)["status"]["spaceId"]
+    patch_as(kubectl, "alice", "s5", team, approve_patch("t4-small", "alice"))
+    wait_for(
+        lambda: hub_admin.space(space_id)["hardware"]["current"] == "t4-small", 60, "the t4-small upgrade"
+    )
+
+    patch_as(kubectl, "bob", "s5", team, '{"spec":{"hardware":"a100-large"}}')
+    approved = wait_condition_reason(kubectl, "s5", team, "HardwareApproved", "AwaitingApproval")
+    assert "approve a100-large" in approved["message"]
+    wait_for(
+        lambda: hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic",
+        60,
+        "the fallback to cpu-basic",
+    )
+    assert "a100-large" not in paid_hardware_calls(hub_admin, space_id)
+
+
+def test_spent_budget_brings_the_space_back_to_cpu_basic(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s6", team, hardware="a10g-small"))
+    space_id = wait_ready(kubectl, "s6", team)["status"]["spaceId"]
+    # $0.002 at $1/h is 7.2 seconds of a10g-small.
+    patch = approve_patch("a10g-small", "alice", budgetUsd=0.002)
+    patch_as(kubectl, "alice", "s6", team, patch)
+    wait_for(lambda: hub_admin.space(space_id)["hardware"]["current"] == "a10g-small", 60, "the upgrade")
+
+    exhausted = wait_condition_reason(kubectl, "s6", team, "BudgetExhausted", "BudgetSpent", timeout=90)
+    assert exhausted["status"] == "True"
+    wait_for(
+        lambda: hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic", 60, "the return to cpu-basic"
+    )
+    session = wait_ready(kubectl, "s6", team)
+    assert session["status"]["spend"]["estimatedUsd"] >= 0.002
+    events = kubectl.json("get", "events", "-n", team, "--field-selector", "involvedObject.name=s6")["items"]
+    assert any(e["reason"] == "BudgetSpent" and e["type"] == "Warning" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("approval", "field"),
+    [
+        ({"hardware": "a10g-small"}, "spec.approval.approvedBy"),
+        ({"hardware": "a10g-small", "approvedBy": "alice", "budgetUsd": -5}, "spec.approval.budgetUsd"),
+        ({"hardware": "a10g-small", "approvedBy": "alice", "budgetUsd": 1e9}, "spec.approval.budgetUsd"),
+        ({"hardware": "h100-mega", "approvedBy": "alice"}, "spec.approval.hardware"),
+        ({"approvedBy": "alice"}, "an approval names a hardware flavor or grants a maxUsdPerHour budget"),
+    ],
+)
+def test_bad_approvals_are_rejected_and_lose_nothing(
+    kubectl: Kubectl, team: str, approval: dict[str, object], field: str
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s7", team, hardware="a10g-small"))
+    before = get_session(kubectl, "s7", team)
+    result = patch_as(kubectl, "alice", "s7", team, json.dumps({"spec": {"approval": approval}}), check=False)
+    assert result.returncode != 0 and field in result.stderr, result.stderr
+    after = get_session(kubectl, "s7", team)
+    assert before is not None and after is not None and after["spec"] == before["spec"]
+
+
+def test_approve_cli_refuses_a_flavor_that_is_not_requested(
+    kubectl: Kubectl, team: str, alice_kubeconfig: Path
+) -> None:
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s8", team, hardware="a10g-small"))
+    cli = run_cli(alice_kubeconfig, "approve", "s8", "-n", team, "--hardware", "a100-large")
+    assert cli.returncode == 1
+    assert "requests a10g-small, not a100-large" in cli.stderr

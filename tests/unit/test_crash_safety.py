@@ -1,0 +1,80 @@
+"""Decisions that keep Spaces from leaking or doubling: the transient 404 after our own duplicate,
+the release of a Space kept by deletionPolicy Orphan, and retry times after Hub failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.reconciler import (
+    CreateSpace,
+    FailureKind,
+    FinalizeObservation,
+    HubFailure,
+    Observation,
+    ReleaseSpace,
+    Session,
+    decide,
+    decide_finalize,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+UID = "0b0e5a4e-1111-2222-3333-444455556666"
+SPACE_ID = f"agents/ags-{UID}"
+CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
+
+
+def session(policy: str = "Delete") -> Session:
+    return Session(
+        name="demo",
+        namespace="team-a",
+        uid=UID,
+        generation=1,
+        spec=AgentSessionSpec.model_validate({"deletionPolicy": policy}),
+        status=AgentSessionStatus.model_validate({"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox"}),
+    )
+
+
+def test_a_space_we_just_duplicated_is_waited_for_not_duplicated_again() -> None:
+    plan = decide(session(), Observation(token="t", space_pending=True), CONFIG, NOW)
+    assert plan.action is None and plan.requeue_after == CONFIG.poll_interval
+    assert plan.status.phase == Phase.CREATING and not plan.status.failures
+    assert isinstance(decide(session(), Observation(token="t"), CONFIG, NOW).action, CreateSpace)
+
+
+def test_rate_limit_retry_time_is_never_before_the_pause_ends() -> None:
+    failure = HubFailure(FailureKind.RATE_LIMITED, "paused", retry_after=57.0)
+    plan = decide(session(), Observation(token="t", hub_failure=failure), CONFIG, NOW)
+    assert plan.requeue_after is not None and plan.requeue_after >= 57.0
+    assert plan.status.next_retry_time is not None and plan.status.next_retry_time >= "2026-11-26T12:00:57Z"
+    ready = next(c for c in plan.status.conditions if c.type == "Ready")
+    assert ready.reason == "HubRateLimited" and "next try in" in ready.message
+
+
+def test_orphan_policy_releases_the_space_from_the_sweeper_first() -> None:
+    observed = FinalizeObservation(marker=UID, marker_cluster="c1")
+    plan = decide_finalize(session("Orphan"), observed, CONFIG)
+    assert plan.action == ReleaseSpace(SPACE_ID) and not plan.done
+    released = FinalizeObservation(marker=UID, marker_cluster="")
+    assert decide_finalize(session("Orphan"), released, CONFIG).done
+    assert decide_finalize(session("Orphan"), FinalizeObservation(), CONFIG).done
+
+
+def test_orphan_policy_waits_for_the_hub_too() -> None:
+    failure = HubFailure(FailureKind.UNAVAILABLE, "503")
+    plan = decide_finalize(session("Orphan"), FinalizeObservation(hub_failure=failure), CONFIG)
+    assert not plan.done and plan.reason == "HubUnavailable"
+
+
+def test_finalize_failure_says_when_the_next_try_is() -> None:
+    failure = HubFailure(FailureKind.UNAVAILABLE, "the Hub answered 503")
+    plan = decide_finalize(session(), FinalizeObservation(hub_failure=failure), CONFIG, 0.5, now=NOW)
+    assert plan.requeue_after == 2.0
+    assert "503" in plan.message and "next try in 2s at 2026-11-26T12:00:02Z" in plan.message
+
+
+def test_a_space_deleted_before_the_hub_shows_it_is_waited_for_not_forgotten() -> None:
+    plan = decide_finalize(session(), FinalizeObservation(space_pending=True), CONFIG)
+    assert not plan.done and plan.action is None and plan.requeue_after == CONFIG.poll_interval
+    assert decide_finalize(session(), FinalizeObservation(), CONFIG).done

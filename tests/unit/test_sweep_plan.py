@@ -1,0 +1,93 @@
+"""The orphan sweeper's decision: which listed Spaces it may delete, and which it must not touch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sandbox_operator.hub import ListedSpace, Ownership
+from sandbox_operator.sweeper import Policy, Verdict, markers_needed, name_uid, ours_by_name, plan
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+POLICY = Policy(
+    cluster_id="prod", prefix="ags", grace=600, max_deletes=10, dry_run=False, namespaces=frozenset()
+)
+
+
+def uid(n: int) -> str:
+    return f"00000000-0000-0000-0000-{n:012d}"
+
+
+def listed(n: int, age: float = 3600) -> ListedSpace:
+    return ListedSpace(f"agents/ags-{uid(n)}", NOW - timedelta(seconds=age))
+
+
+def marker(n: int, cluster: str = "prod", session: str = "team/s") -> Ownership:
+    return Ownership(uid(n), cluster, session)
+
+
+def verdicts(decisions: list) -> dict[str, Verdict]:  # type: ignore[type-arg]
+    return {d.space_id: d.verdict for d in decisions}
+
+
+def test_names_must_match_whole() -> None:
+    assert name_uid(f"agents/ags-{uid(1)}", "ags") == uid(1)
+    assert name_uid(f"agents/bags-{uid(1)}", "ags") is None
+    assert name_uid(f"agents/ags-{uid(1)}-copy", "ags") is None
+    spaces = [listed(1), ListedSpace("agents/ags-demo", NOW)]
+    assert ours_by_name(spaces, POLICY) == [listed(1)]
+
+
+def test_only_old_unclaimed_spaces_need_their_marker_read() -> None:
+    spaces = [listed(1), listed(2, age=60), listed(3)]
+    assert markers_needed(spaces, frozenset({uid(3)}), NOW, POLICY) == [listed(1).space_id]
+
+
+def test_an_unclaimed_space_of_this_cluster_is_deleted() -> None:
+    decisions = plan([listed(1)], frozenset(), {listed(1).space_id: marker(1)}, NOW, POLICY)
+    assert verdicts(decisions) == {listed(1).space_id: Verdict.DELETE}
+    assert decisions[0].session == "team/s" and decisions[0].session_uid == uid(1)
+
+
+def test_never_touches_unmarked_foreign_released_claimed_young_or_gone() -> None:
+    spaces = [listed(n) for n in range(1, 6)] + [listed(6, age=10)]
+    markers = {
+        listed(1).space_id: Ownership("", "", ""),
+        listed(2).space_id: marker(2, cluster="staging"),
+        listed(3).space_id: Ownership(uid(3), "", "team/kept"),  # released: deletionPolicy Orphan
+        listed(4).space_id: marker(99),  # marker names a live session though the name does not
+        listed(5).space_id: None,
+    }
+    found = verdicts(plan(spaces, frozenset({uid(99)}), markers, NOW, POLICY))
+    assert found == {
+        listed(1).space_id: Verdict.UNMARKED,
+        listed(2).space_id: Verdict.OTHER_CLUSTER,
+        listed(3).space_id: Verdict.OTHER_CLUSTER,
+        listed(4).space_id: Verdict.CLAIMED,
+        listed(5).space_id: Verdict.GONE,
+        listed(6).space_id: Verdict.TOO_YOUNG,
+    }
+
+
+def test_sessions_of_unwatched_namespaces_are_out_of_scope() -> None:
+    policy = Policy("prod", "ags", 600, 10, False, frozenset({"team"}))
+    markers = {listed(1).space_id: marker(1, session="other/s"), listed(2).space_id: marker(2)}
+    found = verdicts(plan([listed(1), listed(2)], frozenset(), markers, NOW, policy))
+    assert found == {listed(1).space_id: Verdict.OUT_OF_SCOPE, listed(2).space_id: Verdict.DELETE}
+
+
+def test_cap_deletes_the_oldest_and_defers_the_rest() -> None:
+    policy = Policy("prod", "ags", 600, 2, False, frozenset())
+    spaces = [listed(1, age=1000), listed(2, age=3000), listed(3, age=2000)]
+    markers = {s.space_id: marker(n) for n, s in enumerate(spaces, 1)}
+    found = verdicts(plan(spaces, frozenset(), markers, NOW, policy))
+    assert found == {
+        listed(2).space_id: Verdict.DELETE,
+        listed(3).space_id: Verdict.DELETE,
+        listed(1).space_id: Verdict.DEFERRED,
+    }
+
+
+def test_dry_run_deletes_nothing() -> None:
+    policy = Policy("prod", "ags", 600, 10, True, frozenset())
+    found = verdicts(plan([listed(1)], frozenset(), {listed(1).space_id: marker(1)}, NOW, policy))
+    assert found == {listed(1).space_id: Verdict.WOULD_DELETE}
