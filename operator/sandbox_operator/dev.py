@@ -118,8 +118,15 @@ def dev_environment(
         hub.start()
         install_chart(plane, hub.url, state_dir)
         if with_operator:
-            liveness = f"http://127.0.0.1:{free_ports(1)[0]}/healthz"  # kopf reads port 0 as 80
-            argv = [sys.executable, "-m", "sandbox_operator", "run", "--liveness", liveness]
+            # Free ports, so several dev environments (and tests) run side by side; kopf reads port 0 as 80.
+            liveness_port, metrics_port = free_ports(2)
+            argv = [sys.executable, "-m", "sandbox_operator", "run"]
+            argv += [
+                "--liveness",
+                f"http://127.0.0.1:{liveness_port}/healthz",
+                "--metrics-port",
+                str(metrics_port),
+            ]
             os.environ.update(operator_env(plane, hub.url))
             # The chart's ServiceAccount identity: the operator gets the chart's RBAC and nothing more.
             account = plane.service_account_kubeconfig(
@@ -160,7 +167,7 @@ def run_dev(
 
 def _instructions(state_dir: Path, env_file: Path, with_operator: bool) -> str:
     operator_line = (
-        f"The operator runs here; its log is {state_dir / 'operator.log'}."
+        f"The operator runs here; its log is {state_dir / 'operator.log'} (the first line shows its ports)."
         if with_operator
         else "No operator runs: start it with `sandbox-operator run` after sourcing the env file."
     )
