@@ -48,10 +48,11 @@ from .reconciler import (
 from .sweeper import Sweeper
 
 FINALIZER = f"{api.GROUP}/finalizer"
-#: Observe-decide-apply rounds in one handler call before handing back to kopf.
+#: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
-#: kopf treats a zero delay as "no delay given"; the smallest requeue we ask for.
+#: The shortest sleep between passes (and kopf retry of a finalizer), so "again now" still yields.
 MIN_REQUEUE = 0.05
+#: kopf's retry delay for an error no code path expected (a bug); expected failures set their own.
 UNEXPECTED_ERROR_BACKOFF = 10.0
 
 log = logging.getLogger(__name__)
