@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
+from sandbox_operator.controlplane import ControlPlane, Kubectl
 from sandbox_operator.dev import install_crd
 from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
@@ -24,6 +24,7 @@ from harness import (
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,
     OperatorProcess,
+    running_control_plane,
 )
 
 HERE = Path(__file__).parent
@@ -39,18 +40,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """One control plane per session: starting one takes seconds, tests isolate by namespace."""
-    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), die_with_parent=True)
-    failure: ControlPlaneError | None = None
-    try:
-        plane.start()
-    except ControlPlaneError as error:
-        failure = error  # failed outside the handler, so the report shows the message only once
-    if failure is not None:
-        pytest.fail(f"local control plane did not start: {failure}", pytrace=False)
-    try:
+    with running_control_plane(tmp_path_factory.mktemp("control-plane")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="session")

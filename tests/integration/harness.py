@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox_operator.controlplane import Kubectl
+import pytest
+
+from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_operator.controlplane.processes import free_ports
 
 OPERATOR_TOKEN = "hf_test_operator"
@@ -23,6 +26,23 @@ SECOND_OPERATOR = "operator-b"
 SECOND_OPERATOR_TOKEN = "hf_test_operator_b"
 TEMPLATE = "templates/agent-sandbox"
 T = TypeVar("T")
+
+
+@contextmanager
+def running_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
+    """A started control plane, stopped afterwards; a failed start fails the tests, never skips them."""
+    plane = ControlPlane(state_dir, die_with_parent=True)
+    failure: ControlPlaneError | None = None
+    try:
+        plane.start()
+    except ControlPlaneError as error:
+        failure = error  # failed outside the handler, so the report shows the message only once
+    if failure is not None:
+        pytest.fail(f"local control plane did not start: {failure}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:

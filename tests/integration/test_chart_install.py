@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl, find_binaries
+from sandbox_operator.controlplane import ControlPlane, Kubectl
+
+from harness import running_control_plane
 
 # The chart helpers live with the chart tests; only tests/ and tests/integration are on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
@@ -87,18 +89,8 @@ def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeou
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cluster = ControlPlane(tmp_path_factory.mktemp("chart-plane"), find_binaries(), die_with_parent=True)
-    failure: ControlPlaneError | None = None
-    try:
-        cluster.start()
-    except ControlPlaneError as error:
-        failure = error
-    if failure is not None:
-        pytest.fail(f"local control plane did not start: {failure}", pytrace=False)
-    try:
+    with running_control_plane(tmp_path_factory.mktemp("chart-plane")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,16 @@ from sandbox_operator.controlplane import ControlPlane, Kubectl
 from sandbox_operator.dev import install_crd
 from sandbox_operator.hubsim import HubSimServer
 
-from harness import OWNER, TEMPLATE, OperatorProcess, get_session, session_manifest, wait_for, wait_ready
+from harness import (
+    OWNER,
+    TEMPLATE,
+    OperatorProcess,
+    get_session,
+    running_control_plane,
+    session_manifest,
+    wait_for,
+    wait_ready,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helm_chart import REQUIRED_VALUES, Helm, merged, rbac_objects
@@ -32,7 +41,7 @@ RELEASE_NAMESPACE = "sandbox-operator"
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("rbac-plane"), die_with_parent=True) as started:
+    with running_control_plane(tmp_path_factory.mktemp("rbac-plane")) as started:
         install_crd(started)
         started.kubectl()("create", "namespace", RELEASE_NAMESPACE)
         yield started

@@ -12,12 +12,11 @@ from typing import Any
 
 import yaml
 
+from .errors import ToolError
 
-class HelmError(subprocess.CalledProcessError):
-    """A failed helm call whose message carries helm's stderr (the schema or template error)."""
 
-    def __str__(self) -> str:
-        return f"{super().__str__()}\n{self.stderr}"
+class HelmError(ToolError):
+    """helm exited non-zero (a schema or template error, a failed install)."""
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ToolError
 
-class KubectlError(subprocess.CalledProcessError):
-    """A failed kubectl call whose message carries kubectl's stderr, which says what went wrong."""
 
-    def __str__(self) -> str:
-        return f"{super().__str__()}\n{self.stderr}"
+class KubectlError(ToolError):
+    """kubectl exited non-zero."""
 
 
 @dataclass(frozen=True)
