@@ -261,7 +261,6 @@ class Spend(_Model):
 
 
 class Phase(StrEnum):
-    PENDING = "Pending"
     CREATING = "Creating"
     STARTING = "Starting"
     READY = "Ready"
