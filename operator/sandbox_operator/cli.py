@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -413,6 +414,7 @@ def hubsim(
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
     )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(config, host, port)
 
 
