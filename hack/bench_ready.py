@@ -58,6 +58,15 @@ def wait_all_ready(
     return done
 
 
+def operator_rss_mib(state: Path) -> float:
+    """Resident memory of the operator process that dev mode started (its pid file)."""
+    pid = (state / "pids" / "operator.pid").read_text().strip()
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def summary(label: str, seconds: list[float]) -> str:
     ms = sorted(s * 1000 for s in seconds)
     p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
@@ -105,6 +114,8 @@ def main() -> None:
             print(summary(f"apply->Ready, {args.burst} at once", list(times.values())))
             elapsed = time.perf_counter() - burst_start
             print(f"burst of {args.burst}: all Ready {elapsed:.2f}s after the first apply")
+            total = args.sessions + args.burst
+            print(f"operator memory with {total} Ready sessions: {operator_rss_mib(state):.0f} MiB RSS")
 
 
 if __name__ == "__main__":
