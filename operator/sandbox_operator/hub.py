@@ -287,10 +287,10 @@ class HubClient:
                 requested_hardware=runtime.requested_hardware,
             )
         if with_marker:
-            marker = await self.marker(space_id)
-            if marker is None:
+            ownership = await self.ownership(space_id)
+            if ownership is None:
                 return None
-            view = replace(view, marker_uid=marker)
+            view = replace(view, marker_uid=ownership.session_uid)
         return view
 
     async def ownership(self, space_id: str) -> Ownership | None:
@@ -307,11 +307,6 @@ class HubClient:
             return entry.value if entry is not None else ""
 
         return Ownership(value(MARKER_SESSION_UID), value(MARKER_CLUSTER_ID), value(MARKER_SESSION))
-
-    async def marker(self, space_id: str) -> str | None:
-        """The session UID in the Space's ownership marker ("" if unmarked), or None if the Space is gone."""
-        ownership = await self.ownership(space_id)
-        return ownership.session_uid if ownership is not None else None
 
     async def list_spaces(self, owner: str, prefix: str) -> list[ListedSpace]:
         """The owner's Spaces whose name contains `prefix`: one paginated listing, no per-Space call."""

@@ -18,6 +18,8 @@ import pytest
 
 from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_operator.controlplane.processes import free_ports
+from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_operator.reconciler import MARKER_SESSION_UID
 
 OPERATOR_TOKEN = "hf_test_operator"
 OWNER = "agents"
@@ -128,6 +130,11 @@ class OperatorProcess:
         return "\n".join(
             path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log"))
         )
+
+
+def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
+    """The Spaces whose ownership marker names the session with this UID."""
+    return [s for s in admin.spaces() if s["variables"].get(MARKER_SESSION_UID) == uid]
 
 
 def session_manifest(name: str, namespace: str, **spec: Any) -> str:

@@ -259,31 +259,26 @@ def test_upgrade_rolls_out_new_values(helm: Helm, kubectl: Kubectl, cluster_wide
         assert status["info"]["status"] == "deployed"
         return int(status["version"])
 
+    def upgrade(values: dict[str, Any]) -> None:
+        namespace = cluster_wide.namespace
+        helm(
+            "upgrade",
+            cluster_wide.name,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--values",
+            str(helm.values_file(values)),
+        )
+
     before = revision()
-    values = merged(cluster_wide.values, {"clusterId": "upgraded", "hub": {"token": "hf_rotated"}})
-    helm(
-        "upgrade",
-        cluster_wide.name,
-        str(CHART),
-        "--namespace",
-        cluster_wide.namespace,
-        "--values",
-        str(helm.values_file(values)),
-    )
+    upgrade(merged(cluster_wide.values, {"clusterId": "upgraded", "hub": {"token": "hf_rotated"}}))
     assert revision() == before + 1
     name = one(cluster_wide.rendered(helm), "Deployment")["metadata"]["name"]
     live = kubectl.json("get", "deployment", name, "-n", cluster_wide.namespace)
     assert container_env(live)["SANDBOX_OPERATOR_CLUSTER_ID"]["value"] == "upgraded"
     # Putting the original values back leaves the release as the other tests expect it.
-    helm(
-        "upgrade",
-        cluster_wide.name,
-        str(CHART),
-        "--namespace",
-        cluster_wide.namespace,
-        "--values",
-        str(helm.values_file(cluster_wide.values)),
-    )
+    upgrade(cluster_wide.values)
     assert revision() == before + 2
 
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sandbox_operator.controlplane import Kubectl
 from sandbox_operator.hubsim import HubSimAdmin
 
-from harness import OperatorProcess, get_session, session_manifest, wait_for, wait_ready
-
-
-def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
-    return [s for s in admin.spaces() if s["variables"].get("SANDBOX_OPERATOR_SESSION_UID") == uid]
+from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_for, wait_ready
 
 
 def test_session_deleted_while_the_operator_is_down_is_cleaned_up_when_it_starts(

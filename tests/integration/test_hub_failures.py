@@ -12,6 +12,7 @@ from harness import (
     OperatorProcess,
     get_session,
     session_manifest,
+    spaces_of,
     wait_condition_reason,
     wait_for,
     wait_ready,
@@ -26,10 +27,6 @@ RETRY_AFTER = 60
 def hub_api_calls(admin: HubSimAdmin) -> list[dict[str, Any]]:
     """The emulator's log without the sandbox health checks, which go to the Space, not the Hub API."""
     return [call for call in admin.calls() if call["route"] != "health"]
-
-
-def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
-    return [s for s in admin.spaces() if s["variables"].get("SANDBOX_OPERATOR_SESSION_UID") == uid]
 
 
 def reasons_of_events(kubectl: Kubectl, name: str, namespace: str) -> set[str]:

@@ -14,6 +14,7 @@ from harness import (
     condition,
     get_session,
     session_manifest,
+    spaces_of,
     wait_condition_reason,
     wait_for,
     wait_ready,
@@ -23,10 +24,6 @@ from harness import (
 def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
     secret = kubectl.json("get", "secret", name, "-n", namespace)
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-
-
-def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, object]]:
-    return [s for s in admin.spaces() if s["variables"].get("SANDBOX_OPERATOR_SESSION_UID") == uid]
 
 
 def test_session_becomes_ready_on_a_private_cpu_basic_space(
