@@ -42,7 +42,8 @@ def _config(**overrides: Any) -> HubSimConfig:
         "templates": [TEMPLATE],
         "build_seconds": 0,
         "hardware_switch_seconds": 0,
-        "transient_404_seconds": 0,
+        "wake_seconds": 0,
+        "transient_error_seconds": 0,
     }
     settings.update(overrides)
     return HubSimConfig(**settings)

@@ -94,7 +94,7 @@ def test_writes_are_not_retried(client: HubClient, admin: HubSimAdmin, template:
 def test_a_404_right_after_our_own_duplicate_means_not_visible_yet(
     hub_factory: Callable[..., HubSimServer], template: str
 ) -> None:
-    hub = hub_factory(transient_404_seconds=30)
+    hub = hub_factory(transient_error_seconds=30)
     client = client_for(hub, template)
     try:
         space_id = f"alice/ags-{uuid.uuid4()}"

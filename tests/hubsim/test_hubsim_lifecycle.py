@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 from huggingface_hub import HfApi, SpaceHardware, SpaceRuntime
-from huggingface_hub.errors import BadRequestError, RepositoryNotFoundError
+from huggingface_hub.errors import BadRequestError
 
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 
@@ -181,28 +181,6 @@ def test_forced_stage_is_sticky(alice: HfApi, admin: HubSimAdmin, template: str)
     time.sleep(0.05)
     runtime = alice.get_space_runtime("alice/stuck")
     assert (runtime.stage, runtime.hardware) == ("BUILDING", None)
-
-
-def test_transient_404_after_duplicate(
-    alice: HfApi, admin: HubSimAdmin, template: str, wait_until: Wait
-) -> None:
-    admin.set_delays(transient_404=0.3)
-    alice.duplicate_repo(template, "alice/ghost", repo_type="space")
-    with pytest.raises(RepositoryNotFoundError):
-        alice.get_space_runtime("alice/ghost")
-    with pytest.raises(RepositoryNotFoundError):
-        alice.request_space_hardware("alice/ghost", SpaceHardware.T4_SMALL)
-    with pytest.raises(RepositoryNotFoundError):
-        alice.wait_for_space("alice/ghost", timeout=1)  # wait_for_space does not tolerate it (doc §4.15)
-    runtime = wait_until(lambda: _runtime_or_none(alice, "alice/ghost"), lambda r: r is not None)
-    assert runtime.stage == "RUNNING"
-
-
-def _runtime_or_none(api: HfApi, space_id: str) -> SpaceRuntime | None:
-    try:
-        return api.get_space_runtime(space_id)
-    except RepositoryNotFoundError:
-        return None
 
 
 def test_create_repo_without_app_file(alice: HfApi) -> None:

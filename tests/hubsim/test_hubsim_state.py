@@ -58,7 +58,7 @@ def test_build_timeline(state: HubState, clock: Clock) -> None:
     assert _observe(state, "alice/a") == ("APP_STARTING", None, "t4-small")
     clock.now += 5
     assert _observe(state, "alice/a") == ("RUNNING", "t4-small", "t4-small")
-    history = state.spaces["alice/a"].history
+    history = state.spaces["alice/a"].hardware_history()
     assert [(h.monotonic, h.current) for h in history] == [(1000.0, None), (1010.0, "t4-small")]
 
 
@@ -66,7 +66,7 @@ def test_late_read_stamps_history_at_the_due_time(state: HubState, clock: Clock)
     _duplicate(state, "alice/a")
     clock.now += 500
     assert _observe(state, "alice/a")[0] == "RUNNING"
-    assert state.spaces["alice/a"].history[-1].monotonic == 1010.0
+    assert state.spaces["alice/a"].hardware_history()[-1].monotonic == 1010.0
 
 
 def test_hardware_switch_timeline(state: HubState, clock: Clock) -> None:
@@ -76,7 +76,7 @@ def test_hardware_switch_timeline(state: HubState, clock: Clock) -> None:
     assert _observe(state, "alice/a") == ("RUNNING_APP_STARTING", "cpu-basic", "l4x1")
     clock.now += 4
     assert _observe(state, "alice/a") == ("RUNNING", "l4x1", "l4x1")
-    samples = [(h.monotonic, h.current, h.requested) for h in state.spaces["alice/a"].history]
+    samples = [(h.monotonic, h.current, h.requested) for h in state.spaces["alice/a"].hardware_history()]
     assert samples[-2:] == [(1010.0, "cpu-basic", "l4x1"), (1014.0, "l4x1", "l4x1")]
 
 

@@ -78,6 +78,21 @@ class HubSimAdmin:
         result: dict[str, Any] = self._call("POST", f"/spaces/{space_id}/stage", {"stage": stage})
         return result
 
+    def sleep(self, space_id: str) -> dict[str, Any]:
+        """Put a RUNNING Space to sleep now, as if its sleep time had run out (409 if it is not running)."""
+        result: dict[str, Any] = self._call("POST", f"/spaces/{space_id}/sleep")
+        return result
+
+    def rate_limit(self) -> dict[str, Any]:
+        """The enforced quota (None: none), its window, and the calls counted per caller in this window."""
+        result: dict[str, Any] = self._call("GET", "/rate-limit")
+        return result
+
+    def set_rate_limit(self, quota: int | None, window: int = 300) -> dict[str, Any]:
+        """Enforce `quota` API calls per caller per `window` seconds (None: no limit); counts start afresh."""
+        result: dict[str, Any] = self._call("PUT", "/rate-limit", {"quota": quota, "window": window})
+        return result
+
     def set_build_failures(self, count: int, stage: str = "BUILD_ERROR") -> dict[str, Any]:
         """Make the next `count` builds that would reach RUNNING end in `stage`."""
         result: dict[str, Any] = self._call("POST", "/build-failures", {"count": count, "stage": stage})
@@ -92,10 +107,22 @@ class HubSimAdmin:
         *,
         build: float | None = None,
         hardware_switch: float | None = None,
-        transient_404: float | None = None,
+        wake: float | None = None,
+        transient_errors: float | None = None,
+        transient_error_calls: int | None = None,
     ) -> dict[str, float]:
-        """Change only the delays given; they apply to operations started afterwards."""
-        body = {"build": build, "hardwareSwitch": hardware_switch, "transient404": transient_404}
+        """Change only the knobs given; they apply to operations started afterwards.
+
+        `transient_errors` (seconds) and `transient_error_calls` open a window after each private
+        duplicate in which its hardware and secrets routes answer 401 and its runtime and info 404.
+        """
+        body = {
+            "build": build,
+            "hardwareSwitch": hardware_switch,
+            "wake": wake,
+            "transientErrors": transient_errors,
+            "transientErrorCalls": transient_error_calls,
+        }
         result: dict[str, float] = self._call(
             "PUT", "/delays", {k: v for k, v in body.items() if v is not None}
         )

@@ -92,7 +92,14 @@ class BuildFailuresBody(_AdminBody):
 class DelaysBody(_AdminBody):
     build: float | None = Field(default=None, ge=0)
     hardwareSwitch: float | None = Field(default=None, ge=0)
-    transient404: float | None = Field(default=None, ge=0)
+    wake: float | None = Field(default=None, ge=0)
+    transientErrors: float | None = Field(default=None, ge=0)
+    transientErrorCalls: int | None = Field(default=None, ge=0)
+
+
+class RateLimitBody(_AdminBody):
+    quota: int | None = Field(ge=1)
+    window: int = Field(default=300, ge=1)
 
 
 class FaultBody(_AdminBody):

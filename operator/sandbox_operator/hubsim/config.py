@@ -35,9 +35,19 @@ class HubSimConfig(BaseModel):
     )
     build_seconds: float = Field(default=3.0, ge=0)
     hardware_switch_seconds: float = Field(default=3.0, ge=0)
-    transient_404_seconds: float = Field(
-        default=0.0, ge=0, description="a fresh duplicate 404s for this long"
+    wake_seconds: float = Field(default=3.0, ge=0, description="a sleeping Space's way back to RUNNING")
+    transient_error_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="a fresh private duplicate's hardware, secrets (401), runtime, info (404) fail this long",
     )
+    transient_error_calls: int = Field(
+        default=0, ge=0, description="... and for at least this many of those calls (0: time only)"
+    )
+    rate_limit: int | None = Field(
+        default=None, ge=1, description="API calls per caller per window; None: counted as unlimited"
+    )
+    rate_limit_window: int = Field(default=300, ge=1, description="the Hub's fixed window, in seconds")
     hardware_switch_stage: Stage = Field(
         default="RUNNING_APP_STARTING",
         description="stage while `current` lags `requested` on a running Space; 'RUNNING' reproduces the "

@@ -18,6 +18,7 @@ Stage = Literal[
     "PAUSED",
     "APP_STARTING",
     "RUNNING_APP_STARTING",
+    "SLEEPING",
 ]
 
 #: Stages in which a container is up, so `hardware.current` is set and the sandbox app can answer.
@@ -28,6 +29,10 @@ HARDWARE_HOLDING_STAGES: Final = SERVING_STAGES | {"RUNTIME_ERROR"}
 BUILDING_STAGES: Final = frozenset({"BUILDING", "APP_STARTING"})
 #: Nothing runs and nothing starts until a restart.
 IDLE_STAGES: Final = frozenset({"PAUSED", "STOPPED"})
+#: An idle Space past its sleep time; a request to its app wakes it (fidelity: F30).
+ASLEEP: Final = "SLEEPING"
+#: Stages the Hub bills hardware for: starting or running, never building, sleeping or paused (fidelity: F33).
+BILLED_STAGES: Final = frozenset({"APP_STARTING", "RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING"})
 
 Sdk = Literal["gradio", "streamlit", "docker", "static"]
 #: The file each SDK needs to start; a Space without it ends its build in NO_APP_FILE.
@@ -39,8 +44,13 @@ APP_FILES: Final[dict[str, str]] = {
 }
 
 DEFAULT_FLAVOR: Final = "cpu-basic"
-#: gcTimeout the Hub reports for free hardware: 48 h, not configurable (doc §4.8).
+#: gcTimeout the Hub reports for free hardware: 48 h, not configurable (fidelity: F31).
 FREE_SLEEP_SECONDS: Final = 172800
+
+
+def effective_sleep_time(requested: str | None, sleep_time: int | None) -> int | None:
+    """Idle seconds before sleeping: fixed on cpu-basic, the Space's own (or never) on paid hardware."""
+    return FREE_SLEEP_SECONDS if requested == DEFAULT_FLAVOR else sleep_time
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ from .bodies import (
     HardwareBody,
     KeyBody,
     PlantBody,
+    RateLimitBody,
     SleepTimeBody,
     StageBody,
 )
 from .config import HubSimConfig
 from .constants import hardware_catalog_json
 from .faults import Fault
+from .ratelimit import RateLimiter
 from .state import CallRecord, HubError, HubState, KeyValue, RepoConflict, require_user
 
 logger = logging.getLogger(__name__)
@@ -117,27 +119,48 @@ async def _requested_flavor(request: web.Request, route: str | None) -> str | No
     return flavor if isinstance(flavor, str) else None
 
 
+def _caller(request: web.Request) -> str:
+    """Whom a call is counted against: the Hub limits users, and anonymous callers by address (F38)."""
+    return _user(request) or f"anonymous@{request.remote}"
+
+
+def _transient_failure(request: web.Request, route: str | None) -> HubError | None:
+    if route is None or "ns" not in request.match_info:
+        return None
+    return _state(request).transient_failure(_user(request), _space_id(request), route)
+
+
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, faults, token check, Hub-style errors and the call log, in the Hub's order."""
+    """Request ids, rate limit, faults, token check, Hub-style errors and the call log, in the Hub's order."""
     state = _state(request)
     route = request.match_info.route.name
     is_api = request.path.startswith("/api/")
     logged = is_api or request.path.startswith("/_sandbox/")
     now = state.now()
+    verdict = state.rate_limiter.charge(_caller(request), now) if is_api else None
     fault = state.faults.take(route, is_api, now) if logged and route else None
     flavor = await _requested_flavor(request, route) if logged else None
     try:
         if fault is not None:
             response: web.StreamResponse = _fault_response(fault)
+        elif verdict is not None and not verdict.allowed:
+            raise HubError(
+                429, f"You have exceeded the '{verdict.quota}' calls per {verdict.window}s API limit"
+            )
         elif is_api and route != "agent_harnesses" and _bearer(request) and _user(request) is None:
             raise HubError(401, INVALID_CREDENTIALS)
+        elif (failure := _transient_failure(request, route)) is not None:
+            raise failure
         else:
             response = await handler(request)
     except HubError as error:
         response = _error_response(error, _base_url(request))
     except web.HTTPException as exc:
         response = web.json_response({"error": exc.reason}, status=exc.status)
+    if verdict is not None:  # every API answer says where the caller stands (F37); a fault's own win
+        for name, value in verdict.headers().items():
+            response.headers.setdefault(name, value)
     response.headers["X-Request-Id"] = uuid.uuid4().hex
     if logged:
         state.calls.append(
@@ -269,7 +292,9 @@ async def _duplicate(request: web.Request) -> web.Response:
         secrets=body.secrets,
         variables=body.variables,
     )
-    return web.json_response({"url": views.space_url(_base_url(request), space.id)})
+    return web.json_response(
+        {"url": views.space_url(_base_url(request), space.id), "filesCopyPending": False}
+    )
 
 
 async def _runtime(request: web.Request) -> web.Response:
@@ -362,6 +387,24 @@ async def _sim_plant(request: web.Request) -> web.Response:
     return web.json_response(views.admin_space_json(state, space), status=201)
 
 
+async def _sim_sleep(request: web.Request) -> web.Response:
+    state = _state(request)
+    space = state.sleep_now(_space_id(request))
+    return web.json_response(views.admin_space_json(state, space))
+
+
+async def _sim_rate_limit(request: web.Request) -> web.Response:
+    """The enforced quota (null: none) and the calls counted per caller in the current window."""
+    state = _state(request)
+    if request.method == "PUT":
+        body = await _parse(request, RateLimitBody)
+        state.rate_limiter = RateLimiter(body.quota, body.window)
+    limiter = state.rate_limiter
+    return web.json_response(
+        {"quota": limiter.quota, "window": limiter.window, "usage": limiter.usage(state.now())}
+    )
+
+
 async def _sim_stage(request: web.Request) -> web.Response:
     body = await _parse(request, StageBody)
     state = _state(request)
@@ -385,12 +428,20 @@ async def _sim_delays(request: web.Request) -> web.Response:
         delays.hardware_switch = (
             delays.hardware_switch if body.hardwareSwitch is None else body.hardwareSwitch
         )
-        delays.transient_404 = delays.transient_404 if body.transient404 is None else body.transient404
+        delays.wake = delays.wake if body.wake is None else body.wake
+        delays.transient_errors = (
+            delays.transient_errors if body.transientErrors is None else body.transientErrors
+        )
+        delays.transient_error_calls = (
+            delays.transient_error_calls if body.transientErrorCalls is None else body.transientErrorCalls
+        )
     return web.json_response(
         {
             "build": delays.build,
             "hardwareSwitch": delays.hardware_switch,
-            "transient404": delays.transient_404,
+            "wake": delays.wake,
+            "transientErrors": delays.transient_errors,
+            "transientErrorCalls": delays.transient_error_calls,
         }
     )
 
@@ -461,6 +512,9 @@ def create_app(config: HubSimConfig) -> web.Application:
     add("POST", "/_sim/spaces", _sim_plant)
     add("GET", "/_sim/spaces/{ns}/{name}", _sim_space)
     add("POST", "/_sim/spaces/{ns}/{name}/stage", _sim_stage)
+    add("POST", "/_sim/spaces/{ns}/{name}/sleep", _sim_sleep)
+    for method in ("GET", "PUT"):
+        add(method, "/_sim/rate-limit", _sim_rate_limit)
     for method in ("GET", "POST"):
         add(method, "/_sim/build-failures", _sim_build_failures)
     for method in ("GET", "PUT"):

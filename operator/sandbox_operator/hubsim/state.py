@@ -13,22 +13,29 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from secrets import token_hex
+from typing import Final
 
 from pydantic import BaseModel
 
 from .config import HubSimConfig, is_valid_space_id
 from .constants import (
     APP_FILES,
+    ASLEEP,
+    BILLED_STAGES,
     BUILDING_STAGES,
     DEFAULT_FLAVOR,
     HARDWARE_CATALOG,
     HARDWARE_HOLDING_STAGES,
     IDLE_STAGES,
     SERVING_STAGES,
+    effective_sleep_time,
 )
 from .faults import FaultBook
+from .ratelimit import RateLimiter
 
 SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
+#: Route -> status a fresh private duplicate answers while its transient window is open (F36).
+TRANSIENT_STATUS: Final[dict[str, int]] = {"hardware": 401, "secrets": 401, "runtime": 404, "space_info": 404}
 
 
 class HubError(Exception):
@@ -72,10 +79,11 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class HardwareSample:
-    """One point of a Space's hardware timeline, for billing-style assertions."""
+class Sample:
+    """One point of a Space's runtime timeline: what it showed from `monotonic` on, for billing."""
 
     monotonic: float
+    stage: str
     current: str | None
     requested: str | None
 
@@ -103,11 +111,16 @@ class Space:
     secrets: dict[str, Entry] = field(default_factory=dict)
     variables: dict[str, Entry] = field(default_factory=dict)
     duplicated_from: str | None = None
-    hidden_until: float = 0.0
+    transient: TransientWindow | None = None
     oid: str = field(default_factory=lambda: token_hex(12))
     sha: str = field(default_factory=lambda: token_hex(20))
     pending: list[Transition] = field(default_factory=list)
-    history: list[HardwareSample] = field(default_factory=list)
+    timeline: list[Sample] = field(default_factory=list)
+    #: Start of the current idle period: the last request to the app, or when the Space last came up.
+    idle_since: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.idle_since = self.idle_since or self.created
 
     @property
     def namespace(self) -> str:
@@ -125,12 +138,52 @@ class Space:
     def has_app(self) -> bool:
         return APP_FILES[self.sdk] in self.files
 
+    @property
+    def gc_timeout(self) -> int | None:
+        return effective_sleep_time(self.requested, self.sleep_time)
+
+    def hardware_history(self) -> list[Sample]:
+        """The timeline with only the points where `current` or `requested` changed."""
+        changes: list[Sample] = []
+        for sample in self.timeline:
+            if not changes or (changes[-1].current, changes[-1].requested) != (
+                sample.current,
+                sample.requested,
+            ):
+                changes.append(sample)
+        return changes
+
+    def billed_seconds(self, now: float) -> dict[str, float]:
+        """Seconds billed per flavor: time in a billed stage, on the flavor running or starting (F33)."""
+        billed: dict[str, float] = {}
+        ends = [sample.monotonic for sample in self.timeline[1:]] + [now]
+        for sample, end in zip(self.timeline, ends, strict=True):
+            flavor = sample.current or sample.requested
+            if sample.stage in BILLED_STAGES and flavor is not None and end > sample.monotonic:
+                billed[flavor] = billed.get(flavor, 0.0) + end - sample.monotonic
+        return billed
+
 
 @dataclass
 class Delays:
+    """Timing knobs, changeable at run time through the admin API; they apply to operations started later."""
+
     build: float
     hardware_switch: float
-    transient_404: float
+    wake: float
+    transient_errors: float
+    transient_error_calls: int
+
+
+@dataclass
+class TransientWindow:
+    """A fresh private duplicate's manage and runtime routes fail until both budgets are spent (F36)."""
+
+    until: float
+    calls_left: int
+
+    def open(self, now: float) -> bool:
+        return now < self.until or self.calls_left > 0
 
 
 @dataclass
@@ -178,12 +231,19 @@ def _check_flavor(flavor: str) -> str:
 
 
 def _sleep_time(seconds: int | None) -> int | None:
-    """-1 is the client's 'never sleep', which the Hub reports as no gcTimeout."""
+    """-1 is the client's 'never sleep', which the Hub reports as no gcTimeout (F34)."""
     if seconds is None or seconds == -1:
         return None
     if seconds <= 0:
         raise HubError(400, "Sleep time must be a positive number of seconds, or -1 to never sleep")
     return seconds
+
+
+def _sleep_time_for(flavor: str | None, seconds: int | None, kept: int | None) -> int | None:
+    """cpu-basic's sleep time is fixed by the Hub: a request for it is accepted and ignored (F31)."""
+    if seconds is None or flavor == DEFAULT_FLAVOR:
+        return kept
+    return _sleep_time(seconds)
 
 
 class HubState:
@@ -199,10 +259,15 @@ class HubState:
         """Back to the configured world: templates only, config delays, no faults, empty call log."""
         now = self.now()
         self.delays = Delays(
-            self.config.build_seconds, self.config.hardware_switch_seconds, self.config.transient_404_seconds
+            self.config.build_seconds,
+            self.config.hardware_switch_seconds,
+            self.config.wake_seconds,
+            self.config.transient_error_seconds,
+            self.config.transient_error_calls,
         )
         self.build_failures = BuildFailures(0, "BUILD_ERROR")
         self.faults = FaultBook()
+        self.rate_limiter = RateLimiter(self.config.rate_limit, self.config.rate_limit_window)
         self.calls: deque[CallRecord] = deque(maxlen=self.config.call_log_size)
         self.spaces: dict[str, Space] = {}
         for template in self.config.templates:
@@ -215,7 +280,7 @@ class HubState:
                 stage="RUNNING",
                 requested=DEFAULT_FLAVOR,
             )
-            self._set_hardware(space, now, DEFAULT_FLAVOR, DEFAULT_FLAVOR)
+            self._record(space, now, "RUNNING", DEFAULT_FLAVOR, DEFAULT_FLAVOR)
             self.spaces[template] = space
 
     def now(self) -> float:
@@ -241,20 +306,28 @@ class HubState:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def _set_hardware(self, space: Space, at: float, current: str | None, requested: str | None) -> None:
-        space.current, space.requested = current, requested
-        sample = HardwareSample(at, current, requested)
-        last = space.history[-1] if space.history else None
-        if last is None or (last.current, last.requested) != (current, requested):
-            space.history.append(sample)
+    def _record(
+        self, space: Space, at: float, stage: str, current: str | None, requested: str | None
+    ) -> None:
+        """The one way a Space's runtime changes, so its timeline (and bill) sees every change."""
+        if stage == "RUNNING" and space.stage != "RUNNING":
+            space.idle_since = at  # (re)starting to run starts a fresh idle period (F30)
+        space.stage, space.current, space.requested = stage, current, requested
+        last = space.timeline[-1] if space.timeline else None
+        if last is None or (last.stage, last.current, last.requested) != (stage, current, requested):
+            space.timeline.append(Sample(at, stage, current, requested))
 
     def _settle(self, space: Space, now: float) -> None:
+        """Apply the due transitions, then the sleep that idleness implies, each at its own time."""
         while space.pending and space.pending[0].due <= now:
             step = space.pending.pop(0)
-            space.stage = step.stage
-            self._set_hardware(
-                space, step.due, space.requested if step.take_requested else space.current, space.requested
-            )
+            current = space.requested if step.take_requested else space.current
+            self._record(space, step.due, step.stage, current, space.requested)
+        timeout = space.gc_timeout
+        if space.stage == "RUNNING" and not space.pending and timeout is not None:
+            falls_asleep = space.idle_since + timeout
+            if falls_asleep <= now:
+                self._record(space, falls_asleep, ASLEEP, None, space.requested)
 
     def _build_outcome(self, space: Space) -> str:
         if not space.has_app:
@@ -272,8 +345,7 @@ class HubState:
         """
         outcome = self._build_outcome(space)
         starts = outcome in HARDWARE_HOLDING_STAGES
-        space.stage = "BUILDING"
-        self._set_hardware(space, now, None, space.requested)
+        self._record(space, now, "BUILDING", None, space.requested)
         end = now + self.delays.build
         space.pending = [Transition(now + self.delays.build / 2, "APP_STARTING", False)] if starts else []
         space.pending.append(Transition(end, outcome, starts))
@@ -281,17 +353,19 @@ class HubState:
     def _boot(self, space: Space, now: float) -> None:
         """Static Spaces are served as files: RUNNING at once with no hardware (cassette, doc §5)."""
         if space.sdk == "static":
-            space.stage = "RUNNING"
-            self._set_hardware(space, now, None, None)
+            self._record(space, now, "RUNNING", None, None)
         else:
             self._start_build(space, now)
 
     def _force(self, space: Space, stage: str, now: float) -> None:
         space.pending = []
-        space.stage = stage
-        self._set_hardware(
-            space, now, space.requested if stage in HARDWARE_HOLDING_STAGES else None, space.requested
-        )
+        current = space.requested if stage in HARDWARE_HOLDING_STAGES else None
+        self._record(space, now, stage, current, space.requested)
+
+    def _wake(self, space: Space, now: float) -> None:
+        """A sleeping Space restarts its built image: APP_STARTING, then RUNNING on `requested` (F32)."""
+        self._record(space, now, "APP_STARTING", None, space.requested)
+        space.pending = [Transition(now + self.delays.wake, "RUNNING", True)]
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -302,12 +376,28 @@ class HubState:
         return space
 
     def visible_space(self, user: str | None, space_id: str) -> Space:
-        """A Space the caller may see; private-and-foreign or freshly-duplicated ones look missing."""
-        now = self.now()
-        space = self._lookup(space_id, now)
-        if space is None or not self.can_read(user, space) or now < space.hidden_until:
+        """A Space the caller may see; private-and-foreign ones look missing (F5)."""
+        space = self._lookup(space_id, self.now())
+        if space is None or not self.can_read(user, space):
             raise repo_not_found()
         return space
+
+    def transient_failure(self, user: str | None, space_id: str, route: str) -> HubError | None:
+        """The error a fresh private duplicate answers on `route` while its transient window is open (F36).
+
+        Only the Space's own writers see it (others get the usual refusals), and each such answer
+        spends one call of the window's budget.
+        """
+        status = TRANSIENT_STATUS.get(route)
+        space = self.spaces.get(space_id)
+        if status is None or space is None or space.transient is None:
+            return None
+        if not self.can_write(user, space.namespace) or not space.transient.open(self.now()):
+            return None
+        space.transient.calls_left = max(0, space.transient.calls_left - 1)
+        if status == 401:
+            return HubError(401, "Invalid username or password.", code="RepoNotFound")
+        return repo_not_found()
 
     def writable_space(self, user: str | None, space_id: str) -> Space:
         """401 anonymous, 404 invisible, 403 visible but not yours: the Hub's order of refusals."""
@@ -378,7 +468,7 @@ class HubState:
             created=now,
             stage="BUILDING",
             requested=requested,
-            sleep_time=_sleep_time(sleep_time),
+            sleep_time=_sleep_time_for(requested, sleep_time, None),
             secrets=self._entries(secrets, now),
             variables=self._entries(variables, now),
         )
@@ -412,12 +502,15 @@ class HubState:
             created=now,
             stage="BUILDING",
             requested=requested,
-            sleep_time=_sleep_time(sleep_time),
+            sleep_time=_sleep_time_for(requested, sleep_time, None),
             secrets=self._entries(secrets, now),
             variables=self._entries(variables, now),
             duplicated_from=source.id,
-            hidden_until=now + self.delays.transient_404,
         )
+        if space.private and (self.delays.transient_errors > 0 or self.delays.transient_error_calls > 0):
+            space.transient = TransientWindow(
+                now + self.delays.transient_errors, self.delays.transient_error_calls
+            )
         self.spaces[space_id] = space
         self._boot(space, now)
         return space
@@ -444,26 +537,39 @@ class HubState:
         """`requested` changes at once; `current` follows after the switch delay (or at the build end).
 
         A running Space stays up on its old hardware in `config.hardware_switch_stage` until the switch
-        completes; a building one just builds onto the new flavor; a paused one keeps it for its
-        restart; a failed one is rebuilt on it.
+        completes; a building one just builds onto the new flavor; a paused or sleeping one keeps it
+        for its restart or wake; a failed one is rebuilt on it (F15).
         """
         space = self._runtime_control(user, space_id, "request hardware for")
         _check_flavor(flavor)
         now = self.now()
-        if sleep_time is not None:
-            space.sleep_time = _sleep_time(sleep_time)
-        self._set_hardware(space, now, space.current, flavor)
+        self._set_sleep_time(space, _sleep_time_for(flavor, sleep_time, space.sleep_time), now)
         if space.stage in SERVING_STAGES:
-            if flavor != space.current or space.pending:
-                space.stage = self.config.hardware_switch_stage
+            switching = flavor != space.current or bool(space.pending)
+            stage = self.config.hardware_switch_stage if switching else space.stage
+            self._record(space, now, stage, space.current, flavor)
+            if switching:
                 space.pending = [Transition(now + self.delays.hardware_switch, "RUNNING", True)]
-        elif space.stage not in BUILDING_STAGES | IDLE_STAGES:
-            self._start_build(space, now)
+        else:
+            self._record(space, now, space.stage, space.current, flavor)
+            if space.stage not in BUILDING_STAGES | IDLE_STAGES | {ASLEEP}:
+                self._start_build(space, now)
         return space
 
+    def _set_sleep_time(self, space: Space, seconds: int | None, now: float) -> None:
+        """A sleep time shorter than the idle time so far puts the Space to sleep now, not in the past.
+
+        Lazily, like every transition: the next lookup shows it asleep.
+        """
+        space.sleep_time = seconds
+        timeout = space.gc_timeout
+        if timeout is not None and space.idle_since + timeout < now:
+            space.idle_since = now - timeout
+
     def set_sleep_time(self, user: str | None, space_id: str, seconds: int) -> Space:
+        """Answered with the runtime whatever the flavor; the client warns on cpu-basic (F31)."""
         space = self._runtime_control(user, space_id, "set the sleep time of")
-        space.sleep_time = _sleep_time(seconds)
+        self._set_sleep_time(space, _sleep_time_for(space.requested, seconds, space.sleep_time), self.now())
         return space
 
     def pause(self, user: str | None, space_id: str) -> Space:
@@ -492,11 +598,19 @@ class HubState:
     def _store(space: Space, kind: str) -> dict[str, Entry]:
         return space.secrets if kind == "secrets" else space.variables
 
+    def visit(self, space: Space, now: float) -> None:
+        """A request reached the Space's app: it is activity, and it wakes a sleeping Space (F30, F32)."""
+        if space.stage == ASLEEP:
+            self._wake(space, now)
+        space.idle_since = max(space.idle_since, now)
+
     def check_sandbox(self, space_id: str, bearer: str | None) -> Space:
-        """The Space's own app: 404 no Space, 503 not serving, 401 wrong token, else healthy."""
-        space = self._lookup(space_id, self.now())
+        """The Space's own app: 404 no Space, 503 not serving (a visit all the same), 401 wrong token."""
+        now = self.now()
+        space = self._lookup(space_id, now)
         if space is None:
             raise HubError(404, f"No Space {space_id}")
+        self.visit(space, now)
         if space.stage not in SERVING_STAGES:
             raise HubError(503, f"Space {space_id} is not running (stage {space.stage})")
         secret = space.secrets.get(SANDBOX_TOKEN_SECRET)
@@ -559,4 +673,12 @@ class HubState:
         """Sticky: pending transitions are dropped, the Space stays in `stage` until something acts on it."""
         space = self.admin_space(space_id)
         self._force(space, stage, self.now())
+        return space
+
+    def sleep_now(self, space_id: str) -> Space:
+        """As if its sleep time had just run out: only a running Space can fall asleep (F30)."""
+        space = self.admin_space(space_id)
+        if space.stage != "RUNNING" or space.pending:
+            raise HubError(409, f"Space {space_id} is {space.stage}, only a RUNNING Space can fall asleep")
+        self._record(space, self.now(), ASLEEP, None, space.requested)
         return space

@@ -7,8 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .constants import FREE_SLEEP_SECONDS, SERVING_STAGES
-from .state import CallRecord, Entry, HubState, Space
+from .constants import HARDWARE_CATALOG, SERVING_STAGES
+from .state import CallRecord, Entry, HubState, Sample, Space
 
 #: `ExpandSpaceProperty_T` of the client: what `expand=` may ask for.
 EXPANDABLE: Final = frozenset(
@@ -62,18 +62,24 @@ def _stable_id(name: str) -> str:
 
 
 def runtime_json(space: Space) -> dict[str, Any]:
-    """SpaceRuntime body: `hardware` is always an object, since the client calls `.get` on it."""
+    """SpaceRuntime body with the recorded keys (F14); `hardware` is an object, the client `.get`s it."""
     body: dict[str, Any] = {
         "stage": space.stage,
         "hardware": {"current": space.current, "requested": space.requested},
         "storage": None,
     }
-    if space.sdk != "static":  # the static cassette has no gcTimeout key
-        body["gcTimeout"] = FREE_SLEEP_SECONDS if space.requested == "cpu-basic" else space.sleep_time
-    body["replicas"] = {"requested": 1, "current": 1 if space.stage in SERVING_STAGES else 0}
-    body["devMode"] = False
-    body["domains"] = [{"domain": f"{subdomain(space.id)}.hf.space", "stage": "READY"}]
-    return body
+    replicas: dict[str, int] = {"requested": 1}
+    if space.stage in SERVING_STAGES:
+        replicas["current"] = 1
+    if space.sdk == "static":  # the static Space's recorded runtime has only these keys
+        return {**body, "replicas": replicas}
+    return {
+        **body,
+        "gcTimeout": space.gc_timeout,
+        "replicas": replicas,
+        "devMode": False,
+        "domains": [{"domain": f"{subdomain(space.id)}.hf.space", "stage": "READY"}],
+    }
 
 
 def space_json(state: HubState, space: Space, base_url: str) -> dict[str, Any]:
@@ -166,19 +172,31 @@ def admin_space_json(state: HubState, space: Space) -> dict[str, Any]:
         "sdk": space.sdk,
         "createdAt": iso(state.wall_of(space.created)),
         "sleepTime": space.sleep_time,
+        "gcTimeout": space.gc_timeout,
+        "idleSince": iso(state.wall_of(space.idle_since)),
         "duplicatedFrom": space.duplicated_from,
         "variables": {key: entry.value for key, entry in space.variables.items()},
         "secrets": {key: entry.value for key, entry in space.secrets.items()},
-        "hardwareHistory": [
-            {
-                "monotonic": sample.monotonic,
-                "time": iso(state.wall_of(sample.monotonic)),
-                "current": sample.current,
-                "requested": sample.requested,
-            }
-            for sample in space.history
-        ],
+        "hardwareHistory": [_sample_json(state, sample) for sample in space.hardware_history()],
+        "timeline": [_sample_json(state, sample) for sample in space.timeline],
+        "billing": _billing_json(space.billed_seconds(state.now())),
     }
+
+
+def _sample_json(state: HubState, sample: Sample) -> dict[str, Any]:
+    return {
+        "monotonic": sample.monotonic,
+        "time": iso(state.wall_of(sample.monotonic)),
+        "stage": sample.stage,
+        "current": sample.current,
+        "requested": sample.requested,
+    }
+
+
+def _billing_json(seconds: dict[str, float]) -> dict[str, Any]:
+    """What the Hub would bill so far: seconds per flavor and their cost at the catalog prices (F33)."""
+    usd = sum(HARDWARE_CATALOG[flavor] * spent / 3600 for flavor, spent in seconds.items())
+    return {"seconds": seconds, "usd": usd}
 
 
 def call_json(state: HubState, call: CallRecord) -> dict[str, Any]:
