@@ -386,6 +386,16 @@ def crd() -> None:
 )
 @click.option("--build-seconds", type=float, default=3.0, show_default=True)
 @click.option("--hardware-seconds", type=float, default=3.0, show_default=True)
+@click.option(
+    "--transient-error-seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="How long a fresh private duplicate answers 401/404 on hardware, secrets, runtime and info.",
+)
+@click.option(
+    "--rate-limit", type=int, default=None, help="API calls per caller per 5 minutes (default: unlimited)."
+)
 def hubsim(
     host: str,
     port: int,
@@ -394,6 +404,8 @@ def hubsim(
     templates: tuple[str, ...],
     build_seconds: float,
     hardware_seconds: float,
+    transient_error_seconds: float,
+    rate_limit: int | None,
 ) -> None:
     """Serve the Hub emulator (the Hub's Space API, offline)."""
     from .hubsim import HubSimConfig, serve
@@ -413,6 +425,8 @@ def hubsim(
         templates=list(templates),
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
+        transient_error_seconds=transient_error_seconds,
+        rate_limit=rate_limit,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(config, host, port)

@@ -26,6 +26,10 @@ from .hubsim import HubSimConfig, HubSimServer
 
 DEV_OWNER = "agents"
 DEV_TEMPLATE = "templates/agent-sandbox"
+#: How long a fresh private duplicate answers 401/404 on some routes in dev mode (docs/hub-fidelity.md F36).
+DEV_TRANSIENT_ERROR_SECONDS = 2.0
+#: The Hub's documented API quota of a free user, per 5-minute window (docs/hub-fidelity.md F38).
+DEV_RATE_LIMIT = 1000
 DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fake, never a real credential)
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
@@ -38,11 +42,14 @@ class DevError(RuntimeError):
 
 
 def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
+    """Dev mode meets the Hub's rough edges: transient errors after a duplicate, the free-user API quota."""
     return HubSimConfig(
         tokens={DEV_TOKEN: DEV_OWNER},
         templates=[DEV_TEMPLATE],
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
+        transient_error_seconds=DEV_TRANSIENT_ERROR_SECONDS,
+        rate_limit=DEV_RATE_LIMIT,
     )
 
 

@@ -106,13 +106,13 @@ def test_delete_while_the_hub_is_down_keeps_the_finalizer_and_completes_when_it_
 def test_transient_404_after_duplicate_is_waited_out_without_a_second_duplicate(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
-    hub_admin.set_delays(transient_404=2.0)
+    hub_admin.set_delays(transient_errors=2.0)
     try:
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("fresh", namespace))
         session = wait_ready(kubectl, "fresh", namespace)
     finally:
-        hub_admin.set_delays(transient_404=0.0)
+        hub_admin.set_delays(transient_errors=0.0)
     calls = hub_api_calls(hub_admin)
     duplicates = [call for call in calls if call["route"] == "duplicate"]
     assert [call["status"] for call in duplicates] == [200]
@@ -125,7 +125,7 @@ def test_transient_404_after_duplicate_is_waited_out_without_a_second_duplicate(
 def test_session_deleted_before_the_hub_shows_its_space_still_deletes_it(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
-    hub_admin.set_delays(transient_404=3.0)
+    hub_admin.set_delays(transient_errors=3.0)
     try:
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("hasty", namespace))
@@ -140,7 +140,7 @@ def test_session_deleted_before_the_hub_shows_its_space_still_deletes_it(
         kubectl("delete", "ags", "hasty", "-n", namespace, "--wait=false")
         wait_for(lambda: get_session(kubectl, "hasty", namespace) is None, 60, "the session to go")
     finally:
-        hub_admin.set_delays(transient_404=0.0)
+        hub_admin.set_delays(transient_errors=0.0)
     assert spaces_of(hub_admin, session["metadata"]["uid"]) == []
 
 
