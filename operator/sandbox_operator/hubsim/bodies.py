@@ -14,7 +14,7 @@ Visibility = Literal["public", "private", "protected"]
 
 
 class _HubBody(BaseModel):
-    """The client sends keys the emulator has no use for (volumes, resourceGroupId, ...): ignore them."""
+    """The client sends keys the emulator has no use for (volumes, resourceGroupId, ...) (fidelity: F10)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -28,7 +28,7 @@ class _NewSpaceBody(_HubBody):
     variables: list[KeyValue] = Field(default_factory=list)
 
     def resolved_visibility(self) -> str | None:
-        """Old clients (and the cassettes) send `private: bool` instead of `visibility`."""
+        """Old clients (and the recorded ones) send `private: bool`, not `visibility` (fidelity: F10)."""
         if self.visibility is not None or self.private is None:
             return self.visibility
         return "private" if self.private else "public"

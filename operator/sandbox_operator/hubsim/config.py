@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .constants import Stage
 
-#: huggingface_hub's repo id rule (`utils/_validators.py`), with the namespace made mandatory.
+#: huggingface_hub's repo id rule, with the namespace made mandatory (fidelity: F6).
 _REPO_ID_RE: Final = re.compile(r"^\b[\w\-.]+\b/\b[\w\-.]{1,96}\b$")
 
 

@@ -29,13 +29,13 @@ HARDWARE_HOLDING_STAGES: Final = SERVING_STAGES | {"RUNTIME_ERROR"}
 BUILDING_STAGES: Final = frozenset({"BUILDING", "APP_STARTING"})
 #: Nothing runs and nothing starts until a restart.
 IDLE_STAGES: Final = frozenset({"PAUSED", "STOPPED"})
-#: An idle Space past its sleep time; a request to its app wakes it (fidelity: F30).
+#: An idle Space past its sleep time; a request to its app wakes it (fidelity: F26).
 ASLEEP: Final = "SLEEPING"
-#: Stages the Hub bills hardware for: starting or running, never building, sleeping or paused (fidelity: F33).
+#: Stages the Hub bills hardware for: starting or running, never building, sleeping or paused (fidelity: F29).
 BILLED_STAGES: Final = frozenset({"APP_STARTING", "RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING"})
 
 Sdk = Literal["gradio", "streamlit", "docker", "static"]
-#: The file each SDK needs to start; a Space without it ends its build in NO_APP_FILE.
+#: The file each SDK needs to start; a Space without it ends its build in NO_APP_FILE (fidelity: F19).
 APP_FILES: Final[dict[str, str]] = {
     "gradio": "app.py",
     "streamlit": "app.py",
@@ -44,7 +44,7 @@ APP_FILES: Final[dict[str, str]] = {
 }
 
 DEFAULT_FLAVOR: Final = "cpu-basic"
-#: gcTimeout the Hub reports for free hardware: 48 h, not configurable (fidelity: F31).
+#: gcTimeout the Hub reports for free hardware: 48 h, not configurable (fidelity: F27).
 FREE_SLEEP_SECONDS: Final = 172800
 
 
@@ -55,7 +55,7 @@ def effective_sleep_time(requested: str | None, sleep_time: int | None) -> int |
 
 @dataclass(frozen=True)
 class Flavor:
-    """One row of `GET /api/spaces/hardware`; specs follow huggingface.co/docs/hub/spaces-gpus."""
+    """One row of `GET /api/spaces/hardware`, specs and prices from the Spaces price table (fidelity: F15)."""
 
     pretty_name: str
     usd_per_hour: float
@@ -87,7 +87,7 @@ _FLAVORS: Final[dict[str, Flavor]] = {
     "a100-large": Flavor("Nvidia A100 - large", 2.50, "12 vCPU", "142 GB", "1000 GB", "A100", 1, "80 GB"),
     "a100x4": Flavor("4x Nvidia A100 - large", 10.00, "48 vCPU", "568 GB", "4000 GB", "A100", 4, "320 GB"),
     "a100x8": Flavor("8x Nvidia A100 - large", 20.00, "96 vCPU", "1136 GB", "8000 GB", "A100", 8, "640 GB"),
-    # No published Spaces price for RTX PRO 6000 yet: emulator choice, scaled per GPU.
+    # No published Spaces price for RTX PRO 6000 yet: assumed, scaled per GPU (fidelity: F15).
     "rtx-pro-6000": Flavor(
         "1x Nvidia RTX PRO 6000", 2.50, "24 vCPU", "192 GB", "1000 GB", "RTX PRO 6000", 1, "96 GB"
     ),
@@ -109,8 +109,8 @@ HARDWARE_CATALOG: Final[dict[str, float]] = {name: f.usd_per_hour for name, f in
 def hardware_catalog_json() -> list[dict[str, object]]:
     """The body of `GET /api/spaces/hardware`, keyed the way huggingface_hub 2.4's JobHardwareInfo reads it.
 
-    The client parses camelCase (`prettyName`, `unitCostMicroUSD`, ...), not the snake_case the spec
-    addendum claims. Prices are billed per minute like the Hub's Jobs catalog.
+    The client parses camelCase (`prettyName`, `unitCostMicroUSD`, ...); prices are per minute like
+    the Hub's Jobs catalog (fidelity: F15).
     """
     rows: list[dict[str, object]] = []
     for name, f in _FLAVORS.items():

@@ -42,7 +42,7 @@ class Fault:
         return self.route == route or (self.route == ANY_API_ROUTE and is_api)
 
     def headers(self) -> dict[str, str]:
-        """Rate-limit headers the way the Hub sends them, so the client's backoff parser sees real values."""
+        """Rate-limit headers the way the Hub sends them, for the client's backoff parser (fidelity: F35)."""
         if self.retry_after is None:
             return {}
         headers = {"Retry-After": str(self.retry_after)}

@@ -1,4 +1,4 @@
-"""The Hub's API rate limit: fixed windows per caller, advertised on every answer (fidelity: F37, F38)."""
+"""The Hub's API rate limit: fixed windows per caller, advertised on every answer (fidelity: F33, F34)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from .state import CallRecord, HubError, HubState, KeyValue, RepoConflict, requi
 logger = logging.getLogger(__name__)
 
 STATE: Final = web.AppKey("hubsim_state", HubState)
-#: The Hub's exact wording: with it the client keeps a 401 a plain HfHubHTTPError (doc §2.1).
+#: The Hub's exact wording: with it the client keeps a 401 a plain HfHubHTTPError (fidelity: F2).
 INVALID_CREDENTIALS: Final = "Invalid credentials in Authorization header"
 _FLAVOR_KEYS: Final = {"hardware": "flavor", "duplicate": "hardware"}
 
@@ -120,7 +120,7 @@ async def _requested_flavor(request: web.Request, route: str | None) -> str | No
 
 
 def _caller(request: web.Request) -> str:
-    """Whom a call is counted against: the Hub limits users, and anonymous callers by address (F38)."""
+    """Whom a call counts against: the Hub limits users, anonymous callers by address (fidelity: F34)."""
     return _user(request) or f"anonymous@{request.remote}"
 
 
@@ -158,7 +158,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         response = _error_response(error, _base_url(request))
     except web.HTTPException as exc:
         response = web.json_response({"error": exc.reason}, status=exc.status)
-    if verdict is not None:  # every API answer says where the caller stands (F37); a fault's own win
+    if verdict is not None:  # every API answer says where the caller stands (fidelity: F33)
         for name, value in verdict.headers().items():
             response.headers.setdefault(name, value)
     response.headers["X-Request-Id"] = uuid.uuid4().hex
@@ -189,7 +189,7 @@ async def _whoami(request: web.Request) -> web.Response:
 
 
 async def _agent_harnesses(request: web.Request) -> web.Response:
-    """The client's background agent-detection fetch (doc §1.6): answer 'no known harnesses'."""
+    """The client's background agent-detection fetch (fidelity: F9): no known harnesses."""
     return web.json_response({"standardEnvVars": [], "harnesses": {}})
 
 
@@ -222,7 +222,7 @@ def _decode_cursor(cursor: str | None) -> int:
 
 
 async def _list_spaces(request: web.Request) -> web.Response:
-    """One page of Spaces; the Link header carries an absolute next URL, as the paginator requires."""
+    """One page of Spaces; the Link header has the absolute next URL the client needs (fidelity: F14)."""
     state, query = _state(request), request.query
     expand = _expand(request)
     limit = query.get("limit", "")
@@ -322,7 +322,7 @@ async def _pause(request: web.Request) -> web.Response:
 
 
 async def _restart(request: web.Request) -> web.Response:
-    """`factory=true` is accepted and means the same as a plain restart here."""
+    """`factory=true` is accepted and means the same as a plain restart here (fidelity: F21)."""
     space = _state(request).restart(_user(request), _space_id(request))
     return web.json_response(views.runtime_json(space))
 
@@ -331,7 +331,7 @@ _EntriesView = Callable[[HubState, Any], dict[str, Any]]
 
 
 def _entry_handlers(kind: str, render: _EntriesView, answer_map: bool) -> tuple[Handler, Handler, Handler]:
-    """GET/POST/DELETE for secrets or variables; `answer_map` False makes writes answer {} (secrets)."""
+    """GET/POST/DELETE of secrets or variables; writes answer {} unless `answer_map` (fidelity: F24, F25)."""
 
     async def get(request: web.Request) -> web.StreamResponse:
         state = _state(request)

@@ -34,7 +34,7 @@ from .faults import FaultBook
 from .ratelimit import RateLimiter
 
 SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
-#: Route -> status a fresh private duplicate answers while its transient window is open (F36).
+#: Route -> status a fresh private duplicate answers while its transient window is open (fidelity: F32).
 TRANSIENT_STATUS: Final[dict[str, int]] = {"hardware": 401, "secrets": 401, "runtime": 404, "space_info": 404}
 
 
@@ -57,7 +57,7 @@ class RepoConflict(HubError):
 
 
 def repo_not_found() -> HubError:
-    """The only not-found the client reliably maps to RepositoryNotFoundError over http:// (doc §2.1)."""
+    """The only not-found the client reliably maps to RepositoryNotFoundError over http:// (fidelity: F3)."""
     return HubError(404, "Repository not found", code="RepoNotFound")
 
 
@@ -154,7 +154,7 @@ class Space:
         return changes
 
     def billed_seconds(self, now: float) -> dict[str, float]:
-        """Seconds billed per flavor: time in a billed stage, on the flavor running or starting (F33)."""
+        """Seconds billed per flavor: time in a billed stage, on the flavor it runs (fidelity: F29)."""
         billed: dict[str, float] = {}
         ends = [sample.monotonic for sample in self.timeline[1:]] + [now]
         for sample, end in zip(self.timeline, ends, strict=True):
@@ -177,7 +177,7 @@ class Delays:
 
 @dataclass
 class TransientWindow:
-    """A fresh private duplicate's manage and runtime routes fail until both budgets are spent (F36)."""
+    """A fresh private duplicate's routes fail until both budgets are spent (fidelity: F32)."""
 
     until: float
     calls_left: int
@@ -231,7 +231,7 @@ def _check_flavor(flavor: str) -> str:
 
 
 def _sleep_time(seconds: int | None) -> int | None:
-    """-1 is the client's 'never sleep', which the Hub reports as no gcTimeout (F34)."""
+    """-1 is the client's 'never sleep', which the Hub reports as no gcTimeout (fidelity: F30)."""
     if seconds is None or seconds == -1:
         return None
     if seconds <= 0:
@@ -240,7 +240,7 @@ def _sleep_time(seconds: int | None) -> int | None:
 
 
 def _sleep_time_for(flavor: str | None, seconds: int | None, kept: int | None) -> int | None:
-    """cpu-basic's sleep time is fixed by the Hub: a request for it is accepted and ignored (F31)."""
+    """cpu-basic's sleep time is fixed: a request for it is accepted and ignored (fidelity: F27)."""
     if seconds is None or flavor == DEFAULT_FLAVOR:
         return kept
     return _sleep_time(seconds)
@@ -311,7 +311,7 @@ class HubState:
     ) -> None:
         """The one way a Space's runtime changes, so its timeline (and bill) sees every change."""
         if stage == "RUNNING" and space.stage != "RUNNING":
-            space.idle_since = at  # (re)starting to run starts a fresh idle period (F30)
+            space.idle_since = at  # (re)starting to run starts a fresh idle period (fidelity: F26)
         space.stage, space.current, space.requested = stage, current, requested
         last = space.timeline[-1] if space.timeline else None
         if last is None or (last.stage, last.current, last.requested) != (stage, current, requested):
@@ -351,7 +351,7 @@ class HubState:
         space.pending.append(Transition(end, outcome, starts))
 
     def _boot(self, space: Space, now: float) -> None:
-        """Static Spaces are served as files: RUNNING at once with no hardware (cassette, doc §5)."""
+        """Static Spaces are served as files: RUNNING at once with no hardware (fidelity: F19)."""
         if space.sdk == "static":
             self._record(space, now, "RUNNING", None, None)
         else:
@@ -363,7 +363,7 @@ class HubState:
         self._record(space, now, stage, current, space.requested)
 
     def _wake(self, space: Space, now: float) -> None:
-        """A sleeping Space restarts its built image: APP_STARTING, then RUNNING on `requested` (F32)."""
+        """A sleeping Space restarts its image: APP_STARTING, then RUNNING on `requested` (fidelity: F28)."""
         self._record(space, now, "APP_STARTING", None, space.requested)
         space.pending = [Transition(now + self.delays.wake, "RUNNING", True)]
 
@@ -376,14 +376,14 @@ class HubState:
         return space
 
     def visible_space(self, user: str | None, space_id: str) -> Space:
-        """A Space the caller may see; private-and-foreign ones look missing (F5)."""
+        """A Space the caller may see; private-and-foreign ones look missing (fidelity: F5)."""
         space = self._lookup(space_id, self.now())
         if space is None or not self.can_read(user, space):
             raise repo_not_found()
         return space
 
     def transient_failure(self, user: str | None, space_id: str, route: str) -> HubError | None:
-        """The error a fresh private duplicate answers on `route` while its transient window is open (F36).
+        """The error a fresh private duplicate answers on `route` while its window is open (fidelity: F32).
 
         Only the Space's own writers see it (others get the usual refusals), and each such answer
         spends one call of the window's budget.
@@ -451,7 +451,7 @@ class HubState:
         secrets: list[KeyValue],
         variables: list[KeyValue],
     ) -> Space:
-        """create_repo: the repo holds a README only, so a non-static build ends in NO_APP_FILE (doc §5)."""
+        """create_repo: a README only, so a non-static build ends in NO_APP_FILE (fidelity: F19)."""
         user = require_user(user)
         if repo_type != "space":
             raise HubError(400, "hubsim only emulates Spaces: 'type' must be 'space'")
@@ -538,7 +538,7 @@ class HubState:
 
         A running Space stays up on its old hardware in `config.hardware_switch_stage` until the switch
         completes; a building one just builds onto the new flavor; a paused or sleeping one keeps it
-        for its restart or wake; a failed one is rebuilt on it (F15).
+        for its restart or wake; a failed one is rebuilt on it (fidelity: F20).
         """
         space = self._runtime_control(user, space_id, "request hardware for")
         _check_flavor(flavor)
@@ -567,13 +567,13 @@ class HubState:
             space.idle_since = now - timeout
 
     def set_sleep_time(self, user: str | None, space_id: str, seconds: int) -> Space:
-        """Answered with the runtime whatever the flavor; the client warns on cpu-basic (F31)."""
+        """Answered with the runtime whatever the flavor; the client warns on cpu-basic (fidelity: F27)."""
         space = self._runtime_control(user, space_id, "set the sleep time of")
         self._set_sleep_time(space, _sleep_time_for(space.requested, seconds, space.sleep_time), self.now())
         return space
 
     def pause(self, user: str | None, space_id: str) -> Space:
-        """PAUSED until a restart; `requested` is kept (cassette), nothing runs so `current` is null."""
+        """PAUSED until a restart; `requested` kept, nothing runs so `current` is null (fidelity: F21)."""
         space = self._runtime_control(user, space_id, "pause")
         self._force(space, "PAUSED", self.now())
         return space
@@ -589,7 +589,7 @@ class HubState:
         return space
 
     def delete_entry(self, user: str | None, space_id: str, kind: str, key: str) -> Space:
-        """Deleting a missing key succeeds, as on the Hub (cassette)."""
+        """Deleting a missing key succeeds, as on the Hub (fidelity: F24, F25)."""
         space = self.writable_space(user, space_id)
         self._store(space, kind).pop(key, None)
         return space
@@ -599,7 +599,7 @@ class HubState:
         return space.secrets if kind == "secrets" else space.variables
 
     def visit(self, space: Space, now: float) -> None:
-        """A request reached the Space's app: it is activity, and it wakes a sleeping Space (F30, F32)."""
+        """A request reached the Space's app: activity, and a wake-up if asleep (fidelity: F26, F28)."""
         if space.stage == ASLEEP:
             self._wake(space, now)
         space.idle_since = max(space.idle_since, now)
@@ -676,7 +676,7 @@ class HubState:
         return space
 
     def sleep_now(self, space_id: str) -> Space:
-        """As if its sleep time had just run out: only a running Space can fall asleep (F30)."""
+        """As if its sleep time had just run out: only a running Space can fall asleep (fidelity: F26)."""
         space = self.admin_space(space_id)
         if space.stage != "RUNNING" or space.pending:
             raise HubError(409, f"Space {space_id} is {space.stage}, only a RUNNING Space can fall asleep")

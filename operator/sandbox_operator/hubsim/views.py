@@ -10,7 +10,7 @@ from typing import Any, Final
 from .constants import HARDWARE_CATALOG, SERVING_STAGES
 from .state import CallRecord, Entry, HubState, Sample, Space
 
-#: `ExpandSpaceProperty_T` of the client: what `expand=` may ask for.
+#: `ExpandSpaceProperty_T` of the client: what `expand=` may ask for (fidelity: F13).
 EXPANDABLE: Final = frozenset(
     {
         "author",
@@ -34,12 +34,12 @@ EXPANDABLE: Final = frozenset(
         "usedStorage",
     }
 )
-#: What the Hub's list endpoint returns per Space without `full` or `expand`.
+#: What the Hub's list endpoint returns per Space without `full` or `expand` (fidelity: F14).
 LIST_KEYS: Final = ("_id", "id", "likes", "trendingScore", "private", "sdk", "tags", "createdAt")
 
 
 def iso(wall: float) -> str:
-    """`2025-03-07T12:24:18.657Z`: the client's parse_datetime accepts only the `Z` form."""
+    """`2025-03-07T12:24:18.657Z`: the client's parse_datetime accepts only the `Z` form (fidelity: F7)."""
     moment = datetime.fromtimestamp(wall, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -49,7 +49,7 @@ def space_url(base_url: str, space_id: str) -> str:
 
 
 def sandbox_url(base_url: str, space_id: str) -> str:
-    """Stands in for https://{subdomain}.hf.space, where the Space's own app answers."""
+    """Stands in for https://{subdomain}.hf.space, where the Space's own app answers (fidelity: F36)."""
     return f"{base_url}/_sandbox/{space_id}"
 
 
@@ -62,7 +62,7 @@ def _stable_id(name: str) -> str:
 
 
 def runtime_json(space: Space) -> dict[str, Any]:
-    """SpaceRuntime body with the recorded keys (F14); `hardware` is an object, the client `.get`s it."""
+    """SpaceRuntime body with the recorded keys; `hardware` is an object, it is `.get` (fidelity: F16)."""
     body: dict[str, Any] = {
         "stage": space.stage,
         "hardware": {"current": space.current, "requested": space.requested},
@@ -83,7 +83,7 @@ def runtime_json(space: Space) -> dict[str, Any]:
 
 
 def space_json(state: HubState, space: Space, base_url: str) -> dict[str, Any]:
-    """Everything `space_info` returns for a Space; list and `expand` answers are subsets of it."""
+    """Everything `space_info` returns for a Space; list and `expand` answers are subsets (fidelity: F13)."""
     card: dict[str, Any] = {"title": space.name, "sdk": space.sdk}
     if space.sdk == "docker":
         card["app_port"] = 7860
@@ -116,7 +116,7 @@ def space_json(state: HubState, space: Space, base_url: str) -> dict[str, Any]:
 
 
 def select(full: dict[str, Any], expand: list[str], default_keys: tuple[str, ...] | None) -> dict[str, Any]:
-    """The Hub answers `expand=` with the id plus exactly the expanded properties."""
+    """The Hub answers `expand=` with the id plus exactly the expanded properties (fidelity: F13)."""
     if expand:
         keys: tuple[str, ...] = ("_id", "id", *expand)
     elif default_keys is not None:
@@ -135,12 +135,12 @@ def _entry_json(entry: Entry, state: HubState, with_value: bool) -> dict[str, An
 
 
 def secrets_json(state: HubState, space: Space) -> dict[str, Any]:
-    """Write-only: keys, descriptions and dates, never values."""
+    """Write-only: keys, descriptions and dates, never values (fidelity: F24)."""
     return {key: _entry_json(entry, state, False) for key, entry in space.secrets.items()}
 
 
 def variables_json(state: HubState, space: Space) -> dict[str, Any]:
-    """The full map, which GET, POST and DELETE all answer with (the client parses every one)."""
+    """The full map, which GET, POST and DELETE all answer with (fidelity: F25)."""
     return {key: _entry_json(entry, state, True) for key, entry in space.variables.items()}
 
 
@@ -194,7 +194,7 @@ def _sample_json(state: HubState, sample: Sample) -> dict[str, Any]:
 
 
 def _billing_json(seconds: dict[str, float]) -> dict[str, Any]:
-    """What the Hub would bill so far: seconds per flavor and their cost at the catalog prices (F33)."""
+    """What the Hub would bill so far: seconds per flavor, cost at catalog prices (fidelity: F29)."""
     usd = sum(HARDWARE_CATALOG[flavor] * spent / 3600 for flavor, spent in seconds.items())
     return {"seconds": seconds, "usd": usd}
 
