@@ -228,3 +228,17 @@ def test_never_sleep(alice: HfApi, template: str) -> None:
     assert alice.get_space_runtime("alice/gpu").sleep_time is None
     assert alice.set_space_sleep_time("alice/gpu", 600).sleep_time == 600
     assert alice.set_space_sleep_time("alice/gpu", -1).sleep_time is None
+
+
+def test_a_switch_that_stays_running_never_puts_sleep_before_it(clock: Clock) -> None:
+    config = HubSimConfig(
+        tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=10, hardware_switch_stage="RUNNING"
+    )
+    state = HubState(config, clock=clock)
+    _duplicate(state, "alice/gpu", "t4-small", 600)
+    clock.now = 1609
+    state.request_hardware("alice", "alice/gpu", "a10g-small", None)  # done at 1612, "RUNNING" throughout
+    clock.now = 5000
+    assert _stage(state, "alice/gpu") == ("SLEEPING", None, "a10g-small")
+    timeline = state.spaces["alice/gpu"].timeline
+    assert [(s.monotonic, s.stage) for s in timeline[-2:]] == [(1612.0, "RUNNING"), (1612.0, "SLEEPING")]

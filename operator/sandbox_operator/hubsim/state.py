@@ -325,7 +325,8 @@ class HubState:
             self._record(space, step.due, step.stage, current, space.requested)
         timeout = space.gc_timeout
         if space.stage == "RUNNING" and not space.pending and timeout is not None:
-            falls_asleep = space.idle_since + timeout
+            # Never before its last change: the timeline (and the bill) stays in order.
+            falls_asleep = max(space.idle_since + timeout, space.timeline[-1].monotonic)
             if falls_asleep <= now:
                 self._record(space, falls_asleep, ASLEEP, None, space.requested)
 
@@ -605,7 +606,7 @@ class HubState:
         space.idle_since = max(space.idle_since, now)
 
     def check_sandbox(self, space_id: str, bearer: str | None) -> Space:
-        """The Space's own app: 404 no Space, 503 not serving (a visit all the same), 401 wrong token."""
+        """The Space's app: 404 no Space, 503 not serving (a visit all the same), 401 bad token (fidelity: F36)."""
         now = self.now()
         space = self._lookup(space_id, now)
         if space is None:
