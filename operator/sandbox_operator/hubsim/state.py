@@ -606,7 +606,7 @@ class HubState:
         space.idle_since = max(space.idle_since, now)
 
     def check_sandbox(self, space_id: str, bearer: str | None) -> Space:
-        """The Space's app: 404 no Space, 503 not serving (a visit all the same), 401 bad token (fidelity: F36)."""
+        """The Space's app: 404 no Space, 503 not serving (still a visit), 401 bad token (fidelity: F36)."""
         now = self.now()
         space = self._lookup(space_id, now)
         if space is None:
