@@ -145,9 +145,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if fault is not None:
             response: web.StreamResponse = _fault_response(fault)
         elif verdict is not None and not verdict.allowed:
-            raise HubError(
-                429, f"You have exceeded the '{verdict.quota}' calls per {verdict.window}s API limit"
-            )
+            raise HubError(429, f"API rate limit reached: {verdict.quota} calls per {verdict.window}s")
         elif is_api and route != "agent_harnesses" and _bearer(request) and _user(request) is None:
             raise HubError(401, INVALID_CREDENTIALS)
         elif (failure := _transient_failure(request, route)) is not None:
