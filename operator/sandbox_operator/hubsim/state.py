@@ -140,7 +140,8 @@ class Space:
 
     @property
     def gc_timeout(self) -> int | None:
-        return effective_sleep_time(self.requested, self.sleep_time)
+        """Idle seconds before it sleeps; static Spaces are files, they never sleep (fidelity: F19, F26)."""
+        return None if self.sdk == "static" else effective_sleep_time(self.requested, self.sleep_time)
 
     def hardware_history(self) -> list[Sample]:
         """The timeline with only the points where `current` or `requested` changed."""

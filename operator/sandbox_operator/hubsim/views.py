@@ -62,7 +62,7 @@ def _stable_id(name: str) -> str:
 
 
 def runtime_json(space: Space) -> dict[str, Any]:
-    """SpaceRuntime body with the recorded keys; `hardware` is an object, it is `.get` (fidelity: F16)."""
+    """SpaceRuntime body with the recorded keys; `hardware` is an object, never null (fidelity: F16)."""
     body: dict[str, Any] = {
         "stage": space.stage,
         "hardware": {"current": space.current, "requested": space.requested},
