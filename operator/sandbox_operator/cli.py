@@ -133,10 +133,9 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
 )
 @click.option(
     "--insecure-trust-approvals",
-    envvar="SANDBOX_OPERATOR_INSECURE_TRUST_APPROVALS",
     is_flag=True,
     help="DEVELOPMENT ONLY: act on approvals without checking that the admission policy is enforced "
-    "or that the approver may approve.",
+    "or that the approver may approve (a flag only: no environment variable, no chart value).",
 )
 @click.option(
     "--approval-recheck-interval",
