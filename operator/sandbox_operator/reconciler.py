@@ -316,6 +316,9 @@ def judge_hardware(
     )
 
 
+#: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.
+UNTRUSTED_APPROVAL_REASONS = frozenset({"ApprovalNotEnforced", "ApproverNotAuthorized"})
+
 #: Said in logs and conditions whenever approvals are trusted without the admission policy.
 INSECURE_TRUST_WARNING = (
     "approvals are trusted without checking the admission policy or the approver "
@@ -582,6 +585,10 @@ def decide(
         recheck = spend_recheck_delay(draft.status.spend, config)
         if recheck is not None:
             requeue = recheck if requeue is None else min(requeue, recheck)
+    if verdict.reason in UNTRUSTED_APPROVAL_REASONS:
+        # Lifts without a spec change (the policy installed, a role granted): look again.
+        recheck = config.approval_recheck_interval
+        requeue = recheck if requeue is None else min(requeue, recheck)
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None

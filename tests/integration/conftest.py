@@ -24,6 +24,7 @@ from harness import (
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,
     OperatorProcess,
+    install_approval_policy,
     running_control_plane,
 )
 
@@ -74,6 +75,14 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 def crd(control_plane: ControlPlane) -> None:
     """The AgentSession CRD, installed from the generated schema and Established."""
     install_crd(control_plane)
+
+
+@pytest.fixture
+def approval_policy(control_plane: ControlPlane, crd: None) -> None:
+    """The chart's approval policy and approver roles, enforced: what sessions with approvals need.
+
+    Function-scoped and idempotent (a fast no-op when in place), since a test may remove the policy."""
+    install_approval_policy(control_plane)
 
 
 @pytest.fixture(scope="session")

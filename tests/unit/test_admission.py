@@ -17,6 +17,7 @@ from sandbox_operator.hub import ListedSpace, Ownership
 from sandbox_operator.kube import connection_claim
 from sandbox_operator.reconciler import (
     INSECURE_TRUST_WARNING,
+    HealthResult,
     Observation,
     RecordIntent,
     RequestHardware,
@@ -340,3 +341,19 @@ def test_sweeper_keeps_a_space_a_live_session_names_whatever_its_marker() -> Non
     assert decision.verdict is Verdict.CLAIMED
     (orphan,) = plan(listed, claims([]), marker, NOW, rules)
     assert orphan.verdict is Verdict.DELETE
+
+
+@pytest.mark.parametrize(("problem", "authorized"), [("not installed", None), (None, False)])
+def test_an_untrusted_approval_is_looked_at_again(problem: str | None, authorized: bool | None) -> None:
+    space = SpaceView(SPACE_ID, "RUNNING", "cpu-basic", "cpu-basic", True, "u", "s", UID)
+    recorded = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": "u"}
+    observed = Observation(
+        space=space,
+        token="t",
+        connection_url="s",
+        health=HealthResult(True, "ok"),
+        policy_problem=problem,
+        approver_authorized=authorized,
+    )
+    result = decide(session(APPROVED, recorded), observed, CONFIG, NOW)
+    assert result.requeue_after == CONFIG.approval_recheck_interval
