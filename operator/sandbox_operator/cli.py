@@ -60,6 +60,13 @@ _CONNECTION = [
         help="Written into each Space's ownership marker; empty: the kube-system namespace's UID "
         "(unique per cluster).",
     ),
+    click.option(
+        "--allowed-owners",
+        envvar="SANDBOX_OPERATOR_ALLOWED_OWNERS",
+        default="",
+        help="Comma-separated glob patterns of Hub namespaces sessions may name besides the default owner "
+        "(literal entries are also swept for orphans).",
+    ),
 ]
 
 
@@ -117,13 +124,6 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
     envvar="SANDBOX_OPERATOR_ALLOWED_TEMPLATES",
     default="",
     help="Comma-separated glob patterns of templates sessions may name besides the default template.",
-)
-@click.option(
-    "--allowed-owners",
-    envvar="SANDBOX_OPERATOR_ALLOWED_OWNERS",
-    default="",
-    help="Comma-separated glob patterns of Hub namespaces sessions may name besides the default owner "
-    "(literal entries are also swept for orphans).",
 )
 @click.option(
     "--allow-public-spaces",
@@ -273,8 +273,8 @@ def run(
     default_template: str,
     namespaces: str,
     cluster_id: str,
-    allowed_templates: str,
     allowed_owners: str,
+    allowed_templates: str,
     allow_public_spaces: bool,
     insecure_trust_approvals: bool,
     approval_recheck_interval: float,
@@ -363,6 +363,7 @@ def sweep(
     default_owner: str,
     namespaces: str,
     cluster_id: str,
+    allowed_owners: str,
     dry_run: bool,
     sweep_max_deletes: int,
     sweep_grace: float,
@@ -383,6 +384,7 @@ def sweep(
         hub_token=hub_token,
         default_owner=default_owner,
         cluster_id=cluster_id,
+        allowed_owners=frozenset(_csv(allowed_owners)),
         sweep_grace=sweep_grace,
         sweep_max_deletes=sweep_max_deletes,
         sweep_owners=frozenset(_csv(sweep_owners)),

@@ -95,7 +95,8 @@ def hub() -> Iterator[HubSimServer]:
             SECOND_OPERATOR_TOKEN: SECOND_OPERATOR,
         },
         # A second operator's token, with write access to the owner: its calls show up under its own user.
-        orgs={SECOND_OPERATOR: [OWNER]},
+        # The operator's own user is a member of team-x, an owner an allow-list may name.
+        orgs={SECOND_OPERATOR: [OWNER], OWNER: ["team-x"]},
         templates=[TEMPLATE],
         build_seconds=0.2,
         hardware_switch_seconds=0.2,
