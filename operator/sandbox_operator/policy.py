@@ -92,9 +92,10 @@ VALIDATIONS: list[dict[str, str]] = [
     },
     {
         "expression": "variables.unreadableSecrets.size() == 0",
-        "messageExpression": "'user \"' + request.userInfo.username + '\" may not get Secret ' + "
-        "variables.unreadableSecrets.join(', ') + ' in namespace ' + request.namespace + ': a session may "
-        "name only Secrets its author may read'",
+        # The variable (its authorizer calls) cannot be read from a messageExpression: name them all.
+        "messageExpression": "'user \"' + request.userInfo.username + '\" may not get every Secret the "
+        "session names (' + variables.secretNames.join(', ') + ') in namespace ' + request.namespace + ': a "
+        "session may name only Secrets its author may read'",
         "reason": "Forbidden",
     },
 ]
