@@ -94,6 +94,9 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_METRICS_PORT": "0",
             "SANDBOX_OPERATOR_HUB_RATE": "20",
             "SANDBOX_OPERATOR_SWEEP_INTERVAL": "0",
+            # Hub failure tests name a template that does not exist and an owner the token may not write.
+            "SANDBOX_OPERATOR_ALLOWED_TEMPLATES": "templates/*",
+            "SANDBOX_OPERATOR_ALLOWED_OWNERS": "someone-*",
             # Tests install and remove the approval policy; the operator notices within a second.
             "SANDBOX_OPERATOR_APPROVAL_RECHECK_INTERVAL": "1",
             **self.extra_env,
