@@ -231,6 +231,16 @@ def _usd(amount: float) -> str:
     return f"${amount:,.2f}"
 
 
+#: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.
+UNTRUSTED_APPROVAL_REASONS = frozenset({"ApprovalNotEnforced", "ApproverNotAuthorized"})
+
+#: Said in logs and conditions whenever approvals are trusted without the admission policy.
+INSECURE_TRUST_WARNING = (
+    "approvals are trusted without checking the admission policy or the approver "
+    "(--insecure-trust-approvals): any session editor can approve paid hardware; never use this in production"
+)
+
+
 def judge_hardware(
     spec: AgentSessionSpec,
     config: OperatorConfig,
@@ -314,16 +324,6 @@ def judge_hardware(
     return HardwareVerdict(
         True, "Approved", f"{priced} approved by {approval.approved_by}{budget}{reason}{warning}"
     )
-
-
-#: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.
-UNTRUSTED_APPROVAL_REASONS = frozenset({"ApprovalNotEnforced", "ApproverNotAuthorized"})
-
-#: Said in logs and conditions whenever approvals are trusted without the admission policy.
-INSECURE_TRUST_WARNING = (
-    "approvals are trusted without checking the admission policy or the approver "
-    "(--insecure-trust-approvals): any session editor can approve paid hardware; never use this in production"
-)
 
 
 def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:
