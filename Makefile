@@ -31,9 +31,11 @@ test: setup lint  ## the whole suite, integration tests included
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/hubsim
 
-crd: $(STAMP)  ## regenerate the CRD (and the chart's copy) from the API types
+crd: $(STAMP)  ## regenerate the CRD and the approval policy (and the chart's copies) from the Python types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml
 	cp crds/agentsessions.yaml charts/sandbox-operator/crds/agentsessions.yaml
+	$(BIN)/sandbox-operator approval-policy > deploy/approval-policy.yaml
+	cp deploy/approval-policy.yaml charts/sandbox-operator/files/approval-policy.yaml
 
 clean:
 	rm -rf $(VENV) .state build dist

@@ -161,6 +161,16 @@ class Approval(_Model):
         min_length=1,
         max_length=253,
     )
+    approver_groups: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        default=None,
+        alias="approverGroups",
+        description=(
+            "Groups of the approver whose rights count (e.g. a role bound to a group); the API server admits "
+            "only groups the approving user is in, and the operator checks the approver's rights with them. "
+            "`sandbox-operator approve` fills it in."
+        ),
+        max_length=64,
+    )
     reason: str | None = Field(default=None, description="Why the upgrade was approved.", max_length=1024)
     max_usd_per_hour: float | None = Field(
         default=None,
@@ -181,7 +191,28 @@ class Approval(_Model):
     )
 
 
+def _immutable(field: str, why: str) -> JsonValue:
+    """A transition rule: the field keeps the value (or absence) it had when the session was created."""
+    return {
+        "rule": f"has(self.{field}) == has(oldSelf.{field}) && "
+        f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
+        "message": f"spec.{field} is immutable: {why}; delete and recreate the session to change it",
+        "fieldPath": f".{field}",
+    }
+
+
+_SPEC_RULES: list[JsonValue] = [
+    _immutable("owner", "the Space is created under it"),
+    _immutable("template", "the Space is duplicated from it"),
+    _immutable("private", "the Space is created with this visibility"),
+]
+
+
 class AgentSessionSpec(_Model):
+    model_config = ConfigDict(
+        **_Model.model_config, json_schema_extra={"x-kubernetes-validations": _SPEC_RULES}
+    )
+
     owner: HubNamespace | None = Field(
         default=None,
         description="Hub user or organization that owns the Space. Empty: the operator's default owner.",

@@ -31,15 +31,22 @@ class ApprovalRequest:
     reason: str | None
 
 
-def current_username() -> str:
-    """Who the API server says we are (SelfSubjectReview), e.g. the user of the current kubeconfig."""
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    groups: list[str]
+
+
+def current_identity() -> Identity:
+    """Who the API server says we are (SelfSubjectReview), e.g. the user of the current kubeconfig,
+    with the groups through which roles may grant us `approve`."""
     review = client.AuthenticationV1Api().create_self_subject_review(
         client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
     )
     user = review.status.user_info if review.status else None
     if user is None or not user.username:
         raise ApprovalError("the API server did not say who you are (SelfSubjectReview returned no user)")
-    return str(user.username)
+    return Identity(str(user.username), [str(group) for group in user.groups or []])
 
 
 def _server_message(error: ApiException) -> str:
@@ -49,7 +56,7 @@ def _server_message(error: ApiException) -> str:
         return f"{error.status} {error.reason}"
 
 
-def build_approval(request: ApprovalRequest, spec: dict[str, Any], username: str) -> dict[str, Any]:
+def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Identity) -> dict[str, Any]:
     """The full spec.approval to write; absent fields are null so a merge patch clears old ones."""
     requested = spec.get("hardware", api.Hardware.CPU_BASIC.value)
     hardware = request.hardware
@@ -66,7 +73,10 @@ def build_approval(request: ApprovalRequest, spec: dict[str, Any], username: str
         )
     return {
         "hardware": hardware,
-        "approvedBy": username,
+        "approvedBy": identity.username,
+        # The admission policy admits only groups we are in; the operator asks with them whether we may
+        # approve, so rights granted through a group count too.
+        "approverGroups": identity.groups or None,
         "reason": request.reason,
         "maxUsdPerHour": request.max_usd_per_hour,
         "budgetUsd": request.budget_usd,
@@ -90,7 +100,7 @@ def approve(request: ApprovalRequest) -> dict[str, Any]:
         session: Any = custom.get_namespaced_custom_object(
             api.GROUP, api.VERSION, request.namespace, api.PLURAL, request.session
         )
-        approval = build_approval(request, session.get("spec", {}), current_username())
+        approval = build_approval(request, session.get("spec", {}), current_identity())
         custom.patch_namespaced_custom_object(
             api.GROUP,
             api.VERSION,

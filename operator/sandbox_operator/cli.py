@@ -56,9 +56,16 @@ _CONNECTION = [
     click.option(
         "--cluster-id",
         envvar="SANDBOX_OPERATOR_CLUSTER_ID",
-        default="default",
-        show_default=True,
-        help="Written into each Space's ownership marker.",
+        default="",
+        help="Written into each Space's ownership marker; empty: the kube-system namespace's UID "
+        "(unique per cluster).",
+    ),
+    click.option(
+        "--allowed-owners",
+        envvar="SANDBOX_OPERATOR_ALLOWED_OWNERS",
+        default="",
+        help="Comma-separated glob patterns of Hub namespaces sessions may name besides the default owner "
+        "(literal entries are also swept for orphans).",
     ),
 ]
 
@@ -111,6 +118,32 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
     envvar="SANDBOX_OPERATOR_DEFAULT_TEMPLATE",
     default="",
     help="Space duplicated for sessions that name none.",
+)
+@click.option(
+    "--allowed-templates",
+    envvar="SANDBOX_OPERATOR_ALLOWED_TEMPLATES",
+    default="",
+    help="Comma-separated glob patterns of templates sessions may name besides the default template.",
+)
+@click.option(
+    "--allow-public-spaces",
+    envvar="SANDBOX_OPERATOR_ALLOW_PUBLIC_SPACES",
+    is_flag=True,
+    help="Let sessions ask for a public Space (spec.private: false); off: only private Spaces.",
+)
+@click.option(
+    "--insecure-trust-approvals",
+    is_flag=True,
+    help="DEVELOPMENT ONLY: act on approvals without checking that the admission policy is enforced "
+    "or that the approver may approve (a flag only: no environment variable, no chart value).",
+)
+@click.option(
+    "--approval-recheck-interval",
+    envvar="SANDBOX_OPERATOR_APPROVAL_RECHECK_INTERVAL",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds between checks that the approval admission policy is installed and enforcing.",
 )
 @click.option(
     "--free-hardware",
@@ -240,6 +273,11 @@ def run(
     default_template: str,
     namespaces: str,
     cluster_id: str,
+    allowed_owners: str,
+    allowed_templates: str,
+    allow_public_spaces: bool,
+    insecure_trust_approvals: bool,
+    approval_recheck_interval: float,
     free_hardware: str,
     poll_interval: float,
     max_usd_per_hour: float | None,
@@ -274,6 +312,11 @@ def run(
         default_owner=default_owner,
         default_template=default_template,
         cluster_id=cluster_id,
+        allowed_templates=frozenset(_csv(allowed_templates)),
+        allowed_owners=frozenset(_csv(allowed_owners)),
+        allow_public_spaces=allow_public_spaces,
+        insecure_trust_approvals=insecure_trust_approvals,
+        approval_recheck_interval=approval_recheck_interval,
         free_hardware=frozenset(_csv(free_hardware)),
         poll_interval=poll_interval,
         max_usd_per_hour=max_usd_per_hour,
@@ -320,6 +363,7 @@ def sweep(
     default_owner: str,
     namespaces: str,
     cluster_id: str,
+    allowed_owners: str,
     dry_run: bool,
     sweep_max_deletes: int,
     sweep_grace: float,
@@ -340,6 +384,7 @@ def sweep(
         hub_token=hub_token,
         default_owner=default_owner,
         cluster_id=cluster_id,
+        allowed_owners=frozenset(_csv(allowed_owners)),
         sweep_grace=sweep_grace,
         sweep_max_deletes=sweep_max_deletes,
         sweep_owners=frozenset(_csv(sweep_owners)),
@@ -362,6 +407,14 @@ def crd() -> None:
     from .crd import render_crd
 
     click.echo(render_crd(), nl=False)
+
+
+@main.command("approval-policy")
+def approval_policy() -> None:
+    """Print the approval admission policy and its binding (what deploy/approval-policy.yaml holds)."""
+    from .policy import render_policy
+
+    click.echo(render_policy(), nl=False)
 
 
 @main.command()

@@ -17,8 +17,30 @@ class OperatorConfig(BaseModel):
     default_owner: str = Field(default="", description="Hub namespace for Spaces whose session names none.")
     default_template: str = Field(default="", description="Space duplicated for sessions that name none.")
     cluster_id: str = Field(
-        default="default",
-        description="Written into every Space's ownership marker, to tell this cluster's Spaces apart.",
+        default="",
+        description="Written into every Space's ownership marker, to tell this cluster's Spaces apart; "
+        "empty: derived from the kube-system namespace's UID when the operator starts (unique per cluster).",
+    )
+    allowed_templates: frozenset[str] = Field(
+        default=frozenset(),
+        description="Glob patterns of templates sessions may name besides the default template.",
+    )
+    allowed_owners: frozenset[str] = Field(
+        default=frozenset(),
+        description="Glob patterns of Hub namespaces sessions may name besides the default owner.",
+    )
+    allow_public_spaces: bool = Field(
+        default=False, description="Whether sessions may ask for a public Space (spec.private: false)."
+    )
+    insecure_trust_approvals: bool = Field(
+        default=False,
+        description="Development only: act on approvals without checking the admission policy or approver.",
+    )
+    approval_recheck_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the approval policy check is trusted before it is asked again (a "
+        "SubjectAccessReview answer about an approver: at most 10 s).",
     )
     space_prefix: str = Field(default="ags", description="Prefix of Space names; the session UID follows it.")
     free_hardware: frozenset[str] = Field(

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +27,17 @@ from . import api, metrics, reconciler
 from .config import OperatorConfig
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
-from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, KubeClient, load_client_config
+from .kube import (
+    KEY_SANDBOX_URL,
+    KEY_SPACE_ID,
+    KEY_TOKEN,
+    ConnectionSecretConflict,
+    KubeClient,
+    load_client_config,
+    resolve_cluster_id,
+)
 from .lease import LeaderElector, LeaseSettings, run_as_leader
+from .policy import approver_question
 from .pricing import PriceCatalog
 from .reconciler import (
     Action,
@@ -113,21 +123,32 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     The ownership marker is read only until the Space was first seen (its name holds the
     session UID), and not at all right after this pass created it.
     """
-    connection = await rt.kube.read_connection(
-        session.namespace, reconciler.connection_secret_name(session), session.uid
-    )
+    conflict = None
+    try:
+        connection = await rt.kube.read_connection(
+            session.namespace, reconciler.connection_secret_name(session), session.uid, session=session.name
+        )
+    except ConnectionSecretConflict as error:
+        connection, conflict = None, str(error)
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
     prices = await rt.prices.prices()
+    trust = await observe_approval(rt, session)
+    base = Observation(
+        token=token,
+        connection_url=connection_url,
+        prices=prices,
+        connection_conflict=conflict,
+        policy_problem=trust.policy_problem,
+        approver_authorized=trust.approver_authorized,
+    )
     space_id = session.status.space_id
     if space_id is None:
-        return Observation(token=token, connection_url=connection_url, prices=prices)
+        return base
     try:
         space = await rt.hub.space(space_id, with_marker=verify_marker and session.status.url is None)
     except HubError as error:
-        return Observation(
-            hub_failure=error.failure, token=token, connection_url=connection_url, prices=prices
-        )
+        return replace(base, hub_failure=error.failure)
     secrets_problem = None
     if space is None and session.spec.secrets:
         _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
@@ -140,15 +161,31 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         and space.current_hardware == space.requested_hardware
     ):
         health = await rt.hub.health(space.sandbox_url, token)
-    return Observation(
+    return replace(
+        base,
         space=space,
-        token=token,
-        connection_url=connection_url,
         health=health,
         secrets_problem=secrets_problem,
         space_pending=space is None and rt.hub.awaiting_visibility(space_id),
-        prices=prices,
     )
+
+
+async def observe_approval(rt: Runtime, session: Session) -> Observation:
+    """Whether the API server enforces the approval policy (cached), and, when a paid flavor's
+    approval would be acted on, whether its approver still holds `approve` here (a SubjectAccessReview)."""
+    now = time.monotonic()
+    problem = await rt.kube.approval_policy_problem(now)
+    question = approver_question(session.spec, session.namespace)
+    paid = not reconciler.is_free(str(session.spec.hardware), rt.config)
+    if question is None or not paid or problem is not None or rt.config.insecure_trust_approvals:
+        return Observation(policy_problem=problem)
+    try:
+        authorized: bool | None = await rt.kube.approver_may_approve(question, now)
+    except ApiException as error:
+        log.warning("session %s/%s: SubjectAccessReview failed: %s %s", session.namespace, session.name,
+                    error.status, error.reason)  # fmt: skip
+        authorized = None
+    return Observation(policy_problem=problem, approver_authorized=authorized)
 
 
 @dataclass(frozen=True)
@@ -222,6 +259,8 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                 raise AssertionError(f"unexpected action {action!r}")
     except HubError as error:
         return Applied(failure=error.failure)
+    except ConnectionSecretConflict as error:
+        return Applied(known=replace(observed, connection_conflict=str(error)))
     return Applied()
 
 
@@ -446,12 +485,16 @@ def run_operator(
     # One line per Hub request is noise at INFO; failures are reported by the operator itself.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     load_client_config()
+    config = config.model_copy(update={"cluster_id": resolve_cluster_id(config.cluster_id)})
+    log.info("cluster id (in every Space's ownership marker): %s", config.cluster_id)
+    if config.insecure_trust_approvals:
+        log.warning("INSECURE: %s", reconciler.INSECURE_TRUST_WARNING)
     metrics.serve(metrics_port)
     hub = HubClient(config)
     rt = Runtime(
         config=config,
         hub=hub,
-        kube=KubeClient(),
+        kube=KubeClient(recheck_interval=config.approval_recheck_interval),
         prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
         namespaces=namespaces,
     )

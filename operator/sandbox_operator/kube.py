@@ -1,4 +1,5 @@
-"""Kubernetes API calls the operator makes besides kopf's own: Secrets and the intent status write.
+"""Kubernetes API calls the operator makes besides kopf's own: Secrets, the intent status write,
+and what it checks before it trusts an approval (the admission policy, SubjectAccessReviews).
 
 The official client is synchronous, so calls run on a small thread pool. kopf handles the
 watch, the finalizer and the end-of-handler status patch itself.
@@ -17,8 +18,9 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from . import api
+from . import api, policy
 from .api import SpaceSecretSource
+from .policy import ApproverQuestion
 
 T = TypeVar("T")
 
@@ -26,6 +28,44 @@ T = TypeVar("T")
 KEY_SPACE_ID = "spaceId"
 KEY_SANDBOX_URL = "sandboxUrl"
 KEY_TOKEN = "token"
+#: The label every connection Secret carries: with an owner reference to a same-named AgentSession,
+#: it marks a Secret the operator may take over from a deleted predecessor.
+MANAGED_BY = {"app.kubernetes.io/managed-by": "sandbox-operator"}
+#: The namespace whose UID names the cluster when no cluster id is configured.
+CLUSTER_ID_NAMESPACE = "kube-system"
+#: Longest time a SubjectAccessReview's answer about an approver is reused.
+APPROVER_REVIEW_MAX_AGE = 10.0
+
+
+class ConnectionSecretConflict(Exception):
+    """A Secret named like the session's connection Secret exists and is not the operator's to write."""
+
+
+def connection_claim(secret: Any, session: str, owner_uid: str) -> str:
+    """Whose the Secret of the connection Secret's name is: "absent", "ours" (this session's),
+    "stale" (a deleted predecessor's: our label and an owner reference to an AgentSession of the
+    same name), or "foreign" (anyone else's: never written)."""
+    if secret is None:
+        return "absent"
+    owners = secret.metadata.owner_references or []
+    if any(ref.uid == owner_uid for ref in owners):
+        return "ours"
+    labels = secret.metadata.labels or {}
+    predecessor = any(
+        ref.kind == api.KIND and ref.api_version.startswith(f"{api.GROUP}/") and ref.name == session
+        for ref in owners
+    )
+    if predecessor and all(labels.get(key) == value for key, value in MANAGED_BY.items()):
+        return "stale"
+    return "foreign"
+
+
+def _conflict(namespace: str, name: str, session: str) -> ConnectionSecretConflict:
+    return ConnectionSecretConflict(
+        f"Secret {namespace}/{name} exists and does not belong to this session, so the operator leaves it "
+        f"untouched and publishes no connection; delete or rename that Secret, or recreate the session "
+        f"under another name than {session}"
+    )
 
 
 def load_client_config() -> None:
@@ -36,6 +76,22 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+def resolve_cluster_id(configured: str) -> str:
+    """The configured cluster id, else the kube-system namespace's UID: fixed for the cluster's life and
+    different in every cluster, so clusters sharing a Hub namespace never take each other's Spaces."""
+    if configured:
+        return configured
+    try:
+        found: Any = client.CoreV1Api().read_namespace(CLUSTER_ID_NAMESPACE)
+    except ApiException as error:
+        raise RuntimeError(
+            f"cannot derive the cluster id from namespace {CLUSTER_ID_NAMESPACE} "
+            f"({error.status} {error.reason}): "
+            f"grant get on namespaces/{CLUSTER_ID_NAMESPACE}, or set --cluster-id"
+        ) from error
+    return str(found.metadata.uid)
+
+
 def _decoded(secret: Any) -> dict[str, str] | None:
     if secret is None:
         return None
@@ -43,10 +99,15 @@ def _decoded(secret: Any) -> dict[str, str] | None:
 
 
 class KubeClient:
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
         self._core = client.CoreV1Api()
         self._custom = client.CustomObjectsApi()
+        self._admission = client.AdmissionregistrationV1Api()
+        self._authorization = client.AuthorizationV1Api()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self._recheck_interval = recheck_interval
+        self._policy_checked: tuple[float, str | None] | None = None
+        self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -63,14 +124,17 @@ class KubeClient:
         """A Secret's decoded data, or None if it does not exist."""
         return _decoded(await self._read(namespace, name))
 
-    async def read_connection(self, namespace: str, name: str, owner_uid: str) -> dict[str, str] | None:
+    async def read_connection(
+        self, namespace: str, name: str, owner_uid: str, *, session: str
+    ) -> dict[str, str] | None:
         """The connection Secret's data if it belongs to this session; a stale one of a deleted
-        session with the same name (not yet garbage-collected) counts as absent."""
+        session with the same name (not yet garbage-collected) counts as absent; anyone else's
+        Secret of that name raises ConnectionSecretConflict."""
         secret = await self._read(namespace, name)
-        owners = (secret.metadata.owner_references or []) if secret is not None else []
-        if not any(ref.uid == owner_uid for ref in owners):
-            return None
-        return _decoded(secret)
+        claim = connection_claim(secret, session, owner_uid)
+        if claim == "foreign":
+            raise _conflict(namespace, name, session)
+        return _decoded(secret) if claim == "ours" else None
 
     async def write_connection(
         self, *, namespace: str, name: str, owner: dict[str, str], values: dict[str, str]
@@ -79,7 +143,8 @@ class KubeClient:
 
         `values` are merged into what the session's Secret holds. A stale Secret of a deleted
         session with the same name is taken over whole: replaced, not merged, so neither its
-        token nor its owner reference survives.
+        token nor its owner reference survives. Any other Secret of that name is never written
+        (ConnectionSecretConflict): a session editor must not overwrite Secrets through the operator.
         """
         body: Any = {  # a plain dict: the client accepts it where it declares V1Secret
             "apiVersion": "v1",
@@ -88,10 +153,7 @@ class KubeClient:
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": {
-                    "app.kubernetes.io/managed-by": "sandbox-operator",
-                    f"{api.GROUP}/session": owner["name"],
-                },
+                "labels": {**MANAGED_BY, f"{api.GROUP}/session": owner["name"]},
                 "ownerReferences": [
                     {
                         "apiVersion": api.API_VERSION,
@@ -111,8 +173,12 @@ class KubeClient:
             if error.status != 409:
                 raise
         existing = await self._read(namespace, name)
-        owned = any(ref.uid == owner["uid"] for ref in existing.metadata.owner_references or [])
-        kept = (_decoded(existing) or {}) if owned else {}
+        claim = connection_claim(existing, owner["name"], owner["uid"])
+        if claim == "foreign":
+            raise _conflict(namespace, name, owner["name"])
+        if claim == "absent":  # deleted since the create: a 409 again next time, or a create
+            raise ApiException(status=409, reason=f"Secret {namespace}/{name} changed while written")
+        kept = (_decoded(existing) or {}) if claim == "ours" else {}
         body["stringData"] = {**kept, **values}
         body["metadata"]["resourceVersion"] = existing.metadata.resource_version
         await self._run(lambda: self._core.replace_namespaced_secret(name, namespace, body))
@@ -180,6 +246,46 @@ class KubeClient:
             "reportingComponent": "sandbox-operator",
         }
         await self._run(lambda: self._core.create_namespaced_event(namespace, body))
+
+    async def approval_policy_problem(self, now: float) -> str | None:
+        """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`."""
+        if self._policy_checked is not None and now - self._policy_checked[0] < self._recheck_interval:
+            return self._policy_checked[1]
+        try:
+            problem = policy.enforcement_problem(*await self._read_policy())
+        except ApiException as error:
+            problem = f"the operator cannot read the approval policy ({error.status} {error.reason})"
+        self._policy_checked = (now, problem)
+        return problem
+
+    async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        api_client = self._admission.api_client
+        try:
+            found: Any = await self._run(
+                lambda: self._admission.read_validating_admission_policy(policy.POLICY_NAME)
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return None, []
+        bindings: Any = await self._run(lambda: self._admission.list_validating_admission_policy_binding())
+        return (
+            api_client.sanitize_for_serialization(found),
+            [api_client.sanitize_for_serialization(item) for item in bindings.items],
+        )
+
+    async def approver_may_approve(self, question: ApproverQuestion, now: float) -> bool:
+        """A SubjectAccessReview: does the approver (with the groups the approval names) hold `approve`?
+        Answers are reused briefly, so a session loop does not ask on every pass."""
+        cached = self._reviews.get(question)
+        if cached is not None and now - cached[0] < min(APPROVER_REVIEW_MAX_AGE, self._recheck_interval):
+            return cached[1]
+        body: Any = question.review()  # a plain dict: the client accepts it where it declares the model
+        review: Any = await self._run(lambda: self._authorization.create_subject_access_review(body))
+        allowed = bool(review.status and review.status.allowed)
+        self._reviews = {q: a for q, a in self._reviews.items() if now - a[0] < APPROVER_REVIEW_MAX_AGE}
+        self._reviews[question] = (now, allowed)
+        return allowed
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from fnmatch import fnmatchcase
 
 from .api import (
     AgentSessionSpec,
@@ -26,6 +27,7 @@ from .api import (
     Spend,
 )
 from .config import OperatorConfig
+from .policy import HOW_TO_FIX
 from .pricing import FALLBACK_USD_PER_HOUR
 
 # Condition types.
@@ -53,6 +55,10 @@ class FailureKind(StrEnum):
     UNAVAILABLE = "HubUnavailable"
     BAD_REQUEST = "HubBadRequest"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"
+
+
+#: Observation.policy_problem until the controller checked: nothing is trusted unchecked.
+POLICY_NOT_CHECKED = "the approval policy was not checked yet"
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,12 @@ class Observation:
     #: The Space is not found, but this operator duplicated it moments ago: the Hub shows a fresh
     #: duplicate only after a while (a transient 404), so it is not created again meanwhile.
     space_pending: bool = False
+    #: Why the API server does not enforce the approval policy; None: it does. Unchecked counts as not.
+    policy_problem: str | None = POLICY_NOT_CHECKED
+    #: Whether a SubjectAccessReview says spec.approval's approver may approve it here; None: not asked.
+    approver_authorized: bool | None = None
+    #: Why the connection Secret cannot be written: a Secret of that name that this session does not own.
+    connection_conflict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -219,11 +231,31 @@ def _usd(amount: float) -> str:
     return f"${amount:,.2f}"
 
 
+#: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.
+UNTRUSTED_APPROVAL_REASONS = frozenset({"ApprovalNotEnforced", "ApproverNotAuthorized"})
+
+#: Said in logs and conditions whenever approvals are trusted without the admission policy.
+INSECURE_TRUST_WARNING = (
+    "approvals are trusted without checking the admission policy or the approver "
+    "(--insecure-trust-approvals): any session editor can approve paid hardware; never use this in production"
+)
+
+
 def judge_hardware(
-    spec: AgentSessionSpec, config: OperatorConfig, prices: Mapping[str, float]
+    spec: AgentSessionSpec,
+    config: OperatorConfig,
+    prices: Mapping[str, float],
+    *,
+    policy_problem: str | None,
+    approver_authorized: bool | None,
 ) -> HardwareVerdict:
     """Free flavors pass; a paid one needs an approval naming it, or a standing budget covering its
-    price, within the operator's limits. Nothing else can make the operator spend money."""
+    price, within the operator's limits. Nothing else can make the operator spend money.
+
+    An approval counts only while the API server enforces the approval policy (`policy_problem`
+    None: else `approvedBy` is free text) and a SubjectAccessReview confirms the approver may
+    still approve it here (`approver_authorized`), unless the operator runs with
+    `insecure_trust_approvals` (development only)."""
     wanted = str(spec.hardware)
     if is_free(wanted, config):
         return HardwareVerdict(True, "FreeHardware", f"{wanted} needs no approval")
@@ -264,9 +296,89 @@ def judge_hardware(
             "ApprovalExceedsLimit",
             f"this operator requires spec.approval.budgetUsd of at most {_usd(config.max_budget_usd)}",
         )
+    insecure = config.insecure_trust_approvals
+    if policy_problem is not None and not insecure:
+        return HardwareVerdict(
+            False,
+            "ApprovalNotEnforced",
+            f"{priced} is not requested: approvals cannot be trusted because {policy_problem}, so anyone "
+            f"who may edit this session could have written spec.approval; {HOW_TO_FIX}",
+        )
+    if approver_authorized is not True and not insecure:
+        scope = f"hardware/{approval.hardware}" if approval.hardware is not None else "every hardware flavor"
+        groups = f" (groups {', '.join(approval.approver_groups)})" if approval.approver_groups else ""
+        said = (
+            "was not confirmed yet" if approver_authorized is None else "was denied by a SubjectAccessReview"
+        )
+        return HardwareVerdict(
+            False,
+            "ApproverNotAuthorized",
+            f"{priced} is not requested: the approver {approval.approved_by}{groups} needs the verb "
+            f'"approve" on {scope} in this namespace, and that {said} (a revoked role, or rights held '
+            "through a group that spec.approval.approverGroups does not name); an approver must approve "
+            "again",
+        )
     reason = f": {approval.reason}" if approval.reason else ""
     budget = f", budget {_usd(approval.budget_usd)}" if approval.budget_usd is not None else ""
-    return HardwareVerdict(True, "Approved", f"{priced} approved by {approval.approved_by}{budget}{reason}")
+    warning = f"; WARNING: {INSECURE_TRUST_WARNING}" if insecure else ""
+    return HardwareVerdict(
+        True, "Approved", f"{priced} approved by {approval.approved_by}{budget}{reason}{warning}"
+    )
+
+
+def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:
+    return value == default or any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+def _listed(default: str, patterns: frozenset[str]) -> str:
+    return ", ".join([default, *sorted(patterns)])
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the operator will not create a Space for this spec (no Hub call, no intent)."""
+
+    reason: str
+    message: str
+    #: When to look again: the refusal may lift without a spec change (the policy gets installed).
+    recheck_after: float | None = None
+
+
+def creation_refusal(spec: AgentSessionSpec, observed: Observation, config: OperatorConfig) -> Refusal | None:
+    """The operator's Hub token must not be lent: a session gets only templates, owners and
+    visibility the operator's allow-lists permit, and Secrets only while the API server checks
+    that the session's author may read them."""
+    template = spec.template or config.default_template
+    if not _allowed(template, config.allowed_templates, config.default_template):
+        return Refusal(
+            "TemplateNotAllowed",
+            f"spec.template {template} is not a template this operator may duplicate (allowed: "
+            f"{_listed(config.default_template, config.allowed_templates)}); spec.template cannot change, "
+            "so recreate the session with an allowed template, or have the operator's --allowed-templates "
+            "extended",
+        )
+    owner = spec.owner or config.default_owner
+    if not _allowed(owner, config.allowed_owners, config.default_owner):
+        return Refusal(
+            "OwnerNotAllowed",
+            f"spec.owner {owner} is not a Hub namespace this operator may create Spaces in (allowed: "
+            f"{_listed(config.default_owner, config.allowed_owners)}); spec.owner cannot change, so recreate "
+            "the session with an allowed owner, or have the operator's --allowed-owners extended",
+        )
+    if not spec.private and not config.allow_public_spaces:
+        return Refusal(
+            "PublicSpaceNotAllowed",
+            "spec.private is false, but this operator creates only private Spaces (--allow-public-spaces is "
+            "off); spec.private cannot change, so recreate the session without it",
+        )
+    if spec.secrets and observed.policy_problem is not None and not config.insecure_trust_approvals:
+        return Refusal(
+            "SecretsNotEnforced",
+            f"spec.secrets is not read: {observed.policy_problem}, so the API server does not check that the "
+            f"session's author may read the Secrets it names; {HOW_TO_FIX}",
+            recheck_after=config.approval_recheck_interval,
+        )
+    return None
 
 
 def budget_exhausted(spec: AgentSessionSpec, spend: Spend | None) -> bool:
@@ -381,7 +493,9 @@ def _condition(status: AgentSessionStatus, type_: str) -> Condition | None:
 _WARNING_REASONS = frozenset(
     {kind.value for kind in FailureKind}
     | {"BuildError", "RuntimeError", "SecretNotFound", "SpaceNotOwned", "HealthCheckFailing", "SpaceLost"}
-    | {"BudgetSpent", "ApprovalExceedsLimit"}
+    | {"BudgetSpent", "ApprovalExceedsLimit", "ApprovalNotEnforced", "ApproverNotAuthorized"}
+    | {"TemplateNotAllowed", "OwnerNotAllowed", "PublicSpaceNotAllowed", "SecretsNotEnforced"}
+    | {"ConnectionSecretConflict"}
 )
 
 
@@ -456,7 +570,13 @@ def decide(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
-    verdict = judge_hardware(session.spec, config, observed.prices)
+    verdict = judge_hardware(
+        session.spec,
+        config,
+        observed.prices,
+        policy_problem=observed.policy_problem,
+        approver_authorized=observed.approver_authorized,
+    )
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
     draft.status.observed_generation = session.generation
     _money(draft, observed, config)
@@ -465,6 +585,10 @@ def decide(
         recheck = spend_recheck_delay(draft.status.spend, config)
         if recheck is not None:
             requeue = recheck if requeue is None else min(requeue, recheck)
+    if verdict.reason in UNTRUSTED_APPROVAL_REASONS:
+        # Lifts without a spec change (the policy installed, a role granted): look again.
+        recheck = config.approval_recheck_interval
+        requeue = recheck if requeue is None else min(requeue, recheck)
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
@@ -520,6 +644,13 @@ def _next_step(
     session = draft.session
     status = draft.status
     if status.space_id is None:
+        refusal = creation_refusal(session.spec, observed, config)
+        if refusal is not None:
+            return None, _refuse(draft, refusal)
+    if observed.connection_conflict is not None:
+        draft.status.phase = Phase.FAILED
+        return None, _failure(draft, "ConnectionSecretConflict", observed.connection_conflict, config, jitter)
+    if status.space_id is None:
         return _record_intent(draft, space_id_for(session, config)), 0.0
     space_id = status.space_id
 
@@ -542,6 +673,9 @@ def _next_step(
         if observed.token is None:
             # The connection Secret is gone too: record the intent (and a new token) again first.
             return _record_intent(draft, space_id), 0.0
+        refusal = creation_refusal(session.spec, observed, config)
+        if refusal is not None:
+            return None, _refuse(draft, refusal)
         lost = status.url is not None
         draft.status.phase = Phase.CREATING
         draft.status.stage = None
@@ -616,6 +750,13 @@ def _next_step(
         "True", "SandboxReady", f"Space {space_id} is running on {target} and answers its health check"
     )
     return None, None
+
+
+def _refuse(draft: _Draft, refusal: Refusal) -> float | None:
+    """No Space for this spec: say why; look again only if the refusal can lift by itself."""
+    draft.status.phase = Phase.FAILED
+    draft.ready("False", refusal.reason, refusal.message)
+    return refusal.recheck_after
 
 
 def _record_intent(draft: _Draft, space_id: str) -> RecordIntent:

@@ -3,15 +3,17 @@
 Finalizers make leaks rare, but not impossible: a finalizer removed by hand, a session
 restored from a backup without its status, a namespace force-deleted from etcd. A pass:
 
-1. lists each owner's Spaces named like ours (`<owner>/<prefix>-<uid>`), one paginated call;
+1. lists each owner's Spaces named like ours (`<owner>/<prefix>-<uid>`), one paginated call (owners:
+   the default one, the sweep owners, the literal entries of the owner allow-list, those sessions name);
 2. then lists the AgentSessions: a session always exists before its Space (the intent is
    recorded first), so any session whose Space was in the first list is in the second;
 3. reads the ownership marker only of Spaces older than the grace period and not claimed by
    name; then `plan` decides, and at most `max_deletes` are deleted per pass.
 
 A Space is deleted only if its marker names this cluster and a session UID no existing
-session has, and the session's namespace is one this operator watches. Unmarked Spaces,
-other clusters' Spaces and Spaces released by `deletionPolicy: Orphan` are never touched.
+session has, no live session's status.spaceId names it, and the session's namespace is one
+this operator watches. Unmarked Spaces, other clusters' Spaces and Spaces released by
+`deletionPolicy: Orphan` are never touched.
 `plan` is pure; `Sweeper` is the I/O around it.
 """
 
@@ -31,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from . import api, metrics
 from .config import OperatorConfig
 from .hub import HubClient, HubError, ListedSpace, Ownership
-from .kube import KubeClient, load_client_config
+from .kube import KubeClient, load_client_config, resolve_cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def _precheck(space: ListedSpace, claimed: frozenset[str], now: datetime, policy
     uid = name_uid(space.space_id, policy.prefix)
     if uid in claimed:
         return Decision(space.space_id, Verdict.CLAIMED, "its session exists", session_uid=uid or "")
+    if space.space_id in claimed:
+        return Decision(space.space_id, Verdict.CLAIMED, "a live session's status.spaceId names it")
     return None
 
 
@@ -183,7 +187,17 @@ def _judge(
 
 
 def claims(sessions: list[dict[str, Any]]) -> frozenset[str]:
-    return frozenset(session["metadata"]["uid"] for session in sessions)
+    """What live sessions claim: their UIDs, and the Space ids their status names (which contain a
+    "/", so they never equal a UID). A Space a live session names is never an orphan, whatever its
+    marker says (e.g. another cluster configured with the same cluster id)."""
+    uids = {session["metadata"]["uid"] for session in sessions}
+    space_ids = {(session.get("status") or {}).get("spaceId") for session in sessions}
+    return frozenset(uids | {space_id for space_id in space_ids if space_id})
+
+
+def literal(pattern: str) -> bool:
+    """An allow-list entry that names one owner (no glob characters): a place to look for orphans."""
+    return not any(char in pattern for char in "*?[")
 
 
 class Sweeper:
@@ -217,6 +231,7 @@ class Sweeper:
         policy = self.policy(config)
         sessions = await self._kube.list_sessions(self._namespaces)
         owners = {config.default_owner, *config.sweep_owners}
+        owners |= {owner for owner in config.allowed_owners if literal(owner)}
         owners |= {s["spec"]["owner"] for s in sessions if s.get("spec", {}).get("owner")}
         listed: list[ListedSpace] = []
         for owner in sorted(o for o in owners if o):
@@ -283,6 +298,7 @@ class Sweeper:
 async def sweep_once(config: OperatorConfig, namespaces: list[str]) -> list[Decision]:
     """One pass with clients of its own, for `sandbox-operator sweep`."""
     load_client_config()
+    config = config.model_copy(update={"cluster_id": resolve_cluster_id(config.cluster_id)})
     hub = HubClient(config)
     kube = KubeClient()
     try:

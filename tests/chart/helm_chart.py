@@ -37,6 +37,16 @@ OPERATOR_PERMISSIONS = frozenset(
         ("", "secrets", "update"),
     }
 )
+#: What it reads cluster-wide in every mode: is the approval policy enforced, may the approver approve,
+#: and the kube-system namespace whose UID is the default cluster id.
+CLUSTER_READ_PERMISSIONS = frozenset(
+    {
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies", "get"),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "list"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        ("", "namespaces", "get"),
+    }
+)
 #: What it needs in its own (the release's) namespace, for the leader-election Lease.
 LEADER_ELECTION_PERMISSIONS = frozenset(
     {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "patch")}

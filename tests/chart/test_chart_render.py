@@ -13,6 +13,7 @@ import pytest
 import yaml
 from helm_chart import (
     CHART,
+    CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
     REPO,
@@ -131,7 +132,9 @@ def test_defaults_render_the_operator(helm: Helm) -> None:
     assert env["SANDBOX_OPERATOR_DEFAULT_TEMPLATE"] == "sandbox-templates/agent-sandbox"
     assert env["SANDBOX_OPERATOR_DEFAULT_OWNER"] == ""
     assert env["SANDBOX_OPERATOR_NAMESPACES"] == ""
-    assert env["SANDBOX_OPERATOR_CLUSTER_ID"] == "default"
+    assert env["SANDBOX_OPERATOR_CLUSTER_ID"] == ""  # derived from the kube-system namespace's UID
+    assert env["SANDBOX_OPERATOR_ALLOWED_TEMPLATES"] == env["SANDBOX_OPERATOR_ALLOWED_OWNERS"] == ""
+    assert env["SANDBOX_OPERATOR_ALLOW_PUBLIC_SPACES"] == "false"
     assert env["SANDBOX_OPERATOR_FREE_HARDWARE"] == "cpu-basic"
     assert not {"SANDBOX_OPERATOR_MAX_USD_PER_HOUR", "SANDBOX_OPERATOR_MAX_BUDGET_USD"} & env.keys()
     assert env["SANDBOX_OPERATOR_METRICS_PORT"] == "0"  # off
@@ -222,8 +225,13 @@ def assert_leader_election_role(objects: list[dict[str, Any]], namespace: str, l
 def test_cluster_wide_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
     values = REQUIRED_VALUES
     objects = rbac_objects(helm, values, release="so", namespace="ops")
-    (role,) = by_kind(objects, "ClusterRole")
-    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert_cluster_reads(objects)
+    (role,) = [
+        r for r in by_kind(objects, "ClusterRole") if not r["metadata"]["name"].endswith(CLUSTER_READS)
+    ]
+    (binding,) = [
+        b for b in by_kind(objects, "ClusterRoleBinding") if not b["metadata"]["name"].endswith(CLUSTER_READS)
+    ]
     assert permissions(role["rules"]) == OPERATOR_PERMISSIONS
     assert all("resourceNames" not in rule for rule in role["rules"])
     assert binding["roleRef"] == {
@@ -239,10 +247,29 @@ def test_cluster_wide_rbac_is_exactly_the_operators_calls(helm: Helm) -> None:
     assert_leader_election_role(objects, "ops", lease or "")
 
 
+CLUSTER_READS = "-cluster-reads"
+
+
+def assert_cluster_reads(objects: list[dict[str, Any]]) -> None:
+    """The cluster-scoped reads: by name wherever the object is known in advance."""
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith(CLUSTER_READS)]
+    (binding,) = [
+        b for b in by_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith(CLUSTER_READS)
+    ]
+    assert permissions(role["rules"]) == CLUSTER_READ_PERMISSIONS
+    named = {rule["resources"][0]: rule.get("resourceNames") for rule in role["rules"]}
+    assert named["validatingadmissionpolicies"] == ["sandbox-operator-approval"]
+    assert named["namespaces"] == ["kube-system"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
 def test_namespaced_watch_grants_roles_only_in_watched_namespaces(helm: Helm) -> None:
     values = NAMESPACED
     objects = rbac_objects(helm, values, release="so", namespace="ops")
-    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    assert_cluster_reads(objects)  # the only cluster-wide grant: reads, each as narrow as RBAC allows
+    assert [r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")] == [
+        f"so-sandbox-operator{CLUSTER_READS}"
+    ]
     lease = env_values(helm.render(values, release="so", namespace="ops"))["SANDBOX_OPERATOR_LEASE_NAME"]
     assert_leader_election_role(objects, "ops", lease or "")
     roles = {role["metadata"]["namespace"]: role for role in by_kind(objects, "Role")}

@@ -13,6 +13,7 @@ import ast
 from pathlib import Path
 
 from helm_chart import (
+    CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
     REPO,
@@ -50,6 +51,16 @@ RESOURCES = {
     "lease": ("coordination.k8s.io", "leases"),
     "config_map": ("", "configmaps"),
 }
+# Cluster-scoped resources the operator touches, whose client methods have no scope in their names.
+CLUSTER_RESOURCES = {
+    "namespace": ("", "namespaces"),
+    "validating_admission_policy": ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+    "validating_admission_policy_binding": (
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+    ),
+    "subject_access_review": ("authorization.k8s.io", "subjectaccessreviews"),
+}
 
 
 def runtime_modules() -> set[Path]:
@@ -74,6 +85,10 @@ def runtime_modules() -> set[Path]:
 def permission(method: str) -> tuple[str, str, str]:
     """`read_namespaced_secret` -> ("", "secrets", "get"); `patch_namespaced_custom_object_status` ->
     (group, "agentsessions/status", "patch")."""
+    for verb in CLIENT_VERBS:
+        if method.removeprefix(f"{verb}_") in CLUSTER_RESOURCES:
+            group, resource = CLUSTER_RESOURCES[method.removeprefix(f"{verb}_")]
+            return group, resource, CLIENT_VERBS[verb]
     for scope in ("_namespaced_", "_cluster_"):
         verb, found, kind = method.partition(scope)
         if found:
@@ -91,7 +106,11 @@ def client_methods(path: Path) -> set[str]:
         node.attr
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Attribute)
-        and ("_namespaced_" in node.attr or node.attr.endswith("_cluster_custom_object"))
+        and (
+            "_namespaced_" in node.attr
+            or node.attr.endswith("_cluster_custom_object")
+            or any(node.attr == f"{verb}_{kind}" for verb in CLIENT_VERBS for kind in CLUSTER_RESOURCES)
+        )
     }
 
 
@@ -104,6 +123,6 @@ def test_runtime_modules_are_the_operators() -> None:
 def test_code_calls_are_exactly_the_granted_permissions(helm: Helm) -> None:
     called = {permission(method) for path in runtime_modules() for method in client_methods(path)}
     needed = KOPF_PERMISSIONS | called
-    assert needed == OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS
+    assert needed == OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS | CLUSTER_READ_PERMISSIONS
     granted = set().union(*(permissions(obj.get("rules", [])) for obj in rbac_objects(helm, REQUIRED_VALUES)))
     assert granted == needed

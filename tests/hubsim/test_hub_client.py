@@ -19,7 +19,11 @@ from sandbox_operator.reconciler import FailureKind
 
 def client_for(hub: HubSimServer, template: str) -> HubClient:
     config = OperatorConfig(
-        hub_endpoint=hub.url, hub_token="hf_alice", default_owner="alice", default_template=template
+        hub_endpoint=hub.url,
+        hub_token="hf_alice",
+        default_owner="alice",
+        default_template=template,
+        cluster_id="c1",
     )
     return HubClient(config)
 
@@ -116,7 +120,7 @@ def test_listing_ownership_and_release(client: HubClient, template: str) -> None
     assert listed[0].created_at is not None
     ownership = asyncio.run(client.ownership(space_id))
     assert ownership is not None and (ownership.session_uid, ownership.session) == (uid, "team/s")
-    assert ownership.cluster_id == "default"
+    assert ownership.cluster_id == "c1"
     asyncio.run(client.release(space_id))
     released = asyncio.run(client.ownership(space_id))
     assert released is not None and (released.session_uid, released.cluster_id) == (uid, "")

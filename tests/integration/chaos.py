@@ -35,7 +35,19 @@ from sandbox_operator.controlplane.plane import ADMIN_USER
 from sandbox_operator.dev import install_crd
 from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
-from harness import OPERATOR_TOKEN, OWNER, TEMPLATE, OperatorProcess, condition, session_manifest, wait_for
+from harness import (
+    OPERATOR_TOKEN,
+    OWNER,
+    TEMPLATE,
+    OperatorProcess,
+    condition,
+    install_approval_policy,
+    session_manifest,
+    wait_for,
+)
+
+#: The admin kubeconfig's group, through which it may approve any flavor.
+ADMIN_GROUP = "system:masters"
 
 FREE = "cpu-basic"
 PAID = "t4-small"
@@ -222,7 +234,13 @@ class Chaos:
             self._move(life, Step.PAID_UNAPPROVED)
         elif life.step is Step.PAID_UNAPPROVED and self._awaiting_approval(session, life):
             life.approved_at = time.monotonic()
-            approval = {"hardware": PAID, "approvedBy": ADMIN_USER, "reason": "chaos run"}
+            # The admin's rights come from its group, which the operator's approver check must be told.
+            approval = {
+                "hardware": PAID,
+                "approvedBy": ADMIN_USER,
+                "approverGroups": [ADMIN_GROUP],
+                "reason": "chaos run",
+            }
             self._patch(life, {"approval": approval})
             self._move(life, Step.APPROVED)
         elif life.step is Step.APPROVED and self._ready_on(session, life, PAID):
@@ -360,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with HubSimServer(hub_config) as hub:
             install_crd(plane)
+            install_approval_policy(plane)
             kubectl = plane.kubectl()
             namespace = f"chaos-{uuid.uuid4().hex[:6]}"
             kubectl("create", "namespace", namespace)

@@ -24,6 +24,7 @@ from harness import (
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,
     OperatorProcess,
+    install_approval_policy,
     running_control_plane,
 )
 
@@ -76,6 +77,14 @@ def crd(control_plane: ControlPlane) -> None:
     install_crd(control_plane)
 
 
+@pytest.fixture
+def approval_policy(control_plane: ControlPlane, crd: None) -> None:
+    """The chart's approval policy and approver roles, enforced: what sessions with approvals need.
+
+    Function-scoped and idempotent (a fast no-op when in place), since a test may remove the policy."""
+    install_approval_policy(control_plane)
+
+
 @pytest.fixture(scope="session")
 def hub() -> Iterator[HubSimServer]:
     """The Hub emulator with short delays, so a session is Ready in well under a second."""
@@ -86,7 +95,8 @@ def hub() -> Iterator[HubSimServer]:
             SECOND_OPERATOR_TOKEN: SECOND_OPERATOR,
         },
         # A second operator's token, with write access to the owner: its calls show up under its own user.
-        orgs={SECOND_OPERATOR: [OWNER]},
+        # The operator's own user is a member of team-x, an owner an allow-list may name.
+        orgs={SECOND_OPERATOR: [OWNER], OWNER: ["team-x"]},
         templates=[TEMPLATE],
         build_seconds=0.2,
         hardware_switch_seconds=0.2,

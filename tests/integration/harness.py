@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ from sandbox_operator.controlplane.processes import free_ports
 from sandbox_operator.hubsim import HubSimAdmin
 from sandbox_operator.reconciler import MARKER_SESSION_UID
 
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "sandbox-operator"
 OPERATOR_TOKEN = "hf_test_operator"
 OWNER = "agents"
 #: The user and token of an operator started by mistake next to the first one.
@@ -91,6 +94,11 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_METRICS_PORT": "0",
             "SANDBOX_OPERATOR_HUB_RATE": "20",
             "SANDBOX_OPERATOR_SWEEP_INTERVAL": "0",
+            # Hub failure tests name a template that does not exist and an owner the token may not write.
+            "SANDBOX_OPERATOR_ALLOWED_TEMPLATES": "templates/*",
+            "SANDBOX_OPERATOR_ALLOWED_OWNERS": "someone-*",
+            # Tests install and remove the approval policy; the operator notices within a second.
+            "SANDBOX_OPERATOR_APPROVAL_RECHECK_INTERVAL": "1",
             **self.extra_env,
         }
 
@@ -130,6 +138,67 @@ class OperatorProcess:
         return "\n".join(
             path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log"))
         )
+
+
+_probes = itertools.count()
+
+
+def install_approval_policy(plane: ControlPlane) -> None:
+    """The chart's admission policy and approver roles, exactly as `helm install` renders them, once
+    the API server enforces them. Sessions whose approvals the operator should act on need this."""
+    rendered = subprocess.run(
+        [
+            str(plane.bin_dir / "helm"), "template", "sandbox-operator", str(CHART),
+            "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
+            "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    kubectl = plane.kubectl()
+    kubectl("apply", "-f", "-", stdin=rendered)
+    # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
+    probe = f"policy-probe-{uuid.uuid4().hex[:6]}"
+    kubectl("apply", "-f", "-", stdin=session_manifest(probe, "default", hardware="t4-small"))
+
+    def enforced() -> bool:
+        # A new reason each time: an unchanged approval is not checked, and an early probe may have landed.
+        reason = str(next(_probes))
+        spoof = {"spec": {"approval": {"hardware": "t4-small", "approvedBy": "x", "reason": reason}}}
+        result = kubectl("patch", "ags", probe, "--type=merge", "-p", json.dumps(spoof), check=False)
+        return result.returncode != 0 and "approvedBy" in result.stderr
+
+    wait_for(enforced, 30, "the approval policy to be enforced")
+    kubectl("delete", "ags", probe, "--wait=false")
+
+
+def remove_approval_policy(plane: ControlPlane) -> None:
+    """Delete the policy (roles stay), as on a cluster where only the CRD was installed."""
+    plane.kubectl()(
+        "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "sandbox-operator-approval",
+        "--ignore-not-found",
+    )  # fmt: skip
+
+
+def readme_block(containing: str, readme: Path = REPO / "README.md") -> list[str]:
+    """The commands of the README's fenced shell block that contains `containing`, as written
+    (comment-only lines dropped), so tests run what users read."""
+    text = readme.read_text()
+    for block in text.split("```sh\n")[1:]:
+        body = block.split("```", 1)[0]
+        if containing in body:
+            return [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    raise AssertionError(f"no ```sh block in {readme.name} contains {containing!r}")
+
+
+def run_shell(plane: ControlPlane, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A shell command line against the control plane as its admin, kubectl on PATH, in the repo root."""
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "PATH": f"{plane.bin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", command], env=env, cwd=REPO, capture_output=True, text=True, check=False, timeout=60
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed ({result.returncode}): {result.stderr}")
+    return result
 
 
 def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,72 +19,35 @@ from harness import (
     OperatorProcess,
     condition,
     get_session,
+    install_approval_policy,
+    readme_block,
+    remove_approval_policy,
+    run_shell,
     session_manifest,
     wait_condition_reason,
     wait_for,
     wait_ready,
 )
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "sandbox-operator"
 FLAVOR_ROLE = "sandbox-operator-approver-t4-small"
 
 
 @pytest.fixture(scope="module")
-def approval_policy(control_plane: ControlPlane, kubectl: Kubectl, crd: None) -> None:
-    """The chart's admission policy and approver roles, exactly as `helm install` renders them."""
-    rendered = subprocess.run(
-        [
-            str(control_plane.bin_dir / "helm"),
-            "template",
-            "sandbox-operator",
-            str(CHART),
-            "--set",
-            "hub.token=unused",
-            "--set",
-            "defaultTemplate=templates/agent-sandbox",
-            "--show-only",
-            "templates/approval-policy.yaml",
-            "--show-only",
-            "templates/approver-roles.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    kubectl("apply", "-f", "-", stdin=rendered)
+def approvers(kubectl: Kubectl, crd: None) -> None:
+    """alice approves every flavor and tina t4-small only, in every namespace."""
     kubectl(
-        "create",
-        "clusterrolebinding",
-        "alice-approves",
-        "--clusterrole=sandbox-operator-approver",
+        "create", "clusterrolebinding", "test-alice-approves", "--clusterrole=sandbox-operator-approver",
         "--user=alice",
-    )
+    )  # fmt: skip
     kubectl(
-        "create", "clusterrolebinding", "carol-approves-t4", f"--clusterrole={FLAVOR_ROLE}", "--user=carol"
+        "create", "clusterrolebinding", "test-tina-approves-t4", f"--clusterrole={FLAVOR_ROLE}", "--user=tina"
     )
-    # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
-    probe = session_manifest("policy-probe", "default", hardware="t4-small")
-    kubectl("apply", "-f", "-", stdin=probe)
-    attempts = iter(range(1_000_000))
-
-    def enforced() -> bool:
-        # A new reason each time: an unchanged approval is not checked, and an early probe may have landed.
-        spoof = {
-            "spec": {"approval": {"hardware": "t4-small", "approvedBy": "x", "reason": str(next(attempts))}}
-        }
-        result = kubectl(
-            "patch", "ags", "policy-probe", "--type=merge", "-p", json.dumps(spoof), "--as=alice", check=False
-        )
-        return result.returncode != 0 and "approvedBy" in result.stderr
-
-    wait_for(enforced, 30, "the approval policy to be enforced")
-    kubectl("delete", "ags", "policy-probe", "--wait=false")
 
 
 @pytest.fixture
-def team(kubectl: Kubectl, namespace: str, approval_policy: None) -> str:
-    """bob (a session user), alice (approves all) and carol (approves t4-small) may edit sessions here."""
-    for user in ("bob", "alice", "carol"):
+def team(kubectl: Kubectl, namespace: str, approval_policy: None, approvers: None) -> str:
+    """bob (a session user), alice (approves all) and tina (approves t4-small) may edit sessions here."""
+    for user in ("bob", "alice", "tina"):
         kubectl(
             "create", "rolebinding", f"{user}-edits", "--clusterrole=sandbox-operator-session-editor",
             f"--user={user}", "-n", namespace,
@@ -163,14 +127,12 @@ def test_per_flavor_role_admits_only_its_flavor(
     kubectl: Kubectl, operator: OperatorProcess, team: str
 ) -> None:
     kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s3", team, hardware="a10g-small"))
-    refused = patch_as(kubectl, "carol", "s3", team, approve_patch("a10g-small", "carol"), check=False)
+    refused = patch_as(kubectl, "tina", "s3", team, approve_patch("a10g-small", "tina"), check=False)
     assert refused.returncode != 0 and "may not approve hardware a10g-small" in refused.stderr
 
     patch_as(kubectl, "bob", "s3", team, '{"spec":{"hardware":"t4-small"}}')
-    patch_as(kubectl, "carol", "s3", team, approve_patch("t4-small", "carol"))
-    budget = patch_as(
-        kubectl, "carol", "s3", team, approve_patch(None, "carol", maxUsdPerHour=1), check=False
-    )
+    patch_as(kubectl, "tina", "s3", team, approve_patch("t4-small", "tina"))
+    budget = patch_as(kubectl, "tina", "s3", team, approve_patch(None, "tina", maxUsdPerHour=1), check=False)
     assert budget.returncode != 0 and "may not grant a standing hardware budget" in budget.stderr
 
 
@@ -273,3 +235,137 @@ def test_approve_cli_refuses_a_flavor_that_is_not_requested(
     cli = run_cli(alice_kubeconfig, "approve", "s8", "-n", team, "--hardware", "a100-large")
     assert cli.returncode == 1
     assert "requests a10g-small, not a100-large" in cli.stderr
+
+
+def upgraded_to(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:
+    return bool(hub_admin.space(space_id)["hardware"]["current"] == flavor)
+
+
+def test_without_the_policy_a_self_approval_is_never_acted_on(
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    team: str,
+) -> None:
+    """Only the CRD installed (the policy removed): approvedBy is free text, so the operator trusts no
+    approval, and says how to fix it; the fix it names works as written."""
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s9", team, hardware="a10g-small"))
+    space_id = wait_ready(kubectl, "s9", team)["status"]["spaceId"]
+    remove_approval_policy(control_plane)
+    try:
+        attempts = iter(range(1_000_000))
+
+        def self_approved() -> bool:  # admitted once the API server has dropped the policy
+            patch = approve_patch("a10g-small", "bob", reason=f"mine {next(attempts)}")
+            return patch_as(kubectl, "bob", "s9", team, patch, check=False).returncode == 0
+
+        wait_for(self_approved, 30, "bob's self-approval to be admitted without the policy")
+        refused = wait_condition_reason(kubectl, "s9", team, "HardwareApproved", "ApprovalNotEnforced")
+        assert "sandbox-operator-approval is not installed" in refused["message"]
+        assert "kubectl apply -f deploy/approval-policy.yaml" in refused["message"]
+        events = kubectl.json("get", "events", "-n", team, "--field-selector", "involvedObject.name=s9")[
+            "items"
+        ]
+        assert any(e["reason"] == "ApprovalNotEnforced" and e["type"] == "Warning" for e in events)
+
+        # The fix the condition names, as written; bob's approval, admitted while nobody checked, is still
+        # not acted on: bob may not approve (the SubjectAccessReview).
+        run_shell(control_plane, "kubectl apply -f deploy/approval-policy.yaml")
+        wait_condition_reason(kubectl, "s9", team, "HardwareApproved", "ApproverNotAuthorized")
+        assert paid_hardware_calls(hub_admin, space_id) == []
+        assert upgraded_to(hub_admin, space_id, "cpu-basic")
+    finally:
+        install_approval_policy(control_plane)
+
+
+def test_an_approval_by_a_revoked_approver_is_not_acted_on(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str
+) -> None:
+    kubectl("create", "rolebinding", "dave-approves", "-n", team, "--clusterrole=sandbox-operator-approver",
+            "--user=dave")  # fmt: skip
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s10", team, hardware="t4-small"))
+    space_id = wait_ready(kubectl, "s10", team)["status"]["spaceId"]
+    patch_as(kubectl, "dave", "s10", team, approve_patch(None, "dave", maxUsdPerHour=2))
+    wait_for(lambda: upgraded_to(hub_admin, space_id, "t4-small"), 60, "the approved t4-small")
+
+    kubectl("delete", "rolebinding", "dave-approves", "-n", team)
+    time.sleep(
+        1.5
+    )  # longer than the tests' operator reuses an approver check (approval recheck interval 1 s)
+    patch_as(kubectl, "bob", "s10", team, '{"spec":{"hardware":"a10g-small"}}')  # within dave's $2/h
+    refused = wait_condition_reason(kubectl, "s10", team, "HardwareApproved", "ApproverNotAuthorized")
+    assert "dave" in refused["message"] and "every hardware flavor" in refused["message"]
+    wait_for(lambda: upgraded_to(hub_admin, space_id, "cpu-basic"), 60, "the return to cpu-basic")
+    assert "a10g-small" not in paid_hardware_calls(hub_admin, space_id)
+
+
+def test_rights_held_through_a_group_count_when_the_approval_names_it(
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    team: str,
+    tmp_path: Path,
+) -> None:
+    kubectl("create", "rolebinding", "gpu-approvers-t4", "-n", team, f"--clusterrole={FLAVOR_ROLE}",
+            "--group=gpu-approvers")  # fmt: skip
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s11", team, hardware="t4-small"))
+    space_id = wait_ready(kubectl, "s11", team)["status"]["spaceId"]
+
+    # Admitted (the API server sees erin's group), but the operator's check of "erin" alone says no.
+    kubectl("patch", "ags", "s11", "-n", team, "--type=merge", "-p", approve_patch("t4-small", "erin"),
+            "--as=erin", "--as-group=gpu-approvers")  # fmt: skip
+    wait_condition_reason(kubectl, "s11", team, "HardwareApproved", "ApproverNotAuthorized")
+    assert paid_hardware_calls(hub_admin, space_id) == []
+
+    # A group erin is not in is refused by the API server.
+    claimed = approve_patch("t4-small", "erin", approverGroups=["system:masters"])
+    refused = kubectl("patch", "ags", "s11", "-n", team, "--type=merge", "-p", claimed, "--as=erin",
+                      "--as-group=gpu-approvers", check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "approverGroups may name only groups you are in: system:masters" in refused.stderr
+
+    # `sandbox-operator approve` names erin's groups (from a SelfSubjectReview): acted on.
+    erin = control_plane.write_user_kubeconfig(tmp_path / "erin.kubeconfig", "erin", ["gpu-approvers"])
+    cli = run_cli(erin, "approve", "s11", "-n", team)
+    assert cli.returncode == 0, cli.stderr
+    wait_for(lambda: upgraded_to(hub_admin, space_id, "t4-small"), 60, "the t4-small erin approved")
+    session = get_session(kubectl, "s11", team)
+    assert session is not None and "gpu-approvers" in session["spec"]["approval"]["approverGroups"]
+
+
+def test_namespace_scoped_approver_works_as_the_readme_documents(
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    team: str,
+) -> None:
+    """The README's RBAC lines as written: carol's RoleBinding lets her approve t4-small in team-a only."""
+    kubectl("create", "namespace", "team-a")
+    commands = readme_block("kubectl create rolebinding carol-t4 -n team-a")
+    try:
+        for command in commands:
+            run_shell(control_plane, command)
+        kubectl("create", "rolebinding", "bob-edits", "-n", "team-a",
+                "--clusterrole=sandbox-operator-session-editor", "--user=bob")  # fmt: skip
+        kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("gpu", "team-a", hardware="t4-small"))
+        space_id = wait_ready(kubectl, "gpu", "team-a")["status"]["spaceId"]
+        patch_as(kubectl, "carol", "gpu", "team-a", approve_patch("t4-small", "carol"))
+        wait_for(lambda: upgraded_to(hub_admin, space_id, "t4-small"), 60, "carol's t4-small in team-a")
+
+        # Not in another namespace, even where carol may edit sessions.
+        editor = "--clusterrole=sandbox-operator-session-editor"
+        kubectl("create", "rolebinding", "carol-edits", "-n", team, editor, "--user=carol")
+        kubectl(
+            "apply", "-f", "-", "--as=bob", stdin=session_manifest("elsewhere", team, hardware="t4-small")
+        )
+        refused = patch_as(
+            kubectl, "carol", "elsewhere", team, approve_patch("t4-small", "carol"), check=False
+        )
+        assert refused.returncode != 0
+        assert f'user "carol" may not approve hardware t4-small in namespace {team}' in refused.stderr
+    finally:
+        kubectl("delete", "namespace", "team-a", "--wait=false")
+        kubectl("delete", "clusterrolebinding", "alice-approves", "--ignore-not-found")

@@ -13,7 +13,12 @@ from harness import OperatorProcess
 
 
 def test_short_chaos_run_keeps_every_invariant(
-    kubectl: Kubectl, hub: HubSimServer, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl,
+    hub: HubSimServer,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    namespace: str,
+    approval_policy: None,
 ) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
     config = ChaosConfig(seed=seed, kills=12, parallel=3)

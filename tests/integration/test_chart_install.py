@@ -29,6 +29,7 @@ from harness import running_control_plane
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helm_chart import (
     CHART,
+    CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
     REQUIRED_VALUES,
@@ -289,8 +290,9 @@ def test_uninstall_removes_the_release_but_keeps_the_crd(
     release = install("so-gone", merged(REQUIRED_VALUES, {"approval": {"enabled": False}}))
     objects = release.rendered(helm)
     helm("uninstall", release.name, "--namespace", release.namespace)
-    for kind in ("Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
-        name = one(objects, kind)["metadata"]["name"]
+    kinds = ("Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+    for obj in (obj for obj in objects if obj["kind"] in kinds):
+        kind, name = obj["kind"], obj["metadata"]["name"]
         result = kubectl("get", kind, name, "-n", release.namespace, check=False)
         assert result.returncode != 0 and "NotFound" in result.stderr, f"{kind} {name} survived"
     kubectl("get", "crd", AGENTSESSIONS)
@@ -392,6 +394,17 @@ def test_operator_token_is_the_charts_service_account(
     )
 
 
+def assert_cluster_reads_by_name(operator: Kubectl) -> None:
+    """The cluster-scoped reads name their objects where RBAC allows: only that policy, only kube-system."""
+    assert can(
+        operator, "get", "validatingadmissionpolicies.admissionregistration.k8s.io/sandbox-operator-approval"
+    )
+    assert not can(operator, "get", "validatingadmissionpolicies.admissionregistration.k8s.io/another")
+    assert can(operator, "get", "namespaces/kube-system")
+    assert not can(operator, "get", "namespaces/default")
+    assert not can(operator, "list", "validatingadmissionpolicies.admissionregistration.k8s.io")
+
+
 def test_cluster_wide_operator_may_do_exactly_its_calls(
     helm: Helm,
     cluster_wide: Release,
@@ -400,9 +413,11 @@ def test_cluster_wide_operator_may_do_exactly_its_calls(
     as_nobody: Kubectl,
 ) -> None:
     operator = as_operator(cluster_wide)
-    own = OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS
+    own = OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS | CLUSTER_READ_PERMISSIONS
     assert granted(operator, cluster_wide.namespace) - granted(as_nobody, cluster_wide.namespace) == own
-    assert granted(operator, watched[0]) - granted(as_nobody, watched[0]) == OPERATOR_PERMISSIONS
+    elsewhere = OPERATOR_PERMISSIONS | CLUSTER_READ_PERMISSIONS
+    assert granted(operator, watched[0]) - granted(as_nobody, watched[0]) == elsewhere
+    assert_cluster_reads_by_name(operator)
     assert_allowed_exactly(operator, watched[0], set(OPERATOR_PERMISSIONS))
     assert_allowed_exactly(operator, cluster_wide.namespace, set(OPERATOR_PERMISSIONS))
     lease = lease_name(helm, cluster_wide)
@@ -425,22 +440,28 @@ def test_namespaced_operator_may_act_only_in_watched_namespaces(
     as_nobody: Kubectl,
 ) -> None:
     operator = as_operator(namespaced)
+    assert_cluster_reads_by_name(operator)
     for namespace in watched:
-        assert granted(operator, namespace) - granted(as_nobody, namespace) == OPERATOR_PERMISSIONS
+        granted_here = granted(operator, namespace) - granted(as_nobody, namespace)
+        assert granted_here == OPERATOR_PERMISSIONS | CLUSTER_READ_PERMISSIONS
     assert_allowed_exactly(operator, watched[1], set(OPERATOR_PERMISSIONS))
     # Its own namespace (not watched): the Lease only. Elsewhere: nothing.
     own = namespaced.namespace
-    assert granted(operator, own) - granted(as_nobody, own) == LEADER_ELECTION_PERMISSIONS
+    assert (
+        granted(operator, own) - granted(as_nobody, own)
+        == LEADER_ELECTION_PERMISSIONS | CLUSTER_READ_PERMISSIONS
+    )
     assert_allowed_exactly(operator, own, set())
     assert_lease_access(operator, own, lease_name(helm, namespaced), allowed=True)
     assert_lease_access(operator, watched[0], lease_name(helm, namespaced), allowed=False)
-    assert granted(operator, "default") - granted(as_nobody, "default") == set()
+    assert granted(operator, "default") - granted(as_nobody, "default") == CLUSTER_READ_PERMISSIONS
     for scope in (["--all-namespaces"], ["-n", "default"]):
         assert not can(operator, "list", AGENTSESSIONS, *scope)
         assert not can(operator, "get", "secrets", *scope)
         assert not can(operator, "create", "events", *scope)
-    # Nothing cluster-scoped is bound to the operator at all.
+    # Nothing cluster-scoped is bound to the operator but the cluster-scoped reads.
     account = operator_account(helm, namespaced)
     for binding in kubectl.json("get", "clusterrolebindings")["items"]:
         for subject in binding.get("subjects") or []:
-            assert (subject.get("namespace"), subject["name"]) != (namespaced.namespace, account), binding
+            if (subject.get("namespace"), subject["name"]) == (namespaced.namespace, account):
+                assert binding["metadata"]["name"].endswith("-cluster-reads"), binding

@@ -124,7 +124,7 @@ def test_operator_killed_mid_create_leaves_exactly_one_space(
 
 
 def test_missing_secret_reference_creates_nothing(
-    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, approval_policy: None
 ) -> None:
     secrets = [{"name": "API_KEY", "secretKeyRef": {"name": "not-there", "key": "k"}}]
     kubectl("apply", "-f", "-", stdin=session_manifest("epsilon", namespace, secrets=secrets))

@@ -4,6 +4,7 @@ that other tests leave behind are other clusters' Spaces to it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +15,7 @@ from sandbox_operator.controlplane import ControlPlane, Kubectl
 from sandbox_operator.controlplane.processes import free_ports
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 
-from harness import OWNER, OperatorProcess, session_manifest, wait_for, wait_ready
+from harness import OWNER, OperatorProcess, get_session, session_manifest, wait_for, wait_ready
 
 UID = "SANDBOX_OPERATOR_SESSION_UID"
 CLUSTER = "SANDBOX_OPERATOR_CLUSTER_ID"
@@ -154,3 +155,80 @@ def test_the_operator_sweeps_in_the_background_and_reports_metrics_and_liveness(
             assert b"loopLagSeconds" in response.read()
     finally:
         sweeping.stop()
+
+
+def sweep_as_configured(operator: OperatorProcess, *args: str, **env: str) -> dict[str, str]:
+    """`sandbox-operator sweep` with the operator's environment and no cluster id: the derived one."""
+    environment = {k: v for k, v in {**operator.env(), **env}.items() if k != "SANDBOX_OPERATOR_CLUSTER_ID"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox_operator", "sweep", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()}
+
+
+def test_the_default_cluster_id_is_this_clusters_own(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """No configuration: the marker names this cluster by its kube-system namespace's UID, not `default`."""
+    kubectl("apply", "-f", "-", stdin=session_manifest("marked", namespace))
+    space_id = wait_ready(kubectl, "marked", namespace)["status"]["spaceId"]
+    kube_system = kubectl.json("get", "namespace", "kube-system")["metadata"]["uid"]
+    assert hub_admin.space(space_id)["variables"][CLUSTER] == kube_system
+
+
+def test_clusters_sharing_an_owner_never_sweep_each_others_spaces(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """Another cluster writes Spaces under the same owner: one left at the old default id `default`, one
+    with its own derived id. Neither is ours to sweep; our own orphan still is."""
+    kube_system = kubectl.json("get", "namespace", "kube-system")["metadata"]["uid"]
+    theirs = {
+        plant(hub_admin, marker("default", uid, f"{namespace}/theirs"), uid)
+        for uid in (str(uuid.uuid4()), str(uuid.uuid4()))
+    }
+    theirs.add(plant(hub_admin, marker(str(uuid.uuid4()), str(uuid.uuid4()), f"{namespace}/derived")))
+    gone = str(uuid.uuid4())
+    ours = plant(hub_admin, marker(kube_system, gone, f"{namespace}/gone"), gone)
+
+    decisions = sweep_as_configured(operator, "--grace", "0", "--max-deletes", "100")
+
+    assert decisions[ours] == "delete"
+    assert {decisions[space] for space in theirs} == {"other-cluster"}
+    left = {space["id"] for space in hub_admin.spaces()}
+    assert theirs <= left and ours not in left
+
+
+def test_a_space_a_live_session_names_is_never_swept(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """A session whose status names a Space (e.g. restored from a backup) keeps it, whatever its marker."""
+    kube_system = kubectl.json("get", "namespace", "kube-system")["metadata"]["uid"]
+    named = plant(hub_admin, marker(kube_system, str(uuid.uuid4()), f"{namespace}/restored"))
+    # A template outside the allow-list: the operator records no intent of its own for this session.
+    kubectl("apply", "-f", "-", stdin=session_manifest("restored", namespace, template="elsewhere/x"))
+    wait_for(lambda: (get_session(kubectl, "restored", namespace) or {}).get("status"), 30, "a status")
+    kubectl("patch", "ags", "restored", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"spaceId": named}}))  # fmt: skip
+
+    assert sweep_as_configured(operator, "--grace", "0", "--dry-run")[named] == "claimed"
+
+
+def test_orphans_are_found_under_the_owners_the_allow_list_names(
+    hub_admin: HubSimAdmin, operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    """No live session names the owner team-x, but the owner allow-list does: its orphans are found."""
+    kube_system = kubectl.json("get", "namespace", "kube-system")["metadata"]["uid"]
+    gone = str(uuid.uuid4())
+    orphan = f"team-x/ags-{gone}"
+    hub_admin.plant_space(orphan, private=True, variables=marker(kube_system, gone, "nowhere/gone"))
+
+    allowed = sweep_as_configured(
+        operator, "--grace", "0", "--dry-run", SANDBOX_OPERATOR_ALLOWED_OWNERS="team-x,team-*"
+    )
+    assert allowed[orphan] == "would-delete"
+    assert orphan not in sweep_as_configured(operator, "--grace", "0", "--dry-run")

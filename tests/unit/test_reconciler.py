@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,14 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 UID = "0b0e5a4e-1111-2222-3333-444455556666"
 SPACE_ID = f"agents/ags-{UID}"
 SANDBOX = "http://hub/_sandbox/agents/x"
-CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox")
+CONFIG = OperatorConfig(
+    default_owner="agents",
+    default_template="templates/agent-sandbox",
+    cluster_id="c1",
+    allowed_owners=frozenset({"acme"}),
+)
+#: What the controller observes where the approval policy is enforced and the approver may approve.
+TRUSTED: dict[str, Any] = {"policy_problem": None, "approver_authorized": True}
 
 
 def session(spec: dict[str, object] | None = None, status: dict[str, object] | None = None) -> Session:
@@ -198,7 +206,7 @@ def test_paid_hardware_without_approval_is_never_requested() -> None:
 
 def test_approved_hardware_is_requested() -> None:
     spec = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
-    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert plan.action == RequestHardware(SPACE_ID, "a10g-small")
     assert plan.status.phase == Phase.UPGRADING
@@ -271,7 +279,7 @@ def test_approval_clears_pending_and_names_approver() -> None:
         "hardware": "a10g-small",
         "approval": {"hardware": "a10g-small", "approvedBy": "boss", "reason": "eval"},
     }
-    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert plan.status.pending_approval is None and plan.status.approved_by == "boss"
     assert ready(plan.status) == ("True", "SandboxReady")
@@ -281,7 +289,7 @@ def test_approval_clears_pending_and_names_approver() -> None:
 
 def test_standing_budget_covers_flavors_within_the_hourly_limit() -> None:
     approval = {"maxUsdPerHour": 1.5, "approvedBy": "boss"}
-    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     within = decide(
         session({"hardware": "a10g-large", "approval": approval}, RECORDED), observed, CONFIG, NOW
     )
@@ -295,7 +303,7 @@ def test_standing_budget_covers_flavors_within_the_hourly_limit() -> None:
 
 def test_operator_limits_cap_what_an_approval_may_grant() -> None:
     config = CONFIG.model_copy(update={"max_budget_usd": 50.0, "max_usd_per_hour": 2.0})
-    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     for spec in (
         {
             "hardware": "a10g-small",
@@ -315,7 +323,7 @@ def test_spend_accrues_from_observed_time_on_paid_hardware() -> None:
         "hardware": "a10g-small",
         "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 5},
     }
-    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     first = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert first.status.spend is not None and first.status.spend.usd_per_hour == 1.0
     assert first.requeue_after == CONFIG.spend_interval  # comes back to keep the estimate current
@@ -331,7 +339,7 @@ def test_requeue_lands_when_the_budget_runs_out() -> None:
         "hardware": "a10g-small",
         "approval": {"hardware": "a10g-small", "approvedBy": "b", "budgetUsd": 0.001},
     }
-    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert plan.requeue_after == pytest.approx(3.6)
 
@@ -345,7 +353,7 @@ def test_exhausted_budget_returns_the_space_to_cpu_basic() -> None:
         **RECORDED,
         "spend": {"estimatedUsd": 1.9, "usdPerHour": 1.0, "lastObservedTime": "2026-11-26T11:00:00Z"},
     }
-    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY)
+    observed = Observation(space=paid(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     plan = decide(session(spec, status), observed, CONFIG, NOW)
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic")
     budget = next(c for c in plan.status.conditions if c.type == "BudgetExhausted")

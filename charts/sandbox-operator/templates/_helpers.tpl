@@ -89,6 +89,28 @@ The leader-election Lease lives in the operator's own namespace; see leaderElect
   verbs: ["get", "create", "update"]
 {{- end }}
 
+{{/*
+Cluster-scoped reads the operator needs in every mode (namespaced too): the approval policy and its
+bindings (is approval enforced?), SubjectAccessReviews (may the approver still approve?), and the
+kube-system namespace, whose UID is the default cluster id.
+*/}}
+{{- define "sandbox-operator.clusterRules" -}}
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicies"]
+  resourceNames: ["sandbox-operator-approval"]
+  verbs: ["get"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicybindings"]
+  verbs: ["list"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: ["kube-system"]
+  verbs: ["get"]
+{{- end }}
+
 {{/* The leader-election Lease: one per release, in the release namespace. */}}
 {{- define "sandbox-operator.leaseName" -}}
 {{- include "sandbox-operator.fullname" . }}

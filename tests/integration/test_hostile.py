@@ -1,0 +1,266 @@
+"""A hostile walkthrough: a session editor (bound only to sandbox-operator-session-editor in one namespace,
+impersonated with `kubectl --as`) tries every way to paid hardware, another team's Space or Secret, and
+the operator's token. Every attempt is refused by the API server or ends in a condition, and the Hub
+sees no call for it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_operator.hubsim import HubSimAdmin
+
+from harness import (
+    TEMPLATE,
+    OperatorProcess,
+    condition,
+    get_session,
+    install_approval_policy,
+    remove_approval_policy,
+    session_manifest,
+    wait_condition_reason,
+    wait_for,
+    wait_ready,
+)
+
+EDITOR_ROLE = "sandbox-operator-session-editor"
+
+
+@pytest.fixture
+def mallory(kubectl: Kubectl, namespace: str, approval_policy: None) -> str:
+    """mallory may edit AgentSessions in `namespace` and nothing else; the namespace holds a Secret she
+    may not read and one that belongs to someone else's tooling."""
+    kubectl("create", "rolebinding", "mallory-edits", "-n", namespace, f"--clusterrole={EDITOR_ROLE}",
+            "--user=mallory")  # fmt: skip
+    kubectl("create", "secret", "generic", "db-password", "-n", namespace, "--from-literal=password=hunter2")
+    kubectl("create", "secret", "generic", "victim-sandbox", "-n", namespace, "--from-literal=token=precious")
+    return namespace
+
+
+def as_mallory(kubectl: Kubectl, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return kubectl(*args, "--as=mallory", stdin=stdin, check=False)
+
+
+def create(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> subprocess.CompletedProcess[str]:
+    return as_mallory(kubectl, "apply", "-f", "-", stdin=session_manifest(name, namespace, **spec))
+
+
+def refused(result: subprocess.CompletedProcess[str], said: str) -> None:
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert said in result.stderr, result.stderr
+
+
+def hub_calls_naming(hub_admin: HubSimAdmin, *needles: str) -> list[str]:
+    return [
+        f"{call['method']} {call['path']}"
+        for call in hub_admin.calls()
+        if any(needle in call["path"] for needle in needles)
+    ]
+
+
+def paid_hardware_calls(hub_admin: HubSimAdmin) -> list[str]:
+    return [
+        call["path"]
+        for call in hub_admin.calls()
+        if call["route"] == "hardware" and call.get("flavor") not in (None, "cpu-basic")
+    ]
+
+
+def test_a_session_editor_finds_no_way_to_paid_hardware(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    hub_admin.clear_calls()
+    attempts = {
+        "self-approval": (
+            {"approval": {"hardware": "a100-large", "approvedBy": "mallory"}},
+            'user "mallory" may not approve hardware a100-large',
+        ),
+        "spoofed approver": (
+            {"approval": {"hardware": "a100-large", "approvedBy": "alice"}},
+            'approvedBy must be your own username "mallory"',
+        ),
+        "standing budget": (
+            {"approval": {"maxUsdPerHour": 100, "approvedBy": "mallory"}},
+            'user "mallory" may not grant a standing hardware budget',
+        ),
+        "approver groups": (
+            {
+                "approval": {
+                    "hardware": "a100-large",
+                    "approvedBy": "mallory",
+                    "approverGroups": ["system:masters"],
+                }
+            },
+            "approverGroups may name only groups you are in: system:masters",
+        ),
+    }
+    for name, (spec, said) in attempts.items():
+        refused(create(kubectl, mallory, name.replace(" ", "-"), hardware="a100-large", **spec), said)
+
+    # The same through a patch of a running session.
+    assert create(kubectl, mallory, "gpu", hardware="a100-large").returncode == 0
+    space_id = wait_ready(kubectl, "gpu", mallory)["status"]["spaceId"]
+    for spec, said in attempts.values():
+        patch = json.dumps({"spec": spec})
+        refused(as_mallory(kubectl, "patch", "ags", "gpu", "-n", mallory, "--type=merge", "-p", patch), said)
+
+    # Writing status (approvedBy, hardware) is not hers to do; and the spec does not carry it.
+    status = json.dumps({"status": {"approvedBy": "alice", "hardware": {"requested": "a100-large"}}})
+    refused(
+        as_mallory(
+            kubectl,
+            "patch",
+            "ags",
+            "gpu",
+            "-n",
+            mallory,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ),
+        "forbidden",
+    )
+    session = get_session(kubectl, "gpu", mallory)
+    assert session is not None and "approval" not in session["spec"]
+    approved = condition(session, "HardwareApproved")
+    assert approved is not None and approved["reason"] == "AwaitingApproval"
+    assert hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic"
+    assert paid_hardware_calls(hub_admin) == []
+
+
+def test_without_the_policy_a_session_editor_still_gets_no_paid_hardware_and_no_secrets(
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    mallory: str,
+) -> None:
+    """With only the CRD (the policy deleted), what the API server no longer checks, the operator refuses."""
+    hub_admin.clear_calls()
+    remove_approval_policy(control_plane)
+    try:
+        attempts = iter(range(1_000_000))
+
+        def admitted() -> bool:
+            approval = {"hardware": "a100-large", "approvedBy": "alice", "reason": str(next(attempts))}
+            return create(kubectl, mallory, "spoof", hardware="a100-large", approval=approval).returncode == 0
+
+        wait_for(admitted, 30, "the spoofed approval to be admitted without the policy")
+        refusal = wait_condition_reason(kubectl, "spoof", mallory, "HardwareApproved", "ApprovalNotEnforced")
+        assert "kubectl apply -f deploy/approval-policy.yaml" in refusal["message"]
+
+        secret = {"name": "DB", "secretKeyRef": {"name": "db-password", "key": "password"}}
+        assert create(kubectl, mallory, "leak", secrets=[secret]).returncode == 0
+        leak = wait_condition_reason(kubectl, "leak", mallory, "Ready", "SecretsNotEnforced")
+        assert "Secrets it names" in leak["message"]
+        session = get_session(kubectl, "leak", mallory)
+        assert session is not None and "spaceId" not in session["status"]
+        wait_ready(kubectl, "spoof", mallory)  # served on free hardware meanwhile
+        assert paid_hardware_calls(hub_admin) == []
+        assert not any("hunter2" in json.dumps(space.get("secrets", {})) for space in hub_admin.spaces())
+    finally:
+        install_approval_policy(control_plane)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"template": "other-team/private-model"}, "TemplateNotAllowed"),
+        ({"owner": "other-team"}, "OwnerNotAllowed"),
+        ({"private": False}, "PublicSpaceNotAllowed"),
+    ],
+)
+def test_the_operators_token_is_not_lent_to_another_teams_space(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    mallory: str,
+    spec: dict[str, Any],
+    reason: str,
+) -> None:
+    hub_admin.clear_calls()
+    assert create(kubectl, mallory, "reach", **spec).returncode == 0
+    refusal = wait_condition_reason(kubectl, "reach", mallory, "Ready", reason)
+    assert refusal["status"] == "False"
+    session = get_session(kubectl, "reach", mallory)
+    assert session is not None and "spaceId" not in session["status"]  # no intent recorded
+    uid = session["metadata"]["uid"]
+    assert hub_calls_naming(hub_admin, uid, "other-team") == []  # and no Hub call for it
+
+
+def test_owner_template_and_visibility_cannot_change_after_creation(
+    kubectl: Kubectl, operator: OperatorProcess, mallory: str
+) -> None:
+    assert create(kubectl, mallory, "fixed").returncode == 0
+    for field, value in (
+        ("template", "other-team/private-model"),
+        ("owner", "other-team"),
+        ("private", False),
+    ):
+        patch = json.dumps({"spec": {field: value}})
+        result = as_mallory(kubectl, "patch", "ags", "fixed", "-n", mallory, "--type=merge", "-p", patch)
+        refused(result, f"spec.{field} is immutable")
+    pinned = json.dumps({"spec": {"template": TEMPLATE}})  # adding one where none was set changes it too
+    refused(
+        as_mallory(kubectl, "patch", "ags", "fixed", "-n", mallory, "--type=merge", "-p", pinned), "immutable"
+    )
+
+
+def test_a_session_may_name_only_secrets_its_author_may_read(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    secret = {"name": "DB", "secretKeyRef": {"name": "db-password", "key": "password"}}
+    refused(
+        create(kubectl, mallory, "leak", secrets=[secret]),
+        'user "mallory" may not get every Secret the session names (db-password) in namespace',
+    )
+    assert create(kubectl, mallory, "leak").returncode == 0
+    patch = json.dumps({"spec": {"secrets": [secret]}})
+    refused(
+        as_mallory(kubectl, "patch", "ags", "leak", "-n", mallory, "--type=merge", "-p", patch), "db-password"
+    )
+
+    # Someone who may read it may name it; the Space gets it.
+    kubectl("create", "role", "read-db", "-n", mallory, "--verb=get", "--resource=secrets",
+            "--resource-name=db-password")  # fmt: skip
+    kubectl("create", "rolebinding", "trent-reads-db", "-n", mallory, "--role=read-db", "--user=trent")
+    kubectl(
+        "create", "rolebinding", "trent-edits", "-n", mallory, f"--clusterrole={EDITOR_ROLE}", "--user=trent"
+    )
+    kubectl("apply", "-f", "-", "--as=trent", stdin=session_manifest("trusted", mallory, secrets=[secret]))
+    space_id = wait_ready(kubectl, "trusted", mallory)["status"]["spaceId"]
+    assert hub_admin.space(space_id)["secrets"]["DB"] == "hunter2"
+
+    # An unchanged reference is not checked again: mallory may still edit that session.
+    retitled = json.dumps({"spec": {"deletionPolicy": "Delete", "hardware": "cpu-basic"}})
+    as_mallory(
+        kubectl, "patch", "ags", "trusted", "-n", mallory, "--type=merge", "-p", retitled
+    ).check_returncode()
+
+
+def test_the_connection_secret_never_overwrites_a_secret_the_session_does_not_own(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    hub_admin.clear_calls()
+    before = kubectl.json("get", "secret", "victim-sandbox", "-n", mallory)
+    assert create(kubectl, mallory, "victim").returncode == 0
+    conflict = wait_condition_reason(kubectl, "victim", mallory, "Ready", "ConnectionSecretConflict")
+    assert (
+        f"Secret {mallory}/victim-sandbox exists and does not belong to this session" in conflict["message"]
+    )
+    after = kubectl.json("get", "secret", "victim-sandbox", "-n", mallory)
+    assert after["data"] == before["data"] and base64.b64decode(after["data"]["token"]) == b"precious"
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    session = get_session(kubectl, "victim", mallory)
+    assert session is not None and "spaceId" not in session["status"]
+    assert hub_calls_naming(hub_admin, session["metadata"]["uid"]) == []
+
+    # Once the Secret is out of the way, the session proceeds.
+    kubectl("delete", "secret", "victim-sandbox", "-n", mallory)
+    wait_ready(kubectl, "victim", mallory, timeout=120)
