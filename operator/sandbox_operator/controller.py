@@ -26,7 +26,7 @@ from . import api, metrics, reconciler
 from .config import OperatorConfig
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
-from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, KubeClient, load_client_config
+from .kube import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, KubeClient, load_client_config
 from .lease import LeaderElector, LeaseSettings, run_as_leader
 from .pricing import PriceCatalog
 from .reconciler import (
@@ -38,12 +38,14 @@ from .reconciler import (
     Observation,
     Plan,
     PublishConnection,
+    PublishHubToken,
     RecordIntent,
     ReleaseSpace,
     RequestHardware,
     RestartSpace,
     RotateToken,
     Session,
+    SetSleepTime,
 )
 from .sweeper import Sweeper
 
@@ -107,6 +109,38 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
+async def platform_read_token(rt: Runtime) -> str | None:
+    """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
+    if not rt.config.hub_read_token_secret:
+        return None
+    data = await rt.kube.read_secret(rt.config.operator_namespace, rt.config.hub_read_token_secret)
+    return (data or {}).get(rt.config.hub_read_token_key) or None
+
+
+async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | None]:
+    """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the operator's
+    configured one; with a message when the session's cannot be read."""
+    ref = session.spec.hub_token_secret_ref
+    if ref is not None:
+        data = await rt.kube.read_secret(session.namespace, ref.name)
+        if data is None or not data.get(ref.key):
+            return None, (
+                f"spec.hubTokenSecretRef: Secret {session.namespace}/{ref.name} does not exist or has no "
+                f"key {ref.key!r}; agent pods will not pass the Hub's edge of this private Space"
+            )
+        return data[ref.key], None
+    return await platform_read_token(rt), None
+
+
+async def edge_token(rt: Runtime, session: Session) -> str:
+    """What the health check shows a private Space's edge: the platform's read token, else the
+    operator's own. Never a session's token: a token its user chose must not decide the health
+    (and the token rotation that follows a refused check)."""
+    if not session.spec.private:
+        return ""
+    return await platform_read_token(rt) or rt.config.hub_token
+
+
 async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
@@ -118,16 +152,22 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     )
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
-    prices = await rt.prices.prices()
+    hub_token, hub_token_problem = await read_token(rt, session) if session.spec.private else (None, None)
+    access = Observation(
+        token=token,
+        connection_url=connection_url,
+        prices=await rt.prices.prices(),
+        read_token=hub_token,
+        read_token_problem=hub_token_problem,
+        connection_hub_token=(connection or {}).get(KEY_HUB_TOKEN) or None,
+    )
     space_id = session.status.space_id
     if space_id is None:
-        return Observation(token=token, connection_url=connection_url, prices=prices)
+        return access
     try:
         space = await rt.hub.space(space_id, with_marker=verify_marker and session.status.url is None)
     except HubError as error:
-        return Observation(
-            hub_failure=error.failure, token=token, connection_url=connection_url, prices=prices
-        )
+        return replace(access, hub_failure=error.failure)
     secrets_problem = None
     if space is None and session.spec.secrets:
         _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
@@ -139,15 +179,13 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         and space.sandbox_url
         and space.current_hardware == space.requested_hardware
     ):
-        health = await rt.hub.health(space.sandbox_url, token)
-    return Observation(
+        health = await rt.hub.health(space.sandbox_url, token, await edge_token(rt, session))
+    return replace(
+        access,
         space=space,
-        token=token,
-        connection_url=connection_url,
         health=health,
         secrets_problem=secrets_problem,
         space_pending=space is None and rt.hub.awaiting_visibility(space_id),
-        prices=prices,
     )
 
 
@@ -214,8 +252,20 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                     namespace=session.namespace, name=secret_name, owner=owner, values={KEY_SANDBOX_URL: url}
                 )
                 return Applied(known=replace(observed, connection_url=url))
-            case RequestHardware(space_id=space_id, flavor=flavor):
-                await rt.hub.request_hardware(space_id, flavor)
+            case PublishHubToken(hub_token=hub_token):
+                await rt.kube.write_connection(
+                    namespace=session.namespace,
+                    name=secret_name,
+                    owner=owner,
+                    values={KEY_HUB_TOKEN: hub_token},
+                )
+                return Applied(known=replace(observed, connection_hub_token=hub_token))
+            case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
+                await rt.hub.request_hardware(space_id, flavor, sleep_time)
+            case SetSleepTime(space_id=space_id, seconds=seconds):
+                await rt.hub.set_sleep_time(space_id, seconds)
+                if observed.space is not None:
+                    return Applied(known=replace(observed, space=replace(observed.space, sleep_time=seconds)))
             case RestartSpace(space_id=space_id):
                 await rt.hub.restart(space_id)
             case _:
@@ -298,7 +348,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     for _ in range(3):
         space_id = reconciler.finalize_space_id(session, rt.config)
         try:
-            ownership = await rt.hub.ownership(space_id)
+            ownership = await rt.hub.ownership(space_id, deleting=True)
             observed = FinalizeObservation(
                 marker=ownership.session_uid if ownership else None,
                 marker_cluster=ownership.cluster_id if ownership else "",

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import api
+from .config import DEFAULT_OPERATOR_NAMESPACE
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
 from .controlplane.processes import free_ports, launch, log_tail
@@ -27,10 +28,17 @@ from .hubsim import HubSimConfig, HubSimServer
 DEV_OWNER = "agents"
 DEV_TEMPLATE = "templates/agent-sandbox"
 DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fake, never a real credential)
+#: A second token of the owner, standing in for a read-only one, which the emulator does not tell
+#: apart: published to agent pods (the connection Secret's hubToken) to pass a private Space's edge.
+DEV_READ_TOKEN = "hf_sim_reader"
+#: A token of another Hub user, which may not see the owner's private Spaces (the edge answers 404).
+DEV_OUTSIDER_TOKEN = "hf_sim_outsider"
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
 RELEASE = "sandbox-operator"
-RELEASE_NAMESPACE = "sandbox-operator"
+#: The operator's default namespace: with the chart's default Lease name, `sandbox-operator run`
+#: needs no Lease flag to find the Lease of the chart's Deployment.
+RELEASE_NAMESPACE = DEFAULT_OPERATOR_NAMESPACE
 
 
 class DevError(RuntimeError):
@@ -39,7 +47,7 @@ class DevError(RuntimeError):
 
 def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
     return HubSimConfig(
-        tokens={DEV_TOKEN: DEV_OWNER},
+        tokens={DEV_TOKEN: DEV_OWNER, DEV_READ_TOKEN: DEV_OWNER, DEV_OUTSIDER_TOKEN: "outsider"},
         templates=[DEV_TEMPLATE],
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
@@ -68,7 +76,7 @@ def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
     """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment."""
     helm = Helm(plane.bin_dir / "helm", state_dir / "helm", plane.kubeconfig)
     values = {
-        "hub": {"endpoint": hub_url, "token": DEV_TOKEN},
+        "hub": {"endpoint": hub_url, "token": DEV_TOKEN, "readToken": {"token": DEV_READ_TOKEN}},
         "defaultOwner": DEV_OWNER,
         "defaultTemplate": DEV_TEMPLATE,
     }
@@ -86,8 +94,8 @@ def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "SANDBOX_OPERATOR_DEFAULT_OWNER": DEV_OWNER,
         "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": DEV_TEMPLATE,
-        "SANDBOX_OPERATOR_LEASE_NAME": RELEASE,
-        "SANDBOX_OPERATOR_LEASE_NAMESPACE": RELEASE_NAMESPACE,
+        # The Secret the chart made of hub.readToken, in the operator's (default) namespace.
+        "SANDBOX_OPERATOR_HUB_READ_TOKEN_SECRET": f"{RELEASE}-hub-read",
     }
 
 

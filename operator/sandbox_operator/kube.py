@@ -22,10 +22,16 @@ from .api import SpaceSecretSource
 
 T = TypeVar("T")
 
-# Keys of the connection Secret, a stable interface for agent pods.
+# Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
+# never among them.
 KEY_SPACE_ID = "spaceId"
+#: Base URL of the sandbox app, behind the Hub's edge.
 KEY_SANDBOX_URL = "sandboxUrl"
+#: The sandbox API token, sent as `X-Sandbox-Authorization: Bearer <token>`.
 KEY_TOKEN = "token"
+#: A Hub token that may read the private Space, sent as `Authorization: Bearer <hubToken>` to pass the
+#: Hub's edge; empty for a public Space or when none is configured.
+KEY_HUB_TOKEN = "hubToken"
 
 
 def load_client_config() -> None:

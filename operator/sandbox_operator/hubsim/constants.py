@@ -18,6 +18,9 @@ Stage = Literal[
     "PAUSED",
     "APP_STARTING",
     "RUNNING_APP_STARTING",
+    # Only forced through the admin API for now (POST /_sim/spaces/{id}/stage): nothing runs, nothing
+    # is billed, until the emulator models sleeping itself.
+    "SLEEPING",
 ]
 
 #: Stages in which a container is up, so `hardware.current` is set and the sandbox app can answer.
