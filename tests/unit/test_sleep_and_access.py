@@ -173,3 +173,15 @@ def test_a_hub_timeout_that_cannot_fit_in_the_lease_is_refused() -> None:
     lease.check_hub_timeout(CONFIG.hub_timeout)  # the defaults fit
     with pytest.raises(ValueError, match="does not fit"):
         lease.check_hub_timeout(lease.renew_deadline)
+
+
+def test_run_refuses_a_hub_timeout_that_cannot_fit_before_acting() -> None:
+    from click.testing import CliRunner
+
+    from sandbox_operator.cli import main
+
+    result = CliRunner().invoke(
+        main, ["run", "--default-template", "t/t", "--hub-timeout", "30"], env={"KUBECONFIG": "/nonexistent"}
+    )
+    assert result.exit_code == 2
+    assert "does not fit in the leader Lease's renew deadline" in result.output
