@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx2
 import pytest
 
 from sandbox_operator.ratelimit import (
@@ -249,3 +250,19 @@ def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
     hub.after_response(429, {"Retry-After": "30"})
     thread.join(timeout=5)
     assert outcome == ["paused"] and hub.waiting() == 0
+
+
+def test_no_hub_request_is_given_more_time_than_the_leader_has_left() -> None:
+    from sandbox_operator.hub import _client_factory
+
+    hub, _ = gate()
+    client = _client_factory(20.0, hub)()
+    (before, *_) = client.event_hooks["request"]
+    request = httpx2.Request("GET", "http://hub.invalid/api/whoami-v2")
+    before(request)
+    assert request.extensions.get("timeout") is None or request.extensions["timeout"]["read"] == 20.0
+    hub.lease_left = lambda: 6.0
+    before(request)
+    # Connect and read each get half of what is left: together they end before the right to act does.
+    assert request.extensions["timeout"] == {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}
+    client.close()
