@@ -346,8 +346,10 @@ def accrue_spend(
     asleep, paused or stopped is billed nothing, whatever hardware it holds.
     """
     current = space.current_hardware
-    unbilled = current is None or is_free(current, config) or space.stage in UNBILLED_STAGES
-    rate = 0.0 if unbilled or current is None else prices.get(current, 0.0)
+    if current is None or is_free(current, config) or space.stage in UNBILLED_STAGES:
+        rate = 0.0
+    else:
+        rate = prices.get(current, 0.0)
     spent = previous.estimated_usd if previous else 0.0
     if previous is not None and previous.last_observed_time is not None:
         elapsed = max(0.0, (now - _parse_rfc3339(previous.last_observed_time)).total_seconds())
