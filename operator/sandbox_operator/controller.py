@@ -119,7 +119,7 @@ async def platform_read_token(rt: Runtime) -> str | None:
 
 async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | None]:
     """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the operator's
-    configured one; with a message when the session's cannot be read."""
+    configured one; with a message when the one that applies cannot be read."""
     ref = session.spec.hub_token_secret_ref
     if ref is not None:
         data = await rt.kube.read_secret(session.namespace, ref.name)
@@ -129,7 +129,14 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
                 f"key {ref.key!r}; agent pods will not pass the Hub's edge of this private Space"
             )
         return data[ref.key], None
-    return await platform_read_token(rt), None
+    token = await platform_read_token(rt)
+    if token is None and rt.config.hub_read_token_secret:
+        where = f"{rt.config.operator_namespace}/{rt.config.hub_read_token_secret}"
+        return None, (
+            f"the operator's read token Secret {where} does not exist or has no key "
+            f"{rt.config.hub_read_token_key!r}; agent pods will not pass the Hub's edge of this private Space"
+        )
+    return token, None
 
 
 async def edge_token(rt: Runtime, session: Session) -> str:

@@ -113,7 +113,8 @@ class Observation:
     #: The Hub read token agent pods get for a private Space's edge (the session's own, else the
     #: operator's configured one); None when there is none. Never the operator's own token.
     read_token: str | None = None
-    #: Why the session's `spec.hubTokenSecretRef` cannot be read; None when it can or there is none.
+    #: Why the read token's Secret (the session's or the operator's) cannot be read; None when it can
+    #: or none is configured.
     read_token_problem: str | None = None
     #: The Hub read token the connection Secret holds now ("" or None: none).
     connection_hub_token: str | None = None
