@@ -130,6 +130,10 @@ class SpaceSecretSource(_Model):
     )
 
 
+#: Shortest sleep time a session may ask for: shorter would put a sandbox to sleep between an agent's
+#: steps (every wake-up restarts the app).
+MIN_SLEEP_TIME_SECONDS = 60
+
 #: Upper bounds that catch typos (an extra zero) at admission; operators set tighter limits in config.
 MAX_APPROVAL_USD_PER_HOUR = 1000.0
 MAX_APPROVAL_BUDGET_USD = 100000.0
@@ -242,6 +246,26 @@ class AgentSessionSpec(_Model):
     approval: Approval | None = Field(
         default=None, description="Approval of a paid hardware flavor by someone entitled to grant it."
     )
+    sleep_time_seconds: int | None = Field(
+        default=None,
+        alias="sleepTimeSeconds",
+        description=(
+            "Seconds without requests after which the Hub puts the Space to sleep on paid hardware (it is "
+            "billed nothing while asleep and wakes on the next request). Empty: the operator's default; "
+            "capped at the operator's maximum. Paid hardware never sleeps unless a sleep time is set, so "
+            "one is always sent. cpu-basic's sleep time is fixed by the Hub (48 h) and not set here."
+        ),
+        ge=MIN_SLEEP_TIME_SECONDS,
+    )
+    hub_token_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        alias="hubTokenSecretRef",
+        description=(
+            "A Secret key in the session's namespace holding a Hub token that may read the private Space "
+            "(e.g. a fine-grained read-only token); published to agent pods as the connection Secret's "
+            "hubToken instead of the operator's configured read token."
+        ),
+    )
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -296,6 +320,7 @@ class Phase(StrEnum):
     STARTING = "Starting"
     READY = "Ready"
     UPGRADING = "Upgrading"
+    SLEEPING = "Sleeping"
     FAILED = "Failed"
     DELETING = "Deleting"
 
@@ -317,7 +342,10 @@ class AgentSessionStatus(_Model):
     connection_secret: str | None = Field(
         default=None,
         alias="connectionSecret",
-        description="Secret with the Space id, sandbox URL and API token, for agent pods to mount.",
+        description=(
+            "Secret with the Space id, sandbox URL, sandbox API token and Hub read token, for agent pods "
+            "to mount."
+        ),
     )
     approved_by: str | None = Field(
         default=None, alias="approvedBy", description="Who approved the paid hardware in use or requested."

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .api import MIN_SLEEP_TIME_SECONDS
+from .config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -207,6 +209,44 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
     help="Hub calls that may go at once after a quiet time (3/s + 20 stays under 1,000 per 5 min).",
 )
 @click.option(
+    "--hub-timeout",
+    envvar="SANDBOX_OPERATOR_HUB_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Timeout of one Hub request (seconds); must fit in the leader Lease's renew deadline.",
+)
+@click.option(
+    "--hub-read-token-secret",
+    envvar="SANDBOX_OPERATOR_HUB_READ_TOKEN_SECRET",
+    default="",
+    help="Secret in the operator's namespace with a Hub token that may read the owners' private Spaces "
+    "(e.g. a fine-grained read-only token), published to agent pods as hubToken; empty: none.",
+)
+@click.option(
+    "--hub-read-token-key",
+    envvar="SANDBOX_OPERATOR_HUB_READ_TOKEN_KEY",
+    default="token",
+    show_default=True,
+    help="Key of the read token in that Secret.",
+)
+@click.option(
+    "--sleep-time-default",
+    envvar="SANDBOX_OPERATOR_SLEEP_TIME_DEFAULT",
+    type=click.IntRange(min=MIN_SLEEP_TIME_SECONDS),
+    default=3600,
+    show_default=True,
+    help="Sleep time (seconds without requests) sent with paid hardware for sessions that set none.",
+)
+@click.option(
+    "--sleep-time-max",
+    envvar="SANDBOX_OPERATOR_SLEEP_TIME_MAX",
+    type=click.IntRange(min=MIN_SLEEP_TIME_SECONDS),
+    default=86400,
+    show_default=True,
+    help="Longest sleep time (seconds) a session may ask for on paid hardware.",
+)
+@click.option(
     "--sweep-interval",
     envvar="SANDBOX_OPERATOR_SWEEP_INTERVAL",
     type=click.FloatRange(min=0),
@@ -232,9 +272,16 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
     help="Port of the Prometheus /metrics endpoint; 0 disables it.",
 )
 @click.option(
+    "--operator-namespace",
+    envvar="SANDBOX_OPERATOR_OPERATOR_NAMESPACE",
+    default="",
+    help=f"The operator's own namespace (its Lease, the read token Secret); empty: the pod's namespace, "
+    f"or {DEFAULT_OPERATOR_NAMESPACE!r} (the chart's install namespace) outside a cluster.",
+)
+@click.option(
     "--lease-name",
     envvar="SANDBOX_OPERATOR_LEASE_NAME",
-    default="sandbox-operator",
+    default=DEFAULT_LEASE_NAME,
     show_default=True,
     help="Lease for leader election (only its holder acts); empty disables leader election.",
 )
@@ -242,7 +289,7 @@ def _sweep_owners(flag: str) -> Callable[[F], F]:
     "--lease-namespace",
     envvar="SANDBOX_OPERATOR_LEASE_NAMESPACE",
     default="",
-    help="Namespace of the Lease; empty: the pod's own namespace, or `default` outside a cluster.",
+    help="Namespace of the Lease; empty: the operator's namespace.",
 )
 @click.option(
     "--lease-identity",
@@ -286,12 +333,18 @@ def run(
     resync_interval: float,
     hub_rate: float,
     hub_burst: int,
+    hub_timeout: float,
+    hub_read_token_secret: str,
+    hub_read_token_key: str,
+    sleep_time_default: int,
+    sleep_time_max: int,
     sweep_interval: float,
     sweep_grace: float,
     sweep_max_deletes: int,
     sweep_owners: str,
     sweep_dry_run: bool,
     metrics_port: int,
+    operator_namespace: str,
     lease_name: str,
     lease_namespace: str,
     lease_identity: str,
@@ -303,9 +356,13 @@ def run(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from .config import OperatorConfig
     from .controller import run_operator
+    from .lease import LeaseNamespaceMissing, LeaseSettings, default_identity, default_namespace
 
     if not default_template:
         raise click.UsageError("--default-template (or SANDBOX_OPERATOR_DEFAULT_TEMPLATE) is required")
+    if sleep_time_default > sleep_time_max:
+        raise click.UsageError("--sleep-time-default must not exceed --sleep-time-max")
+    operator_namespace = operator_namespace or default_namespace()
     config = OperatorConfig(
         hub_endpoint=hub_endpoint.rstrip("/"),
         hub_token=hub_token,
@@ -325,6 +382,12 @@ def run(
         resync_interval=resync_interval,
         hub_rate=hub_rate,
         hub_burst=hub_burst,
+        hub_timeout=hub_timeout,
+        operator_namespace=operator_namespace,
+        hub_read_token_secret=hub_read_token_secret,
+        hub_read_token_key=hub_read_token_key,
+        sleep_time_default=sleep_time_default,
+        sleep_time_max=sleep_time_max,
         sweep_interval=sweep_interval,
         sweep_grace=sweep_grace,
         sweep_max_deletes=sweep_max_deletes,
@@ -333,22 +396,28 @@ def run(
     )
     import kopf
 
-    from .lease import LeaseSettings, default_identity, default_namespace
-
     lease = LeaseSettings(
         name=lease_name,
-        namespace=lease_namespace or default_namespace(),
+        namespace=lease_namespace or operator_namespace,
         identity=lease_identity or default_identity(),
     )
-    run_operator(
-        config,
-        namespaces=_csv(namespaces),
-        liveness_endpoint=liveness or None,
-        verbose=verbose,
-        log_format=kopf.LogFormat[log_format.upper()],
-        metrics_port=metrics_port,
-        lease=lease if lease_name else None,
-    )
+    if lease_name:
+        try:
+            lease.check_hub_timeout(config.hub_timeout)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    try:
+        run_operator(
+            config,
+            namespaces=_csv(namespaces),
+            liveness_endpoint=liveness or None,
+            verbose=verbose,
+            log_format=kopf.LogFormat[log_format.upper()],
+            metrics_port=metrics_port,
+            lease=lease if lease_name else None,
+        )
+    except LeaseNamespaceMissing as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .api import Hardware
+from .api import MIN_SLEEP_TIME_SECONDS, Hardware
+
+#: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
+#: finds the Lease (and the read token Secret) of the chart's Deployment.
+DEFAULT_OPERATOR_NAMESPACE = "sandbox-operator"
+#: The leader Lease's name unless configured; the chart's `leaderElection.leaseName` defaults to it
+#: too, so a hand-run `sandbox-operator run` and the chart's Deployment contend for the same Lease.
+DEFAULT_LEASE_NAME = "sandbox-operator"
 
 
 class OperatorConfig(BaseModel):
@@ -75,8 +82,32 @@ class OperatorConfig(BaseModel):
         description="Seconds between checks of a converged session against the Hub (drift); 0: never.",
     )
     health_path: str = Field(default="/health", description="Path of the sandbox health endpoint.")
+    operator_namespace: str = Field(
+        default=DEFAULT_OPERATOR_NAMESPACE,
+        description="The operator's own namespace: where its leader Lease and the read token Secret are.",
+    )
+    hub_read_token_secret: str = Field(
+        default="",
+        description="Secret in the operator's namespace with a Hub token that may read the owners' private "
+        "Spaces, published to agent pods (hubToken) to pass the Hub's edge; empty: none.",
+    )
+    hub_read_token_key: str = Field(default="token", description="Key of the read token in that Secret.")
+    sleep_time_default: int = Field(
+        default=3600,
+        ge=MIN_SLEEP_TIME_SECONDS,
+        description="Sleep time (seconds) sent with every paid hardware request of a session that sets none.",
+    )
+    sleep_time_max: int = Field(
+        default=86400,
+        ge=MIN_SLEEP_TIME_SECONDS,
+        description="Longest sleep time (seconds) a session may ask for on paid hardware.",
+    )
     hub_concurrency: int = Field(default=8, ge=1, description="Hub calls in flight at once.")
-    hub_timeout: float = Field(default=30.0, gt=0, description="Timeout of one Hub call, in seconds.")
+    hub_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Timeout of one Hub call, in seconds; must fit in the leader Lease's renew deadline.",
+    )
     hub_rate: float = Field(
         default=3.0,
         ge=0,

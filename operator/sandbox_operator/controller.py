@@ -28,6 +28,7 @@ from .config import OperatorConfig
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
+    KEY_HUB_TOKEN,
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
     KEY_TOKEN,
@@ -37,7 +38,7 @@ from .kube import (
     resolve_cluster_id,
 )
 from .lease import LeaderElector, LeaseSettings, run_as_leader
-from .policy import approver_question
+from .policy import HOW_TO_FIX, approver_question
 from .pricing import PriceCatalog
 from .reconciler import (
     Action,
@@ -48,12 +49,14 @@ from .reconciler import (
     Observation,
     Plan,
     PublishConnection,
+    PublishHubToken,
     RecordIntent,
     ReleaseSpace,
     RequestHardware,
     RestartSpace,
     RotateToken,
     Session,
+    SetSleepTime,
 )
 from .sweeper import Sweeper
 
@@ -117,6 +120,51 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
+async def platform_read_token(rt: Runtime) -> str | None:
+    """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
+    if not rt.config.hub_read_token_secret:
+        return None
+    data = await rt.kube.read_secret(rt.config.operator_namespace, rt.config.hub_read_token_secret)
+    return (data or {}).get(rt.config.hub_read_token_key) or None
+
+
+async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | None]:
+    """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the operator's
+    configured one; with a message when the one that applies cannot be read."""
+    ref = session.spec.hub_token_secret_ref
+    if ref is not None:
+        problem = await rt.kube.approval_policy_problem(time.monotonic())
+        if problem is not None and not rt.config.insecure_trust_approvals:
+            return None, (
+                f"spec.hubTokenSecretRef is not read: {problem}, so the API server does not check that the "
+                f"session's author may read that Secret; {HOW_TO_FIX}"
+            )
+        data = await rt.kube.read_secret(session.namespace, ref.name)
+        if data is None or not data.get(ref.key):
+            return None, (
+                f"spec.hubTokenSecretRef: Secret {session.namespace}/{ref.name} does not exist or has no "
+                f"key {ref.key!r}; agent pods will not pass the Hub's edge of this private Space"
+            )
+        return data[ref.key], None
+    token = await platform_read_token(rt)
+    if token is None and rt.config.hub_read_token_secret:
+        where = f"{rt.config.operator_namespace}/{rt.config.hub_read_token_secret}"
+        return None, (
+            f"the operator's read token Secret {where} does not exist or has no key "
+            f"{rt.config.hub_read_token_key!r}; agent pods will not pass the Hub's edge of this private Space"
+        )
+    return token, None
+
+
+async def edge_token(rt: Runtime, session: Session) -> str:
+    """What the health check shows a private Space's edge: the platform's read token, else the
+    operator's own. Never a session's token: a token its user chose must not decide the health
+    (and the token rotation that follows a refused check)."""
+    if not session.spec.private:
+        return ""
+    return await platform_read_token(rt) or rt.config.hub_token
+
+
 async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
@@ -132,15 +180,18 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         connection, conflict = None, str(error)
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
-    prices = await rt.prices.prices()
+    hub_token, hub_token_problem = await read_token(rt, session) if session.spec.private else (None, None)
     trust = await observe_approval(rt, session)
     base = Observation(
         token=token,
         connection_url=connection_url,
-        prices=prices,
+        prices=await rt.prices.prices(),
         connection_conflict=conflict,
         policy_problem=trust.policy_problem,
         approver_authorized=trust.approver_authorized,
+        read_token=hub_token,
+        read_token_problem=hub_token_problem,
+        connection_hub_token=(connection or {}).get(KEY_HUB_TOKEN) or None,
     )
     space_id = session.status.space_id
     if space_id is None:
@@ -160,7 +211,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         and space.sandbox_url
         and space.current_hardware == space.requested_hardware
     ):
-        health = await rt.hub.health(space.sandbox_url, token)
+        health = await rt.hub.health(space.sandbox_url, token, await edge_token(rt, session))
     return replace(
         base,
         space=space,
@@ -251,8 +302,20 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                     namespace=session.namespace, name=secret_name, owner=owner, values={KEY_SANDBOX_URL: url}
                 )
                 return Applied(known=replace(observed, connection_url=url))
-            case RequestHardware(space_id=space_id, flavor=flavor):
-                await rt.hub.request_hardware(space_id, flavor)
+            case PublishHubToken(hub_token=hub_token):
+                await rt.kube.write_connection(
+                    namespace=session.namespace,
+                    name=secret_name,
+                    owner=owner,
+                    values={KEY_HUB_TOKEN: hub_token},
+                )
+                return Applied(known=replace(observed, connection_hub_token=hub_token))
+            case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
+                await rt.hub.request_hardware(space_id, flavor, sleep_time)
+            case SetSleepTime(space_id=space_id, seconds=seconds):
+                await rt.hub.set_sleep_time(space_id, seconds)
+                if observed.space is not None:
+                    return Applied(known=replace(observed, space=replace(observed.space, sleep_time=seconds)))
             case RestartSpace(space_id=space_id):
                 await rt.hub.restart(space_id)
             case _:
@@ -337,7 +400,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     for _ in range(3):
         space_id = reconciler.finalize_space_id(session, rt.config)
         try:
-            ownership = await rt.hub.ownership(space_id)
+            ownership = await rt.hub.ownership(space_id, deleting=True)
             observed = FinalizeObservation(
                 marker=ownership.session_uid if ownership else None,
                 marker_cluster=ownership.cluster_id if ownership else "",

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import api
+from .config import DEFAULT_OPERATOR_NAMESPACE
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
 from .controlplane.processes import free_ports, launch, log_tail
@@ -31,10 +32,17 @@ DEV_TRANSIENT_ERROR_SECONDS = 2.0
 #: The Hub's documented API quota of a free user, per 5-minute window (docs/hub-fidelity.md F38).
 DEV_RATE_LIMIT = 1000
 DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fake, never a real credential)
+#: A second token of the owner, standing in for a read-only one, which the emulator does not tell
+#: apart: published to agent pods (the connection Secret's hubToken) to pass a private Space's edge.
+DEV_READ_TOKEN = "hf_sim_reader"
+#: A token of another Hub user, which may not see the owner's private Spaces (the edge answers 404).
+DEV_OUTSIDER_TOKEN = "hf_sim_outsider"
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
 RELEASE = "sandbox-operator"
-RELEASE_NAMESPACE = "sandbox-operator"
+#: The operator's default namespace: with the chart's default Lease name, `sandbox-operator run`
+#: needs no Lease flag to find the Lease of the chart's Deployment.
+RELEASE_NAMESPACE = DEFAULT_OPERATOR_NAMESPACE
 
 
 class DevError(RuntimeError):
@@ -44,7 +52,7 @@ class DevError(RuntimeError):
 def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
     """Dev mode meets the Hub's rough edges: transient errors after a duplicate, the free-user API quota."""
     return HubSimConfig(
-        tokens={DEV_TOKEN: DEV_OWNER},
+        tokens={DEV_TOKEN: DEV_OWNER, DEV_READ_TOKEN: DEV_OWNER, DEV_OUTSIDER_TOKEN: "outsider"},
         templates=[DEV_TEMPLATE],
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
@@ -75,7 +83,7 @@ def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
     """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment."""
     helm = Helm(plane.bin_dir / "helm", state_dir / "helm", plane.kubeconfig)
     values = {
-        "hub": {"endpoint": hub_url, "token": DEV_TOKEN},
+        "hub": {"endpoint": hub_url, "token": DEV_TOKEN, "readToken": {"token": DEV_READ_TOKEN}},
         "defaultOwner": DEV_OWNER,
         "defaultTemplate": DEV_TEMPLATE,
     }
@@ -93,8 +101,8 @@ def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "SANDBOX_OPERATOR_DEFAULT_OWNER": DEV_OWNER,
         "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": DEV_TEMPLATE,
-        "SANDBOX_OPERATOR_LEASE_NAME": RELEASE,
-        "SANDBOX_OPERATOR_LEASE_NAMESPACE": RELEASE_NAMESPACE,
+        # The Secret the chart made of hub.readToken, in the operator's (default) namespace.
+        "SANDBOX_OPERATOR_HUB_READ_TOKEN_SECRET": f"{RELEASE}-hub-read",
     }
 
 

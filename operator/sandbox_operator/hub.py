@@ -1,13 +1,17 @@
 """The one place the operator talks to the Hugging Face Hub.
 
 Every Hub call goes through `HubClient`, which runs the unmodified `huggingface_hub`
-client on a small bounded thread pool (the client is synchronous) and turns its
-exceptions into `HubError`s the decision core understands. Every HTTP request the client
-sends, pagination included, first passes the process-wide `HubGate` (rate limit, the pause
-after a 429, the leader fence) in an httpx request hook, and is counted in the metrics.
+client on a small bounded thread pool (the client is synchronous; deletions have a pool of
+their own, so calls waiting at the gate never hold them back) and turns its exceptions into
+`HubError`s the decision core understands. Every HTTP request the client sends, pagination
+included, first passes the process-wide `HubGate` (rate limit, the Hub's window, the pause
+after a 429, priorities, the leader fence) in an httpx request hook, is given no more time
+than the leader may still act, and is counted in the metrics.
 Idempotent reads are retried a few times in the call after a 5xx, timeout or reset; writes
 are not, the decision core requeues the session with backoff instead. The sandbox health
-check is a plain async HTTP call to the Space itself, not the Hub API, and needs no thread.
+check is a plain async HTTP call to the Space's app through the Hub's edge, not the Hub API,
+and needs no thread: a private Space's edge wants a Hub token that may read the Space in
+`Authorization`, and the sandbox server reads its own token from `X-Sandbox-Authorization`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import httpx2
@@ -34,7 +38,7 @@ from . import metrics
 from .api import SANDBOX_TOKEN_SECRET, Hardware
 from .config import OperatorConfig
 from .pricing import hourly_prices
-from .ratelimit import HubGate, HubPaused, NotLeader
+from .ratelimit import HubGate, HubPaused, NotLeader, Priority, retry_after_seconds
 from .reconciler import (
     MARKER_CLUSTER_ID,
     MARKER_SESSION,
@@ -81,12 +85,8 @@ class ListedSpace:
     created_at: datetime | None
 
 
-def _retry_after(response: Any) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+#: The header the sandbox server reads its own API token from; `Authorization` belongs to the edge.
+SANDBOX_AUTH_HEADER = "X-Sandbox-Authorization"
 
 
 def classify(route: str, error: Exception) -> HubError:
@@ -107,7 +107,7 @@ def classify(route: str, error: Exception) -> HubError:
         code = response.status_code
         server = (error.server_message or "").strip() or response.reason_phrase
         if code == 429:
-            retry_after = _retry_after(response)
+            retry_after = retry_after_seconds(response.headers, time.time())
             hint = f"; the Hub asks to wait {retry_after:.0f}s" if retry_after is not None else ""
             return HubError(
                 route, HubFailure(FailureKind.RATE_LIMITED, f"rate limited on {route}{hint}", retry_after)
@@ -128,7 +128,7 @@ def classify(route: str, error: Exception) -> HubError:
             HubFailure(
                 FailureKind.UNAVAILABLE,
                 f"the Hub answered {code} on {route}: {server}",
-                _retry_after(response),
+                retry_after_seconds(response.headers, time.time()),
             ),
         )
     if isinstance(error, httpx2.TimeoutException):
@@ -140,13 +140,17 @@ def classify(route: str, error: Exception) -> HubError:
     raise error
 
 
-#: What the worker thread is calling, for the HTTP-level hooks: route name and send time.
+#: What the worker thread is calling, for the HTTP-level hooks: route, priority and send time.
 _current = threading.local()
 
 
 def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client]:
     def before(request: httpx2.Request) -> None:
-        gate.before_request()
+        gate.before_request(getattr(_current, "priority", Priority.OBSERVE))
+        left = gate.time_left()
+        if left < timeout:
+            # No request may outlive the leader's right to act (connect and read each get at most half).
+            request.extensions["timeout"] = httpx2.Timeout(max(0.001, left / 2)).as_dict()
         _current.sent = time.monotonic()
 
     def after(response: httpx2.Response) -> None:
@@ -166,11 +170,13 @@ def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client
     return factory
 
 
-def _in_thread(route: str, fn: Callable[[], T]) -> Callable[[], T]:
-    """`fn` tagged with its route for the hooks; requests that got no response are counted here."""
+def _in_thread(route: str, priority: Priority, fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn` tagged with its route and priority for the hooks; requests that got no response are
+    counted here."""
 
     def run() -> T:
         _current.route = route
+        _current.priority = priority
         try:
             return fn()
         except HubPaused:
@@ -202,6 +208,7 @@ def _space_view(info: SpaceInfo, endpoint: str) -> SpaceView:
         private=info.private,
         url=f"{endpoint}/spaces/{info.id}",
         sandbox_url=info.host or (f"https://{info.subdomain}.hf.space" if info.subdomain else None),
+        sleep_time=runtime.sleep_time if runtime is not None else None,
     )
 
 
@@ -215,16 +222,26 @@ class HubClient:
         self._endpoint = config.hub_endpoint.rstrip("/")
         self._config = config
         self._pool = ThreadPoolExecutor(max_workers=config.hub_concurrency, thread_name_prefix="hub")
+        #: Deletions never queue behind calls that wait at the gate in every worker of `_pool`.
+        self._urgent_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hub-urgent")
         self._http: aiohttp.ClientSession | None = None
         #: When this process duplicated each Space (monotonic), for the transient 404 that follows.
         self._duplicated: dict[str, float] = {}
 
-    async def _call(self, route: str, fn: Callable[[], T], *, idempotent: bool = False) -> T:
+    async def _call(
+        self,
+        route: str,
+        fn: Callable[[], T],
+        *,
+        idempotent: bool = False,
+        priority: Priority = Priority.CHANGE,
+    ) -> T:
         loop = asyncio.get_running_loop()
         retries = self._config.hub_read_retries if idempotent else 0
+        pool = self._urgent_pool if priority is Priority.DELETE else self._pool
         for attempt in range(retries + 1):
             try:
-                return await loop.run_in_executor(self._pool, _in_thread(route, fn))
+                return await loop.run_in_executor(pool, _in_thread(route, priority, fn))
             except RepositoryNotFoundError:
                 raise
             except Exception as error:
@@ -247,12 +264,19 @@ class HubClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def whoami(self) -> str:
-        info = await self._call("whoami", lambda: self._api.whoami(cache=True), idempotent=True)
+        info = await self._call(
+            "whoami", lambda: self._api.whoami(cache=True), idempotent=True, priority=Priority.OBSERVE
+        )
         return str(info["name"])
 
     async def hardware_prices(self) -> dict[str, float]:
         """USD per hour per flavor, from the Hub's live hardware catalog."""
-        rows = await self._call("hardware_catalog", lambda: self._api.list_spaces_hardware(), idempotent=True)
+        rows = await self._call(
+            "hardware_catalog",
+            lambda: self._api.list_spaces_hardware(),
+            idempotent=True,
+            priority=Priority.OBSERVE,
+        )
         return hourly_prices(rows)
 
     def awaiting_visibility(self, space_id: str) -> bool:
@@ -272,19 +296,28 @@ class HubClient:
     async def space(self, space_id: str, *, with_marker: bool = False) -> SpaceView | None:
         """The Space's state, or None if it does not exist. `with_marker` also reads its ownership marker."""
         try:
-            info = await self._call("space_info", lambda: self._api.space_info(space_id), idempotent=True)
+            info = await self._call(
+                "space_info",
+                lambda: self._api.space_info(space_id),
+                idempotent=True,
+                priority=Priority.OBSERVE,
+            )
         except RepositoryNotFoundError:
             return None
         view = _space_view(info, self._endpoint)
         if view.stage == "UNKNOWN":
             runtime = await self._call(
-                "runtime", lambda: self._api.get_space_runtime(space_id), idempotent=True
+                "runtime",
+                lambda: self._api.get_space_runtime(space_id),
+                idempotent=True,
+                priority=Priority.OBSERVE,
             )
             view = replace(
                 view,
                 stage=str(runtime.stage),
                 current_hardware=runtime.hardware,
                 requested_hardware=runtime.requested_hardware,
+                sleep_time=runtime.sleep_time,
             )
         if with_marker:
             ownership = await self.ownership(space_id)
@@ -293,11 +326,15 @@ class HubClient:
             view = replace(view, marker_uid=ownership.session_uid)
         return view
 
-    async def ownership(self, space_id: str) -> Ownership | None:
-        """The Space's ownership marker, or None if the Space is gone."""
+    async def ownership(self, space_id: str, *, deleting: bool = False) -> Ownership | None:
+        """The Space's ownership marker, or None if the Space is gone; `deleting`: read for a deletion,
+        which goes before observation at the gate."""
         try:
             variables = await self._call(
-                "variables", lambda: self._api.get_space_variables(space_id), idempotent=True
+                "variables",
+                lambda: self._api.get_space_variables(space_id),
+                idempotent=True,
+                priority=Priority.DELETE if deleting else Priority.OBSERVE,
             )
         except RepositoryNotFoundError:
             return None
@@ -315,7 +352,7 @@ class HubClient:
             found = self._api.list_spaces(author=owner, search=prefix)
             return [ListedSpace(info.id, info.created_at) for info in found]
 
-        return await self._call("list_spaces", call, idempotent=True)
+        return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)
 
     async def duplicate(
         self,
@@ -373,11 +410,20 @@ class HubClient:
     async def set_token(self, space_id: str, token: str) -> None:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
 
-    async def request_hardware(self, space_id: str, flavor: str) -> None:
+    async def request_hardware(self, space_id: str, flavor: str, sleep_time: int | None) -> None:
+        """Move the Space to `flavor`; `sleep_time` goes with the request (paid hardware never sleeps
+        otherwise)."""
         await self._call(
             "hardware",
-            lambda: self._api.request_space_hardware(space_id, flavor),  # type: ignore[arg-type]
+            lambda: self._api.request_space_hardware(
+                space_id,
+                flavor,  # type: ignore[arg-type]
+                sleep_time=sleep_time,
+            ),
         )
+
+    async def set_sleep_time(self, space_id: str, seconds: int) -> None:
+        await self._call("sleeptime", lambda: self._api.set_space_sleep_time(space_id, seconds))
 
     async def restart(self, space_id: str) -> None:
         await self._call("restart", lambda: self._api.restart_space(space_id))
@@ -389,22 +435,33 @@ class HubClient:
         """
         with contextlib.suppress(RepositoryNotFoundError):
             await self._call(
-                "variables", lambda: self._api.delete_space_variable(space_id, MARKER_CLUSTER_ID)
+                "variables",
+                lambda: self._api.delete_space_variable(space_id, MARKER_CLUSTER_ID),
+                priority=Priority.DELETE,
             )
 
     async def delete(self, space_id: str) -> None:
         await self._call(
-            "delete", lambda: self._api.delete_repo(space_id, repo_type="space", missing_ok=True)
+            "delete",
+            lambda: self._api.delete_repo(space_id, repo_type="space", missing_ok=True),
+            priority=Priority.DELETE,
         )
         self._duplicated.pop(space_id, None)
 
-    async def health(self, sandbox_url: str, token: str) -> HealthResult:
-        """GET the sandbox's health endpoint with its token; anything but 200 is unhealthy."""
+    async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
+        """GET the sandbox's health endpoint; anything but 200 is unhealthy.
+
+        `hub_token` passes the Hub's edge of a private Space (`Authorization`); the sandbox server
+        checks `token`, its own API token, in `X-Sandbox-Authorization`.
+        """
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         url = sandbox_url.rstrip("/") + self._config.health_path
+        headers = {SANDBOX_AUTH_HEADER: f"Bearer {token}"}
+        if hub_token:
+            headers["Authorization"] = f"Bearer {hub_token}"
         try:
-            async with self._http.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            async with self._http.get(url, headers=headers) as response:
                 if response.status == 200:
                     return HealthResult(True, "200 OK")
                 return HealthResult(False, f"{url} answered {response.status}")
@@ -415,3 +472,4 @@ class HubClient:
         if self._http is not None:
             await self._http.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._urgent_pool.shutdown(wait=False, cancel_futures=True)

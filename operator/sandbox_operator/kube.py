@@ -24,10 +24,16 @@ from .policy import ApproverQuestion
 
 T = TypeVar("T")
 
-# Keys of the connection Secret, a stable interface for agent pods.
+# Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
+# never among them.
 KEY_SPACE_ID = "spaceId"
+#: Base URL of the sandbox app, behind the Hub's edge.
 KEY_SANDBOX_URL = "sandboxUrl"
+#: The sandbox API token, sent as `X-Sandbox-Authorization: Bearer <token>`.
 KEY_TOKEN = "token"
+#: A Hub token that may read the private Space, sent as `Authorization: Bearer <hubToken>` to pass the
+#: Hub's edge; empty for a public Space or when none is configured.
+KEY_HUB_TOKEN = "hubToken"
 #: The label every connection Secret carries: with an owner reference to a same-named AgentSession,
 #: it marks a Secret the operator may take over from a deleted predecessor.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sandbox-operator"}

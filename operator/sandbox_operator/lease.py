@@ -30,6 +30,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
+from .config import DEFAULT_OPERATOR_NAMESPACE
 from .ratelimit import HubGate
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ def default_identity() -> str:
 
 
 def default_namespace() -> str:
-    """The pod's namespace in a cluster, else `default`."""
+    """The pod's namespace in a cluster, else the README's install namespace (where the chart runs)."""
     try:
-        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_OPERATOR_NAMESPACE
     except OSError:
-        return "default"
+        return DEFAULT_OPERATOR_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,24 @@ class LeaseSettings:
     name: str
     namespace: str
     identity: str
-    duration: float = 15.0
-    renew_deadline: float = 10.0
+    duration: float = 30.0
+    renew_deadline: float = 25.0
     retry_period: float = 2.0
+
+    def check_hub_timeout(self, hub_timeout: float) -> None:
+        """Refuse a Hub timeout that cannot fit: a request sent just before a renewal must be able to
+        finish before the holder has to stop acting (each request is cut to the time left anyway)."""
+        room = self.renew_deadline - self.retry_period
+        if hub_timeout > room:
+            raise ValueError(
+                f"the Hub timeout ({hub_timeout:g}s) does not fit in the leader Lease's renew deadline "
+                f"({self.renew_deadline:g}s) minus its retry period ({self.retry_period:g}s): a Hub request "
+                f"could outlive the right to act; use a Hub timeout of at most {room:g}s"
+            )
+
+
+class LeaseNamespaceMissing(Exception):
+    """The Lease's namespace does not exist: waiting would never end."""
 
 
 def _micro_time(moment: datetime) -> str:
@@ -96,8 +112,12 @@ class LeaderElector:
         return f"{self.settings.namespace}/{self.settings.name}"
 
     def holds(self) -> bool:
-        """Whether this process may act now; checked before every Hub request (the fence)."""
-        return self._clock() < self._valid_until
+        """Whether this process may act now."""
+        return self.time_left() > 0
+
+    def time_left(self) -> float:
+        """Seconds this process may still act; checked before every Hub request and bounds its timeout."""
+        return self._valid_until - self._clock()
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -130,6 +150,12 @@ class LeaderElector:
             try:
                 await self._run(lambda: self._api.create_namespaced_lease(namespace, body))
             except ApiException as create_error:
+                if create_error.status == 404:
+                    raise LeaseNamespaceMissing(
+                        f"the namespace {namespace!r} of the leader Lease {self.where} does not exist: "
+                        f"create it (kubectl create namespace {namespace}; the chart installs into it) "
+                        "or pass --lease-namespace / --operator-namespace"
+                    ) from create_error
                 reason = f"{create_error.status} {create_error.reason}"
                 return Attempt(False, problem=f"cannot create the Lease: {reason}")
             self._took(started)
@@ -260,7 +286,7 @@ async def run_as_leader(
     Deployment restarts it, and it waits for the Lease again): a graceful stop would still let
     handlers finish and write status while another operator already acts.
     """
-    gate.fence = elector.holds
+    gate.lease_left = elector.time_left
     try:
         standby = await _serve_standby(liveness_endpoint, elector) if liveness_endpoint else None
         try:

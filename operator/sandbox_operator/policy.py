@@ -32,6 +32,7 @@ HOW_TO_FIX = (
 #: A new Secret reference in the spec is one more line here.
 SECRET_REFERENCES = [
     "(has({o}.spec.secrets) ? {o}.spec.secrets.map(s, s.secretKeyRef.name) : [])",
+    "(has({o}.spec.hubTokenSecretRef) ? [{o}.spec.hubTokenSecretRef.name] : [])",
 ]
 
 

@@ -1,31 +1,67 @@
-"""Pacing of Hub calls: one token bucket and one pause for the whole process.
+"""Pacing of Hub calls: one gate for the whole process, with priorities.
 
 The Hub's limits are per account (1,000 API calls per 5 minutes on a free account), not per
-session, so the budget is global: every HTTP request to the Hub takes a token first, and a 429
-with `Retry-After` pauses *all* requests until that time, since any call sent earlier would be
-refused as well and would only extend the penalty. The gate runs in the Hub client's worker
-threads (it is an httpx request hook), so it is thread-safe and takes its clock as a parameter.
+session, so the budget is global: every HTTP request to the Hub passes this gate first.
+
+- A token bucket paces requests (`rate` per second, `burst` saved up).
+- The Hub says how much of its window is left on every answer (`RateLimit: "api";r=<remaining>;
+  t=<seconds to reset>`, `RateLimit-Policy: "fixed window";"api";q=<quota>;w=300`): once the
+  remaining calls run low, they are spread evenly over the time to the reset, so the window is
+  not spent before it ends; with none left, every request waits for the reset.
+- A 429 with `Retry-After` pauses *all* requests until that time, since any call sent earlier
+  would be refused as well and would only extend the penalty.
+- Requests that wait are served by priority, then in arrival order: deletions (and the
+  finalizer's reads) first, then creates and other changes, then observation, so sessions
+  that keep polling never hold back a deletion.
+- The leader fence: no request is sent once this process may have lost its Lease, and none is
+  given more time than is left before it must stop acting (`lease_left`).
+
+The gate runs in the Hub client's worker threads (it is an httpx request hook), so it is
+thread-safe and takes its clock, wall clock and wait as parameters for tests.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from enum import IntEnum
 
 from . import metrics
 
-#: `RateLimit: "api";r=0;t=55`: the Hub's own header, seconds until the window resets.
-_RATELIMIT_RESET = re.compile(r";\s*t=(\d+)")
+#: `RateLimit: "api";r=12;t=55`: calls remaining in the window, seconds until it resets.
+_RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
+#: `RateLimit-Policy: "fixed window";"api";q=1000;w=300`: the window's quota.
+_POLICY_QUOTA = re.compile(r";\s*q=(\d+)")
+#: Pace once fewer than this share of the window's quota is left (or fewer than `burst` calls,
+#: when the Hub states no quota): a burst must not spend what the rest of the window needs.
+LOW_REMAINING_SHARE = 0.2
+#: Longest single wait before the fence and the pause are checked again.
+_RECHECK = 1.0
+
+
+class Priority(IntEnum):
+    """Which waiting request goes first: lower values first."""
+
+    #: Deletions and what the finalizer reads: a Space that should be gone keeps billing.
+    DELETE = 0
+    #: Creates and other writes a session is waiting for.
+    CHANGE = 1
+    #: Reads of state (space_info, runtime, variables, listings, the catalog).
+    OBSERVE = 2
 
 
 class HubPaused(Exception):
     """A request was refused locally: the Hub asked us to wait and the time has not come."""
 
     def __init__(self, remaining: float) -> None:
-        super().__init__(f"all Hub calls are paused for {remaining:.0f}s more after a 429")
+        super().__init__(f"all Hub calls are paused for {remaining:.0f}s more (the Hub's rate limit)")
         self.remaining = remaining
 
 
@@ -34,23 +70,39 @@ class NotLeader(Exception):
 
 
 def retry_after_seconds(headers: Mapping[str, str], now_wall: float) -> float | None:
-    """Seconds the Hub asks to wait: `Retry-After` (seconds or HTTP date), else the `RateLimit` reset."""
+    """Seconds a `Retry-After` header asks to wait (seconds or an HTTP date), or None without one."""
     value = headers.get("Retry-After")
-    if value is not None:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - now_wall)
-        except (TypeError, ValueError):
-            pass
-    match = _RATELIMIT_RESET.search(headers.get("RateLimit", ""))
-    return float(match.group(1)) if match else None
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now_wall)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The Hub's rate-limit window as its headers describe it."""
+
+    remaining: int
+    reset_seconds: float
+    quota: int | None = None
+
+
+def rate_limit_window(headers: Mapping[str, str]) -> Window | None:
+    """The `RateLimit` (and `RateLimit-Policy`) headers of an answer, or None without them."""
+    match = _RATELIMIT.search(headers.get("RateLimit", ""))
+    if match is None:
+        return None
+    quota = _POLICY_QUOTA.search(headers.get("RateLimit-Policy", ""))
+    return Window(int(match.group(1)), float(match.group(2)), int(quota.group(1)) if quota else None)
 
 
 class TokenBucket:
-    """`rate` tokens per second, at most `burst` saved up; a caller that finds none reserves the
-    next one and is told how long to wait, so waiting callers are served in arrival order."""
+    """`rate` tokens per second, at most `burst` saved up."""
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
@@ -58,18 +110,29 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = now
 
-    def reserve(self, now: float) -> float:
-        """Take one token; returns the seconds to wait before using it (0 if one was there)."""
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._stamp) * self.rate)
         self._stamp = now
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a token is there (0 if one is)."""
+        self._refill(now)
+        missing = 1.0 - self._tokens
+        return 0.0 if missing <= 1e-9 else missing / self.rate  # rounding must not wait forever
+
+    def take(self, now: float) -> None:
+        self._refill(now)
         self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+def _default_wait(condition: threading.Condition, seconds: float) -> None:
+    condition.wait(seconds)
 
 
 class HubGate:
-    """What every Hub request passes: the leader fence, the global 429 pause, the token bucket.
+    """What every Hub request passes: the leader fence, the pause, the bucket, the Hub's window.
 
-    `rate` <= 0 disables the bucket (the pause and the fence still apply).
+    `rate` <= 0 disables the bucket (the rest still applies).
     """
 
     def __init__(
@@ -80,22 +143,38 @@ class HubGate:
         default_pause: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        wait: Callable[[threading.Condition, float], None] = _default_wait,
     ) -> None:
         self._clock = clock
         self._wall = wall
-        self._sleep = sleep
-        self._lock = threading.Lock()
+        self._wait = wait
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._bucket = TokenBucket(rate, burst, clock()) if rate > 0 else None
+        self._burst = max(1, int(burst))
         self._paused_until = 0.0
+        #: Requests waiting to go: (priority, arrival number), the smallest goes next.
+        self._queue: list[tuple[int, int]] = []
+        self._arrivals = itertools.count()
+        #: The Hub's window: calls left (counted down as we send) and when it resets (monotonic).
+        self._remaining: int | None = None
+        self._reset_at = 0.0
+        self._quota: int | None = None
+        #: Earliest time of the next request while the remaining calls are spread out.
+        self._next_paced = 0.0
         self.default_pause = default_pause
-        #: Returns False once this process may no longer act (set by leader election).
-        self.fence: Callable[[], bool] = lambda: True
+        #: Seconds this process may still act (set by leader election); <= 0: it may not.
+        self.lease_left: Callable[[], float] = lambda: math.inf
 
     def paused_for(self) -> float:
         """Seconds until Hub calls may be sent again (0 when not paused)."""
         with self._lock:
             return max(0.0, self._paused_until - self._clock())
+
+    def waiting(self) -> int:
+        """Requests waiting for their turn now (for tests and metrics)."""
+        with self._lock:
+            return len(self._queue)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` from now; a longer pause already set is kept."""
@@ -104,30 +183,87 @@ class HubGate:
             if until <= self._paused_until:
                 return
             self._paused_until = until
+            self._changed.notify_all()
         metrics.HUB_PAUSES.inc()
         metrics.HUB_PAUSED_UNTIL.set(self._wall() + seconds)
 
+    def time_left(self) -> float:
+        """Seconds a request sent now may take before this process must stop acting."""
+        return self.lease_left()
+
     def _check(self) -> None:
-        if not self.fence():
+        if self.lease_left() <= 0:
             raise NotLeader("this operator does not hold the leader Lease; it sends no Hub calls")
         remaining = self.paused_for()
         if remaining > 0:
             raise HubPaused(remaining)
 
-    def before_request(self) -> None:
+    def _low(self) -> float:
+        return max(self._burst, LOW_REMAINING_SHARE * self._quota) if self._quota else self._burst
+
+    def _pacing(self, now: float) -> float:
+        """Seconds between requests while the Hub's window runs low (0: no pacing)."""
+        if self._remaining is None or now >= self._reset_at:
+            self._remaining = None
+            return 0.0
+        if self._remaining >= self._low():
+            return 0.0
+        return (self._reset_at - now) / max(1, self._remaining)
+
+    def _wait_time(self, now: float) -> float:
+        bucket = self._bucket.wait_time(now) if self._bucket is not None else 0.0
+        paced = max(0.0, self._next_paced - now) if self._pacing(now) > 0 else 0.0
+        return max(bucket, paced)
+
+    def _take(self, now: float) -> None:
+        if self._bucket is not None:
+            self._bucket.take(now)
+        spacing = self._pacing(now)
+        if spacing > 0:
+            self._next_paced = now + spacing
+        if self._remaining is not None:
+            self._remaining -= 1
+
+    def before_request(self, priority: Priority = Priority.OBSERVE) -> None:
         """Block until the request may go, or raise `HubPaused` / `NotLeader` (nothing is sent)."""
-        self._check()
-        if self._bucket is None:
-            return
         with self._lock:
-            wait = self._bucket.reserve(self._clock())
-        metrics.RATE_LIMIT_WAIT.observe(wait)
-        if wait > 0:
-            self._sleep(wait)
-            self._check()  # a 429 may have arrived, or the Lease been lost, while this one waited
+            ticket = (int(priority), next(self._arrivals))
+            heapq.heappush(self._queue, ticket)
+            arrived = self._clock()
+            try:
+                while True:
+                    self._check()
+                    now = self._clock()
+                    if self._queue[0] != ticket:
+                        self._wait(self._changed, _RECHECK)
+                        continue
+                    wait = self._wait_time(now)
+                    if wait <= 0:
+                        self._take(now)
+                        metrics.RATE_LIMIT_WAIT.observe(now - arrived)
+                        return
+                    self._wait(self._changed, min(wait, _RECHECK))
+            finally:
+                self._queue.remove(ticket)
+                heapq.heapify(self._queue)
+                self._changed.notify_all()
 
     def after_response(self, status: int, headers: Mapping[str, str]) -> None:
-        """A 429 pauses every request for as long as the Hub asks (or `default_pause` if it does not say)."""
+        """Learn the Hub's window from every answer; a 429 pauses every request as long as the Hub asks.
+
+        With no calls left in the window, requests wait for its reset as after a 429 (the next one
+        would be refused), so the Hub never has to say it.
+        """
+        window = rate_limit_window(headers)
+        if window is not None:
+            with self._lock:
+                self._remaining = window.remaining
+                self._reset_at = self._clock() + window.reset_seconds
+                self._quota = window.quota or self._quota
         if status == 429:
             seconds = retry_after_seconds(headers, self._wall())
+            if seconds is None and window is not None and window.remaining == 0:
+                seconds = window.reset_seconds
             self.pause(self.default_pause if seconds is None else seconds)
+        elif window is not None and window.remaining == 0 and window.reset_seconds > 0:
+            self.pause(window.reset_seconds)

@@ -34,11 +34,17 @@ from .pricing import FALLBACK_USD_PER_HOUR
 READY = "Ready"
 HARDWARE_APPROVED = "HardwareApproved"
 BUDGET_EXHAUSTED = "BudgetExhausted"
+#: Whether agent pods can reach the sandbox with what the connection Secret holds.
+AGENT_ACCESS = "AgentAccess"
 
 # Hub stages, as huggingface_hub's SpaceStage names them.
 STARTING_STAGES = frozenset({"BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING"})
 ERROR_STAGES = frozenset({"BUILD_ERROR", "RUNTIME_ERROR", "CONFIG_ERROR", "NO_APP_FILE"})
 STOPPED_STAGES = frozenset({"PAUSED", "STOPPED"})
+#: Asleep after its sleep time without requests: not a failure, the next request to the app wakes it.
+SLEEPING = "SLEEPING"
+#: Stages the Hub bills nothing for (asleep, paused or stopped).
+UNBILLED_STAGES = STOPPED_STAGES | {SLEEPING}
 
 # Space variables that mark a Space as this operator's (the ownership marker).
 MARKER_SESSION_UID = "SANDBOX_OPERATOR_SESSION_UID"
@@ -81,6 +87,8 @@ class SpaceView:
     sandbox_url: str | None = None
     #: The ownership marker's session UID; None when the variables were not read this time.
     marker_uid: str | None = None
+    #: Seconds of inactivity after which the Hub puts the Space to sleep (gcTimeout); None: never.
+    sleep_time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,14 @@ class Observation:
     approver_authorized: bool | None = None
     #: Why the connection Secret cannot be written: a Secret of that name that this session does not own.
     connection_conflict: str | None = None
+    #: The Hub read token agent pods get for a private Space's edge (the session's own, else the
+    #: operator's configured one); None when there is none. Never the operator's own token.
+    read_token: str | None = None
+    #: Why the read token's Secret (the session's or the operator's) cannot be read; None when it can
+    #: or none is configured.
+    read_token_problem: str | None = None
+    #: The Hub read token the connection Secret holds now ("" or None: none).
+    connection_hub_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +175,26 @@ class PublishConnection:
 
 
 @dataclass(frozen=True)
+class PublishHubToken:
+    """Write the Hub read token agent pods need for a private Space's edge ("" removes it)."""
+
+    hub_token: str
+
+
+@dataclass(frozen=True)
 class RequestHardware:
     space_id: str
     flavor: str
+    #: Sent with every paid flavor, since paid hardware never sleeps by default; None for free ones.
+    sleep_time: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSleepTime:
+    """The Space runs on paid hardware with another sleep time than the session asks for."""
+
+    space_id: str
+    seconds: int
 
 
 @dataclass(frozen=True)
@@ -179,7 +212,9 @@ Action = (
     | CreateSpace
     | RotateToken
     | PublishConnection
+    | PublishHubToken
     | RequestHardware
+    | SetSleepTime
     | RestartSpace
     | DeleteSpace
 )
@@ -202,6 +237,12 @@ class Plan:
     @property
     def converged(self) -> bool:
         return self.action is None and self.requeue_after is None
+
+
+def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:
+    """The sleep time of paid hardware: the session's, else the operator's default, at most its maximum."""
+    wanted = spec.sleep_time_seconds if spec.sleep_time_seconds is not None else config.sleep_time_default
+    return min(wanted, config.sleep_time_max)
 
 
 def space_id_for(session: Session, config: OperatorConfig) -> str:
@@ -414,10 +455,14 @@ def accrue_spend(
 ) -> Spend:
     """Add the time since the last observation at the rate then observed; start the new rate now.
 
-    Time the operator was down is charged too, since the Space kept running meanwhile.
+    Time the operator was down is charged too, since the Space kept running meanwhile. A Space
+    asleep, paused or stopped is billed nothing, whatever hardware it holds.
     """
     current = space.current_hardware
-    rate = 0.0 if current is None or is_free(current, config) else prices.get(current, 0.0)
+    if current is None or is_free(current, config) or space.stage in UNBILLED_STAGES:
+        rate = 0.0
+    else:
+        rate = prices.get(current, 0.0)
     spent = previous.estimated_usd if previous else 0.0
     if previous is not None and previous.last_observed_time is not None:
         elapsed = max(0.0, (now - _parse_rfc3339(previous.last_observed_time)).total_seconds())
@@ -496,6 +541,7 @@ _WARNING_REASONS = frozenset(
     | {"BudgetSpent", "ApprovalExceedsLimit", "ApprovalNotEnforced", "ApproverNotAuthorized"}
     | {"TemplateNotAllowed", "OwnerNotAllowed", "PublicSpaceNotAllowed", "SecretsNotEnforced"}
     | {"ConnectionSecretConflict"}
+    | {"NoReadToken", "ReadTokenSecretNotFound"}
 )
 
 
@@ -580,6 +626,7 @@ def decide(
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
     draft.status.observed_generation = session.generation
     _money(draft, observed, config)
+    _agent_access(draft, observed)
     action, requeue = _next_step(draft, observed, config, jitter)
     if draft.status.spend is not None:
         recheck = spend_recheck_delay(draft.status.spend, config)
@@ -636,6 +683,38 @@ def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None
         draft.condition(
             BUDGET_EXHAUSTED, "False", "WithinBudget", f"estimated spend {_usd(spent)} of {_usd(budget)}"
         )
+
+
+def _agent_access(draft: _Draft, observed: Observation) -> None:
+    """Say whether agent pods can pass the Hub's edge with the connection Secret (not part of Ready:
+    the sandbox itself may be fine)."""
+    if not draft.session.spec.private:
+        draft.condition(
+            AGENT_ACCESS, "True", "PublicSpace", "the Space is public: the sandbox token alone reaches it"
+        )
+    elif observed.read_token_problem is not None:
+        draft.condition(AGENT_ACCESS, "False", "ReadTokenSecretNotFound", observed.read_token_problem)
+    elif not observed.read_token:
+        draft.condition(
+            AGENT_ACCESS,
+            "False",
+            "NoReadToken",
+            "no Hub read token is configured (the operator's --hub-read-token-secret or "
+            "spec.hubTokenSecretRef): agent pods will not pass the Hub's edge of this private Space",
+        )
+    else:
+        draft.condition(
+            AGENT_ACCESS,
+            "True",
+            "ReadTokenPublished",
+            "the connection Secret holds hubToken (Authorization, for the Hub's edge) and token "
+            "(X-Sandbox-Authorization, for the sandbox)",
+        )
+
+
+def _published_hub_token(session: Session, observed: Observation) -> str:
+    """What the connection Secret's hubToken should be: the read token for a private Space, else none."""
+    return (observed.read_token or "") if session.spec.private else ""
 
 
 def _next_step(
@@ -704,6 +783,9 @@ def _next_step(
         return RotateToken(space_id), 0.0
     if space.sandbox_url and observed.connection_url != space.sandbox_url:
         return PublishConnection(space.sandbox_url), 0.0
+    hub_token = _published_hub_token(session, observed)
+    if (observed.connection_hub_token or "") != hub_token:
+        return PublishHubToken(hub_token), 0.0
 
     if space.stage in ERROR_STAGES:
         draft.status.phase = Phase.FAILED
@@ -715,6 +797,18 @@ def _next_step(
             draft, reason, f"the Hub reports stage {space.stage}; restarting the Space", config, jitter
         )
         return (RestartSpace(space_id) if already_failing else None), delay
+    if space.stage == SLEEPING:
+        # Waking it (a health check, a restart) would bill it again: the first request of an agent does.
+        draft.status.phase = Phase.SLEEPING
+        draft.ready(
+            "True",
+            "SandboxSleeping",
+            f"Space {space_id} is asleep after its sleep time without requests; the first request wakes it",
+        )
+        requested = space.requested_hardware
+        paid = requested is not None and not is_free(requested, config)
+        # Woken by an agent, it bills again: look again as often as spend is accrued.
+        return None, config.spend_interval if paid else None
     if space.stage in STOPPED_STAGES:
         draft.status.phase = Phase.STARTING
         draft.ready("False", "Restarting", f"the Space is {space.stage}; restarting it")
@@ -727,14 +821,19 @@ def _next_step(
         return None, config.poll_interval
 
     target = target_hardware(session.spec, space, config, draft.verdict, draft.exhausted)
+    paid_target = not is_free(target, config)
+    sleep_time = sleep_time_for(session.spec, config) if paid_target else None
     if space.requested_hardware != target and space.current_hardware != target:
         draft.status.phase = Phase.UPGRADING
         draft.ready("False", "HardwareSwitching", f"requesting {target} (now on {space.current_hardware})")
-        return RequestHardware(space_id, target), config.poll_interval
+        return RequestHardware(space_id, target, sleep_time), config.poll_interval
     if space.current_hardware != target:
         draft.status.phase = Phase.UPGRADING
         draft.ready("False", "HardwareSwitching", f"waiting for the Hub to move the Space to {target}")
         return None, config.poll_interval
+
+    if sleep_time is not None and space.sleep_time != sleep_time:
+        return SetSleepTime(space_id, sleep_time), 0.0
 
     health = observed.health
     if health is None or not health.ok:

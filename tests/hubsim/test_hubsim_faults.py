@@ -63,7 +63,9 @@ def test_wildcard_covers_api_routes_but_not_the_sandbox(
         with pytest.raises(HfHubHTTPError) as caught:
             call()
         assert caught.value.response.status_code == 503
-    health = httpx2.get(f"{hub.url}/_sandbox/alice/box/health", headers={"Authorization": "Bearer t"})
+    health = httpx2.get(
+        f"{hub.url}/_sandbox/alice/box/health", headers={"X-Sandbox-Authorization": "Bearer t"}
+    )
     assert health.status_code == 200
     hub.admin.clear_faults()
     assert alice.whoami()["name"] == "alice"
@@ -75,8 +77,8 @@ def test_health_fault_targets_the_sandbox(hub: HubSimServer, alice: HfApi, templ
     )
     hub.admin.add_fault("health", 502, count=1)
     url = f"{hub.url}/_sandbox/alice/box/health"
-    assert httpx2.get(url, headers={"Authorization": "Bearer t"}).status_code == 502
-    assert httpx2.get(url, headers={"Authorization": "Bearer t"}).status_code == 200
+    assert httpx2.get(url, headers={"X-Sandbox-Authorization": "Bearer t"}).status_code == 502
+    assert httpx2.get(url, headers={"X-Sandbox-Authorization": "Bearer t"}).status_code == 200
 
 
 def test_404_fault_is_repository_not_found(alice: HfApi, admin: HubSimAdmin, template: str) -> None:

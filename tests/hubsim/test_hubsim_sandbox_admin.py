@@ -12,8 +12,11 @@ from huggingface_hub import HfApi, SpaceHardware
 from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
 
 
-def _health(url: str, token: str | None) -> httpx2.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def _health(url: str, token: str | None, hub_token: str | None = None) -> httpx2.Response:
+    """The sandbox token where the sandbox server reads it; a Hub token for a private Space's edge."""
+    headers = {"X-Sandbox-Authorization": f"Bearer {token}"} if token else {}
+    if hub_token:
+        headers["Authorization"] = f"Bearer {hub_token}"
     return httpx2.get(f"{url}/health", headers=headers)
 
 
@@ -40,6 +43,30 @@ def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, templ
     assert _health(host, "rotated").status_code == 503
     alice.delete_repo("alice/box", repo_type="space")
     assert _health(host, "rotated").status_code == 404
+
+
+def test_a_private_spaces_app_is_reached_only_through_the_edge_with_a_hub_read_token(
+    alice: HfApi, template: str
+) -> None:
+    alice.duplicate_repo(
+        template,
+        "alice/private-box",
+        repo_type="space",
+        private=True,
+        space_secrets=[{"key": "SANDBOX_API_TOKEN", "value": "tok"}],
+    )
+    host = alice.space_info("alice/private-box").host
+    assert host is not None
+    assert _health(host, "tok", hub_token="hf_alice").status_code == 200
+    assert _health(host, "tok").status_code == 401  # no Hub token: the edge refuses
+    assert _health(host, "tok", hub_token="hf_unknown").status_code == 401
+    assert _health(host, "tok", hub_token="hf_bob").status_code == 404  # may not see it
+    # The sandbox token in Authorization alone is a bad Hub token at the edge, never the app's token.
+    only = httpx2.get(f"{host}/health", headers={"Authorization": "Bearer tok"})
+    assert only.status_code == 401
+    # Past the edge, the sandbox server checks its own header.
+    assert _health(host, "wrong", hub_token="hf_alice").status_code == 401
+    assert _health(host, None, hub_token="hf_alice").status_code == 401
 
 
 def test_health_without_token_secret_is_401(hub: HubSimServer, admin: HubSimAdmin) -> None:

@@ -172,7 +172,9 @@ def test_pause_and_restart_from_sleep(state: HubState, clock: Clock) -> None:
 
 def _health(hub: HubSimServer, space_id: str) -> int:
     request = urllib.request.Request(
-        f"{hub.url}/_sandbox/{space_id}/health", headers={"Authorization": "Bearer sbx"}
+        f"{hub.url}/_sandbox/{space_id}/health",
+        # Through the edge of a private Space: the owner's Hub token, then the sandbox token.
+        headers={"Authorization": "Bearer hf_alice", "X-Sandbox-Authorization": "Bearer sbx"},
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

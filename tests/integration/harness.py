@@ -91,6 +91,8 @@ class OperatorProcess:
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
             "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_ports(1)[0]}/healthz",
             "SANDBOX_OPERATOR_LEASE_IDENTITY": self.identity,
+            # Where the Lease (and a read token Secret) are: a namespace every control plane has.
+            "SANDBOX_OPERATOR_OPERATOR_NAMESPACE": "default",
             "SANDBOX_OPERATOR_METRICS_PORT": "0",
             "SANDBOX_OPERATOR_HUB_RATE": "20",
             "SANDBOX_OPERATOR_SWEEP_INTERVAL": "0",

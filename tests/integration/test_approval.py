@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 
 from harness import (
     OperatorProcess,
@@ -369,3 +369,60 @@ def test_namespace_scoped_approver_works_as_the_readme_documents(
     finally:
         kubectl("delete", "namespace", "team-a", "--wait=false")
         kubectl("delete", "clusterrolebinding", "alice-approves", "--ignore-not-found")
+
+
+@pytest.fixture
+def fast_spend_operator(
+    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator with spend brought up to date every second, in place of the shared one."""
+    operator_process.stop()  # a clean stop hands the Lease over at once
+    fast = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_SPEND_INTERVAL="1")
+    fast.start()
+    try:
+        yield fast
+    finally:
+        fast.stop()
+        operator_process.start()
+
+
+def test_an_approved_gpu_space_sleeps_and_costs_nothing_while_asleep(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, fast_spend_operator: OperatorProcess, team: str
+) -> None:
+    manifest = session_manifest("s7", team, hardware="a10g-small", sleepTimeSeconds=900)
+    kubectl("apply", "-f", "-", "--as=bob", stdin=manifest)
+    space_id = wait_ready(kubectl, "s7", team)["status"]["spaceId"]
+    patch_as(kubectl, "alice", "s7", team, approve_patch("a10g-small", "alice"))
+    wait_for(lambda: hub_admin.space(space_id)["hardware"]["current"] == "a10g-small", 60, "the upgrade")
+    # Paid hardware never sleeps unless told to: the request carried the session's sleep time.
+    assert hub_admin.space(space_id)["sleepTime"] == 900
+
+    def spend() -> float:
+        session = get_session(kubectl, "s7", team) or {}
+        return float(session.get("status", {}).get("spend", {}).get("estimatedUsd", 0.0))
+
+    first = spend()
+    wait_for(lambda: spend() > first, 30, "spend to grow while the GPU runs")
+
+    hub_admin.set_stage(space_id, "SLEEPING")  # as the Hub does after the sleep time without requests
+    asleep = wait_condition_reason(kubectl, "s7", team, "Ready", "SandboxSleeping")
+    assert asleep["status"] == "True"
+    session = get_session(kubectl, "s7", team)
+    assert session is not None and session["status"]["phase"] == "Sleeping"
+    assert session["status"]["spend"]["usdPerHour"] == 0
+    hub_admin.clear_calls()
+    slept = spend()
+    # Several spend updates later (one a second), nothing more is billed, and nothing woke the Space.
+    wait_for(
+        lambda: (
+            (get_session(kubectl, "s7", team) or {})["status"]["spend"]["lastObservedTime"]
+            != session["status"]["spend"]["lastObservedTime"]
+        ),
+        30,
+        "the spend to be brought up to date while asleep",
+    )
+    time.sleep(3)
+    assert spend() == slept
+    assert hub_admin.space(space_id)["stage"] == "SLEEPING"
+    touched = [call["route"] for call in hub_admin.calls() if space_id in call["path"]]
+    assert "health" not in touched and "restart" not in touched and "hardware" not in touched

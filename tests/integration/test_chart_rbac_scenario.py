@@ -76,8 +76,8 @@ def run_scenario(
         kubeconfig,
         hub.url,
         tmp_path,
-        SANDBOX_OPERATOR_LEASE_NAME=account,
-        SANDBOX_OPERATOR_LEASE_NAMESPACE=RELEASE_NAMESPACE,
+        # As the chart's pod: its namespace holds the Lease (the chart's default name is the CLI's).
+        SANDBOX_OPERATOR_OPERATOR_NAMESPACE=RELEASE_NAMESPACE,
     )
     admin("create", "namespace", namespace)
     operator.start()

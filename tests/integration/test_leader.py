@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
 from sandbox_operator.controlplane import ControlPlane, Kubectl
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 
@@ -18,6 +23,9 @@ from harness import (
     wait_for,
     wait_ready,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
+from helm_chart import REQUIRED_VALUES, Helm, container_env, one
 
 LEASE = ("lease", "sandbox-operator", "-n", "default")
 
@@ -78,3 +86,92 @@ def test_an_operator_that_loses_the_lease_exits_non_zero(kubectl: Kubectl, opera
         assert "now held by intruder" in operator.current_log()
     finally:
         kubectl("delete", *LEASE)  # so the restarted operator need not wait for the intruder's Lease
+
+
+def chart_lease_env(control_plane: ControlPlane, tmp_path: Path) -> dict[str, str]:
+    """The Lease settings of the chart's Deployment as `helm install ... -n sandbox-operator` renders them."""
+    helm = Helm(control_plane.bin_dir / "helm", tmp_path / "helm")
+    env = container_env(one(helm.render(REQUIRED_VALUES, namespace=DEFAULT_OPERATOR_NAMESPACE), "Deployment"))
+    keys = (
+        "SANDBOX_OPERATOR_LEASE_NAME",
+        "SANDBOX_OPERATOR_LEASE_NAMESPACE",
+        "SANDBOX_OPERATOR_OPERATOR_NAMESPACE",
+    )
+    return {key: env[key]["value"] for key in keys}
+
+
+@pytest.fixture
+def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
+    """The session's shared operator holds another Lease: it must not act during the test."""
+    operator_process.stop()
+    try:
+        yield
+    finally:
+        operator_process.start()
+
+
+def test_a_hand_run_operator_and_the_charts_find_the_same_lease(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    without_shared_operator: None,
+    namespace: str,
+    control_plane: ControlPlane,
+    hub: HubSimServer,
+    tmp_path: Path,
+) -> None:
+    if kubectl("get", "namespace", DEFAULT_OPERATOR_NAMESPACE, check=False).returncode != 0:
+        kubectl("create", "namespace", DEFAULT_OPERATOR_NAMESPACE)
+    lease = ("lease", DEFAULT_LEASE_NAME, "-n", DEFAULT_OPERATOR_NAMESPACE)
+    # `sandbox-operator run` with the defaults: no Lease or namespace setting at all (empty = unset).
+    by_hand = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "by-hand", SANDBOX_OPERATOR_OPERATOR_NAMESPACE=""
+    )
+    # Started like the chart's Deployment, with its own Hub token so its calls can be told apart.
+    like_chart = OperatorProcess(
+        control_plane.kubeconfig,
+        hub.url,
+        tmp_path / "like-chart",
+        HF_TOKEN=SECOND_OPERATOR_TOKEN,
+        **chart_lease_env(control_plane, tmp_path),
+    )
+    for process in (by_hand, like_chart):
+        process.log_dir.mkdir()
+    by_hand.start()
+    try:
+        wait_for(lambda: "acquired the leader Lease" in by_hand.current_log(), 30, "the hand-run operator")
+        like_chart.start()
+        where = f"{DEFAULT_OPERATOR_NAMESPACE}/{DEFAULT_LEASE_NAME}"
+        wait_for(
+            lambda: f"waiting for the leader Lease {where}" in like_chart.current_log(),
+            30,
+            "the chart's operator to wait for the same Lease",
+        )
+        hub_admin.clear_calls()
+        kubectl("apply", "-f", "-", stdin=session_manifest("one-lease", namespace))
+        wait_ready(kubectl, "one-lease", namespace)
+        assert calls_by(hub_admin, SECOND_OPERATOR) == []
+
+        by_hand.kill()
+        kubectl("apply", "-f", "-", stdin=session_manifest("after-hand", namespace))
+        wait_ready(kubectl, "after-hand", namespace, timeout=90)
+        assert calls_by(hub_admin, SECOND_OPERATOR) != []
+    finally:
+        like_chart.stop()
+        by_hand.stop()
+        kubectl("delete", *lease, check=False)
+
+
+def test_a_missing_lease_namespace_is_a_clear_error(
+    control_plane: ControlPlane, hub: HubSimServer, crd: None, tmp_path: Path
+) -> None:
+    process = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_OPERATOR_NAMESPACE="no-such-namespace"
+    )
+    process.start()
+    try:
+        assert process.proc is not None
+        assert process.proc.wait(timeout=30) == 1
+        assert "namespace 'no-such-namespace' of the leader Lease" in process.current_log()
+        assert "does not exist" in process.current_log()
+    finally:
+        process.stop()

@@ -1,14 +1,27 @@
-"""The Hub gate: token bucket, the global pause after a 429, the leader fence; on a fake clock."""
+"""The Hub gate on a fake clock: token bucket, the Hub's window, the pause after a 429, priorities, the
+leader fence."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx2
 import pytest
 
-from sandbox_operator.ratelimit import HubGate, HubPaused, NotLeader, TokenBucket, retry_after_seconds
+from sandbox_operator.ratelimit import (
+    HubGate,
+    HubPaused,
+    NotLeader,
+    Priority,
+    TokenBucket,
+    rate_limit_window,
+    retry_after_seconds,
+)
 
 
 class FakeTime:
-    """A clock that only moves when something sleeps."""
+    """A clock that only moves when something waits."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -17,34 +30,41 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def wait(self, _condition: threading.Condition, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
 
 
 def gate(rate: float = 2.0, burst: float = 3.0) -> tuple[HubGate, FakeTime]:
     fake = FakeTime()
-    return HubGate(rate, burst, clock=fake.clock, wall=fake.clock, sleep=fake.sleep), fake
+    return HubGate(rate, burst, clock=fake.clock, wall=fake.clock, wait=fake.wait), fake
 
 
-def test_bucket_serves_the_burst_then_paces_at_the_rate_in_arrival_order() -> None:
+def test_bucket_serves_the_burst_then_one_token_per_interval() -> None:
     bucket = TokenBucket(rate=2.0, burst=3.0, now=0.0)
-    assert [bucket.reserve(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert [bucket.reserve(0.0) for _ in range(3)] == [0.5, 1.0, 1.5]
-    assert bucket.reserve(10.0) == 0.0  # refilled, but never beyond the burst
+    for _ in range(3):
+        assert bucket.wait_time(0.0) == 0.0
+        bucket.take(0.0)
+    assert bucket.wait_time(0.0) == 0.5
+    assert bucket.wait_time(0.5) == 0.0
+    bucket.take(0.5)
+    assert bucket.wait_time(10.0) == 0.0  # refilled, but never beyond the burst
+    for _ in range(3):
+        bucket.take(10.0)
+    assert bucket.wait_time(10.0) == 0.5
 
 
-def test_bucket_never_allows_more_than_burst_plus_rate_times_window() -> None:
-    bucket = TokenBucket(rate=3.0, burst=20.0, now=0.0)
-    sent, now = 0, 0.0
-    while now < 300.0:
-        now += bucket.reserve(now)
-        if now < 300.0:
+def test_gate_never_allows_more_than_burst_plus_rate_times_window() -> None:
+    hub, fake = gate(rate=3.0, burst=20.0)
+    start, sent = fake.now, 0
+    while fake.now < start + 300.0:
+        hub.before_request()
+        if fake.now < start + 300.0:
             sent += 1
-    assert sent <= 20 + 3 * 300 < 1000
+    assert sent <= 20 + 3 * 300 + 1 < 1000
 
 
-def test_gate_sleeps_for_its_token() -> None:
+def test_gate_waits_for_its_token() -> None:
     hub, fake = gate(rate=2.0, burst=1.0)
     hub.before_request()
     hub.before_request()
@@ -75,11 +95,11 @@ def test_a_request_that_waited_for_its_token_is_not_sent_into_a_pause() -> None:
     hub, fake = gate(rate=1.0, burst=1.0)
     hub.before_request()
 
-    def sleep_while_a_429_arrives(seconds: float) -> None:
+    def sleep_while_a_429_arrives(_condition: threading.Condition, seconds: float) -> None:
         fake.now += seconds
         hub.after_response(429, {"Retry-After": "30"})
 
-    hub._sleep = sleep_while_a_429_arrives
+    hub._wait = sleep_while_a_429_arrives
     with pytest.raises(HubPaused):
         hub.before_request()
 
@@ -96,12 +116,153 @@ def test_429_without_headers_pauses_for_the_default() -> None:
 def test_retry_after_forms() -> None:
     assert retry_after_seconds({"Retry-After": "12"}, 0.0) == 12.0
     assert retry_after_seconds({"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, 40.0) == 60.0
-    assert retry_after_seconds({"RateLimit": '"api";r=0;t=55'}, 0.0) == 55.0
+    assert retry_after_seconds({"Retry-After": "soon"}, 0.0) is None
     assert retry_after_seconds({}, 0.0) is None
+
+
+def test_a_429_without_retry_after_waits_for_the_windows_reset() -> None:
+    hub, _ = gate()
+    hub.after_response(429, {"RateLimit": '"api";r=0;t=55'})
+    assert hub.paused_for() == 55.0
 
 
 def test_fence_refuses_requests_when_not_leader() -> None:
     hub, _ = gate()
-    hub.fence = lambda: False
+    hub.lease_left = lambda: 0.0
     with pytest.raises(NotLeader):
         hub.before_request()
+
+
+# The Hub's RateLimit headers: slow down before a 429 --------------------------------------------
+
+WINDOW = {"RateLimit-Policy": '"fixed window";"api";q=1000;w=300'}
+
+
+def test_rate_limit_headers_parse() -> None:
+    window = rate_limit_window({"RateLimit": '"api";r=12;t=55', **WINDOW})
+    assert window is not None
+    assert (window.remaining, window.reset_seconds, window.quota) == (12, 55.0, 1000)
+    assert rate_limit_window({}) is None
+
+
+def test_plenty_left_in_the_window_sends_at_bucket_speed() -> None:
+    hub, fake = gate(rate=0, burst=20)
+    hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
+    for _ in range(10):
+        hub.before_request()
+    assert fake.slept == []
+
+
+def test_few_calls_left_are_spread_over_the_time_to_reset() -> None:
+    hub, fake = gate(rate=0, burst=20)
+    start = fake.now
+    hub.after_response(200, {"RateLimit": '"api";r=10;t=100', **WINDOW})
+    for _ in range(10):
+        hub.before_request()
+    # Ten calls over the 100 s left, not ten at once followed by a 429.
+    assert fake.now - start == pytest.approx(90.0)
+    assert max(fake.slept) <= 1.0  # waits in short steps, so the fence and pause are rechecked
+
+
+def test_no_calls_left_waits_for_the_reset_without_asking_the_hub() -> None:
+    hub, fake = gate(rate=0, burst=20)
+    hub.after_response(200, {"RateLimit": '"api";r=0;t=40', **WINDOW})
+    with pytest.raises(HubPaused) as paused:
+        hub.before_request()
+    assert paused.value.remaining == 40.0
+    fake.now += 40.0
+    hub.before_request()
+
+
+def test_pacing_ends_with_the_window() -> None:
+    hub, fake = gate(rate=0, burst=20)
+    hub.after_response(200, {"RateLimit": '"api";r=2;t=10', **WINDOW})
+    fake.now += 10.0
+    for _ in range(5):
+        hub.before_request()
+    assert fake.slept == []
+
+
+# Priorities: deletions before observation ---------------------------------------------------------
+
+
+class SharedClock:
+    """A fake clock the test moves; waiting threads poll it in short real sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    @staticmethod
+    def wait(condition: threading.Condition, _seconds: float) -> None:
+        condition.wait(0.005)
+
+
+def _until(check: object, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
+    shared = SharedClock()
+    hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
+    hub.before_request()  # the only token
+    served: list[str] = []
+
+    def request(name: str, priority: Priority) -> threading.Thread:
+        thread = threading.Thread(target=lambda: (hub.before_request(priority), served.append(name)))
+        thread.start()
+        return thread
+
+    threads = [request(f"observe-{i}", Priority.OBSERVE) for i in range(3)]
+    _until(lambda: hub.waiting() == 3, "three observations to wait")
+    threads.append(request("create", Priority.CHANGE))
+    threads.append(request("delete", Priority.DELETE))
+    _until(lambda: hub.waiting() == 5, "all five to wait")
+    for expected in range(1, 6):
+        shared.now += 1.0  # one token per step
+        _until(lambda n=expected: len(served) == n, f"request {expected} to be served")
+    for thread in threads:
+        thread.join(timeout=5)
+    assert served == ["delete", "create", "observe-0", "observe-1", "observe-2"]
+
+
+def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
+    shared = SharedClock()
+    hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
+    hub.before_request()
+    outcome: list[str] = []
+
+    def observe() -> None:
+        try:
+            hub.before_request(Priority.OBSERVE)
+            outcome.append("sent")
+        except HubPaused:
+            outcome.append("paused")
+
+    thread = threading.Thread(target=observe)
+    thread.start()
+    _until(lambda: hub.waiting() == 1, "the observation to wait")
+    hub.after_response(429, {"Retry-After": "30"})
+    thread.join(timeout=5)
+    assert outcome == ["paused"] and hub.waiting() == 0
+
+
+def test_no_hub_request_is_given_more_time_than_the_leader_has_left() -> None:
+    from sandbox_operator.hub import _client_factory
+
+    hub, _ = gate()
+    client = _client_factory(20.0, hub)()
+    (before, *_) = client.event_hooks["request"]
+    request = httpx2.Request("GET", "http://hub.invalid/api/whoami-v2")
+    before(request)
+    assert request.extensions.get("timeout") is None or request.extensions["timeout"]["read"] == 20.0
+    hub.lease_left = lambda: 6.0
+    before(request)
+    # Connect and read each get half of what is left: together they end before the right to act does.
+    assert request.extensions["timeout"] == {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}
+    client.close()

@@ -125,7 +125,7 @@ def test_running_healthy_space_is_ready_and_converged() -> None:
     assert ready(plan.status) == ("True", "SandboxReady")
     assert plan.status.phase == Phase.READY
     assert plan.status.observed_generation == 1
-    assert [e.reason for e in plan.events] == ["FreeHardware", "SandboxReady"]
+    assert [e.reason for e in plan.events] == ["FreeHardware", "NoReadToken", "SandboxReady"]
 
 
 def test_lost_token_is_rotated() -> None:
@@ -208,7 +208,7 @@ def test_approved_hardware_is_requested() -> None:
     spec = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
     observed = Observation(space=space(), token="t", connection_url=SANDBOX, health=HEALTHY, **TRUSTED)
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
-    assert plan.action == RequestHardware(SPACE_ID, "a10g-small")
+    assert plan.action == RequestHardware(SPACE_ID, "a10g-small", CONFIG.sleep_time_default)
     assert plan.status.phase == Phase.UPGRADING
 
 
@@ -260,7 +260,8 @@ def test_finalize_waits_while_hub_is_down() -> None:
 
 
 def paid(current: str = "a10g-small") -> SpaceView:
-    return space("RUNNING", current, current)
+    """Running on `current` with the sleep time the operator sends by default."""
+    return replace(space("RUNNING", current, current), sleep_time=CONFIG.sleep_time_default)
 
 
 def test_awaiting_approval_shows_flavor_and_price() -> None:
@@ -293,7 +294,7 @@ def test_standing_budget_covers_flavors_within_the_hourly_limit() -> None:
     within = decide(
         session({"hardware": "a10g-large", "approval": approval}, RECORDED), observed, CONFIG, NOW
     )
-    assert within.action == RequestHardware(SPACE_ID, "a10g-large")
+    assert within.action == RequestHardware(SPACE_ID, "a10g-large", CONFIG.sleep_time_default)
     above = decide(session({"hardware": "a100-large", "approval": approval}, RECORDED), observed, CONFIG, NOW)
     assert above.action is None
     assert (

@@ -111,9 +111,25 @@ kube-system namespace, whose UID is the default cluster id.
   verbs: ["get"]
 {{- end }}
 
-{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{/* The leader-election Lease, in the release namespace; its default name is the CLI's. */}}
 {{- define "sandbox-operator.leaseName" -}}
-{{- include "sandbox-operator.fullname" . }}
+{{- .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The Secret holding the Hub read token for agent pods: the chart's own, hub.readToken.existingSecret,
+or none (""). */}}
+{{- define "sandbox-operator.readTokenSecretName" -}}
+{{- if and .Values.hub.readToken.token .Values.hub.readToken.existingSecret }}
+{{- fail "hub.readToken.token and hub.readToken.existingSecret are both set: set one of them" }}
+{{- else if .Values.hub.readToken.existingSecret }}
+{{- .Values.hub.readToken.existingSecret }}
+{{- else if .Values.hub.readToken.token }}
+{{- printf "%s-hub-read" (include "sandbox-operator.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "sandbox-operator.readTokenSecretKey" -}}
+{{- if .Values.hub.readToken.existingSecret }}{{ .Values.hub.readToken.existingSecretKey }}{{ else }}token{{ end }}
 {{- end }}
 
 {{/*

@@ -61,8 +61,8 @@ def _base_url(request: web.Request) -> str:
     return _state(request).config.public_url or f"{request.scheme}://{request.host}"
 
 
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+def _bearer(request: web.Request, header: str = "Authorization") -> str | None:
+    scheme, _, value = request.headers.get(header, "").partition(" ")
     return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
@@ -352,8 +352,20 @@ def _entry_handlers(kind: str, render: _EntriesView, answer_map: bool) -> tuple[
     return get, post, delete
 
 
+#: Where the sandbox server reads its own API token; `Authorization` is the Hub edge's.
+SANDBOX_AUTH_HEADER: Final = "X-Sandbox-Authorization"
+
+
+def _sandbox_app(request: web.Request) -> None:
+    """Every request to a Space's app passes the Hub's edge first (Hub token in `Authorization`),
+    then the sandbox server's own check (its token in `X-Sandbox-Authorization`)."""
+    state, space_id = _state(request), _space_id(request)
+    state.check_edge(space_id, _bearer(request))
+    state.check_sandbox(space_id, _bearer(request, SANDBOX_AUTH_HEADER))
+
+
 async def _health(request: web.Request) -> web.Response:
-    _state(request).check_sandbox(_space_id(request), _bearer(request))
+    _sandbox_app(request)
     return web.json_response({"status": "ok"})
 
 

@@ -606,8 +606,24 @@ class HubState:
             self._wake(space, now)
         space.idle_since = max(space.idle_since, now)
 
+    def check_edge(self, space_id: str, hub_token: str | None) -> None:
+        """The Hub's edge in front of every Space's app: a private Space's app is reached only with a Hub
+        token that may read it (401 without a valid one, 404 for one that may not see it); public pass
+        (fidelity: F37). A request the edge refuses never reaches the Space: no visit, no wake-up."""
+        space = self._lookup(space_id, self.now())
+        if space is None:
+            raise HubError(404, f"No Space {space_id}")
+        if not space.private:
+            return
+        user = self.user_for_token(hub_token) if hub_token else None
+        if user is None:
+            raise HubError(401, "A Hub token with read access is required for this private Space")
+        if not self.can_read(user, space):
+            raise repo_not_found()
+
     def check_sandbox(self, space_id: str, bearer: str | None) -> Space:
-        """The Space's app: 404 no Space, 503 not serving (still a visit), 401 bad token (fidelity: F36)."""
+        """The Space's own app behind the edge: 404 no Space, 503 not serving (still a visit), 401 wrong
+        sandbox token, which the sandbox server reads from `X-Sandbox-Authorization` (fidelity: F36)."""
         now = self.now()
         space = self._lookup(space_id, now)
         if space is None:
