@@ -45,6 +45,7 @@ from .reconciler import (
     CreateSpace,
     EventNote,
     FinalizeObservation,
+    HealthResult,
     HubFailure,
     Observation,
     Plan,
@@ -120,6 +121,15 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
+#: Why a private Space's health is not checked without a read token: the Hub's edge forwards
+#: `Authorization` to the app, which runs the session's code, so the operator's own token never goes there.
+NO_EDGE_TOKEN = (
+    "a private Space's edge takes only a Hub read token, and none is configured for this session "
+    "(--hub-read-token-secret, or spec.hubTokenSecretRef); the operator never sends its own token "
+    "to a sandbox"
+)
+
+
 async def platform_read_token(rt: Runtime) -> str | None:
     """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
     if not rt.config.hub_read_token_secret:
@@ -154,15 +164,6 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
             f"{rt.config.hub_read_token_key!r}; agent pods will not pass the Hub's edge of this private Space"
         )
     return token, None
-
-
-async def edge_token(rt: Runtime, session: Session) -> str:
-    """What the health check shows a private Space's edge: the platform's read token, else the
-    operator's own. Never a session's token: a token its user chose must not decide the health
-    (and the token rotation that follows a refused check)."""
-    if not session.spec.private:
-        return ""
-    return await platform_read_token(rt) or rt.config.hub_token
 
 
 async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
@@ -211,7 +212,11 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         and space.sandbox_url
         and space.current_hardware == space.requested_hardware
     ):
-        health = await rt.hub.health(space.sandbox_url, token, await edge_token(rt, session))
+        health = (
+            await rt.hub.health(space.sandbox_url, token, hub_token or "")
+            if hub_token or not session.spec.private
+            else HealthResult(False, f"not checked: {NO_EDGE_TOKEN}")
+        )
     return replace(
         base,
         space=space,

@@ -38,10 +38,12 @@ from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from harness import (
     OPERATOR_TOKEN,
     OWNER,
+    READ_TOKEN,
     TEMPLATE,
     OperatorProcess,
     condition,
     install_approval_policy,
+    install_read_token,
     session_manifest,
     wait_for,
 )
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     plane = ControlPlane(workdir / "control-plane", die_with_parent=True)
     plane.start()
     hub_config = HubSimConfig(
-        tokens={OPERATOR_TOKEN: OWNER},
+        tokens={OPERATOR_TOKEN: OWNER, READ_TOKEN: OWNER},
         templates=[TEMPLATE],
         build_seconds=0.2,
         hardware_switch_seconds=0.2,
@@ -378,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with HubSimServer(hub_config) as hub:
             install_crd(plane)
+            install_read_token(plane)
             install_approval_policy(plane)
             kubectl = plane.kubectl()
             namespace = f"chaos-{uuid.uuid4().hex[:6]}"

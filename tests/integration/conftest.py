@@ -20,11 +20,13 @@ from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from harness import (
     OPERATOR_TOKEN,
     OWNER,
+    READ_TOKEN,
     SECOND_OPERATOR,
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,
     OperatorProcess,
     install_approval_policy,
+    install_read_token,
     running_control_plane,
 )
 
@@ -73,8 +75,10 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def crd(control_plane: ControlPlane) -> None:
-    """The AgentSession CRD, installed from the generated schema and Established."""
+    """The AgentSession CRD, installed from the generated schema and Established, and the platform's
+    read token Secret the operator processes are configured with."""
     install_crd(control_plane)
+    install_read_token(control_plane)
 
 
 @pytest.fixture
@@ -91,6 +95,7 @@ def hub() -> Iterator[HubSimServer]:
     config = HubSimConfig(
         tokens={
             OPERATOR_TOKEN: OWNER,
+            READ_TOKEN: OWNER,
             "hf_test_outsider": "outsider",
             SECOND_OPERATOR_TOKEN: SECOND_OPERATOR,
         },

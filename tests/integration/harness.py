@@ -29,6 +29,11 @@ OWNER = "agents"
 #: The user and token of an operator started by mistake next to the first one.
 SECOND_OPERATOR = "operator-b"
 SECOND_OPERATOR_TOKEN = "hf_test_operator_b"
+#: A second token of the owner, the platform's read token: agent pods and the health check pass the
+#: edge of private Spaces with it (the operator never sends its own token to a sandbox).
+READ_TOKEN = "hf_test_reader"
+#: The Secret holding READ_TOKEN, in the operator's namespace.
+READ_TOKEN_SECRET = "hub-read-token"
 TEMPLATE = "templates/agent-sandbox"
 T = TypeVar("T")
 
@@ -48,6 +53,19 @@ def running_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
+
+
+def install_read_token(plane: ControlPlane, namespace: str = "default") -> None:
+    """The platform's read token Secret, as a platform team creates it for the operator."""
+    plane.kubectl()(
+        "create",
+        "secret",
+        "generic",
+        READ_TOKEN_SECRET,
+        "-n",
+        namespace,
+        f"--from-literal=token={READ_TOKEN}",
+    )
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
@@ -93,6 +111,7 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_LEASE_IDENTITY": self.identity,
             # Where the Lease (and a read token Secret) are: a namespace every control plane has.
             "SANDBOX_OPERATOR_OPERATOR_NAMESPACE": "default",
+            "SANDBOX_OPERATOR_HUB_READ_TOKEN_SECRET": READ_TOKEN_SECRET,
             "SANDBOX_OPERATOR_METRICS_PORT": "0",
             "SANDBOX_OPERATOR_HUB_RATE": "20",
             "SANDBOX_OPERATOR_SWEEP_INTERVAL": "0",

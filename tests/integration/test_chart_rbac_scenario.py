@@ -23,9 +23,11 @@ from sandbox_operator.hubsim import HubSimServer
 
 from harness import (
     OWNER,
+    READ_TOKEN_SECRET,
     TEMPLATE,
     OperatorProcess,
     get_session,
+    install_read_token,
     running_control_plane,
     session_manifest,
     wait_for,
@@ -44,11 +46,19 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with running_control_plane(tmp_path_factory.mktemp("rbac-plane")) as started:
         install_crd(started)
         started.kubectl()("create", "namespace", RELEASE_NAMESPACE)
+        install_read_token(started, RELEASE_NAMESPACE)
         yield started
 
 
 def chart_rbac(plane: ControlPlane, tmp_path: Path) -> list[dict[str, Any]]:
-    values = merged(REQUIRED_VALUES, {"defaultOwner": OWNER, "defaultTemplate": TEMPLATE})
+    values = merged(
+        REQUIRED_VALUES,
+        {
+            "defaultOwner": OWNER,
+            "defaultTemplate": TEMPLATE,
+            "hub": {"readToken": {"existingSecret": READ_TOKEN_SECRET}},
+        },
+    )
     helm = Helm(plane.bin_dir / "helm", tmp_path / "helm")
     return rbac_objects(helm, values, release=RELEASE, namespace=RELEASE_NAMESPACE)
 

@@ -21,7 +21,7 @@ from sandbox_operator.controlplane import Kubectl, find_binaries
 from sandbox_operator.dev import DEV_OUTSIDER_TOKEN, DEV_READ_TOKEN, DEV_TOKEN, dev_environment
 from sandbox_operator.kube import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN
 
-from harness import condition, session_manifest, wait_ready
+from harness import condition, get_session, session_manifest, wait_condition_reason, wait_ready
 
 
 def _env(env_file: Path) -> dict[str, str]:
@@ -91,15 +91,19 @@ def test_agent_pods_reach_a_private_sandbox_with_exactly_the_connection_secret(
 def test_a_private_session_without_a_read_token_says_agents_will_not_pass(
     dev: tuple[Kubectl, dict[str, str]],
 ) -> None:
-    """A session that names a read token Secret that is missing: Ready still, AgentAccess says why not."""
+    """A session that names a read token Secret that is missing: AgentAccess says why agents will not
+    pass the edge, and the health check is not made with the operator's own token instead."""
     kubectl, _ = dev
     namespace = f"edge-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
     manifest = json.loads(session_manifest("lost", namespace))
     manifest["spec"]["hubTokenSecretRef"] = {"name": "no-such-secret", "key": "token"}
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    session = wait_ready(kubectl, "lost", namespace, timeout=90)
-    access = condition(session, "AgentAccess")
-    assert access is not None and (access["status"], access["reason"]) == ("False", "ReadTokenSecretNotFound")
+    access = wait_condition_reason(kubectl, "lost", namespace, "AgentAccess", "ReadTokenSecretNotFound", 90)
+    assert access["status"] == "False"
+    ready = wait_condition_reason(kubectl, "lost", namespace, "Ready", "HealthCheckFailing", 90)
+    assert "the operator never sends its own token to a sandbox" in ready["message"]
+    session = get_session(kubectl, "lost", namespace)
+    assert session is not None
     secret = kubectl.json("get", "secret", session["status"]["connectionSecret"], "-n", namespace)
     assert base64.b64decode(secret["data"].get(KEY_HUB_TOKEN, "")).decode() == ""

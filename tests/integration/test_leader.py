@@ -19,6 +19,7 @@ from harness import (
     SECOND_OPERATOR,
     SECOND_OPERATOR_TOKEN,
     OperatorProcess,
+    install_read_token,
     session_manifest,
     wait_for,
     wait_ready,
@@ -121,6 +122,7 @@ def test_a_hand_run_operator_and_the_charts_find_the_same_lease(
 ) -> None:
     if kubectl("get", "namespace", DEFAULT_OPERATOR_NAMESPACE, check=False).returncode != 0:
         kubectl("create", "namespace", DEFAULT_OPERATOR_NAMESPACE)
+    install_read_token(control_plane, DEFAULT_OPERATOR_NAMESPACE)  # where both operators look for it
     lease = ("lease", DEFAULT_LEASE_NAME, "-n", DEFAULT_OPERATOR_NAMESPACE)
     # `sandbox-operator run` with the defaults: no Lease or namespace setting at all (empty = unset).
     by_hand = OperatorProcess(
