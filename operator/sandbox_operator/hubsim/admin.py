@@ -164,7 +164,7 @@ class HubSimAdmin:
         self._call("DELETE", "/calls")
 
     def call_counts(self) -> list[dict[str, Any]]:
-        """Calls counted per `user`, `route` and `status` since the last reset: every call, unlike `calls()`."""
+        """Calls per `user`, `route` and `status` since the last reset: every call, unlike `calls()`."""
         result: list[dict[str, Any]] = self._call("GET", "/call-counts")
         return result
 
