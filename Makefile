@@ -29,7 +29,7 @@ test: setup lint  ## the whole suite, integration tests included
 	$(BIN)/pytest
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/hubsim
+	$(BIN)/pytest tests/unit tests/hubsim tests/bench
 
 SCENARIO ?= overhead
 N ?= 10

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +16,7 @@ HEADLINE: Final = (
     ("ready_p50_ms", "apply -> Ready p50 (ms)"),
     ("ready_p95_ms", "apply -> Ready p95 (ms)"),
     ("ready_p99_ms", "apply -> Ready p99 (ms)"),
+    ("ready_after_last_build_s", "last Ready after the last build ended (s)"),
     ("delete_all_s", "all gone after the first delete (s)"),
     ("delete_p50_ms", "delete -> gone p50 (ms)"),
     ("delete_p99_ms", "delete -> gone p99 (ms)"),
@@ -60,6 +61,17 @@ def slope_per_hour(samples: Sequence[tuple[float, float]]) -> float:
     if spread == 0:
         return 0.0
     return sum((t - mean_t) * (v - mean_v) for t, v in samples) / spread * 3600
+
+
+def last_build_end(spaces: Iterable[Mapping[str, Any]], exclude: Collection[str]) -> float | None:
+    """When the last Space first reached RUNNING (emulator monotonic time), from the admin listing."""
+    ends = [
+        next((sample["monotonic"] for sample in space["timeline"] if sample["stage"] == "RUNNING"), None)
+        for space in spaces
+        if space["id"] not in exclude
+    ]
+    built = [end for end in ends if end is not None]
+    return max(built) if built else None
 
 
 def api_writes(metrics_text: str) -> Counter[WriteKey]:

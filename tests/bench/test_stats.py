@@ -107,3 +107,19 @@ def test_merge_json_keeps_other_scenarios_and_sizes(tmp_path: Path) -> None:
         "hub-shape": {"20": {"hub_429s": 0}},
         "overhead": {"10": {"ready_all_s": 2.0}, "100": {"ready_all_s": 5.0}},
     }
+
+
+def test_last_build_end_is_the_latest_first_running() -> None:
+    def space(space_id: str, *stages: tuple[float, str]) -> dict[str, object]:
+        return {"id": space_id, "timeline": [{"monotonic": t, "stage": stage} for t, stage in stages]}
+
+    spaces = [
+        space("templates/box", (0.0, "RUNNING")),
+        space(
+            "agents/a", (10.0, "BUILDING"), (70.0, "APP_STARTING"), (130.0, "RUNNING"), (400.0, "SLEEPING")
+        ),
+        space("agents/b", (11.0, "BUILDING"), (95.0, "RUNNING"), (200.0, "RUNNING_APP_STARTING")),
+        space("agents/c", (12.0, "BUILDING")),  # still building: not counted
+    ]
+    assert stats.last_build_end(spaces, exclude={"templates/box"}) == 130.0
+    assert stats.last_build_end(spaces[3:], exclude=set()) is None
