@@ -57,7 +57,7 @@ from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 REFERENCE: Final = Path(__file__).resolve().parent / "reference_operator.py"
 #: The operator's Hub gate would measure itself where the emulator enforces no limit: lift it there.
 OVERHEAD_OPERATOR_ENV: Final = {"SANDBOX_OPERATOR_HUB_RATE": "0"}
-#: A flavor no session is approved for: patching to it and back costs the Hub nothing (soak).
+#: A flavor no session is approved for: patching to it and back never requests hardware (soak).
 UNAPPROVED_FLAVOR: Final = "t4-small"
 CREATE_THREADS: Final = 8
 #: kopf's log format marks levels as `[ERROR   ]`; a traceback is an error however it was logged.
@@ -513,9 +513,10 @@ def run_soak(st: Stack, sc: Scenario, n: int, minutes: float, patch_rate: float)
 
 
 def print_soak(result: Mapping[str, Any]) -> None:
+    width = max(map(len, SOAK_HEADLINE))
     for key in SOAK_HEADLINE:
         value = result[key]
-        print(f"  {key:<24} {value:.2f}" if isinstance(value, float) else f"  {key:<24} {value}")
+        print(f"  {key:<{width}}  {value:.2f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
 
 
 # -- main -----------------------------------------------------------------------------------------
