@@ -144,10 +144,21 @@ def stack(state: Path, hubsim: HubSimConfig) -> Iterator[Stack]:
         kube_config.load_kube_config(str(plane.kubeconfig), client_configuration=configuration)
         configuration.connection_pool_maxsize = 2 * CREATE_THREADS
         api_client = client.ApiClient(configuration)
-        yield Stack(plane, hub, state, client.CustomObjectsApi(api_client), client.CoreV1Api(api_client))
+        custom = client.CustomObjectsApi(api_client)
+        wait_for(lambda: serves_sessions(custom), 60, "the API server to serve AgentSessions")
+        yield Stack(plane, hub, state, custom, client.CoreV1Api(api_client))
     finally:
         hub.stop()
         plane.stop()
+
+
+def serves_sessions(custom: client.CustomObjectsApi) -> bool:
+    """A fresh CRD answers 429 'storage is (re)initializing' for a moment: no operator should start then."""
+    try:
+        custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL, limit=1)
+    except ApiException:
+        return False
+    return True
 
 
 # -- operators ------------------------------------------------------------------------------------
