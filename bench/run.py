@@ -100,7 +100,7 @@ def scenario(name: str, args: argparse.Namespace) -> Scenario:
             **base,
             build_seconds=args.build_min,
             build_seconds_max=args.build_max,
-            seed=args.seed,
+            build_seed=args.seed,
             transient_error_seconds=DEV_TRANSIENT_ERROR_SECONDS,
             rate_limit=DEV_RATE_LIMIT,
         )

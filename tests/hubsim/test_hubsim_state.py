@@ -160,7 +160,11 @@ def _build_end(state: HubState, clock: Clock, space_id: str) -> float:
 def test_build_times_drawn_from_a_seeded_range(clock: Clock) -> None:
     def durations(seed: int) -> list[float]:
         config = HubSimConfig(
-            tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=60, build_seconds_max=120, seed=seed
+            tokens={"t": "alice"},
+            templates=[TEMPLATE],
+            build_seconds=60,
+            build_seconds_max=120,
+            build_seed=seed,
         )
         state = HubState(config, clock=clock)
         return [_build_end(state, clock, f"alice/s{i}") for i in range(20)]

@@ -276,7 +276,7 @@ class HubState:
         self.calls: deque[CallRecord] = deque(maxlen=self.config.call_log_size)
         #: Calls per (user, route, status), never truncated like the log: what a benchmark counts.
         self.call_counts: Counter[tuple[str | None, str, int]] = Counter()
-        self.random = random.Random(self.config.seed)
+        self.build_random = random.Random(self.config.build_seed)
         self.spaces: dict[str, Space] = {}
         for template in self.config.templates:
             space = Space(
@@ -363,7 +363,7 @@ class HubState:
     def _build_duration(self) -> float:
         """The fixed build delay, or a seeded draw from the range (fidelity: F18)."""
         low, high = self.delays.build, self.delays.build_max
-        return low if high is None or high <= low else self.random.uniform(low, high)
+        return low if high is None or high <= low else self.build_random.uniform(low, high)
 
     def _boot(self, space: Space, now: float) -> None:
         """Static Spaces are served as files: RUNNING at once with no hardware (fidelity: F19)."""
