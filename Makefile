@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup binaries dev test unit lint crd clean
+.PHONY: setup binaries dev test unit lint crd bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,27 @@ dev: setup  ## control plane + Hub emulator + operator, in the foreground
 	$(BIN)/sandbox-operator dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 
 test: setup lint  ## the whole suite, integration tests included
 	$(BIN)/pytest
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/hubsim
+	$(BIN)/pytest tests/unit tests/hubsim tests/bench
+
+SCENARIO ?= overhead
+N ?= 10
+JSON ?= bench-results.json
+MINUTES ?= 5
+BENCH_ARGS ?=  # more options of bench/run.py, e.g. --build-min 6 --build-max 12
+
+bench: setup  ## SCENARIO=overhead|hub-shape N=<sessions> JSON=<file>: ours vs the reference (bench/README.md)
+	$(BIN)/python -m bench.run --scenario $(SCENARIO) --sessions $(N) --json $(JSON) $(BENCH_ARGS)
+
+soak: setup  ## MINUTES=<m> N=<sessions>: continuous spec patches; RSS slope, errors, watch stalls
+	$(BIN)/python -m bench.run --scenario soak --sessions $(N) --minutes $(MINUTES) --json $(JSON) $(BENCH_ARGS)
 
 crd: $(STAMP)  ## regenerate the CRD and the approval policy (and the chart's copies) from the Python types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,6 +106,41 @@ def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
     }
 
 
+def service_account_env(plane: ControlPlane, hub_url: str, state_dir: Path) -> dict[str, str]:
+    """The operator environment with the chart's ServiceAccount identity: its RBAC and nothing more."""
+    account = plane.service_account_kubeconfig(
+        state_dir / "operator.kubeconfig", RELEASE_NAMESPACE, RELEASE, duration="24h"
+    )
+    return {**os.environ, **operator_env(plane, hub_url), "KUBECONFIG": str(account)}
+
+
+def start_operator(
+    plane: ControlPlane, hub_url: str, state_dir: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`sandbox-operator run` as a child (`env` overrides settings); returns it and its liveness URL."""
+    # Free ports, so several dev environments (and tests) run side by side; kopf reads port 0 as 80.
+    liveness_port, metrics_port = free_ports(2)
+    liveness = f"http://127.0.0.1:{liveness_port}/healthz"
+    argv = [sys.executable, "-m", "sandbox_operator", "run", "--liveness", liveness]
+    argv += ["--metrics-port", str(metrics_port)]
+    full_env = {**service_account_env(plane, hub_url, state_dir), **(env or {})}
+    operator = launch("operator", argv, state_dir, die_with_parent=True, env=full_env)
+    time.sleep(1.0)
+    if operator.poll() is not None:
+        raise DevError(f"the operator exited at start:\n{log_tail(state_dir, 'operator')}")
+    return operator, liveness
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def write_env_file(state_dir: Path, plane: ControlPlane, hub_url: str) -> Path:
     env = operator_env(plane, hub_url)
     env["HUBSIM_ADMIN_URL"] = f"{hub_url}/_sim"
@@ -133,34 +168,12 @@ def dev_environment(
         hub.start()
         install_chart(plane, hub.url, state_dir)
         if with_operator:
-            # Free ports, so several dev environments (and tests) run side by side; kopf reads port 0 as 80.
-            liveness_port, metrics_port = free_ports(2)
-            argv = [sys.executable, "-m", "sandbox_operator", "run"]
-            argv += [
-                "--liveness",
-                f"http://127.0.0.1:{liveness_port}/healthz",
-                "--metrics-port",
-                str(metrics_port),
-            ]
-            os.environ.update(operator_env(plane, hub.url))
-            # The chart's ServiceAccount identity: the operator gets the chart's RBAC and nothing more.
-            account = plane.service_account_kubeconfig(
-                state_dir / "operator.kubeconfig", RELEASE_NAMESPACE, RELEASE, duration="24h"
-            )
-            os.environ["KUBECONFIG"] = str(account)
-            operator = launch("operator", argv, state_dir, die_with_parent=True)
-            time.sleep(1.0)
-            if operator.poll() is not None:
-                raise DevError(f"the operator exited at start:\n{log_tail(state_dir, 'operator')}")
+            operator, _ = start_operator(plane, hub.url, state_dir)
         yield write_env_file(state_dir, plane, hub.url)
     finally:
         (state_dir / ENV_FILE).unlink(missing_ok=True)
         if operator is not None:
-            operator.terminate()
-            try:
-                operator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            stop_process(operator)
         hub.stop()
         plane.stop()
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx2
 import pytest
 from huggingface_hub import HfApi, SpaceHardware
+from huggingface_hub.errors import HfHubHTTPError
 
 from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
 
@@ -178,3 +179,18 @@ def test_call_log_is_bounded(hub_factory: Callable[..., HubSimServer]) -> None:
     for _ in range(3):
         api.whoami()
     assert len(hub.admin.calls()) == 2
+
+
+def test_call_counts_outlive_the_bounded_log_until_reset(hub_factory: Callable[..., HubSimServer]) -> None:
+    hub = hub_factory(call_log_size=2, rate_limit=2)
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    for _ in range(2):
+        api.whoami()
+    with pytest.raises(HfHubHTTPError):
+        api.whoami()
+    assert hub.admin.call_counts() == [
+        {"user": "alice", "route": "whoami", "status": 200, "count": 2},
+        {"user": "alice", "route": "whoami", "status": 429, "count": 1},
+    ]
+    hub.admin.reset()
+    assert hub.admin.call_counts() == []

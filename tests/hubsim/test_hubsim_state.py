@@ -150,3 +150,33 @@ def test_config_rejects_bad_templates() -> None:
         HubSimConfig(templates=["no-namespace"])
     with pytest.raises(ValueError):
         HubSimConfig(build_seconds=-1)
+
+
+def _build_end(state: HubState, clock: Clock, space_id: str) -> float:
+    _duplicate(state, space_id)
+    return state.spaces[space_id].pending[-1].due - clock.now
+
+
+def test_build_times_drawn_from_a_seeded_range(clock: Clock) -> None:
+    def durations(seed: int) -> list[float]:
+        config = HubSimConfig(
+            tokens={"t": "alice"},
+            templates=[TEMPLATE],
+            build_seconds=60,
+            build_seconds_max=120,
+            build_seed=seed,
+        )
+        state = HubState(config, clock=clock)
+        return [_build_end(state, clock, f"alice/s{i}") for i in range(20)]
+
+    first = durations(7)
+    assert all(60 <= d <= 120 for d in first) and len(set(first)) == 20
+    assert durations(7) == first and durations(8) != first
+
+
+def test_reset_restarts_the_build_time_sequence(clock: Clock) -> None:
+    config = HubSimConfig(tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=1, build_seconds_max=9)
+    state = HubState(config, clock=clock)
+    before = [_build_end(state, clock, f"alice/s{i}") for i in range(3)]
+    state.reset()
+    assert [_build_end(state, clock, f"alice/s{i}") for i in range(3)] == before

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import ControlPlaneError, PortInUseError
@@ -71,9 +71,17 @@ def _die_with_parent_preexec() -> Callable[[], None]:
 
 
 def launch(
-    name: str, argv: Sequence[str], state_dir: Path, *, die_with_parent: bool
+    name: str,
+    argv: Sequence[str],
+    state_dir: Path,
+    *,
+    die_with_parent: bool,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start one component with its output in `<name>.log` (command line first) and its pid recorded."""
+    """Start one component with its output in `<name>.log` (command line first) and its pid recorded.
+
+    `env` replaces the inherited environment, so callers start differently configured children.
+    """
     log = log_path(state_dir, name)
     with log.open("wb") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
@@ -85,6 +93,7 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent_preexec() if die_with_parent else None,
+            env=env,
         )
     pid_file = pid_path(state_dir, name)
     pid_file.parent.mkdir(parents=True, exist_ok=True)

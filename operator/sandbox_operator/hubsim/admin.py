@@ -163,6 +163,11 @@ class HubSimAdmin:
     def clear_calls(self) -> None:
         self._call("DELETE", "/calls")
 
+    def call_counts(self) -> list[dict[str, Any]]:
+        """Calls per `user`, `route` and `status` since the last reset: every call, unlike `calls()`."""
+        result: list[dict[str, Any]] = self._call("GET", "/call-counts")
+        return result
+
     def reset(self) -> None:
         """Back to the configured world (templates, delays), with no faults and an empty call log."""
         self._call("POST", "/reset")

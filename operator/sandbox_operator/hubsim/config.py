@@ -34,6 +34,12 @@ class HubSimConfig(BaseModel):
         default_factory=list, description="public RUNNING docker Spaces seeded at start, duplicable by anyone"
     )
     build_seconds: float = Field(default=3.0, ge=0)
+    build_seconds_max: float | None = Field(
+        default=None,
+        ge=0,
+        description="with it, each build lasts a random time from build_seconds to this (fidelity: F18)",
+    )
+    build_seed: int = Field(default=0, description="seed of the random build times; reset starts it afresh")
     hardware_switch_seconds: float = Field(default=3.0, ge=0)
     wake_seconds: float = Field(default=3.0, ge=0, description="a sleeping Space's way back to RUNNING")
     transient_error_seconds: float = Field(

@@ -161,6 +161,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             response.headers.setdefault(name, value)
     response.headers["X-Request-Id"] = uuid.uuid4().hex
     if logged:
+        user = _user(request) if is_api else None
+        state.call_counts[(user, route or "unknown", response.status)] += 1
         state.calls.append(
             CallRecord(
                 monotonic=now,
@@ -169,7 +171,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 query=request.query_string,
                 route=route or "unknown",
                 status=response.status,
-                user=_user(request) if is_api else None,
+                user=user,
                 flavor=flavor,
                 faulted=fault is not None,
                 request_id=response.headers["X-Request-Id"],
@@ -482,6 +484,15 @@ async def _sim_calls(request: web.Request) -> web.Response:
     return web.json_response([views.call_json(state, call) for call in state.calls])
 
 
+async def _sim_call_counts(request: web.Request) -> web.Response:
+    """Calls per user, route and status since the last reset (the log keeps only the latest)."""
+    state = _state(request)
+    counts = sorted(state.call_counts.items(), key=lambda item: (str(item[0][0]), item[0][1], item[0][2]))
+    return web.json_response(
+        [{"user": user, "route": route, "status": status, "count": n} for (user, route, status), n in counts]
+    )
+
+
 async def _sim_reset(request: web.Request) -> web.Response:
     _state(request).reset()
     return web.json_response({})
@@ -533,6 +544,7 @@ def create_app(config: HubSimConfig) -> web.Application:
         add(method, "/_sim/faults", _sim_faults)
     for method in ("GET", "DELETE"):
         add(method, "/_sim/calls", _sim_calls)
+    add("GET", "/_sim/call-counts", _sim_call_counts)
     add("POST", "/_sim/reset", _sim_reset)
     return app
 

@@ -8,8 +8,9 @@ so a stopped clock means a frozen Hub and a test can drive time with a fake cloc
 from __future__ import annotations
 
 import hmac
+import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from secrets import token_hex
@@ -170,6 +171,8 @@ class Delays:
     """Timing knobs, changeable at run time through the admin API; they apply to operations started later."""
 
     build: float
+    #: With it, each build draws its duration from [build, build_max] (seeded, see HubState.reset).
+    build_max: float | None
     hardware_switch: float
     wake: float
     transient_errors: float
@@ -261,6 +264,7 @@ class HubState:
         now = self.now()
         self.delays = Delays(
             self.config.build_seconds,
+            self.config.build_seconds_max,
             self.config.hardware_switch_seconds,
             self.config.wake_seconds,
             self.config.transient_error_seconds,
@@ -270,6 +274,9 @@ class HubState:
         self.faults = FaultBook()
         self.rate_limiter = RateLimiter(self.config.rate_limit, self.config.rate_limit_window)
         self.calls: deque[CallRecord] = deque(maxlen=self.config.call_log_size)
+        #: Calls per (user, route, status), never truncated like the log: what a benchmark counts.
+        self.call_counts: Counter[tuple[str | None, str, int]] = Counter()
+        self.build_random = random.Random(self.config.build_seed)
         self.spaces: dict[str, Space] = {}
         for template in self.config.templates:
             space = Space(
@@ -348,9 +355,15 @@ class HubState:
         outcome = self._build_outcome(space)
         starts = outcome in HARDWARE_HOLDING_STAGES
         self._record(space, now, "BUILDING", None, space.requested)
-        end = now + self.delays.build
-        space.pending = [Transition(now + self.delays.build / 2, "APP_STARTING", False)] if starts else []
+        duration = self._build_duration()
+        end = now + duration
+        space.pending = [Transition(now + duration / 2, "APP_STARTING", False)] if starts else []
         space.pending.append(Transition(end, outcome, starts))
+
+    def _build_duration(self) -> float:
+        """The fixed build delay, or a seeded draw from the range (fidelity: F18)."""
+        low, high = self.delays.build, self.delays.build_max
+        return low if high is None or high <= low else self.build_random.uniform(low, high)
 
     def _boot(self, space: Space, now: float) -> None:
         """Static Spaces are served as files: RUNNING at once with no hardware (fidelity: F19)."""

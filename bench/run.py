@@ -1,0 +1,595 @@
+"""The benchmark of issue 11: sandbox-operator and a simple reference operator on one workload.
+
+    .venv/bin/python -m bench.run --scenario overhead --sessions 100 --json bench.json
+    .venv/bin/python -m bench.run --scenario hub-shape --sessions 1000 --json bench.json
+    .venv/bin/python -m bench.run --scenario soak --sessions 1000 --minutes 60 --json soak.json
+
+(from the repository root; `make bench` and `make soak` run these after `make setup`.) It starts
+a local control plane and the Hub emulator, installs the chart, and for each operator in turn
+(sandbox-operator, then the reference in bench/reference_operator.py) resets the emulator, starts
+the operator as its own process with the chart's ServiceAccount identity, creates the sessions at
+once in a fresh namespace, waits until all are Ready, deletes them and waits until all are gone.
+Figures come from the outside: a watch of the sessions (times), the operator's /proc entry (CPU,
+peak RSS), the API server's own /metrics (writes) and the emulator's call counters (Hub calls,
+429s). It prints a table and merges the figures into the JSON file under [scenario][N]. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast
+
+from kubernetes import client, watch
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
+from bench import stats
+from sandbox_operator import api
+from sandbox_operator.controlplane import ControlPlane, find_binaries
+from sandbox_operator.controlplane.processes import free_ports, launch
+from sandbox_operator.dev import (
+    DEV_OWNER,
+    DEV_RATE_LIMIT,
+    DEV_TEMPLATE,
+    DEV_TOKEN,
+    DEV_TRANSIENT_ERROR_SECONDS,
+    install_chart,
+    service_account_env,
+    start_operator,
+    stop_process,
+)
+from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+
+REFERENCE: Final = Path(__file__).resolve().parent / "reference_operator.py"
+#: The operator's Hub gate would measure itself where the emulator enforces no limit: lift it there.
+OVERHEAD_OPERATOR_ENV: Final = {"SANDBOX_OPERATOR_HUB_RATE": "0"}
+#: A flavor no session is approved for: patching to it and back never requests hardware (soak).
+UNAPPROVED_FLAVOR: Final = "t4-small"
+CREATE_THREADS: Final = 8
+#: kopf's log format marks levels as `[ERROR   ]`; a traceback is an error however it was logged.
+LOG_ERROR_MARKERS: Final = ("[ERROR", "[CRITICAL", "Traceback (most recent call last)")
+SOAK_HEADLINE: Final = (
+    "minutes",
+    "patches",
+    "rss_start_mib",
+    "rss_end_mib",
+    "rss_peak_mib",
+    "rss_slope_mib_per_hour",
+    "rss_slope_mib_per_hour_second_half",
+    "log_errors",
+    "liveness_failures",
+    "sessions_lagging",
+    "watch_stalled",
+    "hub_calls_per_minute",
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    hubsim: HubSimConfig
+    operator_env: Mapping[str, str]
+    timeout: float  # for all Ready, and again for all gone
+
+
+def scenario(name: str, args: argparse.Namespace) -> Scenario:
+    """Emulator and operator settings of each scenario (see bench/README.md)."""
+    base: dict[str, Any] = {
+        "tokens": {DEV_TOKEN: DEV_OWNER},
+        "templates": [DEV_TEMPLATE],
+        "hardware_switch_seconds": 0,
+        "call_log_size": 1,  # the counters are what the benchmark reads
+    }
+    overrides = dict(item.split("=", 1) for item in args.operator_env)
+    if name == "hub-shape":
+        config = HubSimConfig(
+            **base,
+            build_seconds=args.build_min,
+            build_seconds_max=args.build_max,
+            build_seed=args.seed,
+            transient_error_seconds=DEV_TRANSIENT_ERROR_SECONDS,
+            rate_limit=DEV_RATE_LIMIT,
+        )
+        return Scenario(name, config, overrides, timeout=args.timeout or 7200)
+    config = HubSimConfig(**base, build_seconds=0, transient_error_seconds=0)
+    return Scenario(name, config, {**OVERHEAD_OPERATOR_ENV, **overrides}, timeout=args.timeout or 1200)
+
+
+# -- the stack ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    plane: ControlPlane
+    hub: HubSimServer
+    state: Path
+    custom: client.CustomObjectsApi
+    core: client.CoreV1Api
+
+    @property
+    def admin(self) -> HubSimAdmin:
+        return self.hub.admin
+
+    def apiserver_writes(self) -> Counter[stats.WriteKey]:
+        return stats.api_writes(self.plane.kubectl()("get", "--raw", "/metrics", timeout=120).stdout)
+
+    def hub_calls(self) -> Counter[tuple[str, int]]:
+        return stats.hub_calls(self.admin.call_counts(), DEV_OWNER)
+
+
+@contextmanager
+def stack(state: Path, hubsim: HubSimConfig) -> Iterator[Stack]:
+    """Control plane, emulator and chart, as dev mode has them, without an operator."""
+    plane = ControlPlane(state / "controlplane", find_binaries(), die_with_parent=True)
+    plane.start()
+    hub = HubSimServer(hubsim)
+    try:
+        hub.start()
+        install_chart(plane, hub.url, state)
+        configuration = client.Configuration()
+        kube_config.load_kube_config(str(plane.kubeconfig), client_configuration=configuration)
+        configuration.connection_pool_maxsize = 2 * CREATE_THREADS
+        api_client = client.ApiClient(configuration)
+        custom = client.CustomObjectsApi(api_client)
+        wait_for(lambda: serves_sessions(custom), 60, "the API server to serve AgentSessions")
+        yield Stack(plane, hub, state, custom, client.CoreV1Api(api_client))
+    finally:
+        hub.stop()
+        plane.stop()
+
+
+def serves_sessions(custom: client.CustomObjectsApi) -> bool:
+    """A fresh CRD answers 429 'storage is (re)initializing' for a moment: no operator should start then."""
+    try:
+        custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL, limit=1)
+    except ApiException:
+        return False
+    return True
+
+
+# -- operators ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operator:
+    label: str
+    start: Callable[[Stack, Scenario], tuple[subprocess.Popen[bytes], str]]
+    log_name: str
+
+
+def start_ours(st: Stack, sc: Scenario) -> tuple[subprocess.Popen[bytes], str]:
+    return start_operator(st.plane, st.hub.url, st.state, env=sc.operator_env)
+
+
+def start_reference(st: Stack, sc: Scenario) -> tuple[subprocess.Popen[bytes], str]:
+    liveness = f"http://127.0.0.1:{free_ports(1)[0]}/healthz"
+    argv = [sys.executable, str(REFERENCE), "--liveness", liveness]
+    env = service_account_env(st.plane, st.hub.url, st.state)
+    return launch("reference", argv, st.state, die_with_parent=True, env=env), liveness
+
+
+OURS: Final = Operator("sandbox-operator", start_ours, "operator")
+REFERENCE_OPERATOR: Final = Operator("reference", start_reference, "reference")
+
+
+def alive(liveness: str) -> bool:
+    try:
+        with urllib.request.urlopen(liveness, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_alive(proc: subprocess.Popen[bytes], liveness: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not alive(liveness):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"operator not live at {liveness}; see {log}")
+        time.sleep(0.2)
+    time.sleep(2.0)  # let start-up work (lease, first list) settle before the baselines
+
+
+@dataclass
+class Proc:
+    """CPU and memory of a process from /proc."""
+
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def _status_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {key} for pid {self.pid}")
+
+    def rss_mib(self) -> float:
+        return self._status_kib("VmRSS") / 1024
+
+    def peak_rss_mib(self) -> float:
+        return self._status_kib("VmHWM") / 1024
+
+
+# -- the workload ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    """Ready and gone times of the sessions of one namespace, from one watch (no polling)."""
+
+    custom: client.CustomObjectsApi
+    namespace: str
+    ready: dict[str, float] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="watch")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        resource_version = ""
+        while not self._stop.is_set():
+            try:
+                if not resource_version:
+                    listing = cast(
+                        dict[str, Any],
+                        self.custom.list_namespaced_custom_object(
+                            api.GROUP, api.VERSION, self.namespace, api.PLURAL
+                        ),
+                    )
+                    for obj in listing["items"]:
+                        self._seen("ADDED", obj)
+                    resource_version = listing["metadata"]["resourceVersion"]
+                stream = watch.Watch().stream(
+                    self.custom.list_namespaced_custom_object,
+                    api.GROUP,
+                    api.VERSION,
+                    self.namespace,
+                    api.PLURAL,
+                    resource_version=resource_version,
+                    timeout_seconds=10,
+                )
+                for event in stream:
+                    obj = event["object"]
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    self._seen(event["type"], obj)
+                    if self._stop.is_set():
+                        break
+            except ApiException as error:
+                if error.status == 410:
+                    resource_version = ""  # expired: list again
+                else:
+                    time.sleep(1)
+
+    def _seen(self, kind: str, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.gone.setdefault(name, now)
+            self.latest.pop(name, None)
+            return
+        self.latest[name] = obj
+        conditions = obj.get("status", {}).get("conditions", [])
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            self.ready.setdefault(name, now)
+
+
+def wait_for(done: Callable[[], bool], timeout: float, what: str) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            print(f"  ! timed out after {timeout:.0f}s waiting for {what}", flush=True)
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def in_parallel(fn: Callable[[str], object], names: list[str]) -> dict[str, float]:
+    """Call `fn(name)` for every name on a few threads; return when each call began."""
+    began: dict[str, float] = {}
+
+    def one(name: str) -> None:
+        began[name] = time.monotonic()
+        fn(name)
+
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(one, names))
+    return began
+
+
+def create_namespace(st: Stack, name: str) -> None:
+    st.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+
+def delete_namespace(st: Stack, name: str) -> None:
+    """Delete it and wait, so its garbage does not land in the next run's API-server counts."""
+    st.plane.kubectl()("delete", "namespace", name, "--wait=true", "--timeout=600s", timeout=660)
+
+
+def log_errors(log: Path) -> int:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if any(marker in line for marker in LOG_ERROR_MARKERS))
+
+
+def latency_figures(prefix: str, began: Mapping[str, float], ended: Mapping[str, float]) -> dict[str, Any]:
+    latencies = [(ended[name] - began[name]) * 1000 for name in began if name in ended]
+    first = min(began.values())
+    return {
+        f"{prefix}_all_s": (max(ended[n] for n in began) - first) if len(latencies) == len(began) else None,
+        f"{prefix}_p50_ms": stats.percentile(latencies, 50),
+        f"{prefix}_p95_ms": stats.percentile(latencies, 95),
+        f"{prefix}_p99_ms": stats.percentile(latencies, 99),
+        f"{prefix}_max_ms": max(latencies, default=None),
+        f"{prefix}_done": len(latencies),
+    }
+
+
+def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, Any]:
+    """One operator, one workload: apply N at once, all Ready, delete all, all gone."""
+    print(f"- {operator.label}: {n} sessions ({sc.name})", flush=True)
+    st.admin.reset()
+    namespace = f"bench-{operator.log_name}"
+    create_namespace(st, namespace)
+    proc, liveness = operator.start(st, sc)
+    log = st.state / f"{operator.log_name}.log"
+    try:
+        wait_alive(proc, liveness, log)
+        errors_at_start = log_errors(log)  # e.g. the API server's watch cache warming up after the chart
+        ps = Proc(proc.pid)
+        watcher = Watcher(st.custom, namespace)
+        watcher.start()
+        names = [f"s-{i:05d}" for i in range(n)]
+        writes0, calls0, cpu0 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
+
+        def create(name: str) -> None:
+            st.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, manifest(name, namespace)
+            )
+
+        applied = in_parallel(create, names)
+        wait_for(lambda: len(watcher.ready) >= n, sc.timeout, f"{n} sessions Ready")
+        writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
+        last_built = stats.last_build_end(st.admin.spaces(), exclude={DEV_TEMPLATE})
+
+        def delete(name: str) -> None:
+            st.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+
+        deleted = in_parallel(delete, names)
+        wait_for(lambda: len(watcher.gone) >= n, sc.timeout, f"{n} sessions gone")
+        writes2, calls2, cpu2 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
+        rss_peak = ps.peak_rss_mib()
+        watcher.stop()
+    finally:
+        stop_process(proc)
+    spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
+    delete_namespace(st, namespace)
+
+    # The bench's own creates and deletes are in the counts: take them out.
+    ready_writes = writes1 - writes0
+    ready_writes[("agentsessions", "", "POST")] -= n
+    delete_writes = writes2 - writes1
+    delete_writes[("agentsessions", "", "DELETE")] -= n
+    ready_calls, delete_calls = calls1 - calls0, calls2 - calls1
+    events = sum(v for (resource, _, _), v in ready_writes.items() if resource == "events")
+    return {
+        **latency_figures("ready", applied, watcher.ready),
+        **latency_figures("delete", deleted, watcher.gone),
+        # The emulator runs in this process: its timeline and the watch share time.monotonic.
+        "ready_after_last_build_s": (
+            max(watcher.ready.values()) - last_built if last_built is not None and watcher.ready else None
+        ),
+        "cpu_s": cpu2 - cpu0,
+        "cpu_s_ready": cpu1 - cpu0,
+        "rss_peak_mib": rss_peak,
+        "api_writes_per_session": sum(ready_writes.values()) / n,
+        "api_writes_per_session_delete": sum(delete_writes.values()) / n,
+        "events_per_session": events / n,
+        "api_writes": stats.flat_writes(ready_writes),
+        "api_writes_delete": stats.flat_writes(delete_writes),
+        "hub_calls_per_session": sum(ready_calls.values()) / n,
+        "hub_calls_per_session_delete": sum(delete_calls.values()) / n,
+        "hub_calls_by_route": stats.by_route(ready_calls),
+        "hub_calls_by_route_delete": stats.by_route(delete_calls),
+        "hub_429s": sum(v for (_, status), v in (calls2 - calls0).items() if status == 429),
+        "spaces_left": spaces_left,
+        "log_errors": log_errors(log) - errors_at_start,
+        "log_errors_at_start": errors_at_start,
+    }
+
+
+# -- soak -----------------------------------------------------------------------------------------
+
+
+def run_soak(st: Stack, sc: Scenario, n: int, minutes: float, patch_rate: float) -> dict[str, Any]:
+    """N sessions, continuous hardware patches for `minutes`; RSS slope, log errors, watch stalls."""
+    print(f"- soak: {n} sessions, {minutes:g} min of patches at {patch_rate:g}/s", flush=True)
+    namespace = "bench-soak"
+    create_namespace(st, namespace)
+    proc, liveness = start_ours(st, sc)
+    log = st.state / "operator.log"
+    try:
+        wait_alive(proc, liveness, log)
+        errors_at_start = log_errors(log)  # e.g. the API server's watch cache warming up after the chart
+        ps = Proc(proc.pid)
+        watcher = Watcher(st.custom, namespace)
+        watcher.start()
+        names = [f"s-{i:05d}" for i in range(n)]
+        in_parallel(
+            lambda name: st.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, manifest(name, namespace)
+            ),
+            names,
+        )
+        wait_for(lambda: len(watcher.ready) >= n, sc.timeout, f"{n} sessions Ready")
+        calls0 = st.hub_calls()
+        samples: list[tuple[float, float]] = []
+        stalls, patches, errors_patching = 0, 0, 0
+        start = time.monotonic()
+        next_sample = start
+        while time.monotonic() - start < minutes * 60:
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append((now - start, ps.rss_mib()))
+                stalls += 0 if alive(liveness) else 1
+                next_sample += 5
+            name = names[patches % n]
+            flavor = UNAPPROVED_FLAVOR if (patches // n) % 2 == 0 else "cpu-basic"
+            try:
+                st.custom.patch_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"hardware": flavor}}
+                )
+            except ApiException:
+                errors_patching += 1
+            patches += 1
+            time.sleep(max(0.0, start + patches / patch_rate - time.monotonic()))
+        soak_seconds = time.monotonic() - start
+        calls = st.hub_calls() - calls0
+
+        def caught_up() -> bool:
+            return all(
+                obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+                for obj in watcher.latest.values()
+            )
+
+        wait_for(caught_up, 120, "every session to observe its last patch")
+        lagging = sum(
+            1
+            for obj in watcher.latest.values()
+            if obj.get("status", {}).get("observedGeneration") != obj["metadata"]["generation"]
+        )
+        rss_peak = ps.peak_rss_mib()
+        in_parallel(
+            lambda name: st.custom.delete_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name
+            ),
+            names,
+        )
+        wait_for(lambda: len(watcher.gone) >= n, sc.timeout, f"{n} sessions gone")
+        watcher.stop()
+    finally:
+        stop_process(proc)
+    delete_namespace(st, namespace)
+    return {
+        "minutes": soak_seconds / 60,
+        "patches": patches,
+        "patch_errors": errors_patching,
+        "rss_start_mib": samples[0][1] if samples else None,
+        "rss_end_mib": samples[-1][1] if samples else None,
+        "rss_peak_mib": rss_peak,
+        "rss_slope_mib_per_hour": stats.slope_per_hour(samples),
+        # Without the warm-up (caches, first reconciles): what a longer run would keep doing.
+        "rss_slope_mib_per_hour_second_half": stats.slope_per_hour(samples[len(samples) // 2 :]),
+        "rss_samples": [[round(t, 1), round(v, 2)] for t, v in samples],
+        "log_errors": log_errors(log) - errors_at_start,
+        "log_errors_at_start": errors_at_start,
+        "liveness_failures": stalls,
+        "sessions_lagging": lagging,
+        "watch_stalled": stalls > 0 or lagging > 0,
+        "hub_calls_per_minute": sum(calls.values()) / (soak_seconds / 60),
+        "hub_calls_by_route": stats.by_route(calls),
+    }
+
+
+def print_soak(result: Mapping[str, Any]) -> None:
+    width = max(map(len, SOAK_HEADLINE))
+    for key in SOAK_HEADLINE:
+        value = result[key]
+        print(f"  {key:<{width}}  {value:.2f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=["overhead", "hub-shape", "soak"], required=True)
+    parser.add_argument("-n", "--sessions", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=None, help="merge the figures into this file")
+    parser.add_argument("--no-reference", action="store_true", help="measure sandbox-operator only")
+    parser.add_argument("--build-min", type=float, default=60.0, help="hub-shape: shortest build (s)")
+    parser.add_argument("--build-max", type=float, default=120.0, help="hub-shape: longest build (s)")
+    parser.add_argument("--seed", type=int, default=11, help="hub-shape: seed of the build times")
+    parser.add_argument("--minutes", type=float, default=5.0, help="soak: how long to patch")
+    parser.add_argument("--patch-rate", type=float, default=10.0, help="soak: spec patches per second")
+    parser.add_argument("--timeout", type=float, default=None, help="wait this long for all Ready / gone")
+    parser.add_argument(
+        "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra operator setting"
+    )
+    parser.add_argument("--keep", type=Path, default=None, help="state dir to keep (logs); default: temp")
+    args = parser.parse_args()
+    sc = scenario(args.scenario, args)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "cpus": os.cpu_count(),
+        "hubsim": sc.hubsim.model_dump(exclude={"tokens"}),
+        "operator_env": dict(sc.operator_env),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        state = args.keep or Path(tmp)
+        state.mkdir(parents=True, exist_ok=True)
+        with stack(state, sc.hubsim) as st:
+            if args.scenario == "soak":
+                result = {**run_soak(st, sc, args.sessions, args.minutes, args.patch_rate), "meta": meta}
+                print_soak(result)
+            else:
+                result = {**run_once(st, sc, OURS, args.sessions), "meta": meta}
+                reference = None if args.no_reference else run_once(st, sc, REFERENCE_OPERATOR, args.sessions)
+                if reference is not None:
+                    result["reference"] = reference
+                    result["ratio"] = {
+                        key: stats.ratio(result.get(key), reference.get(key)) for key, _ in stats.HEADLINE
+                    }
+                print()
+                print(stats.table(f"{args.scenario}, N={args.sessions}", result, reference))
+                for key in ("hub_calls_by_route", "api_writes"):
+                    print(f"  {key}, apply -> Ready:\n    ours      {result[key]}")
+                    if reference is not None:
+                        print(f"    reference {reference[key]}")
+    if args.json is not None:
+        stats.merge_json(args.json, args.scenario, args.sessions, result)
+        print(f"figures written to {args.json} under [{args.scenario!r}][{str(args.sessions)!r}]")
+
+
+if __name__ == "__main__":
+    main()

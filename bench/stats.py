@@ -1,0 +1,156 @@
+"""Pure helpers of the benchmark: percentiles, the RSS slope, API-server counters, the table and the JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+#: The figures issue 11 asks for, in table order, with their unit; the JSON uses these names.
+HEADLINE: Final = (
+    ("ready_all_s", "all Ready after the first apply (s)"),
+    ("ready_p50_ms", "apply -> Ready p50 (ms)"),
+    ("ready_p95_ms", "apply -> Ready p95 (ms)"),
+    ("ready_p99_ms", "apply -> Ready p99 (ms)"),
+    ("ready_after_last_build_s", "last Ready after the last build ended (s)"),
+    ("delete_all_s", "all gone after the first delete (s)"),
+    ("delete_p50_ms", "delete -> gone p50 (ms)"),
+    ("delete_p99_ms", "delete -> gone p99 (ms)"),
+    ("cpu_s", "operator CPU, apply to all gone (s)"),
+    ("rss_peak_mib", "operator peak RSS (MiB)"),
+    ("api_writes_per_session", "API writes per session, apply -> Ready"),
+    ("api_writes_per_session_delete", "API writes per session, delete -> gone"),
+    ("events_per_session", "Events per session, apply -> Ready"),
+    ("hub_calls_per_session", "Hub calls per session, apply -> Ready"),
+    ("hub_calls_per_session_delete", "Hub calls per session, delete -> gone"),
+    ("hub_429s", "429s received"),
+    ("spaces_left", "Spaces left after delete"),
+)
+
+#: API-server verbs that write (apiserver_request_total's `verb` label).
+WRITE_VERBS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY"})
+#: What a session costs the API server: the session (and its status), its Secret, Events about it.
+WRITE_RESOURCES: Final = frozenset({"agentsessions", "secrets", "events"})
+_SAMPLE: Final = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$")
+_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+WriteKey = tuple[str, str, str]  # (resource, subresource, verb)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100): a value that was measured, never an interpolation."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def slope_per_hour(samples: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per hour; 0 for fewer than two distinct times."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    if spread == 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in samples) / spread * 3600
+
+
+def last_build_end(spaces: Iterable[Mapping[str, Any]], exclude: Collection[str]) -> float | None:
+    """When the last Space first reached RUNNING (emulator monotonic time), from the admin listing."""
+    ends = [
+        next((sample["monotonic"] for sample in space["timeline"] if sample["stage"] == "RUNNING"), None)
+        for space in spaces
+        if space["id"] not in exclude
+    ]
+    built = [end for end in ends if end is not None]
+    return max(built) if built else None
+
+
+def api_writes(metrics_text: str) -> Counter[WriteKey]:
+    """Write requests per (resource, subresource, verb) from the API server's /metrics text."""
+    counts: Counter[WriteKey] = Counter()
+    for line in metrics_text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        resource, verb = labels.get("resource", ""), labels.get("verb", "")
+        if resource in WRITE_RESOURCES and verb in WRITE_VERBS:
+            counts[(resource, labels.get("subresource", ""), verb)] += int(float(match["value"]))
+    return counts
+
+
+def hub_calls(counts: Iterable[Mapping[str, Any]], user: str) -> Counter[tuple[str, int]]:
+    """Calls per (route, status) from the emulator's call counters: `user`'s Hub API calls and all
+    sandbox-app calls (the app's health route carries no Hub user)."""
+    result: Counter[tuple[str, int]] = Counter()
+    for row in counts:
+        if row["user"] == user or row["user"] is None:
+            result[(row["route"], row["status"])] += row["count"]
+    return result
+
+
+def by_route(calls: Counter[tuple[str, int]]) -> dict[str, int]:
+    routes: Counter[str] = Counter()
+    for (route, _), n in calls.items():
+        routes[route] += n
+    return dict(sorted(routes.items()))
+
+
+def flat_writes(writes: Counter[WriteKey]) -> dict[str, int]:
+    """`resource[/subresource] VERB` -> count, for the JSON."""
+    return {
+        f"{resource}{'/' + sub if sub else ''} {verb}": n
+        for (resource, sub, verb), n in sorted(writes.items())
+        if n
+    }
+
+
+def ratio(ours: float | None, reference: float | None) -> float | None:
+    """ours / reference, or None where it means nothing (a zero or missing reference)."""
+    if ours is None or reference is None or reference == 0 or math.isnan(ours) or math.isnan(reference):
+        return None
+    return ours / reference
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(title: str, ours: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
+    """Headline figures, ours next to the reference and their ratio."""
+    rows = [("figure", "sandbox-operator", "reference", "ratio")]
+    for key, label in HEADLINE:
+        if key not in ours:
+            continue
+        ref = reference.get(key) if reference else None
+        r = ratio(ours.get(key), ref)
+        rows.append((label, _cell(ours.get(key)), _cell(ref), "-" if r is None else f"{r:.2f}x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [title]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in
+                               enumerate(zip(row, widths, strict=True))))  # fmt: skip
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def merge_json(path: Path, scenario: str, n: int, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Write `result` under [scenario][n] of the JSON file, keeping the other scenarios and sizes."""
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault(scenario, {})[str(n)] = result
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return data
