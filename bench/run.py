@@ -45,7 +45,7 @@ from sandbox_operator.dev import (
     DEV_OWNER,
     DEV_RATE_LIMIT,
     DEV_TEMPLATE,
-    DEV_TOKEN,
+    DEV_TOKENS,
     DEV_TRANSIENT_ERROR_SECONDS,
     install_chart,
     service_account_env,
@@ -89,7 +89,7 @@ class Scenario:
 def scenario(name: str, args: argparse.Namespace) -> Scenario:
     """Emulator and operator settings of each scenario (see bench/README.md)."""
     base: dict[str, Any] = {
-        "tokens": {DEV_TOKEN: DEV_OWNER},
+        "tokens": DEV_TOKENS,  # the operator's and the read token the dev chart installs
         "templates": [DEV_TEMPLATE],
         "hardware_switch_seconds": 0,
         "call_log_size": 1,  # the counters are what the benchmark reads

@@ -37,6 +37,8 @@ DEV_TOKEN = "hf_sim_operator"  # the emulator token the operator acts with (a fa
 DEV_READ_TOKEN = "hf_sim_reader"
 #: A token of another Hub user, which may not see the owner's private Spaces (the edge answers 404).
 DEV_OUTSIDER_TOKEN = "hf_sim_outsider"
+#: Every token the dev emulator knows, and the Hub user each stands for.
+DEV_TOKENS = {DEV_TOKEN: DEV_OWNER, DEV_READ_TOKEN: DEV_OWNER, DEV_OUTSIDER_TOKEN: "outsider"}
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
 RELEASE = "sandbox-operator"
@@ -52,7 +54,7 @@ class DevError(RuntimeError):
 def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
     """Dev mode meets the Hub's rough edges: transient errors after a duplicate, the free-user API quota."""
     return HubSimConfig(
-        tokens={DEV_TOKEN: DEV_OWNER, DEV_READ_TOKEN: DEV_OWNER, DEV_OUTSIDER_TOKEN: "outsider"},
+        tokens=DEV_TOKENS,
         templates=[DEV_TEMPLATE],
         build_seconds=build_seconds,
         hardware_switch_seconds=hardware_seconds,
