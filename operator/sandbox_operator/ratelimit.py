@@ -33,6 +33,10 @@ class NotLeader(Exception):
     """A request was refused locally: this process does not hold the leader Lease (any more)."""
 
 
+class SendDeadlinePassed(Exception):
+    """A request was refused locally: it waited at the gate past the time it had to leave by."""
+
+
 def retry_after_seconds(headers: Mapping[str, str], now_wall: float) -> float | None:
     """Seconds the Hub asks to wait: `Retry-After` (seconds or HTTP date), else the `RateLimit` reset."""
     value = headers.get("Retry-After")
@@ -107,16 +111,19 @@ class HubGate:
         metrics.HUB_PAUSES.inc()
         metrics.HUB_PAUSED_UNTIL.set(self._wall() + seconds)
 
-    def _check(self) -> None:
+    def _check(self, not_after: float | None) -> None:
         if not self.fence():
             raise NotLeader("this operator does not hold the leader Lease; it sends no Hub calls")
         remaining = self.paused_for()
         if remaining > 0:
             raise HubPaused(remaining)
+        if not_after is not None and self._clock() >= not_after:
+            raise SendDeadlinePassed("the request waited past its send deadline; it was not sent")
 
-    def before_request(self) -> None:
-        """Block until the request may go, or raise `HubPaused` / `NotLeader` (nothing is sent)."""
-        self._check()
+    def before_request(self, not_after: float | None = None) -> None:
+        """Block until the request may go, or raise `HubPaused` / `NotLeader` / `SendDeadlinePassed`
+        (nothing is sent). `not_after` (on this gate's clock): the request goes before then or never."""
+        self._check(not_after)
         if self._bucket is None:
             return
         with self._lock:
@@ -124,7 +131,7 @@ class HubGate:
         metrics.RATE_LIMIT_WAIT.observe(wait)
         if wait > 0:
             self._sleep(wait)
-            self._check()  # a 429 may have arrived, or the Lease been lost, while this one waited
+            self._check(not_after)  # a 429, a lost Lease or the deadline may have come meanwhile
 
     def after_response(self, status: int, headers: Mapping[str, str]) -> None:
         """A 429 pauses every request for as long as the Hub asks (or `default_pause` if it does not say)."""
