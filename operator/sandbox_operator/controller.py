@@ -326,8 +326,11 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
               exc_info=reason == reconciler.INTERNAL_ERROR)  # fmt: skip
     plan = reconciler.decide_failure(session, reason, message, rt.config, _now(), random.random())
     _post(body, plan.events)
+    written = status_patch(plan.status)
+    # Only what the failure changes: the body may be older than facts this pass already recorded.
+    failure_fields = {key: written[key] for key in ("phase", "failures", "nextRetryTime", "conditions")}
     try:
-        await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+        await rt.kube.patch_status(session.namespace, session.name, failure_fields)
     except ApiException as write_error:
         log.warning("session %s/%s: cannot write status: %s", session.namespace, session.name, write_error)
     return plan.requeue_after or rt.config.backoff_base
@@ -360,7 +363,7 @@ async def observe_finalize(rt: Runtime, session: Session) -> FinalizeObservation
 async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     session = session_from_body(body)
     try:
-        plan = await _finalize_steps(rt, session)
+        plan = await _finalize_steps(rt, session, body)
     except Exception as error:  # every failure ends in a condition, never a silent kopf retry
         reason, message = _failure_reason(error)
         log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
@@ -378,7 +381,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
 
 
-async def _finalize_steps(rt: Runtime, session: Session) -> reconciler.FinalizePlan:
+async def _finalize_steps(rt: Runtime, session: Session, body: kopf.Body) -> reconciler.FinalizePlan:
     """Observe, decide and act until the finalizer may go or has to wait (a few steps at most)."""
     plan: reconciler.FinalizePlan | None = None
     for _ in range(4):
@@ -392,6 +395,8 @@ async def _finalize_steps(rt: Runtime, session: Session) -> reconciler.FinalizeP
                     await rt.hub.release(space_id)
                 case RequestHardware(space_id=space_id, flavor=flavor):
                     await rt.hub.request_hardware(space_id, flavor)
+                    # The kept Space changes under its user's eyes: say so, not only that it is kept.
+                    kopf.event(body, type="Normal", reason=plan.reason, message=plan.message)
                 case _:
                     await rt.hub.delete(plan.action.space_id)
         except HubError as error:
