@@ -166,6 +166,8 @@ class Applied:
     created: bool = False
     #: The session is being deleted: this pass stops, the finalizer takes over.
     deleting: bool = False
+    #: A duplicate request went out (whatever its answer).
+    sent: bool = False
 
 
 async def apply(rt: Runtime, session: Session, action: Action, observed: Observation) -> Applied:
@@ -215,8 +217,10 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                     )
                 except SpaceExistsError:
                     log.info("Space %s already exists; adopting it after checking its marker", space_id)
-                    return Applied()
-                return Applied(created=True)
+                    return Applied(sent=True)
+                except HubError as error:
+                    return Applied(failure=error.failure, sent=True)
+                return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
                 await rt.hub.set_token(space_id, token)
@@ -248,6 +252,12 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     for _ in range(MAX_STEPS):
         plan = reconciler.decide(session, observed, rt.config, _now(), random.random())
         applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
+        if isinstance(plan.action, CreateSpace):
+            recorded = reconciler.create_record(session.status, plan.action, applied.sent, applied.failure)
+            plan.status.duplicate_requested_time = recorded
+            session = replace(
+                session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
+            )
         if applied.failure is not None:
             plan = reconciler.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()
@@ -384,9 +394,11 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
 async def _finalize_steps(rt: Runtime, session: Session, body: kopf.Body) -> reconciler.FinalizePlan:
     """Observe, decide and act until the finalizer may go or has to wait (a few steps at most)."""
     plan: reconciler.FinalizePlan | None = None
+    observed: FinalizeObservation | None = None
     for _ in range(4):
-        observed = await observe_finalize(rt, session)
+        observed = observed or await observe_finalize(rt, session)
         plan = reconciler.decide_finalize(session, observed, rt.config, random.random(), now=_now())
+        observed = None
         if plan.action is None:
             break
         try:
@@ -399,6 +411,7 @@ async def _finalize_steps(rt: Runtime, session: Session, body: kopf.Body) -> rec
                     kopf.event(body, type="Normal", reason=plan.reason, message=plan.message)
                 case _:
                     await rt.hub.delete(plan.action.space_id)
+                    observed = FinalizeObservation(deleted=True)
         except HubError as error:
             plan = reconciler.decide_finalize(
                 session,

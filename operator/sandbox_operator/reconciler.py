@@ -383,9 +383,51 @@ def duplicate_window_end(status: AgentSessionStatus, config: OperatorConfig) -> 
 
 
 def duplicate_may_land(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
-    """True while a "not found" for the Space may mean "not visible yet" rather than "gone"."""
+    """True while a "not found" for the Space may mean "not visible yet" rather than "gone".
+
+    Once the Space was seen after the request, the create has landed: a new duplicate is asked
+    for only after the previous one's window, so no other create can be in flight.
+    """
     end = duplicate_window_end(status, config)
-    return end is not None and now < end
+    if end is None or now >= end:
+        return False
+    confirmed = status.space_confirmed_time
+    requested = status.duplicate_requested_time
+    landed = (
+        confirmed is not None
+        and requested is not None
+        and _parse_rfc3339(confirmed) >= _parse_rfc3339(requested)
+    )
+    return not landed
+
+
+def space_may_exist(status: AgentSessionStatus) -> bool:
+    """Whether this session ever asked for its Space (and was not refused) or saw it."""
+    return status.duplicate_requested_time is not None or status.space_confirmed_time is not None
+
+
+#: Answers to a duplicate after which nothing was created: no create is in flight.
+CREATE_REFUSED_KINDS = frozenset(
+    {
+        FailureKind.RATE_LIMITED,
+        FailureKind.UNAUTHORIZED,
+        FailureKind.FORBIDDEN,
+        FailureKind.BAD_REQUEST,
+        FailureKind.TEMPLATE_NOT_FOUND,
+    }
+)
+
+
+def create_record(
+    status: AgentSessionStatus, action: CreateSpace, sent: bool, failure: HubFailure | None
+) -> str | None:
+    """status.duplicateRequestedTime after a create attempt: unchanged if the request was never
+    sent, cleared if the Hub refused it outright, else the time it was asked for (it may land)."""
+    if not sent:
+        return status.duplicate_requested_time
+    if failure is not None and failure.kind in CREATE_REFUSED_KINDS:
+        return None
+    return action.requested_time
 
 
 def _rfc3339(moment: datetime, precise: bool = False) -> str:
@@ -634,7 +676,7 @@ def _next_step(
             minimum=config.backoff_max,
         )
     if space.marker_uid == session.uid and status.space_confirmed_time is None:
-        draft.status.space_confirmed_time = _rfc3339(now)
+        draft.status.space_confirmed_time = _rfc3339(now, precise=True)
 
     # Money first, whatever the stage: paid hardware that is not allowed now is given up before
     # anything else is done to the Space (a restart, a new token), never left to a later stage.
@@ -764,6 +806,8 @@ class FinalizeObservation:
     current_hardware: str | None = None
     requested_hardware: str | None = None
     hub_failure: HubFailure | None = None
+    #: The finalizer has just deleted the Space carrying this session's marker.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -824,7 +868,15 @@ def decide_finalize(
     """
     space_id = finalize_space_id(session, config)
     orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
+    if observed.deleted:
+        return FinalizePlan(None, True, "SpaceDeleted", f"Space {space_id} is deleted")
     failure = observed.hub_failure
+    if (
+        failure is not None
+        and failure.kind is FailureKind.ACCESS_LOST
+        and not space_may_exist(session.status)
+    ):
+        return FinalizePlan(None, True, "SpaceDeleted", f"no Space {space_id} was ever created")
     landing = duplicate_may_land(session.status, config, now)
     if (failure is not None and failure.kind in NOT_VISIBLE_KINDS and landing) or (
         failure is None and observed.marker is None and landing

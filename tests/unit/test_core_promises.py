@@ -24,6 +24,7 @@ from sandbox_operator.reconciler import (
     RotateToken,
     Session,
     SpaceView,
+    create_record,
     decide,
     decide_failure,
     decide_finalize,
@@ -203,6 +204,40 @@ def test_the_finalizer_waits_out_a_create_that_may_still_land_then_concludes() -
     assert decide_finalize(in_flight, appeared, CONFIG, now=NOW).action is not None  # deletes what appears
 
 
+def test_once_the_space_was_seen_after_the_request_a_not_found_is_gone_again() -> None:
+    landed = session(
+        duplicateRequestedTime="2026-11-26T11:59:50.000000Z", spaceConfirmedTime="2026-11-26T11:59:55Z"
+    )
+    assert decide_finalize(landed, FinalizeObservation(), CONFIG, now=NOW).done
+    lost = decide(landed, Observation(token="t"), CONFIG, NOW)
+    assert isinstance(lost.action, CreateSpace) and ready(lost.status)[1] == "SpaceLost"
+
+
+def test_the_finalizer_is_done_once_it_deleted_the_space_itself() -> None:
+    just = session(duplicateRequestedTime="2026-11-26T11:59:50.000000Z", spaceConfirmedTime=None)
+    plan = decide_finalize(just, FinalizeObservation(deleted=True), CONFIG, now=NOW)
+    assert plan.done and plan.reason == "SpaceDeleted"
+
+
+@pytest.mark.parametrize(
+    ("sent", "failure", "recorded"),
+    [
+        (False, None, "before"),  # a missing Secret or a deleted session: nothing went out
+        (True, None, "now"),
+        (True, HubFailure(FailureKind.UNAVAILABLE, "timed out"), "now"),  # may have landed
+        (True, HubFailure(FailureKind.FORBIDDEN, "403"), None),  # refused: nothing created
+        (True, HubFailure(FailureKind.TEMPLATE_NOT_FOUND, "404"), None),
+        (True, HubFailure(FailureKind.RATE_LIMITED, "429"), None),
+    ],
+)
+def test_the_create_record_follows_what_the_duplicate_may_have_done(
+    sent: bool, failure: HubFailure | None, recorded: str | None
+) -> None:
+    action = CreateSpace(SPACE_ID, "t/t", True, "now", NOW)
+    status = AgentSessionStatus.model_validate({"duplicateRequestedTime": "before"})
+    assert create_record(status, action, sent, failure) == recorded
+
+
 @pytest.mark.parametrize("kind", [FailureKind.NOT_FOUND, FailureKind.UNAUTHORIZED])
 def test_401_or_404_right_after_our_duplicate_means_not_visible_yet(kind: FailureKind) -> None:
     just = session(duplicateRequestedTime="2026-11-26T11:59:50.000000Z")
@@ -228,12 +263,20 @@ def test_a_space_lost_after_it_was_confirmed_is_created_again_and_confirmed_anew
 def test_the_space_is_confirmed_once_seen_with_our_marker() -> None:
     fresh = session(spaceConfirmedTime=None)
     view = replace(space("BUILDING", None, "cpu-basic"), marker_uid=UID)
-    assert decide(fresh, observed(view), CONFIG, NOW).status.space_confirmed_time == "2026-11-26T12:00:00Z"
+    confirmed = decide(fresh, observed(view), CONFIG, NOW).status.space_confirmed_time
+    assert confirmed == "2026-11-26T12:00:00.000000Z"
     unread = replace(view, marker_uid=None)
     assert decide(fresh, observed(unread), CONFIG, NOW).status.space_confirmed_time is None
 
 
 # Item 8: "not found" is not always gone --------------------------------------------------------
+
+
+def test_access_lost_does_not_hold_a_session_that_never_had_a_space() -> None:
+    failure = HubFailure(FailureKind.ACCESS_LOST, "the token cannot see namespace someone-else")
+    never = session(spaceConfirmedTime=None)
+    plan = decide_finalize(never, FinalizeObservation(hub_failure=failure), CONFIG, now=NOW)
+    assert plan.done and plan.reason == "SpaceDeleted"
 
 
 def test_access_lost_keeps_the_finalizer_and_retries_with_backoff() -> None:
