@@ -570,8 +570,8 @@ def decide_failure(
 ) -> Plan:
     """A failure met outside the Hub (a Secret that is not text, a bug): reported like a Hub failure,
     as a condition and an Event, and retried with backoff instead of crash-restarting the loop."""
-    verdict = judge_hardware(session.spec, config, FALLBACK_USD_PER_HOUR)
-    draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
+    unjudged = HardwareVerdict(False, "NotJudged", "no hardware decision is made after this failure")
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.phase = Phase.FAILED
     delay = _failure(draft, reason, message, config, jitter)
     return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
