@@ -241,7 +241,10 @@ class AgentSessionSpec(_Model):
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
         alias="deletionPolicy",
-        description="Delete: the Space is deleted with the session. Orphan: the Space is kept.",
+        description=(
+            "Delete: the Space is deleted with the session. Orphan: the Space is kept, back on free "
+            "hardware (cpu-basic is requested before it is released), and no longer managed by the operator."
+        ),
     )
     approval: Approval | None = Field(
         default=None, description="Approval of a paid hardware flavor by someone entitled to grant it."
@@ -332,6 +335,30 @@ class AgentSessionStatus(_Model):
     phase: Phase | None = Field(default=None, description="Coarse lifecycle phase, for people.")
     space_id: str | None = Field(
         default=None, alias="spaceId", description="The Space of this session, recorded before it is created."
+    )
+    duplicate_requested_time: str | None = Field(
+        default=None,
+        alias="duplicateRequestedTime",
+        description=(
+            "When the operator last asked the Hub to duplicate the template into spaceId (RFC 3339), "
+            "recorded before the request is sent. A request not sent within the operator's send deadline "
+            "is dropped, so a 'not found' until this time plus that deadline, the Hub timeout and the "
+            "visibility grace may mean 'not visible yet', not 'gone'."
+        ),
+    )
+    space_confirmed_time: str | None = Field(
+        default=None,
+        alias="spaceConfirmedTime",
+        description=(
+            "When the Hub first showed spaceId carrying this session's ownership marker (RFC 3339); "
+            "after that a 'not found' means the Space was lost, once the token's access is confirmed."
+        ),
+    )
+    token_rotated_time: str | None = Field(
+        default=None,
+        alias="tokenRotatedTime",
+        description="When the sandbox token was last replaced (RFC 3339); a rejected token is "
+        "replaced at most once per the operator's rotation interval.",
     )
     url: str | None = Field(default=None, description="The Space's page on the Hub.")
     sandbox_url: str | None = Field(

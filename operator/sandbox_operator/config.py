@@ -57,6 +57,17 @@ class OperatorConfig(BaseModel):
     poll_interval: float = Field(
         default=2.0, gt=0, description="Seconds between Hub polls while a Space starts."
     )
+    waiting_poll_max: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest delay between polls of a session that stays starting or unhealthy; the "
+        "delay grows from poll_interval with the time the session has not been Ready.",
+    )
+    token_rotation_interval: float = Field(
+        default=600.0,
+        ge=0,
+        description="Shortest time between two rotations of a sandbox token the sandbox rejects (401).",
+    )
     backoff_base: float = Field(
         default=2.0, gt=0, description="First retry delay after a failure, in seconds."
     )
@@ -121,7 +132,15 @@ class OperatorConfig(BaseModel):
     hub_visibility_grace: float = Field(
         default=30.0,
         ge=0,
-        description="Seconds after our own duplicate during which a 404 means 'not visible yet', not 'gone'.",
+        description="Seconds after our own duplicate during which a 401/404 means 'not visible yet', "
+        "not 'gone'.",
+    )
+    duplicate_send_deadline: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds after the operator records a duplicate request within which it must leave "
+        "for the Hub; one still waiting at the Hub gate then is never sent, which bounds how long a "
+        "Space may still appear after its session is deleted.",
     )
     sweep_interval: float = Field(
         default=600.0, ge=0, description="Seconds between orphan sweeper passes (0: no sweeper)."

@@ -34,6 +34,7 @@ from .kube import (
     KEY_TOKEN,
     ConnectionSecretConflict,
     KubeClient,
+    SecretValueError,
     load_client_config,
     resolve_cluster_id,
 )
@@ -169,8 +170,9 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
 async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
-    The ownership marker is read only until the Space was first seen (its name holds the
-    session UID), and not at all right after this pass created it.
+    The ownership marker is read only until the Space was first seen carrying it (its name holds
+    the session UID), and not at all right after this pass created it. A Space seen before and
+    now not found is gone only if the token can still see its owner (else HubAccessLost).
     """
     conflict = None
     try:
@@ -197,8 +199,11 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     space_id = session.status.space_id
     if space_id is None:
         return base
+    confirmed = session.status.space_confirmed_time is not None
     try:
-        space = await rt.hub.space(space_id, with_marker=verify_marker and session.status.url is None)
+        space = await rt.hub.space(space_id, with_marker=verify_marker and not confirmed)
+        if space is None and confirmed:
+            await rt.hub.check_owner_access(space_id)
     except HubError as error:
         return replace(base, hub_failure=error.failure)
     secrets_problem = None
@@ -222,7 +227,6 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         space=space,
         health=health,
         secrets_problem=secrets_problem,
-        space_pending=space is None and rt.hub.awaiting_visibility(space_id),
     )
 
 
@@ -254,6 +258,10 @@ class Applied:
     known: Observation | None = None
     #: This pass created the Space: it carries our marker, no need to read it back.
     created: bool = False
+    #: The session is being deleted: this pass stops, the finalizer takes over.
+    deleting: bool = False
+    #: A duplicate request went out (whatever its answer).
+    sent: bool = False
 
 
 async def apply(rt: Runtime, session: Session, action: Action, observed: Observation) -> Applied:
@@ -281,6 +289,15 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                 if problem is not None:
                     return Applied()  # observed again next step, and reported as SecretNotFound
                 assert observed.token is not None, "CreateSpace is decided only with a token"
+                # The finalizer must know a create may be in flight before it can be: record it
+                # first. A session already marked for deletion gets no Space at all.
+                written = await rt.kube.patch_status(
+                    session.namespace, session.name, {"duplicateRequestedTime": action.requested_time}
+                )
+                if written.get("metadata", {}).get("deletionTimestamp"):
+                    log.info("session %s/%s is being deleted; not creating its Space",
+                             session.namespace, session.name)  # fmt: skip
+                    return Applied(deleting=True)
                 try:
                     await rt.hub.duplicate(
                         template=template,
@@ -290,11 +307,14 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                         secrets=values,
                         session_uid=session.uid,
                         session_ref=f"{session.namespace}/{session.name}",
+                        send_by=action.send_by,
                     )
                 except SpaceExistsError:
                     log.info("Space %s already exists; adopting it after checking its marker", space_id)
-                    return Applied()
-                return Applied(created=True)
+                    return Applied(sent=True)
+                except HubError as error:
+                    return Applied(failure=error.failure, sent=True)
+                return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
                 await rt.hub.set_token(space_id, token)
@@ -340,13 +360,19 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     for _ in range(MAX_STEPS):
         plan = reconciler.decide(session, observed, rt.config, _now(), random.random())
         applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
+        if isinstance(plan.action, CreateSpace):
+            recorded = reconciler.create_record(session.status, plan.action, applied.sent, applied.failure)
+            plan.status.duplicate_requested_time = recorded
+            session = replace(
+                session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
+            )
         if applied.failure is not None:
             plan = reconciler.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()
             )
         _post(body, plan.events)
         session = replace(session, status=plan.status)
-        if plan.action is None or plan.status.failures:
+        if plan.action is None or plan.status.failures or applied.deleting:
             break
         observed = applied.known or await observe(rt, session, verify_marker=not applied.created)
     assert plan is not None
@@ -394,43 +420,72 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
             log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
                         body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                         error.status, error.reason, delay)  # fmt: skip
+        except kopf.PermanentError:
+            raise
+        except Exception as error:  # every other failure ends in a condition, never a crash loop
+            delay = await report_failure(rt, body, error)
         if delay is None and rt.config.resync_interval > 0:
             delay = rt.config.resync_interval
         await _sleep(loop, stopped, None if delay is None else max(MIN_REQUEUE, delay))
 
 
+def _failure_reason(error: Exception) -> tuple[str, str]:
+    """The condition reason and message for a failure no decision foresaw."""
+    if isinstance(error, SecretValueError):
+        return reconciler.SECRET_INVALID, str(error)
+    return reconciler.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
+
+
+async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> float:
+    """Show an unexpected failure as a condition and an Event; returns the backoff delay."""
+    session = session_from_body(body)
+    reason, message = _failure_reason(error)
+    log.error("session %s/%s: %s", session.namespace, session.name, message,
+              exc_info=reason == reconciler.INTERNAL_ERROR)  # fmt: skip
+    plan = reconciler.decide_failure(session, reason, message, rt.config, _now(), random.random())
+    _post(body, plan.events)
+    written = status_patch(plan.status)
+    # Only what the failure changes: the body may be older than facts this pass already recorded.
+    failure_fields = {key: written[key] for key in ("phase", "failures", "nextRetryTime", "conditions")}
+    try:
+        await rt.kube.patch_status(session.namespace, session.name, failure_fields)
+    except ApiException as write_error:
+        log.warning("session %s/%s: cannot write status: %s", session.namespace, session.name, write_error)
+    return plan.requeue_after or rt.config.backoff_base
+
+
+async def observe_finalize(rt: Runtime, session: Session) -> FinalizeObservation:
+    """The Space's marker, and its hardware when it is to be kept; "not found" only with access."""
+    space_id = reconciler.finalize_space_id(session, rt.config)
+    try:
+        ownership = await rt.hub.ownership(space_id, deleting=True)
+        space = None
+        keep = session.spec.deletion_policy == api.DeletionPolicy.ORPHAN
+        if ownership is not None and keep and ownership.session_uid == session.uid:
+            space = await rt.hub.space(space_id)
+            if space is None:
+                ownership = None
+        if ownership is None:
+            await rt.hub.check_owner_access(space_id)
+            return FinalizeObservation()
+    except HubError as error:
+        return FinalizeObservation(hub_failure=error.failure)
+    return FinalizeObservation(
+        marker=ownership.session_uid,
+        marker_cluster=ownership.cluster_id,
+        current_hardware=space.current_hardware if space else None,
+        requested_hardware=space.requested_hardware if space else None,
+    )
+
+
 async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     session = session_from_body(body)
-    plan: reconciler.FinalizePlan | None = None
-    for _ in range(3):
-        space_id = reconciler.finalize_space_id(session, rt.config)
-        try:
-            ownership = await rt.hub.ownership(space_id, deleting=True)
-            observed = FinalizeObservation(
-                marker=ownership.session_uid if ownership else None,
-                marker_cluster=ownership.cluster_id if ownership else "",
-                space_pending=ownership is None and rt.hub.awaiting_visibility(space_id),
-            )
-        except HubError as error:
-            observed = FinalizeObservation(hub_failure=error.failure)
-        plan = reconciler.decide_finalize(session, observed, rt.config, random.random(), now=_now())
-        if plan.action is None:
-            break
-        try:
-            if isinstance(plan.action, ReleaseSpace):
-                await rt.hub.release(plan.action.space_id)
-            else:
-                await rt.hub.delete(plan.action.space_id)
-        except HubError as error:
-            plan = reconciler.decide_finalize(
-                session,
-                FinalizeObservation(hub_failure=error.failure),
-                rt.config,
-                random.random(),
-                now=_now(),
-            )
-            break
-    assert plan is not None
+    try:
+        plan = await _finalize_steps(rt, session, body)
+    except Exception as error:  # every failure ends in a condition, never a silent kopf retry
+        reason, message = _failure_reason(error)
+        log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
+        plan = reconciler.finalize_failure(session, reason, message, rt.config, random.random(), _now())
     kopf.event(body, type="Warning" if not plan.done else "Normal", reason=plan.reason, message=plan.message)
     if plan.done:
         return
@@ -442,6 +497,40 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     )
     patch.status.update(status_patch(status))
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
+
+
+async def _finalize_steps(rt: Runtime, session: Session, body: kopf.Body) -> reconciler.FinalizePlan:
+    """Observe, decide and act until the finalizer may go or has to wait (a few steps at most)."""
+    plan: reconciler.FinalizePlan | None = None
+    observed: FinalizeObservation | None = None
+    for _ in range(4):
+        observed = observed or await observe_finalize(rt, session)
+        plan = reconciler.decide_finalize(session, observed, rt.config, random.random(), now=_now())
+        observed = None
+        if plan.action is None:
+            break
+        try:
+            match plan.action:
+                case ReleaseSpace(space_id=space_id):
+                    await rt.hub.release(space_id)
+                case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
+                    await rt.hub.request_hardware(space_id, flavor, sleep_time)
+                    # The kept Space changes under its user's eyes: say so, not only that it is kept.
+                    kopf.event(body, type="Normal", reason=plan.reason, message=plan.message)
+                case _:
+                    await rt.hub.delete(plan.action.space_id)
+                    observed = FinalizeObservation(deleted=True)
+        except HubError as error:
+            plan = reconciler.decide_finalize(
+                session,
+                FinalizeObservation(hub_failure=error.failure),
+                rt.config,
+                random.random(),
+                now=_now(),
+            )
+            break
+    assert plan is not None
+    return plan
 
 
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:

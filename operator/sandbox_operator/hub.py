@@ -17,7 +17,6 @@ and needs no thread: a private Space's edge wants a Hub token that may read the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -25,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import aiohttp
@@ -38,7 +37,7 @@ from . import metrics
 from .api import SANDBOX_TOKEN_SECRET, Hardware
 from .config import OperatorConfig
 from .pricing import hourly_prices
-from .ratelimit import HubGate, HubPaused, NotLeader, Priority, retry_after_seconds
+from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
 from .reconciler import (
     MARKER_CLUSTER_ID,
     MARKER_SESSION,
@@ -53,6 +52,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: First in-call retry delay of an idempotent read; doubles per attempt, with jitter.
 READ_RETRY_BASE = 0.5
+#: Seconds a whoami answer (the token's user and orgs) is reused; the Hub rate-limits whoami hard.
+WHOAMI_CACHE_SECONDS = 60.0
 
 
 class HubError(Exception):
@@ -100,8 +101,14 @@ def classify(route: str, error: Exception) -> HubError:
                 error.remaining,
             ),
         )
-    if isinstance(error, NotLeader):
+    if isinstance(error, NotLeader | SendDeadlinePassed):
         return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"not sent: {error}"))
+    if isinstance(error, RepositoryNotFoundError):
+        # A 404, or the 401 the Hub answers for a repo the token cannot see (huggingface_hub
+        # turns both into this): the Space does not exist, is not visible yet, or is out of sight.
+        return HubError(
+            route, HubFailure(FailureKind.NOT_FOUND, f"the Hub does not show the Space on {route}")
+        )
     if isinstance(error, HfHubHTTPError) and error.response is not None:
         response = error.response
         code = response.status_code
@@ -146,7 +153,9 @@ _current = threading.local()
 
 def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client]:
     def before(request: httpx2.Request) -> None:
-        gate.before_request(getattr(_current, "priority", Priority.OBSERVE))
+        gate.before_request(
+            getattr(_current, "priority", Priority.OBSERVE), getattr(_current, "not_after", None)
+        )
         left = gate.time_left()
         if left < timeout:
             # No request may outlive the leader's right to act (connect and read each get at most half).
@@ -170,13 +179,16 @@ def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client
     return factory
 
 
-def _in_thread(route: str, priority: Priority, fn: Callable[[], T]) -> Callable[[], T]:
-    """`fn` tagged with its route and priority for the hooks; requests that got no response are
-    counted here."""
+def _in_thread(
+    route: str, priority: Priority, fn: Callable[[], T], not_after: float | None
+) -> Callable[[], T]:
+    """`fn` tagged with its route, priority and send deadline for the hooks; requests that got no
+    response are counted here."""
 
     def run() -> T:
         _current.route = route
         _current.priority = priority
+        _current.not_after = not_after
         try:
             return fn()
         except HubPaused:
@@ -184,6 +196,9 @@ def _in_thread(route: str, priority: Priority, fn: Callable[[], T]) -> Callable[
             raise
         except NotLeader:
             metrics.HUB_REFUSED.labels("not_leader").inc()
+            raise
+        except SendDeadlinePassed:
+            metrics.HUB_REFUSED.labels("deadline").inc()
             raise
         except httpx2.TimeoutException:
             metrics.HUB_CALLS.labels(route, "timeout").inc()
@@ -225,8 +240,8 @@ class HubClient:
         #: Deletions never queue behind calls that wait at the gate in every worker of `_pool`.
         self._urgent_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hub-urgent")
         self._http: aiohttp.ClientSession | None = None
-        #: When this process duplicated each Space (monotonic), for the transient 404 that follows.
-        self._duplicated: dict[str, float] = {}
+        #: The last whoami answer (monotonic time, user, orgs), reused for WHOAMI_CACHE_SECONDS.
+        self._whoami: tuple[float, str, frozenset[str]] | None = None
 
     async def _call(
         self,
@@ -235,15 +250,15 @@ class HubClient:
         *,
         idempotent: bool = False,
         priority: Priority = Priority.CHANGE,
+        not_after: float | None = None,
     ) -> T:
+        """`not_after` (monotonic): a request still waiting at the gate then is not sent at all."""
         loop = asyncio.get_running_loop()
         retries = self._config.hub_read_retries if idempotent else 0
         pool = self._urgent_pool if priority is Priority.DELETE else self._pool
         for attempt in range(retries + 1):
             try:
-                return await loop.run_in_executor(pool, _in_thread(route, priority, fn))
-            except RepositoryNotFoundError:
-                raise
+                return await loop.run_in_executor(pool, _in_thread(route, priority, fn, not_after))
             except Exception as error:
                 failure = classify(route, error)
                 if failure.failure.kind is FailureKind.RATE_LIMITED:
@@ -264,10 +279,40 @@ class HubClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def whoami(self) -> str:
+        user, _ = await self._identity()
+        return user
+
+    async def _identity(self) -> tuple[str, frozenset[str]]:
+        """The token's user and the orgs it belongs to (whoami-v2), cached briefly."""
+        cached = self._whoami
+        if cached is not None and time.monotonic() - cached[0] < WHOAMI_CACHE_SECONDS:
+            return cached[1], cached[2]
         info = await self._call(
-            "whoami", lambda: self._api.whoami(cache=True), idempotent=True, priority=Priority.OBSERVE
+            "whoami", lambda: self._api.whoami(), idempotent=True, priority=Priority.OBSERVE
         )
-        return str(info["name"])
+        orgs = frozenset(str(org["name"]) for org in info.get("orgs") or [] if org.get("name"))
+        self._whoami = (time.monotonic(), str(info["name"]), orgs)
+        return self._whoami[1], self._whoami[2]
+
+    async def check_owner_access(self, space_id: str) -> None:
+        """Raise a HubAccessLost `HubError` unless the token can still see the owner namespace.
+
+        The Hub answers 404 for a private Space the token cannot see, so "not found" proves the
+        Space gone only while the owner is the token's user or one of its orgs (whoami-v2).
+        """
+        owner = space_id.split("/", 1)[0]
+        user, orgs = await self._identity()
+        if owner == user or owner in orgs:
+            return
+        seen = ", ".join(sorted(orgs)) or "none"
+        raise HubError(
+            "whoami",
+            HubFailure(
+                FailureKind.ACCESS_LOST,
+                f"Space {space_id} is not found, but the Hub token (user {user}, orgs: {seen}) cannot see "
+                f"namespace {owner}, so it may still exist; restore the token's access to {owner}",
+            ),
+        )
 
     async def hardware_prices(self) -> dict[str, float]:
         """USD per hour per flavor, from the Hub's live hardware catalog."""
@@ -279,20 +324,6 @@ class HubClient:
         )
         return hourly_prices(rows)
 
-    def awaiting_visibility(self, space_id: str) -> bool:
-        """True shortly after this process duplicated the Space: the Hub may 404 it for a while.
-
-        The Hub does not show a fresh duplicate at once (a known transient 404); within the
-        grace period a 404 means "not visible yet", not "gone", so nobody duplicates it again.
-        """
-        created = self._duplicated.get(space_id)
-        if created is None:
-            return False
-        if time.monotonic() - created < self._config.hub_visibility_grace:
-            return True
-        del self._duplicated[space_id]
-        return False
-
     async def space(self, space_id: str, *, with_marker: bool = False) -> SpaceView | None:
         """The Space's state, or None if it does not exist. `with_marker` also reads its ownership marker."""
         try:
@@ -302,8 +333,10 @@ class HubClient:
                 idempotent=True,
                 priority=Priority.OBSERVE,
             )
-        except RepositoryNotFoundError:
-            return None
+        except HubError as error:
+            if error.failure.kind is FailureKind.NOT_FOUND:
+                return None
+            raise
         view = _space_view(info, self._endpoint)
         if view.stage == "UNKNOWN":
             runtime = await self._call(
@@ -336,8 +369,10 @@ class HubClient:
                 idempotent=True,
                 priority=Priority.DELETE if deleting else Priority.OBSERVE,
             )
-        except RepositoryNotFoundError:
-            return None
+        except HubError as error:
+            if error.failure.kind is FailureKind.NOT_FOUND:
+                return None
+            raise
 
         def value(key: str) -> str:
             entry = variables.get(key)
@@ -364,8 +399,13 @@ class HubClient:
         secrets: dict[str, str],
         session_uid: str,
         session_ref: str,
+        send_by: datetime | None = None,
     ) -> None:
-        """Create the Space on cpu-basic, with the token and marker in the same request."""
+        """Create the Space on cpu-basic, with the token and marker in the same request.
+
+        A request that cannot leave for the Hub by `send_by` is never sent, so the time a
+        duplicate may still land after a session is deleted has a bound.
+        """
         space_secrets = [{"key": SANDBOX_TOKEN_SECRET, "value": token}] + [
             {"key": key, "value": value} for key, value in sorted(secrets.items())
         ]
@@ -386,17 +426,20 @@ class HubClient:
                 space_variables=variables,
             )
 
+        not_after = None
+        if send_by is not None:
+            not_after = time.monotonic() + (send_by - datetime.now(UTC)).total_seconds()
         try:
-            await self._call("duplicate", call)
-        except RepositoryNotFoundError as error:
-            raise HubError(
-                "duplicate",
-                HubFailure(
-                    FailureKind.TEMPLATE_NOT_FOUND,
-                    f"template Space {template} does not exist or is not visible",
-                ),
-            ) from error
+            await self._call("duplicate", call, not_after=not_after)
         except HubError as error:
+            if error.failure.kind is FailureKind.NOT_FOUND:
+                raise HubError(
+                    "duplicate",
+                    HubFailure(
+                        FailureKind.TEMPLATE_NOT_FOUND,
+                        f"template Space {template} does not exist or is not visible",
+                    ),
+                ) from error
             cause = error.__cause__
             if (
                 isinstance(cause, HfHubHTTPError)
@@ -405,7 +448,6 @@ class HubClient:
             ):
                 raise SpaceExistsError(space_id) from error
             raise
-        self._duplicated[space_id] = time.monotonic()
 
     async def set_token(self, space_id: str, token: str) -> None:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
@@ -433,12 +475,15 @@ class HubClient:
 
         The session UID and name stay, so where the Space came from remains visible.
         """
-        with contextlib.suppress(RepositoryNotFoundError):
+        try:
             await self._call(
                 "variables",
                 lambda: self._api.delete_space_variable(space_id, MARKER_CLUSTER_ID),
                 priority=Priority.DELETE,
             )
+        except HubError as error:
+            if error.failure.kind is not FailureKind.NOT_FOUND:
+                raise
 
     async def delete(self, space_id: str) -> None:
         await self._call(
@@ -446,7 +491,6 @@ class HubClient:
             lambda: self._api.delete_repo(space_id, repo_type="space", missing_ok=True),
             priority=Priority.DELETE,
         )
-        self._duplicated.pop(space_id, None)
 
     async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
         """GET the sandbox's health endpoint; anything but 200 is unhealthy.
@@ -463,8 +507,8 @@ class HubClient:
         try:
             async with self._http.get(url, headers=headers) as response:
                 if response.status == 200:
-                    return HealthResult(True, "200 OK")
-                return HealthResult(False, f"{url} answered {response.status}")
+                    return HealthResult(True, "200 OK", 200)
+                return HealthResult(False, f"{url} answered {response.status}", response.status)
         except (aiohttp.ClientError, TimeoutError) as error:
             return HealthResult(False, f"{url} unreachable: {error or type(error).__name__}")
 

@@ -98,10 +98,23 @@ def resolve_cluster_id(configured: str) -> str:
     return str(found.metadata.uid)
 
 
+class SecretValueError(ValueError):
+    """A Secret value the operator must read is not UTF-8 text."""
+
+
 def _decoded(secret: Any) -> dict[str, str] | None:
     if secret is None:
         return None
-    return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+    values = {}
+    for key, value in (secret.data or {}).items():
+        try:
+            values[key] = base64.b64decode(value).decode()
+        except UnicodeDecodeError:
+            meta = secret.metadata
+            raise SecretValueError(
+                f"Secret {meta.namespace}/{meta.name} key {key!r} is not UTF-8 text; fix or replace it"
+            ) from None
+    return values
 
 
 class KubeClient:
@@ -207,13 +220,17 @@ class KubeClient:
             values[source.name] = data[ref.key]
         return values, None
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Write status now (not at the end of the handler): used to record intent before a Hub call."""
-        await self._run(
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Write status now (not at the end of the handler): used to record intent before a Hub call.
+
+        Returns the object as written, e.g. to see whether it was marked for deletion meanwhile.
+        """
+        written: Any = await self._run(
             lambda: self._custom.patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
             )
         )
+        return dict(written)
 
     async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
         """AgentSessions in `namespaces` (all namespaces if empty), as plain objects."""

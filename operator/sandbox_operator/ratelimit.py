@@ -69,6 +69,10 @@ class NotLeader(Exception):
     """A request was refused locally: this process does not hold the leader Lease (any more)."""
 
 
+class SendDeadlinePassed(Exception):
+    """A request was refused locally: it waited at the gate past the time it had to leave by."""
+
+
 def retry_after_seconds(headers: Mapping[str, str], now_wall: float) -> float | None:
     """Seconds a `Retry-After` header asks to wait (seconds or an HTTP date), or None without one."""
     value = headers.get("Retry-After")
@@ -191,12 +195,14 @@ class HubGate:
         """Seconds a request sent now may take before this process must stop acting."""
         return self.lease_left()
 
-    def _check(self) -> None:
+    def _check(self, not_after: float | None) -> None:
         if self.lease_left() <= 0:
             raise NotLeader("this operator does not hold the leader Lease; it sends no Hub calls")
         remaining = self.paused_for()
         if remaining > 0:
             raise HubPaused(remaining)
+        if not_after is not None and self._clock() >= not_after:
+            raise SendDeadlinePassed("the request waited past its send deadline; it was not sent")
 
     def _low(self) -> float:
         return max(self._burst, LOW_REMAINING_SHARE * self._quota) if self._quota else self._burst
@@ -224,15 +230,16 @@ class HubGate:
         if self._remaining is not None:
             self._remaining -= 1
 
-    def before_request(self, priority: Priority = Priority.OBSERVE) -> None:
-        """Block until the request may go, or raise `HubPaused` / `NotLeader` (nothing is sent)."""
+    def before_request(self, priority: Priority = Priority.OBSERVE, not_after: float | None = None) -> None:
+        """Block until the request may go, or raise `HubPaused` / `NotLeader` / `SendDeadlinePassed`
+        (nothing is sent). `not_after` (on this gate's clock): the request goes before then or never."""
         with self._lock:
             ticket = (int(priority), next(self._arrivals))
             heapq.heappush(self._queue, ticket)
             arrived = self._clock()
             try:
                 while True:
-                    self._check()
+                    self._check(not_after)
                     now = self._clock()
                     if self._queue[0] != ticket:
                         self._wait(self._changed, _RECHECK)

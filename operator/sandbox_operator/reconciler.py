@@ -61,6 +61,21 @@ class FailureKind(StrEnum):
     UNAVAILABLE = "HubUnavailable"
     BAD_REQUEST = "HubBadRequest"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"
+    #: The Hub does not show the Space (404, or a 401 it answers for repos the token cannot see).
+    NOT_FOUND = "SpaceNotFound"
+    #: A Space is not found and the token cannot see its owner namespace: not proof it is gone.
+    ACCESS_LOST = "HubAccessLost"
+
+
+#: What the Hub answers for a fresh duplicate it does not show yet: within the duplicate window
+#: these mean "not visible yet", never "gone" or "bad token".
+NOT_VISIBLE_KINDS = frozenset({FailureKind.NOT_FOUND, FailureKind.UNAUTHORIZED})
+#: Failures met outside the Hub; the shell reports them through `decide_failure`.
+SECRET_INVALID = "SecretInvalid"
+INTERNAL_ERROR = "InternalError"
+#: While a session stays starting or unhealthy, the poll delay is this fraction of the time it has
+#: not been Ready: polls thin out geometrically (x1.25 each), up to `waiting_poll_max`.
+WAITING_BACKOFF_FRACTION = 0.25
 
 
 #: Observation.policy_problem until the controller checked: nothing is trusted unchecked.
@@ -95,6 +110,8 @@ class SpaceView:
 class HealthResult:
     ok: bool
     detail: str
+    #: The HTTP status the sandbox answered; None when it could not be reached.
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,9 +130,6 @@ class Observation:
     secrets_problem: str | None = None
     #: USD per hour per flavor (the Hub's catalog, or the fallback table).
     prices: Mapping[str, float] = field(default_factory=lambda: dict(FALLBACK_USD_PER_HOUR))
-    #: The Space is not found, but this operator duplicated it moments ago: the Hub shows a fresh
-    #: duplicate only after a while (a transient 404), so it is not created again meanwhile.
-    space_pending: bool = False
     #: Why the API server does not enforce the approval policy; None: it does. Unchecked counts as not.
     policy_problem: str | None = POLICY_NOT_CHECKED
     #: Whether a SubjectAccessReview says spec.approval's approver may approve it here; None: not asked.
@@ -155,9 +169,14 @@ class RecordIntent:
 
 @dataclass(frozen=True)
 class CreateSpace:
+    """Duplicate the template. `requested_time` goes into status.duplicateRequestedTime before the
+    request is sent, and the request is dropped unless it leaves for the Hub by `send_by`."""
+
     space_id: str
     template: str
     private: bool
+    requested_time: str
+    send_by: datetime
 
 
 @dataclass(frozen=True)
@@ -257,6 +276,13 @@ def connection_secret_name(session: Session) -> str:
 
 def is_free(flavor: str, config: OperatorConfig) -> bool:
     return flavor in config.free_hardware
+
+
+def free_flavor(current: str | None, config: OperatorConfig) -> str:
+    """The free flavor to fall back to: the current one if it is free, else cpu-basic."""
+    if current is not None and is_free(current, config):
+        return current
+    return Hardware.CPU_BASIC.value
 
 
 @dataclass(frozen=True)
@@ -439,10 +465,7 @@ def target_hardware(
     wanted = str(spec.hardware)
     if is_free(wanted, config) or (verdict.approved and not exhausted):
         return wanted
-    current = space.current_hardware if space else None
-    if current is not None and is_free(current, config):
-        return current
-    return Hardware.CPU_BASIC.value
+    return free_flavor(space.current_hardware if space else None, config)
 
 
 def accrue_spend(
@@ -494,6 +517,76 @@ def backoff_delay(failures: int, config: OperatorConfig, jitter: float) -> float
     return round(base * (0.8 + 0.4 * jitter), 3)
 
 
+def waiting_delay(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> float:
+    """The next poll of a session that is starting or unhealthy: a share of the time it has not been
+    Ready (the Ready condition's lastTransitionTime), so a stuck session does not eat the Hub budget."""
+    ready = _condition(status, READY)
+    held = 0.0
+    if ready is not None and ready.status != "True":
+        held = max(0.0, (now - _parse_rfc3339(ready.last_transition_time)).total_seconds())
+    return max(config.poll_interval, min(config.waiting_poll_max, held * WAITING_BACKOFF_FRACTION))
+
+
+def duplicate_window_end(status: AgentSessionStatus, config: OperatorConfig) -> datetime | None:
+    """Until when a duplicate the operator asked for may still make the Space appear.
+
+    The request leaves by the send deadline or never (the Hub gate drops it), the Hub answers
+    within the Hub timeout, and shows the new Space within the visibility grace.
+    """
+    if status.duplicate_requested_time is None:
+        return None
+    window = config.duplicate_send_deadline + config.hub_timeout + config.hub_visibility_grace
+    return _parse_rfc3339(status.duplicate_requested_time) + timedelta(seconds=window)
+
+
+def duplicate_may_land(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
+    """True while a "not found" for the Space may mean "not visible yet" rather than "gone".
+
+    Once the Space was seen after the request, the create has landed: a new duplicate is asked
+    for only after the previous one's window, so no other create can be in flight.
+    """
+    end = duplicate_window_end(status, config)
+    if end is None or now >= end:
+        return False
+    confirmed = status.space_confirmed_time
+    requested = status.duplicate_requested_time
+    landed = (
+        confirmed is not None
+        and requested is not None
+        and _parse_rfc3339(confirmed) >= _parse_rfc3339(requested)
+    )
+    return not landed
+
+
+def space_may_exist(status: AgentSessionStatus) -> bool:
+    """Whether this session ever asked for its Space (and was not refused) or saw it."""
+    return status.duplicate_requested_time is not None or status.space_confirmed_time is not None
+
+
+#: Answers to a duplicate after which nothing was created: no create is in flight.
+CREATE_REFUSED_KINDS = frozenset(
+    {
+        FailureKind.RATE_LIMITED,
+        FailureKind.UNAUTHORIZED,
+        FailureKind.FORBIDDEN,
+        FailureKind.BAD_REQUEST,
+        FailureKind.TEMPLATE_NOT_FOUND,
+    }
+)
+
+
+def create_record(
+    status: AgentSessionStatus, action: CreateSpace, sent: bool, failure: HubFailure | None
+) -> str | None:
+    """status.duplicateRequestedTime after a create attempt: unchanged if the request was never
+    sent, cleared if the Hub refused it outright, else the time it was asked for (it may land)."""
+    if not sent:
+        return status.duplicate_requested_time
+    if failure is not None and failure.kind in CREATE_REFUSED_KINDS:
+        return None
+    return action.requested_time
+
+
 def _rfc3339(moment: datetime, precise: bool = False) -> str:
     """Seconds for conditions (as Kubernetes writes them); microseconds where spend is computed from it."""
     moment = moment.astimezone(UTC)
@@ -542,6 +635,7 @@ _WARNING_REASONS = frozenset(
     | {"TemplateNotAllowed", "OwnerNotAllowed", "PublicSpaceNotAllowed", "SecretsNotEnforced"}
     | {"ConnectionSecretConflict"}
     | {"NoReadToken", "ReadTokenSecretNotFound"}
+    | {SECRET_INVALID, INTERNAL_ERROR}
 )
 
 
@@ -642,6 +736,18 @@ def decide(
     return Plan(action, draft.status, requeue, transition_events(session.status, draft.status))
 
 
+def decide_failure(
+    session: Session, reason: str, message: str, config: OperatorConfig, now: datetime, jitter: float = 0.5
+) -> Plan:
+    """A failure met outside the Hub (a Secret that is not text, a bug): reported like a Hub failure,
+    as a condition and an Event, and retried with backoff instead of crash-restarting the loop."""
+    unjudged = HardwareVerdict(False, "NotJudged", "no hardware decision is made after this failure")
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
+    draft.status.phase = Phase.FAILED
+    delay = _failure(draft, reason, message, config, jitter)
+    return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
+
+
 def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
     """Approval, spend and budget: conditions and status fields, before any hardware decision."""
     spec = draft.session.spec
@@ -722,6 +828,7 @@ def _next_step(
 ) -> tuple[Action | None, float | None]:
     session = draft.session
     status = draft.status
+    now = draft.now
     if status.space_id is None:
         refusal = creation_refusal(session.spec, observed, config)
         if refusal is not None:
@@ -733,19 +840,19 @@ def _next_step(
         return _record_intent(draft, space_id_for(session, config)), 0.0
     space_id = status.space_id
 
-    if observed.hub_failure is not None:
+    failure = observed.hub_failure
+    if failure is not None and failure.kind in NOT_VISIBLE_KINDS and duplicate_may_land(status, config, now):
+        return _await_visibility(draft, space_id, failure.message, config)
+    if failure is not None:
         draft.status.phase = Phase.FAILED
-        failure = observed.hub_failure
         return None, _failure(
             draft, failure.kind.value, failure.message, config, jitter, _hub_failure_delay(failure, config)
         )
 
     space = observed.space
     if space is None:
-        if observed.space_pending:
-            draft.status.phase = Phase.CREATING
-            draft.ready("False", "Creating", f"the Hub accepted {space_id} and does not show it yet; waiting")
-            return None, config.poll_interval
+        if duplicate_may_land(status, config, now):
+            return _await_visibility(draft, space_id, "not found", config)
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
             return None, _failure(draft, "SecretNotFound", observed.secrets_problem, config, jitter)
@@ -755,16 +862,20 @@ def _next_step(
         refusal = creation_refusal(session.spec, observed, config)
         if refusal is not None:
             return None, _refuse(draft, refusal)
-        lost = status.url is not None
+        lost = status.space_confirmed_time is not None
         draft.status.phase = Phase.CREATING
         draft.status.stage = None
         draft.status.hardware = None
+        draft.status.space_confirmed_time = None
         template = session.spec.template or config.default_template
         if lost:
             draft.ready("False", "SpaceLost", f"Space {space_id} disappeared from the Hub; creating it again")
         else:
             draft.ready("False", "Creating", f"duplicating {template} into {space_id}")
-        return CreateSpace(space_id, template, session.spec.private), config.poll_interval
+        requested = _rfc3339(now, precise=True)
+        draft.status.duplicate_requested_time = requested
+        send_by = now + timedelta(seconds=config.duplicate_send_deadline)
+        return CreateSpace(space_id, template, session.spec.private, requested, send_by), config.poll_interval
 
     _report_space(draft, space)
     if space.marker_uid is not None and space.marker_uid != session.uid:
@@ -777,8 +888,26 @@ def _next_step(
             jitter,
             minimum=config.backoff_max,
         )
+    if space.marker_uid == session.uid and status.space_confirmed_time is None:
+        draft.status.space_confirmed_time = _rfc3339(now, precise=True)
+
+    # Money first, whatever the stage: paid hardware that is not allowed now is given up before
+    # anything else is done to the Space (a restart, a new token), never left to a later stage.
+    target = target_hardware(session.spec, space, config, draft.verdict, draft.exhausted)
+    sleep_time = sleep_time_for(session.spec, config) if not is_free(target, config) else None
+    held = space.requested_hardware or space.current_hardware
+    if held is not None and not is_free(held, config) and held != target:
+        draft.status.phase = Phase.UPGRADING
+        draft.ready(
+            "False",
+            "HardwareSwitching",
+            f"{held} is not allowed now; requesting {target} (the Hub reports stage {space.stage})",
+        )
+        return RequestHardware(space_id, target, sleep_time), config.poll_interval
+
     if observed.token is None:
         draft.status.phase = Phase.STARTING
+        draft.status.token_rotated_time = _rfc3339(now)
         draft.ready("False", "RotatingToken", "the connection Secret was lost; issuing a new sandbox token")
         return RotateToken(space_id), 0.0
     if space.sandbox_url and observed.connection_url != space.sandbox_url:
@@ -805,8 +934,8 @@ def _next_step(
             "SandboxSleeping",
             f"Space {space_id} is asleep after its sleep time without requests; the first request wakes it",
         )
-        requested = space.requested_hardware
-        paid = requested is not None and not is_free(requested, config)
+        asleep_on = space.requested_hardware
+        paid = asleep_on is not None and not is_free(asleep_on, config)
         # Woken by an agent, it bills again: look again as often as spend is accrued.
         return None, config.spend_interval if paid else None
     if space.stage in STOPPED_STAGES:
@@ -818,11 +947,8 @@ def _next_step(
         draft.status.phase = Phase.UPGRADING if switching else Phase.STARTING
         reason = "Building" if "BUILDING" in space.stage else "Starting"
         draft.ready("False", reason, f"the Hub reports stage {space.stage}")
-        return None, config.poll_interval
+        return None, waiting_delay(draft.status, config, now)
 
-    target = target_hardware(session.spec, space, config, draft.verdict, draft.exhausted)
-    paid_target = not is_free(target, config)
-    sleep_time = sleep_time_for(session.spec, config) if paid_target else None
     if space.requested_hardware != target and space.current_hardware != target:
         draft.status.phase = Phase.UPGRADING
         draft.ready("False", "HardwareSwitching", f"requesting {target} (now on {space.current_hardware})")
@@ -830,19 +956,28 @@ def _next_step(
     if space.current_hardware != target:
         draft.status.phase = Phase.UPGRADING
         draft.ready("False", "HardwareSwitching", f"waiting for the Hub to move the Space to {target}")
-        return None, config.poll_interval
+        return None, waiting_delay(draft.status, config, now)
 
     if sleep_time is not None and space.sleep_time != sleep_time:
         return SetSleepTime(space_id, sleep_time), 0.0
 
     health = observed.health
     if health is None or not health.ok:
+        if health is not None and health.status == 401 and _may_rotate_token(status, config, now):
+            draft.status.phase = Phase.STARTING
+            draft.status.token_rotated_time = _rfc3339(now)
+            draft.ready(
+                "False",
+                "RotatingToken",
+                f"the sandbox rejects its token ({health.detail}); issuing a new one",
+            )
+            return RotateToken(space_id), 0.0
         draft.status.phase = Phase.STARTING
         detail = health.detail if health else "not checked yet"
         draft.ready(
             "False", "HealthCheckFailing", f"the sandbox API does not answer its health check: {detail}"
         )
-        return None, config.poll_interval
+        return None, waiting_delay(draft.status, config, now)
 
     draft.status.phase = Phase.READY
     draft.ready(
@@ -856,6 +991,28 @@ def _refuse(draft: _Draft, refusal: Refusal) -> float | None:
     draft.status.phase = Phase.FAILED
     draft.ready("False", refusal.reason, refusal.message)
     return refusal.recheck_after
+
+
+def _await_visibility(
+    draft: _Draft, space_id: str, detail: str, config: OperatorConfig
+) -> tuple[Action | None, float | None]:
+    """Right after our own duplicate the Hub may not show the Space yet: wait, never create it again."""
+    end = duplicate_window_end(draft.status, config)
+    until = f" until {_rfc3339(end)}" if end is not None else ""
+    draft.status.phase = Phase.CREATING
+    draft.ready(
+        "False",
+        "Creating",
+        f"the Hub does not show {space_id} yet after its duplicate ({detail}); waiting{until}",
+    )
+    return None, config.poll_interval
+
+
+def _may_rotate_token(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
+    """A token the sandbox rejects is replaced at most once per interval, so a rejection that a new
+    token does not cure cannot become a loop of rotations."""
+    last = status.token_rotated_time
+    return last is None or (now - _parse_rfc3339(last)).total_seconds() >= config.token_rotation_interval
 
 
 def _record_intent(draft: _Draft, space_id: str) -> RecordIntent:
@@ -884,9 +1041,12 @@ class FinalizeObservation:
     marker: str | None = None
     #: The cluster id in the marker; "" if absent (e.g. released when its session was deleted).
     marker_cluster: str = ""
+    #: The Space's hardware, read only when it is to be kept (deletionPolicy Orphan).
+    current_hardware: str | None = None
+    requested_hardware: str | None = None
     hub_failure: HubFailure | None = None
-    #: Not found, but duplicated by this operator moments ago: the Hub does not show it yet.
-    space_pending: bool = False
+    #: The finalizer has just deleted the Space carrying this session's marker.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -898,17 +1058,35 @@ class ReleaseSpace:
 
 @dataclass(frozen=True)
 class FinalizePlan:
-    action: DeleteSpace | ReleaseSpace | None
+    action: DeleteSpace | ReleaseSpace | RequestHardware | None
     done: bool
     reason: str
     message: str
     requeue_after: float | None = None
-    #: A Hub failure (not mere progress): counts towards the retry backoff.
+    #: A failure (not mere progress): counts towards the retry backoff.
     failed: bool = False
 
 
 def finalize_space_id(session: Session, config: OperatorConfig) -> str:
     return session.status.space_id or space_id_for(session, config)
+
+
+def finalize_failure(
+    session: Session,
+    reason: str,
+    message: str,
+    config: OperatorConfig,
+    jitter: float,
+    now: datetime,
+    minimum: float = 0.0,
+) -> FinalizePlan:
+    """The finalizer stays, saying why and when it tries again, with the same backoff as failures."""
+    failures = (session.status.failures or 0) + 1
+    delay = max(minimum, backoff_delay(failures, config, jitter))
+    when = _rfc3339(now + timedelta(seconds=delay))
+    return FinalizePlan(
+        None, False, reason, f"{message}; next try in {delay:.0f}s at {when}", delay, failed=True
+    )
 
 
 def decide_finalize(
@@ -917,43 +1095,66 @@ def decide_finalize(
     config: OperatorConfig,
     jitter: float = 0.5,
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> FinalizePlan:
     """Whether the finalizer may go: only once the Space is gone, released by policy, or not ours.
 
     A session whose status lost its spaceId is still checked under the derived name, so a
-    status wiped by hand or restored from an old backup cannot leak a Space. A Space kept by
-    `deletionPolicy: Orphan` is released first: the orphan sweeper must not delete it later.
+    status wiped by hand or restored from an old backup cannot leak a Space. While a duplicate
+    the operator asked for may still land, "not found" is not "gone": the finalizer waits. A
+    Space kept by `deletionPolicy: Orphan` is first brought back to free hardware (no one is
+    accountable for it afterwards), then released: the orphan sweeper must not delete it later.
     """
     space_id = finalize_space_id(session, config)
     orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
-    if observed.hub_failure is not None:
-        failure = observed.hub_failure
-        failures = (session.status.failures or 0) + 1
-        delay = max(_hub_failure_delay(failure, config), backoff_delay(failures, config, jitter))
-        when = f" at {_rfc3339(now + timedelta(seconds=delay))}" if now is not None else ""
-        return FinalizePlan(
-            None,
-            False,
-            failure.kind.value,
-            f"cannot {'release' if orphan else 'delete'} Space {space_id} yet: {failure.message}; "
-            f"next try in {delay:.0f}s{when}",
-            delay,
-            failed=True,
-        )
-    if observed.marker is None and observed.space_pending:
+    if observed.deleted:
+        return FinalizePlan(None, True, "SpaceDeleted", f"Space {space_id} is deleted")
+    failure = observed.hub_failure
+    if (
+        failure is not None
+        and failure.kind is FailureKind.ACCESS_LOST
+        and not space_may_exist(session.status)
+    ):
+        return FinalizePlan(None, True, "SpaceDeleted", f"no Space {space_id} was ever created")
+    landing = duplicate_may_land(session.status, config, now)
+    if (failure is not None and failure.kind in NOT_VISIBLE_KINDS and landing) or (
+        failure is None and observed.marker is None and landing
+    ):
+        end = duplicate_window_end(session.status, config)
         return FinalizePlan(
             None,
             False,
             "WaitingForHub",
-            f"Space {space_id} was just created and the Hub does not show it yet; checking again",
+            f"Space {space_id} was just created and the Hub does not show it yet; checking again "
+            f"until {_rfc3339(end or now)}",
             config.poll_interval,
+        )
+    if failure is not None:
+        return finalize_failure(
+            session,
+            failure.kind.value,
+            f"cannot {'release' if orphan else 'delete'} Space {space_id} yet: {failure.message}",
+            config,
+            jitter,
+            now,
+            _hub_failure_delay(failure, config),
         )
     if orphan and (observed.marker != session.uid or observed.marker_cluster != config.cluster_id):
         return FinalizePlan(
             None, True, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept"
         )
     if orphan:
+        held = observed.requested_hardware or observed.current_hardware
+        if held is not None and not is_free(held, config):
+            free = free_flavor(observed.current_hardware, config)
+            return FinalizePlan(
+                RequestHardware(space_id, free),
+                False,
+                "FreeingHardware",
+                f"requesting {free} for Space {space_id} (now {held}) before it is kept "
+                "(deletionPolicy Orphan): a kept Space must not hold paid hardware",
+                0.0,
+            )
         return FinalizePlan(
             ReleaseSpace(space_id),
             False,

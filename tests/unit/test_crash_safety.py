@@ -25,19 +25,25 @@ SPACE_ID = f"agents/ags-{UID}"
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 
 
-def session(policy: str = "Delete") -> Session:
+def session(policy: str = "Delete", **status: object) -> Session:
     return Session(
         name="demo",
         namespace="team-a",
         uid=UID,
         generation=1,
         spec=AgentSessionSpec.model_validate({"deletionPolicy": policy}),
-        status=AgentSessionStatus.model_validate({"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox"}),
+        status=AgentSessionStatus.model_validate(
+            {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", **status}
+        ),
     )
 
 
+#: A duplicate asked for a moment ago, as status.duplicateRequestedTime records it.
+JUST_DUPLICATED = {"duplicateRequestedTime": "2026-11-26T11:59:58.000000Z"}
+
+
 def test_a_space_we_just_duplicated_is_waited_for_not_duplicated_again() -> None:
-    plan = decide(session(), Observation(token="t", space_pending=True), CONFIG, NOW)
+    plan = decide(session(**JUST_DUPLICATED), Observation(token="t"), CONFIG, NOW)
     assert plan.action is None and plan.requeue_after == CONFIG.poll_interval
     assert plan.status.phase == Phase.CREATING and not plan.status.failures
     assert isinstance(decide(session(), Observation(token="t"), CONFIG, NOW).action, CreateSpace)
@@ -54,16 +60,16 @@ def test_rate_limit_retry_time_is_never_before_the_pause_ends() -> None:
 
 def test_orphan_policy_releases_the_space_from_the_sweeper_first() -> None:
     observed = FinalizeObservation(marker=UID, marker_cluster="c1")
-    plan = decide_finalize(session("Orphan"), observed, CONFIG)
+    plan = decide_finalize(session("Orphan"), observed, CONFIG, now=NOW)
     assert plan.action == ReleaseSpace(SPACE_ID) and not plan.done
     released = FinalizeObservation(marker=UID, marker_cluster="")
-    assert decide_finalize(session("Orphan"), released, CONFIG).done
-    assert decide_finalize(session("Orphan"), FinalizeObservation(), CONFIG).done
+    assert decide_finalize(session("Orphan"), released, CONFIG, now=NOW).done
+    assert decide_finalize(session("Orphan"), FinalizeObservation(), CONFIG, now=NOW).done
 
 
 def test_orphan_policy_waits_for_the_hub_too() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "503")
-    plan = decide_finalize(session("Orphan"), FinalizeObservation(hub_failure=failure), CONFIG)
+    plan = decide_finalize(session("Orphan"), FinalizeObservation(hub_failure=failure), CONFIG, now=NOW)
     assert not plan.done and plan.reason == "HubUnavailable"
 
 
@@ -75,6 +81,6 @@ def test_finalize_failure_says_when_the_next_try_is() -> None:
 
 
 def test_a_space_deleted_before_the_hub_shows_it_is_waited_for_not_forgotten() -> None:
-    plan = decide_finalize(session(), FinalizeObservation(space_pending=True), CONFIG)
+    plan = decide_finalize(session(**JUST_DUPLICATED), FinalizeObservation(), CONFIG, now=NOW)
     assert not plan.done and plan.action is None and plan.requeue_after == CONFIG.poll_interval
-    assert decide_finalize(session(), FinalizeObservation(), CONFIG).done
+    assert decide_finalize(session(), FinalizeObservation(), CONFIG, now=NOW).done

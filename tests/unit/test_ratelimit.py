@@ -14,6 +14,7 @@ from sandbox_operator.ratelimit import (
     HubPaused,
     NotLeader,
     Priority,
+    SendDeadlinePassed,
     TokenBucket,
     rate_limit_window,
     retry_after_seconds,
@@ -266,3 +267,15 @@ def test_no_hub_request_is_given_more_time_than_the_leader_has_left() -> None:
     # Connect and read each get half of what is left: together they end before the right to act does.
     assert request.extensions["timeout"] == {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}
     client.close()
+
+
+def test_a_request_that_waits_at_the_gate_past_its_send_deadline_is_not_sent() -> None:
+    """A duplicate's send deadline bounds when it can land (a delete racing a create waits only so long)."""
+    hub, fake = gate(rate=1.0, burst=1.0)
+    hub.before_request(not_after=fake.now + 5)  # the burst token: goes at once
+    hub.before_request(not_after=fake.now + 5)  # waits 1s for a token: still in time
+    with pytest.raises(SendDeadlinePassed):
+        hub.before_request(not_after=fake.now + 0.5)  # would leave 1s from now: never sent
+    with pytest.raises(SendDeadlinePassed):
+        hub.before_request(not_after=fake.now)
+    hub.before_request()  # no deadline: waits as long as it takes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -84,7 +84,10 @@ def test_space_name_is_deterministic_from_uid_and_owner() -> None:
 
 def test_recorded_intent_without_space_creates_it_from_template() -> None:
     plan = decide(session(status={"spaceId": SPACE_ID}), Observation(token="t"), CONFIG, NOW)
-    assert plan.action == CreateSpace(SPACE_ID, "templates/agent-sandbox", True)
+    send_by = NOW + timedelta(seconds=CONFIG.duplicate_send_deadline)
+    requested = "2026-11-26T12:00:00.000000Z"
+    assert plan.action == CreateSpace(SPACE_ID, "templates/agent-sandbox", True, requested, send_by)
+    assert plan.status.duplicate_requested_time == requested
 
 
 def test_lost_connection_secret_before_creation_records_intent_again() -> None:
@@ -233,29 +236,31 @@ def test_downgrade_to_free_needs_no_approval() -> None:
 
 
 def test_finalize_deletes_owned_space() -> None:
-    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker=UID), CONFIG)
+    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker=UID), CONFIG, now=NOW)
     assert plan.action is not None and plan.action.space_id == SPACE_ID and not plan.done
 
 
 def test_finalize_is_done_when_space_is_gone() -> None:
-    assert decide_finalize(session(status=RECORDED), FinalizeObservation(marker=None), CONFIG).done
+    assert decide_finalize(session(status=RECORDED), FinalizeObservation(marker=None), CONFIG, now=NOW).done
 
 
 def test_finalize_orphan_policy_keeps_space() -> None:
     plan = decide_finalize(
-        session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG
+        session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG, now=NOW
     )
     assert plan.done and plan.action is None and plan.reason == "SpaceOrphaned"
 
 
 def test_finalize_never_deletes_a_foreign_space() -> None:
-    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker="other"), CONFIG)
+    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker="other"), CONFIG, now=NOW)
     assert plan.done and plan.action is None and plan.reason == "SpaceNotOwned"
 
 
 def test_finalize_waits_while_hub_is_down() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "503")
-    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(hub_failure=failure), CONFIG)
+    plan = decide_finalize(
+        session(status=RECORDED), FinalizeObservation(hub_failure=failure), CONFIG, now=NOW
+    )
     assert not plan.done and plan.requeue_after is not None and plan.reason == "HubUnavailable"
 
 
