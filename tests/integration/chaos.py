@@ -36,6 +36,7 @@ from sandbox_operator.dev import install_crd
 from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
 from harness import (
+    ADMIN_GROUP,
     OPERATOR_TOKEN,
     OWNER,
     READ_TOKEN,
@@ -47,9 +48,6 @@ from harness import (
     session_manifest,
     wait_for,
 )
-
-#: The admin kubeconfig's group, through which it may approve any flavor.
-ADMIN_GROUP = "system:masters"
 
 FREE = "cpu-basic"
 PAID = "t4-small"

@@ -35,6 +35,9 @@ READ_TOKEN = "hf_test_reader"
 #: The Secret holding READ_TOKEN, in the operator's namespace.
 READ_TOKEN_SECRET = "hub-read-token"
 TEMPLATE = "templates/agent-sandbox"
+#: The admin kubeconfig's group, through which it may approve any flavor (named in approverGroups,
+#: so the operator's SubjectAccessReview sees it).
+ADMIN_GROUP = "system:masters"
 T = TypeVar("T")
 
 

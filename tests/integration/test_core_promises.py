@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_operator.controlplane.plane import ADMIN_USER
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 from sandbox_operator.reconciler import MARKER_CLUSTER_ID, MARKER_SESSION_UID
 
 from harness import (
+    ADMIN_GROUP,
     OperatorProcess,
     condition,
     get_session,
@@ -27,8 +29,6 @@ from harness import (
     wait_ready,
 )
 
-#: The control plane's admin user (system:masters): it may approve any flavor as itself.
-ADMIN = "sandbox-operator-admin"
 #: A Hub user of the emulator that is neither the owner nor in an org that owns the Spaces.
 OUTSIDER_TOKEN = "hf_test_outsider"
 
@@ -46,7 +46,8 @@ def approved_on_t4(kubectl: Kubectl, hub_admin: HubSimAdmin, name: str, namespac
     """A Ready session whose Space runs on approved t4-small; returns the Space id."""
     kubectl("apply", "-f", "-", stdin=session_manifest(name, namespace, hardware="t4-small"))
     space_id: str = wait_ready(kubectl, name, namespace)["status"]["spaceId"]
-    patch(kubectl, name, namespace, {"spec": {"approval": {"hardware": "t4-small", "approvedBy": ADMIN}}})
+    approval = {"hardware": "t4-small", "approvedBy": ADMIN_USER, "approverGroups": [ADMIN_GROUP]}
+    patch(kubectl, name, namespace, {"spec": {"approval": approval}})
     wait_for(
         lambda: hub_admin.space(space_id)["hardware"]["current"] == "t4-small", 60, "the t4-small upgrade"
     )
@@ -61,6 +62,7 @@ def hardware_calls(hub_admin: HubSimAdmin, space_id: str) -> list[str | None]:
 # Item 3 ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("approval_policy")
 def test_an_orphaned_space_is_kept_on_free_hardware_and_released(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -84,6 +86,7 @@ def test_an_orphaned_space_is_kept_on_free_hardware_and_released(
 # Item 4 ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("approval_policy")
 @pytest.mark.parametrize("stage", ["APP_STARTING", "RUNTIME_ERROR", "PAUSED"])
 def test_a_removed_approval_downgrades_whatever_the_stage(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, stage: str
@@ -121,7 +124,10 @@ def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
 ) -> None:
     # The Hub shows the duplicate only after a while; the operator dies right after sending it,
     # so no process memory can know that a create is in flight: only the object can.
-    hub_admin.set_delays(transient_404=15.0)
+    hub_admin.set_delays(transient_errors=15.0)
+    # The marker too (what the finalizer reads first): whether the Hub hides a fresh duplicate's
+    # variables has no public source (docs/hub-fidelity.md F32), so the test makes sure it does here.
+    hub_admin.add_fault("variables", 404, seconds=15.0)
     try:
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("racy", namespace))
@@ -139,7 +145,7 @@ def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
         operator.start()
         wait_for(lambda: get_session(kubectl, "racy", namespace) is None, 90, "the session to go")
     finally:
-        hub_admin.set_delays(transient_404=0.0)
+        hub_admin.set_delays(transient_errors=0.0)
     assert spaces_of(hub_admin, uid) == []
     # The fact that made the finalizer wait was on the object, recorded before the duplicate.
     assert session["status"].get("duplicateRequestedTime")
