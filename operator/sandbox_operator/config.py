@@ -1,8 +1,14 @@
-"""Operator configuration: what the operator needs to know beyond each session's spec."""
+"""Operator configuration, each option defined once: its type, default, constraints, description and
+environment variable are here; `run`'s flags and `--help` are generated from it (options.py) and a
+test checks that the chart's Deployment sets every option (tests/chart/test_chart_options.py)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from .api import MIN_SLEEP_TIME_SECONDS, Hardware
 
@@ -12,6 +18,52 @@ DEFAULT_OPERATOR_NAMESPACE = "sandbox-operator"
 #: The leader Lease's name unless configured; the chart's `leaderElection.leaseName` defaults to it
 #: too, so a hand-run `sandbox-operator run` and the chart's Deployment contend for the same Lease.
 DEFAULT_LEASE_NAME = "sandbox-operator"
+#: Prefix of the environment variable of every option that names none of its own.
+ENV_PREFIX = "SANDBOX_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """Marks a settings field as an operator option: a flag of `run` and an environment variable the
+    chart's Deployment sets. Fields without it are tuning constants, not options.
+
+    `env`: the variable's name if not ENV_PREFIX + the field's name in capitals; None: a flag only.
+    `flags`: the flag names if not `--field-name`. `in_chart`: False for what a cluster must never
+    set (development switches); the chart test checks both directions.
+    """
+
+    env: str | None = ""
+    flags: tuple[str, ...] = ()
+    in_chart: bool = True
+
+
+#: The usual option: `--field-name`, SANDBOX_OPERATOR_FIELD_NAME, set by the chart.
+OPTION = Option()
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as the CLI and the chart see it, with its names resolved."""
+
+    name: str
+    field: FieldInfo
+    env: str | None
+    flags: tuple[str, ...]
+    in_chart: bool
+
+
+def options_of(model: type[BaseModel]) -> list[OptionSpec]:
+    """The fields of `model` that are options, in definition order."""
+    specs = []
+    for name, field in model.model_fields.items():
+        marks = [mark for mark in field.metadata if isinstance(mark, Option)]
+        if not marks:
+            continue
+        (mark,) = marks
+        env = ENV_PREFIX + name.upper() if mark.env == "" else mark.env
+        flags = mark.flags or ("--" + name.replace("_", "-"),)
+        specs.append(OptionSpec(name, field, env, flags, mark.in_chart))
+    return specs
 
 
 class OperatorConfig(BaseModel):
@@ -19,42 +71,55 @@ class OperatorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    hub_endpoint: str = Field(default="https://huggingface.co", description="Base URL of the Hub API.")
-    hub_token: str = Field(default="", repr=False, description="Hub token the operator acts with.")
-    default_owner: str = Field(default="", description="Hub namespace for Spaces whose session names none.")
-    default_template: str = Field(default="", description="Space duplicated for sessions that name none.")
-    cluster_id: str = Field(
+    hub_endpoint: Annotated[str, Option(env="HF_ENDPOINT")] = Field(
+        default="https://huggingface.co", description="Base URL of the Hub API."
+    )
+    hub_token: Annotated[str, Option(env="HF_TOKEN")] = Field(
+        default="", repr=False, description="Hub token the operator acts with."
+    )
+    default_owner: Annotated[str, OPTION] = Field(
+        default="",
+        description="Hub namespace for Spaces of sessions that name none; empty: the token's user "
+        "(asked once, before the operator starts).",
+    )
+    default_template: Annotated[str, OPTION] = Field(
+        default="", description="Space duplicated for sessions that name none (required by `run`)."
+    )
+    cluster_id: Annotated[str, OPTION] = Field(
         default="",
         description="Written into every Space's ownership marker, to tell this cluster's Spaces apart; "
-        "empty: derived from the kube-system namespace's UID when the operator starts (unique per cluster).",
+        "empty: the kube-system namespace's UID, read before the operator starts (unique per cluster).",
     )
-    allowed_templates: frozenset[str] = Field(
+    allowed_templates: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
         description="Glob patterns of templates sessions may name besides the default template.",
     )
-    allowed_owners: frozenset[str] = Field(
+    allowed_owners: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
-        description="Glob patterns of Hub namespaces sessions may name besides the default owner.",
+        description="Glob patterns of Hub namespaces sessions may name besides the default owner "
+        "(literal entries are also swept for orphans).",
     )
-    allow_public_spaces: bool = Field(
-        default=False, description="Whether sessions may ask for a public Space (spec.private: false)."
-    )
-    insecure_trust_approvals: bool = Field(
+    allow_public_spaces: Annotated[bool, OPTION] = Field(
         default=False,
-        description="Development only: act on approvals without checking the admission policy or approver.",
+        description="Let sessions ask for a public Space (spec.private: false); off: only private Spaces.",
     )
-    approval_recheck_interval: float = Field(
+    insecure_trust_approvals: Annotated[bool, Option(env=None, in_chart=False)] = Field(
+        default=False,
+        description="DEVELOPMENT ONLY: act on approvals without checking that the admission policy is "
+        "enforced or that the approver may approve (a flag only: no environment variable, no chart value).",
+    )
+    approval_recheck_interval: Annotated[float, OPTION] = Field(
         default=60.0,
         gt=0,
-        description="Seconds the approval policy check is trusted before it is asked again (a "
-        "SubjectAccessReview answer about an approver: at most 10 s).",
+        description="Seconds the check that the approval admission policy is installed and enforcing is "
+        "trusted before it is made again (a SubjectAccessReview answer about an approver: at most 10 s).",
     )
     space_prefix: str = Field(default="ags", description="Prefix of Space names; the session UID follows it.")
-    free_hardware: frozenset[str] = Field(
+    free_hardware: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset({Hardware.CPU_BASIC.value}),
         description="Flavors that need no approval.",
     )
-    poll_interval: float = Field(
+    poll_interval: Annotated[float, OPTION] = Field(
         default=2.0, gt=0, description="Seconds between Hub polls while a Space starts."
     )
     waiting_poll_max: float = Field(
@@ -77,55 +142,68 @@ class OperatorConfig(BaseModel):
     credentials_backoff_min: float = Field(
         default=60.0, ge=0, description="Shortest retry delay after the Hub rejects the operator's token."
     )
-    max_usd_per_hour: float | None = Field(
-        default=None, gt=0, description="Largest maxUsdPerHour (and flavor price) an approval may grant."
+    max_usd_per_hour: Annotated[float | None, OPTION] = Field(
+        default=None,
+        gt=0,
+        description="Largest hourly price (USD) an approval may grant (maxUsdPerHour and the flavor's "
+        "price); unset: no limit.",
     )
-    max_budget_usd: float | None = Field(
-        default=None, gt=0, description="Largest budgetUsd an approval may grant."
+    max_budget_usd: Annotated[float | None, OPTION] = Field(
+        default=None,
+        gt=0,
+        description="Largest budgetUsd an approval may grant; when set, approvals must carry a budget.",
     )
-    spend_interval: float = Field(
+    spend_interval: Annotated[float, OPTION] = Field(
         default=60.0, gt=0, description="Seconds between spend updates while a Space runs on paid hardware."
     )
     catalog_ttl: float = Field(default=3600.0, gt=0, description="Seconds the Hub's price catalog is cached.")
-    resync_interval: float = Field(
+    resync_interval: Annotated[float, OPTION] = Field(
         default=1800.0,
         ge=0,
         description="Seconds between checks of a converged session against the Hub (drift); 0: never.",
     )
     health_path: str = Field(default="/health", description="Path of the sandbox health endpoint.")
-    operator_namespace: str = Field(
-        default=DEFAULT_OPERATOR_NAMESPACE,
-        description="The operator's own namespace: where its leader Lease and the read token Secret are.",
+    operator_namespace: Annotated[str, OPTION] = Field(
+        default="",
+        description="The operator's own namespace (its leader Lease, the read token Secret); empty: the "
+        f"pod's namespace, or {DEFAULT_OPERATOR_NAMESPACE!r} (the chart's install namespace) outside a "
+        "cluster, found before the operator starts.",
     )
-    hub_read_token_secret: str = Field(
+    hub_read_token_secret: Annotated[str, OPTION] = Field(
         default="",
         description="Secret in the operator's namespace with a Hub token that may read the owners' private "
-        "Spaces, published to agent pods (hubToken) to pass the Hub's edge; empty: none.",
+        "Spaces (e.g. a fine-grained read-only token), published to agent pods as hubToken to pass the "
+        "Hub's edge; empty: none.",
     )
-    hub_read_token_key: str = Field(default="token", description="Key of the read token in that Secret.")
-    sleep_time_default: int = Field(
+    hub_read_token_key: Annotated[str, OPTION] = Field(
+        default="token", description="Key of the read token in that Secret."
+    )
+    sleep_time_default: Annotated[int, OPTION] = Field(
         default=3600,
         ge=MIN_SLEEP_TIME_SECONDS,
-        description="Sleep time (seconds) sent with every paid hardware request of a session that sets none.",
+        description="Sleep time (seconds without requests) sent with every paid hardware request of a "
+        "session that sets none.",
     )
-    sleep_time_max: int = Field(
+    sleep_time_max: Annotated[int, OPTION] = Field(
         default=86400,
         ge=MIN_SLEEP_TIME_SECONDS,
         description="Longest sleep time (seconds) a session may ask for on paid hardware.",
     )
     hub_concurrency: int = Field(default=8, ge=1, description="Hub calls in flight at once.")
-    hub_timeout: float = Field(
+    hub_timeout: Annotated[float, OPTION] = Field(
         default=20.0,
         gt=0,
         description="Timeout of one Hub call, in seconds; must fit in the leader Lease's renew deadline.",
     )
-    hub_rate: float = Field(
+    hub_rate: Annotated[float, OPTION] = Field(
         default=3.0,
         ge=0,
-        description="Hub calls per second, sustained (0: unlimited); with hub_burst, 3/s stays under the "
-        "free account's 1,000 calls per 5 minutes.",
+        description="Hub calls per second, sustained, for the whole operator (0: unlimited); with "
+        "hub_burst, 3/s stays under the free account's 1,000 calls per 5 minutes.",
     )
-    hub_burst: int = Field(default=20, ge=1, description="Hub calls that may go at once after a quiet time.")
+    hub_burst: Annotated[int, OPTION] = Field(
+        default=20, ge=1, description="Hub calls that may go at once after a quiet time."
+    )
     hub_read_retries: int = Field(
         default=2, ge=0, description="In-call retries of idempotent Hub reads after a 5xx, timeout or reset."
     )
@@ -142,15 +220,65 @@ class OperatorConfig(BaseModel):
         "for the Hub; one still waiting at the Hub gate then is never sent, which bounds how long a "
         "Space may still appear after its session is deleted.",
     )
-    sweep_interval: float = Field(
-        default=600.0, ge=0, description="Seconds between orphan sweeper passes (0: no sweeper)."
+    sweep_interval: Annotated[float, OPTION] = Field(
+        default=600.0, ge=0, description="Seconds between orphan sweeper passes; 0 disables the sweeper."
     )
-    sweep_grace: float = Field(
-        default=600.0, ge=0, description="Orphaned Spaces younger than this are left for a later pass."
+    sweep_grace: Annotated[float, OPTION] = Field(
+        default=600.0, ge=0, description="Orphaned Spaces younger than this (seconds) are left alone."
     )
-    sweep_max_deletes: int = Field(default=10, ge=0, description="Spaces one sweeper pass deletes at most.")
-    sweep_dry_run: bool = Field(default=False, description="The sweeper reports orphans but deletes none.")
-    sweep_owners: frozenset[str] = Field(
+    sweep_max_deletes: Annotated[int, OPTION] = Field(
+        default=10, ge=0, description="Spaces one sweeper pass deletes at most."
+    )
+    sweep_dry_run: Annotated[bool, OPTION] = Field(
+        default=False,
+        description="The sweeper reports orphaned Spaces (log, Events, metrics) but deletes none.",
+    )
+    sweep_owners: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
         description="Hub namespaces swept besides the default owner and those sessions name.",
+    )
+
+    @field_validator("hub_endpoint")
+    @classmethod
+    def _no_trailing_slash(cls, endpoint: str) -> str:
+        return endpoint.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sleep_default_within_max(self) -> OperatorConfig:
+        if self.sleep_time_default > self.sleep_time_max:
+            raise ValueError("sleep_time_default must not exceed sleep_time_max")
+        return self
+
+
+class RunSettings(BaseModel):
+    """How the `run` process runs (what it watches, where it serves, its Lease), beside the
+    OperatorConfig its handlers share."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespaces: Annotated[tuple[str, ...], OPTION] = Field(
+        default=(), description="Namespaces to watch; empty: the whole cluster."
+    )
+    metrics_port: Annotated[int, OPTION] = Field(
+        default=9090, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it."
+    )
+    lease_name: Annotated[str, OPTION] = Field(
+        default=DEFAULT_LEASE_NAME,
+        description="Lease for leader election (only its holder acts); empty disables leader election.",
+    )
+    lease_namespace: Annotated[str, OPTION] = Field(
+        default="", description="Namespace of the Lease; empty: the operator's namespace."
+    )
+    lease_identity: Annotated[str, OPTION] = Field(
+        default="",
+        description="This process in the Lease; empty: hostname-pid (stable across container restarts).",
+    )
+    liveness: Annotated[str, OPTION] = Field(
+        default="http://0.0.0.0:8080/healthz", description="Liveness endpoint URL; empty to disable."
+    )
+    log_format: Annotated[Literal["plain", "full", "json"], OPTION] = Field(
+        default="full", description="Log line format."
+    )
+    verbose: Annotated[bool, Option(env=None, flags=("-v", "--verbose"), in_chart=False)] = Field(
+        default=False, description="Debug logging."
     )

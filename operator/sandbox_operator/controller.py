@@ -24,7 +24,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics, reconciler
-from .config import OperatorConfig
+from .config import OperatorConfig, RunSettings
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
@@ -36,9 +36,8 @@ from .kube import (
     KubeClient,
     SecretValueError,
     load_client_config,
-    resolve_cluster_id,
 )
-from .lease import LeaderElector, LeaseSettings, run_as_leader
+from .lease import LeaderElector, run_as_leader
 from .policy import HOW_TO_FIX, approver_question
 from .pricing import PriceCatalog
 from .reconciler import (
@@ -60,6 +59,7 @@ from .reconciler import (
     Session,
     SetSleepTime,
 )
+from .startup import lease_settings, resolve_config
 from .sweeper import Sweeper
 
 FINALIZER = f"{api.GROUP}/finalizer"
@@ -549,10 +549,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
-        if not rt.config.default_owner:
-            owner = await rt.hub.whoami()
-            rt.config = rt.config.model_copy(update={"default_owner": owner})
-            log.info("default owner is the token's user: %s", owner)
 
     @kopf.on.startup(registry=registry)
     async def start_background(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -565,7 +561,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             )
         )
         if rt.config.sweep_interval > 0:
-            sweeper = Sweeper(rt.hub, rt.kube, lambda: rt.config, rt.namespaces)
+            sweeper = Sweeper(rt.hub, rt.kube, rt.config, rt.namespaces)
             rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
 
     @kopf.on.login(registry=registry)
@@ -625,28 +621,20 @@ def _quiet_tracking(record: logging.LogRecord) -> bool:
     return True
 
 
-def run_operator(
-    config: OperatorConfig,
-    *,
-    namespaces: list[str],
-    liveness_endpoint: str | None = None,
-    stop_flag: asyncio.Event | None = None,
-    verbose: bool = False,
-    log_format: kopf.LogFormat = kopf.LogFormat.FULL,
-    metrics_port: int = 0,
-    lease: LeaseSettings | None = None,
-) -> None:
-    """Run until stopped (SIGINT/SIGTERM or the stop flag); with `lease`, only while holding it."""
-    kopf.configure(verbose=verbose, log_format=log_format)
+def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio.Event | None = None) -> None:
+    """Run until stopped (SIGINT/SIGTERM or the stop flag); with a lease name, only while holding it."""
+    kopf.configure(verbose=run.verbose, log_format=kopf.LogFormat[run.log_format.upper()])
     logging.getLogger("kopf.objects").addFilter(_quiet_tracking)
     # One line per Hub request is noise at INFO; failures are reported by the operator itself.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     load_client_config()
-    config = config.model_copy(update={"cluster_id": resolve_cluster_id(config.cluster_id)})
-    log.info("cluster id (in every Space's ownership marker): %s", config.cluster_id)
+    config = resolve_config(config)
+    lease = lease_settings(run, config)
+    namespaces = list(run.namespaces)
+    liveness_endpoint = run.liveness or None
     if config.insecure_trust_approvals:
         log.warning("INSECURE: %s", reconciler.INSECURE_TRUST_WARNING)
-    metrics.serve(metrics_port)
+    metrics.serve(run.metrics_port)
     hub = HubClient(config)
     rt = Runtime(
         config=config,

@@ -207,7 +207,7 @@ class Sweeper:
         self,
         hub: HubClient,
         kube: KubeClient,
-        config: Callable[[], OperatorConfig],
+        config: OperatorConfig,
         namespaces: list[str],
     ) -> None:
         self._hub = hub
@@ -227,7 +227,7 @@ class Sweeper:
 
     async def run_once(self, now: Callable[[], datetime]) -> list[Decision]:
         """Decide about every Space named like ours and act; Hub and API errors propagate."""
-        config = self._config()
+        config = self._config
         policy = self.policy(config)
         sessions = await self._kube.list_sessions(self._namespaces)
         owners = {config.default_owner, *config.sweep_owners}
@@ -283,14 +283,12 @@ class Sweeper:
     async def loop(self, now: Callable[[], datetime]) -> None:
         """Run forever: a pass every `sweep_interval` seconds; a failed pass is logged and tried again."""
         while True:
-            await asyncio.sleep(self._config().sweep_interval)
+            await asyncio.sleep(self._config.sweep_interval)
             try:
                 await self.run_once(now)
             except (HubError, ApiException) as error:
                 metrics.SWEEP_PASSES.labels("error").inc()
-                log.warning(
-                    "sweeper: pass failed, retrying in %.0fs: %s", self._config().sweep_interval, error
-                )
+                log.warning("sweeper: pass failed, retrying in %.0fs: %s", self._config.sweep_interval, error)
             else:
                 metrics.SWEEP_PASSES.labels("ok").inc()
 
@@ -304,7 +302,7 @@ async def sweep_once(config: OperatorConfig, namespaces: list[str]) -> list[Deci
     try:
         if not config.default_owner:
             config = config.model_copy(update={"default_owner": await hub.whoami()})
-        return await Sweeper(hub, kube, lambda: config, namespaces).run_once(lambda: datetime.now(UTC))
+        return await Sweeper(hub, kube, config, namespaces).run_once(lambda: datetime.now(UTC))
     finally:
         await hub.close()
         kube.close()

@@ -8,7 +8,6 @@ import tomllib
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import pytest
 import yaml
 from helm_chart import (
@@ -28,7 +27,6 @@ from helm_chart import (
 )
 
 from sandbox_operator.api import Hardware
-from sandbox_operator.cli import run
 
 EXISTING_SECRET = merged(
     REQUIRED_VALUES,
@@ -65,8 +63,6 @@ VALUE_SETS = {
     "metrics": METRICS,
     "everything": EVERYTHING,
 }
-# Read by libraries, not by the `run` command.
-LIBRARY_ENV = {"HF_HOME"}
 # Kubernetes objects passed through whole; the chart README documents each as one value.
 OPAQUE_VALUES = {"podSecurityContext", "securityContext", "resources"}
 
@@ -347,14 +343,6 @@ def test_settings_reach_the_operators_env(helm: Helm) -> None:
     assert env["SANDBOX_OPERATOR_SWEEP_OWNERS"] == "acme,acme-ci"
     assert env["SANDBOX_OPERATOR_SWEEP_DRY_RUN"] == "true"
     assert env["SANDBOX_OPERATOR_METRICS_PORT"] == "9090"
-
-
-def test_chart_sets_exactly_what_the_operator_reads(helm: Helm) -> None:
-    """Every option of `sandbox-operator run` can be set through the chart, and nothing else is set."""
-    read = {param.envvar for param in run.params if isinstance(param, click.Option) and param.envvar}
-    rendered = container_env(deployment(helm.render(EVERYTHING))).keys() - LIBRARY_ENV
-    assert read - rendered == set(), "options of `run` the chart does not set"
-    assert rendered - read == set(), "env the operator does not read"
 
 
 def test_free_hardware_schema_lists_every_flavor() -> None:
