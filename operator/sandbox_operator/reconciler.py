@@ -10,7 +10,7 @@ so it is all testable without a server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -156,6 +156,8 @@ class Session:
     generation: int
     spec: AgentSessionSpec
     status: AgentSessionStatus
+    #: metadata.deletionTimestamp is set: the finalizer's turn (Crossplane's WasDeleted).
+    deleting: bool = False
 
 
 # Actions: each is one change to the outside world, applied by the controller.
@@ -226,6 +228,13 @@ class DeleteSpace:
     space_id: str
 
 
+@dataclass(frozen=True)
+class ReleaseSpace:
+    """Keep the Space but drop this cluster from its marker, so the orphan sweeper never takes it."""
+
+    space_id: str
+
+
 Action = (
     RecordIntent
     | CreateSpace
@@ -236,6 +245,7 @@ Action = (
     | SetSleepTime
     | RestartSpace
     | DeleteSpace
+    | ReleaseSpace
 )
 
 
@@ -252,10 +262,30 @@ class Plan:
     status: AgentSessionStatus
     requeue_after: float | None
     events: list[EventNote] = field(default_factory=list)
+    #: The session is being deleted and nothing of it is left to do: the finalizer may go.
+    done: bool = False
 
     @property
     def converged(self) -> bool:
         return self.action is None and self.requeue_after is None
+
+    @property
+    def failed(self) -> bool:
+        """This plan reports a failure (not mere progress): it counts towards the retry backoff."""
+        return self.status.failures is not None
+
+    @property
+    def reason(self) -> str:
+        """The Ready condition's reason: what the session is doing or waiting for."""
+        return self._ready.reason if self._ready else ""
+
+    @property
+    def message(self) -> str:
+        return self._ready.message if self._ready else ""
+
+    @property
+    def _ready(self) -> Condition | None:
+        return next((c for c in self.status.conditions if c.type == READY), None)
 
 
 def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:
@@ -707,6 +737,21 @@ def _report_space(draft: _Draft, space: SpaceView) -> None:
 
 
 def decide(
+    session: Session,
+    observed: Observation | DeletionObservation,
+    config: OperatorConfig,
+    now: datetime,
+    jitter: float = 0.5,
+) -> Plan:
+    """The next action for a session, and the status that describes it: one entry for its whole
+    life, branching on deletion as Crossplane's Reconcile does on WasDeleted. The controller
+    observes a deleting session's Space as a `DeletionObservation`."""
+    if isinstance(observed, DeletionObservation):
+        return decide_deletion(session, observed, config, jitter, now=now)
+    return decide_live(session, observed, config, now, jitter)
+
+
+def decide_live(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
@@ -743,8 +788,10 @@ def decide_failure(
     as a condition and an Event, and retried with backoff instead of crash-restarting the loop."""
     unjudged = HardwareVerdict(False, "NotJudged", "no hardware decision is made after this failure")
     draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
-    draft.status.phase = Phase.FAILED
+    draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
     delay = _failure(draft, reason, message, config, jitter)
+    if session.deleting:
+        return _deletion_plan(draft, None, reason, message, delay)
     return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
 
 
@@ -1034,7 +1081,7 @@ def _ready_reason(status: AgentSessionStatus) -> str | None:
 
 
 @dataclass(frozen=True)
-class FinalizeObservation:
+class DeletionObservation:
     """What the Hub reports about the Space of a session being deleted."""
 
     #: The Space's ownership marker (session UID, "" if unmarked); None when the Space is gone.
@@ -1045,58 +1092,47 @@ class FinalizeObservation:
     current_hardware: str | None = None
     requested_hardware: str | None = None
     hub_failure: HubFailure | None = None
-    #: The finalizer has just deleted the Space carrying this session's marker.
+    #: The Space carrying this session's marker has just been deleted (by the previous step).
     deleted: bool = False
 
 
-@dataclass(frozen=True)
-class ReleaseSpace:
-    """Keep the Space but drop this cluster from its marker, so the orphan sweeper never takes it."""
-
-    space_id: str
-
-
-@dataclass(frozen=True)
-class FinalizePlan:
-    action: DeleteSpace | ReleaseSpace | RequestHardware | None
-    done: bool
-    reason: str
-    message: str
-    requeue_after: float | None = None
-    #: A failure (not mere progress): counts towards the retry backoff.
-    failed: bool = False
-
-
-def finalize_space_id(session: Session, config: OperatorConfig) -> str:
+def deletion_space_id(session: Session, config: OperatorConfig) -> str:
+    """The Space a deleting session answers for: the recorded one, else the derived name."""
     return session.status.space_id or space_id_for(session, config)
 
 
-def finalize_failure(
-    session: Session,
+def _deletion_plan(
+    draft: _Draft,
+    action: ReleaseSpace | RequestHardware | DeleteSpace | None,
     reason: str,
     message: str,
-    config: OperatorConfig,
-    jitter: float,
-    now: datetime,
-    minimum: float = 0.0,
-) -> FinalizePlan:
-    """The finalizer stays, saying why and when it tries again, with the same backoff as failures."""
-    failures = (session.status.failures or 0) + 1
-    delay = max(minimum, backoff_delay(failures, config, jitter))
-    when = _rfc3339(now + timedelta(seconds=delay))
-    return FinalizePlan(
-        None, False, reason, f"{message}; next try in {delay:.0f}s at {when}", delay, failed=True
-    )
+    requeue_after: float | None = None,
+    *,
+    done: bool = False,
+) -> Plan:
+    """A deleting session's plan: its Ready condition says why the finalizer stays or goes, and
+    every decision without an action is also an Event (each try of a stuck deletion is visible)."""
+    if not draft.failed:
+        draft.ready("False", reason, message)
+        draft.status.failures = None
+        draft.status.next_retry_time = None
+    condition = _condition(draft.status, READY)
+    assert condition is not None
+    events = []
+    if action is None:
+        kind = "Normal" if done else "Warning"
+        events.append(EventNote(kind, condition.reason, condition.message))
+    return Plan(action, draft.status, requeue_after, events, done=done)
 
 
-def decide_finalize(
+def decide_deletion(
     session: Session,
-    observed: FinalizeObservation,
+    observed: DeletionObservation,
     config: OperatorConfig,
     jitter: float = 0.5,
     *,
     now: datetime,
-) -> FinalizePlan:
+) -> Plan:
     """Whether the finalizer may go: only once the Space is gone, released by policy, or not ours.
 
     A session whose status lost its spaceId is still checked under the derived name, so a
@@ -1105,69 +1141,75 @@ def decide_finalize(
     Space kept by `deletionPolicy: Orphan` is first brought back to free hardware (no one is
     accountable for it afterwards), then released: the orphan sweeper must not delete it later.
     """
-    space_id = finalize_space_id(session, config)
+    unjudged = HardwareVerdict(False, "NotJudged", "no hardware decision is made while deleting")
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
+    draft.status.phase = Phase.DELETING
+    space_id = deletion_space_id(session, config)
     orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
     if observed.deleted:
-        return FinalizePlan(None, True, "SpaceDeleted", f"Space {space_id} is deleted")
+        return _deletion_plan(draft, None, "SpaceDeleted", f"Space {space_id} is deleted", done=True)
     failure = observed.hub_failure
     if (
         failure is not None
         and failure.kind is FailureKind.ACCESS_LOST
         and not space_may_exist(session.status)
     ):
-        return FinalizePlan(None, True, "SpaceDeleted", f"no Space {space_id} was ever created")
+        return _deletion_plan(draft, None, "SpaceDeleted", f"no Space {space_id} was ever created", done=True)
     landing = duplicate_may_land(session.status, config, now)
     if (failure is not None and failure.kind in NOT_VISIBLE_KINDS and landing) or (
         failure is None and observed.marker is None and landing
     ):
         end = duplicate_window_end(session.status, config)
-        return FinalizePlan(
+        return _deletion_plan(
+            draft,
             None,
-            False,
             "WaitingForHub",
             f"Space {space_id} was just created and the Hub does not show it yet; checking again "
             f"until {_rfc3339(end or now)}",
             config.poll_interval,
         )
     if failure is not None:
-        return finalize_failure(
-            session,
+        delay = _failure(
+            draft,
             failure.kind.value,
             f"cannot {'release' if orphan else 'delete'} Space {space_id} yet: {failure.message}",
             config,
             jitter,
-            now,
             _hub_failure_delay(failure, config),
         )
+        return _deletion_plan(draft, None, failure.kind.value, "", delay)
     if orphan and (observed.marker != session.uid or observed.marker_cluster != config.cluster_id):
-        return FinalizePlan(
-            None, True, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept"
+        return _deletion_plan(
+            draft, None, "SpaceOrphaned", f"deletionPolicy is Orphan; Space {space_id} is kept", done=True
         )
     if orphan:
         held = observed.requested_hardware or observed.current_hardware
         if held is not None and not is_free(held, config):
             free = free_flavor(observed.current_hardware, config)
-            return FinalizePlan(
+            plan = _deletion_plan(
+                draft,
                 RequestHardware(space_id, free),
-                False,
                 "FreeingHardware",
                 f"requesting {free} for Space {space_id} (now {held}) before it is kept "
                 "(deletionPolicy Orphan): a kept Space must not hold paid hardware",
                 0.0,
             )
-        return FinalizePlan(
+            # The kept Space changes under its user's eyes: say so, not only that it is kept.
+            return replace(plan, events=[EventNote("Normal", plan.reason, plan.message)])
+        return _deletion_plan(
+            draft,
             ReleaseSpace(space_id),
-            False,
             "ReleasingSpace",
             f"keeping Space {space_id} (deletionPolicy Orphan)",
         )
     if observed.marker is None:
-        return FinalizePlan(None, True, "SpaceDeleted", f"Space {space_id} is deleted")
+        return _deletion_plan(draft, None, "SpaceDeleted", f"Space {space_id} is deleted", done=True)
     if observed.marker != session.uid:
-        return FinalizePlan(
+        return _deletion_plan(
+            draft,
             None,
-            True,
             "SpaceNotOwned",
             f"Space {space_id} does not carry this session's ownership marker; it is left untouched",
+            done=True,
         )
-    return FinalizePlan(DeleteSpace(space_id), False, "DeletingSpace", f"deleting Space {space_id}", 0.0)
+    return _deletion_plan(draft, DeleteSpace(space_id), "DeletingSpace", f"deleting Space {space_id}", 0.0)
