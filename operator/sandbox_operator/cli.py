@@ -356,13 +356,13 @@ def run(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from .config import OperatorConfig
     from .controller import run_operator
-    from .lease import LeaseNamespaceMissing, LeaseSettings, default_identity, default_namespace
+    from .lease import LeaseNamespaceMissing, LeaseSettings, default_identity, installed_namespace
 
     if not default_template:
         raise click.UsageError("--default-template (or SANDBOX_OPERATOR_DEFAULT_TEMPLATE) is required")
     if sleep_time_default > sleep_time_max:
         raise click.UsageError("--sleep-time-default must not exceed --sleep-time-max")
-    operator_namespace = operator_namespace or default_namespace()
+    operator_namespace = operator_namespace or installed_namespace()
     config = OperatorConfig(
         hub_endpoint=hub_endpoint.rstrip("/"),
         hub_token=hub_token,
@@ -574,10 +574,10 @@ def approve(
     reason: str | None,
 ) -> None:
     """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
-    from .approval import ApprovalError, ApprovalRequest, default_namespace
-    from .approval import approve as write_approval
+    from .approve_command import ApprovalError, ApprovalRequest, kubeconfig_namespace
+    from .approve_command import approve as write_approval
 
-    namespace = namespace or default_namespace()
+    namespace = namespace or kubeconfig_namespace()
     request = ApprovalRequest(session, namespace, hardware, max_usd_per_hour, budget_usd, reason)
     try:
         written = write_approval(request)

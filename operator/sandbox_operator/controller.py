@@ -23,8 +23,29 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics, reconciler
+from . import api, metrics
 from .config import OperatorConfig
+from .core import creation, lifecycle, model, money
+from .core.conditions import EventNote, Reason
+from .core.model import (
+    Action,
+    CreateSpace,
+    DeleteSpace,
+    DeletionObservation,
+    HealthResult,
+    HubFailure,
+    Observation,
+    Plan,
+    PublishConnection,
+    PublishHubToken,
+    RecordIntent,
+    ReleaseSpace,
+    RequestHardware,
+    RestartSpace,
+    RotateToken,
+    Session,
+    SetSleepTime,
+)
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
@@ -41,26 +62,6 @@ from .kube import (
 from .lease import LeaderElector, LeaseSettings, run_as_leader
 from .policy import HOW_TO_FIX, approver_question
 from .pricing import PriceCatalog
-from .reconciler import (
-    Action,
-    CreateSpace,
-    DeleteSpace,
-    DeletionObservation,
-    EventNote,
-    HealthResult,
-    HubFailure,
-    Observation,
-    Plan,
-    PublishConnection,
-    PublishHubToken,
-    RecordIntent,
-    ReleaseSpace,
-    RequestHardware,
-    RestartSpace,
-    RotateToken,
-    Session,
-    SetSleepTime,
-)
 from .sweeper import Sweeper
 
 FINALIZER = f"{api.GROUP}/finalizer"
@@ -178,7 +179,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     conflict = None
     try:
         connection = await rt.kube.read_connection(
-            session.namespace, reconciler.connection_secret_name(session), session.uid, session=session.name
+            session.namespace, model.connection_secret_name(session), session.uid, session=session.name
         )
     except ConnectionSecretConflict as error:
         connection, conflict = None, str(error)
@@ -237,7 +238,7 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
     now = time.monotonic()
     problem = await rt.kube.approval_policy_problem(now)
     question = approver_question(session.spec, session.namespace)
-    paid = not reconciler.is_free(str(session.spec.hardware), rt.config)
+    paid = not money.is_free(str(session.spec.hardware), rt.config)
     if question is None or not paid or problem is not None or rt.config.insecure_trust_approvals:
         return Observation(policy_problem=problem)
     try:
@@ -272,7 +273,7 @@ async def apply(
     if isinstance(observed, DeletionObservation):
         return await apply_deletion(rt, action)
     owner = {"name": session.name, "uid": session.uid}
-    secret_name = reconciler.connection_secret_name(session)
+    secret_name = model.connection_secret_name(session)
     try:
         match action:
             case RecordIntent(space_id=space_id, connection_secret=name):
@@ -391,16 +392,16 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     observed = await observe_session(rt, session)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
-        plan = reconciler.decide(session, observed, rt.config, _now(), random.random())
+        plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
         applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
         if isinstance(plan.action, CreateSpace):
-            recorded = reconciler.create_record(session.status, plan.action, applied.sent, applied.failure)
+            recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
             session = replace(
                 session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
             )
         if applied.failure is not None:
-            plan = reconciler.decide(
+            plan = lifecycle.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()
             )
         _post(body, plan.events)
@@ -458,7 +459,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
         except ApiException as error:
             # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
             failures += 1
-            delay = reconciler.backoff_delay(failures, rt.config, random.random())
+            delay = lifecycle.backoff_delay(failures, rt.config, random.random())
             log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
                         body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                         error.status, error.reason, delay)  # fmt: skip
@@ -471,11 +472,11 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
         await _sleep(loop, stopped, None if delay is None else max(MIN_REQUEUE, delay))
 
 
-def _failure_reason(error: Exception) -> tuple[str, str]:
+def _failure_reason(error: Exception) -> tuple[Reason, str]:
     """The condition reason and message for a failure no decision foresaw."""
     if isinstance(error, SecretValueError):
-        return reconciler.SECRET_INVALID, str(error)
-    return reconciler.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
+        return Reason.SECRET_INVALID, str(error)
+    return Reason.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
 
 
 async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> float:
@@ -483,8 +484,8 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
     session = session_from_body(body)
     reason, message = _failure_reason(error)
     log.error("session %s/%s: %s", session.namespace, session.name, message,
-              exc_info=reason == reconciler.INTERNAL_ERROR)  # fmt: skip
-    plan = reconciler.decide_failure(session, reason, message, rt.config, _now(), random.random())
+              exc_info=reason == Reason.INTERNAL_ERROR)  # fmt: skip
+    plan = lifecycle.decide_failure(session, reason, message, rt.config, _now(), random.random())
     _post(body, plan.events)
     written = status_patch(plan.status)
     # Only what the failure changes: the body may be older than facts this pass already recorded.
@@ -498,7 +499,7 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
 
 async def observe_deletion(rt: Runtime, session: Session) -> DeletionObservation:
     """The Space's marker, and its hardware when it is to be kept; "not found" only with access."""
-    space_id = reconciler.deletion_space_id(session, rt.config)
+    space_id = model.deletion_space_id(session, rt.config)
     try:
         ownership = await rt.hub.ownership(space_id, deleting=True)
         space = None
@@ -529,7 +530,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     except Exception as error:  # every failure ends in a condition, never a silent kopf retry
         reason, message = _failure_reason(error)
         log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
-        plan = reconciler.decide_failure(session, reason, message, rt.config, _now(), random.random())
+        plan = lifecycle.decide_failure(session, reason, message, rt.config, _now(), random.random())
         _post(body, plan.events)
     if plan.done:
         return
@@ -649,7 +650,7 @@ def run_operator(
     config = config.model_copy(update={"cluster_id": resolve_cluster_id(config.cluster_id)})
     log.info("cluster id (in every Space's ownership marker): %s", config.cluster_id)
     if config.insecure_trust_approvals:
-        log.warning("INSECURE: %s", reconciler.INSECURE_TRUST_WARNING)
+        log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(metrics_port)
     hub = HubClient(config)
     rt = Runtime(

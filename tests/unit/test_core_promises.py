@@ -12,7 +12,9 @@ from test_reconciler import TRUSTED
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.creation import create_record, duplicate_window_end
+from sandbox_operator.core.lifecycle import decide, decide_deletion, decide_failure, waiting_delay
+from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,
     FailureKind,
@@ -25,12 +27,6 @@ from sandbox_operator.reconciler import (
     RotateToken,
     Session,
     SpaceView,
-    create_record,
-    decide,
-    decide_deletion,
-    decide_failure,
-    duplicate_window_end,
-    waiting_delay,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.lifecycle import decide, decide_deletion
+from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,
     FailureKind,
@@ -15,8 +16,6 @@ from sandbox_operator.reconciler import (
     Observation,
     ReleaseSpace,
     Session,
-    decide,
-    decide_deletion,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

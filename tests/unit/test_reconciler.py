@@ -10,7 +10,8 @@ import pytest
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
+from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,
     FailureKind,
@@ -24,9 +25,6 @@ from sandbox_operator.reconciler import (
     RotateToken,
     Session,
     SpaceView,
-    backoff_delay,
-    decide,
-    decide_deletion,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
