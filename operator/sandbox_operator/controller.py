@@ -267,9 +267,13 @@ class Applied:
 
 
 async def apply(
-    rt: Runtime, session: Session, action: Action, observed: Observation | DeletionObservation
+    rt: Runtime, session: Session, plan: Plan, observed: Observation | DeletionObservation
 ) -> Applied:
-    """Carry out one action; a Hub failure is returned for the core to report, not raised."""
+    """Carry out the plan's action; a Hub failure is returned for the core to report, not raised.
+    Status is written only as the core decided it: an action that must be remembered before it
+    is carried out (the intent, a create in flight) first writes the plan's status."""
+    action = plan.action
+    assert action is not None
     if isinstance(observed, DeletionObservation):
         return await apply_deletion(rt, action)
     owner = {"name": session.name, "uid": session.uid}
@@ -282,11 +286,7 @@ async def apply(
                 await rt.kube.write_connection(
                     namespace=session.namespace, name=name, owner=owner, values=values
                 )
-                await rt.kube.patch_status(
-                    session.namespace,
-                    session.name,
-                    {"spaceId": space_id, "connectionSecret": name, "phase": api.Phase.CREATING.value},
-                )
+                await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
                 # Intent precedes creation, so no Space of ours exists yet; should one exist anyway
                 # (a status lost by hand), the duplicate answers 409 and it is adopted.
                 return Applied(known=replace(observed, space=None, token=token, connection_url=None))
@@ -298,7 +298,7 @@ async def apply(
                 # The finalizer must know a create may be in flight before it can be: record it
                 # first. A session already marked for deletion gets no Space at all.
                 written = await rt.kube.patch_status(
-                    session.namespace, session.name, {"duplicateRequestedTime": action.requested_time}
+                    session.namespace, session.name, status_patch(plan.status)
                 )
                 if written.get("metadata", {}).get("deletionTimestamp"):
                     log.info("session %s/%s is being deleted; not creating its Space",
@@ -393,7 +393,7 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
         plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
-        applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
+        applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
         if isinstance(plan.action, CreateSpace):
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
