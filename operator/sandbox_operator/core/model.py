@@ -230,6 +230,10 @@ Action = (
 
 @dataclass(frozen=True)
 class Plan:
+    """What the core decided for one step: at most one action, the status that describes the
+    session after it, when to look again, and the Events to post. The same shape for a live
+    session and for one being deleted."""
+
     action: Action | None
     status: AgentSessionStatus
     requeue_after: float | None
