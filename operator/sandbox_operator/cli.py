@@ -201,10 +201,10 @@ def approve(
     reason: str | None,
 ) -> None:
     """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
-    from .approval import ApprovalError, ApprovalRequest, default_namespace
-    from .approval import approve as write_approval
+    from .approve_command import ApprovalError, ApprovalRequest, kubeconfig_namespace
+    from .approve_command import approve as write_approval
 
-    namespace = namespace or default_namespace()
+    namespace = namespace or kubeconfig_namespace()
     request = ApprovalRequest(session, namespace, hardware, max_usd_per_hour, budget_usd, reason)
     try:
         written = write_approval(request)

@@ -23,8 +23,29 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics, reconciler
+from . import api, metrics
 from .config import OperatorConfig, RunSettings
+from .core import creation, lifecycle, model, money
+from .core.conditions import EventNote, Reason
+from .core.model import (
+    Action,
+    CreateSpace,
+    DeleteSpace,
+    DeletionObservation,
+    HealthResult,
+    HubFailure,
+    Observation,
+    Plan,
+    PublishConnection,
+    PublishHubToken,
+    RecordIntent,
+    ReleaseSpace,
+    RequestHardware,
+    RestartSpace,
+    RotateToken,
+    Session,
+    SetSleepTime,
+)
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
@@ -40,25 +61,6 @@ from .kube import (
 from .lease import LeaderElector, run_as_leader
 from .policy import HOW_TO_FIX, approver_question
 from .pricing import PriceCatalog
-from .reconciler import (
-    Action,
-    CreateSpace,
-    EventNote,
-    FinalizeObservation,
-    HealthResult,
-    HubFailure,
-    Observation,
-    Plan,
-    PublishConnection,
-    PublishHubToken,
-    RecordIntent,
-    ReleaseSpace,
-    RequestHardware,
-    RestartSpace,
-    RotateToken,
-    Session,
-    SetSleepTime,
-)
 from .startup import lease_settings, resolve_config
 from .sweeper import Sweeper
 
@@ -177,7 +179,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     conflict = None
     try:
         connection = await rt.kube.read_connection(
-            session.namespace, reconciler.connection_secret_name(session), session.uid, session=session.name
+            session.namespace, model.connection_secret_name(session), session.uid, session=session.name
         )
     except ConnectionSecretConflict as error:
         connection, conflict = None, str(error)
@@ -236,7 +238,7 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
     now = time.monotonic()
     problem = await rt.kube.approval_policy_problem(now)
     question = approver_question(session.spec, session.namespace)
-    paid = not reconciler.is_free(str(session.spec.hardware), rt.config)
+    paid = not money.is_free(str(session.spec.hardware), rt.config)
     if question is None or not paid or problem is not None or rt.config.insecure_trust_approvals:
         return Observation(policy_problem=problem)
     try:
@@ -255,7 +257,7 @@ class Applied:
     #: A Hub failure, for the core to report and retry.
     failure: HubFailure | None = None
     #: The world after the action, when it is known without asking (a Kubernetes-only change).
-    known: Observation | None = None
+    known: Observation | DeletionObservation | None = None
     #: This pass created the Space: it carries our marker, no need to read it back.
     created: bool = False
     #: The session is being deleted: this pass stops, the finalizer takes over.
@@ -264,10 +266,18 @@ class Applied:
     sent: bool = False
 
 
-async def apply(rt: Runtime, session: Session, action: Action, observed: Observation) -> Applied:
-    """Carry out one action; a Hub failure is returned for the core to report, not raised."""
+async def apply(
+    rt: Runtime, session: Session, plan: Plan, observed: Observation | DeletionObservation
+) -> Applied:
+    """Carry out the plan's action; a Hub failure is returned for the core to report, not raised.
+    Status is written only as the core decided it: an action that must be remembered before it
+    is carried out (the intent, a create in flight) first writes the plan's status."""
+    action = plan.action
+    assert action is not None
+    if isinstance(observed, DeletionObservation):
+        return await apply_deletion(rt, action)
     owner = {"name": session.name, "uid": session.uid}
-    secret_name = reconciler.connection_secret_name(session)
+    secret_name = model.connection_secret_name(session)
     try:
         match action:
             case RecordIntent(space_id=space_id, connection_secret=name):
@@ -276,11 +286,7 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                 await rt.kube.write_connection(
                     namespace=session.namespace, name=name, owner=owner, values=values
                 )
-                await rt.kube.patch_status(
-                    session.namespace,
-                    session.name,
-                    {"spaceId": space_id, "connectionSecret": name, "phase": api.Phase.CREATING.value},
-                )
+                await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
                 # Intent precedes creation, so no Space of ours exists yet; should one exist anyway
                 # (a status lost by hand), the duplicate answers 409 and it is adopted.
                 return Applied(known=replace(observed, space=None, token=token, connection_url=None))
@@ -292,7 +298,7 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
                 # The finalizer must know a create may be in flight before it can be: record it
                 # first. A session already marked for deletion gets no Space at all.
                 written = await rt.kube.patch_status(
-                    session.namespace, session.name, {"duplicateRequestedTime": action.requested_time}
+                    session.namespace, session.name, status_patch(plan.status)
                 )
                 if written.get("metadata", {}).get("deletionTimestamp"):
                     log.info("session %s/%s is being deleted; not creating its Space",
@@ -352,32 +358,69 @@ async def apply(rt: Runtime, session: Session, action: Action, observed: Observa
     return Applied()
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
-    """One reconcile pass; returns when to come back (seconds), or None when converged."""
-    session = session_from_body(body)
-    observed = await observe(rt, session)
+async def apply_deletion(rt: Runtime, action: Action) -> Applied:
+    """Carry out one action of a deleting session (delete, free the hardware, or release)."""
+    try:
+        match action:
+            case DeleteSpace(space_id=space_id):
+                await rt.hub.delete(space_id)
+                return Applied(known=DeletionObservation(deleted=True))
+            case ReleaseSpace(space_id=space_id):
+                await rt.hub.release(space_id)
+            case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
+                await rt.hub.request_hardware(space_id, flavor, sleep_time)
+            case _:
+                raise AssertionError(f"unexpected action for a deleting session {action!r}")
+    except HubError as error:
+        return Applied(failure=error.failure)
+    return Applied()
+
+
+async def observe_session(
+    rt: Runtime, session: Session, *, verify_marker: bool = True
+) -> Observation | DeletionObservation:
+    return await (
+        observe_deletion(rt, session)
+        if session.deleting
+        else observe(rt, session, verify_marker=verify_marker)
+    )
+
+
+async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
+    """The one loop for a session's whole life: observe, decide, apply, until the core asks for
+    nothing more now (or a failure); posts the core's Events and returns the last plan."""
+    observed = await observe_session(rt, session)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
-        plan = reconciler.decide(session, observed, rt.config, _now(), random.random())
-        applied = Applied() if plan.action is None else await apply(rt, session, plan.action, observed)
+        plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
+        applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
         if isinstance(plan.action, CreateSpace):
-            recorded = reconciler.create_record(session.status, plan.action, applied.sent, applied.failure)
+            recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
             session = replace(
                 session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
             )
         if applied.failure is not None:
-            plan = reconciler.decide(
+            plan = lifecycle.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()
             )
         _post(body, plan.events)
         session = replace(session, status=plan.status)
         if plan.action is None or plan.status.failures or applied.deleting:
             break
-        observed = applied.known or await observe(rt, session, verify_marker=not applied.created)
+        observed = applied.known or await observe_session(rt, session, verify_marker=not applied.created)
     assert plan is not None
-    if status_patch(plan.status) != status_patch(session_from_body(body).status):
-        await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+    return plan
+
+
+async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
+    """One reconcile pass of a live session; returns when to come back (seconds), or None when converged."""
+    # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
+    # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
+    plan = await drive(rt, body, session_from_body(body))
+    written = session_from_body(body)
+    if status_patch(plan.status) != status_patch(written.status):
+        await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
     return plan.requeue_after
 
 
@@ -416,7 +459,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
         except ApiException as error:
             # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
             failures += 1
-            delay = reconciler.backoff_delay(failures, rt.config, random.random())
+            delay = lifecycle.backoff_delay(failures, rt.config, random.random())
             log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
                         body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                         error.status, error.reason, delay)  # fmt: skip
@@ -429,11 +472,11 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
         await _sleep(loop, stopped, None if delay is None else max(MIN_REQUEUE, delay))
 
 
-def _failure_reason(error: Exception) -> tuple[str, str]:
+def _failure_reason(error: Exception) -> tuple[Reason, str]:
     """The condition reason and message for a failure no decision foresaw."""
     if isinstance(error, SecretValueError):
-        return reconciler.SECRET_INVALID, str(error)
-    return reconciler.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
+        return Reason.SECRET_INVALID, str(error)
+    return Reason.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
 
 
 async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> float:
@@ -441,8 +484,8 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
     session = session_from_body(body)
     reason, message = _failure_reason(error)
     log.error("session %s/%s: %s", session.namespace, session.name, message,
-              exc_info=reason == reconciler.INTERNAL_ERROR)  # fmt: skip
-    plan = reconciler.decide_failure(session, reason, message, rt.config, _now(), random.random())
+              exc_info=reason == Reason.INTERNAL_ERROR)  # fmt: skip
+    plan = lifecycle.decide_failure(session, reason, message, rt.config, _now(), random.random())
     _post(body, plan.events)
     written = status_patch(plan.status)
     # Only what the failure changes: the body may be older than facts this pass already recorded.
@@ -454,9 +497,9 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
     return plan.requeue_after or rt.config.backoff_base
 
 
-async def observe_finalize(rt: Runtime, session: Session) -> FinalizeObservation:
+async def observe_deletion(rt: Runtime, session: Session) -> DeletionObservation:
     """The Space's marker, and its hardware when it is to be kept; "not found" only with access."""
-    space_id = reconciler.finalize_space_id(session, rt.config)
+    space_id = model.deletion_space_id(session, rt.config)
     try:
         ownership = await rt.hub.ownership(space_id, deleting=True)
         space = None
@@ -467,10 +510,10 @@ async def observe_finalize(rt: Runtime, session: Session) -> FinalizeObservation
                 ownership = None
         if ownership is None:
             await rt.hub.check_owner_access(space_id)
-            return FinalizeObservation()
+            return DeletionObservation()
     except HubError as error:
-        return FinalizeObservation(hub_failure=error.failure)
-    return FinalizeObservation(
+        return DeletionObservation(hub_failure=error.failure)
+    return DeletionObservation(
         marker=ownership.session_uid,
         marker_cluster=ownership.cluster_id,
         current_hardware=space.current_hardware if space else None,
@@ -479,58 +522,20 @@ async def observe_finalize(rt: Runtime, session: Session) -> FinalizeObservation
 
 
 async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
-    session = session_from_body(body)
+    """The finalizer: the same loop as a live session's, on the deletion branch of the core. It
+    stays (a kopf retry after the core's delay) until the core says the session is done."""
+    session = replace(session_from_body(body), deleting=True)
     try:
-        plan = await _finalize_steps(rt, session, body)
+        plan = await drive(rt, body, session)
     except Exception as error:  # every failure ends in a condition, never a silent kopf retry
         reason, message = _failure_reason(error)
         log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
-        plan = reconciler.finalize_failure(session, reason, message, rt.config, random.random(), _now())
-    kopf.event(body, type="Warning" if not plan.done else "Normal", reason=plan.reason, message=plan.message)
+        plan = lifecycle.decide_failure(session, reason, message, rt.config, _now(), random.random())
+        _post(body, plan.events)
     if plan.done:
         return
-    status = session.status.model_copy(deep=True)
-    status.phase = api.Phase.DELETING
-    status.failures = (status.failures or 0) + 1 if plan.failed else None
-    status.conditions = reconciler.set_condition(
-        status.conditions, reconciler.READY, "False", plan.reason, plan.message, session.generation, _now()
-    )
-    patch.status.update(status_patch(status))
+    patch.status.update(status_patch(plan.status))
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
-
-
-async def _finalize_steps(rt: Runtime, session: Session, body: kopf.Body) -> reconciler.FinalizePlan:
-    """Observe, decide and act until the finalizer may go or has to wait (a few steps at most)."""
-    plan: reconciler.FinalizePlan | None = None
-    observed: FinalizeObservation | None = None
-    for _ in range(4):
-        observed = observed or await observe_finalize(rt, session)
-        plan = reconciler.decide_finalize(session, observed, rt.config, random.random(), now=_now())
-        observed = None
-        if plan.action is None:
-            break
-        try:
-            match plan.action:
-                case ReleaseSpace(space_id=space_id):
-                    await rt.hub.release(space_id)
-                case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
-                    await rt.hub.request_hardware(space_id, flavor, sleep_time)
-                    # The kept Space changes under its user's eyes: say so, not only that it is kept.
-                    kopf.event(body, type="Normal", reason=plan.reason, message=plan.message)
-                case _:
-                    await rt.hub.delete(plan.action.space_id)
-                    observed = FinalizeObservation(deleted=True)
-        except HubError as error:
-            plan = reconciler.decide_finalize(
-                session,
-                FinalizeObservation(hub_failure=error.failure),
-                rt.config,
-                random.random(),
-                now=_now(),
-            )
-            break
-    assert plan is not None
-    return plan
 
 
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
@@ -633,7 +638,7 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
     namespaces = list(run.namespaces)
     liveness_endpoint = run.liveness or None
     if config.insecure_trust_approvals:
-        log.warning("INSECURE: %s", reconciler.INSECURE_TRUST_WARNING)
+        log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
     hub = HubClient(config)
     rt = Runtime(

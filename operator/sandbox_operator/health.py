@@ -27,7 +27,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
-from .reconciler import READY
+from .core.conditions import READY
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,7 @@ from huggingface_hub.utils._http import hf_request_event_hook
 from . import metrics
 from .api import SANDBOX_TOKEN_SECRET, Hardware
 from .config import OperatorConfig
-from .pricing import hourly_prices
-from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
-from .reconciler import (
+from .core.model import (
     MARKER_CLUSTER_ID,
     MARKER_SESSION,
     MARKER_SESSION_UID,
@@ -47,6 +45,8 @@ from .reconciler import (
     HubFailure,
     SpaceView,
 )
+from .pricing import hourly_prices
+from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

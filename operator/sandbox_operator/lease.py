@@ -44,7 +44,7 @@ def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def default_namespace() -> str:
+def installed_namespace() -> str:
     """The pod's namespace in a cluster, else the README's install namespace (where the chart runs)."""
     try:
         return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_OPERATOR_NAMESPACE

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from huggingface_hub import HfApi
 
 from .config import OperatorConfig, RunSettings
+from .core.model import FailureKind
 from .hub import classify
 from .kube import resolve_cluster_id
-from .lease import LeaseSettings, default_identity, default_namespace
-from .reconciler import FailureKind
+from .lease import LeaseSettings, default_identity, installed_namespace
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def resolve_config(config: OperatorConfig) -> OperatorConfig:
     Needs the Kubernetes client configured (kube.load_client_config)."""
     resolved = config.model_copy(
         update={
-            "operator_namespace": config.operator_namespace or default_namespace(),
+            "operator_namespace": config.operator_namespace or installed_namespace(),
             "cluster_id": resolve_cluster_id(config.cluster_id),
             "default_owner": config.default_owner or token_user(config),
         }
@@ -60,6 +60,6 @@ def lease_settings(settings: RunSettings, config: OperatorConfig) -> LeaseSettin
         return None
     return LeaseSettings(
         name=settings.lease_name,
-        namespace=settings.lease_namespace or config.operator_namespace or default_namespace(),
+        namespace=settings.lease_namespace or config.operator_namespace or installed_namespace(),
         identity=settings.lease_identity or default_identity(),
     )

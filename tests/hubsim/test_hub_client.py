@@ -12,9 +12,9 @@ from huggingface_hub.utils._http import default_client_factory
 from prometheus_client import REGISTRY
 
 from sandbox_operator.config import OperatorConfig
+from sandbox_operator.core.model import FailureKind
 from sandbox_operator.hub import HubClient, HubError
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.reconciler import FailureKind
 
 
 def client_for(hub: HubSimServer, template: str) -> HubClient:

@@ -13,9 +13,9 @@ from huggingface_hub import set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
 from sandbox_operator.config import OperatorConfig
+from sandbox_operator.core.model import FailureKind, HealthResult
 from sandbox_operator.hub import HubClient, HubError
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.reconciler import FailureKind, HealthResult
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from huggingface_hub import HfApi, SpaceHardware
 
 from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
 from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubError, HubState, KeyValue
+from sandbox_operator.hubsim.state import HubSimError, HubState, KeyValue
 
 TEMPLATE = "tmpl/box"
 TOKEN = KeyValue(key="SANDBOX_API_TOKEN", value="sbx")
@@ -64,7 +64,7 @@ def _stage(state: HubState, space_id: str) -> tuple[str, str | None, str | None]
 def _app_request(state: HubState, space_id: str) -> int:
     try:
         state.check_sandbox(space_id, "sbx")
-    except HubError as error:
+    except HubSimError as error:
         return error.status
     return 200
 
@@ -151,7 +151,7 @@ def test_hardware_requested_while_asleep_is_used_at_the_wake(state: HubState, cl
 
 def test_sleep_now_needs_a_running_space(state: HubState, clock: Clock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", None)
-    with pytest.raises(HubError) as building:
+    with pytest.raises(HubSimError) as building:
         state.sleep_now("alice/gpu")
     assert building.value.status == 409
     clock.now = 1010

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubError, HubState, KeyValue
+from sandbox_operator.hubsim.state import HubSimError, HubState, KeyValue
 
 TEMPLATE = "tmpl/box"
 
@@ -134,13 +134,13 @@ def test_build_failures_only_consume_builds_that_would_run(state: HubState, cloc
 
 def test_refusal_order(state: HubState) -> None:
     _duplicate(state, "alice/a")
-    with pytest.raises(HubError) as caught:
+    with pytest.raises(HubSimError) as caught:
         state.request_hardware(None, "alice/a", "t4-small", None)
     assert caught.value.status == 401
-    with pytest.raises(HubError) as caught:
+    with pytest.raises(HubSimError) as caught:
         state.request_hardware("alice", "alice/missing", "t4-small", None)
     assert (caught.value.status, caught.value.code) == (404, "RepoNotFound")
-    with pytest.raises(HubError) as caught:
+    with pytest.raises(HubSimError) as caught:
         state.request_hardware("bob", "alice/a", "t4-small", None)
     assert caught.value.status == 403
 

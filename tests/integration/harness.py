@@ -19,8 +19,8 @@ import pytest
 
 from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_operator.controlplane.processes import free_ports
+from sandbox_operator.core.model import MARKER_SESSION_UID
 from sandbox_operator.hubsim import HubSimAdmin
-from sandbox_operator.reconciler import MARKER_SESSION_UID
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"

@@ -14,8 +14,8 @@ import pytest
 
 from sandbox_operator.controlplane import ControlPlane, Kubectl
 from sandbox_operator.controlplane.plane import ADMIN_USER
+from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION_UID
 from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.reconciler import MARKER_CLUSTER_ID, MARKER_SESSION_UID
 
 from harness import (
     ADMIN_GROUP,

@@ -13,20 +13,19 @@ import pytest
 from sandbox_operator import policy
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.hub import ListedSpace, Ownership
-from sandbox_operator.kube import connection_claim
-from sandbox_operator.reconciler import (
-    INSECURE_TRUST_WARNING,
+from sandbox_operator.core.creation import creation_refusal
+from sandbox_operator.core.lifecycle import decide
+from sandbox_operator.core.model import (
     HealthResult,
     Observation,
     RecordIntent,
     RequestHardware,
     Session,
     SpaceView,
-    creation_refusal,
-    decide,
-    judge_hardware,
 )
+from sandbox_operator.core.money import INSECURE_TRUST_WARNING, judge_hardware
+from sandbox_operator.hub import ListedSpace, Ownership
+from sandbox_operator.kube import connection_claim
 from sandbox_operator.sweeper import Policy, Verdict, claims, plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,12 @@ from test_reconciler import TRUSTED
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.creation import create_record, duplicate_window_end
+from sandbox_operator.core.lifecycle import decide, decide_deletion, decide_failure, waiting_delay
+from sandbox_operator.core.model import (
     CreateSpace,
+    DeletionObservation,
     FailureKind,
-    FinalizeObservation,
     HealthResult,
     HubFailure,
     Observation,
@@ -25,12 +27,6 @@ from sandbox_operator.reconciler import (
     RotateToken,
     Session,
     SpaceView,
-    create_record,
-    decide,
-    decide_failure,
-    decide_finalize,
-    duplicate_window_end,
-    waiting_delay,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -158,27 +154,27 @@ def orphan(**status: object) -> Session:
     ("current", "requested"), [("t4-small", "t4-small"), (None, "t4-small"), ("t4-small", None)]
 )
 def test_orphan_requests_free_hardware_before_release(current: str | None, requested: str | None) -> None:
-    ours = FinalizeObservation(
+    ours = DeletionObservation(
         marker=UID, marker_cluster="c1", current_hardware=current, requested_hardware=requested
     )
-    plan = decide_finalize(orphan(), ours, CONFIG, now=NOW)
+    plan = decide_deletion(orphan(), ours, CONFIG, now=NOW)
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic") and not plan.done
     assert plan.reason == "FreeingHardware"
 
 
 def test_orphan_is_released_once_the_hub_reports_free_hardware_requested() -> None:
-    switching = FinalizeObservation(
+    switching = DeletionObservation(
         marker=UID, marker_cluster="c1", current_hardware="t4-small", requested_hardware="cpu-basic"
     )
-    assert decide_finalize(orphan(), switching, CONFIG, now=NOW).action == ReleaseSpace(SPACE_ID)
+    assert decide_deletion(orphan(), switching, CONFIG, now=NOW).action == ReleaseSpace(SPACE_ID)
 
 
 def test_an_orphan_never_ours_or_already_released_is_not_touched() -> None:
     for marker, cluster in (("someone-else", "c1"), (UID, ""), (UID, "other-cluster")):
-        seen = FinalizeObservation(
+        seen = DeletionObservation(
             marker=marker, marker_cluster=cluster, current_hardware="t4-small", requested_hardware="t4-small"
         )
-        plan = decide_finalize(orphan(), seen, CONFIG, now=NOW)
+        plan = decide_deletion(orphan(), seen, CONFIG, now=NOW)
         assert plan.done and plan.action is None, (marker, cluster)
 
 
@@ -201,25 +197,25 @@ def test_the_finalizer_waits_out_a_create_that_may_still_land_then_concludes() -
     in_flight = session(spaceConfirmedTime=None, duplicateRequestedTime="2026-11-26T12:00:00.000000Z")
     window = CONFIG.duplicate_send_deadline + CONFIG.hub_timeout + CONFIG.hub_visibility_grace
     for seconds in (0, window / 3, window - 1):
-        plan = decide_finalize(in_flight, FinalizeObservation(), CONFIG, now=NOW + timedelta(seconds=seconds))
+        plan = decide_deletion(in_flight, DeletionObservation(), CONFIG, now=NOW + timedelta(seconds=seconds))
         assert not plan.done and plan.reason == "WaitingForHub" and not plan.failed, seconds
-    assert decide_finalize(in_flight, FinalizeObservation(), CONFIG, now=NOW + timedelta(seconds=window)).done
-    appeared = FinalizeObservation(marker=UID, marker_cluster="c1")
-    assert decide_finalize(in_flight, appeared, CONFIG, now=NOW).action is not None  # deletes what appears
+    assert decide_deletion(in_flight, DeletionObservation(), CONFIG, now=NOW + timedelta(seconds=window)).done
+    appeared = DeletionObservation(marker=UID, marker_cluster="c1")
+    assert decide_deletion(in_flight, appeared, CONFIG, now=NOW).action is not None  # deletes what appears
 
 
 def test_once_the_space_was_seen_after_the_request_a_not_found_is_gone_again() -> None:
     landed = session(
         duplicateRequestedTime="2026-11-26T11:59:50.000000Z", spaceConfirmedTime="2026-11-26T11:59:55Z"
     )
-    assert decide_finalize(landed, FinalizeObservation(), CONFIG, now=NOW).done
+    assert decide_deletion(landed, DeletionObservation(), CONFIG, now=NOW).done
     lost = decide(landed, Observation(token="t"), CONFIG, NOW)
     assert isinstance(lost.action, CreateSpace) and ready(lost.status)[1] == "SpaceLost"
 
 
 def test_the_finalizer_is_done_once_it_deleted_the_space_itself() -> None:
     just = session(duplicateRequestedTime="2026-11-26T11:59:50.000000Z", spaceConfirmedTime=None)
-    plan = decide_finalize(just, FinalizeObservation(deleted=True), CONFIG, now=NOW)
+    plan = decide_deletion(just, DeletionObservation(deleted=True), CONFIG, now=NOW)
     assert plan.done and plan.reason == "SpaceDeleted"
 
 
@@ -250,7 +246,7 @@ def test_401_or_404_right_after_our_duplicate_means_not_visible_yet(kind: Failur
     assert plan.action is None and plan.requeue_after == CONFIG.poll_interval
     assert not plan.status.failures and ready(plan.status)[1] == "Creating"
     assert all(e.reason != "HubUnauthorized" for e in plan.events)
-    finalizing = decide_finalize(just, FinalizeObservation(hub_failure=failure), CONFIG, now=NOW)
+    finalizing = decide_deletion(just, DeletionObservation(hub_failure=failure), CONFIG, now=NOW)
     assert finalizing.reason == "WaitingForHub" and not finalizing.failed
     later = NOW + timedelta(minutes=5)
     after = decide(just, Observation(token="t", hub_failure=failure), CONFIG, later)
@@ -279,17 +275,17 @@ def test_the_space_is_confirmed_once_seen_with_our_marker() -> None:
 def test_access_lost_does_not_hold_a_session_that_never_had_a_space() -> None:
     failure = HubFailure(FailureKind.ACCESS_LOST, "the token cannot see namespace someone-else")
     never = session(spaceConfirmedTime=None)
-    plan = decide_finalize(never, FinalizeObservation(hub_failure=failure), CONFIG, now=NOW)
+    plan = decide_deletion(never, DeletionObservation(hub_failure=failure), CONFIG, now=NOW)
     assert plan.done and plan.reason == "SpaceDeleted"
 
 
 def test_access_lost_keeps_the_finalizer_and_retries_with_backoff() -> None:
     failure = HubFailure(FailureKind.ACCESS_LOST, "the token cannot see namespace agents")
-    plan = decide_finalize(session(), FinalizeObservation(hub_failure=failure), CONFIG, 0.5, now=NOW)
+    plan = decide_deletion(session(), DeletionObservation(hub_failure=failure), CONFIG, 0.5, now=NOW)
     assert not plan.done and plan.failed and plan.reason == "HubAccessLost"
     assert "agents" in plan.message and plan.requeue_after == 2.0
-    again = decide_finalize(
-        session(failures=3), FinalizeObservation(hub_failure=failure), CONFIG, 0.5, now=NOW
+    again = decide_deletion(
+        session(failures=3), DeletionObservation(hub_failure=failure), CONFIG, 0.5, now=NOW
     )
     assert again.requeue_after is not None and again.requeue_after > plan.requeue_after
     live = decide(session(), Observation(token="t", hub_failure=failure), CONFIG, NOW)

@@ -7,16 +7,15 @@ from datetime import UTC, datetime
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.lifecycle import decide, decide_deletion
+from sandbox_operator.core.model import (
     CreateSpace,
+    DeletionObservation,
     FailureKind,
-    FinalizeObservation,
     HubFailure,
     Observation,
     ReleaseSpace,
     Session,
-    decide,
-    decide_finalize,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -59,28 +58,28 @@ def test_rate_limit_retry_time_is_never_before_the_pause_ends() -> None:
 
 
 def test_orphan_policy_releases_the_space_from_the_sweeper_first() -> None:
-    observed = FinalizeObservation(marker=UID, marker_cluster="c1")
-    plan = decide_finalize(session("Orphan"), observed, CONFIG, now=NOW)
+    observed = DeletionObservation(marker=UID, marker_cluster="c1")
+    plan = decide_deletion(session("Orphan"), observed, CONFIG, now=NOW)
     assert plan.action == ReleaseSpace(SPACE_ID) and not plan.done
-    released = FinalizeObservation(marker=UID, marker_cluster="")
-    assert decide_finalize(session("Orphan"), released, CONFIG, now=NOW).done
-    assert decide_finalize(session("Orphan"), FinalizeObservation(), CONFIG, now=NOW).done
+    released = DeletionObservation(marker=UID, marker_cluster="")
+    assert decide_deletion(session("Orphan"), released, CONFIG, now=NOW).done
+    assert decide_deletion(session("Orphan"), DeletionObservation(), CONFIG, now=NOW).done
 
 
 def test_orphan_policy_waits_for_the_hub_too() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "503")
-    plan = decide_finalize(session("Orphan"), FinalizeObservation(hub_failure=failure), CONFIG, now=NOW)
+    plan = decide_deletion(session("Orphan"), DeletionObservation(hub_failure=failure), CONFIG, now=NOW)
     assert not plan.done and plan.reason == "HubUnavailable"
 
 
 def test_finalize_failure_says_when_the_next_try_is() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "the Hub answered 503")
-    plan = decide_finalize(session(), FinalizeObservation(hub_failure=failure), CONFIG, 0.5, now=NOW)
+    plan = decide_deletion(session(), DeletionObservation(hub_failure=failure), CONFIG, 0.5, now=NOW)
     assert plan.requeue_after == 2.0
     assert "503" in plan.message and "next try in 2s at 2026-11-26T12:00:02Z" in plan.message
 
 
 def test_a_space_deleted_before_the_hub_shows_it_is_waited_for_not_forgotten() -> None:
-    plan = decide_finalize(session(**JUST_DUPLICATED), FinalizeObservation(), CONFIG, now=NOW)
+    plan = decide_deletion(session(**JUST_DUPLICATED), DeletionObservation(), CONFIG, now=NOW)
     assert not plan.done and plan.action is None and plan.requeue_after == CONFIG.poll_interval
-    assert decide_finalize(session(), FinalizeObservation(), CONFIG, now=NOW).done
+    assert decide_deletion(session(), DeletionObservation(), CONFIG, now=NOW).done

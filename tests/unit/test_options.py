@@ -68,7 +68,7 @@ def test_the_template_is_required() -> None:
 
 def test_empty_options_are_resolved_once_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(startup, "resolve_cluster_id", lambda configured: configured or "uid-1")
-    monkeypatch.setattr(startup, "default_namespace", lambda: "ops")
+    monkeypatch.setattr(startup, "installed_namespace", lambda: "ops")
     monkeypatch.setattr(startup, "token_user", lambda config: "alice")
     resolved = startup.resolve_config(OperatorConfig())
     assert (resolved.default_owner, resolved.cluster_id, resolved.operator_namespace) == (

@@ -10,10 +10,11 @@ import pytest
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.reconciler import (
+from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
+from sandbox_operator.core.model import (
     CreateSpace,
+    DeletionObservation,
     FailureKind,
-    FinalizeObservation,
     HealthResult,
     HubFailure,
     Observation,
@@ -24,9 +25,6 @@ from sandbox_operator.reconciler import (
     RotateToken,
     Session,
     SpaceView,
-    backoff_delay,
-    decide,
-    decide_finalize,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -236,30 +234,30 @@ def test_downgrade_to_free_needs_no_approval() -> None:
 
 
 def test_finalize_deletes_owned_space() -> None:
-    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker=UID), CONFIG, now=NOW)
+    plan = decide_deletion(session(status=RECORDED), DeletionObservation(marker=UID), CONFIG, now=NOW)
     assert plan.action is not None and plan.action.space_id == SPACE_ID and not plan.done
 
 
 def test_finalize_is_done_when_space_is_gone() -> None:
-    assert decide_finalize(session(status=RECORDED), FinalizeObservation(marker=None), CONFIG, now=NOW).done
+    assert decide_deletion(session(status=RECORDED), DeletionObservation(marker=None), CONFIG, now=NOW).done
 
 
 def test_finalize_orphan_policy_keeps_space() -> None:
-    plan = decide_finalize(
-        session({"deletionPolicy": "Orphan"}, RECORDED), FinalizeObservation(marker=UID), CONFIG, now=NOW
+    plan = decide_deletion(
+        session({"deletionPolicy": "Orphan"}, RECORDED), DeletionObservation(marker=UID), CONFIG, now=NOW
     )
     assert plan.done and plan.action is None and plan.reason == "SpaceOrphaned"
 
 
 def test_finalize_never_deletes_a_foreign_space() -> None:
-    plan = decide_finalize(session(status=RECORDED), FinalizeObservation(marker="other"), CONFIG, now=NOW)
+    plan = decide_deletion(session(status=RECORDED), DeletionObservation(marker="other"), CONFIG, now=NOW)
     assert plan.done and plan.action is None and plan.reason == "SpaceNotOwned"
 
 
 def test_finalize_waits_while_hub_is_down() -> None:
     failure = HubFailure(FailureKind.UNAVAILABLE, "503")
-    plan = decide_finalize(
-        session(status=RECORDED), FinalizeObservation(hub_failure=failure), CONFIG, now=NOW
+    plan = decide_deletion(
+        session(status=RECORDED), DeletionObservation(hub_failure=failure), CONFIG, now=NOW
     )
     assert not plan.done and plan.requeue_after is not None and plan.reason == "HubUnavailable"
 

@@ -21,19 +21,18 @@ from test_reconciler import (
 )
 
 from sandbox_operator.api import AgentSessionSpec, Phase
-from sandbox_operator.lease import LeaseSettings
-from sandbox_operator.reconciler import (
-    AGENT_ACCESS,
+from sandbox_operator.core.conditions import AGENT_ACCESS
+from sandbox_operator.core.lifecycle import decide
+from sandbox_operator.core.model import (
     UNBILLED_STAGES,
     Observation,
     PublishHubToken,
     RequestHardware,
     RestartSpace,
     SetSleepTime,
-    accrue_spend,
-    decide,
-    sleep_time_for,
 )
+from sandbox_operator.core.money import accrue_spend, sleep_time_for
+from sandbox_operator.lease import LeaseSettings
 
 APPROVED = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
 PRICES = {"a10g-small": 1.0, "cpu-basic": 0.0}

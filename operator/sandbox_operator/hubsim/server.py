@@ -37,7 +37,7 @@ from .config import HubSimConfig
 from .constants import hardware_catalog_json
 from .faults import Fault
 from .ratelimit import RateLimiter
-from .state import CallRecord, HubError, HubState, KeyValue, RepoConflict, require_user
+from .state import CallRecord, HubSimError, HubState, KeyValue, RepoConflict, require_user
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +81,14 @@ async def _parse(request: web.Request, model: type[_Body]) -> _Body:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise HubError(400, f"Invalid request body: {details}") from exc
+        raise HubSimError(400, f"Invalid request body: {details}") from exc
 
 
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
 
 
-def _error_response(error: HubError, base_url: str) -> web.Response:
+def _error_response(error: HubSimError, base_url: str) -> web.Response:
     body: dict[str, Any] = {"error": error.message}
     if isinstance(error, RepoConflict):
         body["url"] = views.space_url(base_url, error.space_id)
@@ -124,7 +124,7 @@ def _caller(request: web.Request) -> str:
     return _user(request) or f"anonymous@{request.remote}"
 
 
-def _transient_failure(request: web.Request, route: str | None) -> HubError | None:
+def _transient_failure(request: web.Request, route: str | None) -> HubSimError | None:
     if route is None or "ns" not in request.match_info:
         return None
     return _state(request).transient_failure(_user(request), _space_id(request), route)
@@ -145,14 +145,14 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if fault is not None:
             response: web.StreamResponse = _fault_response(fault)
         elif verdict is not None and not verdict.allowed:
-            raise HubError(429, f"API rate limit reached: {verdict.quota} calls per {verdict.window}s")
+            raise HubSimError(429, f"API rate limit reached: {verdict.quota} calls per {verdict.window}s")
         elif is_api and route != "agent_harnesses" and _bearer(request) and _user(request) is None:
-            raise HubError(401, INVALID_CREDENTIALS)
+            raise HubSimError(401, INVALID_CREDENTIALS)
         elif (failure := _transient_failure(request, route)) is not None:
             raise failure
         else:
             response = await handler(request)
-    except HubError as error:
+    except HubSimError as error:
         response = _error_response(error, _base_url(request))
     except web.HTTPException as exc:
         response = web.json_response({"error": exc.reason}, status=exc.status)
@@ -201,7 +201,7 @@ def _expand(request: web.Request) -> list[str]:
     expand = request.query.getall("expand", [])
     unknown = sorted(set(expand) - views.EXPANDABLE)
     if unknown:
-        raise HubError(400, f"Invalid expand value(s): {', '.join(unknown)}")
+        raise HubSimError(400, f"Invalid expand value(s): {', '.join(unknown)}")
     return expand
 
 
@@ -218,7 +218,7 @@ def _decode_cursor(cursor: str | None) -> int:
             return int(offset)
     except (binascii.Error, UnicodeDecodeError):
         pass
-    raise HubError(400, "Invalid cursor")
+    raise HubSimError(400, "Invalid cursor")
 
 
 async def _list_spaces(request: web.Request) -> web.Response:
@@ -227,7 +227,7 @@ async def _list_spaces(request: web.Request) -> web.Response:
     expand = _expand(request)
     limit = query.get("limit", "")
     if limit and (not limit.isdigit() or int(limit) < 1):
-        raise HubError(400, "limit must be a positive integer")
+        raise HubSimError(400, "limit must be a positive integer")
     size = min(int(limit), state.config.page_size) if limit else state.config.page_size
     start = _decode_cursor(query.get("cursor"))
     spaces = state.list_spaces(_user(request), query.get("author"), query.get("search"))

@@ -39,7 +39,7 @@ SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
 TRANSIENT_STATUS: Final[dict[str, int]] = {"hardware": 401, "secrets": 401, "runtime": 404, "space_info": 404}
 
 
-class HubError(Exception):
+class HubSimError(Exception):
     """A Hub-style failure; the HTTP layer renders its status, X-Error-* headers and {"error"} body."""
 
     def __init__(self, status: int, message: str, code: str | None = None) -> None:
@@ -49,7 +49,7 @@ class HubError(Exception):
         self.code = code
 
 
-class RepoConflict(HubError):
+class RepoConflict(HubSimError):
     """409 for an existing repo; the body must carry the repo `url` because `exist_ok=True` reads it."""
 
     def __init__(self, space_id: str) -> None:
@@ -57,9 +57,9 @@ class RepoConflict(HubError):
         self.space_id = space_id
 
 
-def repo_not_found() -> HubError:
+def repo_not_found() -> HubSimError:
     """The only not-found the client reliably maps to RepositoryNotFoundError over http:// (fidelity: F3)."""
-    return HubError(404, "Repository not found", code="RepoNotFound")
+    return HubSimError(404, "Repository not found", code="RepoNotFound")
 
 
 class KeyValue(BaseModel):
@@ -222,13 +222,13 @@ def initial_files(sdk: str, with_app: bool) -> list[str]:
 
 def require_user(user: str | None) -> str:
     if user is None:
-        raise HubError(401, "You must be authenticated to perform this action")
+        raise HubSimError(401, "You must be authenticated to perform this action")
     return user
 
 
 def _check_flavor(flavor: str) -> str:
     if flavor not in HARDWARE_CATALOG:
-        raise HubError(
+        raise HubSimError(
             400, f"Invalid hardware flavor '{flavor}', expected one of {', '.join(HARDWARE_CATALOG)}"
         )
     return flavor
@@ -239,7 +239,7 @@ def _sleep_time(seconds: int | None) -> int | None:
     if seconds is None or seconds == -1:
         return None
     if seconds <= 0:
-        raise HubError(400, "Sleep time must be a positive number of seconds, or -1 to never sleep")
+        raise HubSimError(400, "Sleep time must be a positive number of seconds, or -1 to never sleep")
     return seconds
 
 
@@ -397,7 +397,7 @@ class HubState:
             raise repo_not_found()
         return space
 
-    def transient_failure(self, user: str | None, space_id: str, route: str) -> HubError | None:
+    def transient_failure(self, user: str | None, space_id: str, route: str) -> HubSimError | None:
         """The error a fresh private duplicate answers on `route` while its window is open (fidelity: F32).
 
         Only the Space's own writers see it (others get the usual refusals), and each such answer
@@ -411,7 +411,7 @@ class HubState:
             return None
         space.transient.calls_left = max(0, space.transient.calls_left - 1)
         if status == 401:
-            return HubError(401, "Invalid username or password.", code="RepoNotFound")
+            return HubSimError(401, "Invalid username or password.", code="RepoNotFound")
         return repo_not_found()
 
     def writable_space(self, user: str | None, space_id: str) -> Space:
@@ -419,7 +419,7 @@ class HubState:
         user = require_user(user)
         space = self.visible_space(user, space_id)
         if not self.can_write(user, space.namespace):
-            raise HubError(403, f"You don't have the rights to manage the Space {space_id}")
+            raise HubSimError(403, f"You don't have the rights to manage the Space {space_id}")
         return space
 
     def list_spaces(self, user: str | None, author: str | None, search: str | None) -> list[Space]:
@@ -442,10 +442,10 @@ class HubState:
 
     def _new_space_id(self, user: str, space_id: str) -> str:
         if not is_valid_space_id(space_id):
-            raise HubError(400, f"Invalid repository id '{space_id}'")
+            raise HubSimError(400, f"Invalid repository id '{space_id}'")
         namespace = space_id.split("/")[0]
         if not self.can_write(user, namespace):
-            raise HubError(
+            raise HubSimError(
                 403, f'You don\'t have the rights to create a space under the namespace "{namespace}"'
             )
         if space_id in self.spaces:
@@ -469,9 +469,9 @@ class HubState:
         """create_repo: a README only, so a non-static build ends in NO_APP_FILE (fidelity: F19)."""
         user = require_user(user)
         if repo_type != "space":
-            raise HubError(400, "hubsim only emulates Spaces: 'type' must be 'space'")
+            raise HubSimError(400, "hubsim only emulates Spaces: 'type' must be 'space'")
         if sdk not in APP_FILES:
-            raise HubError(400, f"Invalid sdk {sdk!r}, expected one of {', '.join(APP_FILES)}")
+            raise HubSimError(400, f"Invalid sdk {sdk!r}, expected one of {', '.join(APP_FILES)}")
         space_id = self._new_space_id(user, f"{namespace or user}/{name}")
         now = self.now()
         requested = None if sdk == "static" else _check_flavor(hardware or DEFAULT_FLAVOR)
@@ -539,13 +539,13 @@ class HubState:
         if repo_type != "space" or space is None or not self.can_read(user, space):
             raise repo_not_found()
         if not self.can_write(user, space.namespace):
-            raise HubError(403, f"You don't have the rights to delete the Space {space_id}")
+            raise HubSimError(403, f"You don't have the rights to delete the Space {space_id}")
         del self.spaces[space_id]
 
     def _runtime_control(self, user: str | None, space_id: str, what: str) -> Space:
         space = self.writable_space(user, space_id)
         if space.sdk == "static":
-            raise HubError(400, f"Cannot {what} a static Space")
+            raise HubSimError(400, f"Cannot {what} a static Space")
         return space
 
     def request_hardware(self, user: str | None, space_id: str, flavor: str, sleep_time: int | None) -> Space:
@@ -625,12 +625,12 @@ class HubState:
         (fidelity: F37). A request the edge refuses never reaches the Space: no visit, no wake-up."""
         space = self._lookup(space_id, self.now())
         if space is None:
-            raise HubError(404, f"No Space {space_id}")
+            raise HubSimError(404, f"No Space {space_id}")
         if not space.private:
             return
         user = self.user_for_token(hub_token) if hub_token else None
         if user is None:
-            raise HubError(401, "A Hub token with read access is required for this private Space")
+            raise HubSimError(401, "A Hub token with read access is required for this private Space")
         if not self.can_read(user, space):
             raise repo_not_found()
 
@@ -640,17 +640,17 @@ class HubState:
         now = self.now()
         space = self._lookup(space_id, now)
         if space is None:
-            raise HubError(404, f"No Space {space_id}")
+            raise HubSimError(404, f"No Space {space_id}")
         self.visit(space, now)
         if space.stage not in SERVING_STAGES:
-            raise HubError(503, f"Space {space_id} is not running (stage {space.stage})")
+            raise HubSimError(503, f"Space {space_id} is not running (stage {space.stage})")
         secret = space.secrets.get(SANDBOX_TOKEN_SECRET)
         if (
             secret is None
             or bearer is None
             or not hmac.compare_digest(secret.value.encode(), bearer.encode())
         ):
-            raise HubError(401, "Invalid or missing sandbox token")
+            raise HubSimError(401, "Invalid or missing sandbox token")
         return space
 
     # -- admin ---------------------------------------------------------------------------------
@@ -680,7 +680,7 @@ class HubState:
     ) -> Space:
         """Put a Space straight into a stage (default RUNNING) with an app file, bypassing auth and builds."""
         if not is_valid_space_id(space_id):
-            raise HubError(400, f"Invalid repository id '{space_id}'")
+            raise HubSimError(400, f"Invalid repository id '{space_id}'")
         if space_id in self.spaces:
             raise RepoConflict(space_id)
         now = self.now()
@@ -710,6 +710,6 @@ class HubState:
         """As if its sleep time had just run out: only a running Space can fall asleep (fidelity: F26)."""
         space = self.admin_space(space_id)
         if space.stage != "RUNNING" or space.pending:
-            raise HubError(409, f"Space {space_id} is {space.stage}, only a RUNNING Space can fall asleep")
+            raise HubSimError(409, f"Space {space_id} is {space.stage}, only a RUNNING Space can fall asleep")
         self._record(space, self.now(), ASLEEP, None, space.requested)
         return space

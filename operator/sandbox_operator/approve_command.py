@@ -83,7 +83,7 @@ def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Ide
     }
 
 
-def default_namespace() -> str:
+def kubeconfig_namespace() -> str:
     """The current kubeconfig context's namespace, as kubectl uses it."""
     try:
         _, active = config.list_kube_config_contexts()

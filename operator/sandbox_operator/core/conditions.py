@@ -1,0 +1,156 @@
+"""Conditions and Events: condition types, every reason (one enum that knows its severity),
+setting a condition, and the Events its transitions post. Also the RFC 3339 timestamps they carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from ..api import (
+    AgentSessionStatus,
+    Condition,
+)
+
+# Condition types.
+READY = "Ready"
+HARDWARE_APPROVED = "HardwareApproved"
+BUDGET_EXHAUSTED = "BudgetExhausted"
+#: Whether agent pods can reach the sandbox with what the connection Secret holds.
+AGENT_ACCESS = "AgentAccess"
+
+
+class Severity(StrEnum):
+    """The type of the Event a reason is posted with."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class Reason(StrEnum):
+    """Every reason the core writes into a condition or an Event, with its severity: a new reason is
+    one line here, and its Events are Warnings exactly when it says so."""
+
+    severity: Severity
+
+    def __new__(cls, value: str, severity: Severity = Severity.NORMAL) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.severity = severity
+        return member
+
+    # Progress and healthy states.
+    FREE_HARDWARE = "FreeHardware"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    NOT_JUDGED = "NotJudged"
+    WITHIN_BUDGET = "WithinBudget"
+    PUBLIC_SPACE = "PublicSpace"
+    READ_TOKEN_PUBLISHED = "ReadTokenPublished"
+    CREATING = "Creating"
+    PROVISIONING = "Provisioning"
+    ROTATING_TOKEN = "RotatingToken"
+    SANDBOX_SLEEPING = "SandboxSleeping"
+    RESTARTING = "Restarting"
+    BUILDING = "Building"
+    STARTING = "Starting"
+    HARDWARE_SWITCHING = "HardwareSwitching"
+    SANDBOX_READY = "SandboxReady"
+    SPACE_DELETED = "SpaceDeleted"
+    WAITING_FOR_HUB = "WaitingForHub"
+    FREEING_HARDWARE = "FreeingHardware"
+    RELEASING_SPACE = "ReleasingSpace"
+    DELETING_SPACE = "DeletingSpace"
+    SPACE_ORPHANED = "SpaceOrphaned"
+    # Hub failures (FailureKind): retried with backoff.
+    HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
+    HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING
+    HUB_FORBIDDEN = "HubForbidden", Severity.WARNING
+    HUB_UNAVAILABLE = "HubUnavailable", Severity.WARNING
+    HUB_BAD_REQUEST = "HubBadRequest", Severity.WARNING
+    TEMPLATE_NOT_FOUND = "TemplateNotFound", Severity.WARNING
+    SPACE_NOT_FOUND = "SpaceNotFound", Severity.WARNING
+    HUB_ACCESS_LOST = "HubAccessLost", Severity.WARNING
+    # Problems someone has to look at: the Space, the spec, money, access, or the operator itself.
+    BUILD_ERROR = "BuildError", Severity.WARNING
+    RUNTIME_ERROR = "RuntimeError", Severity.WARNING
+    SECRET_NOT_FOUND = "SecretNotFound", Severity.WARNING
+    SPACE_NOT_OWNED = "SpaceNotOwned", Severity.WARNING
+    HEALTH_CHECK_FAILING = "HealthCheckFailing", Severity.WARNING
+    SPACE_LOST = "SpaceLost", Severity.WARNING
+    BUDGET_SPENT = "BudgetSpent", Severity.WARNING
+    APPROVAL_EXCEEDS_LIMIT = "ApprovalExceedsLimit", Severity.WARNING
+    APPROVAL_NOT_ENFORCED = "ApprovalNotEnforced", Severity.WARNING
+    APPROVER_NOT_AUTHORIZED = "ApproverNotAuthorized", Severity.WARNING
+    TEMPLATE_NOT_ALLOWED = "TemplateNotAllowed", Severity.WARNING
+    OWNER_NOT_ALLOWED = "OwnerNotAllowed", Severity.WARNING
+    PUBLIC_SPACE_NOT_ALLOWED = "PublicSpaceNotAllowed", Severity.WARNING
+    SECRETS_NOT_ENFORCED = "SecretsNotEnforced", Severity.WARNING
+    CONNECTION_SECRET_CONFLICT = "ConnectionSecretConflict", Severity.WARNING
+    NO_READ_TOKEN = "NoReadToken", Severity.WARNING
+    READ_TOKEN_SECRET_NOT_FOUND = "ReadTokenSecretNotFound", Severity.WARNING
+    SECRET_INVALID = "SecretInvalid", Severity.WARNING
+    INTERNAL_ERROR = "InternalError", Severity.WARNING
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def rfc3339(moment: datetime, precise: bool = False) -> str:
+    """Seconds for conditions (as Kubernetes writes them); microseconds where spend is computed from it."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """Upsert one condition; lastTransitionTime moves only when the status changes."""
+    previous = next((c for c in conditions if c.type == type_), None)
+    transition = (
+        previous.last_transition_time if previous is not None and previous.status == status else rfc3339(now)
+    )
+    updated = Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": transition,
+            "observedGeneration": generation,
+        }
+    )
+    return [c for c in conditions if c.type != type_] + [updated]
+
+
+def condition_of(status: AgentSessionStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def transition_events(old: AgentSessionStatus, new: AgentSessionStatus) -> list[EventNote]:
+    """One Event for each condition whose status or reason changed."""
+    events = []
+    for condition in new.conditions:
+        before = condition_of(old, condition.type)
+        if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
+            continue
+        kind = Reason(condition.reason).severity
+        events.append(
+            EventNote(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
+        )
+    return events

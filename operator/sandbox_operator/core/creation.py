@@ -1,0 +1,133 @@
+"""Before and around a create: the allow-list checks that refuse a spec (the operator's Hub token is
+not lent), and the record of a duplicate in flight, so "not found" is not taken for "gone".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+
+from ..api import (
+    AgentSessionSpec,
+    AgentSessionStatus,
+)
+from ..config import OperatorConfig
+from ..policy import HOW_TO_FIX
+from .conditions import Reason, parse_rfc3339
+from .model import CreateSpace, FailureKind, HubFailure, Observation
+
+
+def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:
+    return value == default or any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+def _listed(default: str, patterns: frozenset[str]) -> str:
+    return ", ".join([default, *sorted(patterns)])
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the operator will not create a Space for this spec (no Hub call, no intent)."""
+
+    reason: Reason
+    message: str
+    #: When to look again: the refusal may lift without a spec change (the policy gets installed).
+    recheck_after: float | None = None
+
+
+def creation_refusal(spec: AgentSessionSpec, observed: Observation, config: OperatorConfig) -> Refusal | None:
+    """The operator's Hub token must not be lent: a session gets only templates, owners and
+    visibility the operator's allow-lists permit, and Secrets only while the API server checks
+    that the session's author may read them."""
+    template = spec.template or config.default_template
+    if not _allowed(template, config.allowed_templates, config.default_template):
+        return Refusal(
+            Reason.TEMPLATE_NOT_ALLOWED,
+            f"spec.template {template} is not a template this operator may duplicate (allowed: "
+            f"{_listed(config.default_template, config.allowed_templates)}); spec.template cannot change, "
+            "so recreate the session with an allowed template, or have the operator's --allowed-templates "
+            "extended",
+        )
+    owner = spec.owner or config.default_owner
+    if not _allowed(owner, config.allowed_owners, config.default_owner):
+        return Refusal(
+            Reason.OWNER_NOT_ALLOWED,
+            f"spec.owner {owner} is not a Hub namespace this operator may create Spaces in (allowed: "
+            f"{_listed(config.default_owner, config.allowed_owners)}); spec.owner cannot change, so recreate "
+            "the session with an allowed owner, or have the operator's --allowed-owners extended",
+        )
+    if not spec.private and not config.allow_public_spaces:
+        return Refusal(
+            Reason.PUBLIC_SPACE_NOT_ALLOWED,
+            "spec.private is false, but this operator creates only private Spaces (--allow-public-spaces is "
+            "off); spec.private cannot change, so recreate the session without it",
+        )
+    if spec.secrets and observed.policy_problem is not None and not config.insecure_trust_approvals:
+        return Refusal(
+            Reason.SECRETS_NOT_ENFORCED,
+            f"spec.secrets is not read: {observed.policy_problem}, so the API server does not check that the "
+            f"session's author may read the Secrets it names; {HOW_TO_FIX}",
+            recheck_after=config.approval_recheck_interval,
+        )
+    return None
+
+
+def duplicate_window_end(status: AgentSessionStatus, config: OperatorConfig) -> datetime | None:
+    """Until when a duplicate the operator asked for may still make the Space appear.
+
+    The request leaves by the send deadline or never (the Hub gate drops it), the Hub answers
+    within the Hub timeout, and shows the new Space within the visibility grace.
+    """
+    if status.duplicate_requested_time is None:
+        return None
+    window = config.duplicate_send_deadline + config.hub_timeout + config.hub_visibility_grace
+    return parse_rfc3339(status.duplicate_requested_time) + timedelta(seconds=window)
+
+
+def duplicate_may_land(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
+    """True while a "not found" for the Space may mean "not visible yet" rather than "gone".
+
+    Once the Space was seen after the request, the create has landed: a new duplicate is asked
+    for only after the previous one's window, so no other create can be in flight.
+    """
+    end = duplicate_window_end(status, config)
+    if end is None or now >= end:
+        return False
+    confirmed = status.space_confirmed_time
+    requested = status.duplicate_requested_time
+    landed = (
+        confirmed is not None
+        and requested is not None
+        and parse_rfc3339(confirmed) >= parse_rfc3339(requested)
+    )
+    return not landed
+
+
+def space_may_exist(status: AgentSessionStatus) -> bool:
+    """Whether this session ever asked for its Space (and was not refused) or saw it."""
+    return status.duplicate_requested_time is not None or status.space_confirmed_time is not None
+
+
+#: Answers to a duplicate after which nothing was created: no create is in flight.
+CREATE_REFUSED_KINDS = frozenset(
+    {
+        FailureKind.RATE_LIMITED,
+        FailureKind.UNAUTHORIZED,
+        FailureKind.FORBIDDEN,
+        FailureKind.BAD_REQUEST,
+        FailureKind.TEMPLATE_NOT_FOUND,
+    }
+)
+
+
+def create_record(
+    status: AgentSessionStatus, action: CreateSpace, sent: bool, failure: HubFailure | None
+) -> str | None:
+    """status.duplicateRequestedTime after a create attempt: unchanged if the request was never
+    sent, cleared if the Hub refused it outright, else the time it was asked for (it may land)."""
+    if not sent:
+        return status.duplicate_requested_time
+    if failure is not None and failure.kind in CREATE_REFUSED_KINDS:
+        return None
+    return action.requested_time

@@ -1,0 +1,627 @@
+"""The state machine: `decide` turns (session, observation) into the next action and the status that
+describes it, for a live session and for one being deleted (the finalizer's branch). Nothing here
+does I/O; the controller observes, calls `decide`, applies the one action and observes again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from ..api import (
+    AgentSessionStatus,
+    DeletionPolicy,
+    Hardware,
+    HardwareStatus,
+    PendingApproval,
+    Phase,
+)
+from ..config import OperatorConfig
+from .conditions import (
+    AGENT_ACCESS,
+    BUDGET_EXHAUSTED,
+    HARDWARE_APPROVED,
+    READY,
+    EventNote,
+    Reason,
+    condition_of,
+    parse_rfc3339,
+    rfc3339,
+    set_condition,
+    transition_events,
+)
+from .creation import Refusal, creation_refusal, duplicate_may_land, duplicate_window_end, space_may_exist
+from .model import (
+    ERROR_STAGES,
+    NOT_VISIBLE_KINDS,
+    SLEEPING,
+    STARTING_STAGES,
+    STOPPED_STAGES,
+    Action,
+    CreateSpace,
+    DeleteSpace,
+    DeletionObservation,
+    FailureKind,
+    HubFailure,
+    Observation,
+    Plan,
+    PublishConnection,
+    PublishHubToken,
+    RecordIntent,
+    ReleaseSpace,
+    RequestHardware,
+    RestartSpace,
+    RotateToken,
+    Session,
+    SetSleepTime,
+    SpaceView,
+    connection_secret_name,
+    deletion_space_id,
+    space_id_for,
+)
+from .money import (
+    UNTRUSTED_APPROVAL_REASONS,
+    HardwareVerdict,
+    accrue_spend,
+    budget_exhausted,
+    free_flavor,
+    is_free,
+    judge_hardware,
+    sleep_time_for,
+    spend_recheck_delay,
+    target_hardware,
+    usd,
+)
+
+#: While a session stays starting or unhealthy, the poll delay is this fraction of the time it has
+#: not been Ready: polls thin out geometrically (x1.25 each), up to `waiting_poll_max`.
+WAITING_BACKOFF_FRACTION = 0.25
+
+
+def backoff_delay(failures: int, config: OperatorConfig, jitter: float) -> float:
+    """Exponential backoff with +-20% jitter (jitter in [0, 1)), so many sessions do not retry in step."""
+    base = min(config.backoff_max, config.backoff_base * (2.0 ** max(0, failures - 1)))
+    return round(base * (0.8 + 0.4 * jitter), 3)
+
+
+def waiting_delay(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> float:
+    """The next poll of a session that is starting or unhealthy: a share of the time it has not been
+    Ready (the Ready condition's lastTransitionTime), so a stuck session does not eat the Hub budget."""
+    ready = condition_of(status, READY)
+    held = 0.0
+    if ready is not None and ready.status != "True":
+        held = max(0.0, (now - parse_rfc3339(ready.last_transition_time)).total_seconds())
+    return max(config.poll_interval, min(config.waiting_poll_max, held * WAITING_BACKOFF_FRACTION))
+
+
+@dataclass
+class _Draft:
+    """A status under construction for one decision."""
+
+    session: Session
+    now: datetime
+    status: AgentSessionStatus
+    verdict: HardwareVerdict
+    failed: bool = False
+    exhausted: bool = False
+
+    def condition(self, type_: str, status: str, reason: Reason, message: str) -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions, type_, status, reason, message, self.session.generation, self.now
+        )
+
+    def ready(self, status: str, reason: Reason, message: str) -> None:
+        self.condition(READY, status, reason, message)
+
+
+def _failure(
+    draft: _Draft, reason: Reason, message: str, config: OperatorConfig, jitter: float, minimum: float = 0.0
+) -> float:
+    """Record a failed reconcile; returns the delay before the next try."""
+    failures = (draft.status.failures or 0) + 1
+    delay = max(minimum, backoff_delay(failures, config, jitter))
+    draft.failed = True
+    retry_at = draft.now + timedelta(seconds=delay)
+    draft.status.failures = failures
+    draft.status.next_retry_time = rfc3339(retry_at)
+    draft.ready(
+        "False", reason, f"{message} (attempt {failures}; next try in {delay:.0f}s at {rfc3339(retry_at)})"
+    )
+    return delay
+
+
+def _hub_failure_delay(failure: HubFailure, config: OperatorConfig) -> float:
+    if failure.kind is FailureKind.RATE_LIMITED and failure.retry_after is not None:
+        return float(failure.retry_after)
+    if failure.kind in (FailureKind.UNAUTHORIZED, FailureKind.FORBIDDEN):
+        return config.credentials_backoff_min
+    return 0.0
+
+
+def _report_space(draft: _Draft, space: SpaceView) -> None:
+    draft.status.stage = space.stage
+    draft.status.hardware = HardwareStatus(current=space.current_hardware, requested=space.requested_hardware)
+    if space.url:
+        draft.status.url = space.url
+    if space.sandbox_url:
+        draft.status.sandbox_url = space.sandbox_url
+
+
+def decide(
+    session: Session,
+    observed: Observation | DeletionObservation,
+    config: OperatorConfig,
+    now: datetime,
+    jitter: float = 0.5,
+) -> Plan:
+    """The next action for a session, and the status that describes it: one entry for its whole
+    life, branching on deletion as Crossplane's Reconcile does on WasDeleted. The controller
+    observes a deleting session's Space as a `DeletionObservation`."""
+    if isinstance(observed, DeletionObservation):
+        return decide_deletion(session, observed, config, jitter, now=now)
+    return decide_live(session, observed, config, now, jitter)
+
+
+def decide_live(
+    session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
+) -> Plan:
+    """The next action for a live (not deleting) session, and the status that describes it."""
+    verdict = judge_hardware(
+        session.spec,
+        config,
+        observed.prices,
+        policy_problem=observed.policy_problem,
+        approver_authorized=observed.approver_authorized,
+    )
+    draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
+    draft.status.observed_generation = session.generation
+    _money(draft, observed, config)
+    _agent_access(draft, observed)
+    action, requeue = _next_step(draft, observed, config, jitter)
+    if draft.status.spend is not None:
+        recheck = spend_recheck_delay(draft.status.spend, config)
+        if recheck is not None:
+            requeue = recheck if requeue is None else min(requeue, recheck)
+    if verdict.reason in UNTRUSTED_APPROVAL_REASONS:
+        # Lifts without a spec change (the policy installed, a role granted): look again.
+        recheck = config.approval_recheck_interval
+        requeue = recheck if requeue is None else min(requeue, recheck)
+    if not draft.failed:
+        draft.status.failures = None
+        draft.status.next_retry_time = None
+    return Plan(action, draft.status, requeue, transition_events(session.status, draft.status))
+
+
+def decide_failure(
+    session: Session, reason: Reason, message: str, config: OperatorConfig, now: datetime, jitter: float = 0.5
+) -> Plan:
+    """A failure met outside the Hub (a Secret that is not text, a bug): reported like a Hub failure,
+    as a condition and an Event, and retried with backoff instead of crash-restarting the loop."""
+    unjudged = HardwareVerdict(False, Reason.NOT_JUDGED, "no hardware decision is made after this failure")
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
+    draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
+    delay = _failure(draft, reason, message, config, jitter)
+    if session.deleting:
+        return _deletion_plan(draft, None, reason, message, delay)
+    return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
+
+
+def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
+    """Approval, spend and budget: conditions and status fields, before any hardware decision."""
+    spec = draft.session.spec
+    verdict = draft.verdict
+    wanted = str(spec.hardware)
+    draft.condition(
+        HARDWARE_APPROVED, "True" if verdict.approved else "False", verdict.reason, verdict.message
+    )
+    paid = not is_free(wanted, config)
+    draft.status.approved_by = (
+        spec.approval.approved_by if spec.approval and verdict.approved and paid else None
+    )
+    draft.status.pending_approval = (
+        PendingApproval.model_validate({"hardware": wanted, "usdPerHour": observed.prices.get(wanted)})
+        if paid and not verdict.approved
+        else None
+    )
+    budget = spec.approval.budget_usd if spec.approval else None
+    if observed.space is not None:
+        draft.status.spend = accrue_spend(
+            draft.status.spend, observed.space, config, observed.prices, budget, draft.now
+        )
+    elif draft.status.spend is not None:
+        draft.status.spend.budget_usd = budget
+    draft.exhausted = budget_exhausted(spec, draft.status.spend)
+    if budget is None:
+        draft.status.conditions = [c for c in draft.status.conditions if c.type != BUDGET_EXHAUSTED]
+        return
+    spent = draft.status.spend.estimated_usd if draft.status.spend else 0.0
+    if draft.exhausted:
+        draft.condition(
+            BUDGET_EXHAUSTED,
+            "True",
+            Reason.BUDGET_SPENT,
+            f"estimated spend {usd(spent)} reached the budget of {usd(budget)}; the Space is back on "
+            f"{Hardware.CPU_BASIC.value} until an approver raises spec.approval.budgetUsd",
+        )
+    else:
+        draft.condition(
+            BUDGET_EXHAUSTED, "False", Reason.WITHIN_BUDGET, f"estimated spend {usd(spent)} of {usd(budget)}"
+        )
+
+
+def _agent_access(draft: _Draft, observed: Observation) -> None:
+    """Say whether agent pods can pass the Hub's edge with the connection Secret (not part of Ready:
+    the sandbox itself may be fine)."""
+    if not draft.session.spec.private:
+        draft.condition(
+            AGENT_ACCESS,
+            "True",
+            Reason.PUBLIC_SPACE,
+            "the Space is public: the sandbox token alone reaches it",
+        )
+    elif observed.read_token_problem is not None:
+        draft.condition(
+            AGENT_ACCESS, "False", Reason.READ_TOKEN_SECRET_NOT_FOUND, observed.read_token_problem
+        )
+    elif not observed.read_token:
+        draft.condition(
+            AGENT_ACCESS,
+            "False",
+            Reason.NO_READ_TOKEN,
+            "no Hub read token is configured (the operator's --hub-read-token-secret or "
+            "spec.hubTokenSecretRef): agent pods will not pass the Hub's edge of this private Space",
+        )
+    else:
+        draft.condition(
+            AGENT_ACCESS,
+            "True",
+            Reason.READ_TOKEN_PUBLISHED,
+            "the connection Secret holds hubToken (Authorization, for the Hub's edge) and token "
+            "(X-Sandbox-Authorization, for the sandbox)",
+        )
+
+
+def _published_hub_token(session: Session, observed: Observation) -> str:
+    """What the connection Secret's hubToken should be: the read token for a private Space, else none."""
+    return (observed.read_token or "") if session.spec.private else ""
+
+
+def _next_step(
+    draft: _Draft, observed: Observation, config: OperatorConfig, jitter: float
+) -> tuple[Action | None, float | None]:
+    session = draft.session
+    status = draft.status
+    now = draft.now
+    if status.space_id is None:
+        refusal = creation_refusal(session.spec, observed, config)
+        if refusal is not None:
+            return None, _refuse(draft, refusal)
+    if observed.connection_conflict is not None:
+        draft.status.phase = Phase.FAILED
+        return None, _failure(
+            draft, Reason.CONNECTION_SECRET_CONFLICT, observed.connection_conflict, config, jitter
+        )
+    if status.space_id is None:
+        return _record_intent(draft, space_id_for(session, config)), 0.0
+    space_id = status.space_id
+
+    failure = observed.hub_failure
+    if failure is not None and failure.kind in NOT_VISIBLE_KINDS and duplicate_may_land(status, config, now):
+        return _await_visibility(draft, space_id, failure.message, config)
+    if failure is not None:
+        draft.status.phase = Phase.FAILED
+        return None, _failure(
+            draft, failure.kind.reason, failure.message, config, jitter, _hub_failure_delay(failure, config)
+        )
+
+    space = observed.space
+    if space is None:
+        if duplicate_may_land(status, config, now):
+            return _await_visibility(draft, space_id, "not found", config)
+        if observed.secrets_problem is not None:
+            draft.status.phase = Phase.FAILED
+            return None, _failure(draft, Reason.SECRET_NOT_FOUND, observed.secrets_problem, config, jitter)
+        if observed.token is None:
+            # The connection Secret is gone too: record the intent (and a new token) again first.
+            return _record_intent(draft, space_id), 0.0
+        refusal = creation_refusal(session.spec, observed, config)
+        if refusal is not None:
+            return None, _refuse(draft, refusal)
+        lost = status.space_confirmed_time is not None
+        draft.status.phase = Phase.CREATING
+        draft.status.stage = None
+        draft.status.hardware = None
+        draft.status.space_confirmed_time = None
+        template = session.spec.template or config.default_template
+        if lost:
+            draft.ready(
+                "False", Reason.SPACE_LOST, f"Space {space_id} disappeared from the Hub; creating it again"
+            )
+        else:
+            draft.ready("False", Reason.CREATING, f"duplicating {template} into {space_id}")
+        requested = rfc3339(now, precise=True)
+        draft.status.duplicate_requested_time = requested
+        send_by = now + timedelta(seconds=config.duplicate_send_deadline)
+        return CreateSpace(space_id, template, session.spec.private, requested, send_by), config.poll_interval
+
+    _report_space(draft, space)
+    if space.marker_uid is not None and space.marker_uid != session.uid:
+        draft.status.phase = Phase.FAILED
+        return None, _failure(
+            draft,
+            Reason.SPACE_NOT_OWNED,
+            f"Space {space_id} exists but belongs to session UID {space.marker_uid}; it is left untouched",
+            config,
+            jitter,
+            minimum=config.backoff_max,
+        )
+    if space.marker_uid == session.uid and status.space_confirmed_time is None:
+        draft.status.space_confirmed_time = rfc3339(now, precise=True)
+
+    # Money first, whatever the stage: paid hardware that is not allowed now is given up before
+    # anything else is done to the Space (a restart, a new token), never left to a later stage.
+    target = target_hardware(session.spec, space, config, draft.verdict, draft.exhausted)
+    sleep_time = sleep_time_for(session.spec, config) if not is_free(target, config) else None
+    held = space.requested_hardware or space.current_hardware
+    if held is not None and not is_free(held, config) and held != target:
+        draft.status.phase = Phase.UPGRADING
+        draft.ready(
+            "False",
+            Reason.HARDWARE_SWITCHING,
+            f"{held} is not allowed now; requesting {target} (the Hub reports stage {space.stage})",
+        )
+        return RequestHardware(space_id, target, sleep_time), config.poll_interval
+
+    if observed.token is None:
+        draft.status.phase = Phase.STARTING
+        draft.status.token_rotated_time = rfc3339(now)
+        draft.ready(
+            "False", Reason.ROTATING_TOKEN, "the connection Secret was lost; issuing a new sandbox token"
+        )
+        return RotateToken(space_id), 0.0
+    if space.sandbox_url and observed.connection_url != space.sandbox_url:
+        return PublishConnection(space.sandbox_url), 0.0
+    hub_token = _published_hub_token(session, observed)
+    if (observed.connection_hub_token or "") != hub_token:
+        return PublishHubToken(hub_token), 0.0
+
+    if space.stage in ERROR_STAGES:
+        draft.status.phase = Phase.FAILED
+        reason = (
+            Reason.BUILD_ERROR
+            if space.stage in ("BUILD_ERROR", "CONFIG_ERROR", "NO_APP_FILE")
+            else Reason.RUNTIME_ERROR
+        )
+        already_failing = (status.failures or 0) > 0 and _ready_reason(session.status) == reason
+        delay = _failure(
+            draft, reason, f"the Hub reports stage {space.stage}; restarting the Space", config, jitter
+        )
+        return (RestartSpace(space_id) if already_failing else None), delay
+    if space.stage == SLEEPING:
+        # Waking it (a health check, a restart) would bill it again: the first request of an agent does.
+        draft.status.phase = Phase.SLEEPING
+        draft.ready(
+            "True",
+            Reason.SANDBOX_SLEEPING,
+            f"Space {space_id} is asleep after its sleep time without requests; the first request wakes it",
+        )
+        asleep_on = space.requested_hardware
+        paid = asleep_on is not None and not is_free(asleep_on, config)
+        # Woken by an agent, it bills again: look again as often as spend is accrued.
+        return None, config.spend_interval if paid else None
+    if space.stage in STOPPED_STAGES:
+        draft.status.phase = Phase.STARTING
+        draft.ready("False", Reason.RESTARTING, f"the Space is {space.stage}; restarting it")
+        return RestartSpace(space_id), config.poll_interval
+    if space.stage in STARTING_STAGES or space.stage != "RUNNING":
+        switching = space.requested_hardware not in (None, space.current_hardware) and space.current_hardware
+        draft.status.phase = Phase.UPGRADING if switching else Phase.STARTING
+        reason = Reason.BUILDING if "BUILDING" in space.stage else Reason.STARTING
+        draft.ready("False", reason, f"the Hub reports stage {space.stage}")
+        return None, waiting_delay(draft.status, config, now)
+
+    if space.requested_hardware != target and space.current_hardware != target:
+        draft.status.phase = Phase.UPGRADING
+        draft.ready(
+            "False", Reason.HARDWARE_SWITCHING, f"requesting {target} (now on {space.current_hardware})"
+        )
+        return RequestHardware(space_id, target, sleep_time), config.poll_interval
+    if space.current_hardware != target:
+        draft.status.phase = Phase.UPGRADING
+        draft.ready("False", Reason.HARDWARE_SWITCHING, f"waiting for the Hub to move the Space to {target}")
+        return None, waiting_delay(draft.status, config, now)
+
+    if sleep_time is not None and space.sleep_time != sleep_time:
+        return SetSleepTime(space_id, sleep_time), 0.0
+
+    health = observed.health
+    if health is None or not health.ok:
+        if health is not None and health.status == 401 and _may_rotate_token(status, config, now):
+            draft.status.phase = Phase.STARTING
+            draft.status.token_rotated_time = rfc3339(now)
+            draft.ready(
+                "False",
+                Reason.ROTATING_TOKEN,
+                f"the sandbox rejects its token ({health.detail}); issuing a new one",
+            )
+            return RotateToken(space_id), 0.0
+        draft.status.phase = Phase.STARTING
+        detail = health.detail if health else "not checked yet"
+        draft.ready(
+            "False",
+            Reason.HEALTH_CHECK_FAILING,
+            f"the sandbox API does not answer its health check: {detail}",
+        )
+        return None, waiting_delay(draft.status, config, now)
+
+    draft.status.phase = Phase.READY
+    draft.ready(
+        "True", Reason.SANDBOX_READY, f"Space {space_id} is running on {target} and answers its health check"
+    )
+    return None, None
+
+
+def _refuse(draft: _Draft, refusal: Refusal) -> float | None:
+    """No Space for this spec: say why; look again only if the refusal can lift by itself."""
+    draft.status.phase = Phase.FAILED
+    draft.ready("False", refusal.reason, refusal.message)
+    return refusal.recheck_after
+
+
+def _await_visibility(
+    draft: _Draft, space_id: str, detail: str, config: OperatorConfig
+) -> tuple[Action | None, float | None]:
+    """Right after our own duplicate the Hub may not show the Space yet: wait, never create it again."""
+    end = duplicate_window_end(draft.status, config)
+    until = f" until {rfc3339(end)}" if end is not None else ""
+    draft.status.phase = Phase.CREATING
+    draft.ready(
+        "False",
+        Reason.CREATING,
+        f"the Hub does not show {space_id} yet after its duplicate ({detail}); waiting{until}",
+    )
+    return None, config.poll_interval
+
+
+def _may_rotate_token(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
+    """A token the sandbox rejects is replaced at most once per interval, so a rejection that a new
+    token does not cure cannot become a loop of rotations."""
+    last = status.token_rotated_time
+    return last is None or (now - parse_rfc3339(last)).total_seconds() >= config.token_rotation_interval
+
+
+def _record_intent(draft: _Draft, space_id: str) -> RecordIntent:
+    """The status after RecordIntent names the Space, so later steps (and a restart) adopt it."""
+    secret = connection_secret_name(draft.session)
+    draft.status.space_id = space_id
+    draft.status.connection_secret = secret
+    draft.status.phase = Phase.CREATING
+    draft.ready("False", Reason.PROVISIONING, f"creating Space {space_id}")
+    return RecordIntent(space_id, secret)
+
+
+def _ready_reason(status: AgentSessionStatus) -> str | None:
+    condition = condition_of(status, READY)
+    return condition.reason if condition else None
+
+
+def _deletion_plan(
+    draft: _Draft,
+    action: ReleaseSpace | RequestHardware | DeleteSpace | None,
+    reason: Reason,
+    message: str,
+    requeue_after: float | None = None,
+    *,
+    done: bool = False,
+) -> Plan:
+    """A deleting session's plan: its Ready condition says why the finalizer stays or goes, and
+    every decision without an action is also an Event (each try of a stuck deletion is visible)."""
+    if not draft.failed:
+        draft.ready("False", reason, message)
+        draft.status.failures = None
+        draft.status.next_retry_time = None
+    condition = condition_of(draft.status, READY)
+    assert condition is not None
+    events = []
+    if action is None:
+        kind = "Normal" if done else "Warning"
+        events.append(EventNote(kind, condition.reason, condition.message))
+    return Plan(action, draft.status, requeue_after, events, done=done)
+
+
+def decide_deletion(
+    session: Session,
+    observed: DeletionObservation,
+    config: OperatorConfig,
+    jitter: float = 0.5,
+    *,
+    now: datetime,
+) -> Plan:
+    """Whether the finalizer may go: only once the Space is gone, released by policy, or not ours.
+
+    A session whose status lost its spaceId is still checked under the derived name, so a
+    status wiped by hand or restored from an old backup cannot leak a Space. While a duplicate
+    the operator asked for may still land, "not found" is not "gone": the finalizer waits. A
+    Space kept by `deletionPolicy: Orphan` is first brought back to free hardware (no one is
+    accountable for it afterwards), then released: the orphan sweeper must not delete it later.
+    """
+    unjudged = HardwareVerdict(False, Reason.NOT_JUDGED, "no hardware decision is made while deleting")
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
+    draft.status.phase = Phase.DELETING
+    space_id = deletion_space_id(session, config)
+    orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
+    if observed.deleted:
+        return _deletion_plan(draft, None, Reason.SPACE_DELETED, f"Space {space_id} is deleted", done=True)
+    failure = observed.hub_failure
+    if (
+        failure is not None
+        and failure.kind is FailureKind.ACCESS_LOST
+        and not space_may_exist(session.status)
+    ):
+        return _deletion_plan(
+            draft, None, Reason.SPACE_DELETED, f"no Space {space_id} was ever created", done=True
+        )
+    landing = duplicate_may_land(session.status, config, now)
+    if (failure is not None and failure.kind in NOT_VISIBLE_KINDS and landing) or (
+        failure is None and observed.marker is None and landing
+    ):
+        end = duplicate_window_end(session.status, config)
+        return _deletion_plan(
+            draft,
+            None,
+            Reason.WAITING_FOR_HUB,
+            f"Space {space_id} was just created and the Hub does not show it yet; checking again "
+            f"until {rfc3339(end or now)}",
+            config.poll_interval,
+        )
+    if failure is not None:
+        delay = _failure(
+            draft,
+            failure.kind.reason,
+            f"cannot {'release' if orphan else 'delete'} Space {space_id} yet: {failure.message}",
+            config,
+            jitter,
+            _hub_failure_delay(failure, config),
+        )
+        return _deletion_plan(draft, None, failure.kind.reason, "", delay)
+    if orphan and (observed.marker != session.uid or observed.marker_cluster != config.cluster_id):
+        return _deletion_plan(
+            draft,
+            None,
+            Reason.SPACE_ORPHANED,
+            f"deletionPolicy is Orphan; Space {space_id} is kept",
+            done=True,
+        )
+    if orphan:
+        held = observed.requested_hardware or observed.current_hardware
+        if held is not None and not is_free(held, config):
+            free = free_flavor(observed.current_hardware, config)
+            plan = _deletion_plan(
+                draft,
+                RequestHardware(space_id, free),
+                Reason.FREEING_HARDWARE,
+                f"requesting {free} for Space {space_id} (now {held}) before it is kept "
+                "(deletionPolicy Orphan): a kept Space must not hold paid hardware",
+                0.0,
+            )
+            # The kept Space changes under its user's eyes: say so, not only that it is kept.
+            return replace(plan, events=[EventNote("Normal", plan.reason, plan.message)])
+        return _deletion_plan(
+            draft,
+            ReleaseSpace(space_id),
+            Reason.RELEASING_SPACE,
+            f"keeping Space {space_id} (deletionPolicy Orphan)",
+        )
+    if observed.marker is None:
+        return _deletion_plan(draft, None, Reason.SPACE_DELETED, f"Space {space_id} is deleted", done=True)
+    if observed.marker != session.uid:
+        return _deletion_plan(
+            draft,
+            None,
+            Reason.SPACE_NOT_OWNED,
+            f"Space {space_id} does not carry this session's ownership marker; it is left untouched",
+            done=True,
+        )
+    return _deletion_plan(
+        draft, DeleteSpace(space_id), Reason.DELETING_SPACE, f"deleting Space {space_id}", 0.0
+    )

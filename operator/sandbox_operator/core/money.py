@@ -1,0 +1,206 @@
+"""Money: whether paid hardware is approved (`judge_hardware`), the flavor the Space should run on,
+the spend estimate and budget, and the sleep time of paid hardware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..api import (
+    AgentSessionSpec,
+    Hardware,
+    Spend,
+)
+from ..config import OperatorConfig
+from ..policy import HOW_TO_FIX
+from .conditions import Reason, parse_rfc3339, rfc3339
+from .model import UNBILLED_STAGES, SpaceView
+
+
+def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:
+    """The sleep time of paid hardware: the session's, else the operator's default, at most its maximum."""
+    wanted = spec.sleep_time_seconds if spec.sleep_time_seconds is not None else config.sleep_time_default
+    return min(wanted, config.sleep_time_max)
+
+
+def is_free(flavor: str, config: OperatorConfig) -> bool:
+    return flavor in config.free_hardware
+
+
+def free_flavor(current: str | None, config: OperatorConfig) -> str:
+    """The free flavor to fall back to: the current one if it is free, else cpu-basic."""
+    if current is not None and is_free(current, config):
+        return current
+    return Hardware.CPU_BASIC.value
+
+
+@dataclass(frozen=True)
+class HardwareVerdict:
+    """Whether spec.hardware may be requested from the Hub, and why, for the HardwareApproved condition."""
+
+    approved: bool
+    reason: Reason
+    message: str
+
+
+def usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+#: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.
+UNTRUSTED_APPROVAL_REASONS = frozenset({Reason.APPROVAL_NOT_ENFORCED, Reason.APPROVER_NOT_AUTHORIZED})
+#: Said in logs and conditions whenever approvals are trusted without the admission policy.
+INSECURE_TRUST_WARNING = (
+    "approvals are trusted without checking the admission policy or the approver "
+    "(--insecure-trust-approvals): any session editor can approve paid hardware; never use this in production"
+)
+
+
+def judge_hardware(
+    spec: AgentSessionSpec,
+    config: OperatorConfig,
+    prices: Mapping[str, float],
+    *,
+    policy_problem: str | None,
+    approver_authorized: bool | None,
+) -> HardwareVerdict:
+    """Free flavors pass; a paid one needs an approval naming it, or a standing budget covering its
+    price, within the operator's limits. Nothing else can make the operator spend money.
+
+    An approval counts only while the API server enforces the approval policy (`policy_problem`
+    None: else `approvedBy` is free text) and a SubjectAccessReview confirms the approver may
+    still approve it here (`approver_authorized`), unless the operator runs with
+    `insecure_trust_approvals` (development only)."""
+    wanted = str(spec.hardware)
+    if is_free(wanted, config):
+        return HardwareVerdict(True, Reason.FREE_HARDWARE, f"{wanted} needs no approval")
+    price = prices.get(wanted)
+    priced = f"{wanted} ({usd(price)}/h)" if price is not None else wanted
+    approval = spec.approval
+    if approval is None:
+        return HardwareVerdict(
+            False,
+            Reason.AWAITING_APPROVAL,
+            f"{priced} is paid hardware; it is requested once an approver sets spec.approval",
+        )
+    if approval.hardware is not None and str(approval.hardware) != wanted:
+        return HardwareVerdict(
+            False,
+            Reason.AWAITING_APPROVAL,
+            f"the approval names {approval.hardware} but spec.hardware is {wanted}; an approval is for one "
+            f"flavor: approve {wanted}, or set spec.hardware back to {approval.hardware}",
+        )
+    if approval.hardware is None:
+        limit = approval.max_usd_per_hour or 0.0
+        if price is None or price > limit:
+            return HardwareVerdict(
+                False,
+                Reason.AWAITING_APPROVAL,
+                f"{priced} is above the approved maxUsdPerHour of {usd(limit)}; approve it by name",
+            )
+    ceiling = config.max_usd_per_hour
+    if ceiling is not None and ((price or 0.0) > ceiling or (approval.max_usd_per_hour or 0.0) > ceiling):
+        return HardwareVerdict(
+            False,
+            Reason.APPROVAL_EXCEEDS_LIMIT,
+            f"this operator allows approvals up to {usd(ceiling)}/h; {priced} exceeds it",
+        )
+    if config.max_budget_usd is not None and (approval.budget_usd or float("inf")) > config.max_budget_usd:
+        return HardwareVerdict(
+            False,
+            Reason.APPROVAL_EXCEEDS_LIMIT,
+            f"this operator requires spec.approval.budgetUsd of at most {usd(config.max_budget_usd)}",
+        )
+    insecure = config.insecure_trust_approvals
+    if policy_problem is not None and not insecure:
+        return HardwareVerdict(
+            False,
+            Reason.APPROVAL_NOT_ENFORCED,
+            f"{priced} is not requested: approvals cannot be trusted because {policy_problem}, so anyone "
+            f"who may edit this session could have written spec.approval; {HOW_TO_FIX}",
+        )
+    if approver_authorized is not True and not insecure:
+        scope = f"hardware/{approval.hardware}" if approval.hardware is not None else "every hardware flavor"
+        groups = f" (groups {', '.join(approval.approver_groups)})" if approval.approver_groups else ""
+        said = (
+            "was not confirmed yet" if approver_authorized is None else "was denied by a SubjectAccessReview"
+        )
+        return HardwareVerdict(
+            False,
+            Reason.APPROVER_NOT_AUTHORIZED,
+            f"{priced} is not requested: the approver {approval.approved_by}{groups} needs the verb "
+            f'"approve" on {scope} in this namespace, and that {said} (a revoked role, or rights held '
+            "through a group that spec.approval.approverGroups does not name); an approver must approve "
+            "again",
+        )
+    reason = f": {approval.reason}" if approval.reason else ""
+    budget = f", budget {usd(approval.budget_usd)}" if approval.budget_usd is not None else ""
+    warning = f"; WARNING: {INSECURE_TRUST_WARNING}" if insecure else ""
+    return HardwareVerdict(
+        True, Reason.APPROVED, f"{priced} approved by {approval.approved_by}{budget}{reason}{warning}"
+    )
+
+
+def budget_exhausted(spec: AgentSessionSpec, spend: Spend | None) -> bool:
+    budget = spec.approval.budget_usd if spec.approval else None
+    return budget is not None and spend is not None and spend.estimated_usd >= budget
+
+
+def target_hardware(
+    spec: AgentSessionSpec,
+    space: SpaceView | None,
+    config: OperatorConfig,
+    verdict: HardwareVerdict,
+    exhausted: bool,
+) -> str:
+    """The flavor the Space should run on now: the request if free or approved and within budget;
+    otherwise the free flavor (or the current one if it is free). Never unapproved paid hardware."""
+    wanted = str(spec.hardware)
+    if is_free(wanted, config) or (verdict.approved and not exhausted):
+        return wanted
+    return free_flavor(space.current_hardware if space else None, config)
+
+
+def accrue_spend(
+    previous: Spend | None,
+    space: SpaceView,
+    config: OperatorConfig,
+    prices: Mapping[str, float],
+    budget: float | None,
+    now: datetime,
+) -> Spend:
+    """Add the time since the last observation at the rate then observed; start the new rate now.
+
+    Time the operator was down is charged too, since the Space kept running meanwhile. A Space
+    asleep, paused or stopped is billed nothing, whatever hardware it holds.
+    """
+    current = space.current_hardware
+    if current is None or is_free(current, config) or space.stage in UNBILLED_STAGES:
+        rate = 0.0
+    else:
+        rate = prices.get(current, 0.0)
+    spent = previous.estimated_usd if previous else 0.0
+    if previous is not None and previous.last_observed_time is not None:
+        elapsed = max(0.0, (now - parse_rfc3339(previous.last_observed_time)).total_seconds())
+        spent += previous.usd_per_hour * elapsed / 3600
+    return Spend.model_validate(
+        {
+            "estimatedUsd": round(spent, 6),
+            "usdPerHour": rate,
+            "budgetUsd": budget,
+            "lastObservedTime": rfc3339(now, precise=True),
+        }
+    )
+
+
+def spend_recheck_delay(spend: Spend, config: OperatorConfig) -> float | None:
+    """While on paid hardware, come back to accrue spend, and exactly when the budget runs out."""
+    if spend.usd_per_hour <= 0:
+        return None
+    delay = config.spend_interval
+    if spend.budget_usd is not None:
+        remaining = max(0.0, spend.budget_usd - spend.estimated_usd)
+        delay = min(delay, remaining / spend.usd_per_hour * 3600)
+    return max(delay, 0.5)
