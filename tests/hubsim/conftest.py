@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 from huggingface_hub import HfApi, constants
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
 TEMPLATE = "sandbox-templates/agent-sandbox"
 TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.hub import HubClient, HubError
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 from sandbox_operator.reconciler import FailureKind
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 
 def client_for(hub: HubSimServer, template: str) -> HubClient:

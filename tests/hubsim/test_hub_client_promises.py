@@ -14,8 +14,8 @@ from huggingface_hub.utils._http import default_client_factory
 
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.hub import HubClient, HubError
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 from sandbox_operator.reconciler import FailureKind, HealthResult
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import HfApi, SpaceHardware, SpaceRuntime
 from huggingface_hub.errors import BadRequestError
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 Wait = Callable[..., Any]
 #: Not a SpaceHardware member: typed as one to reach the server-side validation.

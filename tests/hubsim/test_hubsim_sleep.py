@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 from huggingface_hub import HfApi, SpaceHardware
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
-from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubError, HubState, KeyValue
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+from sandbox_testbench.hubsim.config import HubSimConfig
+from sandbox_testbench.hubsim.state import HubError, HubState, KeyValue
 
 TEMPLATE = "tmpl/box"
 TOKEN = KeyValue(key="SANDBOX_API_TOKEN", value="sbx")

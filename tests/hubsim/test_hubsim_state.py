@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubError, HubState, KeyValue
+from sandbox_testbench.hubsim.config import HubSimConfig
+from sandbox_testbench.hubsim.state import HubError, HubState, KeyValue
 
 TEMPLATE = "tmpl/box"
 

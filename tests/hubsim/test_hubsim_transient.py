@@ -9,8 +9,8 @@ import pytest
 from huggingface_hub import HfApi, SpaceHardware, SpaceRuntime
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.hubsim.state import TRANSIENT_STATUS
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim.state import TRANSIENT_STATUS
 
 Wait = Callable[..., Any]
 

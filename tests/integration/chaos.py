@@ -30,10 +30,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.controlplane.plane import ADMIN_USER
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.plane import ADMIN_USER
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
 from harness import (
     OPERATOR_TOKEN,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
 from harness import (
     OPERATOR_TOKEN,

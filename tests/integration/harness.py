@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
-from sandbox_operator.controlplane.processes import free_ports
-from sandbox_operator.hubsim import HubSimAdmin
 from sandbox_operator.reconciler import MARKER_SESSION_UID
+from sandbox_testbench.controlplane import ControlPlane, ControlPlaneError, Kubectl
+from sandbox_testbench.controlplane.processes import free_ports
+from sandbox_testbench.hubsim import HubSimAdmin
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from harness import (
     OperatorProcess,

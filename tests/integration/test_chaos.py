@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import random
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from chaos import ChaosConfig, run_chaos
 from harness import OperatorProcess

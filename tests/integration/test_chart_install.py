@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
 
 from harness import running_control_plane
 

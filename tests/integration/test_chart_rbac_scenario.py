@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimServer
 
 from harness import (
     OWNER,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl, stop_from_state_dir
-from sandbox_operator.controlplane.processes import COMPONENTS, recorded_pid
+from sandbox_testbench.controlplane import ControlPlane, Kubectl, stop_from_state_dir
+from sandbox_testbench.controlplane.processes import COMPONENTS, recorded_pid
 
 # Controllers react within seconds; the garbage collector first syncs an informer per resource.
 CONTROLLER_TIMEOUT = 60.0

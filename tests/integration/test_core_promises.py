@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
 from sandbox_operator.reconciler import MARKER_CLUSTER_ID, MARKER_SESSION_UID
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from harness import (
     OperatorProcess,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
 
 from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_for, wait_ready
 

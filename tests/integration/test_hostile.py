@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
 
 from harness import (
     TEMPLATE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
 
 from harness import (
     OperatorProcess,

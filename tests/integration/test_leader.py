@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from harness import (
     SECOND_OPERATOR,

@@ -11,9 +11,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.controlplane.processes import free_ports
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.processes import free_ports
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from harness import OWNER, OperatorProcess, get_session, session_manifest, wait_for, wait_ready
 
