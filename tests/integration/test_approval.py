@@ -14,6 +14,7 @@ import pytest
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     OperatorProcess,
@@ -25,7 +26,6 @@ from harness import (
     run_shell,
     session_manifest,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

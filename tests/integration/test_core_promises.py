@@ -15,6 +15,7 @@ import pytest
 from sandbox_operator.reconciler import MARKER_CLUSTER_ID, MARKER_SESSION_UID
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     OperatorProcess,
@@ -23,7 +24,6 @@ from harness import (
     session_manifest,
     spaces_of,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

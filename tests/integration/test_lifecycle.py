@@ -7,6 +7,7 @@ import time
 
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
 from harness import (
     OWNER,
@@ -16,7 +17,6 @@ from harness import (
     session_manifest,
     spaces_of,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

@@ -6,19 +6,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_reconciler import (
-    CONFIG,
-    HEALTHY,
-    NOW,
-    RECORDED,
-    SANDBOX,
-    SPACE_ID,
-    TRUSTED,
-    paid,
-    ready,
-    session,
-    space,
-)
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.lease import LeaseSettings
@@ -33,6 +20,21 @@ from sandbox_operator.reconciler import (
     accrue_spend,
     decide,
     sleep_time_for,
+)
+from tests.support.core import (
+    CONFIG,
+    HEALTHY,
+    NOW,
+    RECORDED,
+    SANDBOX,
+    SPACE_ID,
+    TRUSTED,
+    paid,
+    ready,
+    space,
+)
+from tests.support.core import (
+    new_session as session,
 )
 
 APPROVED = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
