@@ -9,7 +9,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from helm_chart import REPO, copied_sources, dockerfile_stages
+
+from sandbox_operator.cli import main as operator
+from sandbox_testbench.cli import main as testbench
 
 # Installing the dependencies from PyPI into a fresh venv takes a while on a cold cache.
 TIMEOUT = 900.0
@@ -78,3 +82,9 @@ def test_wheel_builds_and_runs_in_a_clean_venv(wheel: Path, tmp_path: Path) -> N
     # The installed package is complete: it renders the same CRD as the checkout.
     crd = sh(venv / "bin" / "sandbox-operator", "crd", cwd=tmp_path).stdout
     assert crd == (REPO / "crds" / "agentsessions.yaml").read_text()
+
+
+def test_the_demo_and_the_emulator_are_the_test_benchs_commands() -> None:
+    assert {"dev", "hubsim"} <= set(testbench.commands)
+    assert not {"dev", "hubsim"} & set(operator.commands)
+    assert "dev" in CliRunner().invoke(testbench, ["--help"]).output
