@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup binaries dev test unit lint crd bench soak clean
 
-$(STAMP): pyproject.toml
+# The operator and, beside it, its test bench and offline demo (testbench/, a distribution of its own).
+$(STAMP): pyproject.toml testbench/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./testbench
 	touch $(STAMP)
 
 binaries:
@@ -18,11 +19,11 @@ binaries:
 setup: $(STAMP) binaries
 
 dev: setup  ## control plane + Hub emulator + operator, in the foreground
-	$(BIN)/sandbox-operator dev
+	$(BIN)/sandbox-testbench dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator testbench tests bench
+	$(BIN)/ruff format --check operator testbench tests bench
 	$(BIN)/mypy
 
 test: setup lint  ## the whole suite, integration tests included

@@ -39,9 +39,9 @@ from kubernetes.client.exceptions import ApiException
 
 from bench import stats
 from sandbox_operator import api
-from sandbox_operator.controlplane import ControlPlane, find_binaries
-from sandbox_operator.controlplane.processes import free_ports, launch
-from sandbox_operator.dev import (
+from sandbox_testbench.controlplane import ControlPlane, find_binaries
+from sandbox_testbench.controlplane.processes import free_ports, launch
+from sandbox_testbench.dev import (
     DEV_OWNER,
     DEV_RATE_LIMIT,
     DEV_TEMPLATE,
@@ -52,7 +52,7 @@ from sandbox_operator.dev import (
     start_operator,
     stop_process,
 )
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 
 REFERENCE: Final = Path(__file__).resolve().parent / "reference_operator.py"
 #: The operator's Hub gate would measure itself where the emulator enforces no limit: lift it there.

@@ -12,8 +12,8 @@ from typing import Any
 
 from dockerfile_parse import DockerfileParser
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl, find_binaries
-from sandbox_operator.controlplane.helm import Helm as HelmRunner
+from sandbox_testbench.controlplane import ControlPlane, Kubectl, find_binaries
+from sandbox_testbench.controlplane.helm import Helm as HelmRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"

@@ -11,14 +11,14 @@ import os
 # Set before huggingface_hub is imported, else it fetches /api/agent-harnesses from huggingface.co (doc §1.6).
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
 from huggingface_hub import HfApi, constants
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from tests.support.clock import ManualClock
 
 TEMPLATE = "sandbox-templates/agent-sandbox"
 TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}
@@ -28,10 +28,6 @@ T = TypeVar("T")
 
 class HubFactory(Protocol):
     def __call__(self, **overrides: Any) -> HubSimServer: ...
-
-
-class WaitUntil(Protocol):
-    def __call__(self, probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = ...) -> T: ...
 
 
 def _config(**overrides: Any) -> HubSimConfig:
@@ -49,18 +45,6 @@ def _config(**overrides: Any) -> HubSimConfig:
     return HubSimConfig(**settings)
 
 
-def _wait_until(probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = 3.0) -> T:
-    """Poll like an operator would; fail loudly instead of hanging."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s, last value: {value!r}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _no_telemetry() -> None:
     """Also flip the module constant, in case another test package imported huggingface_hub first."""
@@ -68,13 +52,14 @@ def _no_telemetry() -> None:
 
 
 @pytest.fixture
-def template() -> str:
-    return TEMPLATE
+def clock() -> ManualClock:
+    """The emulator's clock, moved by the test."""
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def wait_until() -> WaitUntil:
-    return _wait_until
+def template() -> str:
+    return TEMPLATE
 
 
 @pytest.fixture

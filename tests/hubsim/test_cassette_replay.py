@@ -26,7 +26,7 @@ import pytest
 from huggingface_hub import SpaceRuntime, SpaceVariable
 from huggingface_hub.hf_api import RepoUrl
 
-from sandbox_operator.hubsim import HubSimServer
+from sandbox_testbench.hubsim import HubSimServer
 
 CASSETTES = "huggingface_hub@aef0d8d8:tests/cassettes/TestSpaceAPIProduction"
 RECORDED_ENDPOINT = "https://huggingface.co"

@@ -18,7 +18,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from sandbox_operator import hub as operator_hub
 from sandbox_operator.api import SANDBOX_TOKEN_SECRET
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION_UID
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.hubsim import HubSimAdmin
 
 DRIVEN = frozenset(
     {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTER = ROOT / "docs" / "hub-fidelity.md"
-HUBSIM = ROOT / "operator" / "sandbox_operator" / "hubsim"
+HUBSIM = ROOT / "testbench" / "sandbox_testbench" / "hubsim"
 
 
 def _rows() -> dict[str, str]:

@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.model import FailureKind
 from sandbox_operator.hub import HubClient, HubError
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support.hub import duplicate
 
 
 def client_for(hub: HubSimServer, template: str) -> HubClient:
@@ -35,20 +36,6 @@ def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
     yield hub_client
     asyncio.run(hub_client.close())
     set_client_factory(default_client_factory)
-
-
-def duplicate(client: HubClient, template: str, space_id: str, uid: str = "u1") -> None:
-    asyncio.run(
-        client.duplicate(
-            template=template,
-            space_id=space_id,
-            private=True,
-            token="sbx_t",
-            secrets={},
-            session_uid=uid,
-            session_ref="team/s",
-        )
-    )
 
 
 def failure_of(call: object) -> HubError:

@@ -15,7 +15,8 @@ from huggingface_hub.utils._http import default_client_factory
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.model import FailureKind, HealthResult
 from sandbox_operator.hub import HubClient, HubError
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support.hub import duplicate
 
 
 @pytest.fixture
@@ -33,21 +34,6 @@ def failure_of(call: object) -> HubError:
     with pytest.raises(HubError) as raised:
         asyncio.run(call)  # type: ignore[arg-type]
     return raised.value
-
-
-def duplicate(client: HubClient, template: str, space_id: str, send_by: datetime | None = None) -> None:
-    asyncio.run(
-        client.duplicate(
-            template=template,
-            space_id=space_id,
-            private=True,
-            token="sbx_t",
-            secrets={},
-            session_uid="u1",
-            session_ref="team/s",
-            send_by=send_by,
-        )
-    )
 
 
 def test_a_not_found_on_a_write_is_a_hub_failure_not_an_escaping_exception(

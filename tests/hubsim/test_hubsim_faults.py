@@ -10,7 +10,7 @@ from huggingface_hub import HfApi, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import parse_ratelimit_headers
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
 
 
 def test_429_surfaces_with_retry_after_until_count_exhausts(

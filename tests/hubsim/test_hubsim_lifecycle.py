@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from huggingface_hub import HfApi, SpaceHardware, SpaceRuntime
 from huggingface_hub.errors import BadRequestError
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_until
 
-Wait = Callable[..., Any]
 #: Not a SpaceHardware member: typed as one to reach the server-side validation.
 BOGUS_FLAVOR = cast(SpaceHardware, "quantum-xl")
 
 
-def test_duplicate_builds_then_runs(
-    alice: HfApi, admin: HubSimAdmin, template: str, wait_until: Wait
-) -> None:
+def test_duplicate_builds_then_runs(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
     admin.set_delays(build=0.2)
     url = alice.duplicate_repo(
         template, "alice/box", repo_type="space", space_hardware=SpaceHardware.T4_SMALL
@@ -39,7 +36,7 @@ def test_duplicate_builds_then_runs(
         seen.append(runtime.stage)
         return runtime
 
-    final = wait_until(stage, lambda r: r.stage == "RUNNING")
+    final = wait_until(stage, lambda r: r.stage == "RUNNING", 3.0, "RUNNING", interval=0.02)
     assert (final.hardware, final.requested_hardware) == ("t4-small", "t4-small")
     assert set(seen) <= {"BUILDING", "APP_STARTING", "RUNNING"}
     assert seen.index("RUNNING") == len(seen) - 1
@@ -128,7 +125,7 @@ def test_hardware_request_during_build_is_picked_up(alice: HfApi, admin: HubSimA
     assert (runtime.stage, runtime.hardware) == ("RUNNING", "l4x1")
 
 
-def test_pause_then_restart(alice: HfApi, admin: HubSimAdmin, template: str, wait_until: Wait) -> None:
+def test_pause_then_restart(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
     alice.duplicate_repo(template, "alice/nap", repo_type="space", space_hardware=SpaceHardware.T4_MEDIUM)
     paused = alice.pause_space("alice/nap")
     assert paused.stage == "PAUSED"
@@ -138,7 +135,13 @@ def test_pause_then_restart(alice: HfApi, admin: HubSimAdmin, template: str, wai
     admin.set_delays(build=0.2)
     restarted = alice.restart_space("alice/nap", factory_reboot=True)
     assert restarted.stage == "BUILDING"
-    final = wait_until(lambda: alice.get_space_runtime("alice/nap"), lambda r: r.stage == "RUNNING")
+    final = wait_until(
+        lambda: alice.get_space_runtime("alice/nap"),
+        lambda r: r.stage == "RUNNING",
+        3.0,
+        "RUNNING",
+        interval=0.02,
+    )
     assert final.hardware == "t4-medium"
 
 

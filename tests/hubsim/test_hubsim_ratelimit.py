@@ -11,8 +11,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import parse_ratelimit_headers
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.hubsim.ratelimit import UNLIMITED, RateLimiter
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim.ratelimit import UNLIMITED, RateLimiter
 
 
 def _standing(response: httpx2.Response) -> tuple[int, int, int, int]:

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import HfApi, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from sandbox_operator.hubsim import HARDWARE_CATALOG, HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HARDWARE_CATALOG, HubSimAdmin, HubSimServer
 
 
 def test_whoami(alice: HfApi) -> None:

@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import HfApi, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
 
 
 def _health(url: str, token: str | None, hub_token: str | None = None) -> httpx2.Response:

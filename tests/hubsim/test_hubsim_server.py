@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from sandbox_operator.hubsim import HubSimConfig, HubSimServer
+from sandbox_testbench.hubsim import HubSimConfig, HubSimServer
 
 
 def test_server_start_stop() -> None:
@@ -56,7 +56,7 @@ def test_serve_logs_url_and_stops_on_sigterm() -> None:
     script = textwrap.dedent(
         """
         import logging
-        from sandbox_operator.hubsim import HubSimConfig, serve
+        from sandbox_testbench.hubsim import HubSimConfig, serve
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         serve(HubSimConfig(), "127.0.0.1", 0)
         """

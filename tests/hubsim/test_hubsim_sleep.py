@@ -8,30 +8,18 @@ import urllib.request
 import pytest
 from huggingface_hub import HfApi, SpaceHardware
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
-from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubSimError, HubState, KeyValue
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+from sandbox_testbench.hubsim.config import HubSimConfig
+from sandbox_testbench.hubsim.state import HubSimError, HubState, KeyValue
+from tests.support.clock import ManualClock
 
 TEMPLATE = "tmpl/box"
 TOKEN = KeyValue(key="SANDBOX_API_TOKEN", value="sbx")
 DAY = 86400.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def state(clock: Clock) -> HubState:
+def state(clock: ManualClock) -> HubState:
     config = HubSimConfig(
         tokens={"t": "alice"},
         templates=[TEMPLATE],
@@ -70,7 +58,7 @@ def _app_request(state: HubState, space_id: str) -> int:
 
 
 def test_paid_space_sleeps_after_its_idle_time_and_hub_reads_do_not_count(
-    state: HubState, clock: Clock
+    state: HubState, clock: ManualClock
 ) -> None:
     _duplicate(state, "alice/gpu", "t4-small", 600)
     for _ in range(6):  # reads through the Hub API are not visits
@@ -85,7 +73,7 @@ def test_paid_space_sleeps_after_its_idle_time_and_hub_reads_do_not_count(
     assert space.billed_seconds(clock.now) == {"t4-small": pytest.approx(605.0)}  # APP_STARTING is billed
 
 
-def test_app_requests_are_activity(state: HubState, clock: Clock) -> None:
+def test_app_requests_are_activity(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", 600)
     clock.now = 1300
     assert _app_request(state, "alice/gpu") == 200
@@ -95,7 +83,7 @@ def test_app_requests_are_activity(state: HubState, clock: Clock) -> None:
     assert _stage(state, "alice/gpu")[0] == "SLEEPING"
 
 
-def test_an_app_request_wakes_a_sleeping_space(state: HubState, clock: Clock) -> None:
+def test_an_app_request_wakes_a_sleeping_space(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", 600)
     clock.now = 2000
     assert _app_request(state, "alice/gpu") == 503  # the waking request finds no app yet
@@ -109,14 +97,14 @@ def test_an_app_request_wakes_a_sleeping_space(state: HubState, clock: Clock) ->
     assert billed == {"t4-small": pytest.approx(605.0 + 606.0)}  # nothing while asleep
 
 
-def test_paid_hardware_never_sleeps_by_default(state: HubState, clock: Clock) -> None:
+def test_paid_hardware_never_sleeps_by_default(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "a10g-small", None)
     clock.now += 30 * DAY
     assert _stage(state, "alice/gpu")[0] == "RUNNING"
     assert state.spaces["alice/gpu"].gc_timeout is None
 
 
-def test_cpu_basic_sleeps_after_48_hours_whatever_was_asked(state: HubState, clock: Clock) -> None:
+def test_cpu_basic_sleeps_after_48_hours_whatever_was_asked(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/free", "cpu-basic", 600)
     space = state.spaces["alice/free"]
     assert (space.sleep_time, space.gc_timeout) == (None, 172800)
@@ -130,7 +118,7 @@ def test_cpu_basic_sleeps_after_48_hours_whatever_was_asked(state: HubState, clo
 
 
 def test_a_shorter_sleep_time_puts_an_idle_space_to_sleep_now_not_in_the_past(
-    state: HubState, clock: Clock
+    state: HubState, clock: ManualClock
 ) -> None:
     _duplicate(state, "alice/gpu", "t4-small", None)
     clock.now = 5000
@@ -139,7 +127,7 @@ def test_a_shorter_sleep_time_puts_an_idle_space_to_sleep_now_not_in_the_past(
     assert state.spaces["alice/gpu"].timeline[-1].monotonic == 5000.0
 
 
-def test_hardware_requested_while_asleep_is_used_at_the_wake(state: HubState, clock: Clock) -> None:
+def test_hardware_requested_while_asleep_is_used_at_the_wake(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", 600)
     clock.now = 2000
     state.request_hardware("alice", "alice/gpu", "a10g-small", None)
@@ -149,7 +137,7 @@ def test_hardware_requested_while_asleep_is_used_at_the_wake(state: HubState, cl
     assert _stage(state, "alice/gpu") == ("RUNNING", "a10g-small", "a10g-small")
 
 
-def test_sleep_now_needs_a_running_space(state: HubState, clock: Clock) -> None:
+def test_sleep_now_needs_a_running_space(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", None)
     with pytest.raises(HubSimError) as building:
         state.sleep_now("alice/gpu")
@@ -158,7 +146,7 @@ def test_sleep_now_needs_a_running_space(state: HubState, clock: Clock) -> None:
     assert state.sleep_now("alice/gpu").stage == "SLEEPING"
 
 
-def test_pause_and_restart_from_sleep(state: HubState, clock: Clock) -> None:
+def test_pause_and_restart_from_sleep(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/gpu", "t4-small", 600)
     clock.now = 2000
     assert state.pause("alice", "alice/gpu").stage == "PAUSED"
@@ -232,7 +220,7 @@ def test_never_sleep(alice: HfApi, template: str) -> None:
     assert alice.set_space_sleep_time("alice/gpu", -1).sleep_time is None
 
 
-def test_a_switch_that_stays_running_never_puts_sleep_before_it(clock: Clock) -> None:
+def test_a_switch_that_stays_running_never_puts_sleep_before_it(clock: ManualClock) -> None:
     config = HubSimConfig(
         tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=10, hardware_switch_stage="RUNNING"
     )

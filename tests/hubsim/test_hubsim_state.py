@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_operator.hubsim.config import HubSimConfig
-from sandbox_operator.hubsim.state import HubSimError, HubState, KeyValue
+from sandbox_testbench.hubsim.config import HubSimConfig
+from sandbox_testbench.hubsim.state import HubSimError, HubState, KeyValue
+from tests.support.clock import ManualClock
 
 TEMPLATE = "tmpl/box"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def state(clock: Clock) -> HubState:
+def state(clock: ManualClock) -> HubState:
     config = HubSimConfig(
         tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=10, hardware_switch_seconds=4
     )
@@ -49,7 +37,7 @@ def _observe(state: HubState, space_id: str) -> tuple[str, str | None, str | Non
     return space.stage, space.current, space.requested
 
 
-def test_build_timeline(state: HubState, clock: Clock) -> None:
+def test_build_timeline(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/a", "t4-small")
     assert _observe(state, "alice/a") == ("BUILDING", None, "t4-small")
     clock.now += 4.99
@@ -62,14 +50,14 @@ def test_build_timeline(state: HubState, clock: Clock) -> None:
     assert [(h.monotonic, h.current) for h in history] == [(1000.0, None), (1010.0, "t4-small")]
 
 
-def test_late_read_stamps_history_at_the_due_time(state: HubState, clock: Clock) -> None:
+def test_late_read_stamps_history_at_the_due_time(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/a")
     clock.now += 500
     assert _observe(state, "alice/a")[0] == "RUNNING"
     assert state.spaces["alice/a"].hardware_history()[-1].monotonic == 1010.0
 
 
-def test_hardware_switch_timeline(state: HubState, clock: Clock) -> None:
+def test_hardware_switch_timeline(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/a")
     clock.now += 10
     state.request_hardware("alice", "alice/a", "l4x1", None)
@@ -80,14 +68,14 @@ def test_hardware_switch_timeline(state: HubState, clock: Clock) -> None:
     assert samples[-2:] == [(1010.0, "cpu-basic", "l4x1"), (1014.0, "l4x1", "l4x1")]
 
 
-def test_same_flavor_on_running_space_is_a_no_op(state: HubState, clock: Clock) -> None:
+def test_same_flavor_on_running_space_is_a_no_op(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/a")
     clock.now += 10
     state.request_hardware("alice", "alice/a", "cpu-basic", None)
     assert _observe(state, "alice/a") == ("RUNNING", "cpu-basic", "cpu-basic")
 
 
-def test_switch_stage_is_configurable(clock: Clock) -> None:
+def test_switch_stage_is_configurable(clock: ManualClock) -> None:
     config = HubSimConfig(
         tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=0, hardware_switch_stage="RUNNING"
     )
@@ -97,7 +85,7 @@ def test_switch_stage_is_configurable(clock: Clock) -> None:
     assert _observe(state, "alice/a") == ("RUNNING", "cpu-basic", "t4-small")  # the ml-intern trap
 
 
-def test_hardware_request_while_paused_waits_for_restart(state: HubState, clock: Clock) -> None:
+def test_hardware_request_while_paused_waits_for_restart(state: HubState, clock: ManualClock) -> None:
     _duplicate(state, "alice/a")
     clock.now += 10
     state.pause("alice", "alice/a")
@@ -109,7 +97,7 @@ def test_hardware_request_while_paused_waits_for_restart(state: HubState, clock:
     assert _observe(state, "alice/a") == ("RUNNING", "t4-small", "t4-small")
 
 
-def test_build_failures_only_consume_builds_that_would_run(state: HubState, clock: Clock) -> None:
+def test_build_failures_only_consume_builds_that_would_run(state: HubState, clock: ManualClock) -> None:
     state.build_failures.count = 1
     state.create_space(
         "alice",
@@ -152,12 +140,12 @@ def test_config_rejects_bad_templates() -> None:
         HubSimConfig(build_seconds=-1)
 
 
-def _build_end(state: HubState, clock: Clock, space_id: str) -> float:
+def _build_end(state: HubState, clock: ManualClock, space_id: str) -> float:
     _duplicate(state, space_id)
     return state.spaces[space_id].pending[-1].due - clock.now
 
 
-def test_build_times_drawn_from_a_seeded_range(clock: Clock) -> None:
+def test_build_times_drawn_from_a_seeded_range(clock: ManualClock) -> None:
     def durations(seed: int) -> list[float]:
         config = HubSimConfig(
             tokens={"t": "alice"},
@@ -174,7 +162,7 @@ def test_build_times_drawn_from_a_seeded_range(clock: Clock) -> None:
     assert durations(7) == first and durations(8) != first
 
 
-def test_reset_restarts_the_build_time_sequence(clock: Clock) -> None:
+def test_reset_restarts_the_build_time_sequence(clock: ManualClock) -> None:
     config = HubSimConfig(tokens={"t": "alice"}, templates=[TEMPLATE], build_seconds=1, build_seconds_max=9)
     state = HubState(config, clock=clock)
     before = [_build_end(state, clock, f"alice/s{i}") for i in range(3)]

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from huggingface_hub import HfApi, SpaceHardware, SpaceRuntime
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
-from sandbox_operator.hubsim.state import TRANSIENT_STATUS
-
-Wait = Callable[..., Any]
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim.state import TRANSIENT_STATUS
+from tests.support import wait_until
 
 
 def _status_of(call: Callable[[], object]) -> int:
@@ -41,7 +39,7 @@ def _runtime_or_none(api: HfApi, space_id: str) -> SpaceRuntime | None:
 
 
 def test_fresh_private_duplicate_fails_hardware_secrets_runtime_and_info_for_a_while(
-    alice: HfApi, admin: HubSimAdmin, template: str, wait_until: Wait
+    alice: HfApi, admin: HubSimAdmin, template: str
 ) -> None:
     admin.set_delays(transient_errors=0.5)
     _duplicate(alice, template, "alice/ghost")
@@ -53,7 +51,13 @@ def test_fresh_private_duplicate_fails_hardware_secrets_runtime_and_info_for_a_w
     assert _status_of(lambda: alice.space_info("alice/ghost")) == 404
     assert _status_of(lambda: alice.wait_for_space("alice/ghost", timeout=1)) == 404  # it does not wait
     assert alice.get_space_variables("alice/ghost")["MARK"].value == "m"  # other routes answer
-    runtime = wait_until(lambda: _runtime_or_none(alice, "alice/ghost"), lambda r: r is not None)
+    runtime = wait_until(
+        lambda: _runtime_or_none(alice, "alice/ghost"),
+        lambda r: r is not None,
+        3.0,
+        "the runtime",
+        interval=0.02,
+    )
     # What the duplicate asked for holds, without any /hardware call.
     assert (runtime.stage, runtime.hardware, runtime.sleep_time) == ("RUNNING", "t4-small", 600)
     assert set(TRANSIENT_STATUS) == {"hardware", "secrets", "runtime", "space_info"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.hubsim import HubSimServer
 from sandbox_operator.startup import token_user
+from sandbox_testbench.hubsim import HubSimServer
 
 
 class Stop(Exception):

@@ -30,10 +30,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.controlplane.plane import ADMIN_USER
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_operator.core.model import MARKER_SESSION as SESSION
+from sandbox_operator.core.model import MARKER_SESSION_UID as UID
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.plane import ADMIN_USER
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     ADMIN_GROUP,
@@ -46,13 +49,10 @@ from harness import (
     install_approval_policy,
     install_read_token,
     session_manifest,
-    wait_for,
 )
 
 FREE = "cpu-basic"
 PAID = "t4-small"
-UID = "SANDBOX_OPERATOR_SESSION_UID"
-SESSION = "SANDBOX_OPERATOR_SESSION"
 
 
 @dataclass(frozen=True)

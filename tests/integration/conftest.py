@@ -6,16 +6,16 @@ integration suite would look green while testing nothing.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
+from tests.support.kube import wait_for_service_account
 
 from harness import (
     OPERATOR_TOKEN,
@@ -64,11 +64,7 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     """A fresh namespace, yielded once its `default` ServiceAccount exists (pods need it)."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            pytest.fail(f"no default ServiceAccount in namespace {name} within 30s")
-        time.sleep(0.2)
+    wait_for_service_account(kubectl, name, "default")
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
 

@@ -8,19 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, ControlPlaneError, Kubectl
-from sandbox_operator.controlplane.processes import free_ports
 from sandbox_operator.core.model import MARKER_SESSION_UID
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import ControlPlane, ControlPlaneError, Kubectl
+from sandbox_testbench.controlplane.processes import free_ports
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"
@@ -69,18 +69,6 @@ def install_read_token(plane: ControlPlane, namespace: str = "default") -> None:
         namespace,
         f"--from-literal=token={READ_TOKEN}",
     )
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll until `check` returns something truthy; fail with `what` (and the last value) otherwise."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 class OperatorProcess:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     OperatorProcess,
@@ -25,7 +26,6 @@ from harness import (
     run_shell,
     session_manifest,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

@@ -1,18 +1,33 @@
-"""A short chaos run in the suite; `hack/chaos.py` runs the long one (see chaos.py)."""
+"""A short chaos run in the suite; `hack/chaos.py` runs the long one (see chaos.py).
+
+The suite runs a fixed list of seeds, so a failure in CI replays exactly (`CHAOS_SEED=<seed>` runs
+one seed only); the long run draws a new seed each time and prints it for replay.
+"""
 
 from __future__ import annotations
 
 import os
-import random
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+import pytest
+
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 
 from chaos import ChaosConfig, run_chaos
 from harness import OperatorProcess
 
+#: The schedules the suite replays on every run.
+SEEDS = (7, 424242)
 
+
+def seeds() -> list[int]:
+    chosen = os.environ.get("CHAOS_SEED")
+    return [int(chosen)] if chosen else list(SEEDS)
+
+
+@pytest.mark.parametrize("seed", seeds())
 def test_short_chaos_run_keeps_every_invariant(
+    seed: int,
     kubectl: Kubectl,
     hub: HubSimServer,
     hub_admin: HubSimAdmin,
@@ -20,7 +35,6 @@ def test_short_chaos_run_keeps_every_invariant(
     namespace: str,
     approval_policy: None,
 ) -> None:
-    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
     config = ChaosConfig(seed=seed, kills=12, parallel=3)
     result = run_chaos(config, kubectl, hub_admin, operator, namespace, hub.config.call_log_size)
     print(result.line())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from tests.support.kube import wait_for_service_account
 
 from harness import running_control_plane
 
@@ -78,14 +78,6 @@ def unique(prefix: str) -> str:
 def create_namespace(kubectl: Kubectl, name: str, labels: dict[str, str] | None = None) -> None:
     manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
     kubectl("create", "-f", "-", stdin=json.dumps(manifest))
-
-
-def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while kubectl("get", "serviceaccount", name, "-n", namespace, check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            pytest.fail(f"no ServiceAccount {namespace}/{name} within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

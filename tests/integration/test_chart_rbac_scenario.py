@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.dev import install_crd
-from sandbox_operator.hubsim import HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.dev import install_crd
+from sandbox_testbench.hubsim import HubSimServer
+from tests.support import wait_for
 
 from harness import (
     OWNER,
@@ -30,7 +31,6 @@ from harness import (
     install_read_token,
     running_control_plane,
     session_manifest,
-    wait_for,
     wait_ready,
 )
 

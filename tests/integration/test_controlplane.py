@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from sandbox_operator.controlplane import ControlPlane, Kubectl, stop_from_state_dir
-from sandbox_operator.controlplane.processes import COMPONENTS, recorded_pid
+from sandbox_testbench.controlplane import ControlPlane, Kubectl, stop_from_state_dir
+from sandbox_testbench.controlplane.processes import COMPONENTS, recorded_pid
+from tests.support import wait_for
 
 # Controllers react within seconds; the garbage collector first syncs an informer per resource.
 CONTROLLER_TIMEOUT = 60.0
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def create(kubectl: Kubectl, manifest: dict[str, Any], *, check: bool = True) -> str:
@@ -63,10 +53,11 @@ def test_client_certificate_user(
     assert set(user["groups"]) == {"team-a", "system:authenticated"}
     assert "forbidden" in alice("get", "configmaps", "-n", namespace, check=False).stderr
     kubectl("create", "rolebinding", "team-a-view", "--clusterrole=view", "--group=team-a", "-n", namespace)
-    eventually(
+    wait_for(
         lambda: alice("get", "configmaps", "-n", namespace, check=False).returncode == 0,
+        10,
         "access after the RoleBinding",
-        timeout=10,
+        interval=0.2,
     )
 
 
@@ -85,7 +76,9 @@ def test_namespace_deletion_completes(kubectl: Kubectl) -> None:
     kubectl("create", "namespace", name)
     kubectl("create", "configmap", "content", "-n", name, "--from-literal=k=v")
     kubectl("delete", "namespace", name, "--wait=false")
-    eventually(gone(kubectl, "namespace", name), f"removal of namespace {name}")
+    wait_for(
+        gone(kubectl, "namespace", name), CONTROLLER_TIMEOUT, f"removal of namespace {name}", interval=0.2
+    )
 
 
 def test_garbage_collection_of_orphans(kubectl: Kubectl, namespace: str) -> None:
@@ -104,8 +97,11 @@ def test_garbage_collection_of_orphans(kubectl: Kubectl, namespace: str) -> None
         },
     )
     kubectl("delete", "configmap", "owner", "-n", namespace)
-    eventually(
-        gone(kubectl, "configmap", "dependent", "-n", namespace), "garbage collection of the dependent"
+    wait_for(
+        gone(kubectl, "configmap", "dependent", "-n", namespace),
+        CONTROLLER_TIMEOUT,
+        "garbage collection of the dependent",
+        interval=0.2,
     )
 
 
@@ -191,7 +187,7 @@ def test_validating_admission_policy(kubectl: Kubectl, namespace: str) -> None:
                 },
             },
         )
-        eventually(denied, "denial by the ValidatingAdmissionPolicy", timeout=30)
+        wait_for(denied, 30, "denial by the ValidatingAdmissionPolicy", interval=0.2)
         kubectl("create", "configmap", "allowed", "-n", namespace, "--from-literal=fine=1")
     finally:
         kubectl(

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.controlplane.plane import ADMIN_USER
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION_UID
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.plane import ADMIN_USER
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     ADMIN_GROUP,
@@ -25,7 +26,6 @@ from harness import (
     session_manifest,
     spaces_of,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
-from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_for, wait_ready
+from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
 
 
 def test_session_deleted_while_the_operator_is_down_is_cleaned_up_when_it_starts(

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from sandbox_operator.controlplane import Kubectl, find_binaries
-from sandbox_operator.dev import DEV_OUTSIDER_TOKEN, DEV_READ_TOKEN, DEV_TOKEN, dev_environment
 from sandbox_operator.kube import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN
+from sandbox_testbench.controlplane import Kubectl, find_binaries
+from sandbox_testbench.dev import DEV_OUTSIDER_TOKEN, DEV_READ_TOKEN, DEV_TOKEN, dev_environment
 
 from harness import condition, get_session, session_manifest, wait_condition_reason, wait_ready
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
 from harness import (
     TEMPLATE,
@@ -24,7 +25,6 @@ from harness import (
     remove_approval_policy,
     session_manifest,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_operator.config import OperatorConfig
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
 from harness import (
     OperatorProcess,
@@ -14,13 +16,12 @@ from harness import (
     session_manifest,
     spaces_of,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 
 #: Hub calls the operator has in flight at once (OperatorConfig.hub_concurrency): when the first
 #: 429 is answered, at most this many others can already be on their way.
-HUB_CONCURRENCY = 8
+HUB_CONCURRENCY = OperatorConfig().hub_concurrency
 RETRY_AFTER = 60
 
 

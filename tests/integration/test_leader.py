@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
 from harness import (
     SECOND_OPERATOR,
@@ -21,14 +22,13 @@ from harness import (
     OperatorProcess,
     install_read_token,
     session_manifest,
-    wait_for,
     wait_ready,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helm_chart import REQUIRED_VALUES, Helm, container_env, one
 
-LEASE = ("lease", "sandbox-operator", "-n", "default")
+LEASE = ("lease", DEFAULT_LEASE_NAME, "-n", "default")
 
 
 def calls_by(admin: HubSimAdmin, user: str) -> list[dict[str, object]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import time
 
-from sandbox_operator.controlplane import Kubectl
-from sandbox_operator.hubsim import HubSimAdmin
+from sandbox_testbench.controlplane import Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
 
 from harness import (
     OWNER,
@@ -16,7 +17,6 @@ from harness import (
     session_manifest,
     spaces_of,
     wait_condition_reason,
-    wait_for,
     wait_ready,
 )
 

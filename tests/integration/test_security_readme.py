@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
 
 from harness import readme_block, run_shell
 

@@ -11,15 +11,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from sandbox_operator.controlplane import ControlPlane, Kubectl
-from sandbox_operator.controlplane.processes import free_ports
-from sandbox_operator.hubsim import HubSimAdmin, HubSimServer
+from sandbox_operator.core.model import MARKER_CLUSTER_ID as CLUSTER
+from sandbox_operator.core.model import MARKER_SESSION as SESSION
+from sandbox_operator.core.model import MARKER_SESSION_UID as UID
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.processes import free_ports
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
 
-from harness import OWNER, OperatorProcess, get_session, session_manifest, wait_for, wait_ready
-
-UID = "SANDBOX_OPERATOR_SESSION_UID"
-CLUSTER = "SANDBOX_OPERATOR_CLUSTER_ID"
-SESSION = "SANDBOX_OPERATOR_SESSION"
+from harness import OWNER, OperatorProcess, get_session, session_manifest, wait_ready
 
 
 def plant(admin: HubSimAdmin, variables: dict[str, str] | None = None, uid: str | None = None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,11 +27,9 @@ from sandbox_operator.core.money import INSECURE_TRUST_WARNING, judge_hardware
 from sandbox_operator.hub import ListedSpace, Ownership
 from sandbox_operator.kube import connection_claim
 from sandbox_operator.sweeper import Policy, Verdict, claims, plan
+from tests.support.core import NOW, SPACE_ID, UID, new_session
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-UID = "0b0e5a4e-1111-2222-3333-444455556666"
-SPACE_ID = f"agents/ags-{UID}"
 CONFIG = OperatorConfig(
     default_owner="agents",
     default_template="templates/agent-sandbox",
@@ -44,14 +42,7 @@ PRICES = {"a10g-small": 1.0}
 
 
 def session(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> Session:
-    return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=1,
-        spec=AgentSessionSpec.model_validate(spec or {}),
-        status=AgentSessionStatus.model_validate(status or {}),
-    )
+    return new_session(spec, status)
 
 
 def ready(plan_status: AgentSessionStatus) -> tuple[str, str, str]:

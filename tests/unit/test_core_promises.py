@@ -5,12 +5,11 @@ and failures met outside the Hub."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from test_reconciler import TRUSTED
 
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.api import AgentSessionStatus, Phase
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.creation import create_record, duplicate_window_end
 from sandbox_operator.core.lifecycle import decide, decide_deletion, decide_failure, waiting_delay
@@ -28,11 +27,9 @@ from sandbox_operator.core.model import (
     Session,
     SpaceView,
 )
+from tests.support.core import NOW, SANDBOX, SPACE_ID, TRUSTED, UID, new_session
+from tests.support.core import space as space_view
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-UID = "0b0e5a4e-1111-2222-3333-444455556666"
-SPACE_ID = f"agents/ags-{UID}"
-SANDBOX = "http://hub/_sandbox/agents/x"
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 SEEN = {
     "spaceId": SPACE_ID,
@@ -61,20 +58,13 @@ STAGES = [
 
 
 def session(spec: dict[str, object] | None = None, **status: object) -> Session:
-    return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=1,
-        spec=AgentSessionSpec.model_validate(spec or {}),
-        status=AgentSessionStatus.model_validate({**SEEN, **status}),
-    )
+    return new_session(spec, {**SEEN, **status})
 
 
 def space(
     stage: str = "RUNNING", current: str | None = "t4-small", requested: str | None = "t4-small"
 ) -> SpaceView:
-    return SpaceView(SPACE_ID, stage, current, requested, True, f"http://hub/spaces/{SPACE_ID}", SANDBOX, UID)
+    return space_view(stage, current, requested)
 
 
 def ready(status: AgentSessionStatus) -> tuple[str, str, str]:

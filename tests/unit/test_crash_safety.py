@@ -3,9 +3,7 @@ the release of a Space kept by deletionPolicy Orphan, and retry times after Hub 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.api import Phase
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.lifecycle import decide, decide_deletion
 from sandbox_operator.core.model import (
@@ -17,23 +15,14 @@ from sandbox_operator.core.model import (
     ReleaseSpace,
     Session,
 )
+from tests.support.core import NOW, SPACE_ID, UID, new_session
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-UID = "0b0e5a4e-1111-2222-3333-444455556666"
-SPACE_ID = f"agents/ags-{UID}"
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 
 
 def session(policy: str = "Delete", **status: object) -> Session:
-    return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=1,
-        spec=AgentSessionSpec.model_validate({"deletionPolicy": policy}),
-        status=AgentSessionStatus.model_validate(
-            {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", **status}
-        ),
+    return new_session(
+        {"deletionPolicy": policy}, {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", **status}
     )
 
 

@@ -6,14 +6,7 @@ import asyncio
 from typing import Any
 
 from sandbox_operator.health import HealthMonitor
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 def event(uid: str, version: str, **status: Any) -> dict[str, Any]:
@@ -22,7 +15,7 @@ def event(uid: str, version: str, **status: Any) -> dict[str, Any]:
 
 
 def test_a_change_the_watch_does_not_deliver_fails_liveness_after_the_stall_time() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     monitor = HealthMonitor(clock=clock)
     monitor.on_event(None, event("a", "1"))
     assert monitor.compare({"a": "2"}, stall_after=400) == []  # maybe in flight
@@ -32,7 +25,7 @@ def test_a_change_the_watch_does_not_deliver_fails_liveness_after_the_stall_time
 
 
 def test_a_busy_watch_with_late_events_is_healthy() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     monitor = HealthMonitor(clock=clock)
     for version in range(1, 10):
         monitor.compare({"a": str(version)}, stall_after=400)  # listed just before its event arrives
@@ -43,7 +36,7 @@ def test_a_busy_watch_with_late_events_is_healthy() -> None:
 
 
 def test_sessions_held_back_by_a_running_handler_are_not_stalled() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     monitor = HealthMonitor(clock=clock)
     with monitor.working("a"):
         monitor.compare({"a": "2"}, stall_after=400)
@@ -52,7 +45,7 @@ def test_sessions_held_back_by_a_running_handler_are_not_stalled() -> None:
 
 
 def test_deleted_sessions_are_forgotten() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     monitor = HealthMonitor(clock=clock)
     monitor.on_event(None, event("a", "1"))
     monitor.compare({"a": "2"}, stall_after=400)
@@ -61,7 +54,7 @@ def test_deleted_sessions_are_forgotten() -> None:
 
 
 def test_a_blocked_event_loop_fails_liveness() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     monitor = HealthMonitor(max_loop_lag=10, clock=clock)
 
     async def check() -> tuple[list[str], list[str]]:

@@ -4,7 +4,6 @@ leader fence."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx2
 import pytest
@@ -19,6 +18,7 @@ from sandbox_operator.ratelimit import (
     rate_limit_window,
     retry_after_seconds,
 )
+from tests.support import wait_for
 
 
 class FakeTime:
@@ -201,13 +201,6 @@ class SharedClock:
         condition.wait(0.005)
 
 
-def _until(check: object, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
 def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
     shared = SharedClock()
     hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
@@ -220,13 +213,13 @@ def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
         return thread
 
     threads = [request(f"observe-{i}", Priority.OBSERVE) for i in range(3)]
-    _until(lambda: hub.waiting() == 3, "three observations to wait")
+    wait_for(lambda: hub.waiting() == 3, 10, "three observations to wait", interval=0.005)
     threads.append(request("create", Priority.CHANGE))
     threads.append(request("delete", Priority.DELETE))
-    _until(lambda: hub.waiting() == 5, "all five to wait")
+    wait_for(lambda: hub.waiting() == 5, 10, "all five to wait", interval=0.005)
     for expected in range(1, 6):
         shared.now += 1.0  # one token per step
-        _until(lambda n=expected: len(served) == n, f"request {expected} to be served")
+        wait_for(lambda n=expected: len(served) == n, 10, f"request {expected} to be served", interval=0.005)
     for thread in threads:
         thread.join(timeout=5)
     assert served == ["delete", "create", "observe-0", "observe-1", "observe-2"]
@@ -247,7 +240,7 @@ def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
 
     thread = threading.Thread(target=observe)
     thread.start()
-    _until(lambda: hub.waiting() == 1, "the observation to wait")
+    wait_for(lambda: hub.waiting() == 1, 10, "the observation to wait", interval=0.005)
     hub.after_response(429, {"Retry-After": "30"})
     thread.join(timeout=5)
     assert outcome == ["paused"] and hub.waiting() == 0

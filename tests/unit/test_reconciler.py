@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.api import Phase
 from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
 from sandbox_operator.core.model import (
     CreateSpace,
@@ -23,48 +21,23 @@ from sandbox_operator.core.model import (
     RequestHardware,
     RestartSpace,
     RotateToken,
-    Session,
-    SpaceView,
 )
-
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-UID = "0b0e5a4e-1111-2222-3333-444455556666"
-SPACE_ID = f"agents/ags-{UID}"
-SANDBOX = "http://hub/_sandbox/agents/x"
-CONFIG = OperatorConfig(
-    default_owner="agents",
-    default_template="templates/agent-sandbox",
-    cluster_id="c1",
-    allowed_owners=frozenset({"acme"}),
+from tests.support.core import (
+    CONFIG,
+    HEALTHY,
+    NOW,
+    RECORDED,
+    SANDBOX,
+    SPACE_ID,
+    TRUSTED,
+    UID,
+    paid,
+    ready,
+    space,
 )
-#: What the controller observes where the approval policy is enforced and the approver may approve.
-TRUSTED: dict[str, Any] = {"policy_problem": None, "approver_authorized": True}
-
-
-def session(spec: dict[str, object] | None = None, status: dict[str, object] | None = None) -> Session:
-    return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=1,
-        spec=AgentSessionSpec.model_validate(spec or {}),
-        status=AgentSessionStatus.model_validate(status or {}),
-    )
-
-
-def space(
-    stage: str = "RUNNING", current: str | None = "cpu-basic", requested: str | None = "cpu-basic"
-) -> SpaceView:
-    return SpaceView(SPACE_ID, stage, current, requested, True, f"http://hub/spaces/{SPACE_ID}", SANDBOX, UID)
-
-
-RECORDED = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": f"http://hub/spaces/{SPACE_ID}"}
-HEALTHY = HealthResult(True, "200 OK")
-
-
-def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:
-    condition = next(c for c in plan_status.conditions if c.type == "Ready")
-    return condition.status, condition.reason
+from tests.support.core import (
+    new_session as session,
+)
 
 
 def test_new_session_records_intent_before_any_hub_call() -> None:
@@ -260,11 +233,6 @@ def test_finalize_waits_while_hub_is_down() -> None:
         session(status=RECORDED), DeletionObservation(hub_failure=failure), CONFIG, now=NOW
     )
     assert not plan.done and plan.requeue_after is not None and plan.reason == "HubUnavailable"
-
-
-def paid(current: str = "a10g-small") -> SpaceView:
-    """Running on `current` with the sleep time the operator sends by default."""
-    return replace(space("RUNNING", current, current), sleep_time=CONFIG.sleep_time_default)
 
 
 def test_awaiting_approval_shows_flavor_and_price() -> None:

@@ -6,19 +6,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_reconciler import (
-    CONFIG,
-    HEALTHY,
-    NOW,
-    RECORDED,
-    SANDBOX,
-    SPACE_ID,
-    TRUSTED,
-    paid,
-    ready,
-    session,
-    space,
-)
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.core.conditions import AGENT_ACCESS
@@ -33,6 +20,21 @@ from sandbox_operator.core.model import (
 )
 from sandbox_operator.core.money import accrue_spend, sleep_time_for
 from sandbox_operator.lease import LeaseSettings
+from tests.support.core import (
+    CONFIG,
+    HEALTHY,
+    NOW,
+    RECORDED,
+    SANDBOX,
+    SPACE_ID,
+    TRUSTED,
+    paid,
+    ready,
+    space,
+)
+from tests.support.core import (
+    new_session as session,
+)
 
 APPROVED = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "boss"}}
 PRICES = {"a10g-small": 1.0, "cpu-basic": 0.0}

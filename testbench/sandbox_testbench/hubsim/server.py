@@ -638,7 +638,7 @@ class HubSimServer:
 
 
 def serve(config: HubSimConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the emulator in the foreground until SIGINT/SIGTERM (for `sandbox-operator hubsim`)."""
+    """Run the emulator in the foreground until SIGINT/SIGTERM (for `sandbox-testbench hubsim`)."""
     asyncio.run(_serve_until_signal(config, host, port))
 
 

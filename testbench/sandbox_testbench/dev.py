@@ -17,12 +17,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import api
-from .config import DEFAULT_OPERATOR_NAMESPACE
+from sandbox_operator import api
+from sandbox_operator.config import DEFAULT_OPERATOR_NAMESPACE
+from sandbox_operator.crd import render_crd
+
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
 from .controlplane.processes import free_ports, launch, log_tail
-from .crd import render_crd
 from .hubsim import HubSimConfig, HubSimServer
 
 DEV_OWNER = "agents"
@@ -219,10 +220,10 @@ def up(state_dir: Path, *, with_operator: bool, build_seconds: float, hardware_s
     state_dir.mkdir(parents=True, exist_ok=True)
     if _supervisor_pid(state_dir) is not None:
         raise DevError(
-            f"a dev environment already runs in {state_dir}; run `sandbox-operator dev down` first"
+            f"a dev environment already runs in {state_dir}; run `sandbox-testbench dev down` first"
         )
     (state_dir / ENV_FILE).unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "sandbox_operator", "dev", "--state-dir", str(state_dir)]
+    argv = [sys.executable, "-m", "sandbox_testbench", "dev", "--state-dir", str(state_dir)]
     argv += ["--build-seconds", str(build_seconds), "--hardware-seconds", str(hardware_seconds), "--quiet"]
     if not with_operator:
         argv.append("--without-operator")

@@ -1,0 +1,5 @@
+"""`python -m sandbox_testbench` is the `sandbox-testbench` command."""
+
+from .cli import main
+
+main()
