@@ -11,14 +11,18 @@ import os
 # Set before huggingface_hub is imported, else it fetches /api/agent-harnesses from huggingface.co (doc §1.6).
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi, constants, set_client_factory
+from huggingface_hub.utils._http import default_client_factory
 
+from sandbox_operator.hub import HubClient
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support.clock import ManualClock
+from tests.support.hub import client_for
 
 TEMPLATE = "sandbox-templates/agent-sandbox"
 TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}
@@ -100,3 +104,13 @@ def bob(hub: HubSimServer) -> HfApi:
 @pytest.fixture
 def anonymous(hub: HubSimServer) -> HfApi:
     return HfApi(endpoint=hub.url, token=False)
+
+
+@pytest.fixture
+def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
+    """The operator's Hub client; it installs its gate in huggingface_hub's global client, so other
+    tests get the default back."""
+    hub_client = client_for(hub.url, template)
+    yield hub_client
+    asyncio.run(hub_client.close())
+    set_client_factory(default_client_factory)

@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from huggingface_hub import set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 from prometheus_client import REGISTRY
 
-from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.model import FailureKind
-from sandbox_operator.hub import HubClient, HubError
+from sandbox_operator.hub import HubClient
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
-from tests.support.hub import duplicate
-
-
-def client_for(hub: HubSimServer, template: str) -> HubClient:
-    config = OperatorConfig(
-        hub_endpoint=hub.url,
-        hub_token="hf_alice",
-        default_owner="alice",
-        default_template=template,
-        cluster_id="c1",
-    )
-    return HubClient(config)
-
-
-@pytest.fixture
-def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
-    """The client installs its gate in huggingface_hub's global client; other tests get the default back."""
-    hub_client = client_for(hub, template)
-    yield hub_client
-    asyncio.run(hub_client.close())
-    set_client_factory(default_client_factory)
-
-
-def failure_of(call: object) -> HubError:
-    with pytest.raises(HubError) as raised:
-        asyncio.run(call)  # type: ignore[arg-type]
-    return raised.value
+from tests.support.hub import client_for, duplicate, failure_of
 
 
 def test_a_429_pauses_every_call_and_sends_nothing_until_retry_after(
@@ -87,7 +59,7 @@ def test_a_404_right_after_our_own_duplicate_reads_as_no_space_not_as_an_error(
 ) -> None:
     """Whether that means "not visible yet" is the core's call, from status.duplicateRequestedTime."""
     hub = hub_factory(transient_error_seconds=30)
-    client = client_for(hub, template)
+    client = client_for(hub.url, template)
     try:
         space_id = f"alice/ags-{uuid.uuid4()}"
         duplicate(client, template, space_id)

@@ -5,35 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from huggingface_hub import set_client_factory
-from huggingface_hub.utils._http import default_client_factory
-
-from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.model import FailureKind, HealthResult
-from sandbox_operator.hub import HubClient, HubError
+from sandbox_operator.hub import HubClient
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
-from tests.support.hub import duplicate
-
-
-@pytest.fixture
-def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
-    config = OperatorConfig(
-        hub_endpoint=hub.url, hub_token="hf_alice", default_owner="alice", default_template=template
-    )
-    hub_client = HubClient(config)
-    yield hub_client
-    asyncio.run(hub_client.close())
-    set_client_factory(default_client_factory)
-
-
-def failure_of(call: object) -> HubError:
-    with pytest.raises(HubError) as raised:
-        asyncio.run(call)  # type: ignore[arg-type]
-    return raised.value
+from tests.support.hub import duplicate, failure_of
 
 
 def test_a_not_found_on_a_write_is_a_hub_failure_not_an_escaping_exception(

@@ -5,7 +5,29 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from sandbox_operator.hub import HubClient
+import pytest
+
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.hub import HubClient, HubError
+
+
+def client_for(hub_url: str, template: str) -> HubClient:
+    """The operator's Hub client acting as the emulator user `alice`, owner of the Spaces it makes."""
+    config = OperatorConfig(
+        hub_endpoint=hub_url,
+        hub_token="hf_alice",
+        default_owner="alice",
+        default_template=template,
+        cluster_id="c1",
+    )
+    return HubClient(config)
+
+
+def failure_of(call: object) -> HubError:
+    """The HubError a client call raises (it fails the test if it raises none)."""
+    with pytest.raises(HubError) as raised:
+        asyncio.run(call)  # type: ignore[arg-type]
+    return raised.value
 
 
 def duplicate(
