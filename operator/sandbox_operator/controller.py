@@ -236,9 +236,16 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
     """Whether the API server enforces the approval policy (cached), and, when a paid flavor's
     approval would be acted on, whether its approver still holds `approve` here (a SubjectAccessReview)."""
     now = time.monotonic()
-    problem = await rt.kube.approval_policy_problem(now)
     question = approver_question(session.spec, session.namespace)
-    paid = not money.is_free(str(session.spec.hardware), rt.config)
+    wanted = str(session.spec.hardware)
+    paid = not money.is_free(wanted, rt.config)
+    held = session.status.hardware
+    # Before a paid flavor is first requested, the policy is read now, not from the cache: a spoofed
+    # approval admitted right after the policy was removed must not ride on an older answer.
+    upgrading = (
+        paid and question is not None and (held is None or wanted not in (held.requested, held.current))
+    )
+    problem = await rt.kube.approval_policy_problem(now, fresh=upgrading)
     if question is None or not paid or problem is not None or rt.config.insecure_trust_approvals:
         return Observation(policy_problem=problem)
     try:

@@ -270,10 +270,12 @@ class KubeClient:
         }
         await self._run(lambda: self._core.create_namespaced_event(namespace, body))
 
-    async def approval_policy_problem(self, now: float) -> str | None:
-        """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`."""
-        if self._policy_checked is not None and now - self._policy_checked[0] < self._recheck_interval:
-            return self._policy_checked[1]
+    async def approval_policy_problem(self, now: float, *, fresh: bool = False) -> str | None:
+        """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`,
+        or now when `fresh` (before money is spent on an approval's word)."""
+        cached = self._policy_checked
+        if not fresh and cached is not None and now - cached[0] < self._recheck_interval:
+            return cached[1]
         try:
             problem = policy.enforcement_problem(*await self._read_policy())
         except ApiException as error:
