@@ -32,7 +32,6 @@ from .core.model import (
     CreateSpace,
     DeleteSpace,
     DeletionObservation,
-    HealthResult,
     HubFailure,
     Observation,
     Plan,
@@ -124,15 +123,6 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
-#: Why a private Space's health is not checked without a read token: the Hub's edge forwards
-#: `Authorization` to the app, which runs the session's code, so the operator's own token never goes there.
-NO_EDGE_TOKEN = (
-    "a private Space's edge takes only a Hub read token, and none is configured for this session "
-    "(--hub-read-token-secret, or spec.hubTokenSecretRef); the operator never sends its own token "
-    "to a sandbox"
-)
-
-
 async def platform_read_token(rt: Runtime) -> str | None:
     """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
     if not rt.config.hub_read_token_secret:
@@ -218,12 +208,9 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         and token
         and space.sandbox_url
         and space.current_hardware == space.requested_hardware
+        and (hub_token or not session.spec.private)  # the core says why a private one is not checked
     ):
-        health = (
-            await rt.hub.health(space.sandbox_url, token, hub_token or "")
-            if hub_token or not session.spec.private
-            else HealthResult(False, f"not checked: {NO_EDGE_TOKEN}")
-        )
+        health = await rt.hub.health(space.sandbox_url, token, hub_token or "")
     return replace(
         base,
         space=space,

@@ -9,7 +9,7 @@ import pytest
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.core.conditions import AGENT_ACCESS
-from sandbox_operator.core.lifecycle import decide
+from sandbox_operator.core.lifecycle import NO_EDGE_TOKEN, decide
 from sandbox_operator.core.model import (
     UNBILLED_STAGES,
     Observation,
@@ -137,6 +137,14 @@ def test_private_session_without_a_read_token_says_agents_will_not_pass_the_edge
     plan = decide(session(status=RECORDED), observed, CONFIG, NOW)
     assert condition(plan.status, AGENT_ACCESS) == ("False", "NoReadToken")
     assert ready(plan.status) == ("True", "SandboxReady")  # the sandbox itself is fine
+
+
+def test_without_a_read_token_a_private_sandbox_is_not_health_checked_with_the_operators_token() -> None:
+    """The shell makes no health check then (health None); the core says why, and it is not Ready."""
+    observed = Observation(**TRUSTED, space=space(), token="t", connection_url=SANDBOX)
+    plan = decide(session(status=RECORDED), observed, CONFIG, NOW)
+    assert ready(plan.status) == ("False", "HealthCheckFailing")
+    assert NO_EDGE_TOKEN in next(c.message for c in plan.status.conditions if c.type == "Ready")
 
 
 def test_the_read_token_is_published_for_agent_pods() -> None:

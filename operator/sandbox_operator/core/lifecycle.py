@@ -446,7 +446,12 @@ def _next_step(
             )
             return RotateToken(space_id), 0.0
         draft.status.phase = Phase.STARTING
-        detail = health.detail if health else "not checked yet"
+        if health is not None:
+            detail = health.detail
+        elif session.spec.private and observed.read_token is None:
+            detail = f"not checked: {NO_EDGE_TOKEN}"
+        else:
+            detail = "not checked yet"
         draft.ready(
             "False",
             Reason.HEALTH_CHECK_FAILING,
@@ -481,6 +486,16 @@ def _await_visibility(
         f"the Hub does not show {space_id} yet after its duplicate ({detail}); waiting{until}",
     )
     return None, config.poll_interval
+
+
+#: Why a private Space's health is not checked without a read token: the Hub's edge hands
+#: `Authorization` on to the app, which runs the session's code, so the operator's own token never
+#: goes there (docs/hub-fidelity.md F37).
+NO_EDGE_TOKEN = (
+    "a private Space's edge takes only a Hub read token, and none is configured for this session "
+    "(--hub-read-token-secret, or spec.hubTokenSecretRef); the operator never sends its own token "
+    "to a sandbox"
+)
 
 
 def _may_rotate_token(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
