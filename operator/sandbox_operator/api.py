@@ -6,10 +6,11 @@ API server enforces and the types the code relies on cannot drift apart.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 GROUP = "agents.sandbox-operator.dev"
 VERSION = "v1alpha1"
@@ -195,6 +196,68 @@ class Approval(_Model):
     )
 
 
+def _utc(moment: datetime) -> datetime:
+    """A time without an offset is read as UTC, so every time the operator compares is aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_LIFETIME_ONE_OF = "set exactly one of ttlSeconds (seconds from creation) or expiresAt (an RFC 3339 time)"
+_LIFETIME_RULES: list[JsonValue] = [
+    {"rule": "has(self.ttlSeconds) != has(self.expiresAt)", "message": _LIFETIME_ONE_OF}
+]
+
+
+class Lifetime(_Model):
+    """How long a session may live; paused time does not count unless the operator says so."""
+
+    model_config = ConfigDict(
+        **_Model.model_config, json_schema_extra={"x-kubernetes-validations": _LIFETIME_RULES}
+    )
+
+    ttl_seconds: int | None = Field(
+        default=None,
+        alias="ttlSeconds",
+        description="Seconds from the session's creation after which it is deleted (deletionPolicy applies).",
+        ge=1,
+    )
+    expires_at: Annotated[datetime, AfterValidator(_utc)] | None = Field(
+        default=None,
+        alias="expiresAt",
+        description=(
+            "When the session is deleted (RFC 3339), read as the lifetime from its creation to this time: "
+            "time paused extends it unless the operator counts paused time."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Lifetime:
+        """Mirror of the CEL rule, so parsing in Python rejects what the API server rejects."""
+        if (self.ttl_seconds is None) == (self.expires_at is None):
+            raise ValueError(_LIFETIME_ONE_OF)
+        return self
+
+
+class IdlePolicy(_Model):
+    pause_after_seconds: int | None = Field(
+        default=None,
+        alias="pauseAfterSeconds",
+        description=(
+            "Pause the session once its sandbox has not been used for this long (its Space asleep, or "
+            "the activity its health endpoint reports); 0: never. Empty: the operator's default."
+        ),
+        ge=0,
+    )
+    retention_seconds: int | None = Field(
+        default=None,
+        alias="retentionSeconds",
+        description=(
+            "Delete the session once it has been paused (by spec.paused or by idleness) for this long; "
+            "0: never. Empty: the operator's default."
+        ),
+        ge=0,
+    )
+
+
 def _immutable(field: str, why: str) -> JsonValue:
     """A transition rule: the field keeps the value (or absence) it had when the session was created."""
     return {
@@ -260,6 +323,23 @@ class AgentSessionSpec(_Model):
         ),
         ge=MIN_SLEEP_TIME_SECONDS,
     )
+    lifetime: Lifetime | None = Field(
+        default=None,
+        description=(
+            "How long the session lives before it is deleted (ttlSeconds or expiresAt). Empty: the "
+            "operator's default; never beyond the operator's maximum age."
+        ),
+    )
+    paused: bool = Field(
+        default=False,
+        description=(
+            "Pause the Space on the Hub (nothing is billed, the sandbox does not answer); false resumes "
+            "it. The operator sets it when it pauses an idle session."
+        ),
+    )
+    idle: IdlePolicy | None = Field(
+        default=None, description="When an unused session is paused, and a paused one deleted."
+    )
     hub_token_secret_ref: SecretKeySelector | None = Field(
         default=None,
         alias="hubTokenSecretRef",
@@ -324,8 +404,14 @@ class Phase(StrEnum):
     READY = "Ready"
     UPGRADING = "Upgrading"
     SLEEPING = "Sleeping"
+    PAUSED = "Paused"
     FAILED = "Failed"
     DELETING = "Deleting"
+
+
+class PausedBy(StrEnum):
+    USER = "User"
+    IDLE = "Idle"
 
 
 class AgentSessionStatus(_Model):
@@ -383,6 +469,36 @@ class AgentSessionStatus(_Model):
         description="The paid flavor waiting for an approval, with its price.",
     )
     spend: Spend | None = Field(default=None, description="Estimated spend on paid hardware.")
+    expires_at: str | None = Field(
+        default=None,
+        alias="expiresAt",
+        description=(
+            "When the operator deletes the session if nothing changes (RFC 3339): the end of its lifetime, "
+            "its maximum age, or, while paused, the end of its retention; recomputed as paused time accrues."
+        ),
+    )
+    paused_since: str | None = Field(
+        default=None,
+        alias="pausedSince",
+        description="When the current pause began (RFC 3339); empty while not paused.",
+    )
+    paused_by: PausedBy | None = Field(
+        default=None, alias="pausedBy", description="Who paused the session: User (spec.paused) or Idle."
+    )
+    paused_seconds: float | None = Field(
+        default=None,
+        alias="pausedSeconds",
+        description="Seconds spent paused in earlier pauses, which do not count against the lifetime.",
+        ge=0,
+    )
+    idle_since: str | None = Field(
+        default=None,
+        alias="idleSince",
+        description=(
+            "Since when the sandbox has not been used (RFC 3339), as far as the operator can tell (the "
+            "Space asleep, or the activity its health endpoint reports); empty when unknown."
+        ),
+    )
     failures: int | None = Field(
         default=None, description="Consecutive failed reconciles; drives the retry backoff.", ge=0
     )

@@ -189,6 +189,38 @@ class OperatorConfig(BaseModel):
         ge=MIN_SLEEP_TIME_SECONDS,
         description="Longest sleep time (seconds) a session may ask for on paid hardware.",
     )
+    lifetime_default: Annotated[int, OPTION] = Field(
+        default=86400,
+        ge=0,
+        description="Lifetime (seconds of unpaused time) of a session that sets no spec.lifetime; 0: none.",
+    )
+    lifetime_max: Annotated[int, OPTION] = Field(
+        default=604800,
+        ge=0,
+        description="Oldest a session may get (seconds since its creation, paused or not) before it is "
+        "deleted, whatever its spec.lifetime; 0: no limit.",
+    )
+    lifetime_warning: Annotated[float, OPTION] = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds before a session is deleted (end of its lifetime or retention) that a Warning "
+        "Event (and the condition Expiring=True) says so.",
+    )
+    lifetime_counts_paused: Annotated[bool, OPTION] = Field(
+        default=False, description="Count time paused against a session's lifetime; off: pausing extends it."
+    )
+    idle_pause_after: Annotated[int, OPTION] = Field(
+        default=0,
+        ge=0,
+        description="Pause a session whose sandbox has not been used for this many seconds, unless its "
+        "spec.idle.pauseAfterSeconds says otherwise; 0: never.",
+    )
+    idle_retention: Annotated[int, OPTION] = Field(
+        default=259200,
+        ge=0,
+        description="Delete a session paused (by the user or for idleness) for this many seconds, unless its "
+        "spec.idle.retentionSeconds says otherwise; 0: never.",
+    )
     hub_concurrency: int = Field(default=8, ge=1, description="Hub calls in flight at once.")
     hub_timeout: Annotated[float, OPTION] = Field(
         default=20.0,
@@ -247,6 +279,12 @@ class OperatorConfig(BaseModel):
     def _sleep_default_within_max(self) -> OperatorConfig:
         if self.sleep_time_default > self.sleep_time_max:
             raise ValueError("sleep_time_default must not exceed sleep_time_max")
+        return self
+
+    @model_validator(mode="after")
+    def _lifetime_default_within_max(self) -> OperatorConfig:
+        if self.lifetime_max and self.lifetime_default > self.lifetime_max:
+            raise ValueError("lifetime_default must not exceed lifetime_max")
         return self
 
 

@@ -26,17 +26,20 @@ from kubernetes.client.exceptions import ApiException
 from . import api, metrics
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
-from .core.conditions import EventNote, Reason
+from .core.conditions import EventNote, Reason, parse_rfc3339
 from .core.model import (
     Action,
     CreateSpace,
+    DeleteSession,
     DeleteSpace,
     DeletionObservation,
     HubFailure,
     Observation,
+    PauseSpace,
     Plan,
     PublishConnection,
     PublishHubToken,
+    PublishPause,
     RecordIntent,
     ReleaseSpace,
     RequestHardware,
@@ -49,6 +52,8 @@ from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
     KEY_HUB_TOKEN,
+    KEY_PAUSED_SINCE,
+    KEY_RESUME,
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
     KEY_TOKEN,
@@ -102,6 +107,7 @@ def session_from_body(body: kopf.Body) -> Session:
         generation=int(meta.get("generation", 1)),
         spec=parsed.spec,
         status=parsed.status,
+        created=parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None,
     )
 
 
@@ -187,6 +193,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         read_token=hub_token,
         read_token_problem=hub_token_problem,
         connection_hub_token=(connection or {}).get(KEY_HUB_TOKEN) or None,
+        connection_paused_since=(connection or {}).get(KEY_PAUSED_SINCE) or None,
     )
     space_id = session.status.space_id
     if space_id is None:
@@ -258,6 +265,8 @@ class Applied:
     deleting: bool = False
     #: A duplicate request went out (whatever its answer).
     sent: bool = False
+    #: The operator changed the session's spec: this pass stops, the new generation wakes the loop.
+    respecified: bool = False
 
 
 async def apply(
@@ -343,6 +352,23 @@ async def apply(
                     return Applied(known=replace(observed, space=replace(observed.space, sleep_time=seconds)))
             case RestartSpace(space_id=space_id):
                 await rt.hub.restart(space_id)
+            case PauseSpace(space_id=space_id, for_idle=for_idle):
+                if for_idle:  # the pause is recorded before spec.paused says so, and both before the Hub
+                    await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+                    await rt.kube.pause_session(session.namespace, session.name)
+                await rt.hub.pause(space_id)
+                return Applied(respecified=for_idle)
+            case PublishPause(paused_since=since, resume=how):
+                await rt.kube.write_connection(
+                    namespace=session.namespace,
+                    name=secret_name,
+                    owner=owner,
+                    values={KEY_PAUSED_SINCE: since, KEY_RESUME: how},
+                )
+                return Applied(known=replace(observed, connection_paused_since=since))
+            case DeleteSession():
+                await rt.kube.delete_session(session.namespace, session.name, session.uid)
+                return Applied(deleting=True)
             case _:
                 raise AssertionError(f"unexpected action {action!r}")
     except HubError as error:
@@ -400,7 +426,7 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
             )
         _post(body, plan.events)
         session = replace(session, status=plan.status)
-        if plan.action is None or plan.status.failures or applied.deleting:
+        if plan.action is None or plan.status.failures or applied.deleting or applied.respecified:
             break
         observed = applied.known or await observe_session(rt, session, verify_marker=not applied.created)
     assert plan is not None

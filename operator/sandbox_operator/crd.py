@@ -23,6 +23,8 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Hardware", "type": "string", "jsonPath": ".status.hardware.current"},
     {"name": "Space", "type": "string", "jsonPath": ".status.spaceId"},
+    # A string, not a date: kubectl prints a date in the future as "<invalid>".
+    {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

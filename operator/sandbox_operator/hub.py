@@ -17,6 +17,7 @@ and needs no thread: a private Space's edge wants a Hub token that may read the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -225,6 +226,21 @@ def _space_view(info: SpaceInfo, endpoint: str) -> SpaceView:
         sandbox_url=info.host or (f"https://{info.subdomain}.hf.space" if info.subdomain else None),
         sleep_time=runtime.sleep_time if runtime is not None else None,
     )
+
+
+#: The key of a sandbox's health answer that says when it was last used (RFC 3339), where the template
+#: reports it (an assumption of ours: docs/hub-fidelity.md F41).
+LAST_ACTIVITY_KEY = "lastActivityTime"
+
+
+def last_activity(body: str) -> datetime | None:
+    """When the sandbox was last used, from its health answer; None when it does not say."""
+    try:
+        value = json.loads(body).get(LAST_ACTIVITY_KEY)
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except (ValueError, AttributeError):
+        return None
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class HubClient:
@@ -470,6 +486,9 @@ class HubClient:
     async def restart(self, space_id: str) -> None:
         await self._call("restart", lambda: self._api.restart_space(space_id))
 
+    async def pause(self, space_id: str) -> None:
+        await self._call("pause", lambda: self._api.pause_space(space_id))
+
     async def release(self, space_id: str) -> None:
         """Drop this cluster from the Space's marker: kept by policy, it is no longer ours to sweep.
 
@@ -507,7 +526,7 @@ class HubClient:
         try:
             async with self._http.get(url, headers=headers) as response:
                 if response.status == 200:
-                    return HealthResult(True, "200 OK", 200)
+                    return HealthResult(True, "200 OK", 200, last_activity(await response.text()))
                 return HealthResult(False, f"{url} answered {response.status}", response.status)
         except (aiohttp.ClientError, TimeoutError) as error:
             return HealthResult(False, f"{url} unreachable: {error or type(error).__name__}")

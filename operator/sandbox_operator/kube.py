@@ -34,6 +34,10 @@ KEY_TOKEN = "token"
 #: A Hub token that may read the private Space, sent as `Authorization: Bearer <hubToken>` to pass the
 #: Hub's edge; empty for a public Space or when none is configured.
 KEY_HUB_TOKEN = "hubToken"
+#: Since when the session is paused (RFC 3339; empty while it is not): the sandbox does not answer.
+KEY_PAUSED_SINCE = "pausedSince"
+#: How to resume a paused session (a kubectl command; empty while it is not paused).
+KEY_RESUME = "resume"
 #: The label every connection Secret carries: with an owner reference to a same-named AgentSession,
 #: it marks a Secret the operator may take over from a deleted predecessor.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sandbox-operator"}
@@ -231,6 +235,31 @@ class KubeClient:
             )
         )
         return dict(written)
+
+    async def pause_session(self, namespace: str, name: str) -> None:
+        """Set spec.paused on a session the operator pauses for idleness: the user resumes it by
+        setting it back to false, as after a pause of their own."""
+        await self._run(
+            lambda: self._custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"paused": True}}
+            )
+        )
+
+    async def delete_session(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the session (its lifetime or retention ended); only the object with this UID, never a
+        same-named successor. Its finalizer then releases the Space with its deletionPolicy."""
+        options: Any = {
+            "preconditions": {"uid": uid}
+        }  # a plain dict: the client accepts it as V1DeleteOptions
+        try:
+            await self._run(
+                lambda: self._custom.delete_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body=options
+                )
+            )
+        except ApiException as error:
+            if error.status not in (404, 409):  # gone already, or a successor of that name
+                raise
 
     async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
         """AgentSessions in `namespaces` (all namespaces if empty), as plain objects."""

@@ -30,6 +30,7 @@ OPERATOR_PERMISSIONS = frozenset(
         ("agents.sandbox-operator.dev", "agentsessions", "list"),
         ("agents.sandbox-operator.dev", "agentsessions", "watch"),
         ("agents.sandbox-operator.dev", "agentsessions", "patch"),
+        ("agents.sandbox-operator.dev", "agentsessions", "delete"),
         ("agents.sandbox-operator.dev", "agentsessions/status", "patch"),
         ("", "events", "create"),
         ("", "secrets", "get"),

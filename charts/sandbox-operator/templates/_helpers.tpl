@@ -77,7 +77,7 @@ The leader-election Lease lives in the operator's own namespace; see leaderElect
 {{- define "sandbox-operator.rules" -}}
 - apiGroups: ["agents.sandbox-operator.dev"]
   resources: ["agentsessions"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["agents.sandbox-operator.dev"]
   resources: ["agentsessions/status"]
   verbs: ["patch"]

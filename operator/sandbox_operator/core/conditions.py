@@ -19,6 +19,8 @@ HARDWARE_APPROVED = "HardwareApproved"
 BUDGET_EXHAUSTED = "BudgetExhausted"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
+#: Whether the session is about to be deleted (end of its lifetime or retention); absent without a deadline.
+EXPIRING = "Expiring"
 
 
 class Severity(StrEnum):
@@ -63,6 +65,15 @@ class Reason(StrEnum):
     RELEASING_SPACE = "ReleasingSpace"
     DELETING_SPACE = "DeletingSpace"
     SPACE_ORPHANED = "SpaceOrphaned"
+    # Lifetimes, pause and idle (core/lifetime.py): planned, so Normal, except the warnings before a deletion.
+    PAUSING = "Pausing"
+    PAUSED = "Paused"
+    IDLE_PAUSED = "IdlePaused"
+    EXPIRY_SCHEDULED = "ExpiryScheduled"
+    LIFETIME_EXPIRED = "LifetimeExpired"
+    RETENTION_EXPIRED = "RetentionExpired"
+    LIFETIME_ENDING = "LifetimeEnding", Severity.WARNING
+    RETENTION_ENDING = "RetentionEnding", Severity.WARNING
     # Hub failures (FailureKind): retried with backoff.
     HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
     HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING

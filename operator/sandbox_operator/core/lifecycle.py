@@ -17,6 +17,7 @@ from ..api import (
     Phase,
 )
 from ..config import OperatorConfig
+from . import lifetime
 from .conditions import (
     AGENT_ACCESS,
     BUDGET_EXHAUSTED,
@@ -177,7 +178,14 @@ def decide_live(
     draft.status.observed_generation = session.generation
     _money(draft, observed, config)
     _agent_access(draft, observed)
+    clock = lifetime.keep_time(session, draft.status, config, now)
+    if clock.delete is not None:
+        return Plan(clock.delete, draft.status, None, transition_events(session.status, draft.status))
     action, requeue = _next_step(draft, observed, config, jitter)
+    if action is None and draft.status.phase in (Phase.READY, Phase.SLEEPING):
+        action, idle_requeue = lifetime.idle_step(session, draft.status, observed, config, now)
+        requeue = _sooner(requeue, idle_requeue)
+    requeue = _sooner(requeue, clock.requeue)
     if draft.status.spend is not None:
         recheck = spend_recheck_delay(draft.status.spend, config)
         if recheck is not None:
@@ -190,6 +198,10 @@ def decide_live(
         draft.status.failures = None
         draft.status.next_retry_time = None
     return Plan(action, draft.status, requeue, transition_events(session.status, draft.status))
+
+
+def _sooner(requeue: float | None, other: float | None) -> float | None:
+    return other if requeue is None else requeue if other is None else min(requeue, other)
 
 
 def decide_failure(
@@ -371,6 +383,9 @@ def _next_step(
             f"{held} is not allowed now; requesting {target} (the Hub reports stage {space.stage})",
         )
         return RequestHardware(space_id, target, sleep_time), config.poll_interval
+    paused = lifetime.pause_step(session, draft.status, space, observed, config, now)
+    if paused is not None:
+        return paused
 
     if observed.token is None:
         draft.status.phase = Phase.STARTING

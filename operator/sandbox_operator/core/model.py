@@ -91,6 +91,8 @@ class HealthResult:
     detail: str
     #: The HTTP status the sandbox answered; None when it could not be reached.
     status: int | None = None
+    #: When the sandbox was last used, if its health answer says so (`lastActivityTime`).
+    last_activity: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class Observation:
     read_token_problem: str | None = None
     #: The Hub read token the connection Secret holds now ("" or None: none).
     connection_hub_token: str | None = None
+    #: Since when the connection Secret says the session is paused ("" or None: not paused).
+    connection_paused_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ class Session:
     status: AgentSessionStatus
     #: metadata.deletionTimestamp is set: the finalizer's turn (Crossplane's WasDeleted).
     deleting: bool = False
+    #: metadata.creationTimestamp, where lifetimes count from; None: unknown (no lifetime applies).
+    created: datetime | None = None
 
 
 # Actions: each is one change to the outside world, applied by the controller.
@@ -214,6 +220,32 @@ class ReleaseSpace:
     space_id: str
 
 
+@dataclass(frozen=True)
+class PauseSpace:
+    """Pause the Space on the Hub. `for_idle`: the operator pauses an idle session, so it first records
+    the pause in status and sets spec.paused, which the user sets back to false to resume."""
+
+    space_id: str
+    for_idle: bool = False
+
+
+@dataclass(frozen=True)
+class PublishPause:
+    """Tell agent pods, through the connection Secret, since when the session is paused and how to
+    resume it ("" and "": it is not paused)."""
+
+    paused_since: str
+    resume: str
+
+
+@dataclass(frozen=True)
+class DeleteSession:
+    """Delete the AgentSession object (its lifetime or retention ended): the finalizer then releases
+    the Space with the session's deletionPolicy."""
+
+    reason: str
+
+
 Action = (
     RecordIntent
     | CreateSpace
@@ -225,6 +257,9 @@ Action = (
     | RestartSpace
     | DeleteSpace
     | ReleaseSpace
+    | PauseSpace
+    | PublishPause
+    | DeleteSession
 )
 
 

@@ -1,0 +1,254 @@
+"""Lifetimes, pause and idle: when a session is deleted (its lifetime, the operator's maximum age, or
+the retention of a paused session), whether its Space is paused (`spec.paused`), and when an unused
+one is paused for idleness. Pure decisions on (session, status, observation, now); what the
+operator must remember across restarts (since when paused, time paused so far, idle since) lives in
+status.
+
+Deadlines, all from `metadata.creationTimestamp`:
+- the lifetime: `spec.lifetime` (ttlSeconds, or expiresAt read as the time from creation to it), else
+  the operator's default, counted in unpaused time unless the operator counts paused time too;
+- the maximum age (`lifetime_max`), in wall time, paused or not: no session outlives it;
+- while paused (by the user or for idleness), the retention, from the start of the pause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..api import AgentSessionSpec, AgentSessionStatus, PausedBy, Phase
+from ..config import OperatorConfig
+from .conditions import EXPIRING, READY, Reason, condition_of, parse_rfc3339, rfc3339, set_condition
+from .model import (
+    SLEEPING,
+    STOPPED_STAGES,
+    Action,
+    DeleteSession,
+    Observation,
+    PauseSpace,
+    PublishPause,
+    Session,
+    SpaceView,
+)
+
+
+def resume_command(session: Session) -> str:
+    """What a user runs to resume a paused session: said in status and in the connection Secret."""
+    return (
+        f"kubectl patch agentsession {session.name} -n {session.namespace} --type=merge "
+        """-p '{"spec":{"paused":false}}'"""
+    )
+
+
+def lifetime_seconds(spec: AgentSessionSpec, created: datetime, config: OperatorConfig) -> float | None:
+    """The session's lifetime, in seconds from creation; None: it has none."""
+    lifetime = spec.lifetime
+    if lifetime is None:
+        return float(config.lifetime_default) or None
+    if lifetime.ttl_seconds is not None:
+        return float(lifetime.ttl_seconds)
+    assert lifetime.expires_at is not None, "the schema demands one of the two"
+    return (lifetime.expires_at - created).total_seconds()
+
+
+def pause_after(spec: AgentSessionSpec, config: OperatorConfig) -> int:
+    """Seconds unused before an idle session is paused; 0: never."""
+    own = spec.idle.pause_after_seconds if spec.idle else None
+    return config.idle_pause_after if own is None else own
+
+
+def retention(spec: AgentSessionSpec, config: OperatorConfig) -> int:
+    """Seconds a paused session is kept before it is deleted; 0: forever (up to the maximum age)."""
+    own = spec.idle.retention_seconds if spec.idle else None
+    return config.idle_retention if own is None else own
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When the session is deleted if nothing changes, and why."""
+
+    at: datetime
+    ending: Reason
+    expired: Reason
+    why: str
+    hint: str
+
+
+def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfig) -> Deadline | None:
+    """The earliest of the session's deadlines. While paused, a lifetime that does not count paused
+    time is not running out, so only the maximum age and the retention apply."""
+    created = session.created
+    if created is None:
+        return None
+    found = []
+    paused_since = parse_rfc3339(status.paused_since) if status.paused_since else None
+    lifetime = lifetime_seconds(session.spec, created, config)
+    longer = "set a longer spec.lifetime to keep it"
+    if lifetime is not None and config.lifetime_counts_paused:
+        why = f"the end of its lifetime ({lifetime:.0f}s from creation, paused time included)"
+        found.append(Deadline(created + timedelta(seconds=lifetime), *_LIFETIME, why, longer))
+    elif lifetime is not None and paused_since is None:
+        paused = status.paused_seconds or 0.0
+        extended = f", extended by {paused:.0f}s paused" if paused else ""
+        why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time{extended})"
+        found.append(Deadline(created + timedelta(seconds=lifetime + paused), *_LIFETIME, why, longer))
+    if config.lifetime_max:
+        why = f"the operator's maximum age of a session ({config.lifetime_max}s, paused or not)"
+        hint = "a new session must replace it"
+        found.append(Deadline(created + timedelta(seconds=config.lifetime_max), *_LIFETIME, why, hint))
+    keep = retention(session.spec, config)
+    if paused_since is not None and keep:
+        why = f"the end of its retention ({keep}s paused, since {status.paused_since})"
+        hint = f"resume it to keep it: {resume_command(session)}"
+        found.append(Deadline(paused_since + timedelta(seconds=keep), *_RETENTION, why, hint))
+    return min(found, key=lambda due: due.at) if found else None
+
+
+_LIFETIME = (Reason.LIFETIME_ENDING, Reason.LIFETIME_EXPIRED)
+_RETENTION = (Reason.RETENTION_ENDING, Reason.RETENTION_EXPIRED)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What the session's deadlines ask for now: its deletion, or when to look again."""
+
+    delete: DeleteSession | None
+    requeue: float | None
+
+
+def _wake(seconds: float, config: OperatorConfig) -> float | None:
+    """Look again in `seconds`, unless the next resync comes first (a converged session's loop)."""
+    if config.resync_interval > 0 and seconds > config.resync_interval:
+        return None
+    return max(0.0, seconds)
+
+
+def account_pause(session: Session, status: AgentSessionStatus, now: datetime) -> None:
+    """Start or end the record of a pause as spec.paused says: time paused is summed up when it ends,
+    so it survives restarts and later pauses."""
+    if session.spec.paused and status.paused_since is None:
+        status.paused_since = rfc3339(now, precise=True)
+        status.paused_by = PausedBy.USER
+        status.idle_since = None
+    elif not session.spec.paused and status.paused_since is not None:
+        paused = (now - parse_rfc3339(status.paused_since)).total_seconds()
+        status.paused_seconds = round((status.paused_seconds or 0.0) + max(0.0, paused), 3)
+        status.paused_since = None
+        status.paused_by = None
+
+
+def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> Clock:
+    """Bring the pause record, status.expiresAt and the Expiring condition up to date; at the deadline,
+    the session is deleted. The condition turns True `lifetime_warning` before it: its Event is the
+    warning, posted once, since it is a transition."""
+    account_pause(session, status, now)
+    due = deadline(session, status, config)
+    if due is None:
+        status.expires_at = None
+        status.conditions = [c for c in status.conditions if c.type != EXPIRING]
+        return Clock(None, None)
+    status.expires_at = rfc3339(due.at)
+    left = (due.at - now).total_seconds()
+
+    def expiring(state: str, reason: Reason, message: str) -> None:
+        status.conditions = set_condition(
+            status.conditions, EXPIRING, state, reason, message, session.generation, now
+        )
+
+    if left <= 0:
+        expiring("True", due.expired, f"deleting the session at {due.why}")
+        return Clock(DeleteSession(due.expired), None)
+    if left <= config.lifetime_warning:
+        expiring("True", due.ending, f"the session is deleted at {status.expires_at}, {due.why}; {due.hint}")
+        return Clock(None, _wake(left, config))
+    expiring("False", Reason.EXPIRY_SCHEDULED, f"the session is deleted at {status.expires_at}, {due.why}")
+    return Clock(None, _wake(left - config.lifetime_warning, config))
+
+
+def _ready(session: Session, status: AgentSessionStatus, reason: Reason, message: str, now: datetime) -> None:
+    status.conditions = set_condition(
+        status.conditions, READY, "False", reason, message, session.generation, now
+    )
+
+
+def pause_step(
+    session: Session,
+    status: AgentSessionStatus,
+    space: SpaceView,
+    observed: Observation,
+    config: OperatorConfig,
+    now: datetime,
+) -> tuple[Action | None, float | None] | None:
+    """The next step of a paused session (None: not paused, nothing to do here): pause the Space,
+    say so in the connection Secret, then wait. A resumed one has its Secret cleared; its Space is
+    restarted by the usual way back from a stopped stage."""
+    if not session.spec.paused:
+        if observed.connection_paused_since:
+            return PublishPause("", ""), 0.0
+        return None
+    since = status.paused_since or rfc3339(now, precise=True)
+    how = resume_command(session)
+    status.phase = Phase.PAUSED
+    if space.stage not in STOPPED_STAGES:
+        _ready(session, status, Reason.PAUSING, f"pausing Space {space.space_id} (now {space.stage}); "
+               f"resume with: {how}", now)  # fmt: skip
+        return PauseSpace(space.space_id), config.poll_interval
+    if observed.token is not None and (observed.connection_paused_since or "") != since:
+        return PublishPause(since, how), 0.0
+    idle = status.paused_by == PausedBy.IDLE
+    why = "its sandbox was not used for a while" if idle else "spec.paused is true"
+    _ready(
+        session,
+        status,
+        Reason.IDLE_PAUSED if idle else Reason.PAUSED,
+        f"Space {space.space_id} is paused since {since} ({why}): nothing is billed and the sandbox does not "
+        f"answer; resume it with: {how}",
+        now,
+    )
+    return None, None
+
+
+def idle_since(status: AgentSessionStatus, observed: Observation, now: datetime) -> datetime | None:
+    """Since when the sandbox has not been used, as far as can be told: the activity its health answer
+    reports, or, while its Space is asleep, at least its sleep time before it was first seen asleep.
+    Never before the session last became Ready (a resumed sandbox starts a fresh idle period)."""
+    ready = condition_of(status, READY)
+    floor = parse_rfc3339(ready.last_transition_time) if ready is not None else now
+    health, space = observed.health, observed.space
+    if health is not None and health.last_activity is not None:
+        seen = min(health.last_activity, now)
+    elif space is not None and space.stage == SLEEPING:
+        recorded = parse_rfc3339(status.idle_since) if status.idle_since else None
+        seen = recorded or now - timedelta(seconds=space.sleep_time or 0)
+    else:
+        return None
+    return max(seen, floor)
+
+
+def idle_step(
+    session: Session, status: AgentSessionStatus, observed: Observation, config: OperatorConfig, now: datetime
+) -> tuple[PauseSpace | None, float | None]:
+    """For a Ready session (running and healthy, or asleep): pause it once it has been idle for its
+    pauseAfterSeconds, else look again when it would be."""
+    after = pause_after(session.spec, config)
+    since = idle_since(status, observed, now) if after and observed.space is not None else None
+    status.idle_since = rfc3339(since) if since is not None else None
+    if since is None or observed.space is None:
+        return None, None
+    due = since + timedelta(seconds=after)
+    if due > now:
+        return None, _wake((due - now).total_seconds(), config)
+    status.paused_since = rfc3339(now, precise=True)
+    status.paused_by = PausedBy.IDLE
+    status.idle_since = None
+    status.phase = Phase.PAUSED
+    _ready(
+        session,
+        status,
+        Reason.IDLE_PAUSED,
+        f"the sandbox has not been used since {rfc3339(since)} ({after}s, spec.idle.pauseAfterSeconds or the "
+        f"operator's default); pausing Space {observed.space.space_id}; resume it with: "
+        f"{resume_command(session)}",
+        now,
+    )
+    return PauseSpace(observed.space.space_id, for_idle=True), None
