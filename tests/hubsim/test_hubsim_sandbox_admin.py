@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx2
 import pytest
@@ -32,7 +33,7 @@ def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, templ
 
     time.sleep(0.25)
     ok = _health(host, "tok")
-    assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
+    assert (ok.status_code, ok.json()["status"]) == (200, "ok")
     assert ok.headers["X-Request-Id"]
     assert _health(host, "wrong").status_code == 401
     assert _health(host, None).status_code == 401
@@ -44,6 +45,34 @@ def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, templ
     assert _health(host, "rotated").status_code == 503
     alice.delete_repo("alice/box", repo_type="space")
     assert _health(host, "rotated").status_code == 404
+
+
+def test_health_reports_the_last_use_and_health_checks_are_not_use(
+    alice: HfApi, admin: HubSimAdmin, template: str
+) -> None:
+    admin.set_delays(build=0.1)
+    secret = [{"key": "SANDBOX_API_TOKEN", "value": "tok"}]
+    alice.duplicate_repo(template, "alice/used", repo_type="space", space_secrets=secret)
+    host = alice.space_info("alice/used").host
+    assert host is not None
+    time.sleep(0.15)
+
+    def last_activity() -> datetime:
+        return datetime.fromisoformat(_health(host, "tok").json()["lastActivityTime"].replace("Z", "+00:00"))
+
+    started = last_activity()  # unused so far: when its app started running
+    time.sleep(0.05)
+    assert last_activity() == started  # a health check is not use
+    headers = {"X-Sandbox-Authorization": "Bearer tok"}
+    assert httpx2.post(f"{host}/api/bash", headers=headers, json={"command": "ls"}).status_code == 200
+    used = last_activity()
+    assert used > started and (datetime.now(UTC) - used).total_seconds() < 5
+    assert httpx2.post(f"{host}/api/bash", json={}).status_code == 401  # not past the sandbox token: no use
+    assert last_activity() == used
+
+    alice.restart_space("alice/used")  # a fresh app process remembers no use
+    time.sleep(0.15)
+    assert last_activity() > used
 
 
 def test_a_private_spaces_app_is_reached_only_through_the_edge_with_a_hub_read_token(

@@ -23,6 +23,7 @@ ROUTE_NAMES: Final = (
     "variables",
     "hardware_catalog",
     "health",
+    "app",
 )
 ANY_API_ROUTE: Final = "*"
 

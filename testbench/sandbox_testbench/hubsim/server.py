@@ -37,7 +37,7 @@ from .config import HubSimConfig
 from .constants import hardware_catalog_json
 from .faults import Fault
 from .ratelimit import RateLimiter
-from .state import CallRecord, HubSimError, HubState, KeyValue, RepoConflict, require_user
+from .state import CallRecord, HubSimError, HubState, KeyValue, RepoConflict, Space, require_user
 
 logger = logging.getLogger(__name__)
 
@@ -358,16 +358,26 @@ def _entry_handlers(kind: str, render: _EntriesView, answer_map: bool) -> tuple[
 SANDBOX_AUTH_HEADER: Final = "X-Sandbox-Authorization"
 
 
-def _sandbox_app(request: web.Request) -> None:
+def _sandbox_app(request: web.Request) -> Space:
     """Every request to a Space's app passes the Hub's edge first (Hub token in `Authorization`),
     then the sandbox server's own check (its token in `X-Sandbox-Authorization`)."""
     state, space_id = _state(request), _space_id(request)
     state.check_edge(space_id, _bearer(request))
-    state.check_sandbox(space_id, _bearer(request, SANDBOX_AUTH_HEADER))
+    return state.check_sandbox(space_id, _bearer(request, SANDBOX_AUTH_HEADER))
 
 
 async def _health(request: web.Request) -> web.Response:
-    _sandbox_app(request)
+    """`lastActivityTime`: when the sandbox was last used, as a template may report it (fidelity: F41)."""
+    state = _state(request)
+    space = _sandbox_app(request)
+    active = views.iso(state.wall_of(state.last_activity(space)))
+    return web.json_response({"status": "ok", "lastActivityTime": active})
+
+
+async def _app(request: web.Request) -> web.Response:
+    """Any other request to the sandbox's API (an agent at work): it counts as use (fidelity: F41)."""
+    state = _state(request)
+    state.use(_sandbox_app(request))
     return web.json_response({"status": "ok"})
 
 
@@ -529,6 +539,8 @@ def create_app(config: HubSimConfig) -> web.Application:
         for method, handler in (("GET", get), ("POST", post), ("DELETE", delete)):
             add(method, f"{space}/{kind}", handler, name=kind)
     add("GET", "/_sandbox/{ns}/{name}/health", _health, name="health")
+    for method in ("GET", "POST"):
+        add(method, "/_sandbox/{ns}/{name}/{path:.+}", _app, name="app")
     add("GET", "/_sim/spaces", _sim_spaces)
     add("POST", "/_sim/spaces", _sim_plant)
     add("GET", "/_sim/spaces/{ns}/{name}", _sim_space)

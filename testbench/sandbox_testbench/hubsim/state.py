@@ -119,6 +119,10 @@ class Space:
     timeline: list[Sample] = field(default_factory=list)
     #: Start of the current idle period: the last request to the app, or when the Space last came up.
     idle_since: float = 0.0
+    #: When the app last started running, and when it was last used (a request other than its health
+    #: check): what its health answer reports as its last activity (fidelity: F41).
+    app_started: float = 0.0
+    app_used: float = 0.0
 
     def __post_init__(self) -> None:
         self.idle_since = self.idle_since or self.created
@@ -320,6 +324,7 @@ class HubState:
         """The one way a Space's runtime changes, so its timeline (and bill) sees every change."""
         if stage == "RUNNING" and space.stage != "RUNNING":
             space.idle_since = at  # (re)starting to run starts a fresh idle period (fidelity: F26)
+            space.app_started = at  # a fresh app process, which remembers no earlier use (fidelity: F41)
         space.stage, space.current, space.requested = stage, current, requested
         last = space.timeline[-1] if space.timeline else None
         if last is None or (last.stage, last.current, last.requested) != (stage, current, requested):
@@ -618,6 +623,14 @@ class HubState:
         if space.stage == ASLEEP:
             self._wake(space, now)
         space.idle_since = max(space.idle_since, now)
+
+    def use(self, space: Space) -> None:
+        """A request to the app other than its health check: the sandbox was used (fidelity: F41)."""
+        space.app_used = max(space.app_used, self.now())
+
+    def last_activity(self, space: Space) -> float:
+        """What the app's health answer reports: its last use, else its start (fidelity: F41)."""
+        return max(space.app_started, space.app_used)
 
     def check_edge(self, space_id: str, hub_token: str | None) -> None:
         """The Hub's edge in front of every Space's app: a private Space's app is reached only with a Hub
