@@ -367,6 +367,8 @@ async def apply(
                 )
                 return Applied(known=replace(observed, connection_paused_since=since))
             case DeleteSession():
+                # Kopf stops this loop once the deletion is seen: the status says why before it goes.
+                await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
                 await rt.kube.delete_session(session.namespace, session.name, session.uid)
                 return Applied(deleting=True)
             case _:
@@ -413,6 +415,9 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
         plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
+        if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
+            _post(body, plan.events)
+            plan = replace(plan, events=[])
         applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
         if isinstance(plan.action, CreateSpace):
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
