@@ -90,7 +90,8 @@ def test_a_ttl_is_warned_of_once_then_the_session_is_deleted_on_time(clock: Cloc
     demo = session({"lifetime": {"ttlSeconds": 1200}})
     plan = decide(demo, observed(), CONFIG, clock.at())
     assert plan.status.expires_at == rfc3339(NOW + timedelta(seconds=1200))
-    assert expiring(plan) == ("False", Reason.EXPIRY_SCHEDULED)
+    assert EXPIRING not in {c.type for c in plan.status.conditions}
+    assert not [e for e in plan.events if e.reason.startswith("Lifetime")]
     assert plan.action is None and plan.requeue_after == 1200 - CONFIG.lifetime_warning
 
     demo = then(demo, plan)

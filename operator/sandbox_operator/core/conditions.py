@@ -19,7 +19,8 @@ HARDWARE_APPROVED = "HardwareApproved"
 BUDGET_EXHAUSTED = "BudgetExhausted"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
-#: Whether the session is about to be deleted (end of its lifetime or retention); absent without a deadline.
+#: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
+#: warning lead time before its deadline on.
 EXPIRING = "Expiring"
 
 
@@ -69,7 +70,6 @@ class Reason(StrEnum):
     PAUSING = "Pausing"
     PAUSED = "Paused"
     IDLE_PAUSED = "IdlePaused"
-    EXPIRY_SCHEDULED = "ExpiryScheduled"
     LIFETIME_EXPIRED = "LifetimeExpired"
     RETENTION_EXPIRED = "RetentionExpired"
     LIFETIME_ENDING = "LifetimeEnding", Severity.WARNING

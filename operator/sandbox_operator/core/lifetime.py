@@ -139,8 +139,9 @@ def account_pause(session: Session, status: AgentSessionStatus, now: datetime) -
 
 def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> Clock:
     """Bring the pause record, status.expiresAt and the Expiring condition up to date; at the deadline,
-    the session is deleted. The condition turns True `lifetime_warning` before it: its Event is the
-    warning, posted once, since it is a transition."""
+    the session is deleted. The condition appears (True) `lifetime_warning` before it: its Event is
+    the warning, posted once, since it is a transition; until then status.expiresAt alone says when,
+    so a session costs no Event or status write for its lifetime before that."""
     account_pause(session, status, now)
     due = deadline(session, status, config)
     if due is None:
@@ -149,6 +150,9 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
         return Clock(None, None)
     status.expires_at = rfc3339(due.at)
     left = (due.at - now).total_seconds()
+    if left > config.lifetime_warning:
+        status.conditions = [c for c in status.conditions if c.type != EXPIRING]
+        return Clock(None, _wake(left - config.lifetime_warning, config))
 
     def expiring(state: str, reason: Reason, message: str) -> None:
         status.conditions = set_condition(
@@ -158,11 +162,8 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
     if left <= 0:
         expiring("True", due.expired, f"deleting the session at {due.why}")
         return Clock(DeleteSession(due.expired), None)
-    if left <= config.lifetime_warning:
-        expiring("True", due.ending, f"the session is deleted at {status.expires_at}, {due.why}; {due.hint}")
-        return Clock(None, _wake(left, config))
-    expiring("False", Reason.EXPIRY_SCHEDULED, f"the session is deleted at {status.expires_at}, {due.why}")
-    return Clock(None, _wake(left - config.lifetime_warning, config))
+    expiring("True", due.ending, f"the session is deleted at {status.expires_at}, {due.why}; {due.hint}")
+    return Clock(None, _wake(left, config))
 
 
 def _ready(session: Session, status: AgentSessionStatus, reason: Reason, message: str, now: datetime) -> None:
