@@ -124,8 +124,14 @@ def test_a_paused_space_is_paused_at_the_hub_bills_nothing_and_resumes_to_ready(
     assert published["resume"].startswith(f"kubectl patch agentsession gpu -n {namespace}")
 
     billed = hub_admin.space(space_id)["billing"]["seconds"]["t4-small"]
-    time.sleep(2)
+    # What the pause needs across a restart is on the object: a new operator keeps it as it was.
+    operator.kill()
+    operator.start()
+    time.sleep(3)
     assert hub_admin.space(space_id)["billing"]["seconds"]["t4-small"] == billed  # nothing accrues
+    assert hub_admin.space(space_id)["stage"] == "PAUSED"
+    again = (get_session(kubectl, "gpu", namespace) or {})["status"]
+    assert (again["pausedSince"], again["expiresAt"]) == (status["pausedSince"], status["expiresAt"])
 
     kubectl("patch", "ags", "gpu", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":false}}')
     resumed = wait_ready(kubectl, "gpu", namespace, timeout=60)

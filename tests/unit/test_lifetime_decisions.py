@@ -3,11 +3,13 @@ clock the test moves by hand."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.config import OperatorConfig
@@ -27,6 +29,7 @@ from sandbox_operator.core.model import (
     Session,
 )
 from sandbox_operator.core.money import accrue_spend
+from sandbox_operator.kube import KubeClient
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, SPACE_ID, TRUSTED, paid, ready, space
 from tests.support.core import new_session as plain_session
@@ -318,3 +321,33 @@ def test_the_default_lifetime_fits_the_maximum() -> None:
     with pytest.raises(ValueError, match="lifetime_default"):
         OperatorConfig(lifetime_default=10, lifetime_max=5)
     assert OperatorConfig(lifetime_default=10, lifetime_max=0).lifetime_default == 10
+
+
+# The shell's one deletion ---------------------------------------------------------------------------
+
+
+class RecordingCustomObjects:
+    """Stands in for the Kubernetes client's CustomObjectsApi: records deletions, answers `status`."""
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status = status
+        self.deleted: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def delete_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> None:
+        self.deleted.append((args, kwargs))
+        if self.status is not None:
+            raise ApiException(status=self.status)
+
+
+@pytest.mark.parametrize("answer", [None, 404, 409])
+def test_an_expired_session_is_deleted_by_its_uid_never_a_same_named_successor(answer: int | None) -> None:
+    kube = KubeClient()
+    recorder = RecordingCustomObjects(answer)
+    kube._custom = recorder  # type: ignore[assignment]
+    try:
+        asyncio.run(kube.delete_session("team-a", "demo", "uid-1"))  # gone already, or a successor: fine
+    finally:
+        kube.close()
+    ((args, kwargs),) = recorder.deleted
+    assert args[-2:] == ("agentsessions", "demo") and args[2] == "team-a"
+    assert kwargs["body"] == {"preconditions": {"uid": "uid-1"}}
