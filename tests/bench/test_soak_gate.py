@@ -42,6 +42,17 @@ def test_each_broken_limit_is_named() -> None:
     assert soak_gate.problems(broken, max_rss_slope=1000.0) == found[1:]
 
 
+def test_one_allocator_step_is_not_a_leak_however_short_the_run() -> None:
+    """The CI soak (5 minutes) saw RSS step by about 10 MiB, up and down: a slope of 266 MiB/h over
+    its second half. One step of 16 MiB is allowed; an hour's run is held to far less."""
+    assert soak_gate.rss_slope_limit(5.0, 30.0, 16.0) == 576.0  # 1.5 * 16 MiB / 2.5 min
+    assert soak_gate.rss_slope_limit(60.0, 30.0, 16.0) == 48.0
+    assert soak_gate.rss_slope_limit(600.0, 30.0, 16.0) == 30.0
+    assert soak_gate.problems({**HEALTHY, "rss_slope_mib_per_hour_second_half": 266.0}) == []
+    hour = {**HEALTHY, "minutes": 60.0, "rss_slope_mib_per_hour_second_half": 266.0}
+    assert soak_gate.problems(hour) == ["RSS grows 266 MiB/h in the second half (limit 48 MiB/h)"]
+
+
 def gate(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bench.soak_gate", str(path), *args],
