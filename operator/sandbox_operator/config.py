@@ -4,6 +4,7 @@ test checks that the chart's Deployment sets every option (tests/chart/test_char
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -295,8 +296,21 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     namespaces: Annotated[tuple[str, ...], OPTION] = Field(
-        default=(), description="Namespaces to watch; empty: the whole cluster."
+        default=(),
+        description="Namespaces to watch, by name; empty: the whole cluster. Deployments sharding a "
+        "cluster each name their own (disjoint).",
     )
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, namespaces: tuple[str, ...]) -> tuple[str, ...]:
+        """Names only: kopf's namespace globs need namespace scanning, which the operator keeps off
+        (no cluster-wide list), and the sweeper tells a shard's Spaces apart by exact namespace."""
+        for name in namespaces:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+                raise ValueError(f"{name!r} is not a namespace name (globs and negations are not supported)")
+        return namespaces
+
     metrics_port: Annotated[int, OPTION] = Field(
         default=9090, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it."
     )

@@ -13,7 +13,10 @@ restored from a backup without its status, a namespace force-deleted from etcd. 
 A Space is deleted only if its marker names this cluster and a session UID no existing
 session has, no live session's status.spaceId names it, and the session's namespace is one
 this operator watches. Unmarked Spaces, other clusters' Spaces and Spaces released by
-`deletionPolicy: Orphan` are never touched.
+`deletionPolicy: Orphan` are never touched. Several deployments sharded by namespace may share
+an owner and a cluster id: each sees only its own namespaces' sessions, so the namespace in the
+marker is what keeps it from another shard's Spaces (whose markers it reads once, see
+FOREIGN_VERDICTS).
 `plan` is pure; `Sweeper` is the I/O around it.
 """
 
@@ -53,6 +56,11 @@ class Verdict(StrEnum):
 
 
 ORPHAN_VERDICTS = frozenset({Verdict.DELETE, Verdict.WOULD_DELETE, Verdict.DEFERRED})
+#: Verdicts about another deployment's Space (another cluster, or a session in a namespace this one
+#: does not watch: another shard's). A marker never moves to this deployment's scope (its session
+#: and namespace are written once, at the duplicate; a release only removes the cluster id), so the
+#: marker behind such a verdict is kept and not read again on later passes.
+FOREIGN_VERDICTS = frozenset({Verdict.OTHER_CLUSTER, Verdict.OUT_OF_SCOPE})
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,8 @@ class Sweeper:
         self._kube = kube
         self._config = config
         self._namespaces = namespaces
+        #: Markers of Spaces found foreign on an earlier pass, by Space id (only those still listed).
+        self._foreign: dict[str, Ownership] = {}
 
     def policy(self, config: OperatorConfig) -> Policy:
         return Policy(
@@ -240,10 +250,15 @@ class Sweeper:
         claimed = claims(await self._kube.list_sessions(self._namespaces))
         moment = now()
         markers = {
-            space_id: await self._hub.ownership(space_id)
+            space_id: self._foreign.get(space_id) or await self._hub.ownership(space_id)
             for space_id in markers_needed(listed, claimed, moment, policy)
         }
         decisions = plan(listed, claimed, markers, moment, policy)
+        self._foreign = {
+            d.space_id: marker
+            for d in decisions
+            if d.verdict in FOREIGN_VERDICTS and (marker := markers.get(d.space_id)) is not None
+        }
         metrics.ORPHANS_FOUND.set(sum(d.verdict in ORPHAN_VERDICTS for d in decisions))
         for decision in decisions:
             await self._act(decision)

@@ -19,16 +19,30 @@ def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_the_charts_lease_is_the_one_the_cli_finds_by_default(helm: Helm) -> None:
     """`helm install sandbox-operator ... -n sandbox-operator` (the README) and a hand-run `run`."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["leaderElection"]["leaseName"] == DEFAULT_LEASE_NAME
+    assert values["leaderElection"]["leaseName"] == ""  # the release's full name
     rendered = env(
         helm.render(REQUIRED_VALUES, release="sandbox-operator", namespace=DEFAULT_OPERATOR_NAMESPACE)
     )
     assert rendered["SANDBOX_OPERATOR_LEASE_NAME"] == DEFAULT_LEASE_NAME
     assert rendered["SANDBOX_OPERATOR_LEASE_NAMESPACE"] == DEFAULT_OPERATOR_NAMESPACE
     assert rendered["SANDBOX_OPERATOR_OPERATOR_NAMESPACE"] == DEFAULT_OPERATOR_NAMESPACE
-    # Another release name does not move the Lease.
-    other = env(helm.render(REQUIRED_VALUES, release="so", namespace=DEFAULT_OPERATOR_NAMESPACE))
-    assert other["SANDBOX_OPERATOR_LEASE_NAME"] == DEFAULT_LEASE_NAME
+
+
+def test_each_release_has_a_lease_of_its_own(helm: Helm) -> None:
+    """Releases sharding a cluster, even in one namespace, never contend for one Lease."""
+    leases = {
+        release: env(helm.render(REQUIRED_VALUES, release=release, namespace=DEFAULT_OPERATOR_NAMESPACE))[
+            "SANDBOX_OPERATOR_LEASE_NAME"
+        ]
+        for release in ("sandbox-operator-team-a", "sandbox-operator-team-b", "so")
+    }
+    assert leases == {
+        "sandbox-operator-team-a": "sandbox-operator-team-a",
+        "sandbox-operator-team-b": "sandbox-operator-team-b",
+        "so": "so-sandbox-operator",
+    }
+    named = merged(REQUIRED_VALUES, {"leaderElection": {"leaseName": "shard-x"}})
+    assert env(helm.render(named, release="so"))["SANDBOX_OPERATOR_LEASE_NAME"] == "shard-x"
 
 
 def test_the_default_hub_timeout_fits_in_the_lease(helm: Helm) -> None:

@@ -21,7 +21,14 @@ ALL_ON = merged(
 )
 # Options the chart sets from the release, the pod or a Secret rather than from a default, and the
 # required template: the only ones whose rendered value may differ from the model's default.
-NOT_DEFAULTS = {"hub_token", "default_template", "operator_namespace", "lease_namespace", "lease_identity"}
+NOT_DEFAULTS = {
+    "hub_token",
+    "default_template",
+    "operator_namespace",
+    "lease_name",
+    "lease_namespace",
+    "lease_identity",
+}
 
 
 def rendered_env(helm: Helm, values: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -75,6 +75,18 @@ def without_verb(objects: list[dict[str, Any]], resource: str, verb: str) -> lis
     raise AssertionError(f"no rule grants {verb} on {resource}")
 
 
+def lease_of(rbac: list[dict[str, Any]]) -> str:
+    """The one Lease the chart's leader-election Role lets the operator renew."""
+    (name,) = [
+        lease
+        for obj in rbac
+        for rule in obj.get("rules", [])
+        if "leases" in rule["resources"]
+        for lease in rule.get("resourceNames", [])
+    ]
+    return str(name)
+
+
 def run_scenario(
     plane: ControlPlane, hub: HubSimServer, rbac: list[dict[str, Any]], tmp_path: Path, namespace: str
 ) -> tuple[Kubectl, OperatorProcess]:
@@ -86,8 +98,9 @@ def run_scenario(
         kubeconfig,
         hub.url,
         tmp_path,
-        # As the chart's pod: its namespace holds the Lease (the chart's default name is the CLI's).
+        # As the chart's pod: its namespace holds the Lease, named as the chart names it for the release.
         SANDBOX_OPERATOR_OPERATOR_NAMESPACE=RELEASE_NAMESPACE,
+        SANDBOX_OPERATOR_LEASE_NAME=lease_of(rbac),
     )
     admin("create", "namespace", namespace)
     operator.start()

@@ -90,9 +90,11 @@ def test_an_operator_that_loses_the_lease_exits_non_zero(kubectl: Kubectl, opera
 
 
 def chart_lease_env(control_plane: ControlPlane, tmp_path: Path) -> dict[str, str]:
-    """The Lease settings of the chart's Deployment as `helm install ... -n sandbox-operator` renders them."""
+    """The Lease settings of the chart's Deployment as the README's `helm install sandbox-operator ...
+    -n sandbox-operator` renders them."""
     helm = Helm(control_plane.bin_dir / "helm", tmp_path / "helm")
-    env = container_env(one(helm.render(REQUIRED_VALUES, namespace=DEFAULT_OPERATOR_NAMESPACE), "Deployment"))
+    rendered = helm.render(REQUIRED_VALUES, release="sandbox-operator", namespace=DEFAULT_OPERATOR_NAMESPACE)
+    env = container_env(one(rendered, "Deployment"))
     keys = (
         "SANDBOX_OPERATOR_LEASE_NAME",
         "SANDBOX_OPERATOR_LEASE_NAMESPACE",

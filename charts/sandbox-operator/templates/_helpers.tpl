@@ -111,9 +111,10 @@ kube-system namespace, whose UID is the default cluster id.
   verbs: ["get"]
 {{- end }}
 
-{{/* The leader-election Lease, in the release namespace; its default name is the CLI's. */}}
+{{/* The leader-election Lease, in the release namespace: one per release, so releases sharding a
+cluster never wait for each other's Lease. The README's release name gives the CLI's default. */}}
 {{- define "sandbox-operator.leaseName" -}}
-{{- .Values.leaderElection.leaseName }}
+{{- .Values.leaderElection.leaseName | default (include "sandbox-operator.fullname" .) }}
 {{- end }}
 
 {{/* The Secret holding the Hub read token for agent pods: the chart's own, hub.readToken.existingSecret,

@@ -1,0 +1,159 @@
+"""Two operator deployments sharding one cluster by namespace (README: "Running several operators"):
+each holds a Lease of its own, reconciles and sweeps only its own namespace's sessions and Spaces,
+though both share the Hub owner and the cluster id; one killed, the other goes on alone."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION, MARKER_SESSION_UID
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from tests.support import wait_for
+
+from harness import (
+    OWNER,
+    SECOND_OPERATOR,
+    SECOND_OPERATOR_TOKEN,
+    OperatorProcess,
+    get_session,
+    session_manifest,
+    wait_ready,
+)
+
+
+@pytest.fixture
+def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
+    """The session's shared operator watches the whole cluster: it would act on both shards."""
+    operator_process.stop()
+    try:
+        yield
+    finally:
+        operator_process.start()
+
+
+@pytest.fixture
+def shard_namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"shard-a-{suffix}", f"shard-b-{suffix}")
+    for name in names:
+        kubectl("create", "namespace", name)
+    yield names
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false")
+
+
+def plant_orphan(admin: HubSimAdmin, cluster: str, namespace: str) -> str:
+    """A Space whose marker names this cluster and a session in `namespace` that no longer exists."""
+    uid = str(uuid.uuid4())
+    space_id = f"{OWNER}/ags-{uid}"
+    marker = {MARKER_SESSION_UID: uid, MARKER_CLUSTER_ID: cluster, MARKER_SESSION: f"{namespace}/gone"}
+    admin.plant_space(space_id, private=True, variables=marker)
+    return space_id
+
+
+def exists(admin: HubSimAdmin, space_id: str) -> bool:
+    return any(space["id"] == space_id for space in admin.spaces())
+
+
+def api_calls(admin: HubSimAdmin, user: str, route: str | None = None) -> list[dict[str, Any]]:
+    return [c for c in admin.calls() if c["user"] == user and (route is None or c["route"] == route)]
+
+
+def touching(admin: HubSimAdmin, user: str, space_id: str) -> list[tuple[str, str]]:
+    """(method, route) of the user's Hub calls on that Space."""
+    return [(c["method"], c["route"]) for c in api_calls(admin, user) if f"/{space_id}" in c["path"]]
+
+
+def holder(kubectl: Kubectl, lease: str) -> str:
+    return str(kubectl.json("get", "lease", lease, "-n", "default")["spec"]["holderIdentity"])
+
+
+def test_two_shards_each_act_only_on_their_own_namespace(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    without_shared_operator: None,
+    shard_namespaces: tuple[str, str],
+    control_plane: ControlPlane,
+    hub: HubSimServer,
+    crd: None,
+    tmp_path: Path,
+) -> None:
+    ns_a, ns_b = shard_namespaces
+    suffix = ns_a.rsplit("-", 1)[1]
+    cluster = f"shards-{suffix}"  # shared by both, as two releases in one cluster share the kube-system UID
+    leases = (f"shard-a-{suffix}", f"shard-b-{suffix}")
+    shared = {
+        "SANDBOX_OPERATOR_CLUSTER_ID": cluster,
+        "SANDBOX_OPERATOR_SWEEP_INTERVAL": "1",
+        "SANDBOX_OPERATOR_SWEEP_GRACE": "0",
+    }
+    # Each with a Hub token of its own (both may write the owner), so the emulator tells them apart.
+    a = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "a",
+        SANDBOX_OPERATOR_NAMESPACES=ns_a, SANDBOX_OPERATOR_LEASE_NAME=leases[0], **shared,
+    )  # fmt: skip
+    b = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "b", HF_TOKEN=SECOND_OPERATOR_TOKEN,
+        SANDBOX_OPERATOR_NAMESPACES=ns_b, SANDBOX_OPERATOR_LEASE_NAME=leases[1], **shared,
+    )  # fmt: skip
+    user_a, user_b = OWNER, SECOND_OPERATOR
+    hub_admin.clear_calls()
+    orphan_a, orphan_b = plant_orphan(hub_admin, cluster, ns_a), plant_orphan(hub_admin, cluster, ns_b)
+    for process in (a, b):
+        process.log_dir.mkdir()
+        process.start()
+    try:
+        for process in (a, b):
+            wait_for(lambda p=process: "acquired the leader Lease" in p.current_log(), 30, "each its Lease")
+        assert (holder(kubectl, leases[0]), holder(kubectl, leases[1])) == (a.identity, b.identity)
+
+        kubectl("apply", "-n", ns_a, "-f", "-", stdin=session_manifest("agent", ns_a))
+        kubectl("apply", "-n", ns_b, "-f", "-", stdin=session_manifest("agent", ns_b))
+        space_a = wait_ready(kubectl, "agent", ns_a)["status"]["spaceId"]
+        space_b = wait_ready(kubectl, "agent", ns_b)["status"]["spaceId"]
+        # Each shard created its own session's Space and deleted its own shard's orphan only.
+        wait_for(lambda: not exists(hub_admin, orphan_a) and not exists(hub_admin, orphan_b), 30, "orphans")
+        for user in (user_a, user_b):  # a delete's path names no Space: one each, and both orphans gone
+            assert [len(api_calls(hub_admin, user, route)) for route in ("duplicate", "delete")] == [1, 1]
+        assert exists(hub_admin, space_a) and exists(hub_admin, space_b)
+        # The other shard's Spaces: never written; their marker read once by the sweeper (then remembered).
+        passes = len(api_calls(hub_admin, user_a, "list_spaces"))
+        wait_for(lambda: len(api_calls(hub_admin, user_a, "list_spaces")) >= passes + 3, 30, "more passes")
+        for user, theirs in ((user_a, (space_b, orphan_b)), (user_b, (space_a, orphan_a))):
+            for space_id in theirs:
+                assert [m for m, _ in touching(hub_admin, user, space_id) if m != "GET"] == []
+                assert len(touching(hub_admin, user, space_id)) <= 1, touching(hub_admin, user, space_id)
+
+        # Shard a dies without a word: b goes on, and neither acts on nor sweeps what is a's.
+        a.kill()
+        orphan_a = plant_orphan(hub_admin, cluster, ns_a)
+        kubectl("apply", "-n", ns_a, "-f", "-", stdin=session_manifest("while-a-is-down", ns_a))
+        kubectl("apply", "-n", ns_b, "-f", "-", stdin=session_manifest("while-a-is-down", ns_b))
+        wait_ready(kubectl, "while-a-is-down", ns_b)
+        passes = len(api_calls(hub_admin, user_b, "list_spaces"))
+        wait_for(lambda: len(api_calls(hub_admin, user_b, "list_spaces")) >= passes + 3, 30, "b's passes")
+        assert exists(hub_admin, orphan_a)
+        untouched = get_session(kubectl, "while-a-is-down", ns_a) or {}
+        assert "status" not in untouched and "finalizers" not in untouched["metadata"], untouched
+        assert len(api_calls(hub_admin, user_b, "duplicate")) == 2
+        assert len(api_calls(hub_admin, user_b, "delete")) == 1
+        assert holder(kubectl, leases[1]) == b.identity
+
+        # Back (the same pod identity takes its Lease back at once), a catches up with its own.
+        a.start()
+        wait_ready(kubectl, "while-a-is-down", ns_a, timeout=90)
+        wait_for(lambda: not exists(hub_admin, orphan_a), 30, "a's orphan swept by a")
+        for namespace in (ns_a, ns_b):
+            kubectl("delete", "ags", "--all", "-n", namespace, "--timeout=60s")
+        assert not exists(hub_admin, space_a) and not exists(hub_admin, space_b)
+    finally:
+        a.stop()
+        b.stop()
+        for lease in leases:
+            kubectl("delete", "lease", lease, "-n", "default", "--ignore-not-found")
