@@ -17,6 +17,8 @@ from ..api import (
 READY = "Ready"
 HARDWARE_APPROVED = "HardwareApproved"
 BUDGET_EXHAUSTED = "BudgetExhausted"
+#: Estimated spend reached spec.approval.warnAtUsd (a soft threshold before the budget).
+BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
 
@@ -63,6 +65,9 @@ class Reason(StrEnum):
     RELEASING_SPACE = "ReleasingSpace"
     DELETING_SPACE = "DeletingSpace"
     SPACE_ORPHANED = "SpaceOrphaned"
+    APPROVAL_REQUESTED = "ApprovalRequested"
+    HARDWARE_RECEIPT = "HardwareReceipt"
+    BELOW_WARNING = "BelowWarning"
     # Hub failures (FailureKind): retried with backoff.
     HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
     HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING
@@ -80,6 +85,10 @@ class Reason(StrEnum):
     HEALTH_CHECK_FAILING = "HealthCheckFailing", Severity.WARNING
     SPACE_LOST = "SpaceLost", Severity.WARNING
     BUDGET_SPENT = "BudgetSpent", Severity.WARNING
+    BUDGET_NEARLY_SPENT = "BudgetNearlySpent", Severity.WARNING
+    DENIED = "Denied", Severity.WARNING
+    APPROVAL_EXPIRED = "ApprovalExpired", Severity.WARNING
+    APPROVAL_EXPIRING = "ApprovalExpiring", Severity.WARNING
     APPROVAL_EXCEEDS_LIMIT = "ApprovalExceedsLimit", Severity.WARNING
     APPROVAL_NOT_ENFORCED = "ApprovalNotEnforced", Severity.WARNING
     APPROVER_NOT_AUTHORIZED = "ApproverNotAuthorized", Severity.WARNING
