@@ -205,5 +205,6 @@ for _command in (approvals, approve, deny):
 
 
 def plugin_main() -> None:
-    """The `kubectl-sandbox` executable: kubectl runs it for `kubectl sandbox ...`."""
-    plugin(prog_name="kubectl sandbox", complete_var="_KUBECTL_SANDBOX_COMPLETE")
+    """The `kubectl-sandbox` executable: kubectl runs it for `kubectl sandbox ...`. Its shell completion
+    is the executable's (`_KUBECTL_SANDBOX_COMPLETE=bash_source kubectl-sandbox`)."""
+    plugin(prog_name="kubectl-sandbox")
