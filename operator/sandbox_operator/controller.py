@@ -427,6 +427,8 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
     plan = await drive(rt, body, session_from_body(body))
     written = session_from_body(body)
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return plan.requeue_after  # the finalizer owns status now: its receipt must not be overwritten
     if status_patch(plan.status) != status_patch(written.status):
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
     return plan.requeue_after

@@ -209,3 +209,23 @@ def test_an_error_exits_1_with_kubectls_wording(tmp_path: Path) -> None:
 def test_deny_needs_a_reason() -> None:
     result = CliRunner().invoke(plugin, ["deny", "x"])
     assert result.exit_code == 2 and "--reason" in result.output
+
+
+def test_approving_lifts_a_denial_of_that_flavor_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox_operator import approve_command
+
+    patches: list[dict[str, Any]] = []
+    spec = {
+        "hardware": "a10g-small",
+        "denial": {"hardware": "a10g-small", "deniedBy": "carol", "reason": "x"},
+    }
+    monkeypatch.setattr(approve_command, "get_session", lambda *_: {"spec": spec})
+    monkeypatch.setattr(approve_command, "current_identity", lambda _: ALICE)
+    monkeypatch.setattr(approve_command, "patch_spec", lambda _a, _n, _s, patch: patches.append(patch) or {})
+    request = ApprovalRequest("demo", "team-a", None, None, None, "ok after all")
+    approve_command.approve(object(), request)  # type: ignore[arg-type]
+    assert patches[-1]["denial"] is None and patches[-1]["approval"]["hardware"] == "a10g-small"
+
+    spec["denial"]["hardware"] = "t4-small"
+    approve_command.approve(object(), request)  # type: ignore[arg-type]
+    assert "denial" not in patches[-1]
