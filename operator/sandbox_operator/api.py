@@ -424,7 +424,8 @@ class Receipt(_Model):
     ended_by: str = Field(
         alias="endedBy",
         description="Why it ended: Downgraded, BudgetSpent, ApprovalExpired, Denied, ApprovalWithdrawn, "
-        "HardwareChanged or SessionDeleted.",
+        "HardwareChanged, SessionDeleted, or the HardwareApproved reason that ended it (e.g. "
+        "ApproverNotAuthorized).",
     )
 
 

@@ -178,11 +178,11 @@ def _ended_by(
         return str(Reason.BUDGET_SPENT)
     if not verdict.approved and verdict.reason in (Reason.APPROVAL_EXPIRED, Reason.DENIED):
         return str(verdict.reason)
-    if wanted != period.hardware:
+    if wanted != period.hardware or verdict.approved:  # another flavor, or the Hub moved it
         return ENDED_HARDWARE_CHANGED
     if spec.approval is None:
         return ENDED_APPROVAL_WITHDRAWN
-    return str(verdict.reason)
+    return str(verdict.reason)  # e.g. ApproverNotAuthorized: the approver's role was revoked
 
 
 def close_period(
