@@ -101,7 +101,8 @@ def judge_request(
                 False,
                 Reason.DENIED,
                 f"{wanted} was denied by {denial.denied_by}{when}: {denial.reason}; it is not requested "
-                "again until spec.hardware names another flavor (or an approver approves it)",
+                "again until spec.hardware names another flavor, or an approver removes spec.denial "
+                "(`approve` does)",
             )
     verdict = judge_hardware(
         spec, config, prices, policy_problem=policy_problem, approver_authorized=approver_authorized
