@@ -140,11 +140,28 @@ MAX_APPROVAL_USD_PER_HOUR = 1000.0
 MAX_APPROVAL_BUDGET_USD = 100000.0
 
 
+def _check_rfc3339(value: str) -> str:
+    """Parse like the API server's `date-time` format, so Python refuses what the API server refuses."""
+    if datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+        raise ValueError("must name its time zone, e.g. 2026-01-01T12:00:00Z")
+    return value
+
+
+#: An RFC 3339 time in the spec (the API server checks the format).
+Timestamp = Annotated[
+    str, Field(max_length=64, json_schema_extra={"format": "date-time"}), AfterValidator(_check_rfc3339)
+]
+
 _APPROVAL_RULES: list[JsonValue] = [
     {
         "rule": "has(self.hardware) || has(self.maxUsdPerHour)",
         "message": "an approval names a hardware flavor or grants a maxUsdPerHour budget",
-    }
+    },
+    {
+        "rule": "!has(self.warnAtUsd) || !has(self.budgetUsd) || self.warnAtUsd < self.budgetUsd",
+        "message": "warnAtUsd must be below budgetUsd: it warns before the budget is spent",
+        "fieldPath": ".warnAtUsd",
+    },
 ]
 
 
@@ -194,6 +211,47 @@ class Approval(_Model):
         gt=0,
         le=MAX_APPROVAL_BUDGET_USD,
     )
+    warn_at_usd: float | None = Field(
+        default=None,
+        alias="warnAtUsd",
+        description=(
+            "Estimated spend (USD) at which the session raises BudgetWarning=True and an Event, before "
+            "the budget is spent."
+        ),
+        gt=0,
+        le=MAX_APPROVAL_BUDGET_USD,
+    )
+    expires_at: Timestamp | None = Field(
+        default=None,
+        alias="expiresAt",
+        description=(
+            "When the approval ends (RFC 3339); the Space then returns to free hardware and the session "
+            "waits for an approval again. The operator's maximum approval duration may end it sooner."
+        ),
+    )
+
+
+class Denial(_Model):
+    """An approver's refusal of one paid flavor; the admission policy checks it like an approval."""
+
+    hardware: Hardware = Field(
+        description="The paid flavor refused; the session does not ask again while spec.hardware names it."
+    )
+    denied_by: str = Field(
+        alias="deniedBy",
+        description="Kubernetes username of the approver who denied; the API server checks it is theirs.",
+        min_length=1,
+        max_length=253,
+    )
+    approver_groups: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        default=None,
+        alias="approverGroups",
+        description="Groups of the denier whose rights count, as for an approval.",
+        max_length=64,
+    )
+    reason: str = Field(description="Why it was denied, shown to the session's users.", min_length=1,
+                        max_length=1024)  # fmt: skip
+    denied_at: Timestamp | None = Field(default=None, alias="deniedAt", description="When (RFC 3339).")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -312,6 +370,21 @@ class AgentSessionSpec(_Model):
     approval: Approval | None = Field(
         default=None, description="Approval of a paid hardware flavor by someone entitled to grant it."
     )
+    denial: Denial | None = Field(
+        default=None,
+        description="Denial of the requested paid flavor by someone entitled to approve it; it wins over "
+        "an approval of that flavor.",
+    )
+    requested_by: str | None = Field(
+        default=None,
+        alias="requestedBy",
+        description=(
+            "Who asks for spec.hardware (optional, shown to approvers); the API server admits it only as "
+            "the username of whoever sets it or changes spec.hardware beside it."
+        ),
+        min_length=1,
+        max_length=253,
+    )
     sleep_time_seconds: int | None = Field(
         default=None,
         alias="sleepTimeSeconds",
@@ -378,6 +451,60 @@ class PendingApproval(_Model):
     hardware: str = Field(description="The requested paid flavor.")
     usd_per_hour: float | None = Field(
         default=None, alias="usdPerHour", description="Its price per hour from the Hub's hardware catalog."
+    )
+    requested_by: str | None = Field(
+        default=None, alias="requestedBy", description="Who asked (spec.requestedBy), where known."
+    )
+    requested_time: str | None = Field(
+        default=None,
+        alias="requestedTime",
+        description="When the session started waiting for an approval of this flavor (RFC 3339).",
+    )
+
+
+class ApprovalRecord(_Model):
+    """The approval the operator is acting on, as first seen: the clock of its expiry."""
+
+    approved_by: str = Field(alias="approvedBy", description="spec.approval.approvedBy.")
+    fingerprint: str = Field(description="Digest of spec.approval; another digest is another approval.")
+    seen_time: str = Field(alias="seenTime", description="When the operator first saw it (RFC 3339).")
+    expires_at: str | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="When it ends: spec.approval.expiresAt, or sooner by the operator's maximum duration.",
+    )
+    notice_time: str | None = Field(
+        default=None, alias="noticeTime", description="When the Event announcing its expiry was posted."
+    )
+
+
+class PaidPeriod(_Model):
+    """Paid hardware the Space runs on now, from when, under whose approval: a receipt once it ends."""
+
+    hardware: str = Field(description="The paid flavor.")
+    approved_by: str | None = Field(default=None, alias="approvedBy", description="Who approved it.")
+    start_time: str = Field(alias="startTime", description="When the Hub first showed it (RFC 3339).")
+    start_usd: float = Field(alias="startUsd", description="status.spend.estimatedUsd at that time.")
+
+
+#: Receipts a session keeps in status (the oldest go first); each is also an Event.
+MAX_RECEIPTS = 20
+
+
+class Receipt(_Model):
+    """What one stretch of paid hardware cost, kept after the Space is gone."""
+
+    hardware: str = Field(description="The paid flavor.")
+    approved_by: str | None = Field(default=None, alias="approvedBy", description="Who approved it.")
+    start_time: str = Field(alias="startTime", description="When it began (RFC 3339).")
+    end_time: str = Field(alias="endTime", description="When it ended (RFC 3339).")
+    hours: float = Field(description="Billed hours (estimated USD over the hourly price).")
+    estimated_usd: float = Field(alias="estimatedUsd", description="Estimated spend over that stretch.")
+    ended_by: str = Field(
+        alias="endedBy",
+        description="Why it ended: Downgraded, BudgetSpent, ApprovalExpired, Denied, ApprovalWithdrawn, "
+        "HardwareChanged, SessionDeleted, or the HardwareApproved reason that ended it (e.g. "
+        "ApproverNotAuthorized).",
     )
 
 
@@ -498,6 +625,17 @@ class AgentSessionStatus(_Model):
             "Since when the sandbox has not been used (RFC 3339), as far as the operator can tell (the "
             "Space asleep, or the activity its health endpoint reports); empty when unknown."
         ),
+    )
+    approval: ApprovalRecord | None = Field(
+        default=None, description="The approval acted on, as first seen (its expiry clock)."
+    )
+    paid_period: PaidPeriod | None = Field(
+        default=None, alias="paidPeriod", description="The stretch of paid hardware in progress."
+    )
+    receipts: list[Receipt] | None = Field(
+        default=None,
+        description=f"What each ended stretch of paid hardware cost, newest last (the last {MAX_RECEIPTS}).",
+        max_length=MAX_RECEIPTS,
     )
     failures: int | None = Field(
         default=None, description="Consecutive failed reconciles; drives the retry backoff.", ge=0

@@ -6,19 +6,13 @@ this only saves approvers from typing their username and from approving the wron
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client
 
 from . import api
-from .kube import load_client_config
-
-
-class ApprovalError(Exception):
-    """The approval cannot be written; the message says what to do instead."""
+from .approvals_command import CommandError, Identity, current_identity, get_session, patch_spec
 
 
 @dataclass(frozen=True)
@@ -29,31 +23,9 @@ class ApprovalRequest:
     max_usd_per_hour: float | None
     budget_usd: float | None
     reason: str | None
-
-
-@dataclass(frozen=True)
-class Identity:
-    username: str
-    groups: list[str]
-
-
-def current_identity() -> Identity:
-    """Who the API server says we are (SelfSubjectReview), e.g. the user of the current kubeconfig,
-    with the groups through which roles may grant us `approve`."""
-    review = client.AuthenticationV1Api().create_self_subject_review(
-        client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
-    )
-    user = review.status.user_info if review.status else None
-    if user is None or not user.username:
-        raise ApprovalError("the API server did not say who you are (SelfSubjectReview returned no user)")
-    return Identity(str(user.username), [str(group) for group in user.groups or []])
-
-
-def _server_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "")["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{error.status} {error.reason}"
+    #: RFC 3339; the command turns --expires-in into it.
+    expires_at: str | None = None
+    warn_at_usd: float | None = None
 
 
 def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Identity) -> dict[str, Any]:
@@ -63,12 +35,12 @@ def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Ide
     if hardware is None and request.max_usd_per_hour is None:
         hardware = requested
     if hardware is not None and hardware != requested:
-        raise ApprovalError(
+        raise CommandError(
             f"{request.namespace}/{request.session} requests {requested}, not {hardware}: an approval is for "
             f"the requested flavor; approve {requested}, or have spec.hardware set to {hardware} first"
         )
     if hardware == api.Hardware.CPU_BASIC.value and request.max_usd_per_hour is None:
-        raise ApprovalError(
+        raise CommandError(
             f"{request.namespace}/{request.session} requests free hardware: nothing to approve"
         )
     return {
@@ -80,35 +52,19 @@ def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Ide
         "reason": request.reason,
         "maxUsdPerHour": request.max_usd_per_hour,
         "budgetUsd": request.budget_usd,
+        "warnAtUsd": request.warn_at_usd,
+        "expiresAt": request.expires_at,
     }
 
 
-def kubeconfig_namespace() -> str:
-    """The current kubeconfig context's namespace, as kubectl uses it."""
-    try:
-        _, active = config.list_kube_config_contexts()
-    except config.ConfigException:
-        return "default"
-    return str(active["context"].get("namespace") or "default")
-
-
-def approve(request: ApprovalRequest) -> dict[str, Any]:
-    """Patch the session's spec.approval; returns the approval written."""
-    load_client_config()
-    custom = client.CustomObjectsApi()
-    try:
-        session: Any = custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, request.namespace, api.PLURAL, request.session
-        )
-        approval = build_approval(request, session.get("spec", {}), current_identity())
-        custom.patch_namespaced_custom_object(
-            api.GROUP,
-            api.VERSION,
-            request.namespace,
-            api.PLURAL,
-            request.session,
-            {"spec": {"approval": approval}},
-        )
-    except ApiException as error:
-        raise ApprovalError(_server_message(error)) from error
-    return approval
+def approve(api_client: client.ApiClient, request: ApprovalRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Patch the session's spec.approval as the caller (and lift a denial of that flavor); returns the
+    approval written and the session as the API server stored it."""
+    session = get_session(api_client, request.namespace, request.session)
+    spec = session.get("spec", {})
+    approval = build_approval(request, spec, current_identity(api_client))
+    patch: dict[str, Any] = {"approval": approval}
+    denial = spec.get("denial") or {}
+    if denial and denial.get("hardware") == approval["hardware"]:
+        patch["denial"] = None
+    return approval, patch_spec(api_client, request.namespace, request.session, patch)

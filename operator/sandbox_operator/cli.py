@@ -1,4 +1,5 @@
-"""The `sandbox-operator` command: run the operator, sweep, print the CRD and policy, approve."""
+"""The `sandbox-operator` command: run the operator, sweep, print the CRD and policy; and the approver's
+`approvals`, `approve` and `deny` (approver_cli.py, also the kubectl plugin)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 
-from . import __version__
+from . import __version__, approver_cli
 from .config import OperatorConfig, RunSettings
 from .options import model_options, option_values
 
@@ -111,36 +112,5 @@ def approval_policy() -> None:
     click.echo(render_policy(), nl=False)
 
 
-@main.command()
-@click.argument("session")
-@click.option("-n", "--namespace", default=None, help="The session's namespace (default: the kubeconfig's).")
-@click.option(
-    "--hardware", default=None, help="The flavor to approve (default: the one the session requests)."
-)
-@click.option(
-    "--max-usd-per-hour", type=float, default=None, help="Grant a standing budget up to this hourly price."
-)
-@click.option("--budget-usd", type=float, default=None, help="Cap the total estimated spend.")
-@click.option("--reason", default=None, help="Why, for the record.")
-def approve(
-    session: str,
-    namespace: str | None,
-    hardware: str | None,
-    max_usd_per_hour: float | None,
-    budget_usd: float | None,
-    reason: str | None,
-) -> None:
-    """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
-    from .approve_command import ApprovalError, ApprovalRequest, kubeconfig_namespace
-    from .approve_command import approve as write_approval
-
-    namespace = namespace or kubeconfig_namespace()
-    request = ApprovalRequest(session, namespace, hardware, max_usd_per_hour, budget_usd, reason)
-    try:
-        written = write_approval(request)
-    except ApprovalError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
-    what = written["hardware"] or f"any flavor up to ${written['maxUsdPerHour']}/h"
-    budget = f" within ${written['budgetUsd']}" if written["budgetUsd"] else ""
-    click.echo(f"approved {what}{budget} for {namespace}/{session} as {written['approvedBy']}")
+for _command in (approver_cli.approvals, approver_cli.approve, approver_cli.deny):
+    main.add_command(_command)

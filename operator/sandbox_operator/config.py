@@ -154,6 +154,18 @@ class OperatorConfig(BaseModel):
         gt=0,
         description="Largest budgetUsd an approval may grant; when set, approvals must carry a budget.",
     )
+    max_approval_duration: Annotated[float | None, OPTION] = Field(
+        default=None,
+        gt=0,
+        description="Longest time (seconds) an approval lasts from when the operator first sees it; an "
+        "approval with a later expiresAt (or none) ends then; unset: approvals last until their expiresAt.",
+    )
+    approval_expiry_notice: Annotated[float, OPTION] = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds before an approval expires at which the session posts an Event "
+        "(ApprovalExpiring) announcing the return to free hardware.",
+    )
     spend_interval: Annotated[float, OPTION] = Field(
         default=60.0, gt=0, description="Seconds between spend updates while a Space runs on paid hardware."
     )

@@ -24,6 +24,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics
+from .approval_metrics import pending_approvals
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
 from .core.conditions import EventNote, Reason, parse_rfc3339
@@ -41,6 +42,7 @@ from .core.model import (
     PublishHubToken,
     PublishPause,
     RecordIntent,
+    RecordReceipt,
     ReleaseSpace,
     RequestHardware,
     RestartSpace,
@@ -63,7 +65,7 @@ from .kube import (
     load_client_config,
 )
 from .lease import LeaderElector, run_as_leader
-from .policy import HOW_TO_FIX, approver_question
+from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
 from .pricing import PriceCatalog
 from .startup import lease_settings, resolve_config
 from .sweeper import Sweeper
@@ -190,6 +192,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         connection_conflict=conflict,
         policy_problem=trust.policy_problem,
         approver_authorized=trust.approver_authorized,
+        denier_authorized=trust.denier_authorized,
         read_token=hub_token,
         read_token_problem=hub_token_problem,
         connection_hub_token=(connection or {}).get(KEY_HUB_TOKEN) or None,
@@ -240,15 +243,23 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
         paid and question is not None and (held is None or wanted not in (held.requested, held.current))
     )
     problem = await rt.kube.approval_policy_problem(now, fresh=upgrading)
-    if question is None or not paid or problem is not None or rt.config.insecure_trust_approvals:
-        return Observation(policy_problem=problem)
+    denier = denier_question(session.spec, session.namespace)
+    trusting = problem is None and not rt.config.insecure_trust_approvals
+    denied = await _may_approve(rt, session, denier, now) if denier is not None and trusting else None
+    if question is None or not paid or not trusting:
+        return Observation(policy_problem=problem, denier_authorized=denied)
+    authorized = await _may_approve(rt, session, question, now)
+    return Observation(policy_problem=problem, approver_authorized=authorized, denier_authorized=denied)
+
+
+async def _may_approve(rt: Runtime, session: Session, question: ApproverQuestion, now: float) -> bool | None:
+    """A SubjectAccessReview's answer; None when it could not be asked."""
     try:
-        authorized: bool | None = await rt.kube.approver_may_approve(question, now)
+        return await rt.kube.approver_may_approve(question, now)
     except ApiException as error:
         log.warning("session %s/%s: SubjectAccessReview failed: %s %s", session.namespace, session.name,
                     error.status, error.reason)  # fmt: skip
-        authorized = None
-    return Observation(policy_problem=problem, approver_authorized=authorized)
+        return None
 
 
 @dataclass(frozen=True)
@@ -277,6 +288,9 @@ async def apply(
     is carried out (the intent, a create in flight) first writes the plan's status."""
     action = plan.action
     assert action is not None
+    if isinstance(action, RecordReceipt):
+        await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+        return Applied(known=observed)
     if isinstance(observed, DeletionObservation):
         return await apply_deletion(rt, action)
     owner = {"name": session.name, "uid": session.uid}
@@ -444,6 +458,8 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
     plan = await drive(rt, body, session_from_body(body))
     written = session_from_body(body)
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return plan.requeue_after  # the finalizer owns status now: its receipt must not be overwritten
     if status_patch(plan.status) != status_patch(written.status):
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
     return plan.requeue_after
@@ -618,6 +634,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Feeds metrics and liveness, and wakes the session's loop when its spec changed."""
         rt.monitor.on_event(event["type"], event["object"])
+        pending_approvals.on_event(event["type"], event["object"])
         loop = session_loop(memo)
         generation = body.get("metadata", {}).get("generation")
         if generation != loop.generation:

@@ -16,6 +16,11 @@ SPEND_USD = Gauge(
     "Estimated spend on paid hardware per session (status.spend.estimatedUsd).",
     ["namespace", "session"],
 )
+PENDING_APPROVALS = Gauge(
+    f"{_PREFIX}_pending_approvals",
+    "Sessions waiting for an approver (status.pendingApproval), by namespace: alert when it stays above 0.",
+    ["namespace"],
+)
 RECONCILE_ERRORS = Counter(
     f"{_PREFIX}_reconcile_errors_total",
     "Reconciles that ended in a failure, by the reason shown in the Ready condition.",

@@ -1,8 +1,9 @@
 """The admission policy that guards approvals and Secret references: its one definition.
 
 The API server, not the operator, knows who sends a request. This ValidatingAdmissionPolicy
-admits a new or changed `spec.approval` only from a user entitled to approve that flavor in the
-session's namespace, writing their own username (and only groups they are in), and a
+admits a new or changed `spec.approval` or `spec.denial` only from a user entitled to approve that
+flavor in the session's namespace, writing their own username (and only groups they are in), a
+`spec.requestedBy` only as its writer's own username, and a
 `spec.secrets` reference only from a user who may read that Secret. The chart's template and
 `deploy/approval-policy.yaml` are generated from here (`make crd`), and the operator compares
 what the API server holds with `POLICY` before it trusts an approval or reads a Secret.
@@ -49,6 +50,18 @@ VARIABLES: list[dict[str, str]] = [
         "expression": "has(object.spec.approval) && (oldObject == null || !has(oldObject.spec.approval) || "
         "oldObject.spec.approval != object.spec.approval)",
     },
+    {
+        "name": "denialChanged",
+        "expression": "has(object.spec.denial) && (oldObject == null || !has(oldObject.spec.denial) || "
+        "oldObject.spec.denial != object.spec.denial)",
+    },
+    {
+        # Who asks for a flavor is shown to approvers: it must be whoever sets it, or changes the flavor.
+        "name": "requesterChanged",
+        "expression": "has(object.spec.requestedBy) && (oldObject == null || "
+        "!has(oldObject.spec.requestedBy) || oldObject.spec.requestedBy != object.spec.requestedBy || "
+        "oldObject.spec.hardware != object.spec.hardware)",
+    },
     {"name": "hardwareAuthorizer", "expression": _HARDWARE},
     {"name": "secretNames", "expression": _secret_names("object")},
     {"name": "oldSecretNames", "expression": f"oldObject == null ? [] : {_secret_names('oldObject')}"},
@@ -89,6 +102,34 @@ VALIDATIONS: list[dict[str, str]] = [
         "messageExpression": "'user \"' + request.userInfo.username + '\" may not grant a standing hardware "
         "budget in namespace ' + request.namespace + ': it needs the verb \"approve\" on every hardware "
         f"flavor in {api.GROUP} (ClusterRole sandbox-operator-approver)'",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "!variables.denialChanged || object.spec.denial.deniedBy == request.userInfo.username",
+        "messageExpression": "'spec.denial.deniedBy must be your own username \"' + "
+        "request.userInfo.username + '\", not \"' + object.spec.denial.deniedBy + '\"'",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "!variables.denialChanged || !has(object.spec.denial.approverGroups) || "
+        "object.spec.denial.approverGroups.all(g, g in request.userInfo.groups)",
+        "messageExpression": "'spec.denial.approverGroups may name only groups you are in: ' + "
+        "object.spec.denial.approverGroups.filter(g, !(g in request.userInfo.groups)).join(', ')",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "!variables.denialChanged || "
+        "variables.hardwareAuthorizer.name(object.spec.denial.hardware).check('approve').allowed()",
+        "messageExpression": "'user \"' + request.userInfo.username + '\" may not deny hardware ' + "
+        "object.spec.denial.hardware + ' in namespace ' + request.namespace + ': only who may approve it "
+        "may deny it (the verb \"approve\" on hardware/' + object.spec.denial.hardware + ' in "
+        f"{api.GROUP})'",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "!variables.requesterChanged || object.spec.requestedBy == request.userInfo.username",
+        "messageExpression": "'spec.requestedBy must be your own username \"' + request.userInfo.username + "
+        "'\" (or be left out), not \"' + object.spec.requestedBy + '\"'",
         "reason": "Forbidden",
     },
     {
@@ -238,6 +279,19 @@ class ApproverQuestion:
             "kind": "SubjectAccessReview",
             "spec": {"user": self.user, "groups": list(self.groups), "resourceAttributes": attributes},
         }
+
+
+def denier_question(spec: api.AgentSessionSpec, namespace: str) -> ApproverQuestion | None:
+    """The question to ask before honouring a denial of the requested flavor; None when none applies."""
+    denial = spec.denial
+    if denial is None or str(denial.hardware) != str(spec.hardware):
+        return None
+    return ApproverQuestion(
+        user=denial.denied_by,
+        groups=tuple(denial.approver_groups or ()),
+        namespace=namespace,
+        flavor=str(denial.hardware),
+    )
 
 
 def approver_question(spec: api.AgentSessionSpec, namespace: str) -> ApproverQuestion | None:

@@ -148,7 +148,9 @@ def write_env_file(state_dir: Path, plane: ControlPlane, hub_url: str) -> Path:
     env = operator_env(plane, hub_url)
     env["HUBSIM_ADMIN_URL"] = f"{hub_url}/_sim"
     lines = [f"export {key}={value!r}" for key, value in env.items()]
-    lines.append(f'export PATH={str(plane.bin_dir)!r}:"$PATH"')
+    # kubectl, helm, and beside them the operator's commands (kubectl-sandbox: `kubectl sandbox ...`).
+    commands = Path(sys.executable).parent
+    lines.append(f'export PATH={str(plane.bin_dir)!r}:{str(commands)!r}:"$PATH"')
     path = state_dir / ENV_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")

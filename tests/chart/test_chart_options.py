@@ -17,7 +17,11 @@ LIBRARY_ENV = {"HF_HOME"}
 # Every optional setting the Deployment renders conditionally turned on.
 ALL_ON = merged(
     REQUIRED_VALUES,
-    {"budget": {"maxUsdPerHour": 2.5, "maxBudgetUsd": 100}, "metrics": {"enabled": True}},
+    {
+        "budget": {"maxUsdPerHour": 2.5, "maxBudgetUsd": 100},
+        "approval": {"maxDuration": 3600},
+        "metrics": {"enabled": True},
+    },
 )
 # Options the chart sets from the release, the pod or a Secret rather than from a default, and the
 # required template: the only ones whose rendered value may differ from the model's default.

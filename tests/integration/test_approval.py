@@ -103,7 +103,8 @@ def test_session_user_cannot_approve_and_nothing_is_spent(
     session = wait_ready(kubectl, "s1", team)  # the sandbox serves on cpu-basic meanwhile
     approved = condition(session, "HardwareApproved")
     assert approved is not None and (approved["status"], approved["reason"]) == ("False", "AwaitingApproval")
-    assert session["status"]["pendingApproval"] == {"hardware": "a10g-small", "usdPerHour": 1.0}
+    pending = session["status"]["pendingApproval"]
+    assert (pending["hardware"], pending["usdPerHour"]) == ("a10g-small", 1.0) and pending["requestedTime"]
     assert session["status"]["hardware"]["current"] == "cpu-basic"
 
     result = patch_as(kubectl, "bob", "s1", team, approve_patch("a10g-small", "bob"), check=False)

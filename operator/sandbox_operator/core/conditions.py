@@ -17,6 +17,8 @@ from ..api import (
 READY = "Ready"
 HARDWARE_APPROVED = "HardwareApproved"
 BUDGET_EXHAUSTED = "BudgetExhausted"
+#: Estimated spend reached spec.approval.warnAtUsd (a soft threshold before the budget).
+BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
 #: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
@@ -74,6 +76,9 @@ class Reason(StrEnum):
     RETENTION_EXPIRED = "RetentionExpired"
     LIFETIME_ENDING = "LifetimeEnding", Severity.WARNING
     RETENTION_ENDING = "RetentionEnding", Severity.WARNING
+    APPROVAL_REQUESTED = "ApprovalRequested"
+    HARDWARE_RECEIPT = "HardwareReceipt"
+    BELOW_WARNING = "BelowWarning"
     # Hub failures (FailureKind): retried with backoff.
     HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
     HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING
@@ -91,6 +96,10 @@ class Reason(StrEnum):
     HEALTH_CHECK_FAILING = "HealthCheckFailing", Severity.WARNING
     SPACE_LOST = "SpaceLost", Severity.WARNING
     BUDGET_SPENT = "BudgetSpent", Severity.WARNING
+    BUDGET_NEARLY_SPENT = "BudgetNearlySpent", Severity.WARNING
+    DENIED = "Denied", Severity.WARNING
+    APPROVAL_EXPIRED = "ApprovalExpired", Severity.WARNING
+    APPROVAL_EXPIRING = "ApprovalExpiring", Severity.WARNING
     APPROVAL_EXCEEDS_LIMIT = "ApprovalExceedsLimit", Severity.WARNING
     APPROVAL_NOT_ENFORCED = "ApprovalNotEnforced", Severity.WARNING
     APPROVER_NOT_AUTHORIZED = "ApproverNotAuthorized", Severity.WARNING

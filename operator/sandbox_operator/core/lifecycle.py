@@ -13,11 +13,10 @@ from ..api import (
     DeletionPolicy,
     Hardware,
     HardwareStatus,
-    PendingApproval,
     Phase,
 )
 from ..config import OperatorConfig
-from . import lifetime
+from . import approvals, lifetime
 from .conditions import (
     AGENT_ACCESS,
     BUDGET_EXHAUSTED,
@@ -49,6 +48,7 @@ from .model import (
     PublishConnection,
     PublishHubToken,
     RecordIntent,
+    RecordReceipt,
     ReleaseSpace,
     RequestHardware,
     RestartSpace,
@@ -67,7 +67,6 @@ from .money import (
     budget_exhausted,
     free_flavor,
     is_free,
-    judge_hardware,
     sleep_time_for,
     spend_recheck_delay,
     target_hardware,
@@ -167,20 +166,37 @@ def decide_live(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
-    verdict = judge_hardware(
+    record = approvals.approval_record(session.spec, session.status.approval, config, now)
+    verdict = approvals.judge_request(
         session.spec,
         config,
         observed.prices,
+        record,
+        now,
         policy_problem=observed.policy_problem,
         approver_authorized=observed.approver_authorized,
+        denier_authorized=observed.denier_authorized,
     )
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
     draft.status.observed_generation = session.generation
+    draft.status.approval = record
     _money(draft, observed, config)
+    books = approvals.keep_books(
+        draft.status,
+        session.spec,
+        session.generation,
+        verdict,
+        draft.exhausted,
+        observed.space,
+        observed.prices,
+        config,
+        now,
+    )
     _agent_access(draft, observed)
     clock = lifetime.keep_time(session, draft.status, config, now)
     if clock.delete is not None:
-        return Plan(clock.delete, draft.status, None, transition_events(session.status, draft.status))
+        events = transition_events(session.status, draft.status) + books.events
+        return Plan(clock.delete, draft.status, None, events)
     action, requeue = _next_step(draft, observed, config, jitter)
     if action is None and draft.status.phase in (Phase.READY, Phase.SLEEPING):
         action, idle_requeue = lifetime.idle_step(session, draft.status, observed, config, now)
@@ -194,10 +210,13 @@ def decide_live(
         # Lifts without a spec change (the policy installed, a role granted): look again.
         recheck = config.approval_recheck_interval
         requeue = recheck if requeue is None else min(requeue, recheck)
+    if books.requeue_after is not None:  # an approval's expiry, or the notice before it
+        requeue = books.requeue_after if requeue is None else min(requeue, books.requeue_after)
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
-    return Plan(action, draft.status, requeue, transition_events(session.status, draft.status))
+    events = transition_events(session.status, draft.status) + books.events
+    return Plan(action, draft.status, requeue, events)
 
 
 def _sooner(requeue: float | None, other: float | None) -> float | None:
@@ -229,11 +248,6 @@ def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None
     paid = not is_free(wanted, config)
     draft.status.approved_by = (
         spec.approval.approved_by if spec.approval and verdict.approved and paid else None
-    )
-    draft.status.pending_approval = (
-        PendingApproval.model_validate({"hardware": wanted, "usdPerHour": observed.prices.get(wanted)})
-        if paid and not verdict.approved
-        else None
     )
     budget = spec.approval.budget_usd if spec.approval else None
     if observed.space is not None:
@@ -537,7 +551,7 @@ def _ready_reason(status: AgentSessionStatus) -> str | None:
 
 def _deletion_plan(
     draft: _Draft,
-    action: ReleaseSpace | RequestHardware | DeleteSpace | None,
+    action: ReleaseSpace | RequestHardware | DeleteSpace | RecordReceipt | None,
     reason: Reason,
     message: str,
     requeue_after: float | None = None,
@@ -580,6 +594,12 @@ def decide_deletion(
     draft.status.phase = Phase.DELETING
     space_id = deletion_space_id(session, config)
     orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
+    receipt = approvals.close_for_deletion(draft.status, now)
+    if receipt is not None:  # what paid hardware cost goes into status before the Space (and session) go
+        plan = _deletion_plan(
+            draft, RecordReceipt(), Reason.HARDWARE_RECEIPT, f"recording what {space_id} cost", 0.0
+        )
+        return replace(plan, events=[receipt])
     if observed.deleted:
         return _deletion_plan(draft, None, Reason.SPACE_DELETED, f"Space {space_id} is deleted", done=True)
     failure = observed.hub_failure

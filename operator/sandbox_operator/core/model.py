@@ -115,6 +115,8 @@ class Observation:
     policy_problem: str | None = POLICY_NOT_CHECKED
     #: Whether a SubjectAccessReview says spec.approval's approver may approve it here; None: not asked.
     approver_authorized: bool | None = None
+    #: The same about the author of a spec.denial of the requested flavor; None: not asked.
+    denier_authorized: bool | None = None
     #: Why the connection Secret cannot be written: a Secret of that name that this session does not own.
     connection_conflict: str | None = None
     #: The Hub read token agent pods get for a private Space's edge (the session's own, else the
@@ -214,6 +216,11 @@ class DeleteSpace:
 
 
 @dataclass(frozen=True)
+class RecordReceipt:
+    """Write the plan's status now: it holds the receipt of paid hardware that is about to go."""
+
+
+@dataclass(frozen=True)
 class ReleaseSpace:
     """Keep the Space but drop this cluster from its marker, so the orphan sweeper never takes it."""
 
@@ -260,6 +267,7 @@ Action = (
     | PauseSpace
     | PublishPause
     | DeleteSession
+    | RecordReceipt
 )
 
 

@@ -1,0 +1,317 @@
+"""The approver's side of paid hardware: denials, approvals that expire, what waits for an approver,
+the soft budget warning, and receipts of what each stretch of paid hardware cost.
+
+`judge_request` wraps `money.judge_hardware` (a denial of the requested flavor wins over any approval;
+an approval past its expiry no longer counts); `keep_books` brings the status facts that outlive a
+single decision up to date (the approval's expiry clock, the pending request, the paid stretch in
+progress and its receipt) and says which Events that posts. Pure: the controller gathers the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from ..api import (
+    MAX_RECEIPTS,
+    AgentSessionSpec,
+    AgentSessionStatus,
+    ApprovalRecord,
+    PaidPeriod,
+    PendingApproval,
+    Receipt,
+    Spend,
+)
+from ..config import OperatorConfig
+from ..pricing import FALLBACK_USD_PER_HOUR
+from .conditions import BUDGET_WARNING, EventNote, Reason, parse_rfc3339, rfc3339, set_condition
+from .model import SpaceView
+from .money import HardwareVerdict, is_free, judge_hardware, usd
+
+#: Why a receipt's stretch of paid hardware ended, when no verdict names it.
+ENDED_DOWNGRADED = "Downgraded"
+ENDED_HARDWARE_CHANGED = "HardwareChanged"
+ENDED_APPROVAL_WITHDRAWN = "ApprovalWithdrawn"
+ENDED_SESSION_DELETED = "SessionDeleted"
+
+
+def fingerprint(spec: AgentSessionSpec) -> str | None:
+    """A digest of spec.approval: any change to it (only an approver can make one) is a new approval."""
+    if spec.approval is None:
+        return None
+    body = json.dumps(spec.approval.model_dump(by_alias=True, mode="json"), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def approval_record(
+    spec: AgentSessionSpec, previous: ApprovalRecord | None, config: OperatorConfig, now: datetime
+) -> ApprovalRecord | None:
+    """The approval as first seen, with its effective expiry: its own expiresAt, or sooner by the
+    operator's maximum duration counted from when the operator first saw it. The clock restarts only
+    when the approval changes, so toggling spec.hardware cannot stretch it."""
+    digest = fingerprint(spec)
+    if spec.approval is None or digest is None:
+        return None
+    if previous is not None and previous.fingerprint == digest:
+        return previous
+    ends = [parse_rfc3339(spec.approval.expires_at)] if spec.approval.expires_at else []
+    if config.max_approval_duration is not None:
+        ends.append(now + timedelta(seconds=config.max_approval_duration))
+    return ApprovalRecord.model_validate(
+        {
+            "approvedBy": spec.approval.approved_by,
+            "fingerprint": digest,
+            "seenTime": rfc3339(now),
+            "expiresAt": rfc3339(min(ends)) if ends else None,
+        }
+    )
+
+
+def _expires(record: ApprovalRecord | None) -> datetime | None:
+    return parse_rfc3339(record.expires_at) if record is not None and record.expires_at else None
+
+
+def judge_request(
+    spec: AgentSessionSpec,
+    config: OperatorConfig,
+    prices: Mapping[str, float],
+    record: ApprovalRecord | None,
+    now: datetime,
+    *,
+    policy_problem: str | None,
+    approver_authorized: bool | None,
+    denier_authorized: bool | None,
+) -> HardwareVerdict:
+    """`judge_hardware`, plus: a denial of the requested flavor wins over any approval, and an approval
+    past its (effective) expiry no longer counts.
+
+    A denial counts while the admission policy is enforced (else anyone could have written it) unless a
+    SubjectAccessReview says its author may not approve that flavor here (`denier_authorized` False);
+    an unanswered review still counts it, since a denial never spends money."""
+    wanted = str(spec.hardware)
+    denial = spec.denial
+    if not is_free(wanted, config) and denial is not None and str(denial.hardware) == wanted:
+        trusted = policy_problem is None and denier_authorized is not False
+        if trusted or config.insecure_trust_approvals:
+            when = f" at {denial.denied_at}" if denial.denied_at else ""
+            return HardwareVerdict(
+                False,
+                Reason.DENIED,
+                f"{wanted} was denied by {denial.denied_by}{when}: {denial.reason}; it is not requested "
+                "again until spec.hardware names another flavor, or an approver removes spec.denial "
+                "(`approve` does)",
+            )
+    verdict = judge_hardware(
+        spec, config, prices, policy_problem=policy_problem, approver_authorized=approver_authorized
+    )
+    expires = _expires(record)
+    if verdict.reason != Reason.APPROVED or expires is None:
+        return verdict
+    if now >= expires:
+        who = spec.approval.approved_by if spec.approval else "its approver"
+        return HardwareVerdict(
+            False,
+            Reason.APPROVAL_EXPIRED,
+            f"the approval of {wanted} by {who} expired at {rfc3339(expires)}; the Space is back on free "
+            "hardware until an approver approves it again",
+        )
+    return replace(verdict, message=f"{verdict.message} (until {rfc3339(expires)})")
+
+
+def pending_approval(
+    previous: PendingApproval | None,
+    spec: AgentSessionSpec,
+    verdict: HardwareVerdict,
+    prices: Mapping[str, float],
+    config: OperatorConfig,
+    now: datetime,
+) -> tuple[PendingApproval | None, list[EventNote]]:
+    """The paid flavor waiting for an approver (not one an approver denied), since when, and who asked;
+    an Event when a flavor starts waiting, so a team can alert on it."""
+    wanted = str(spec.hardware)
+    if is_free(wanted, config) or verdict.approved or verdict.reason == Reason.DENIED:
+        return None, []
+    price = prices.get(wanted)
+    same = previous is not None and previous.hardware == wanted and previous.requested_time is not None
+    pending = PendingApproval.model_validate(
+        {
+            "hardware": wanted,
+            "usdPerHour": price,
+            "requestedBy": spec.requested_by,
+            "requestedTime": previous.requested_time if same and previous else rfc3339(now),
+        }
+    )
+    if same:
+        return pending, []
+    priced = f"{wanted} ({usd(price)}/h)" if price is not None else wanted
+    by = f" by {spec.requested_by}" if spec.requested_by else ""
+    reason = Reason.APPROVAL_REQUESTED
+    note = EventNote(reason.severity, reason, f"{priced} requested{by} waits for an approver")
+    return pending, [note]
+
+
+@dataclass
+class Books:
+    """What `keep_books` changed besides the status: Events to post, and when to look again."""
+
+    events: list[EventNote] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    def wake_in(self, seconds: float) -> None:
+        seconds = max(seconds, 0.5)
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+def _ended_by(
+    period: PaidPeriod,
+    spec: AgentSessionSpec,
+    verdict: HardwareVerdict,
+    exhausted: bool,
+    config: OperatorConfig,
+) -> str:
+    wanted = str(spec.hardware)
+    if is_free(wanted, config):
+        return ENDED_DOWNGRADED
+    if exhausted:
+        return str(Reason.BUDGET_SPENT)
+    if not verdict.approved and verdict.reason in (Reason.APPROVAL_EXPIRED, Reason.DENIED):
+        return str(verdict.reason)
+    if wanted != period.hardware or verdict.approved:  # another flavor, or the Hub moved it
+        return ENDED_HARDWARE_CHANGED
+    if spec.approval is None:
+        return ENDED_APPROVAL_WITHDRAWN
+    return str(verdict.reason)  # e.g. ApproverNotAuthorized: the approver's role was revoked
+
+
+def close_period(
+    status: AgentSessionStatus, prices: Mapping[str, float], ended_by: str, now: datetime
+) -> EventNote | None:
+    """End the paid stretch in progress: its receipt goes into status (the last MAX_RECEIPTS) and an
+    Event, so what it cost outlives the Space."""
+    period = status.paid_period
+    if period is None:
+        return None
+    spent = max(0.0, (status.spend.estimated_usd if status.spend else 0.0) - period.start_usd)
+    price = prices.get(period.hardware)
+    hours = spent / price if price else 0.0
+    receipt = Receipt.model_validate(
+        {
+            "hardware": period.hardware,
+            "approvedBy": period.approved_by,
+            "startTime": period.start_time,
+            "endTime": rfc3339(now),
+            "hours": round(hours, 4),
+            "estimatedUsd": round(spent, 6),
+            "endedBy": ended_by,
+        }
+    )
+    status.receipts = [*(status.receipts or []), receipt][-MAX_RECEIPTS:]
+    status.paid_period = None
+    by = period.approved_by or "nobody"
+    return EventNote(
+        Reason.HARDWARE_RECEIPT.severity,
+        Reason.HARDWARE_RECEIPT,
+        f"{period.hardware} approved by {by}: {hours:.2f} h billed, estimated {usd(spent)}, from "
+        f"{period.start_time} to {rfc3339(now)} ({ended_by})",
+    )
+
+
+def spend_until(spend: Spend | None, now: datetime) -> Spend | None:
+    """Spend brought up to `now` at the rate last observed (for a session whose Space is not observed)."""
+    if spend is None or spend.last_observed_time is None:
+        return spend
+    elapsed = max(0.0, (now - parse_rfc3339(spend.last_observed_time)).total_seconds())
+    total = round(spend.estimated_usd + spend.usd_per_hour * elapsed / 3600, 6)
+    return spend.model_copy(update={"estimated_usd": total, "last_observed_time": rfc3339(now, precise=True)})
+
+
+def keep_books(
+    status: AgentSessionStatus,
+    spec: AgentSessionSpec,
+    generation: int,
+    verdict: HardwareVerdict,
+    exhausted: bool,
+    space: SpaceView | None,
+    prices: Mapping[str, float],
+    config: OperatorConfig,
+    now: datetime,
+) -> Books:
+    """Update the status facts of this module after spend was accrued: the pending request, the expiry
+    notice, the budget warning, and the paid stretch (opened when the Hub shows paid hardware, closed
+    with a receipt when it shows anything else)."""
+    books = Books()
+    status.pending_approval, notes = pending_approval(
+        status.pending_approval, spec, verdict, prices, config, now
+    )
+    books.events += notes
+
+    record = status.approval
+    expires = _expires(record)
+    if record is not None and expires is not None and verdict.reason == Reason.APPROVED:
+        notice_at = expires - timedelta(seconds=config.approval_expiry_notice)
+        if record.notice_time is None and now >= notice_at:
+            status.approval = record.model_copy(update={"notice_time": rfc3339(now)})
+            books.events.append(
+                EventNote(
+                    Reason.APPROVAL_EXPIRING.severity,
+                    Reason.APPROVAL_EXPIRING,
+                    f"the approval of {spec.hardware} by {record.approved_by} expires at {rfc3339(expires)}; "
+                    "the Space then returns to free hardware unless an approver approves again",
+                )
+            )
+        elif record.notice_time is None:
+            books.wake_in((notice_at - now).total_seconds())
+        books.wake_in((expires - now).total_seconds())
+
+    warn = spec.approval.warn_at_usd if spec.approval else None
+    if warn is None:
+        status.conditions = [c for c in status.conditions if c.type != BUDGET_WARNING]
+    else:
+        spent = status.spend.estimated_usd if status.spend else 0.0
+        budget = spec.approval.budget_usd if spec.approval else None
+        of = f" of the {usd(budget)} budget" if budget is not None else ""
+        reached = spent >= warn
+        status.conditions = set_condition(
+            status.conditions,
+            BUDGET_WARNING,
+            "True" if reached else "False",
+            Reason.BUDGET_NEARLY_SPENT if reached else Reason.BELOW_WARNING,
+            f"estimated spend {usd(spent)} {'reached' if reached else 'is below'} the warning at "
+            f"{usd(warn)}{of}",
+            generation,
+            now,
+        )
+
+    if space is None:
+        return books
+    current = space.current_hardware
+    paid_now = current is not None and not is_free(current, config)
+    period = status.paid_period
+    if period is not None and current != period.hardware:
+        note = close_period(status, prices, _ended_by(period, spec, verdict, exhausted, config), now)
+        books.events += [note] if note else []
+    if paid_now and status.paid_period is None:
+        status.paid_period = PaidPeriod.model_validate(
+            {
+                "hardware": current,
+                "approvedBy": status.approved_by,
+                "startTime": rfc3339(now),
+                "startUsd": status.spend.estimated_usd if status.spend else 0.0,
+            }
+        )
+    return books
+
+
+def close_for_deletion(status: AgentSessionStatus, now: datetime) -> EventNote | None:
+    """A session being deleted ends its paid stretch now, spend counted up to now at the last rate
+    (its hours at that rate too; the published price if it was asleep)."""
+    period = status.paid_period
+    if period is None:
+        return None
+    status.spend = spend_until(status.spend, now)
+    rate = status.spend.usd_per_hour if status.spend else 0.0
+    prices = {**FALLBACK_USD_PER_HOUR, **({period.hardware: rate} if rate > 0 else {})}
+    return close_period(status, prices, ENDED_SESSION_DELETED, now)
