@@ -615,6 +615,17 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No last-handled configuration: no handler here reacts to a diff (the loop reads the live body
+    and wakes on a new generation), so storing one is an annotation patch per session for nothing."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     """Handlers bound to one Runtime, on a registry of their own (no import-time globals)."""
     registry = kopf.OperatorRegistry()
@@ -624,9 +635,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=api.GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
