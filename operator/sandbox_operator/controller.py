@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes.client.exceptions import ApiException
 
@@ -203,7 +204,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         return base
     confirmed = session.status.space_confirmed_time is not None
     known_url = session.status.sandbox_url
-    listed = rt.observer.view(space_id) if confirmed and known_url else None
+    listed = await rt.observer.listed(space_id) if confirmed and known_url else None
     try:
         if listed is not None:
             space: SpaceView | None = replace(listed, sandbox_url=known_url)
@@ -615,6 +616,34 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
 
 
+#: Connections kopf may open to the API server besides its watch streams (each holds one).
+KUBE_CONNECTIONS = 16
+
+
+def bounded_session(
+    info: kopf.ConnectionInfo | None, watch_streams: int
+) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+    """kopf's own session, but with a bounded connection pool: kopf's has no limit, so a burst of a
+    thousand sessions (their finalizers, their Events) opened hundreds of TLS connections at once, each
+    with its buffers: the biggest part of the operator's peak memory. Must run in the event loop."""
+    if info is None:
+        return None
+    limit = KUBE_CONNECTIONS + max(1, watch_streams)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+        aiohttp_session=session,
+    )
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """No last-handled configuration: no handler here reacts to a diff (the loop reads the live body
     and wakes on a new generation), so storing one is an annotation patch per session for nothing."""
@@ -658,8 +687,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+        return bounded_session(kopf.login_via_client(**kwargs), len(rt.namespaces))
 
     @kopf.on.probe(registry=registry, id="progress")
     async def progress(**_: Any) -> dict[str, Any]:

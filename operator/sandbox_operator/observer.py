@@ -68,6 +68,8 @@ class FleetObserver:
     _watched: dict[str, Watched] = field(default_factory=dict)
     #: When this operator last acted on each Space (monotonic): older listings do not show it.
     _acted: dict[str, float] = field(default_factory=dict)
+    #: The listing under way per owner, which every caller in the meantime shares.
+    _listing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -99,10 +101,26 @@ class FleetObserver:
             return None
         return listing.spaces.get(space_id)
 
+    async def listed(self, space_id: str) -> SpaceView | None:
+        """`view`, after listing the owner's Spaces first if no listing of them was made yet: after a
+        restart, a thousand converged sessions share one listing instead of a call each."""
+        if self.enabled and _owner(space_id) not in self._listings:
+            await self.observe_owner(_owner(space_id))
+        return self.view(space_id)
+
     def owners(self) -> set[str]:
         return {_owner(watched.space_id) for watched in self._watched.values()}
 
     async def observe_owner(self, owner: str) -> None:
+        """List one owner's Spaces (or wait for the listing under way)."""
+        task = self._listing.get(owner)
+        if task is None:
+            task = asyncio.ensure_future(self._list(owner))
+            self._listing[owner] = task
+            task.add_done_callback(lambda _: self._listing.pop(owner, None))
+        await asyncio.shield(task)
+
+    async def _list(self, owner: str) -> None:
         """List one owner's Spaces and wake the loops whose Space changed or vanished, or that wait."""
         taken_at = self.clock()
         try:
@@ -116,8 +134,8 @@ class FleetObserver:
             if _owner(watched.space_id) != owner:
                 continue
             now = spaces.get(watched.space_id)
-            before = previous.spaces.get(watched.space_id) if previous is not None else None
-            if watched.waiting or now is None or now != before:
+            changed = previous is not None and previous.spaces.get(watched.space_id) != now
+            if watched.waiting or now is None or changed:
                 watched.wakeup.set()
 
     async def run(self) -> None:
