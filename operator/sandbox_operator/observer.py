@@ -102,9 +102,11 @@ class FleetObserver:
         return listing.spaces.get(space_id)
 
     async def listed(self, space_id: str) -> SpaceView | None:
-        """`view`, after listing the owner's Spaces first if no listing of them was made yet: after a
-        restart, a thousand converged sessions share one listing instead of a call each."""
-        if self.enabled and _owner(space_id) not in self._listings:
+        """`view`, after listing the owner's Spaces first if no listing of them was made yet and this
+        process has not acted on the Space: after a restart, a thousand converged sessions share one
+        listing instead of a call each, while a Space just created is read at once, never held back
+        behind a listing that waits at the gate."""
+        if self.enabled and _owner(space_id) not in self._listings and space_id not in self._acted:
             await self.observe_owner(_owner(space_id))
         return self.view(space_id)
 
