@@ -517,9 +517,11 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     delay = plan.requeue_after
     if not rt.observer.enabled or status.space_id is None:
         return delay
-    rt.observer.watch(uid, status.space_id, loop.wakeup, waiting=delay is not None)
     listed = status.space_confirmed_time is not None and status.sandbox_url is not None
-    if delay is not None and listed and not plan.failed:
+    # A failing session keeps its backoff: only a change the listing shows wakes it early.
+    waiting = delay is not None and listed and not plan.failed
+    rt.observer.watch(uid, status.space_id, loop.wakeup, waiting=waiting)
+    if delay is not None and waiting:
         # The next listing wakes it; this is only the fallback should listings fail.
         delay = max(delay, 2 * rt.observer.interval)
     return delay
@@ -617,7 +619,7 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
 
 
 #: Connections kopf may open to the API server besides its watch streams (each holds one).
-KUBE_CONNECTIONS = 16
+KUBE_CONNECTIONS = 32
 
 
 def bounded_session(
