@@ -175,6 +175,19 @@ class OperatorConfig(BaseModel):
         ge=0,
         description="Seconds between checks of a converged session against the Hub (drift); 0: never.",
     )
+    observe_interval: Annotated[float, OPTION] = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between listings of each owner's Spaces with their runtime (one paginated "
+        "call per owner), which every session reads instead of polling its own Space while it builds, "
+        "starts or sits converged: a Space deleted, paused or moved behind the operator's back is "
+        "noticed within about this time; 0: each session polls its own Space.",
+    )
+    secret_cache_ttl: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a read of the Hub read token's Secret is shared by every session's pass.",
+    )
     health_path: str = Field(default="/health", description="Path of the sandbox health endpoint.")
     operator_namespace: Annotated[str, OPTION] = Field(
         default="",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes.client.exceptions import ApiException
 
@@ -49,6 +50,7 @@ from .core.model import (
     RotateToken,
     Session,
     SetSleepTime,
+    SpaceView,
 )
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
@@ -65,8 +67,10 @@ from .kube import (
     load_client_config,
 )
 from .lease import LeaderElector, run_as_leader
+from .observer import FleetObserver
 from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
 from .pricing import PriceCatalog
+from .secret_cache import SecretCache
 from .startup import lease_settings, resolve_config
 from .sweeper import Sweeper
 
@@ -89,6 +93,10 @@ class Runtime:
     hub: HubClient
     kube: KubeClient
     prices: PriceCatalog
+    #: The latest listing of each owner's Spaces, read by every session's loop.
+    observer: FleetObserver
+    #: The read token Secrets, read once per short while for every session's pass.
+    secrets: SecretCache
     #: Namespaces watched; empty: the whole cluster.
     namespaces: list[str] = field(default_factory=list)
     monitor: HealthMonitor = field(default_factory=HealthMonitor)
@@ -135,7 +143,7 @@ async def platform_read_token(rt: Runtime) -> str | None:
     """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
     if not rt.config.hub_read_token_secret:
         return None
-    data = await rt.kube.read_secret(rt.config.operator_namespace, rt.config.hub_read_token_secret)
+    data = await rt.secrets.get(rt.config.operator_namespace, rt.config.hub_read_token_secret)
     return (data or {}).get(rt.config.hub_read_token_key) or None
 
 
@@ -150,7 +158,7 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
                 f"spec.hubTokenSecretRef is not read: {problem}, so the API server does not check that the "
                 f"session's author may read that Secret; {HOW_TO_FIX}"
             )
-        data = await rt.kube.read_secret(session.namespace, ref.name)
+        data = await rt.secrets.get(session.namespace, ref.name)
         if data is None or not data.get(ref.key):
             return None, (
                 f"spec.hubTokenSecretRef: Secret {session.namespace}/{ref.name} does not exist or has no "
@@ -171,8 +179,11 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
     The ownership marker is read only until the Space was first seen carrying it (its name holds
-    the session UID), and not at all right after this pass created it. A Space seen before and
-    now not found is gone only if the token can still see its owner (else HubAccessLost).
+    the session UID), and not at all right after this pass created it (then it carries ours). Once
+    it has, and its sandbox URL is known, the Space is read from the owner's latest listing (the
+    observer's) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
+    seen before and now not found is gone only if the token can still see its owner (else
+    HubAccessLost).
     """
     conflict = None
     try:
@@ -202,8 +213,16 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     if space_id is None:
         return base
     confirmed = session.status.space_confirmed_time is not None
+    known_url = session.status.sandbox_url
+    listed = await rt.observer.listed(space_id) if confirmed and known_url else None
     try:
-        space = await rt.hub.space(space_id, with_marker=verify_marker and not confirmed)
+        if listed is not None:
+            space: SpaceView | None = replace(listed, sandbox_url=known_url)
+        else:
+            space = await rt.hub.space(space_id, with_marker=verify_marker and not confirmed)
+            rt.observer.acted(space_id)
+        if space is not None and not verify_marker:
+            space = replace(space, marker_uid=session.uid)  # created by this pass, with our marker
         if space is None and confirmed:
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
@@ -297,16 +316,31 @@ async def apply(
     secret_name = model.connection_secret_name(session)
     try:
         match action:
-            case RecordIntent(space_id=space_id, connection_secret=name):
+            case RecordIntent(space_id=space_id, connection_secret=name, hub_token=hub_token):
                 token = observed.token or new_token()
-                values = {KEY_SPACE_ID: space_id, KEY_TOKEN: token, KEY_SANDBOX_URL: ""}
+                values = {
+                    KEY_SPACE_ID: space_id,
+                    KEY_TOKEN: token,
+                    KEY_SANDBOX_URL: "",
+                    KEY_HUB_TOKEN: hub_token,
+                }
                 await rt.kube.write_connection(
-                    namespace=session.namespace, name=name, owner=owner, values=values
+                    namespace=session.namespace,
+                    name=name,
+                    owner=owner,
+                    values=values,
+                    exists=bool(observed.token),
                 )
-                await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+                # The status naming the Space is written with the create record, before the duplicate
+                # (CreateSpace): until then a restart records the same intent again, the Space's name
+                # comes from the UID and the token from this Secret.
                 # Intent precedes creation, so no Space of ours exists yet; should one exist anyway
                 # (a status lost by hand), the duplicate answers 409 and it is adopted.
-                return Applied(known=replace(observed, space=None, token=token, connection_url=None))
+                return Applied(
+                    known=replace(
+                        observed, space=None, token=token, connection_url=None, connection_hub_token=hub_token
+                    )
+                )
             case CreateSpace(space_id=space_id, template=template, private=private):
                 values, problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
                 if problem is not None:
@@ -342,12 +376,20 @@ async def apply(
                 token = new_token()
                 await rt.hub.set_token(space_id, token)
                 await rt.kube.write_connection(
-                    namespace=session.namespace, name=secret_name, owner=owner, values={KEY_TOKEN: token}
+                    namespace=session.namespace,
+                    name=secret_name,
+                    owner=owner,
+                    values={KEY_TOKEN: token},
+                    exists=observed.token is not None,
                 )
                 return Applied(known=replace(observed, token=token, health=None))
             case PublishConnection(sandbox_url=url):
                 await rt.kube.write_connection(
-                    namespace=session.namespace, name=secret_name, owner=owner, values={KEY_SANDBOX_URL: url}
+                    namespace=session.namespace,
+                    name=secret_name,
+                    owner=owner,
+                    values={KEY_SANDBOX_URL: url},
+                    exists=observed.token is not None,
                 )
                 return Applied(known=replace(observed, connection_url=url))
             case PublishHubToken(hub_token=hub_token):
@@ -356,6 +398,7 @@ async def apply(
                     name=secret_name,
                     owner=owner,
                     values={KEY_HUB_TOKEN: hub_token},
+                    exists=observed.token is not None,
                 )
                 return Applied(known=replace(observed, connection_hub_token=hub_token))
             case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
@@ -433,6 +476,9 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
             _post(body, plan.events)
             plan = replace(plan, events=[])
         applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        acted_on = getattr(plan.action, "space_id", None)
+        if acted_on is not None:
+            rt.observer.acted(acted_on)  # listings asked for before now do not show this action
         if isinstance(plan.action, CreateSpace):
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
@@ -452,17 +498,17 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     return plan
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
-    """One reconcile pass of a live session; returns when to come back (seconds), or None when converged."""
+async def reconcile(rt: Runtime, body: kopf.Body) -> Plan:
+    """One reconcile pass of a live session; returns its last plan (when to come back, what it holds)."""
     # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
     plan = await drive(rt, body, session_from_body(body))
     written = session_from_body(body)
     if body.get("metadata", {}).get("deletionTimestamp"):
-        return plan.requeue_after  # the finalizer owns status now: its receipt must not be overwritten
+        return plan  # the finalizer owns status now: its receipt must not be overwritten
     if status_patch(plan.status) != status_patch(written.status):
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
-    return plan.requeue_after
+    return plan
 
 
 @dataclass
@@ -492,25 +538,65 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
     """The session's reconcile loop: `body` is kopf's live view, always the latest object."""
     loop = session_loop(memo)
     failures = 0
-    while not stopped:
-        loop.wakeup.clear()
-        try:
-            delay = await reconcile(rt, body)
-            failures = 0
-        except ApiException as error:
-            # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
-            failures += 1
-            delay = lifecycle.backoff_delay(failures, rt.config, random.random())
-            log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
-                        body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
-                        error.status, error.reason, delay)  # fmt: skip
-        except kopf.PermanentError:
-            raise
-        except Exception as error:  # every other failure ends in a condition, never a crash loop
-            delay = await report_failure(rt, body, error)
-        if delay is None and rt.config.resync_interval > 0:
-            delay = rt.config.resync_interval
-        await _sleep(loop, stopped, None if delay is None else max(MIN_REQUEUE, delay))
+    uid = str(body.get("metadata", {}).get("uid", ""))
+    try:
+        while not stopped:
+            delay = await _reconcile_once(rt, body, loop, uid, failures)
+            failures = 0 if delay.succeeded else failures + 1
+            await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
+    finally:
+        rt.observer.forget(uid)
+
+
+@dataclass(frozen=True)
+class _Delay:
+    """When a session's loop looks again, and whether its pass got through."""
+
+    seconds: float | None
+    succeeded: bool
+
+
+def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> float | None:
+    """Hand the session to the observer once its Space can be read from a listing: a waiting session
+    (building, starting) is woken by each listing instead of polling the Hub; a converged one by a
+    listing that shows its Space changed or gone (drift), besides the resync."""
+    status = plan.status
+    delay = plan.requeue_after
+    if not rt.observer.enabled or status.space_id is None:
+        return delay
+    listed = status.space_confirmed_time is not None and status.sandbox_url is not None
+    # A failing session keeps its backoff: only a change the listing shows wakes it early.
+    waiting = delay is not None and listed and not plan.failed
+    rt.observer.watch(uid, status.space_id, loop.wakeup, waiting=waiting)
+    if delay is not None and waiting:
+        # The next listing wakes it; this is only the fallback should listings fail.
+        delay = max(delay, 2 * rt.observer.interval)
+    return delay
+
+
+async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: str, failures: int) -> _Delay:
+    """One pass, its failures caught: Kubernetes API errors back off, the rest become conditions."""
+    loop.wakeup.clear()
+    delay: float | None
+    try:
+        plan = await reconcile(rt, body)
+        delay = _follow_listing(rt, uid, loop, plan)
+        succeeded = True
+    except ApiException as error:
+        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
+        succeeded = False
+        delay = lifecycle.backoff_delay(failures + 1, rt.config, random.random())
+        log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
+                    body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
+                    error.status, error.reason, delay)  # fmt: skip
+    except kopf.PermanentError:
+        raise
+    except Exception as error:  # every other failure ends in a condition, never a crash loop
+        succeeded = True
+        delay = await report_failure(rt, body, error)
+    if delay is None and rt.config.resync_interval > 0:
+        delay = rt.config.resync_interval
+    return _Delay(delay, succeeded)
 
 
 def _failure_reason(error: Exception) -> tuple[Reason, str]:
@@ -579,6 +665,45 @@ async def finalize(rt: Runtime, body: kopf.Body, patch: kopf.Patch) -> None:
     raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
 
 
+#: Connections kopf may open to the API server besides its watch streams (each holds one).
+KUBE_CONNECTIONS = 32
+
+
+def bounded_session(
+    info: kopf.ConnectionInfo | None, watch_streams: int
+) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+    """kopf's own session, but with a bounded connection pool: kopf's has no limit, so a burst of a
+    thousand sessions (their finalizers, their Events) opened hundreds of TLS connections at once, each
+    with its buffers: the biggest part of the operator's peak memory. Must run in the event loop."""
+    if info is None:
+        return None
+    limit = KUBE_CONNECTIONS + max(1, watch_streams)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+        aiohttp_session=session,
+    )
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No last-handled configuration: no handler here reacts to a diff (the loop reads the live body
+    and wakes on a new generation), so storing one is an annotation patch per session for nothing."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     """Handlers bound to one Runtime, on a registry of their own (no import-time globals)."""
     registry = kopf.OperatorRegistry()
@@ -588,9 +713,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=api.GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -606,13 +729,15 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
                 )
             )
         )
+        if rt.observer.enabled:
+            rt.tasks.append(asyncio.create_task(rt.observer.run()))
         if rt.config.sweep_interval > 0:
             sweeper = Sweeper(rt.hub, rt.kube, rt.config, rt.namespaces)
             rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+        return bounded_session(kopf.login_via_client(**kwargs), len(rt.namespaces))
 
     @kopf.on.probe(registry=registry, id="progress")
     async def progress(**_: Any) -> dict[str, Any]:
@@ -683,11 +808,14 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
     hub = HubClient(config)
+    kube = KubeClient(recheck_interval=config.approval_recheck_interval)
     rt = Runtime(
         config=config,
         hub=hub,
-        kube=KubeClient(recheck_interval=config.approval_recheck_interval),
+        kube=kube,
         prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
+        observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
+        secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
     )
     registry = build_registry(rt)

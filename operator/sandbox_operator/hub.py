@@ -32,7 +32,9 @@ import aiohttp
 import httpx2
 from huggingface_hub import HfApi, SpaceInfo, set_client_factory
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import hf_request_event_hook
+from huggingface_hub.utils._pagination import paginate
 
 from . import metrics
 from .api import SANDBOX_TOKEN_SECRET, Hardware
@@ -53,6 +55,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: First in-call retry delay of an idempotent read; doubles per attempt, with jitter.
 READ_RETRY_BASE = 0.5
+#: Spaces per page of the fleet listing: what huggingface.js's listSpaces asks the Hub for
+#: (packages/hub/src/lib/list-spaces.ts, `limit: "500"`); 1,000 Spaces are two calls.
+LIST_PAGE_SIZE = 500
+#: The properties the fleet listing asks for: the runtime (stage, hardware, sleep time) and privacy.
+LIST_EXPAND = ("runtime", "private")
 #: Seconds a whoami answer (the token's user and orgs) is reused; the Hub rate-limits whoami hard.
 WHOAMI_CACHE_SECONDS = 60.0
 
@@ -402,6 +409,22 @@ class HubClient:
         def call() -> list[ListedSpace]:
             found = self._api.list_spaces(author=owner, search=prefix)
             return [ListedSpace(info.id, info.created_at) for info in found]
+
+        return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)
+
+    async def list_owner_spaces(self, owner: str, prefix: str) -> dict[str, SpaceView]:
+        """The owner's Spaces whose name contains `prefix`, each with its runtime: one paginated call
+        (`GET /api/spaces?author=…&search=…&expand=runtime&expand=private`, pages of LIST_PAGE_SIZE)
+        for the whole fleet, where `space_info` would be one call per Space. A listing carries no
+        `host` (not an expandable property), so the views have no sandbox URL."""
+        url = f"{self._endpoint}/api/spaces"
+        params = {"author": owner, "search": prefix, "expand": list(LIST_EXPAND), "limit": LIST_PAGE_SIZE}
+
+        def call() -> dict[str, SpaceView]:
+            # huggingface_hub's own paginator: HfApi.list_spaces would stop after `limit` items in all.
+            headers = build_hf_headers(token=self._config.hub_token or None)
+            infos = (SpaceInfo(**item) for item in paginate(url, params, headers))  # type: ignore[no-untyped-call]
+            return {info.id: replace(_space_view(info, self._endpoint), sandbox_url=None) for info in infos}
 
         return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)
 

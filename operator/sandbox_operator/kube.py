@@ -160,7 +160,13 @@ class KubeClient:
         return _decoded(secret) if claim == "ours" else None
 
     async def write_connection(
-        self, *, namespace: str, name: str, owner: dict[str, str], values: dict[str, str]
+        self,
+        *,
+        namespace: str,
+        name: str,
+        owner: dict[str, str],
+        values: dict[str, str],
+        exists: bool = False,
     ) -> None:
         """Create or update the connection Secret, owned by the session so it goes with it.
 
@@ -168,6 +174,8 @@ class KubeClient:
         session with the same name is taken over whole: replaced, not merged, so neither its
         token nor its owner reference survives. Any other Secret of that name is never written
         (ConnectionSecretConflict): a session editor must not overwrite Secrets through the operator.
+        `exists`: this pass read the Secret as the session's, so the create is not tried first (one
+        write, not a refused create and an update).
         """
         body: Any = {  # a plain dict: the client accepts it where it declares V1Secret
             "apiVersion": "v1",
@@ -189,12 +197,13 @@ class KubeClient:
             },
             "stringData": values,
         }
-        try:
-            await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
-            return
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        if not exists:
+            try:
+                await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
+                return
+            except ApiException as error:
+                if error.status != 409:
+                    raise
         existing = await self._read(namespace, name)
         claim = connection_claim(existing, owner["name"], owner["uid"])
         if claim == "foreign":

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from sandbox_operator.core.model import FailureKind
 from sandbox_operator.hub import HubClient
+from sandbox_operator.ratelimit import Priority
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support.hub import client_for, duplicate, failure_of
 
@@ -111,3 +112,34 @@ def test_missing_template_and_foreign_owner_are_told_apart(client: HubClient, te
         )
     )
     assert foreign.failure.kind is FailureKind.FORBIDDEN
+
+
+def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_observation(
+    hub_factory: Callable[..., HubSimServer], template: str
+) -> None:
+    """Issue 11: one paginated listing per owner, with each Space's runtime, waiting behind
+    deletions and creates at the gate (it is observation)."""
+    hub = hub_factory(page_size=2, page_size_max=500)
+    for index in range(7):
+        hub.admin.plant_space(f"alice/ags-{index}", private=True, stage="PAUSED" if index == 3 else "RUNNING")
+    hub.admin.plant_space("alice/other", private=True)
+    client = client_for(hub.url, template)
+    priorities: list[Priority] = []
+    before = client.gate.before_request
+
+    def recording(priority: Priority = Priority.OBSERVE, not_after: float | None = None) -> None:
+        priorities.append(priority)
+        before(priority, not_after)
+
+    client.gate.before_request = recording  # type: ignore[method-assign]
+    try:
+        listed = asyncio.run(client.list_owner_spaces("alice", "ags-"))
+    finally:
+        asyncio.run(client.close())
+        set_client_factory(default_client_factory)
+    assert sorted(listed) == [f"alice/ags-{index}" for index in range(7)]
+    assert listed["alice/ags-3"].stage == "PAUSED" and listed["alice/ags-0"].stage == "RUNNING"
+    assert listed["alice/ags-0"].current_hardware == "cpu-basic" and listed["alice/ags-0"].private
+    assert all(view.sandbox_url is None for view in listed.values())  # a listing carries no host
+    assert [c["route"] for c in hub.admin.calls()] == ["list_spaces"]  # 7 Spaces: one page of up to 500
+    assert priorities == [Priority.OBSERVE]

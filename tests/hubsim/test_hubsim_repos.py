@@ -201,7 +201,7 @@ def test_list_spaces_paginates(hub_factory: Callable[..., HubSimServer], templat
 
     hub.admin.clear_calls()
     assert len(list(api.list_spaces(limit=3))) == 3
-    assert [c["route"] for c in hub.admin.calls()].count("list_spaces") == 2  # client stops at `limit`
+    assert [c["route"] for c in hub.admin.calls()].count("list_spaces") == 1  # a page of `limit`
 
     assert [s.id for s in api.list_spaces(author="alice", search="BOX-3")] == ["alice/box-3"]
 
@@ -259,3 +259,17 @@ def test_list_spaces_with_runtime_per_space_across_pages(hub_factory: Callable[.
     assert {space.runtime.requested_hardware for space in listed if space.runtime} == {"t4-small"}
     assert all(space.sdk is None and space.tags is None for space in listed)  # only what was expanded
     assert list(HfApi(endpoint=hub.url, token="hf_bob").list_spaces(author="alice")) == []
+
+
+def test_a_limit_asks_for_pages_up_to_the_largest(hub_factory: Callable[..., HubSimServer]) -> None:
+    """`limit` sets the page size (huggingface.js asks for 500 per page) up to the largest (F14)."""
+    hub = hub_factory(page_size=2, page_size_max=3, templates=[])
+    for index in range(7):
+        hub.admin.plant_space(f"alice/box-{index}")
+    pages = []
+    page = httpx2.get(f"{hub.url}/api/spaces", params={"author": "alice", "limit": "500"})
+    pages.append(page.json())
+    while "next" in page.links:
+        page = httpx2.get(page.links["next"]["url"])
+        pages.append(page.json())
+    assert [len(p) for p in pages] == [3, 3, 1]

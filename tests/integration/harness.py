@@ -97,6 +97,8 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,
             "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": TEMPLATE,
             "SANDBOX_OPERATOR_POLL_INTERVAL": "0.2",
+            # Sessions read their Spaces from a listing of the owner's Spaces made this often.
+            "SANDBOX_OPERATOR_OBSERVE_INTERVAL": "1",
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
             "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_ports(1)[0]}/healthz",
             "SANDBOX_OPERATOR_LEASE_IDENTITY": self.identity,

@@ -99,7 +99,8 @@ def test_running_healthy_space_is_ready_and_converged() -> None:
     assert ready(plan.status) == ("True", "SandboxReady")
     assert plan.status.phase == Phase.READY
     assert plan.status.observed_generation == 1
-    assert [e.reason for e in plan.events] == ["FreeHardware", "NoReadToken", "SandboxReady"]
+    # progress (FreeHardware) is no Event: only what a user acts on (issue 11)
+    assert [e.reason for e in plan.events] == ["NoReadToken", "SandboxReady"]
 
 
 def test_lost_token_is_rotated() -> None:

@@ -162,14 +162,37 @@ def condition_of(status: AgentSessionStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
 
+#: The Normal reasons a user acts on, posted as Events besides every Warning: the sandbox is ready
+#: (or asleep), an approval is awaited or given, the budget, a new sandbox token for agent pods.
+#: Other Normal transitions are progress only (creating, building, starting): the conditions and
+#: the log show them, and a thousand sessions do not write thousands of Events for them.
+NOTIFIED_REASONS = frozenset(
+    {
+        Reason.SANDBOX_READY,
+        Reason.SANDBOX_SLEEPING,
+        Reason.AWAITING_APPROVAL,
+        Reason.APPROVED,
+        Reason.WITHIN_BUDGET,
+        Reason.ROTATING_TOKEN,
+        Reason.PAUSED,
+        Reason.IDLE_PAUSED,
+        Reason.LIFETIME_EXPIRED,
+        Reason.RETENTION_EXPIRED,
+    }
+)
+
+
 def transition_events(old: AgentSessionStatus, new: AgentSessionStatus) -> list[EventNote]:
-    """One Event for each condition whose status or reason changed."""
+    """One Event for each condition whose status or reason changed to one a user acts on: every
+    Warning, and the Normal reasons in NOTIFIED_REASONS."""
     events = []
     for condition in new.conditions:
         before = condition_of(old, condition.type)
         if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
             continue
         kind = Reason(condition.reason).severity
+        if kind is Severity.NORMAL and condition.reason not in NOTIFIED_REASONS:
+            continue
         events.append(
             EventNote(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
         )

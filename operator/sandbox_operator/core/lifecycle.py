@@ -328,7 +328,7 @@ def _next_step(
             draft, Reason.CONNECTION_SECRET_CONFLICT, observed.connection_conflict, config, jitter
         )
     if status.space_id is None:
-        return _record_intent(draft, space_id_for(session, config)), 0.0
+        return _record_intent(draft, space_id_for(session, config), observed), 0.0
     space_id = status.space_id
 
     failure = observed.hub_failure
@@ -349,7 +349,7 @@ def _next_step(
             return None, _failure(draft, Reason.SECRET_NOT_FOUND, observed.secrets_problem, config, jitter)
         if observed.token is None:
             # The connection Secret is gone too: record the intent (and a new token) again first.
-            return _record_intent(draft, space_id), 0.0
+            return _record_intent(draft, space_id, observed), 0.0
         refusal = creation_refusal(session.spec, observed, config)
         if refusal is not None:
             return None, _refuse(draft, refusal)
@@ -534,14 +534,14 @@ def _may_rotate_token(status: AgentSessionStatus, config: OperatorConfig, now: d
     return last is None or (now - parse_rfc3339(last)).total_seconds() >= config.token_rotation_interval
 
 
-def _record_intent(draft: _Draft, space_id: str) -> RecordIntent:
+def _record_intent(draft: _Draft, space_id: str, observed: Observation) -> RecordIntent:
     """The status after RecordIntent names the Space, so later steps (and a restart) adopt it."""
     secret = connection_secret_name(draft.session)
     draft.status.space_id = space_id
     draft.status.connection_secret = secret
     draft.status.phase = Phase.CREATING
     draft.ready("False", Reason.PROVISIONING, f"creating Space {space_id}")
-    return RecordIntent(space_id, secret)
+    return RecordIntent(space_id, secret, _published_hub_token(draft.session, observed))
 
 
 def _ready_reason(status: AgentSessionStatus) -> str | None:

@@ -150,10 +150,14 @@ class Session:
 # Actions: each is one change to the outside world, applied by the controller.
 @dataclass(frozen=True)
 class RecordIntent:
-    """Persist the Space id and a token before any Hub call, so a crash adopts instead of duplicating."""
+    """Persist the Space id and a token before any Hub call, so a crash adopts instead of duplicating.
+    The connection Secret is written whole (with the Hub read token agent pods need), so only the
+    sandbox URL is left to add once the Hub reports it."""
 
     space_id: str
     connection_secret: str
+    #: The connection Secret's hubToken ("": none).
+    hub_token: str = ""
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,11 @@ class HubSimConfig(BaseModel):
         description="stage while `current` lags `requested` on a running Space; 'RUNNING' reproduces the "
         "trap where the stage says RUNNING but the old hardware still serves",
     )
-    page_size: int = Field(
-        default=100, ge=1, description="list_spaces page size (the `limit` query can lower it)"
+    page_size: int = Field(default=100, ge=1, description="list_spaces page size without a `limit` query")
+    page_size_max: int = Field(
+        default=500,
+        ge=1,
+        description="largest list_spaces page a `limit` query gets (huggingface.js asks for 500; F14)",
     )
     call_log_size: int = Field(default=10_000, ge=1, description="calls kept by /_sim/calls, oldest dropped")
     public_url: str | None = Field(

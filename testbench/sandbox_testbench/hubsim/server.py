@@ -228,7 +228,7 @@ async def _list_spaces(request: web.Request) -> web.Response:
     limit = query.get("limit", "")
     if limit and (not limit.isdigit() or int(limit) < 1):
         raise HubSimError(400, "limit must be a positive integer")
-    size = min(int(limit), state.config.page_size) if limit else state.config.page_size
+    size = min(int(limit), state.config.page_size_max) if limit else state.config.page_size
     start = _decode_cursor(query.get("cursor"))
     spaces = state.list_spaces(_user(request), query.get("author"), query.get("search"))
     full = query.get("full", "").lower() in ("true", "1")

@@ -1,0 +1,149 @@
+"""Observation by the batch: one listing per owner feeds every session's loop.
+
+Polling each Space's runtime costs one Hub call per session per poll: a thousand building Spaces
+would spend the account's 5-minute budget many times over. Instead, every `observe_interval` the
+observer lists each watched owner's Spaces with their runtime (`HubClient.list_owner_spaces`,
+one paginated call, 500 Spaces a page), keeps the latest listing, and wakes the loops whose Space
+changed, vanished, or that are waiting for the Hub (building, starting). A loop then reads its
+Space from the listing instead of asking the Hub, so converged sessions cost nothing but their
+share of the listing, and drift (a Space deleted, paused or moved to other hardware behind the
+operator's back) is noticed within about one interval.
+
+A listing is used for a Space only when it was taken after this operator last acted on that
+Space (an older one would not show the action), and not when it is older than a few intervals
+(the Hub failed to answer: better ask per Space). A Space missing from a listing is only a hint:
+the session confirms it with its own read before it concludes anything. This is I/O, in the shell:
+what the core receives is still an `Observation` with a `SpaceView`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from .core.model import SpaceView
+from .hub import HubError
+
+log = logging.getLogger(__name__)
+
+#: A listing older than this many intervals is not used (the Hub did not answer since).
+STALE_INTERVALS = 3
+
+ListSpaces = Callable[[str, str], Awaitable[Mapping[str, SpaceView]]]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One owner's Spaces as one listing showed them, and when it was asked for (monotonic)."""
+
+    taken_at: float
+    spaces: Mapping[str, SpaceView]
+
+
+@dataclass
+class Watched:
+    """A session loop the observer feeds: its Space, its wake-up, and whether it waits for the Hub."""
+
+    space_id: str
+    wakeup: asyncio.Event
+    waiting: bool = False
+
+
+def _owner(space_id: str) -> str:
+    return space_id.split("/", 1)[0]
+
+
+@dataclass
+class FleetObserver:
+    """The latest listing per owner, and the loops it wakes; `interval` <= 0 turns it off."""
+
+    list_spaces: ListSpaces
+    prefix: str
+    interval: float
+    clock: Callable[[], float] = time.monotonic
+    _listings: dict[str, Listing] = field(default_factory=dict)
+    _watched: dict[str, Watched] = field(default_factory=dict)
+    #: When this operator last acted on each Space (monotonic): older listings do not show it.
+    _acted: dict[str, float] = field(default_factory=dict)
+    #: The listing under way per owner, which every caller in the meantime shares.
+    _listing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def watch(self, uid: str, space_id: str, wakeup: asyncio.Event, *, waiting: bool) -> None:
+        """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on."""
+        self._watched[uid] = Watched(space_id, wakeup, waiting)
+
+    def forget(self, uid: str) -> None:
+        watched = self._watched.pop(uid, None)
+        if watched is not None:
+            self._acted.pop(watched.space_id, None)
+
+    def acted(self, space_id: str) -> None:
+        """This operator just changed the Space (or read it itself): listings asked for before now
+        do not show that, so they are not used for it."""
+        self._acted[space_id] = self.clock()
+
+    def view(self, space_id: str) -> SpaceView | None:
+        """The Space as the latest usable listing shows it; None: ask the Hub for this Space itself
+        (no listing yet, one older than the last action on it, one too old, or the Space not in it)."""
+        listing = self._listings.get(_owner(space_id))
+        if listing is None or not self.enabled:
+            return None
+        if listing.taken_at <= self._acted.get(space_id, -1.0):
+            return None
+        if self.clock() - listing.taken_at > STALE_INTERVALS * self.interval:
+            return None
+        return listing.spaces.get(space_id)
+
+    async def listed(self, space_id: str) -> SpaceView | None:
+        """`view`, after listing the owner's Spaces first if no listing of them was made yet and this
+        process has not acted on the Space: after a restart, a thousand converged sessions share one
+        listing instead of a call each, while a Space just created is read at once, never held back
+        behind a listing that waits at the gate."""
+        if self.enabled and _owner(space_id) not in self._listings and space_id not in self._acted:
+            await self.observe_owner(_owner(space_id))
+        return self.view(space_id)
+
+    def owners(self) -> set[str]:
+        return {_owner(watched.space_id) for watched in self._watched.values()}
+
+    async def observe_owner(self, owner: str) -> None:
+        """List one owner's Spaces (or wait for the listing under way)."""
+        task = self._listing.get(owner)
+        if task is None:
+            task = asyncio.ensure_future(self._list(owner))
+            self._listing[owner] = task
+            task.add_done_callback(lambda _: self._listing.pop(owner, None))
+        await asyncio.shield(task)
+
+    async def _list(self, owner: str) -> None:
+        """List one owner's Spaces and wake the loops whose Space changed or vanished, or that wait."""
+        taken_at = self.clock()
+        try:
+            spaces = await self.list_spaces(owner, self.prefix)
+        except HubError as error:
+            log.warning("listing the Spaces of %s failed: %s; sessions read their own", owner, error)
+            return
+        previous = self._listings.get(owner)
+        self._listings[owner] = Listing(taken_at, spaces)
+        for watched in list(self._watched.values()):
+            if _owner(watched.space_id) != owner:
+                continue
+            now = spaces.get(watched.space_id)
+            changed = previous is not None and previous.spaces.get(watched.space_id) != now
+            if watched.waiting or now is None or changed:
+                watched.wakeup.set()
+
+    async def run(self) -> None:
+        """Every interval, one listing per watched owner (the owners one after another)."""
+        while True:
+            started = self.clock()
+            for owner in sorted(self.owners()):
+                await self.observe_owner(owner)
+            await asyncio.sleep(max(0.0, self.interval - (self.clock() - started)))

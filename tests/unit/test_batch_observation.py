@@ -1,0 +1,149 @@
+"""Issue 11: observation by the batch (the observer), the shared read of the read token, and Events
+only for what a user acts on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+
+from sandbox_operator.core import lifecycle
+from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
+from sandbox_operator.core.model import FailureKind, HubFailure, Observation, RecordIntent, SpaceView
+from sandbox_operator.hub import HubError
+from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
+from sandbox_operator.secret_cache import SecretCache
+from tests.support.clock import ManualClock
+from tests.support.core import CONFIG, NOW, SPACE_ID, TRUSTED, new_session, space
+
+OTHER = "agents/ags-other"
+
+
+class Hub:
+    """A listing that answers what the test sets, and counts the calls."""
+
+    def __init__(self) -> None:
+        self.spaces: dict[str, SpaceView] = {}
+        self.calls: list[str] = []
+        self.failing = False
+
+    async def list_spaces(self, owner: str, prefix: str) -> Mapping[str, SpaceView]:
+        self.calls.append(owner)
+        if self.failing:
+            raise HubError("list_spaces", HubFailure(FailureKind.UNAVAILABLE, "down"))
+        return {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")}
+
+
+def observer(hub: Hub, clock: ManualClock) -> FleetObserver:
+    return FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock)
+
+
+def test_sessions_read_their_space_from_one_listing_per_owner() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    hub.spaces = {SPACE_ID: space(), OTHER: space(), "acme/ags-x": space()}
+    wakeups = [asyncio.Event() for _ in range(3)]
+    for uid, (space_id, wakeup) in enumerate(zip([SPACE_ID, OTHER, "acme/ags-x"], wakeups, strict=True)):
+        watcher.watch(str(uid), space_id, wakeup, waiting=False)
+    assert watcher.view(SPACE_ID) is None  # no listing yet: the session asks the Hub itself
+    for owner in sorted(watcher.owners()):
+        asyncio.run(watcher.observe_owner(owner))
+    assert hub.calls == ["acme", "agents"]  # one listing per owner, however many sessions
+    assert watcher.view(SPACE_ID) == space() and watcher.view("acme/ags-x") == space()
+
+
+def test_a_listing_wakes_the_loops_whose_space_changed_or_vanished_and_those_that_wait() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    hub.spaces = {SPACE_ID: space(), OTHER: space(), "agents/ags-waits": space("BUILDING")}
+    same, changed, gone, waits = (asyncio.Event() for _ in range(4))
+    watcher.watch("1", SPACE_ID, same, waiting=False)
+    watcher.watch("2", OTHER, changed, waiting=False)
+    watcher.watch("3", "agents/ags-gone", gone, waiting=False)
+    watcher.watch("4", "agents/ags-waits", waits, waiting=True)
+    asyncio.run(watcher.observe_owner("agents"))
+    for event in (same, changed, gone, waits):
+        event.clear()
+    clock.now += 30
+    hub.spaces[OTHER] = space("PAUSED")
+    asyncio.run(watcher.observe_owner("agents"))
+    assert not same.is_set()  # converged and unchanged: its loop sleeps on
+    assert changed.is_set() and gone.is_set() and waits.is_set()
+    assert watcher.view("agents/ags-gone") is None  # not listed: the session confirms with its own read
+
+
+def test_a_listing_older_than_the_last_action_or_stale_is_not_used() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    hub.spaces = {SPACE_ID: space("PAUSED")}
+    watcher.watch("1", SPACE_ID, asyncio.Event(), waiting=False)
+    asyncio.run(watcher.observe_owner("agents"))
+    clock.now += 1
+    watcher.acted(SPACE_ID)  # a restart: the listing does not show it yet
+    assert watcher.view(SPACE_ID) is None
+    clock.now += 1
+    hub.spaces = {SPACE_ID: space("APP_STARTING")}
+    asyncio.run(watcher.observe_owner("agents"))
+    assert watcher.view(SPACE_ID) == space("APP_STARTING")
+    hub.failing = True
+    clock.now += STALE_INTERVALS * 30 + 1
+    asyncio.run(watcher.observe_owner("agents"))  # fails: the old listing is kept, but too old to use
+    assert watcher.view(SPACE_ID) is None
+
+
+def test_a_forgotten_session_is_not_listed_for() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.watch("1", SPACE_ID, asyncio.Event(), waiting=False)
+    watcher.forget("1")
+    assert watcher.owners() == set()
+    assert not FleetObserver(hub.list_spaces, "ags-", 0.0).enabled
+
+
+def test_the_read_token_secret_is_read_once_for_many_sessions_and_again_after_its_ttl() -> None:
+    clock = ManualClock(100.0)
+    reads: list[str] = []
+
+    async def read(namespace: str, name: str) -> dict[str, str] | None:
+        reads.append(name)
+        await asyncio.sleep(0)
+        return {"token": "hf_read"}
+
+    async def passes() -> list[dict[str, str] | None]:
+        cache = SecretCache(read, 10.0, clock=clock)
+        first = await asyncio.gather(*(cache.get("ops", "read-token") for _ in range(50)))
+        clock.now += 11
+        return [*first, await cache.get("ops", "read-token")]
+
+    answers = asyncio.run(passes())
+    assert answers == [{"token": "hf_read"}] * 51
+    assert reads == ["read-token", "read-token"]
+
+
+def test_progress_is_no_event_only_what_a_user_acts_on_is() -> None:
+    assert all(reason.severity is Severity.NORMAL for reason in NOTIFIED_REASONS)
+    session = new_session(status={})
+    seen = Observation(read_token="hf_read", **TRUSTED)
+    plan = lifecycle.decide(session, seen, CONFIG, NOW)
+    assert isinstance(plan.action, RecordIntent)
+    assert plan.events == []  # Provisioning, FreeHardware, ReadTokenPublished: progress only
+    building = lifecycle.decide(
+        replace(session, status=plan.status),
+        replace(seen, space=space("BUILDING"), token="t", connection_hub_token="hf_read"),
+        CONFIG,
+        NOW,
+    )
+    assert [e.reason for e in building.events] == []
+    failing = lifecycle.decide(
+        replace(session, status=building.status),
+        replace(seen, hub_failure=HubFailure(FailureKind.UNAVAILABLE, "down"), token="t"),
+        CONFIG,
+        NOW,
+    )
+    assert [e.reason for e in failing.events] == [Reason.HUB_UNAVAILABLE]
+
+
+def test_the_intent_writes_the_read_token_with_the_connection_secret() -> None:
+    session = new_session(spec={"private": True})
+    plan = lifecycle.decide(session, Observation(read_token="hf_read", **TRUSTED), CONFIG, NOW)
+    assert isinstance(plan.action, RecordIntent) and plan.action.hub_token == "hf_read"
