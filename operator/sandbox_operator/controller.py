@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics
+from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
 from .core.conditions import EventNote, Reason
@@ -87,6 +87,8 @@ class Runtime:
     monitor: HealthMonitor = field(default_factory=HealthMonitor)
     #: Background tasks started with the operator (sweeper, heartbeat, watch checks).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
+    pools: pools.PoolBook = field(default_factory=pools.PoolBook)
 
 
 def session_from_body(body: kopf.Body) -> Session:
@@ -383,6 +385,9 @@ async def observe_session(
 async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     """The one loop for a session's whole life: observe, decide, apply, until the core asks for
     nothing more now (or a failure); posts the core's Events and returns the last plan."""
+    session, claimed = await pools.claim_step(rt, body, session)  # a warm pool's Space, if it names one
+    if claimed is not None:
+        return claimed
     observed = await observe_session(rt, session)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
@@ -413,6 +418,7 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> float | None:
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
     plan = await drive(rt, body, session_from_body(body))
     written = session_from_body(body)
+    pools.record_launch(written.status, plan.status, body)
     if status_patch(plan.status) != status_patch(written.status):
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
     return plan.requeue_after
@@ -605,6 +611,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         with rt.monitor.working(body.meta.uid or ""):
             await finalize(rt, body, patch)
 
+    pools.register(registry, rt, UNEXPECTED_ERROR_BACKOFF)
     return registry
 
 

@@ -232,19 +232,17 @@ class KubeClient:
         )
         return dict(written)
 
-    async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
-        """AgentSessions in `namespaces` (all namespaces if empty), as plain objects."""
+    async def list_sessions(self, namespaces: list[str], plural: str = api.PLURAL) -> list[dict[str, Any]]:
+        """AgentSessions (or `plural`: pools) in `namespaces` (all namespaces if empty), as plain objects."""
         if not namespaces:
             found: Any = await self._run(
-                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, plural)
             )
             return list(found["items"])
         sessions: list[dict[str, Any]] = []
         for namespace in namespaces:
             found = await self._run(
-                partial(
-                    self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
-                )
+                partial(self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, plural)
             )
             sessions += found["items"]
         return sessions

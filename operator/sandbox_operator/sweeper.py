@@ -195,6 +195,16 @@ def claims(sessions: list[dict[str, Any]]) -> frozenset[str]:
     return frozenset(uids | {space_id for space_id in space_ids if space_id})
 
 
+def pool_claims(pools: list[dict[str, Any]]) -> frozenset[str]:
+    """What warm pools claim: their UIDs (an unclaimed pooled Space's marker names its pool) and every
+    Space their status records (recorded before it is created)."""
+    uids = {pool["metadata"]["uid"] for pool in pools}
+    spaces = {
+        entry.get("spaceId") for pool in pools for entry in (pool.get("status") or {}).get("spaces") or []
+    }
+    return frozenset(uids | {space_id for space_id in spaces if space_id})
+
+
 def literal(pattern: str) -> bool:
     """An allow-list entry that names one owner (no glob characters): a place to look for orphans."""
     return not any(char in pattern for char in "*?[")
@@ -236,8 +246,9 @@ class Sweeper:
         listed: list[ListedSpace] = []
         for owner in sorted(o for o in owners if o):
             listed += ours_by_name(await self._hub.list_spaces(owner, f"{policy.prefix}-"), policy)
-        # Listed after the Spaces: every session whose Space was listed is in here.
+        # Listed after the Spaces: every session (and pool) whose Space was listed is in here.
         claimed = claims(await self._kube.list_sessions(self._namespaces))
+        claimed |= pool_claims(await self._kube.list_sessions(self._namespaces, api.POOL_PLURAL))
         moment = now()
         markers = {
             space_id: await self._hub.ownership(space_id)
