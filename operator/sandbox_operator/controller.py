@@ -621,7 +621,8 @@ TRACKING_HANDLER = "track-session"
 
 def _quiet_tracking(record: logging.LogRecord) -> bool:
     """One line per watch event says nothing: the tracking handler's successes go to DEBUG."""
-    if record.levelno == logging.INFO and record.getMessage() == f"Handler '{TRACKING_HANDLER}' succeeded.":
+    quiet = {f"Handler '{handler}' succeeded." for handler in (TRACKING_HANDLER, *pools.TRACKING_HANDLERS)}
+    if record.levelno == logging.INFO and record.getMessage() in quiet:
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG)
     return True

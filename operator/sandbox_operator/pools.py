@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: The pool's own sandbox token (for health checks of unclaimed Spaces) is kept in this Secret.
 POOL_TOKEN_SUFFIX = "-pool-token"
+#: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
+TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
 #: Conflicting writes of a pool's status (another writer got there first) retried at once.
 CAS_ATTEMPTS = 8
 
@@ -476,13 +478,20 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, backoff: float) -> No
     """The pool's handlers: its loop (a daemon), the finalizer, and wake-ups on spec changes."""
     resource = (api.GROUP, api.VERSION, api.POOL_PLURAL)
 
-    @kopf.on.event(*resource, registry=registry, id="track-pool")
+    @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLERS[0])
     async def track_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         generation = body.get("metadata", {}).get("generation")
         if memo.get("pool_generation") != generation:
             memo["pool_generation"] = generation
             meta = body.get("metadata", {})
             rt.pools.wakeups[(meta["namespace"], meta["name"])].set()
+
+    @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, registry=registry, id=TRACKING_HANDLERS[1])
+    async def track_claimant(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        """A claimant is gone: its pool forgets the claim (or deletes a Space it never took over)."""
+        ref = (body.get("spec") or {}).get("poolRef") or {}
+        if event["type"] == "DELETED" and ref.get("name"):
+            rt.pools.wakeups[(body.get("metadata", {}).get("namespace", ""), ref["name"])].set()
 
     @kopf.daemon(*resource, registry=registry, backoff=backoff, cancellation_timeout=30)
     async def reconcile_pool(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:

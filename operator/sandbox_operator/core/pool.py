@@ -324,12 +324,19 @@ def _requeue(
     now: datetime,
 ) -> float | None:
     waiting = [e for e in status.spaces if e.claimed_by is None and e.state != PooledSpaceState.READY]
+    # Claimants are looked for now and then (a listing, no Hub call): a Space left behind by one that
+    # went before its handover is deleted (a session's deletion also wakes the pool at once).
+    claims = config.waiting_poll_max if any(e.claimed_by is not None for e in status.spaces) else None
     if refusal is not None and not waiting:
-        return refusal.recheck_after
+        return _sooner(refusal.recheck_after, claims)
     if not waiting:
-        return None
+        return claims
     youngest = min((now - parse_rfc3339(e.requested_time)).total_seconds() for e in waiting)
     return max(config.poll_interval, min(config.waiting_poll_max, youngest * POOL_WAIT_FRACTION))
+
+
+def _sooner(first: float | None, second: float | None) -> float | None:
+    return min((d for d in (first, second) if d is not None), default=None)
 
 
 # Claims ---------------------------------------------------------------------------------------
