@@ -296,8 +296,8 @@ class AgentSessionSpec(_Model):
         description=(
             "Claim a ready Space from this warm pool instead of creating one: the session is Ready as soon "
             "as the claim is recorded, with a sandbox token of its own. With no ready Space (or a spec the "
-            "pool's Spaces do not match: another owner or template, spec.secrets, a public Space) the "
-            "Space is created as usual, and status.launchType says which happened."
+            "pool's Spaces do not match: another owner or template, other spec.secrets than the pool's, a "
+            "public Space) the Space is created as usual, and status.launchType says which happened."
         ),
     )
 

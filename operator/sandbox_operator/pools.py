@@ -193,7 +193,9 @@ async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, po
     now = _now()
     book: PoolBook = rt.pools
     found = await read_pool(book, session.namespace, pool_name)
-    refusal = creation_refusal(session.spec, Observation(policy_problem=None), rt.config)
+    # A session naming Secrets claims only while the policy checks its author may read them.
+    policy_problem = await rt.kube.approval_policy_problem(time.monotonic()) if session.spec.secrets else None
+    refusal = creation_refusal(session.spec, Observation(policy_problem=policy_problem), rt.config)
     if found is None:
         reason, message = Reason.POOL_NOT_FOUND, f"pool {pool_name} does not exist in {session.namespace}"
     elif refusal is not None:
@@ -255,10 +257,15 @@ async def _hand_over(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
     except HubError as error:
         if error.failure.kind is FailureKind.NOT_FOUND:
             return session, None  # the core sees the Space gone and creates it again, marked as the session's
-        log.warning("session %s/%s: handing over %s failed: %s", session.namespace, session.name, space_id,
-                    error.failure.message)  # fmt: skip
-        delay = lifecycle.backoff_delay(1, rt.config, random.random())
-        return session, Plan(None, session.status, max(delay, error.failure.retry_after or 0.0))
+        message = f"cannot hand the claimed Space {space_id} over (token, marker): {error.failure.message}"
+        plan = lifecycle.decide_failure(
+            session, error.failure.kind.reason, message, rt.config, _now(), random.random()
+        )
+        for note in plan.events:
+            kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+        return session, replace(
+            plan, requeue_after=max(plan.requeue_after or 0.0, error.failure.retry_after or 0.0)
+        )
     status = core.handed_over_status(session.status, _now())
     await rt.kube.patch_status(session.namespace, session.name, status_patch(status))
     return replace(session, status=status), None

@@ -13,8 +13,8 @@ restored from a backup without its status, a namespace force-deleted from etcd. 
 A Space is deleted only if its marker names this cluster and a session UID no existing
 session has, no live session's status.spaceId names it, and the session's namespace is one
 this operator watches. A warm pool's unclaimed Spaces carry the pool's UID in the marker, and the
-pool records each of them: a live pool claims them as a live session does. Unmarked Spaces, other clusters' Spaces and Spaces released by
-`deletionPolicy: Orphan` are never touched.
+pool records each of them: a live pool claims them as a live session does. Unmarked Spaces,
+other clusters' Spaces and Spaces released by `deletionPolicy: Orphan` are never touched.
 `plan` is pure; `Sweeper` is the I/O around it.
 """
 

@@ -31,6 +31,7 @@ import json
 import random
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -64,7 +65,7 @@ PAID = "t4-small"
 POOL = "chaos-pool"
 #: With a pool, this share of the creates is followed by a kill this soon (seconds): mid-claim.
 CLAIM_KILL_SHARE = 0.5
-CLAIM_KILL_DELAY = (0.02, 0.3)
+CLAIM_KILL_DELAY = (0.0, 0.15)
 
 
 def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
@@ -255,13 +256,23 @@ class Chaos:
     def _create(self) -> None:
         name = f"chaos-{len(self.lives)}"
         spec = {"poolRef": {"name": POOL}} if self.config.pool else {}
+        # Kill while the new session claims (between the pool's claim, the session's record and the
+        # handover of the token and marker): only once the operator is up, or the kill hits its start.
+        mid_claim = bool(self.config.pool) and self.rng.random() < CLAIM_KILL_SHARE and self._live()
         self.kubectl("apply", "-f", "-", stdin=session_manifest(name, self.namespace, **spec))
         self.lives.append(Life(name, Step.CREATED, time.monotonic()))
         self.result.sessions += 1
-        if self.config.pool and self.rng.random() < CLAIM_KILL_SHARE:
-            # Kill while the new session claims: between the pool's claim, the session's record and
-            # the handover of the token and marker.
+        if mid_claim:
             self.next_kill = min(self.next_kill, time.monotonic() + self.rng.uniform(*CLAIM_KILL_DELAY))
+
+    def _live(self) -> bool:
+        """The operator answers its liveness endpoint (it has started and watches)."""
+        url = self.operator.started_env.get("SANDBOX_OPERATOR_LIVENESS", "")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (OSError, ValueError):
+            return False
 
     def _patch(self, life: Life, spec: dict[str, Any]) -> None:
         patch = json.dumps({"spec": spec})

@@ -232,6 +232,18 @@ def test_a_session_claims_only_a_space_built_for_what_it_asks() -> None:
         assert core.claim_mismatch(AgentSessionSpec.model_validate(spec), pool_spec, CONFIG) is not None
 
 
+def test_a_pool_with_secrets_serves_only_sessions_that_name_them_themselves() -> None:
+    """Hostile: code in a claimed Space sees the pool's secrets; a session whose author was never
+    checked for them (it names none, or others) must not get one, or the pool would lend them."""
+    secret = {"name": "API_KEY", "secretKeyRef": {"name": "team-key", "key": "token"}}
+    pool_spec = AgentSessionPoolSpec.model_validate({"secrets": [secret]})
+    assert core.claim_mismatch(AgentSessionSpec.model_validate({}), pool_spec, CONFIG) is not None
+    other = {"name": "API_KEY", "secretKeyRef": {"name": "other-key", "key": "token"}}
+    assert core.claim_mismatch(AgentSessionSpec.model_validate({"secrets": [other]}), pool_spec, CONFIG)
+    same = AgentSessionSpec.model_validate({"secrets": [secret]})
+    assert core.claim_mismatch(same, pool_spec, CONFIG) is None
+
+
 def test_claimed_session_is_ready_at_once_and_hands_over_afterwards() -> None:
     session = new_session({"poolRef": {"name": "warm"}})
     status = pool({}, [entry(1)]).status

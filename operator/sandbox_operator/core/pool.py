@@ -26,6 +26,7 @@ from ..api import (
     PoolClaimant,
     PooledSpace,
     PooledSpaceState,
+    SpaceSecretSource,
 )
 from ..config import OperatorConfig
 from .conditions import READY, EventNote, Reason, parse_rfc3339, rfc3339, set_condition
@@ -393,9 +394,15 @@ def claim_mismatch(
         return f"the session asks for {mine[1]} under {mine[0]}, the pool holds {pools[1]} under {pools[0]}"
     if not spec.private:
         return "the session asks for a public Space; pooled Spaces are private"
-    if spec.secrets:
-        return "the session names spec.secrets; a pooled Space has only the pool's"
+    if _secret_refs(spec.secrets) != _secret_refs(pool_spec.secrets):
+        # A pooled Space holds the pool's secrets: only a session whose own spec names them (so the
+        # admission policy checked that its author may read them) may run code next to them.
+        return "the session's spec.secrets are not the pool's (a session names exactly the pool's secrets)"
     return None
+
+
+def _secret_refs(secrets: Iterable[SpaceSecretSource]) -> frozenset[tuple[str, str, str]]:
+    return frozenset((s.name, s.secret_key_ref.name, s.secret_key_ref.key) for s in secrets)
 
 
 def handover_pending(status: AgentSessionStatus) -> bool:
