@@ -181,3 +181,41 @@ def test_a_session_naming_a_missing_pool_is_created_cold(
     session = wait_ready(kubectl, "lonely", namespace)
     assert session["status"]["launchType"] == "cold"
     assert (condition(session, "WarmClaim") or {}).get("reason") == "PoolNotFound"
+
+
+EDITOR_ROLE = "sandbox-operator-session-editor"
+
+
+def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, approval_policy: None
+) -> None:
+    """Hostile: mallory edits sessions in the namespace and may not read the Secret the platform's pool
+    injects into its Spaces. A claimed Space runs her code beside that secret, so she must get none."""
+    kubectl("create", "secret", "generic", "db-password", "-n", namespace, "--from-literal=password=hunter2")
+    kubectl("create", "rolebinding", "mallory-edits", "-n", namespace, f"--clusterrole={EDITOR_ROLE}",
+            "--user=mallory")  # fmt: skip
+    secret = {"name": "DB", "secretKeyRef": {"name": "db-password", "key": "password"}}
+    # She may not make a pool of her own (the chart grants session editors sessions only).
+    own = kubectl("apply", "-f", "-", "--as=mallory", stdin=pool_manifest("mine", namespace), check=False)
+    assert own.returncode != 0 and "forbidden" in own.stderr
+    kubectl("apply", "-f", "-", stdin=pool_manifest("secretive", namespace, replicas=2, secrets=[secret]))
+    pool = wait_pool_ready(kubectl, "secretive", namespace, 2)
+    assert all(s["secrets"]["DB"] == "hunter2" for s in pool_spaces(hub_admin, pool["metadata"]["uid"]))
+
+    # Naming the pool without its secrets: no pooled Space, a Space of her own without them.
+    plain = session_manifest("sneaky", namespace, poolRef={"name": "secretive"})
+    kubectl("apply", "-f", "-", "--as=mallory", stdin=plain)
+    session = wait_ready(kubectl, "sneaky", namespace)
+    assert session["status"]["launchType"] == "cold"
+    assert (condition(session, "WarmClaim") or {}).get("reason") == "PoolMismatch"
+    assert "DB" not in hub_admin.space(session["status"]["spaceId"])["secrets"]
+    # Naming them too: the API server refuses her, as for any session.
+    named = session_manifest("sneakier", namespace, poolRef={"name": "secretive"}, secrets=[secret])
+    refused = kubectl("apply", "-f", "-", "--as=mallory", stdin=named, check=False)
+    assert refused.returncode != 0 and "db-password" in refused.stderr
+    assert ((get_pool(kubectl, "secretive", namespace) or {}).get("status") or {}).get("claimed") == 0
+
+    # Someone who may read the Secret names it and claims a pooled Space.
+    trusted = session_manifest("trusted", namespace, poolRef={"name": "secretive"}, secrets=[secret])
+    kubectl("apply", "-f", "-", stdin=trusted)
+    assert wait_ready(kubectl, "trusted", namespace, timeout=30)["status"]["launchType"] == "warm"
