@@ -247,6 +247,17 @@ class KubeClient:
             sessions += found["items"]
         return sessions
 
+    async def read_session(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One AgentSession as the API server holds it now (a listing by name: the operator lists,
+        it has no get), e.g. to see a status this process wrote before its watch delivered it."""
+        found: Any = await self._run(
+            lambda: self._custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, field_selector=f"metadata.name={name}"
+            )
+        )
+        items = list(found["items"])
+        return dict(items[0]) if items else None
+
     async def post_event(self, *, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid), which may be gone:
         used where no kopf handler runs, e.g. for a Space whose session no longer exists."""

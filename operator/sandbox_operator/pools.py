@@ -181,8 +181,14 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
     ref = session.spec.pool_ref
     if ref is None or session.deleting:
         return session, None
-    status = session.status
-    if status.space_id is None and status.launch_type is None:
+    if session.status.space_id is None and session.status.launch_type is None:
+        # kopf's view may lag a status this process just wrote (a cold intent, a claim): read it now,
+        # so a session never claims after it chose a cold create, nor records its claim twice.
+        fresh = await rt.kube.read_session(session.namespace, session.name)
+        if fresh is not None:
+            status = api.AgentSessionStatus.model_validate(fresh.get("status") or {})
+            session = replace(session, status=status)
+    if session.status.space_id is None and session.status.launch_type is None:
         session = await _claim_or_fall_back(rt, body, session, ref.name)
     if core.handover_pending(session.status):
         return await _hand_over(rt, body, session)
