@@ -462,6 +462,14 @@ def pool_ready(st: Stack, namespace: str) -> int:
     return int((pool.get("status") or {}).get("ready", 0))
 
 
+def pool_exists(st: Stack, namespace: str) -> bool:
+    listing = cast(
+        dict[str, Any],
+        st.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.POOL_PLURAL),
+    )
+    return bool(listing["items"])
+
+
 def run_batch(
     st: Stack, sc: Scenario, watcher: Watcher, namespace: str, names: list[str], warm: bool
 ) -> dict[str, Any]:
@@ -530,11 +538,8 @@ def run_pool(st: Stack, sc: Scenario, n: int, claims: list[int]) -> dict[str, An
         st.custom.delete_namespaced_custom_object(
             api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, POOL_NAME
         )
-        wait_for(
-            lambda: not [s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE],
-            sc.timeout,
-            "the pool's Spaces gone",
-        )
+        # The pool itself (its finalizer goes once its Spaces are gone), so the namespace can go too.
+        wait_for(lambda: not pool_exists(st, namespace), sc.timeout, "the pool gone")
         rss_peak = ps.peak_rss_mib()
         watcher.stop()
     finally:
