@@ -37,13 +37,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics
+from .config import OperatorConfig
 from .core import lifecycle
 from .core import pool as core
 from .core.conditions import READY, Reason
 from .core.creation import creation_refusal
 from .core.model import FailureKind, Observation, Plan, Session, connection_secret_name
 from .hub import HubError
-from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, MANAGED_BY
+from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, MANAGED_BY, ConnectionSecretConflict, KubeClient
 
 if TYPE_CHECKING:
     from .controller import Runtime
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 POOL_TOKEN_SUFFIX = "-pool-token"
 #: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
 TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
+#: Kubernetes calls of claims in flight at once (a claim is a few writes; the pool's own are batched).
+CLAIM_WORKERS = 16
 #: Conflicting writes of a pool's status (another writer got there first) retried at once.
 CAS_ATTEMPTS = 8
 
@@ -80,17 +83,36 @@ def _status_patch(status: api.AgentSessionPoolStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, mode="json")
 
 
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """A pooled Space for the session, or why it gets none (it then creates one of its own)."""
+
+    entry: api.PooledSpace | None
+    reason: Reason = Reason.NO_WARM_SPACE
+    message: str = ""
+
+
+#: A claim waiting for its pool: the request, the session's spec, and where its answer goes.
+Waiter = tuple[core.ClaimRequest, api.AgentSessionSpec, "asyncio.Future[ClaimAnswer]"]
+
+
 @dataclass
 class PoolBook:
     """Per-process coordination of pool status writers: one lock per pool, the claims waiting for
     it, and each pool loop's wake-up (a claim makes the pool replenish at once)."""
 
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    waiting: dict[tuple[str, str], list[tuple[core.ClaimRequest, asyncio.Future[api.PooledSpace | None]]]] = (
-        field(default_factory=lambda: defaultdict(list))
-    )
+    waiting: dict[tuple[str, str], list[Waiter]] = field(default_factory=lambda: defaultdict(list))
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     custom: client.CustomObjectsApi | None = None
+    _kube: KubeClient | None = None
+
+    @property
+    def kube(self) -> KubeClient:
+        """A client of the claims' own: a burst of claims does not queue behind every session's reads."""
+        if self._kube is None:
+            self._kube = KubeClient(workers=CLAIM_WORKERS)
+        return self._kube
 
     def api(self) -> client.CustomObjectsApi:
         if self.custom is None:
@@ -132,46 +154,70 @@ async def write_pool_status(
 
 
 async def claim(
-    book: PoolBook, namespace: str, pool: str, request: core.ClaimRequest
-) -> api.PooledSpace | None:
-    """The Space this session claims from the pool (the same one again after a crash), or None."""
+    book: PoolBook,
+    config: OperatorConfig,
+    namespace: str,
+    pool: str,
+    request: core.ClaimRequest,
+    spec: api.AgentSessionSpec,
+) -> ClaimAnswer:
+    """The Space this session claims from the pool (the same one again after a crash), or why none.
+    Sessions waiting for the pool meanwhile are answered together: one read, one write."""
     key = (namespace, pool)
-    answer: asyncio.Future[api.PooledSpace | None] = asyncio.get_running_loop().create_future()
-    book.waiting[key].append((request, answer))
+    answer: asyncio.Future[ClaimAnswer] = asyncio.get_running_loop().create_future()
+    book.waiting[key].append((request, spec, answer))
     async with book.locks[key]:
         if not answer.done():
             batch = book.waiting.pop(key, [])
             try:
-                results = await _assign(book, namespace, pool, [r for r, _ in batch])
+                results = await _assign(book, config, namespace, pool, batch)
             except Exception as error:
-                for _, waiter in batch:
+                for _, _, waiter in batch:
                     if not waiter.done():
                         waiter.set_exception(error)
                 raise
-            for request_, waiter in batch:
-                waiter.set_result(results.get(request_.uid))
+            for request_, _, waiter in batch:
+                waiter.set_result(results[request_.uid])
     book.wakeups[key].set()
     return await answer
 
 
 async def _assign(
-    book: PoolBook, namespace: str, name: str, requests: list[core.ClaimRequest]
-) -> dict[str, api.PooledSpace | None]:
+    book: PoolBook, config: OperatorConfig, namespace: str, name: str, batch: list[Waiter]
+) -> dict[str, ClaimAnswer]:
     for _ in range(CAS_ATTEMPTS):
         body = await read_pool(book, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return {}
-        current = api.AgentSessionPool.model_validate(body).status
-        status, answers = core.assign_claims(current, requests, _now())
-        if status == current:
-            return answers
+        if body is None:
+            gone = ClaimAnswer(None, Reason.POOL_NOT_FOUND, f"pool {name} does not exist in {namespace}")
+            return {request.uid: gone for request, _, _ in batch}
+        pool = api.AgentSessionPool.model_validate(body)
+        results: dict[str, ClaimAnswer] = {}
+        eligible = []
+        for request, spec, _ in batch:
+            mismatch = core.claim_mismatch(spec, pool.spec, config)
+            if mismatch is None:
+                eligible.append(request)
+            else:
+                why = f"pool {name} cannot serve this session: {mismatch}"
+                results[request.uid] = ClaimAnswer(None, Reason.POOL_MISMATCH, why)
+        status, answers = core.assign_claims(pool.status, eligible, _now())
+        if body["metadata"].get("deletionTimestamp"):
+            # A pool being deleted hands out nothing new, but a claim made before it still stands
+            # (a session killed between its claim and its record must find its Space again).
+            claimed = {e.claimed_by.uid for e in pool.status.spaces if e.claimed_by is not None}
+            answers = {uid: (a if uid in claimed else None) for uid, a in answers.items()}
+            status = pool.status
+        none_left = f"pool {name} has no ready Space"
+        results |= {uid: ClaimAnswer(a, message=none_left) for uid, a in answers.items()}
+        if status == pool.status:
+            return results
         try:
             await write_pool_status(book, namespace, name, body["metadata"]["resourceVersion"], status)
         except ApiException as error:
             if error.status == 409:
                 continue
             raise
-        return answers
+        return results
     raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing while claimed from")
 
 
@@ -184,7 +230,7 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
     if session.status.space_id is None and session.status.launch_type is None:
         # kopf's view may lag a status this process just wrote (a cold intent, a claim): read it now,
         # so a session never claims after it chose a cold create, nor records its claim twice.
-        fresh = await rt.kube.read_session(session.namespace, session.name)
+        fresh = await rt.pools.kube.read_session(session.namespace, session.name)
         if fresh is not None:
             status = api.AgentSessionStatus.model_validate(fresh.get("status") or {})
             session = replace(session, status=status)
@@ -197,26 +243,19 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
 
 async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, pool_name: str) -> Session:
     now = _now()
-    book: PoolBook = rt.pools
-    found = await read_pool(book, session.namespace, pool_name)
     # A session naming Secrets claims only while the policy checks its author may read them.
     policy_problem = await rt.kube.approval_policy_problem(time.monotonic()) if session.spec.secrets else None
-    refusal = creation_refusal(session.spec, Observation(policy_problem=policy_problem), rt.config)
-    if found is None:
-        reason, message = Reason.POOL_NOT_FOUND, f"pool {pool_name} does not exist in {session.namespace}"
-    elif refusal is not None:
+    if creation_refusal(session.spec, Observation(policy_problem=policy_problem), rt.config) is not None:
         return session  # the session's decisions say why
-    elif mismatch := core.claim_mismatch(
-        session.spec, api.AgentSessionPool.model_validate(found).spec, rt.config
-    ):
-        reason, message = Reason.POOL_MISMATCH, f"pool {pool_name} cannot serve this session: {mismatch}"
-    else:
-        entry = await claim(book, session.namespace, pool_name, core.ClaimRequest(session.name, session.uid))
-        if entry is not None:
-            return await _record_claim(rt, body, session, pool_name, entry, now)
-        reason, message = Reason.NO_WARM_SPACE, f"pool {pool_name} has no ready Space"
-    status = core.cold_status(session.status, reason, message, session.generation, now)
-    kopf.event(body, type=reason.severity, reason=reason, message=message)
+    request = core.ClaimRequest(session.name, session.uid)
+    answer = await claim(rt.pools, rt.config, session.namespace, pool_name, request, session.spec)
+    if answer.entry is not None:
+        try:
+            return await _record_claim(rt, body, session, pool_name, answer.entry, now)
+        except ConnectionSecretConflict:
+            return session  # the core reports the conflict; the claim stands for the next pass
+    status = core.cold_status(session.status, answer.reason, answer.message, session.generation, now)
+    kopf.event(body, type=answer.reason.severity, reason=answer.reason, message=answer.message)
     return replace(session, status=status)
 
 
@@ -225,18 +264,17 @@ async def _record_claim(
 ) -> Session:
     from .controller import new_token, status_patch  # the session shell's own definitions
 
+    # A new token even if a killed attempt wrote one: nobody could use it, the session was not Ready.
     secret = connection_secret_name(session)
-    connection = await rt.kube.read_connection(session.namespace, secret, session.uid, session=session.name)
-    token = (connection or {}).get(KEY_TOKEN) or new_token()
-    values = {KEY_SPACE_ID: entry.space_id, KEY_TOKEN: token, KEY_SANDBOX_URL: entry.sandbox_url or ""}
-    await rt.kube.write_connection(
+    values = {KEY_SPACE_ID: entry.space_id, KEY_TOKEN: new_token(), KEY_SANDBOX_URL: entry.sandbox_url or ""}
+    await rt.pools.kube.write_connection(
         namespace=session.namespace,
         name=secret,
         owner={"name": session.name, "uid": session.uid},
         values=values,
     )
     status = core.claimed_status(session.status, entry, pool_name, secret, session.generation, now)
-    await rt.kube.patch_status(session.namespace, session.name, status_patch(status))
+    await rt.pools.kube.patch_status(session.namespace, session.name, status_patch(status))
     created = body.get("metadata", {}).get("creationTimestamp")
     if created:
         waited = (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
