@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 POOL_TOKEN_SUFFIX = "-pool-token"
 #: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
 TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
+#: Seconds after a claim before its pool's loop runs (a burst of claims wakes it once).
+REPLENISH_AFTER = 0.5
 #: Kubernetes calls of claims in flight at once (a claim is a few writes; the pool's own are batched).
 CLAIM_WORKERS = 16
 #: Conflicting writes of a pool's status (another writer got there first) retried at once.
@@ -105,6 +107,9 @@ class PoolBook:
     waiting: dict[tuple[str, str], list[Waiter]] = field(default_factory=lambda: defaultdict(list))
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     custom: client.CustomObjectsApi | None = None
+    #: Sessions with a poolRef this process has reconciled before (after that, kopf's view may lag
+    #: what this process wrote).
+    passed: set[str] = field(default_factory=set)
     _kube: KubeClient | None = None
 
     @property
@@ -178,7 +183,8 @@ async def claim(
                 raise
             for request_, _, waiter in batch:
                 waiter.set_result(results[request_.uid])
-    book.wakeups[key].set()
+    # The pool replenishes once the burst has passed, so its own writes do not hold the claims back.
+    asyncio.get_running_loop().call_later(REPLENISH_AFTER, book.wakeups[key].set)
     return await answer
 
 
@@ -227,13 +233,19 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
     ref = session.spec.pool_ref
     if ref is None or session.deleting:
         return session, None
-    if session.status.space_id is None and session.status.launch_type is None:
-        # kopf's view may lag a status this process just wrote (a cold intent, a claim): read it now,
-        # so a session never claims after it chose a cold create, nor records its claim twice.
+    if (
+        session.status.space_id is None
+        and session.status.launch_type is None
+        and session.uid in rt.pools.passed
+    ):
+        # kopf's view may lag a status this process wrote (a cold intent, a claim): read it now, so a
+        # session never claims after it chose a cold create, nor records its claim twice. The first
+        # pass in a process may trust kopf's view: it was listed after every earlier write.
         fresh = await rt.pools.kube.read_session(session.namespace, session.name)
         if fresh is not None:
             status = api.AgentSessionStatus.model_validate(fresh.get("status") or {})
             session = replace(session, status=status)
+    rt.pools.passed.add(session.uid)
     if session.status.space_id is None and session.status.launch_type is None:
         session = await _claim_or_fall_back(rt, body, session, ref.name)
     if core.handover_pending(session.status):
@@ -542,6 +554,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, backoff: float) -> No
         """A claimant is gone: its pool forgets the claim (or deletes a Space it never took over)."""
         ref = (body.get("spec") or {}).get("poolRef") or {}
         if event["type"] == "DELETED" and ref.get("name"):
+            rt.pools.passed.discard(body.get("metadata", {}).get("uid", ""))
             rt.pools.wakeups[(body.get("metadata", {}).get("namespace", ""), ref["name"])].set()
 
     @kopf.daemon(*resource, registry=registry, backoff=backoff, cancellation_timeout=30)
