@@ -47,6 +47,8 @@ soak: setup  ## MINUTES=<m> N=<sessions>: continuous spec patches; RSS slope, er
 crd: $(STAMP)  ## regenerate the CRD and the approval policy (and the chart's copies) from the Python types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml
 	cp crds/agentsessions.yaml charts/sandbox-operator/crds/agentsessions.yaml
+	$(BIN)/sandbox-operator crd --pool > crds/agentsessionpools.yaml
+	cp crds/agentsessionpools.yaml charts/sandbox-operator/crds/agentsessionpools.yaml
 	$(BIN)/sandbox-operator approval-policy > deploy/approval-policy.yaml
 	cp deploy/approval-policy.yaml charts/sandbox-operator/files/approval-policy.yaml
 

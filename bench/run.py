@@ -95,6 +95,16 @@ def scenario(name: str, args: argparse.Namespace) -> Scenario:
         "call_log_size": 1,  # the counters are what the benchmark reads
     }
     overrides = dict(item.split("=", 1) for item in args.operator_env)
+    if name == "pool":
+        # Builds as long as the real Hub's; no rate limit, so the claims, not the Hub gate, are measured.
+        config = HubSimConfig(
+            **base,
+            build_seconds=args.build_min,
+            build_seconds_max=args.build_max,
+            build_seed=args.seed,
+            transient_error_seconds=DEV_TRANSIENT_ERROR_SECONDS,
+        )
+        return Scenario(name, config, {**OVERHEAD_OPERATOR_ENV, **overrides}, timeout=args.timeout or 1800)
     if name == "hub-shape":
         config = HubSimConfig(
             **base,
@@ -430,6 +440,122 @@ def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, A
     }
 
 
+# -- warm pool ------------------------------------------------------------------------------------
+
+POOL_NAME: Final = "warm"
+
+
+def pool_manifest(namespace: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.POOL_KIND,
+        "metadata": {"name": POOL_NAME, "namespace": namespace},
+        "spec": {"replicas": replicas},
+    }
+
+
+def pool_ready(st: Stack, namespace: str) -> int:
+    pool = cast(
+        dict[str, Any],
+        st.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, POOL_NAME),
+    )
+    return int((pool.get("status") or {}).get("ready", 0))
+
+
+def pool_exists(st: Stack, namespace: str) -> bool:
+    listing = cast(
+        dict[str, Any],
+        st.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.POOL_PLURAL),
+    )
+    return bool(listing["items"])
+
+
+def run_batch(
+    st: Stack, sc: Scenario, watcher: Watcher, namespace: str, names: list[str], warm: bool
+) -> dict[str, Any]:
+    """Create the sessions at once (naming the pool when `warm`), wait until all are Ready, delete them."""
+    spec = {"poolRef": {"name": POOL_NAME}} if warm else {}
+    calls0 = st.hub_calls()
+
+    def create(name: str) -> None:
+        st.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, manifest(name, namespace, **spec)
+        )
+
+    applied = in_parallel(create, names)
+    wait_for(lambda: all(name in watcher.ready for name in names), sc.timeout, f"{len(names)} sessions Ready")
+    calls = st.hub_calls() - calls0
+    launch_types = Counter(
+        (watcher.latest.get(name, {}).get("status") or {}).get("launchType") or "cold" for name in names
+    )
+    in_parallel(
+        lambda name: st.custom.delete_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name
+        ),
+        names,
+    )
+    wait_for(lambda: all(name in watcher.gone for name in names), sc.timeout, f"{len(names)} sessions gone")
+    return {
+        **latency_figures("ready", applied, watcher.ready),
+        "launch_types": dict(launch_types),
+        "hub_calls_per_session": sum(calls.values()) / len(names),
+        "hub_calls_by_route": stats.by_route(calls),
+    }
+
+
+def run_pool(st: Stack, sc: Scenario, n: int, claims: list[int]) -> dict[str, Any]:
+    """A pool of N; for each batch size: that many sessions claiming at once (apply -> Ready), then as
+    many created cold, each batch on a full pool."""
+    print(f"- pool of {n}: claims at once {claims}, beside as many cold creates ({sc.name})", flush=True)
+    st.admin.reset()
+    namespace = "bench-pool"
+    create_namespace(st, namespace)
+    proc, liveness = start_ours(st, sc)
+    log = st.state / "operator.log"
+    batches: dict[str, Any] = {}
+    fills: list[float] = []
+    try:
+        wait_alive(proc, liveness, log)
+        errors_at_start = log_errors(log)
+        ps = Proc(proc.pid)
+        watcher = Watcher(st.custom, namespace)
+        watcher.start()
+        began = time.monotonic()
+        st.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, pool_manifest(namespace, n)
+        )
+        for size in claims:
+            wait_for(lambda: pool_ready(st, namespace) >= n, sc.timeout, f"the pool of {n} to fill")
+            fills.append(time.monotonic() - began)
+            print(f"  pool full after {fills[-1]:.0f}s; {size} claims at once", flush=True)
+            warm = run_batch(st, sc, watcher, namespace, [f"w{size}-{i:04d}" for i in range(size)], warm=True)
+            print(f"  {size} cold creates at once", flush=True)
+            cold = run_batch(
+                st, sc, watcher, namespace, [f"c{size}-{i:04d}" for i in range(size)], warm=False
+            )
+            batches[str(size)] = {"warm": warm, "cold": cold}
+            began = time.monotonic()
+        st.custom.delete_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, POOL_NAME
+        )
+        # The pool itself (its finalizer goes once its Spaces are gone), so the namespace can go too.
+        wait_for(lambda: not pool_exists(st, namespace), sc.timeout, "the pool gone")
+        rss_peak = ps.peak_rss_mib()
+        watcher.stop()
+    finally:
+        stop_process(proc)
+    spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
+    delete_namespace(st, namespace)
+    return {
+        "pool": n,
+        "batches": batches,
+        "pool_fill_s": fills,
+        "rss_peak_mib": rss_peak,
+        "spaces_left": spaces_left,
+        "log_errors": log_errors(log) - errors_at_start,
+    }
+
+
 # -- soak -----------------------------------------------------------------------------------------
 
 
@@ -542,13 +668,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=["overhead", "hub-shape", "soak"], required=True)
+    parser.add_argument("--scenario", choices=["overhead", "hub-shape", "soak", "pool"], required=True)
     parser.add_argument("-n", "--sessions", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None, help="merge the figures into this file")
     parser.add_argument("--no-reference", action="store_true", help="measure sandbox-operator only")
     parser.add_argument("--build-min", type=float, default=60.0, help="hub-shape: shortest build (s)")
     parser.add_argument("--build-max", type=float, default=120.0, help="hub-shape: longest build (s)")
-    parser.add_argument("--seed", type=int, default=11, help="hub-shape: seed of the build times")
+    parser.add_argument("--seed", type=int, default=11, help="hub-shape, pool: seed of the build times")
+    parser.add_argument(
+        "--claims",
+        default="1,50,200",
+        help="pool: batch sizes of claims at once, comma-separated (at most N)",
+    )
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: how long to patch")
     parser.add_argument("--patch-rate", type=float, default=10.0, help="soak: spec patches per second")
     parser.add_argument("--timeout", type=float, default=None, help="wait this long for all Ready / gone")
@@ -572,6 +703,13 @@ def main() -> None:
             if args.scenario == "soak":
                 result = {**run_soak(st, sc, args.sessions, args.minutes, args.patch_rate), "meta": meta}
                 print_soak(result)
+            elif args.scenario == "pool":
+                sizes = sorted({min(int(c), args.sessions) for c in args.claims.split(",") if c.strip()})
+                result = {**run_pool(st, sc, args.sessions, sizes), "meta": meta}
+                print()
+                print(stats.pool_table(f"pool of {args.sessions}: apply -> Ready", result["batches"]))
+                print(f"  pool filled after {', '.join(f'{s:.0f}s' for s in result['pool_fill_s'])}; "
+                      f"Spaces left {result['spaces_left']}; log errors {result['log_errors']}")  # fmt: skip
             else:
                 result = {**run_once(st, sc, OURS, args.sessions), "meta": meta}
                 reference = None if args.no_reference else run_once(st, sc, REFERENCE_OPERATOR, args.sessions)

@@ -154,3 +154,49 @@ def merge_json(path: Path, scenario: str, n: int, result: Mapping[str, Any]) -> 
     data.setdefault(scenario, {})[str(n)] = result
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
+
+
+#: The pooled scenario's columns: per batch size, warm claims beside cold creates.
+POOL_COLUMNS: Final = (
+    ("claims", "claims"),
+    ("warm_p50_ms", "warm p50 (ms)"),
+    ("warm_p99_ms", "warm p99 (ms)"),
+    ("warm_max_ms", "warm max (ms)"),
+    ("warm_launched", "got warm"),
+    ("cold_p50_ms", "cold p50 (ms)"),
+    ("cold_p99_ms", "cold p99 (ms)"),
+    ("cold_launched", "created cold"),
+)
+
+
+def pool_rows(batches: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per batch size (`batches[size]` holds its `warm` and `cold` figures), smallest first."""
+    rows = []
+    for size in sorted(batches, key=int):
+        warm, cold = batches[size].get("warm") or {}, batches[size].get("cold") or {}
+        rows.append(
+            {
+                "claims": int(size),
+                "warm_p50_ms": warm.get("ready_p50_ms"),
+                "warm_p99_ms": warm.get("ready_p99_ms"),
+                "warm_max_ms": warm.get("ready_max_ms"),
+                "warm_launched": (warm.get("launch_types") or {}).get("warm"),
+                "cold_p50_ms": cold.get("ready_p50_ms"),
+                "cold_p99_ms": cold.get("ready_p99_ms"),
+                "cold_launched": (cold.get("launch_types") or {}).get("cold", cold.get("ready_done")),
+            }
+        )
+    return rows
+
+
+def pool_table(title: str, batches: Mapping[str, Mapping[str, Any]]) -> str:
+    """apply -> Ready of sessions claiming from a warm pool, beside the same number created cold."""
+    rows = [tuple(label for _, label in POOL_COLUMNS)]
+    rows += [tuple(_cell(row[key]) for key, _ in POOL_COLUMNS) for row in pool_rows(batches)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(POOL_COLUMNS))]
+    lines = [title]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

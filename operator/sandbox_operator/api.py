@@ -19,6 +19,11 @@ PLURAL = "agentsessions"
 SINGULAR = "agentsession"
 SHORT_NAMES = ["ags"]
 API_VERSION = f"{GROUP}/{VERSION}"
+#: The warm pool kind: Spaces built ahead, claimed by sessions that name the pool (core/pool.py).
+POOL_KIND = "AgentSessionPool"
+POOL_PLURAL = "agentsessionpools"
+POOL_SINGULAR = "agentsessionpool"
+POOL_SHORT_NAMES = ["agsp"]
 
 #: The Space secret that carries the sandbox's API token.
 SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
@@ -330,7 +335,23 @@ _SPEC_RULES: list[JsonValue] = [
     _immutable("owner", "the Space is created under it"),
     _immutable("template", "the Space is duplicated from it"),
     _immutable("private", "the Space is created with this visibility"),
+    _immutable("poolRef", "a Space is claimed from the pool once, when the session starts"),
 ]
+
+
+class PoolRef(_Model):
+    name: str = Field(
+        description="Name of an AgentSessionPool in the session's namespace.",
+        pattern=K8S_NAME_PATTERN,
+        max_length=253,
+    )
+
+
+class LaunchType(StrEnum):
+    """How a session got its Space: claimed from a warm pool, or created (duplicated) for it."""
+
+    WARM = "warm"
+    COLD = "cold"
 
 
 class AgentSessionSpec(_Model):
@@ -420,6 +441,16 @@ class AgentSessionSpec(_Model):
             "A Secret key in the session's namespace holding a Hub token that may read the private Space "
             "(e.g. a fine-grained read-only token); published to agent pods as the connection Secret's "
             "hubToken instead of the operator's configured read token."
+        ),
+    )
+    pool_ref: PoolRef | None = Field(
+        default=None,
+        alias="poolRef",
+        description=(
+            "Claim a ready Space from this warm pool instead of creating one: the session is Ready as soon "
+            "as the claim is recorded, with a sandbox token of its own. With no ready Space (or a spec the "
+            "pool's Spaces do not match: another owner or template, other spec.secrets than the pool's, a "
+            "public Space) the Space is created as usual, and status.launchType says which happened."
         ),
     )
 
@@ -637,6 +668,17 @@ class AgentSessionStatus(_Model):
         description=f"What each ended stretch of paid hardware cost, newest last (the last {MAX_RECEIPTS}).",
         max_length=MAX_RECEIPTS,
     )
+    launch_type: LaunchType | None = Field(
+        default=None,
+        alias="launchType",
+        description="warm: the Space was claimed from spec.poolRef's pool; cold: it was created for this "
+        "session (a session with a poolRef falls back to cold when the pool had no ready Space).",
+    )
+    claimed_time: str | None = Field(
+        default=None,
+        alias="claimedTime",
+        description="When the Space was claimed from the pool (RFC 3339), recorded with spaceId.",
+    )
     failures: int | None = Field(
         default=None, description="Consecutive failed reconciles; drives the retry backoff.", ge=0
     )
@@ -660,3 +702,102 @@ class AgentSession(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AgentSessionSpec = Field(default_factory=AgentSessionSpec)
     status: AgentSessionStatus = Field(default_factory=AgentSessionStatus)
+
+
+class PooledSpaceState(StrEnum):
+    CREATING = "Creating"
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    DELETING = "Deleting"
+
+
+class PoolClaimant(_Model):
+    name: str = Field(description="The claiming AgentSession's name.")
+    uid: str = Field(description="The claiming AgentSession's UID.")
+
+
+class PooledSpace(_Model):
+    """One Space of a pool, as the pool's status records it (before it exists, and until its claimant
+    is gone), so a restart never creates it twice nor hands it to two sessions."""
+
+    space_id: str = Field(alias="spaceId", description="The Space, recorded before it is created.")
+    state: PooledSpaceState = Field(description="Creating, Ready (may be claimed), NotReady or Deleting.")
+    requested_time: str = Field(
+        alias="requestedTime", description="When its duplicate was asked for (RFC 3339), recorded first."
+    )
+    sandbox_url: str | None = Field(default=None, alias="sandboxUrl", description="Base URL of its sandbox.")
+    url: str | None = Field(default=None, description="Its page on the Hub.")
+    message: str | None = Field(default=None, description="Why it is not Ready.")
+    claimed_by: PoolClaimant | None = Field(
+        default=None,
+        alias="claimedBy",
+        description="The session it was handed to; written with the pool's resourceVersion, so one "
+        "Space is never handed to two sessions.",
+    )
+    claimed_time: str | None = Field(default=None, alias="claimedTime", description="When it was claimed.")
+
+
+class AgentSessionPoolSpec(_Model):
+    model_config = ConfigDict(
+        **_Model.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _immutable("owner", "the pool's Spaces are created under it"),
+                _immutable("template", "the pool's Spaces are duplicated from it"),
+            ]
+        },
+    )
+
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Unclaimed Spaces kept built, running on cpu-basic and healthy (the scale subresource: "
+        "`kubectl scale agsp/<name> --replicas=N`); capped by the operator's --pool-max-replicas.",
+    )
+    owner: HubNamespace | None = Field(
+        default=None, description="Hub user or organization that owns the Spaces. Empty: the default owner."
+    )
+    template: RepoId | None = Field(
+        default=None, description="Space to duplicate, as 'namespace/name'. Empty: the default template."
+    )
+    secrets: list[SpaceSecretSource] = Field(
+        default_factory=list,
+        description="Space secrets every pooled Space gets, read from Secrets in the pool's namespace "
+        "(checked by the same admission policy as a session's spec.secrets).",
+        max_length=64,
+    )
+    sleep_time_seconds: int | None = Field(
+        default=None,
+        alias="sleepTimeSeconds",
+        description="Seconds without requests after which an idle pooled Space sleeps, sent with its "
+        "duplicate. The Hub fixes cpu-basic's at 48 h and ignores it there; a pooled Space found asleep is "
+        "not handed out until it answers its health check again.",
+        ge=MIN_SLEEP_TIME_SECONDS,
+    )
+
+
+class AgentSessionPoolStatus(_Model):
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="The metadata.generation last reconciled."
+    )
+    replicas: int = Field(default=0, description="Unclaimed Spaces the pool holds (any state).")
+    ready: int = Field(default=0, description="Unclaimed Spaces ready to be claimed.")
+    claimed: int = Field(default=0, description="Spaces handed to sessions that still exist.")
+    spaces: list[PooledSpace] = Field(
+        default_factory=list, description="Every Space of the pool and its claimant, if any."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Latest observations of the pool.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class AgentSessionPool(_Model):
+    """A parsed AgentSessionPool object, as the operator reads it."""
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = POOL_KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AgentSessionPoolSpec = Field(default_factory=AgentSessionPoolSpec)
+    status: AgentSessionPoolStatus = Field(default_factory=AgentSessionPoolStatus)

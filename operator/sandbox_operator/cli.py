@@ -97,11 +97,12 @@ def sweep(**values: Any) -> None:
 
 
 @main.command()
-def crd() -> None:
+@click.option("--pool", is_flag=True, help="The AgentSessionPool CRD (crds/agentsessionpools.yaml) instead.")
+def crd(pool: bool) -> None:
     """Print the AgentSession CustomResourceDefinition (what crds/agentsessions.yaml holds)."""
-    from .crd import render_crd
+    from .crd import render_crd, render_pool_crd
 
-    click.echo(render_crd(), nl=False)
+    click.echo(render_pool_crd() if pool else render_crd(), nl=False)
 
 
 @main.command("approval-policy")

@@ -291,6 +291,11 @@ class OperatorConfig(BaseModel):
         default=False,
         description="The sweeper reports orphaned Spaces (log, Events, metrics) but deletes none.",
     )
+    pool_max_replicas: Annotated[int, OPTION] = Field(
+        default=200,
+        ge=0,
+        description="Most unclaimed Spaces one AgentSessionPool keeps, whatever its spec.replicas says.",
+    )
     sweep_owners: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
         description="Hub namespaces swept besides the default owner and those sessions name.",

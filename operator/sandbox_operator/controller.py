@@ -24,7 +24,7 @@ import aiohttp
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import api, metrics
+from . import api, metrics, pools
 from .approval_metrics import pending_approvals
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
@@ -102,6 +102,8 @@ class Runtime:
     monitor: HealthMonitor = field(default_factory=HealthMonitor)
     #: Background tasks started with the operator (sweeper, heartbeat, watch checks).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
+    pools: pools.PoolBook = field(default_factory=pools.PoolBook)
 
 
 def session_from_body(body: kopf.Body) -> Session:
@@ -468,6 +470,9 @@ async def observe_session(
 async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     """The one loop for a session's whole life: observe, decide, apply, until the core asks for
     nothing more now (or a failure); posts the core's Events and returns the last plan."""
+    session, claimed = await pools.claim_step(rt, body, session)  # a warm pool's Space, if it names one
+    if claimed is not None:
+        return claimed
     observed = await observe_session(rt, session)
     plan: Plan | None = None
     for _ in range(MAX_STEPS):
@@ -506,6 +511,7 @@ async def reconcile(rt: Runtime, body: kopf.Body) -> Plan:
     written = session_from_body(body)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return plan  # the finalizer owns status now: its receipt must not be overwritten
+    pools.record_launch(written.status, plan.status, body)
     if status_patch(plan.status) != status_patch(written.status):
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
     return plan
@@ -778,6 +784,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         with rt.monitor.working(body.meta.uid or ""):
             await finalize(rt, body, patch)
 
+    pools.register(registry, rt, UNEXPECTED_ERROR_BACKOFF)
     return registry
 
 
@@ -787,7 +794,8 @@ TRACKING_HANDLER = "track-session"
 
 def _quiet_tracking(record: logging.LogRecord) -> bool:
     """One line per watch event says nothing: the tracking handler's successes go to DEBUG."""
-    if record.levelno == logging.INFO and record.getMessage() == f"Handler '{TRACKING_HANDLER}' succeeded.":
+    quiet = {f"Handler '{handler}' succeeded." for handler in (TRACKING_HANDLER, *pools.TRACKING_HANDLERS)}
+    if record.levelno == logging.INFO and record.getMessage() in quiet:
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG)
     return True

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 import aiohttp
@@ -439,6 +440,7 @@ class HubClient:
         session_uid: str,
         session_ref: str,
         send_by: datetime | None = None,
+        sleep_time: int | None = None,
     ) -> None:
         """Create the Space on cpu-basic, with the token and marker in the same request.
 
@@ -463,6 +465,7 @@ class HubClient:
                 space_hardware=Hardware.CPU_BASIC.value,  # type: ignore[arg-type]
                 space_secrets=space_secrets,
                 space_variables=variables,
+                space_sleep_time=sleep_time,
             )
 
         not_after = None
@@ -490,6 +493,11 @@ class HubClient:
 
     async def set_token(self, space_id: str, token: str) -> None:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
+
+    async def claim_marker(self, space_id: str, session_uid: str, session_ref: str) -> None:
+        """Move the ownership marker of a pooled Space to the session that claimed it."""
+        for key, value in ((MARKER_SESSION_UID, session_uid), (MARKER_SESSION, session_ref)):
+            await self._call("variables", partial(self._api.add_space_variable, space_id, key, value))
 
     async def request_hardware(self, space_id: str, flavor: str, sleep_time: int | None) -> None:
         """Move the Space to `flavor`; `sleep_time` goes with the request (paid hardware never sleeps

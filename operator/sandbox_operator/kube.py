@@ -270,22 +270,31 @@ class KubeClient:
             if error.status not in (404, 409):  # gone already, or a successor of that name
                 raise
 
-    async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
-        """AgentSessions in `namespaces` (all namespaces if empty), as plain objects."""
+    async def list_sessions(self, namespaces: list[str], plural: str = api.PLURAL) -> list[dict[str, Any]]:
+        """AgentSessions (or `plural`: pools) in `namespaces` (all namespaces if empty), as plain objects."""
         if not namespaces:
             found: Any = await self._run(
-                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, plural)
             )
             return list(found["items"])
         sessions: list[dict[str, Any]] = []
         for namespace in namespaces:
             found = await self._run(
-                partial(
-                    self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, api.PLURAL
-                )
+                partial(self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, plural)
             )
             sessions += found["items"]
         return sessions
+
+    async def read_session(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One AgentSession as the API server holds it now (a listing by name: the operator lists,
+        it has no get), e.g. to see a status this process wrote before its watch delivered it."""
+        found: Any = await self._run(
+            lambda: self._custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, field_selector=f"metadata.name={name}"
+            )
+        )
+        items = list(found["items"])
+        return dict(items[0]) if items else None
 
     async def post_event(self, *, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid), which may be gone:

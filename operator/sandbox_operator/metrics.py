@@ -21,6 +21,12 @@ PENDING_APPROVALS = Gauge(
     "Sessions waiting for an approver (status.pendingApproval), by namespace: alert when it stays above 0.",
     ["namespace"],
 )
+LAUNCH_SECONDS = Histogram(
+    f"{_PREFIX}_launch_seconds",
+    "Session creation to Ready, by launch type: warm (a Space claimed from a pool) or cold (created).",
+    ["launch_type"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 RECONCILE_ERRORS = Counter(
     f"{_PREFIX}_reconcile_errors_total",
     "Reconciles that ended in a failure, by the reason shown in the Ready condition.",

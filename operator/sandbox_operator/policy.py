@@ -154,7 +154,8 @@ POLICY: dict[str, Any] = {
                     "apiGroups": [api.GROUP],
                     "apiVersions": ["*"],
                     "operations": ["CREATE", "UPDATE"],
-                    "resources": [api.PLURAL],
+                    # A pool's spec.secrets go to every Space it builds: checked the same way.
+                    "resources": [api.PLURAL, api.POOL_PLURAL],
                 }
             ]
         },
@@ -197,13 +198,16 @@ def _matches_every_session(spec: Mapping[str, Any]) -> bool:
         or constraints.get("objectSelector")
     ):
         return False
-    return any(
-        _covers(rule.get("apiGroups"), api.GROUP)
-        and _covers(rule.get("resources"), api.PLURAL)
-        and _covers(rule.get("operations"), "CREATE")
-        and _covers(rule.get("operations"), "UPDATE")
-        and not rule.get("resourceNames")
-        for rule in constraints.get("resourceRules") or []
+    return all(
+        any(
+            _covers(rule.get("apiGroups"), api.GROUP)
+            and _covers(rule.get("resources"), plural)
+            and _covers(rule.get("operations"), "CREATE")
+            and _covers(rule.get("operations"), "UPDATE")
+            and not rule.get("resourceNames")
+            for rule in constraints.get("resourceRules") or []
+        )
+        for plural in (api.PLURAL, api.POOL_PLURAL)
     )
 
 
@@ -245,7 +249,8 @@ def enforcement_problem(
         return f"the ValidatingAdmissionPolicy {POLICY_NAME} has failurePolicy {policy_says}, not Fail"
     if not _matches_every_session(spec):
         return (
-            f"the ValidatingAdmissionPolicy {POLICY_NAME} does not match every AgentSession create and update"
+            f"the ValidatingAdmissionPolicy {POLICY_NAME} does not match every AgentSession and "
+            "AgentSessionPool create and update"
         )
     if not any(_binds_everything(binding) for binding in bindings):
         return (

@@ -12,11 +12,12 @@ restored from a backup without its status, a namespace force-deleted from etcd. 
 
 A Space is deleted only if its marker names this cluster and a session UID no existing
 session has, no live session's status.spaceId names it, and the session's namespace is one
-this operator watches. Unmarked Spaces, other clusters' Spaces and Spaces released by
-`deletionPolicy: Orphan` are never touched. Several deployments sharded by namespace may share
-an owner and a cluster id: each sees only its own namespaces' sessions, so the namespace in the
-marker is what keeps it from another shard's Spaces (whose markers it reads once, see
-FOREIGN_VERDICTS).
+this operator watches. A warm pool's unclaimed Spaces carry the pool's UID in the marker, and the
+pool records each of them: a live pool claims them as a live session does. Unmarked Spaces,
+other clusters' Spaces and Spaces released by `deletionPolicy: Orphan` are never touched.
+Several deployments sharded by namespace may share an owner and a cluster id: each sees only its
+own namespaces' sessions, so the namespace in the marker is what keeps it from another shard's
+Spaces (whose markers it reads once, see FOREIGN_VERDICTS).
 `plan` is pure; `Sweeper` is the I/O around it.
 """
 
@@ -203,6 +204,16 @@ def claims(sessions: list[dict[str, Any]]) -> frozenset[str]:
     return frozenset(uids | {space_id for space_id in space_ids if space_id})
 
 
+def pool_claims(pools: list[dict[str, Any]]) -> frozenset[str]:
+    """What warm pools claim: their UIDs (an unclaimed pooled Space's marker names its pool) and every
+    Space their status records (recorded before it is created)."""
+    uids = {pool["metadata"]["uid"] for pool in pools}
+    spaces = {
+        entry.get("spaceId") for pool in pools for entry in (pool.get("status") or {}).get("spaces") or []
+    }
+    return frozenset(uids | {space_id for space_id in spaces if space_id})
+
+
 def literal(pattern: str) -> bool:
     """An allow-list entry that names one owner (no glob characters): a place to look for orphans."""
     return not any(char in pattern for char in "*?[")
@@ -246,8 +257,9 @@ class Sweeper:
         listed: list[ListedSpace] = []
         for owner in sorted(o for o in owners if o):
             listed += ours_by_name(await self._hub.list_spaces(owner, f"{policy.prefix}-"), policy)
-        # Listed after the Spaces: every session whose Space was listed is in here.
+        # Listed after the Spaces: every session (and pool) whose Space was listed is in here.
         claimed = claims(await self._kube.list_sessions(self._namespaces))
+        claimed |= pool_claims(await self._kube.list_sessions(self._namespaces, api.POOL_PLURAL))
         moment = now()
         markers = {
             space_id: self._foreign.get(space_id) or await self._hub.ownership(space_id)

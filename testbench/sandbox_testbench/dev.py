@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sandbox_operator import api
 from sandbox_operator.config import DEFAULT_OPERATOR_NAMESPACE
-from sandbox_operator.crd import render_crd
+from sandbox_operator.crd import render_crd, render_pool_crd
 
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
@@ -65,13 +65,15 @@ def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfi
 
 
 def install_crd(plane: ControlPlane) -> None:
-    """Just the CRD, from the generated schema (tests that need no chart)."""
+    """Just the CRDs, from the generated schema (tests that need no chart)."""
     plane.kubectl()("apply", "-f", "-", stdin=render_crd())
+    plane.kubectl()("apply", "-f", "-", stdin=render_pool_crd())
     wait_crd_established(plane)
 
 
 def wait_crd_established(plane: ControlPlane) -> None:
-    plane.kubectl()("wait", "--for=condition=Established", "--timeout=60s", f"crd/{api.PLURAL}.{api.GROUP}")
+    for plural in (api.PLURAL, api.POOL_PLURAL):
+        plane.kubectl()("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{api.GROUP}")
 
 
 def chart_dir() -> Path:

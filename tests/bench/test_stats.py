@@ -123,3 +123,32 @@ def test_last_build_end_is_the_latest_first_running() -> None:
     ]
     assert stats.last_build_end(spaces, exclude={"templates/box"}) == 130.0
     assert stats.last_build_end(spaces[3:], exclude=set()) is None
+
+
+def test_pool_table_shows_warm_claims_beside_cold_creates_per_batch_size() -> None:
+    batches = {
+        "50": {
+            "warm": {
+                "ready_p50_ms": 120.0,
+                "ready_p99_ms": 480.0,
+                "ready_max_ms": 500.0,
+                "launch_types": {"warm": 50},
+            },
+            "cold": {"ready_p50_ms": 61000.0, "ready_p99_ms": 64000.0, "launch_types": {"cold": 50}},
+        },
+        "1": {
+            "warm": {
+                "ready_p50_ms": 40.0,
+                "ready_p99_ms": 40.0,
+                "ready_max_ms": 40.0,
+                "launch_types": {"warm": 1},
+            }
+        },
+    }
+    rows = stats.pool_rows(batches)
+    assert [row["claims"] for row in rows] == [1, 50]
+    assert rows[1]["warm_launched"] == 50 and rows[1]["cold_p99_ms"] == 64000.0
+    assert rows[0]["cold_p50_ms"] is None
+    table = stats.pool_table("pool of 50", batches)
+    assert table.splitlines()[1].split()[:3] == ["claims", "warm", "p50"]
+    assert "480" in table and "64,000" in table

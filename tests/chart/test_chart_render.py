@@ -80,10 +80,11 @@ def env_values(objects: list[dict[str, Any]]) -> dict[str, str | None]:
     return {name: entry.get("value") for name, entry in container_env(deployment(objects)).items()}
 
 
-def test_chart_crd_is_the_generated_crd() -> None:
-    chart_crd = (CHART / "crds" / "agentsessions.yaml").read_bytes()
-    generated = (REPO / "crds" / "agentsessions.yaml").read_bytes()
-    assert chart_crd == generated, "run: cp crds/agentsessions.yaml charts/sandbox-operator/crds/"
+@pytest.mark.parametrize("name", ["agentsessions.yaml", "agentsessionpools.yaml"])
+def test_chart_crd_is_the_generated_crd(name: str) -> None:
+    chart_crd = (CHART / "crds" / name).read_bytes()
+    generated = (REPO / "crds" / name).read_bytes()
+    assert chart_crd == generated, f"run: cp crds/{name} charts/sandbox-operator/crds/"
 
 
 def test_versions_agree() -> None:

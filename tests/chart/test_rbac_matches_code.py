@@ -31,10 +31,15 @@ KOPF_PERMISSIONS = {
     (api.GROUP, api.PLURAL, "watch"),
     (api.GROUP, api.PLURAL, "patch"),
     (api.GROUP, f"{api.PLURAL}/status", "patch"),
+    (api.GROUP, api.POOL_PLURAL, "list"),
+    (api.GROUP, api.POOL_PLURAL, "watch"),
+    (api.GROUP, api.POOL_PLURAL, "patch"),
+    (api.GROUP, f"{api.POOL_PLURAL}/status", "patch"),
     ("", "events", "create"),
 }
 CLIENT_VERBS = {
     "read": "get",
+    "get": "get",
     "list": "list",
     "create": "create",
     "patch": "patch",
@@ -42,8 +47,9 @@ CLIENT_VERBS = {
     "delete": "delete",
     "delete_collection": "deletecollection",
 }
-# Kubernetes client type names -> (API group, resource). `custom_object` is always an AgentSession:
-# the operator touches no other custom resource.
+# Kubernetes client type names -> (API group, resource). `custom_object` is an AgentSession, except in
+# the warm pools' module (POOL_MODULE), whose custom objects are AgentSessionPools; the sweeper lists
+# pools through kube.py's listing (granted with kopf's watch of them).
 RESOURCES = {
     "custom_object": (api.GROUP, api.PLURAL),
     "secret": ("", "secrets"),
@@ -86,7 +92,10 @@ def runtime_modules() -> set[Path]:
     return seen
 
 
-def permission(method: str) -> tuple[str, str, str]:
+POOL_MODULE = "pools.py"
+
+
+def permission(method: str, module: str = "") -> tuple[str, str, str]:
     """`read_namespaced_secret` -> ("", "secrets", "get"); `patch_namespaced_custom_object_status` ->
     (group, "agentsessions/status", "patch")."""
     for verb in CLIENT_VERBS:
@@ -101,6 +110,8 @@ def permission(method: str) -> tuple[str, str, str]:
     kind = kind.removesuffix("_status")
     assert verb in CLIENT_VERBS and kind in RESOURCES, f"{method}: unknown to this test; teach it"
     group, resource = RESOURCES[kind]
+    if kind == "custom_object" and module == POOL_MODULE:
+        resource = api.POOL_PLURAL
     return group, resource + subresource, CLIENT_VERBS[verb]
 
 
@@ -125,7 +136,7 @@ def test_runtime_modules_are_the_operators() -> None:
 
 
 def test_code_calls_are_exactly_the_granted_permissions(helm: Helm) -> None:
-    called = {permission(method) for path in runtime_modules() for method in client_methods(path)}
+    called = {permission(method, path.name) for path in runtime_modules() for method in client_methods(path)}
     needed = KOPF_PERMISSIONS | called
     assert needed == OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS | CLUSTER_READ_PERMISSIONS
     granted = set().union(*(permissions(obj.get("rules", [])) for obj in rbac_objects(helm, REQUIRED_VALUES)))

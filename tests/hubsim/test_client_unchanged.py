@@ -36,6 +36,7 @@ DRIVEN = frozenset(
         "list_spaces_hardware",
         "set_space_sleep_time",
         "delete_space_variable",
+        "add_space_variable",
     }
 )
 
@@ -91,6 +92,8 @@ def test_the_operator_calls_against_the_emulator(alice: HfApi, admin: HubSimAdmi
     variables = alice.get_space_variables(space_id)
     assert all(isinstance(v, SpaceVariable) for v in variables.values())
     assert variables[MARKER_SESSION_UID].value == "u1"
+    moved = alice.add_space_variable(space_id, MARKER_SESSION_UID, "u2")  # a warm pool's claim
+    assert moved[MARKER_SESSION_UID].value == "u2"
     alice.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, "rotated")
     assert admin.space(space_id)["secrets"][SANDBOX_TOKEN_SECRET] == "rotated"
 

@@ -12,6 +12,13 @@ stop before deletion, so that live sessions are checked as well. Then:
   (from the emulator's call log, which records the flavor; the emulator runs in this process,
   so its clock is this process's monotonic clock).
 
+With `pool` > 0 the sessions claim their Spaces from a warm pool of that many (`--pool N`), so
+kills land mid-claim as well; then also:
+
+* claimed twice: a Space that two sessions ever named as theirs (status.spaceId, over the run);
+* the pool's Spaces count as orphans unless the pool records them, and the pool is deleted at
+  the end, which must take its unclaimed Spaces with it.
+
 One line of figures says it all, with the seed, so a failure replays with the same schedule:
 
     .venv/bin/python hack/chaos.py --kills 200 --seed 7
@@ -24,6 +31,7 @@ import json
 import random
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -53,6 +61,22 @@ from harness import (
 
 FREE = "cpu-basic"
 PAID = "t4-small"
+#: The warm pool's name when the run uses one.
+POOL = "chaos-pool"
+#: With a pool, this share of the creates is followed by a kill this soon (seconds): mid-claim.
+CLAIM_KILL_SHARE = 0.5
+CLAIM_KILL_DELAY = (0.0, 0.15)
+
+
+def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
+            "kind": "AgentSessionPool",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,8 @@ class ChaosConfig:
     downtime: tuple[float, float] = (0.0, 0.5)
     #: Longest time one step of a session may take before it counts as stuck.
     step_timeout: float = 120.0
+    #: Sessions claim from a warm pool of this many Spaces (0: no pool, every Space is created).
+    pool: int = 0
 
 
 class Step(Enum):
@@ -103,22 +129,35 @@ class ChaosResult:
     stuck: set[str] = field(default_factory=set)
     unapproved: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Spaces two sessions named as theirs.
+    claimed_twice: set[str] = field(default_factory=set)
+    #: Sessions that got a pooled Space (launchType warm).
+    warm: int = 0
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.orphans or self.stuck or self.unapproved or self.problems)
+        return not (
+            self.duplicates
+            or self.orphans
+            or self.stuck
+            or self.unapproved
+            or self.problems
+            or self.claimed_twice
+        )
 
     def line(self) -> str:
         return (
             f"chaos: iterations={self.iterations} kills={self.kills} sessions={self.sessions} "
-            f"duplicates={len(self.duplicates)} orphans={len(self.orphans)} stuck={len(self.stuck)} "
+            f"warm={self.warm} duplicates={len(self.duplicates)} claimed_twice={len(self.claimed_twice)} "
+            f"orphans={len(self.orphans)} stuck={len(self.stuck)} "
             f"unapproved={len(self.unapproved)} problems={len(self.problems)} "
             f"elapsed={self.elapsed:.0f}s seed={self.seed}"
         )
 
     def report(self) -> str:
         details = [*self.problems, *self.unapproved]
+        details += [f"Space {space} claimed by two sessions" for space in sorted(self.claimed_twice)]
         details += [f"duplicate Space for session uid {uid}" for uid in sorted(self.duplicates)]
         details += [f"orphaned Space {space}" for space in sorted(self.orphans)]
         details += [f"stuck: {name}" for name in sorted(self.stuck)]
@@ -146,12 +185,18 @@ class Chaos:
         self.lives: list[Life] = []
         self.created_at: dict[str, str] = {}  # session uid -> createdAt of its Space
         self.next_kill = 0.0
+        #: Space id -> UIDs of every session that named it in status.spaceId during the run.
+        self.holders: dict[str, set[str]] = {}
+        self.warm: set[str] = set()
+        self.pool_uid = ""
 
     # -- driving ---------------------------------------------------------------------------------
 
     def run(self) -> ChaosResult:
         began = time.monotonic()
         self.admin.clear_calls()
+        if self.config.pool:
+            self._start_pool()
         self._schedule_kill()
         while self.result.kills < self.config.kills:
             self._maybe_kill()
@@ -166,6 +211,17 @@ class Chaos:
         self._final_checks()
         self.result.elapsed = time.monotonic() - began
         return self.result
+
+    def _start_pool(self) -> None:
+        """The warm pool, filled before the kills begin (so the first claims find ready Spaces)."""
+        self.kubectl("apply", "-f", "-", stdin=pool_manifest(POOL, self.namespace, replicas=self.config.pool))
+
+        def filled() -> bool:
+            pool = self.kubectl.json("get", "agsp", POOL, "-n", self.namespace)
+            self.pool_uid = pool["metadata"]["uid"]
+            return bool((pool.get("status") or {}).get("ready", 0) >= self.config.pool)
+
+        wait_for(filled, self.config.step_timeout, "the warm pool to fill", interval=0.5)
 
     def _schedule_kill(self) -> None:
         self.next_kill = time.monotonic() + self.rng.uniform(*self.config.uptime)
@@ -199,9 +255,24 @@ class Chaos:
 
     def _create(self) -> None:
         name = f"chaos-{len(self.lives)}"
-        self.kubectl("apply", "-f", "-", stdin=session_manifest(name, self.namespace))
+        spec = {"poolRef": {"name": POOL}} if self.config.pool else {}
+        # Kill while the new session claims (between the pool's claim, the session's record and the
+        # handover of the token and marker): only once the operator is up, or the kill hits its start.
+        mid_claim = bool(self.config.pool) and self.rng.random() < CLAIM_KILL_SHARE and self._live()
+        self.kubectl("apply", "-f", "-", stdin=session_manifest(name, self.namespace, **spec))
         self.lives.append(Life(name, Step.CREATED, time.monotonic()))
         self.result.sessions += 1
+        if mid_claim:
+            self.next_kill = min(self.next_kill, time.monotonic() + self.rng.uniform(*CLAIM_KILL_DELAY))
+
+    def _live(self) -> bool:
+        """The operator answers its liveness endpoint (it has started and watches)."""
+        url = self.operator.started_env.get("SANDBOX_OPERATOR_LIVENESS", "")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (OSError, ValueError):
+            return False
 
     def _patch(self, life: Life, spec: dict[str, Any]) -> None:
         patch = json.dumps({"spec": spec})
@@ -279,9 +350,21 @@ class Chaos:
 
     def _watch_spaces(self, sessions: dict[str, dict[str, Any]]) -> None:
         by_uid: dict[str, list[dict[str, Any]]] = {}
-        for space in self._ours():
+        spaces_now = self._ours()
+        for space in spaces_now:
             by_uid.setdefault(space["variables"].get(UID, ""), []).append(space)
+        for session in sessions.values():
+            status = session.get("status") or {}
+            if status.get("spaceId"):
+                holders = self.holders.setdefault(status["spaceId"], set())
+                holders.add(session["metadata"]["uid"])
+                if len(holders) > 1:
+                    self.result.claimed_twice.add(status["spaceId"])
+            if status.get("launchType") == "warm":
+                self.warm.add(session["metadata"]["uid"])
         for uid, spaces in by_uid.items():
+            if uid == self.pool_uid:
+                continue  # the pool's unclaimed Spaces: many, by design
             if len(spaces) > 1:
                 self.result.duplicates.add(uid)
             first = self.created_at.setdefault(uid, spaces[0]["createdAt"])
@@ -291,7 +374,10 @@ class Chaos:
             ready = condition(session, "Ready")
             uid = session["metadata"]["uid"]
             deleting = session["metadata"].get("deletionTimestamp")
-            if ready and ready["status"] == "True" and not deleting and len(by_uid.get(uid, [])) != 1:
+            # A warm session is Ready before its Space's marker moves to it: count its recorded Space too.
+            named = (session.get("status") or {}).get("spaceId")
+            mine = {s["id"] for s in by_uid.get(uid, [])} | {s["id"] for s in spaces_now if s["id"] == named}
+            if ready and ready["status"] == "True" and not deleting and len(mine) != 1:
                 self.result.problems.append(
                     f"{session['metadata']['name']} is Ready without exactly one Space"
                 )
@@ -304,7 +390,15 @@ class Chaos:
             mine = [s for s in spaces if s["variables"].get(UID) == session["metadata"]["uid"]]
             if len(mine) != 1:
                 self.result.problems.append(f"{session['metadata']['name']} has {len(mine)} Spaces")
-        self.result.orphans |= {s["id"] for s in spaces if s["variables"].get(UID) not in live}
+        pooled: set[str] = set()
+        if self.config.pool:
+            pool = self.kubectl.json("get", "agsp", POOL, "-n", self.namespace)
+            pooled = {e["spaceId"] for e in (pool.get("status") or {}).get("spaces") or []}
+        self.result.warm = len(self.warm)
+        # A Space is accounted for by a live session's marker or by the pool's record of it.
+        self.result.orphans |= {
+            s["id"] for s in spaces if s["variables"].get(UID) not in live and s["id"] not in pooled
+        }
         self._check_approvals()
         # Last: everything left is deleted, and must go with its Space.
         self.kubectl("delete", "ags", "--all", "-n", self.namespace, "--wait=false")
@@ -318,6 +412,17 @@ class Chaos:
         except AssertionError:
             left = self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
             self.result.stuck |= {s["metadata"]["name"] for s in left}
+        if self.config.pool:  # deleting the pool deletes its unclaimed Spaces
+            self.kubectl("delete", "agsp", POOL, "-n", self.namespace, "--wait=false")
+            try:
+                wait_for(
+                    lambda: not self.kubectl.json("get", "agsp", "-n", self.namespace)["items"],
+                    self.config.step_timeout,
+                    "the warm pool to be deleted",
+                    interval=0.5,
+                )
+            except AssertionError:
+                self.result.stuck.add(f"pool {POOL}")
         self.result.orphans |= {s["id"] for s in self._ours()}
 
     def _check_approvals(self) -> None:
@@ -330,6 +435,9 @@ class Chaos:
             if call["route"] not in ("hardware", "duplicate") or flavor in (None, FREE):
                 continue
             uid = call["path"].split("/ags-")[-1].split("/")[0] if "/ags-" in call["path"] else None
+            space_id = call["path"].removeprefix("/api/spaces/").rsplit("/", 1)[0]
+            if len(self.holders.get(space_id, ())) == 1:  # a pooled Space: named by its claimant
+                (uid,) = self.holders[space_id]
             if call["route"] == "duplicate" or uid not in approved:
                 self.result.unapproved.append(f"{call['method']} {call['path']} asked for {flavor}")
                 continue
@@ -361,10 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=200, help="SIGKILLs of the operator (default 200)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
     parser.add_argument("--parallel", type=int, default=4, help="sessions alive at once (default 4)")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="claim from a warm pool of N Spaces (default 0: none)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-    config = ChaosConfig(seed=seed, kills=args.kills, parallel=args.parallel)
+    config = ChaosConfig(seed=seed, kills=args.kills, parallel=args.parallel, pool=args.pool)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sandbox-operator-chaos-"))
     plane = ControlPlane(workdir / "control-plane", die_with_parent=True)
     plane.start()

@@ -39,3 +39,26 @@ def test_short_chaos_run_keeps_every_invariant(
     result = run_chaos(config, kubectl, hub_admin, operator, namespace, hub.config.call_log_size)
     print(result.line())
     assert result.ok, f"{result.report()}\nreplay: CHAOS_SEED={seed}"
+
+
+#: The schedules of the warm-pool run (kills land mid-claim too).
+POOL_SEEDS = (11,)
+
+
+@pytest.mark.parametrize(
+    "seed", [int(os.environ["CHAOS_SEED"])] if os.environ.get("CHAOS_SEED") else POOL_SEEDS
+)
+def test_short_chaos_run_with_a_warm_pool_never_claims_a_space_twice(
+    seed: int,
+    kubectl: Kubectl,
+    hub: HubSimServer,
+    hub_admin: HubSimAdmin,
+    operator: OperatorProcess,
+    namespace: str,
+    approval_policy: None,
+) -> None:
+    config = ChaosConfig(seed=seed, kills=10, parallel=3, pool=3)
+    result = run_chaos(config, kubectl, hub_admin, operator, namespace, hub.config.call_log_size)
+    print(result.line())
+    assert result.ok, f"{result.report()}\nreplay: CHAOS_SEED={seed}"
+    assert result.warm > 0, "no session claimed a pooled Space: the run did not exercise claims"

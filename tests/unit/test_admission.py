@@ -114,6 +114,14 @@ def _mutated(obj: dict[str, Any], change: Any) -> dict[str, Any]:
             [served(policy.BINDING)],
             "does not match every AgentSession",
         ),
+        (
+            _mutated(
+                policy.POLICY,
+                lambda spec: spec["matchConstraints"]["resourceRules"][0].update(resources=["agentsessions"]),
+            ),
+            [served(policy.BINDING)],
+            "does not match every AgentSession and AgentSessionPool",
+        ),
         (served(policy.POLICY), [], "no ValidatingAdmissionPolicyBinding"),
         (
             served(policy.POLICY),

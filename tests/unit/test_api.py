@@ -9,7 +9,7 @@ from huggingface_hub import SpaceHardware
 from pydantic import ValidationError
 
 from sandbox_operator.api import AgentSessionSpec, Hardware
-from sandbox_operator.crd import build_crd, render_crd
+from sandbox_operator.crd import build_crd, build_pool_crd, render_crd, render_pool_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +19,17 @@ def test_committed_crd_is_generated_output() -> None:
     assert committed == render_crd(), (
         "crds/agentsessions.yaml is stale: run `sandbox-operator crd > crds/agentsessions.yaml`"
     )
+    committed_pool = (ROOT / "crds" / "agentsessionpools.yaml").read_text()
+    assert committed_pool == render_pool_crd(), "crds/agentsessionpools.yaml is stale: run `make crd`"
+
+
+def test_pool_crd_has_the_scale_subresource_and_documents_every_field() -> None:
+    version = build_pool_crd()["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+    }
+    assert _walk(version["schema"]["openAPIV3Schema"]) == []
 
 
 def test_hardware_enum_matches_the_hub_client() -> None:

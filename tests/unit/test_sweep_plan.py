@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sandbox_operator.hub import ListedSpace, Ownership
-from sandbox_operator.sweeper import Policy, Verdict, markers_needed, name_uid, ours_by_name, plan
+from sandbox_operator.sweeper import (
+    Policy,
+    Verdict,
+    claims,
+    markers_needed,
+    name_uid,
+    ours_by_name,
+    plan,
+    pool_claims,
+)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = Policy(
@@ -91,3 +100,21 @@ def test_dry_run_deletes_nothing() -> None:
     policy = Policy("prod", "ags", 600, 10, True, frozenset())
     found = verdicts(plan([listed(1)], frozenset(), {listed(1).space_id: marker(1)}, NOW, policy))
     assert found == {listed(1).space_id: Verdict.WOULD_DELETE}
+
+
+def test_a_live_pool_claims_its_unclaimed_spaces_and_those_it_records() -> None:
+    """A pooled Space's marker names its pool; the pool also records it before it exists."""
+    pools = [
+        {
+            "metadata": {"uid": uid(90)},
+            "status": {"spaces": [{"spaceId": f"agents/ags-{uid(3)}"}, {"spaceId": f"agents/ags-{uid(4)}"}]},
+        }
+    ]
+    claimed = claims([{"metadata": {"uid": uid(1)}}]) | pool_claims(pools)
+    spaces = [listed(2), listed(3), listed(5)]
+    markers = {s.space_id: marker(90) for s in spaces}  # all three carry the pool's marker
+    result = verdicts(plan(spaces, claimed, markers, NOW, POLICY))
+    assert result == {s.space_id: Verdict.CLAIMED for s in spaces}
+    # The pool gone, its Spaces are orphans like any other.
+    gone = verdicts(plan(spaces, claims([]), markers, NOW, POLICY))
+    assert set(gone.values()) == {Verdict.DELETE}

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sandbox_operator import api
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.hub import ListedSpace, Ownership
 from sandbox_operator.sweeper import Sweeper, Verdict
@@ -46,13 +47,14 @@ class FakeHub:
 
 
 class FakeKube:
-    """The sessions of the shard's namespaces (the only ones a namespaced deployment may list)."""
+    """The sessions of the shard's namespaces (the only ones a namespaced deployment may list); no pools."""
 
     def __init__(self, sessions: list[dict[str, Any]]) -> None:
         self.sessions = sessions
 
-    async def list_sessions(self, namespaces: list[str]) -> list[dict[str, Any]]:
-        return [s for s in self.sessions if s["metadata"]["namespace"] in namespaces]
+    async def list_sessions(self, namespaces: list[str], plural: str = api.PLURAL) -> list[dict[str, Any]]:
+        listed = self.sessions if plural == api.PLURAL else []
+        return [s for s in listed if s["metadata"]["namespace"] in namespaces]
 
     async def post_event(self, **_: Any) -> None:
         return None

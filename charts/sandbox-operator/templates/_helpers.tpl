@@ -67,11 +67,14 @@ app.kubernetes.io/part-of: sandbox-operator
 {{/*
 The operator's permissions, exactly the calls it makes (kopf 1.45 standalone with scanning off,
 plus sandbox_operator/kube.py; tests/chart/test_rbac_matches_code.py keeps them in step):
-- agentsessions: list + watch (kopf's watch, the session listing), patch (finalizer, annotations);
+- agentsessions: list + watch (kopf's watch, the session listing), patch (finalizer, annotations, idle
+  pause), delete (the end of a lifetime or retention);
 - agentsessions/status: patch (kopf's status patch and the intent write before each Hub call);
 - events: create (kopf.event and the operator's own Events, all POSTed);
 - secrets: get (connection Secret, spec.secrets references), create + update (connection Secret,
-  replaced whole when a stale one is taken over).
+  replaced whole when a stale one is taken over; a pool's token Secret);
+- agentsessionpools: get (a claim reads its pool), list + watch + patch (kopf), /status patch (the
+  pool's status, claims included, written with its resourceVersion).
 The leader-election Lease lives in the operator's own namespace; see leaderElectionRules.
 */}}
 {{- define "sandbox-operator.rules" -}}
@@ -80,6 +83,12 @@ The leader-election Lease lives in the operator's own namespace; see leaderElect
   verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["agents.sandbox-operator.dev"]
   resources: ["agentsessions/status"]
+  verbs: ["patch"]
+- apiGroups: ["agents.sandbox-operator.dev"]
+  resources: ["agentsessionpools"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["agents.sandbox-operator.dev"]
+  resources: ["agentsessionpools/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["events"]

@@ -79,6 +79,13 @@ class Reason(StrEnum):
     APPROVAL_REQUESTED = "ApprovalRequested"
     HARDWARE_RECEIPT = "HardwareReceipt"
     BELOW_WARNING = "BelowWarning"
+    # Warm pools (core/pool.py).
+    WARM_SPACE_CLAIMED = "WarmSpaceClaimed"
+    NO_WARM_SPACE = "NoWarmSpace"
+    POOL_READY = "PoolReady"
+    POOL_FILLING = "PoolFilling"
+    POOL_NOT_FOUND = "PoolNotFound", Severity.WARNING
+    POOL_MISMATCH = "PoolMismatch", Severity.WARNING
     # Hub failures (FailureKind): retried with backoff.
     HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
     HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING

@@ -1,0 +1,566 @@
+"""The I/O shell of warm pools: the pool's reconcile loop and finalizer, and the claim a session
+makes. The decisions are `core.pool`'s; this module reads the objects and the Hub, writes status and
+carries out the actions.
+
+Every write of a pool's status carries the resourceVersion it was decided on (optimistic
+concurrency): a claim and a pool pass that raced, in this process or a stale leader's, make the
+second writer read again and decide again, never hand one Space twice. In this process the
+writes to one pool are serialized and claims are batched (one status write for every session
+waiting at that moment), so a burst of claims costs a few writes, not one conflict-retry each.
+
+Crash safety of a claim (SIGKILL between any two steps):
+1. `claimedBy` is written into the pool's status (CAS). Killed after it: the session's next pass
+   asks again and `assign_claims` answers with the Space already claimed by its UID.
+2. The connection Secret (a new token) and then `status.spaceId` + `launchType: warm` are written:
+   the session is Ready. Killed before the status write: step 1 answers the same Space again,
+   and the Secret's token is kept.
+3. The Space gets the session's token and the marker moves to it (`handover_pending` until
+   `spaceConfirmedTime` is written). Killed before: the next pass does it again (idempotent).
+If the session is deleted before step 3, its finalizer leaves a Space still marked as the pool's,
+and the pool deletes it once it sees the claimant gone; after step 3 the Space is the session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from . import api, metrics
+from .config import OperatorConfig
+from .core import lifecycle
+from .core import pool as core
+from .core.conditions import READY, Reason
+from .core.creation import creation_refusal
+from .core.model import FailureKind, Observation, Plan, Session, connection_secret_name
+from .hub import HubError
+from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, MANAGED_BY, ConnectionSecretConflict, KubeClient
+
+if TYPE_CHECKING:
+    from .controller import Runtime
+
+log = logging.getLogger(__name__)
+
+#: The pool's own sandbox token (for health checks of unclaimed Spaces) is kept in this Secret.
+POOL_TOKEN_SUFFIX = "-pool-token"
+#: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
+TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
+#: Seconds after a claim before its pool's loop runs (a burst of claims wakes it once).
+REPLENISH_AFTER = 0.5
+#: Kubernetes calls of claims in flight at once (a claim is a few writes; the pool's own are batched).
+CLAIM_WORKERS = 16
+#: Conflicting writes of a pool's status (another writer got there first) retried at once.
+CAS_ATTEMPTS = 8
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def pool_from_body(body: Any, *, deleting: bool = False) -> core.Pool:
+    parsed = api.AgentSessionPool.model_validate({key: body[key] for key in body})
+    meta = parsed.metadata
+    return core.Pool(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        spec=parsed.spec,
+        status=parsed.status,
+        deleting=deleting or bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _status_patch(status: api.AgentSessionPoolStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json")
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """A pooled Space for the session, or why it gets none (it then creates one of its own)."""
+
+    entry: api.PooledSpace | None
+    reason: Reason = Reason.NO_WARM_SPACE
+    message: str = ""
+
+
+#: A claim waiting for its pool: the request, the session's spec, and where its answer goes.
+Waiter = tuple[core.ClaimRequest, api.AgentSessionSpec, "asyncio.Future[ClaimAnswer]"]
+
+
+@dataclass
+class PoolBook:
+    """Per-process coordination of pool status writers: one lock per pool, the claims waiting for
+    it, and each pool loop's wake-up (a claim makes the pool replenish at once)."""
+
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    waiting: dict[tuple[str, str], list[Waiter]] = field(default_factory=lambda: defaultdict(list))
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    custom: client.CustomObjectsApi | None = None
+    #: Sessions with a poolRef this process has reconciled before (after that, kopf's view may lag
+    #: what this process wrote).
+    passed: set[str] = field(default_factory=set)
+    _kube: KubeClient | None = None
+
+    @property
+    def kube(self) -> KubeClient:
+        """A client of the claims' own: a burst of claims does not queue behind every session's reads."""
+        if self._kube is None:
+            self._kube = KubeClient(workers=CLAIM_WORKERS)
+        return self._kube
+
+    def api(self) -> client.CustomObjectsApi:
+        if self.custom is None:
+            self.custom = client.CustomObjectsApi()
+        return self.custom
+
+
+async def _run(fn: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def read_pool(book: PoolBook, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found: Any = await _run(
+            lambda: book.api().get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name
+            )
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return dict(found)
+
+
+async def write_pool_status(
+    book: PoolBook, namespace: str, name: str, resource_version: str, status: api.AgentSessionPoolStatus
+) -> None:
+    """A status write that fails with 409 unless the pool is still at `resource_version`."""
+    body = {"metadata": {"resourceVersion": resource_version}, "status": _status_patch(status)}
+    await _run(
+        lambda: book.api().patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name, body
+        )
+    )
+
+
+# Claims ---------------------------------------------------------------------------------------
+
+
+async def claim(
+    book: PoolBook,
+    config: OperatorConfig,
+    namespace: str,
+    pool: str,
+    request: core.ClaimRequest,
+    spec: api.AgentSessionSpec,
+) -> ClaimAnswer:
+    """The Space this session claims from the pool (the same one again after a crash), or why none.
+    Sessions waiting for the pool meanwhile are answered together: one read, one write."""
+    key = (namespace, pool)
+    answer: asyncio.Future[ClaimAnswer] = asyncio.get_running_loop().create_future()
+    book.waiting[key].append((request, spec, answer))
+    async with book.locks[key]:
+        if not answer.done():
+            batch = book.waiting.pop(key, [])
+            try:
+                results = await _assign(book, config, namespace, pool, batch)
+            except Exception as error:
+                for _, _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                raise
+            for request_, _, waiter in batch:
+                waiter.set_result(results[request_.uid])
+    # The pool replenishes once the burst has passed, so its own writes do not hold the claims back.
+    asyncio.get_running_loop().call_later(REPLENISH_AFTER, book.wakeups[key].set)
+    return await answer
+
+
+async def _assign(
+    book: PoolBook, config: OperatorConfig, namespace: str, name: str, batch: list[Waiter]
+) -> dict[str, ClaimAnswer]:
+    for _ in range(CAS_ATTEMPTS):
+        body = await read_pool(book, namespace, name)
+        if body is None:
+            gone = ClaimAnswer(None, Reason.POOL_NOT_FOUND, f"pool {name} does not exist in {namespace}")
+            return {request.uid: gone for request, _, _ in batch}
+        pool = api.AgentSessionPool.model_validate(body)
+        results: dict[str, ClaimAnswer] = {}
+        eligible = []
+        for request, spec, _ in batch:
+            mismatch = core.claim_mismatch(spec, pool.spec, config)
+            if mismatch is None:
+                eligible.append(request)
+            else:
+                why = f"pool {name} cannot serve this session: {mismatch}"
+                results[request.uid] = ClaimAnswer(None, Reason.POOL_MISMATCH, why)
+        status, answers = core.assign_claims(pool.status, eligible, _now())
+        if body["metadata"].get("deletionTimestamp"):
+            # A pool being deleted hands out nothing new, but a claim made before it still stands
+            # (a session killed between its claim and its record must find its Space again).
+            claimed = {e.claimed_by.uid for e in pool.status.spaces if e.claimed_by is not None}
+            answers = {uid: (a if uid in claimed else None) for uid, a in answers.items()}
+            status = pool.status
+        none_left = f"pool {name} has no ready Space"
+        results |= {uid: ClaimAnswer(a, message=none_left) for uid, a in answers.items()}
+        if status == pool.status:
+            return results
+        try:
+            await write_pool_status(book, namespace, name, body["metadata"]["resourceVersion"], status)
+        except ApiException as error:
+            if error.status == 409:
+                continue
+            raise
+        return results
+    raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing while claimed from")
+
+
+async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Session, Plan | None]:
+    """Before the session's decisions: claim a warm Space (or fall back to cold), and finish a
+    claim's handover. Returns the session as it now is, and a plan when the pass must stop here."""
+    ref = session.spec.pool_ref
+    if ref is None or session.deleting:
+        return session, None
+    if (
+        session.status.space_id is None
+        and session.status.launch_type is None
+        and session.uid in rt.pools.passed
+    ):
+        # kopf's view may lag a status this process wrote (a cold intent, a claim): read it now, so a
+        # session never claims after it chose a cold create, nor records its claim twice. The first
+        # pass in a process may trust kopf's view: it was listed after every earlier write.
+        fresh = await rt.pools.kube.read_session(session.namespace, session.name)
+        if fresh is not None:
+            status = api.AgentSessionStatus.model_validate(fresh.get("status") or {})
+            session = replace(session, status=status)
+    rt.pools.passed.add(session.uid)
+    if session.status.space_id is None and session.status.launch_type is None:
+        session = await _claim_or_fall_back(rt, body, session, ref.name)
+    if core.handover_pending(session.status):
+        return await _hand_over(rt, body, session)
+    return session, None
+
+
+async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, pool_name: str) -> Session:
+    now = _now()
+    # A session naming Secrets claims only while the policy checks its author may read them.
+    policy_problem = await rt.kube.approval_policy_problem(time.monotonic()) if session.spec.secrets else None
+    if creation_refusal(session.spec, Observation(policy_problem=policy_problem), rt.config) is not None:
+        return session  # the session's decisions say why
+    request = core.ClaimRequest(session.name, session.uid)
+    answer = await claim(rt.pools, rt.config, session.namespace, pool_name, request, session.spec)
+    if answer.entry is not None:
+        try:
+            return await _record_claim(rt, body, session, pool_name, answer.entry, now)
+        except ConnectionSecretConflict:
+            return session  # the core reports the conflict; the claim stands for the next pass
+    status = core.cold_status(session.status, answer.reason, answer.message, session.generation, now)
+    kopf.event(body, type=answer.reason.severity, reason=answer.reason, message=answer.message)
+    return replace(session, status=status)
+
+
+async def _record_claim(
+    rt: Runtime, body: kopf.Body, session: Session, pool_name: str, entry: api.PooledSpace, now: datetime
+) -> Session:
+    from .controller import new_token, status_patch  # the session shell's own definitions
+
+    # A new token even if a killed attempt wrote one: nobody could use it, the session was not Ready.
+    secret = connection_secret_name(session)
+    values = {KEY_SPACE_ID: entry.space_id, KEY_TOKEN: new_token(), KEY_SANDBOX_URL: entry.sandbox_url or ""}
+    await rt.pools.kube.write_connection(
+        namespace=session.namespace,
+        name=secret,
+        owner={"name": session.name, "uid": session.uid},
+        values=values,
+    )
+    status = core.claimed_status(session.status, entry, pool_name, secret, session.generation, now)
+    await rt.pools.kube.patch_status(session.namespace, session.name, status_patch(status))
+    created = body.get("metadata", {}).get("creationTimestamp")
+    if created:
+        waited = (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        metrics.LAUNCH_SECONDS.labels(api.LaunchType.WARM.value).observe(max(0.0, waited))
+    kopf.event(body, type="Normal", reason=Reason.WARM_SPACE_CLAIMED, message=f"claimed {entry.space_id}")
+    return replace(session, status=status)
+
+
+async def _hand_over(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Session, Plan | None]:
+    """Give the claimed Space the session's token (the pool's no longer opens it) and its marker."""
+    from .controller import status_patch
+
+    space_id = session.status.space_id
+    assert space_id is not None
+    connection = await rt.kube.read_connection(
+        session.namespace, connection_secret_name(session), session.uid, session=session.name
+    )
+    token = (connection or {}).get(KEY_TOKEN)
+    if not token:
+        return session, None  # the lost-Secret path of the core issues a new token, then this runs again
+    try:
+        await rt.hub.set_token(space_id, token)
+        await rt.hub.claim_marker(space_id, session.uid, f"{session.namespace}/{session.name}")
+    except HubError as error:
+        if error.failure.kind is FailureKind.NOT_FOUND:
+            return session, None  # the core sees the Space gone and creates it again, marked as the session's
+        message = f"cannot hand the claimed Space {space_id} over (token, marker): {error.failure.message}"
+        plan = lifecycle.decide_failure(
+            session, error.failure.kind.reason, message, rt.config, _now(), random.random()
+        )
+        for note in plan.events:
+            kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+        return session, replace(
+            plan, requeue_after=max(plan.requeue_after or 0.0, error.failure.retry_after or 0.0)
+        )
+    status = core.handed_over_status(session.status, _now())
+    await rt.kube.patch_status(session.namespace, session.name, status_patch(status))
+    return replace(session, status=status), None
+
+
+def record_launch(before: api.AgentSessionStatus, after: api.AgentSessionStatus, body: kopf.Body) -> None:
+    """A session that fell back to a cold create: its apply -> Ready time, for the metric by launch type."""
+    if after.launch_type != api.LaunchType.COLD or not _ready(after) or _ready(before):
+        return
+    created = body.get("metadata", {}).get("creationTimestamp")
+    if created:
+        waited = (_now() - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        metrics.LAUNCH_SECONDS.labels(api.LaunchType.COLD.value).observe(max(0.0, waited))
+
+
+def _ready(status: api.AgentSessionStatus) -> bool:
+    return any(c.type == READY and c.status == "True" for c in status.conditions)
+
+
+# The pool's loop ------------------------------------------------------------------------------
+
+
+async def pool_token(rt: Runtime, pool: core.Pool) -> str:
+    """The token every unclaimed Space of the pool carries, kept in a Secret the pool owns (created
+    once, read after a restart); a claim replaces it on the claimed Space."""
+    from .controller import new_token
+
+    name = f"{pool.name}{POOL_TOKEN_SUFFIX}"
+    data = await rt.kube.read_secret(pool.namespace, name)
+    if data is not None:
+        owned = await _owned_by(pool, name)
+        if not owned or not data.get(KEY_TOKEN):
+            raise PoolTokenConflict(
+                f"Secret {pool.namespace}/{name} exists and is not this pool's; delete or rename it"
+            )
+        return data[KEY_TOKEN]
+    token = new_token()
+    body: Any = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": pool.namespace,
+            "labels": {**MANAGED_BY, f"{api.GROUP}/pool": pool.name},
+            "ownerReferences": [
+                {"apiVersion": api.API_VERSION, "kind": api.POOL_KIND, "name": pool.name, "uid": pool.uid,
+                 "controller": True}
+            ],
+        },
+        "stringData": {KEY_TOKEN: token},
+    }  # fmt: skip
+    core_api = client.CoreV1Api()
+    await _run(lambda: core_api.create_namespaced_secret(pool.namespace, body))
+    return token
+
+
+async def _owned_by(pool: core.Pool, name: str) -> bool:
+    core_api = client.CoreV1Api()
+    secret: Any = await _run(lambda: core_api.read_namespaced_secret(name, pool.namespace))
+    return any(ref.uid == pool.uid for ref in secret.metadata.owner_references or [])
+
+
+class PoolTokenConflict(Exception):
+    """A Secret named like the pool's token Secret belongs to someone else."""
+
+
+async def _observe_space(
+    rt: Runtime, entry: api.PooledSpace, token: str, read_token: str | None
+) -> core.PooledObservation:
+    """A pooled Space's state; its health only through the edge with the platform's read token, as a
+    session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
+    try:
+        space = await rt.hub.space(entry.space_id)
+        if entry.claimed_by is not None:
+            ownership = await rt.hub.ownership(entry.space_id) if space is not None else None
+            if ownership is None:
+                return core.PooledObservation(space=None)
+            return core.PooledObservation(
+                space=space, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id
+            )
+    except HubError as error:
+        return core.PooledObservation(failure=error.failure)
+    health = None
+    if space is not None and space.stage == "RUNNING" and space.sandbox_url and read_token:
+        health = await rt.hub.health(space.sandbox_url, token, read_token)
+    return core.PooledObservation(space=space, health=health)
+
+
+async def pool_pass(
+    rt: Runtime, body: kopf.Body, *, deleting: bool = False, full: bool = False
+) -> core.PoolPlan:
+    """One pass of a pool: observe, decide on the freshest status, write it (CAS), then act."""
+    from .controller import platform_read_token
+
+    book: PoolBook = rt.pools
+    meta = body.get("metadata", {})
+    namespace, name = meta["namespace"], meta["name"]
+    key = (namespace, name)
+    pool = pool_from_body(body, deleting=deleting)
+    live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
+    token = await pool_token(rt, pool)
+    read_token = await platform_read_token(rt)
+    entries = {e.space_id: e for e in pool.status.spaces}
+    wanted = core.to_observe(pool, live, full)
+    seen = await asyncio.gather(*(_observe_space(rt, entries[i], token, read_token) for i in wanted))
+    policy_problem = None
+    secret_values: dict[str, str] = {}
+    secrets_problem = None
+    if pool.spec.secrets:
+        policy_problem = await rt.kube.approval_policy_problem(time.monotonic())
+        secret_values, secrets_problem = await rt.kube.resolve_secrets(namespace, pool.spec.secrets)
+    observed = core.PoolObservation(
+        spaces=dict(zip(wanted, seen, strict=True)),
+        live_sessions=live,
+        policy_problem=policy_problem,
+        secrets_problem=secrets_problem,
+    )
+    ids = (str(uuid.uuid4()) for _ in iter(int, 1))
+    async with book.locks[key]:
+        for _ in range(CAS_ATTEMPTS):
+            fresh = await read_pool(book, namespace, name)
+            if fresh is None:
+                return core.PoolPlan(pool.status, [], None, done=True)
+            current = pool_from_body(fresh, deleting=deleting)
+            plan = core.decide_pool(current, observed, rt.config, _now(), ids)
+            if plan.status == current.status:
+                break
+            try:
+                await write_pool_status(
+                    book, namespace, name, fresh["metadata"]["resourceVersion"], plan.status
+                )
+                break
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        else:
+            raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing")
+    for note in plan.events:
+        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+    await asyncio.gather(*(_act(rt, pool, action, token, secret_values) for action in plan.actions))
+    return plan
+
+
+async def _act(
+    rt: Runtime, pool: core.Pool, action: core.PoolAction, token: str, secret_values: dict[str, str]
+) -> None:
+    """One action; a Hub failure is logged and left to the next pass (the status already says why)."""
+    from .hub import SpaceExistsError
+
+    try:
+        match action:
+            case core.CreatePooledSpace(space_id=space_id, template=template, send_by=send_by):
+                await rt.hub.duplicate(
+                    template=template,
+                    space_id=space_id,
+                    private=True,
+                    token=token,
+                    secrets=secret_values,
+                    session_uid=pool.uid,
+                    session_ref=f"{pool.namespace}/{pool.name}",
+                    send_by=send_by,
+                    sleep_time=pool.spec.sleep_time_seconds,
+                )
+            case core.DeletePooledSpace(space_id=space_id):
+                await rt.hub.delete(space_id)
+            case core.RestartPooledSpace(space_id=space_id):
+                await rt.hub.restart(space_id)
+    except SpaceExistsError:
+        log.info("pool %s/%s: Space %s already exists", pool.namespace, pool.name, action.space_id)
+    except HubError as error:
+        log.warning("pool %s/%s: %s failed: %s", pool.namespace, pool.name, type(action).__name__,
+                    error.failure.message)  # fmt: skip
+
+
+async def run_pool(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+    """The pool's loop: a pass, then sleep until the core's delay, a spec change or a claim."""
+    meta = body.get("metadata", {})
+    wakeup = rt.pools.wakeups[(meta["namespace"], meta["name"])]
+    failures = 0
+    last_full = 0.0
+    while not stopped:
+        wakeup.clear()
+        full = time.monotonic() - last_full >= max(rt.config.resync_interval, rt.config.poll_interval)
+        try:
+            plan = await pool_pass(rt, body, full=full)
+            delay = plan.requeue_after
+            failures = 0
+            if full:
+                last_full = time.monotonic()
+        except (ApiException, PoolTokenConflict, HubError) as error:
+            failures += 1
+            delay = lifecycle.backoff_delay(failures, rt.config, random.random())
+            log.warning(
+                "pool %s/%s: %s; retrying in %.1fs", meta.get("namespace"), meta.get("name"), error, delay
+            )
+        if delay is None and rt.config.resync_interval > 0:
+            delay = rt.config.resync_interval
+        waiters = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+async def finalize_pool(rt: Runtime, body: kopf.Body) -> None:
+    """Deleting a pool deletes its unclaimed Spaces; the finalizer stays until they are gone."""
+    plan = await pool_pass(rt, body, deleting=True, full=True)
+    if not plan.done:
+        raise kopf.TemporaryError(
+            "deleting the pool's unclaimed Spaces", delay=max(0.05, rt.config.poll_interval)
+        )
+
+
+def register(registry: kopf.OperatorRegistry, rt: Runtime, backoff: float) -> None:
+    """The pool's handlers: its loop (a daemon), the finalizer, and wake-ups on spec changes."""
+    resource = (api.GROUP, api.VERSION, api.POOL_PLURAL)
+
+    @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLERS[0])
+    async def track_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        generation = body.get("metadata", {}).get("generation")
+        if memo.get("pool_generation") != generation:
+            memo["pool_generation"] = generation
+            meta = body.get("metadata", {})
+            rt.pools.wakeups[(meta["namespace"], meta["name"])].set()
+
+    @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, registry=registry, id=TRACKING_HANDLERS[1])
+    async def track_claimant(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        """A claimant is gone: its pool forgets the claim (or deletes a Space it never took over)."""
+        ref = (body.get("spec") or {}).get("poolRef") or {}
+        if event["type"] == "DELETED" and ref.get("name"):
+            rt.pools.passed.discard(body.get("metadata", {}).get("uid", ""))
+            rt.pools.wakeups[(body.get("metadata", {}).get("namespace", ""), ref["name"])].set()
+
+    @kopf.daemon(*resource, registry=registry, backoff=backoff, cancellation_timeout=30)
+    async def reconcile_pool(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await run_pool(rt, body, stopped)
+
+    @kopf.on.delete(*resource, registry=registry, backoff=backoff)
+    async def delete_pool(body: kopf.Body, **_: Any) -> None:
+        await finalize_pool(rt, body)

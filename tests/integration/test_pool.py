@@ -1,0 +1,251 @@
+"""Warm pools on the real control plane, the Hub emulator and the operator as a process: a pool
+becomes Ready, sessions claim its Spaces with tokens of their own, concurrent claims never share a
+Space, `kubectl scale` resizes it, and deleting it deletes its unclaimed Spaces."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx2
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from sandbox_operator import api
+from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
+from sandbox_operator.hub import SANDBOX_AUTH_HEADER
+from sandbox_operator.pools import PoolBook, read_pool, write_pool_status
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin
+from tests.support import wait_for
+
+from harness import READ_TOKEN, OperatorProcess, condition, get_session, session_manifest, wait_ready
+
+
+def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
+            "kind": "AgentSessionPool",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl("get", "agsp", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def wait_pool_ready(
+    kubectl: Kubectl, name: str, namespace: str, ready: int, timeout: float = 90
+) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        pool = get_pool(kubectl, name, namespace)
+        status = (pool or {}).get("status") or {}
+        return (
+            pool
+            if status.get("ready") == ready and (condition(pool, "Ready") or {}).get("status") == "True"
+            else None
+        )
+
+    return wait_for(done, timeout, f"pool {namespace}/{name} with {ready} ready Spaces")
+
+
+def pool_spaces(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
+    return [s for s in admin.spaces() if s["variables"].get(MARKER_SESSION_UID) == uid]
+
+
+def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
+    secret = kubectl.json("get", "secret", name, "-n", namespace)
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def health(sandbox_url: str, token: str) -> int:
+    headers = {"Authorization": f"Bearer {READ_TOKEN}", SANDBOX_AUTH_HEADER: f"Bearer {token}"}
+    return httpx2.get(f"{sandbox_url}/health", headers=headers, timeout=10).status_code
+
+
+def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=pool_manifest("warm", namespace, replicas=2))
+    pool = wait_pool_ready(kubectl, "warm", namespace, 2)
+    pool_uid = pool["metadata"]["uid"]
+    spaces = pool_spaces(hub_admin, pool_uid)
+    assert len(spaces) == 2
+    assert all(s["private"] and s["hardware"]["current"] == "cpu-basic" for s in spaces)
+    assert all(s["variables"][MARKER_SESSION] == f"{namespace}/warm" for s in spaces)
+    printed = kubectl("get", "agsp", "warm", "-n", namespace).stdout.split()
+    assert printed[:6] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "AGE"]
+    old_token = secret_data(kubectl, "warm-pool-token", namespace)["token"]
+
+    kubectl("apply", "-f", "-", stdin=session_manifest("agent", namespace, poolRef={"name": "warm"}))
+    session = wait_ready(kubectl, "agent", namespace, timeout=30)
+    status = session["status"]
+    assert status["launchType"] == "warm"
+    assert status["spaceId"] in {s["id"] for s in spaces}
+    assert (condition(session, "WarmClaim") or {}).get("reason") == "WarmSpaceClaimed"
+
+    # The handover: the session's own token on the Space, its marker moved to the session.
+    def handed_over() -> dict[str, Any] | None:
+        found = get_session(kubectl, "agent", namespace)
+        return found if (found or {}).get("status", {}).get("spaceConfirmedTime") else None
+
+    wait_for(handed_over, 30, "the handover of the claimed Space")
+    space = hub_admin.space(status["spaceId"])
+    assert space["variables"][MARKER_SESSION_UID] == session["metadata"]["uid"]
+    assert space["variables"][MARKER_SESSION] == f"{namespace}/agent"
+    connection = secret_data(kubectl, status["connectionSecret"], namespace)
+    assert connection["token"] == space["secrets"]["SANDBOX_API_TOKEN"] != old_token
+    assert health(status["sandboxUrl"], connection["token"]) == 200
+    assert health(status["sandboxUrl"], old_token) == 401  # whoever held the pooled Space is out
+
+    # The pool replenishes: two unclaimed Spaces again, one claimed.
+    pool = wait_pool_ready(kubectl, "warm", namespace, 2)
+    assert pool["status"]["claimed"] == 1
+
+    # Deleting the session deletes its Space, and the pool forgets the claim.
+    kubectl("delete", "ags", "agent", "-n", namespace, "--timeout=60s")
+    wait_for(
+        lambda: status["spaceId"] not in {s["id"] for s in hub_admin.spaces()}, 30, "the claimed Space gone"
+    )
+
+    def forgotten() -> bool:
+        return ((get_pool(kubectl, "warm", namespace) or {}).get("status") or {}).get("claimed") == 0
+
+    wait_for(forgotten, 60, "the pool to forget the deleted claimant")
+
+
+def test_concurrent_claims_never_share_a_space_and_the_rest_fall_back_to_cold(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=pool_manifest("burst", namespace, replicas=6))
+    wait_pool_ready(kubectl, "burst", namespace, 6)
+    names = [f"claim-{n}" for n in range(10)]
+
+    def create(name: str) -> None:
+        kubectl("apply", "-f", "-", stdin=session_manifest(name, namespace, poolRef={"name": "burst"}))
+
+    with ThreadPoolExecutor(max_workers=10) as workers:
+        list(workers.map(create, names))
+    sessions = [wait_ready(kubectl, name, namespace, timeout=60) for name in names]
+    warm = [s for s in sessions if s["status"]["launchType"] == "warm"]
+    cold = [s for s in sessions if s["status"]["launchType"] == "cold"]
+    assert len(warm) == 6 and len(cold) == 4
+    assert len({s["status"]["spaceId"] for s in sessions}) == 10
+    for session in cold:
+        claim = condition(session, "WarmClaim") or {}
+        assert claim.get("status") == "False" and "no ready Space" in claim.get("message", "")
+    pool = get_pool(kubectl, "burst", namespace) or {}
+    claimants = [e["claimedBy"]["uid"] for e in pool["status"]["spaces"] if e.get("claimedBy")]
+    assert len(claimants) == len(set(claimants)) == 6
+    # Each warm session's Space ends up marked as its own, and only its own.
+    for session in warm:
+        uid = session["metadata"]["uid"]
+        wait_for(lambda uid=uid: len(pool_spaces(hub_admin, uid)) == 1, 30, f"the marker of {uid}")
+
+
+def test_kubectl_scale_resizes_the_pool_and_deleting_it_deletes_unclaimed_spaces(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=pool_manifest("elastic", namespace, replicas=1))
+    pool = wait_pool_ready(kubectl, "elastic", namespace, 1)
+    uid = pool["metadata"]["uid"]
+    kubectl("scale", "agsp/elastic", "-n", namespace, "--replicas=3")
+    wait_pool_ready(kubectl, "elastic", namespace, 3)
+    assert len(pool_spaces(hub_admin, uid)) == 3
+    kubectl("scale", "agsp/elastic", "-n", namespace, "--replicas=2")
+    wait_for(lambda: len(pool_spaces(hub_admin, uid)) == 2, 30, "the pool to shrink to 2 Spaces")
+    path = (
+        f"/apis/agents.sandbox-operator.dev/v1alpha1/namespaces/{namespace}/agentsessionpools/elastic/scale"
+    )
+    scale = json.loads(kubectl("get", "--raw", path).stdout)
+    assert scale["spec"]["replicas"] == 2
+
+    kubectl("apply", "-f", "-", stdin=session_manifest("keeper", namespace, poolRef={"name": "elastic"}))
+    kept = wait_ready(kubectl, "keeper", namespace, timeout=30)
+    assert kept["status"]["launchType"] == "warm"
+    kubectl("delete", "agsp", "elastic", "-n", namespace, "--timeout=60s")
+    assert get_pool(kubectl, "elastic", namespace) is None
+    wait_for(lambda: pool_spaces(hub_admin, uid) == [], 30, "the pool's unclaimed Spaces to go")
+    # The claimed Space is the session's: it stays, and goes with the session.
+    assert kept["status"]["spaceId"] in {s["id"] for s in hub_admin.spaces()}
+    kubectl("delete", "ags", "keeper", "-n", namespace, "--timeout=60s")
+    assert kept["status"]["spaceId"] not in {s["id"] for s in hub_admin.spaces()}
+
+
+def test_a_session_naming_a_missing_pool_is_created_cold(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=session_manifest("lonely", namespace, poolRef={"name": "nowhere"}))
+    session = wait_ready(kubectl, "lonely", namespace)
+    assert session["status"]["launchType"] == "cold"
+    assert (condition(session, "WarmClaim") or {}).get("reason") == "PoolNotFound"
+
+
+EDITOR_ROLE = "sandbox-operator-session-editor"
+
+
+def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, approval_policy: None
+) -> None:
+    """Hostile: mallory edits sessions in the namespace and may not read the Secret the platform's pool
+    injects into its Spaces. A claimed Space runs her code beside that secret, so she must get none."""
+    kubectl("create", "secret", "generic", "db-password", "-n", namespace, "--from-literal=password=hunter2")
+    kubectl("create", "rolebinding", "mallory-edits", "-n", namespace, f"--clusterrole={EDITOR_ROLE}",
+            "--user=mallory")  # fmt: skip
+    secret = {"name": "DB", "secretKeyRef": {"name": "db-password", "key": "password"}}
+    # She may not make a pool of her own (the chart grants session editors sessions only).
+    own = kubectl("apply", "-f", "-", "--as=mallory", stdin=pool_manifest("mine", namespace), check=False)
+    assert own.returncode != 0 and "forbidden" in own.stderr
+    kubectl("apply", "-f", "-", stdin=pool_manifest("secretive", namespace, replicas=2, secrets=[secret]))
+    pool = wait_pool_ready(kubectl, "secretive", namespace, 2)
+    assert all(s["secrets"]["DB"] == "hunter2" for s in pool_spaces(hub_admin, pool["metadata"]["uid"]))
+
+    # Naming the pool without its secrets: no pooled Space, a Space of her own without them.
+    plain = session_manifest("sneaky", namespace, poolRef={"name": "secretive"})
+    kubectl("apply", "-f", "-", "--as=mallory", stdin=plain)
+    session = wait_ready(kubectl, "sneaky", namespace)
+    assert session["status"]["launchType"] == "cold"
+    assert (condition(session, "WarmClaim") or {}).get("reason") == "PoolMismatch"
+    assert "DB" not in hub_admin.space(session["status"]["spaceId"])["secrets"]
+    # Naming them too: the API server refuses her, as for any session.
+    named = session_manifest("sneakier", namespace, poolRef={"name": "secretive"}, secrets=[secret])
+    refused = kubectl("apply", "-f", "-", "--as=mallory", stdin=named, check=False)
+    assert refused.returncode != 0 and "db-password" in refused.stderr
+    assert ((get_pool(kubectl, "secretive", namespace) or {}).get("status") or {}).get("claimed") == 0
+
+    # Someone who may read the Secret names it and claims a pooled Space.
+    trusted = session_manifest("trusted", namespace, poolRef={"name": "secretive"}, secrets=[secret])
+    kubectl("apply", "-f", "-", stdin=trusted)
+    assert wait_ready(kubectl, "trusted", namespace, timeout=30)["status"]["launchType"] == "warm"
+
+
+def test_a_pool_status_written_from_a_stale_read_is_refused(
+    control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    """The claim's guarantee: a status write carries the resourceVersion it was decided on, and the
+    API server refuses it once anyone else wrote in between (a second claimer, a stale leader)."""
+    kubectl("apply", "-f", "-", stdin=pool_manifest("cas", namespace, replicas=0))
+    wait_pool_ready(kubectl, "cas", namespace, 0)
+    api_client = config.new_client_from_config(str(control_plane.kubeconfig))
+    book = PoolBook(custom=client.CustomObjectsApi(api_client))
+
+    async def race() -> None:
+        body = await read_pool(book, namespace, "cas")
+        assert body is not None
+        version = body["metadata"]["resourceVersion"]
+        status = api.AgentSessionPool.model_validate(body).status
+        await write_pool_status(book, namespace, "cas", version, status.model_copy(update={"claimed": 1}))
+        with pytest.raises(ApiException) as refused:  # decided on the same read: someone wrote since
+            await write_pool_status(book, namespace, "cas", version, status.model_copy(update={"claimed": 2}))
+        assert refused.value.status == 409
+
+    asyncio.run(race())
+    assert (get_pool(kubectl, "cas", namespace) or {})["status"]["claimed"] == 1

@@ -1,0 +1,267 @@
+"""The warm pool's pure decisions: building and replacing pooled Spaces, claims, and the fallback."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from sandbox_operator.api import (
+    AgentSessionPoolSpec,
+    AgentSessionPoolStatus,
+    AgentSessionSpec,
+    LaunchType,
+    PooledSpaceState,
+)
+from sandbox_operator.core import pool as core
+from sandbox_operator.core.conditions import READY, Reason, rfc3339
+from sandbox_operator.core.model import HealthResult, SpaceView
+from tests.support.core import CONFIG, NOW, new_session
+
+POOL_UID = "9f9f9f9f-1111-2222-3333-444455556666"
+HEALTHY = HealthResult(True, "200 OK", 200)
+
+
+def ids() -> Iterator[str]:
+    return (f"00000000-0000-0000-0000-{n:012d}" for n in itertools.count())
+
+
+def pool(
+    spec: dict[str, Any] | None = None, spaces: list[dict[str, Any]] | None = None, deleting: bool = False
+) -> core.Pool:
+    return core.Pool(
+        name="warm",
+        namespace="team-a",
+        uid=POOL_UID,
+        generation=1,
+        spec=AgentSessionPoolSpec.model_validate(spec or {}),
+        status=AgentSessionPoolStatus.model_validate({"spaces": spaces or []}),
+        deleting=deleting,
+    )
+
+
+def entry(n: int, state: str = "Ready", age: float = 600.0, **extra: Any) -> dict[str, Any]:
+    return {
+        "spaceId": f"agents/ags-p{n}",
+        "state": state,
+        "requestedTime": rfc3339(NOW - timedelta(seconds=age), precise=True),
+        "sandboxUrl": f"http://hub/_sandbox/agents/ags-p{n}",
+        **extra,
+    }
+
+
+def running(space_id: str, stage: str = "RUNNING", flavor: str = "cpu-basic") -> SpaceView:
+    return SpaceView(space_id, stage, flavor, flavor, True, "url", "sandbox")
+
+
+def seen(
+    space: SpaceView | None, health: HealthResult | None = HEALTHY, **marker: Any
+) -> core.PooledObservation:
+    return core.PooledObservation(space=space, health=health, **marker)
+
+
+def decide(p: core.Pool, **observed: Any) -> core.PoolPlan:
+    observed.setdefault("live_sessions", frozenset())
+    return core.decide_pool(p, core.PoolObservation(**observed), CONFIG, NOW, ids())
+
+
+def test_an_empty_pool_records_then_creates_its_replicas() -> None:
+    plan = decide(pool({"replicas": 3}))
+    assert [type(a) for a in plan.actions] == [core.CreatePooledSpace] * 3
+    recorded = [e.space_id for e in plan.status.spaces]
+    assert recorded == [a.space_id for a in plan.actions]  # recorded in the status written first
+    assert all(e.state == PooledSpaceState.CREATING for e in plan.status.spaces)
+    assert recorded[0].startswith("agents/ags-")
+    assert (plan.status.replicas, plan.status.ready, plan.status.claimed) == (3, 0, 0)
+    ready = next(c for c in plan.status.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("False", Reason.POOL_FILLING)
+    assert plan.requeue_after is not None
+
+
+def test_a_running_healthy_space_becomes_ready_and_the_pool_is_ready() -> None:
+    p = pool({"replicas": 1}, [entry(1, "Creating", age=5)])
+    plan = decide(p, spaces={"agents/ags-p1": seen(running("agents/ags-p1"))})
+    assert plan.actions == []
+    assert plan.status.spaces[0].state == PooledSpaceState.READY
+    ready = next(c for c in plan.status.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("True", Reason.POOL_READY)
+    assert plan.requeue_after is None
+
+
+def test_building_and_unhealthy_spaces_are_not_ready() -> None:
+    p = pool({"replicas": 2}, [entry(1, "Creating", age=5), entry(2, "Creating", age=5)])
+    plan = decide(
+        p,
+        spaces={
+            "agents/ags-p1": seen(running("agents/ags-p1", "BUILDING"), None),
+            "agents/ags-p2": seen(running("agents/ags-p2"), HealthResult(False, "503", 503)),
+        },
+    )
+    states = [e.state for e in plan.status.spaces]
+    assert states == [PooledSpaceState.CREATING, PooledSpaceState.NOT_READY]
+    assert plan.actions == []
+
+
+def test_a_failed_or_upgraded_space_is_replaced_never_paid_for() -> None:
+    p = pool({"replicas": 2}, [entry(1), entry(2)])
+    plan = decide(
+        p,
+        spaces={
+            "agents/ags-p1": seen(running("agents/ags-p1", "RUNTIME_ERROR")),
+            "agents/ags-p2": seen(running("agents/ags-p2", flavor="a10g-small")),
+        },
+    )
+    deletes = [a for a in plan.actions if isinstance(a, core.DeletePooledSpace)]
+    creates = [a for a in plan.actions if isinstance(a, core.CreatePooledSpace)]
+    assert {a.space_id for a in deletes} == {"agents/ags-p1", "agents/ags-p2"}
+    assert len(creates) == 2  # replacements, while the broken ones are deleted
+    # A deleting entry stays recorded until the Hub no longer shows it.
+    gone = decide(pool({"replicas": 0}, [entry(1, "Deleting")]), spaces={"agents/ags-p1": seen(None)})
+    assert gone.status.spaces == []
+
+
+def test_a_space_not_found_is_waited_for_within_the_duplicate_window_then_dropped() -> None:
+    young = pool({"replicas": 1}, [entry(1, "Creating", age=1)])
+    assert decide(young, spaces={"agents/ags-p1": seen(None)}).status.spaces[0].space_id == "agents/ags-p1"
+    old = pool({"replicas": 1}, [entry(1, "Creating", age=3600)])
+    plan = decide(old, spaces={"agents/ags-p1": seen(None)})
+    assert [e.space_id for e in plan.status.spaces] != ["agents/ags-p1"]
+    assert len(plan.actions) == 1 and isinstance(plan.actions[0], core.CreatePooledSpace)
+
+
+def test_scaling_down_deletes_the_least_useful_unclaimed_spaces_first() -> None:
+    p = pool({"replicas": 1}, [entry(1), entry(2, "NotReady"), entry(3, age=10)])
+    plan = decide(p)
+    deleted = {a.space_id for a in plan.actions if isinstance(a, core.DeletePooledSpace)}
+    assert deleted == {"agents/ags-p2", "agents/ags-p3"}
+    assert plan.status.replicas == 1
+
+
+def test_replicas_are_capped_by_the_operator() -> None:
+    config = CONFIG.model_copy(update={"pool_max_replicas": 2})
+    plan = core.decide_pool(pool({"replicas": 50}), core.PoolObservation(), config, NOW, ids())
+    assert len(plan.actions) == 2
+
+
+def test_the_same_allow_lists_refuse_a_pool_as_a_session() -> None:
+    refused = decide(pool({"replicas": 2, "template": "evil/template"}))
+    assert refused.actions == []
+    ready = next(c for c in refused.status.conditions if c.type == READY)
+    assert ready.reason == Reason.TEMPLATE_NOT_ALLOWED
+    owner = decide(pool({"replicas": 1, "owner": "someone-else"}))
+    assert owner.actions == [] and owner.status.conditions[0].reason == Reason.OWNER_NOT_ALLOWED
+    secrets = {"secrets": [{"name": "API_KEY", "secretKeyRef": {"name": "s", "key": "k"}}], "replicas": 1}
+    unenforced = decide(pool(secrets), policy_problem="the policy is not installed")
+    assert unenforced.actions == [] and unenforced.status.conditions[0].reason == Reason.SECRETS_NOT_ENFORCED
+    assert len(decide(pool(secrets), policy_problem=None).actions) == 1
+
+
+def test_claims_hand_each_ready_space_to_one_session_and_repeat_the_same_answer() -> None:
+    status = pool({"replicas": 2}, [entry(1, age=100), entry(2, age=200), entry(3, "Creating")]).status
+    requests = [core.ClaimRequest(f"s{n}", f"uid-{n}") for n in range(3)]
+    claimed, answers = core.assign_claims(status, requests, NOW)
+    assert answers["uid-0"] is not None and answers["uid-0"].space_id == "agents/ags-p2"  # oldest first
+    assert answers["uid-1"] is not None and answers["uid-1"].space_id == "agents/ags-p1"
+    assert answers["uid-2"] is None  # the building one is never handed out
+    assert (claimed.ready, claimed.claimed) == (0, 2)
+    # A retry (after a crash between the claim and the session's own record) gets the same Space.
+    again, repeat = core.assign_claims(claimed, [core.ClaimRequest("s1", "uid-1")], NOW)
+    assert again == claimed
+    assert repeat["uid-1"] is not None and repeat["uid-1"].space_id == "agents/ags-p1"
+
+
+def test_many_claims_never_share_a_space() -> None:
+    status = pool({"replicas": 50}, [entry(n) for n in range(50)]).status
+    answers: dict[str, Any] = {}
+    for batch in range(10):  # ten batches of twenty, each on the status the previous one wrote
+        requests = [core.ClaimRequest(f"s{n}", f"uid-{batch}-{n}") for n in range(20)]
+        status, got = core.assign_claims(status, requests, NOW)
+        answers |= got
+    handed = [a.space_id for a in answers.values() if a is not None]
+    assert len(handed) == 50 == len(set(handed))
+    assert status.claimed == 50 and status.ready == 0
+
+
+def test_claimed_spaces_leave_the_pool_count_and_it_replenishes() -> None:
+    claimed = entry(1, claimedBy={"name": "s", "uid": "uid-s"})
+    plan = decide(pool({"replicas": 1}, [claimed]), live_sessions=frozenset({"uid-s"}))
+    assert len([a for a in plan.actions if isinstance(a, core.CreatePooledSpace)]) == 1
+    assert plan.status.claimed == 1
+
+
+def test_a_space_whose_claimant_is_gone_is_deleted_unless_it_moved_on() -> None:
+    claimed = entry(1, claimedBy={"name": "s", "uid": "uid-s"})
+    p = pool({"replicas": 0}, [claimed])
+    assert core.to_observe(p, frozenset(), full=False) == ["agents/ags-p1"]
+    # Handover never finished (marker still the pool's), or finished: nobody else deletes it.
+    for marker in (POOL_UID, "uid-s"):
+        space = seen(running("agents/ags-p1"), marker_uid=marker, marker_cluster=CONFIG.cluster_id)
+        plan = decide(p, spaces={"agents/ags-p1": space})
+        assert plan.actions == [core.DeletePooledSpace("agents/ags-p1")]
+    # Kept by its session's deletionPolicy Orphan (released: no cluster in the marker): left alone.
+    released = seen(running("agents/ags-p1"), marker_uid="uid-s", marker_cluster="")
+    plan = decide(p, spaces={"agents/ags-p1": released})
+    assert plan.actions == [] and plan.status.spaces == []
+    # A live claimant's Space is never looked at nor touched.
+    assert core.to_observe(p, frozenset({"uid-s"}), full=True) == []
+
+
+def test_deleting_the_pool_deletes_unclaimed_spaces_and_leaves_claimed_ones() -> None:
+    claimed = entry(2, claimedBy={"name": "s", "uid": "uid-s"})
+    p = pool({"replicas": 2}, [entry(1), claimed], deleting=True)
+    plan = decide(
+        p, live_sessions=frozenset({"uid-s"}), spaces={"agents/ags-p1": seen(running("agents/ags-p1"))}
+    )
+    assert plan.actions == [core.DeletePooledSpace("agents/ags-p1")]
+    assert not plan.done
+    after = pool({"replicas": 2}, [entry(1, "Deleting"), claimed], deleting=True)
+    done = decide(after, live_sessions=frozenset({"uid-s"}), spaces={"agents/ags-p1": seen(None)})
+    assert done.done and [e.space_id for e in done.status.spaces] == ["agents/ags-p2"]
+
+
+def test_a_session_claims_only_a_space_built_for_what_it_asks() -> None:
+    pool_spec = AgentSessionPoolSpec.model_validate({})
+    assert core.claim_mismatch(AgentSessionSpec.model_validate({}), pool_spec, CONFIG) is None
+    for spec in (
+        {"template": "templates/other"},
+        {"owner": "acme"},
+        {"private": False},
+        {"secrets": [{"name": "K", "secretKeyRef": {"name": "s", "key": "k"}}]},
+    ):
+        assert core.claim_mismatch(AgentSessionSpec.model_validate(spec), pool_spec, CONFIG) is not None
+
+
+def test_a_pool_with_secrets_serves_only_sessions_that_name_them_themselves() -> None:
+    """Hostile: code in a claimed Space sees the pool's secrets; a session whose author was never
+    checked for them (it names none, or others) must not get one, or the pool would lend them."""
+    secret = {"name": "API_KEY", "secretKeyRef": {"name": "team-key", "key": "token"}}
+    pool_spec = AgentSessionPoolSpec.model_validate({"secrets": [secret]})
+    assert core.claim_mismatch(AgentSessionSpec.model_validate({}), pool_spec, CONFIG) is not None
+    other = {"name": "API_KEY", "secretKeyRef": {"name": "other-key", "key": "token"}}
+    assert core.claim_mismatch(AgentSessionSpec.model_validate({"secrets": [other]}), pool_spec, CONFIG)
+    same = AgentSessionSpec.model_validate({"secrets": [secret]})
+    assert core.claim_mismatch(same, pool_spec, CONFIG) is None
+
+
+def test_claimed_session_is_ready_at_once_and_hands_over_afterwards() -> None:
+    session = new_session({"poolRef": {"name": "warm"}})
+    status = pool({}, [entry(1)]).status
+    _, answers = core.assign_claims(status, [core.ClaimRequest("demo", session.uid)], NOW)
+    answer = answers[session.uid]
+    assert answer is not None
+    claimed = core.claimed_status(session.status, answer, "warm", "demo-sandbox", 1, NOW)
+    assert claimed.space_id == "agents/ags-p1" and claimed.launch_type == LaunchType.WARM
+    ready = next(c for c in claimed.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("True", Reason.WARM_SPACE_CLAIMED)
+    assert core.handover_pending(claimed)
+    assert not core.handover_pending(core.handed_over_status(claimed, NOW))
+
+
+def test_no_ready_space_falls_back_to_cold_and_says_so() -> None:
+    session = new_session({"poolRef": {"name": "warm"}})
+    cold = core.cold_status(session.status, Reason.NO_WARM_SPACE, "pool warm has no ready Space", 1, NOW)
+    assert cold.launch_type == LaunchType.COLD and cold.space_id is None
+    claim = next(c for c in cold.conditions if c.type == core.WARM_CLAIM)
+    assert claim.status == "False" and "no ready Space" in claim.message
+    assert not core.handover_pending(cold)
