@@ -133,3 +133,14 @@ def operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
     yield operator_process
     if operator_process.proc is None or operator_process.proc.poll() is not None:
         operator_process.start()
+
+
+@pytest.fixture
+def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
+    """Stops the suite's shared operator for a test that runs operators of its own: the shared one
+    watches the whole cluster and holds another Lease, so it would act on their sessions too."""
+    operator_process.stop()
+    try:
+        yield
+    finally:
+        operator_process.start()

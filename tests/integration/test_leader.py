@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
@@ -101,16 +98,6 @@ def chart_lease_env(control_plane: ControlPlane, tmp_path: Path) -> dict[str, st
         "SANDBOX_OPERATOR_OPERATOR_NAMESPACE",
     )
     return {key: env[key]["value"] for key in keys}
-
-
-@pytest.fixture
-def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
-    """The session's shared operator holds another Lease: it must not act during the test."""
-    operator_process.stop()
-    try:
-        yield
-    finally:
-        operator_process.start()
 
 
 def test_a_hand_run_operator_and_the_charts_find_the_same_lease(

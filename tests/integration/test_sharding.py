@@ -28,16 +28,6 @@ from harness import (
 
 
 @pytest.fixture
-def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
-    """The session's shared operator watches the whole cluster: it would act on both shards."""
-    operator_process.stop()
-    try:
-        yield
-    finally:
-        operator_process.start()
-
-
-@pytest.fixture
 def shard_namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     names = (f"shard-a-{suffix}", f"shard-b-{suffix}")
