@@ -25,7 +25,6 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics, pools
-from .approval_metrics import pending_approvals
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
 from .core.conditions import EventNote, Reason, parse_rfc3339
@@ -765,7 +764,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Feeds metrics and liveness, and wakes the session's loop when its spec changed."""
         rt.monitor.on_event(event["type"], event["object"])
-        pending_approvals.on_event(event["type"], event["object"])
+        metrics.pending_approvals.on_event(event["type"], event["object"])
         loop = session_loop(memo)
         generation = body.get("metadata", {}).get("generation")
         if generation != loop.generation:

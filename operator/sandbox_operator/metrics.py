@@ -6,6 +6,10 @@ the loop was doing last (`sandbox_operator_event_loop_lag_seconds` keeps growing
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _PREFIX = "sandbox_operator"
@@ -80,3 +84,35 @@ def serve(port: int) -> None:
     """Serve /metrics on all interfaces in a daemon thread; port 0 disables it."""
     if port:
         start_http_server(port)
+
+
+class PendingApprovals:
+    """Which sessions wait for an approver, by UID; exports the count per namespace."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, str] = {}  # uid -> namespace
+        self._exported: set[str] = set()
+
+    def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        uid = meta.get("uid")
+        if not uid:
+            return
+        waiting = event_type != "DELETED" and bool((body.get("status") or {}).get("pendingApproval"))
+        if waiting:
+            self._waiting[uid] = meta.get("namespace", "")
+        else:
+            self._waiting.pop(uid, None)
+        self._export()
+
+    def _export(self) -> None:
+        counts = Tally(self._waiting.values())
+        for namespace in self._exported - counts.keys():
+            PENDING_APPROVALS.labels(namespace).set(0)
+        for namespace, count in counts.items():
+            PENDING_APPROVALS.labels(namespace).set(count)
+        self._exported |= counts.keys()
+
+
+#: The operator's one tracker (the gauge is process-wide too).
+pending_approvals = PendingApprovals()

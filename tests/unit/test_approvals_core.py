@@ -272,7 +272,7 @@ def test_deletion_records_the_receipt_in_status_before_the_space_goes() -> None:
 
 def test_pending_approvals_gauge_counts_waiting_sessions_per_namespace() -> None:
     from sandbox_operator import metrics
-    from sandbox_operator.approval_metrics import PendingApprovals
+    from sandbox_operator.metrics import PendingApprovals
 
     tracker = PendingApprovals()
 
