@@ -212,23 +212,26 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         connection_paused_since=(connection or {}).get(KEY_PAUSED_SINCE) or None,
     )
     space_id = session.status.space_id
-    if space_id is None:
+    if space_id is None or creation.space_unrequested(session.status):
         return base
     confirmed = session.status.space_confirmed_time is not None
     known_url = session.status.sandbox_url
     listed = await rt.observer.listed(space_id) if confirmed and known_url else None
+    # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
+    ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
     try:
         if listed is not None:
             space: SpaceView | None = replace(listed, sandbox_url=known_url)
         else:
-            space = await rt.hub.space(space_id, with_marker=verify_marker and not confirmed)
+            space = await rt.hub.space(space_id, with_marker=not ours and not confirmed)
             rt.observer.acted(space_id)
-        if space is not None and not verify_marker:
-            space = replace(space, marker_uid=session.uid)  # created by this pass, with our marker
+        if space is not None and ours:
+            space = replace(space, marker_uid=session.uid)
         if space is None and confirmed:
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
         return replace(base, hub_failure=error.failure)
+    rt.observer.saw(space_id, space)
     secrets_problem = None
     if space is None and session.spec.secrets:
         _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
@@ -371,8 +374,9 @@ async def apply(
                 except SpaceExistsError:
                     log.info("Space %s already exists; adopting it after checking its marker", space_id)
                     return Applied(sent=True)
-                except HubError as error:
-                    return Applied(failure=error.failure, sent=True)
+                except HubError as error:  # one the gate refused never left: it cannot land
+                    return Applied(failure=error.failure, sent=error.sent)
+                rt.observer.created(space_id)
                 return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
