@@ -529,6 +529,15 @@ class SessionLoop:
     generation: int | None = None
 
 
+def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
+    """Record the generation a watch event shows; True when it differs from the last one seen. The
+    first event only records it: the loop's first pass reads that same object, and a wake-up
+    arriving during that pass would only repeat it (and its Hub reads)."""
+    changed = loop.generation is not None and generation != loop.generation
+    loop.generation = generation
+    return changed
+
+
 def session_loop(memo: kopf.Memo) -> SessionLoop:
     loop: SessionLoop = memo.setdefault("session_loop", SessionLoop())
     return loop
@@ -771,9 +780,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         rt.monitor.on_event(event["type"], event["object"])
         pending_approvals.on_event(event["type"], event["object"])
         loop = session_loop(memo)
-        generation = body.get("metadata", {}).get("generation")
-        if generation != loop.generation:
-            loop.generation = generation
+        if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 
     # backoff: the restart delay should the loop itself crash; it catches every expected failure.

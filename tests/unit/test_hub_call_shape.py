@@ -7,6 +7,7 @@ import httpx2
 import pytest
 
 from sandbox_operator.api import AgentSessionStatus
+from sandbox_operator.controller import SessionLoop, spec_changed
 from sandbox_operator.core.creation import create_record, duplicate_may_land, space_unrequested
 from sandbox_operator.core.model import CreateSpace
 from sandbox_operator.hub import classify
@@ -51,3 +52,12 @@ def test_only_a_space_never_asked_for_seen_or_claimed_is_left_unread(
     fields: dict[str, str], unrequested: bool
 ) -> None:
     assert space_unrequested(AgentSessionStatus.model_validate(fields)) is unrequested
+
+
+def test_only_a_new_generation_wakes_a_session_loop_not_its_first_sight() -> None:
+    """The first watch event of a session starts its loop, which reads that object: waking the loop
+    as well would repeat its first pass (a second read of the Space and health check)."""
+    loop = SessionLoop()
+    assert not spec_changed(loop, 1)
+    assert not spec_changed(loop, 1)  # a status write
+    assert spec_changed(loop, 2)  # a spec change
