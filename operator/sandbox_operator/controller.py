@@ -212,8 +212,10 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         connection_paused_since=(connection or {}).get(KEY_PAUSED_SINCE) or None,
     )
     space_id = session.status.space_id
-    if space_id is None or creation.space_unrequested(session.status):
+    if space_id is None:
         return base
+    if creation.space_unrequested(session.status):  # nothing of ours to read: what blocks a create?
+        return replace(base, secrets_problem=await _secrets_problem(rt, session))
     confirmed = session.status.space_confirmed_time is not None
     known_url = session.status.sandbox_url
     listed = await rt.observer.listed(space_id) if confirmed and known_url else None
@@ -232,9 +234,7 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     except HubError as error:
         return replace(base, hub_failure=error.failure)
     rt.observer.saw(space_id, space)
-    secrets_problem = None
-    if space is None and session.spec.secrets:
-        _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
+    secrets_problem = await _secrets_problem(rt, session) if space is None else None
     health = None
     if (
         space is not None
@@ -251,6 +251,14 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         health=health,
         secrets_problem=secrets_problem,
     )
+
+
+async def _secrets_problem(rt: Runtime, session: Session) -> str | None:
+    """Why the Secrets the session names cannot be given to a new Space, if they cannot."""
+    if not session.spec.secrets:
+        return None
+    _, problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
+    return problem
 
 
 async def observe_approval(rt: Runtime, session: Session) -> Observation:
