@@ -535,6 +535,9 @@ class SessionLoop:
 
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int | None = None
+    #: Set by the observer when a listing has news for this session (its own, so a stale one can be
+    #: dropped without losing a spec change).
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
@@ -552,8 +555,12 @@ def session_loop(memo: kopf.Memo) -> SessionLoop:
 
 
 async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | None) -> None:
-    """Until `delay` passes (forever if None), the spec changes, or the loop is stopped."""
-    waiters = {asyncio.ensure_future(loop.wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+    """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
+    waiters = {
+        asyncio.ensure_future(loop.wakeup.wait()),
+        asyncio.ensure_future(loop.listed.wait()),
+        asyncio.ensure_future(stopped.wait()),
+    }
     try:
         await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -594,7 +601,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     listed = status.space_confirmed_time is not None and status.sandbox_url is not None
     # A failing session keeps its backoff: only a change the listing shows wakes it early.
     waiting = delay is not None and listed and not plan.failed
-    rt.observer.watch(uid, status.space_id, loop.wakeup, waiting=waiting)
+    rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)
     if delay is not None and waiting:
         # The next listing wakes it; this is only the fallback should listings fail.
         delay = max(delay, 2 * rt.observer.interval)
@@ -604,6 +611,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
 async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: str, failures: int) -> _Delay:
     """One pass, its failures caught: Kubernetes API errors back off, the rest become conditions."""
     loop.wakeup.clear()
+    loop.listed.clear()
     delay: float | None
     try:
         plan = await reconcile(rt, body)

@@ -83,8 +83,15 @@ class FleetObserver:
         return self.interval > 0
 
     def watch(self, uid: str, space_id: str, wakeup: asyncio.Event, *, waiting: bool) -> None:
-        """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on."""
+        """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on.
+
+        Called after each pass: a wake-up set during the pass by a listing sent before the pass's
+        own last action on the Space is dropped, since that listing could not be used (the session
+        would read its Space itself); the next listing wakes it."""
         self._watched[uid] = Watched(space_id, wakeup, waiting)
+        listing = self._listings.get(_owner(space_id))
+        if listing is not None and listing.taken_at <= self._acted.get(space_id, -1.0):
+            wakeup.clear()
 
     def forget(self, uid: str) -> None:
         watched = self._watched.pop(uid, None)

@@ -142,6 +142,29 @@ def test_a_listing_wakes_a_loop_only_with_news_to_it() -> None:
     assert not wakeup.is_set() and watcher.view(SPACE_ID) is None
 
 
+def test_a_wake_up_by_a_listing_the_pass_itself_made_useless_is_dropped() -> None:
+    """A listing sent while the session's duplicate waited at the gate does not show the Space and
+    wakes the session; the duplicate then returns in the same pass: that listing cannot serve the
+    next pass (it would read its own Space and check its health again), so the wake-up is dropped."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    wakeup = asyncio.Event()
+    watcher.acted(SPACE_ID)  # an earlier duplicate, refused at the gate
+    watcher.watch("1", SPACE_ID, wakeup, waiting=False)
+    clock.now += 10
+    asyncio.run(watcher.observe_owner("agents"))
+    assert wakeup.is_set()  # not listed: news
+    clock.now += 5
+    watcher.acted(SPACE_ID)  # this pass's duplicate returned
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    assert not wakeup.is_set()
+    clock.now += 30
+    hub.spaces = {SPACE_ID: space("BUILDING")}
+    asyncio.run(watcher.observe_owner("agents"))
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    assert wakeup.is_set()  # a listing sent after the action is kept
+
+
 def test_a_session_shares_the_listing_under_way_instead_of_reading_its_own_space() -> None:
     """A listing gone stale while the gate is busy: the session waits for the listing under way."""
 
