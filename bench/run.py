@@ -367,8 +367,11 @@ def latency_figures(prefix: str, began: Mapping[str, float], ended: Mapping[str,
     }
 
 
-def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, Any]:
-    """One operator, one workload: apply N at once, all Ready, delete all, all gone."""
+def run_once(
+    st: Stack, sc: Scenario, operator: Operator, n: int, steady_minutes: float = 0.0
+) -> dict[str, Any]:
+    """One operator, one workload: apply N at once, all Ready, (`steady_minutes` of them Ready,
+    untouched), delete all, all gone."""
     print(f"- {operator.label}: {n} sessions ({sc.name})", flush=True)
     st.admin.reset()
     namespace = f"bench-{operator.log_name}"
@@ -393,6 +396,12 @@ def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, A
         wait_for(lambda: len(watcher.ready) >= n, sc.timeout, f"{n} sessions Ready")
         writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         last_built = stats.last_build_end(st.admin.spaces(), exclude={DEV_TEMPLATE})
+        steady = Counter[tuple[str, int]]()
+        if steady_minutes > 0:
+            print(f"  all Ready; {steady_minutes:g} min steady state", flush=True)
+            time.sleep(steady_minutes * 60)
+            steady = st.hub_calls() - calls1
+            writes1, calls1 = st.apiserver_writes(), st.hub_calls()  # the deletes' baseline
 
         def delete(name: str) -> None:
             st.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
@@ -404,6 +413,7 @@ def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, A
         watcher.stop()
     finally:
         stop_process(proc)
+    per_5min = 5 / steady_minutes if steady_minutes > 0 else 0.0
     spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
     delete_namespace(st, namespace)
 
@@ -430,10 +440,21 @@ def run_once(st: Stack, sc: Scenario, operator: Operator, n: int) -> dict[str, A
         "api_writes": stats.flat_writes(ready_writes),
         "api_writes_delete": stats.flat_writes(delete_writes),
         "hub_calls_per_session": sum(ready_calls.values()) / n,
+        "hub_api_calls_per_session": stats.api_calls(ready_calls) / n,
         "hub_calls_per_session_delete": sum(delete_calls.values()) / n,
         "hub_calls_by_route": stats.by_route(ready_calls),
         "hub_calls_by_route_delete": stats.by_route(delete_calls),
         "hub_429s": sum(v for (_, status), v in (calls2 - calls0).items() if status == 429),
+        **(
+            {
+                "steady_minutes": steady_minutes,
+                "hub_calls_per_5min_steady": stats.api_calls(steady) * per_5min,
+                "app_health_checks_per_5min_steady": stats.by_route(steady).get("health", 0) * per_5min,
+                "hub_calls_by_route_steady": stats.by_route(steady),
+            }
+            if steady_minutes > 0
+            else {}
+        ),
         "spaces_left": spaces_left,
         "log_errors": log_errors(log) - errors_at_start,
         "log_errors_at_start": errors_at_start,
@@ -682,6 +703,12 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="soak: how long to patch")
     parser.add_argument("--patch-rate", type=float, default=10.0, help="soak: spec patches per second")
+    parser.add_argument(
+        "--steady-minutes",
+        type=float,
+        default=0.0,
+        help="overhead, hub-shape: once all are Ready, count our calls this long (scaled to 5 min)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="wait this long for all Ready / gone")
     parser.add_argument(
         "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra operator setting"
@@ -711,7 +738,7 @@ def main() -> None:
                 print(f"  pool filled after {', '.join(f'{s:.0f}s' for s in result['pool_fill_s'])}; "
                       f"Spaces left {result['spaces_left']}; log errors {result['log_errors']}")  # fmt: skip
             else:
-                result = {**run_once(st, sc, OURS, args.sessions), "meta": meta}
+                result = {**run_once(st, sc, OURS, args.sessions, args.steady_minutes), "meta": meta}
                 reference = None if args.no_reference else run_once(st, sc, REFERENCE_OPERATOR, args.sessions)
                 if reference is not None:
                     result["reference"] = reference

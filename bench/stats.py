@@ -27,7 +27,10 @@ HEADLINE: Final = (
     ("events_per_session", "Events per session, apply -> Ready"),
     ("hub_calls_per_session", "Hub calls per session, apply -> Ready"),
     ("hub_calls_per_session_delete", "Hub calls per session, delete -> gone"),
+    ("hub_api_calls_per_session", "of which Hub API (huggingface.co/api)"),
     ("hub_429s", "429s received"),
+    ("hub_calls_per_5min_steady", "Hub API calls per 5 min, all Ready (steady)"),
+    ("app_health_checks_per_5min_steady", "sandbox app health checks per 5 min, steady"),
     ("spaces_left", "Spaces left after delete"),
 )
 
@@ -96,6 +99,16 @@ def hub_calls(counts: Iterable[Mapping[str, Any]], user: str) -> Counter[tuple[s
         if row["user"] == user or row["user"] is None:
             result[(row["route"], row["status"])] += row["count"]
     return result
+
+
+#: Emulator routes of the Space's own app (`https://{subdomain}.hf.space`, fidelity F36), not of the
+#: Hub API: the Hub's API rate limit (F34) does not count them.
+APP_ROUTES: Final = frozenset({"health", "app"})
+
+
+def api_calls(calls: Counter[tuple[str, int]]) -> int:
+    """Calls to the Hub API only (what its rate limit counts), without the Space apps' routes."""
+    return sum(n for (route, _), n in calls.items() if route not in APP_ROUTES)
 
 
 def by_route(calls: Counter[tuple[str, int]]) -> dict[str, int]:

@@ -213,24 +213,27 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     space_id = session.status.space_id
     if space_id is None:
         return base
+    if creation.space_unrequested(session.status):  # nothing of ours to read: what blocks a create?
+        return replace(base, secrets_problem=await _secrets_problem(rt, session))
     confirmed = session.status.space_confirmed_time is not None
     known_url = session.status.sandbox_url
     listed = await rt.observer.listed(space_id) if confirmed and known_url else None
+    # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
+    ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
     try:
         if listed is not None:
             space: SpaceView | None = replace(listed, sandbox_url=known_url)
         else:
-            space = await rt.hub.space(space_id, with_marker=verify_marker and not confirmed)
+            space = await rt.hub.space(space_id, with_marker=not ours and not confirmed)
             rt.observer.acted(space_id)
-        if space is not None and not verify_marker:
-            space = replace(space, marker_uid=session.uid)  # created by this pass, with our marker
+        if space is not None and ours:
+            space = replace(space, marker_uid=session.uid)
         if space is None and confirmed:
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
         return replace(base, hub_failure=error.failure)
-    secrets_problem = None
-    if space is None and session.spec.secrets:
-        _, secrets_problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
+    rt.observer.saw(space_id, space)
+    secrets_problem = await _secrets_problem(rt, session) if space is None else None
     health = None
     if (
         space is not None
@@ -247,6 +250,14 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
         health=health,
         secrets_problem=secrets_problem,
     )
+
+
+async def _secrets_problem(rt: Runtime, session: Session) -> str | None:
+    """Why the Secrets the session names cannot be given to a new Space, if they cannot."""
+    if not session.spec.secrets:
+        return None
+    _, problem = await rt.kube.resolve_secrets(session.namespace, session.spec.secrets)
+    return problem
 
 
 async def observe_approval(rt: Runtime, session: Session) -> Observation:
@@ -370,8 +381,9 @@ async def apply(
                 except SpaceExistsError:
                     log.info("Space %s already exists; adopting it after checking its marker", space_id)
                     return Applied(sent=True)
-                except HubError as error:
-                    return Applied(failure=error.failure, sent=True)
+                except HubError as error:  # one the gate refused never left: it cannot land
+                    return Applied(failure=error.failure, sent=error.sent)
+                rt.observer.created(space_id)
                 return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
@@ -522,6 +534,18 @@ class SessionLoop:
 
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int | None = None
+    #: Set by the observer when a listing has news for this session (its own, so a stale one can be
+    #: dropped without losing a spec change).
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
+    """Record the generation a watch event shows; True when it differs from the last one seen. The
+    first event only records it: the loop's first pass reads that same object, and a wake-up
+    arriving during that pass would only repeat it (and its Hub reads)."""
+    changed = loop.generation is not None and generation != loop.generation
+    loop.generation = generation
+    return changed
 
 
 def session_loop(memo: kopf.Memo) -> SessionLoop:
@@ -530,8 +554,12 @@ def session_loop(memo: kopf.Memo) -> SessionLoop:
 
 
 async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | None) -> None:
-    """Until `delay` passes (forever if None), the spec changes, or the loop is stopped."""
-    waiters = {asyncio.ensure_future(loop.wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+    """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
+    waiters = {
+        asyncio.ensure_future(loop.wakeup.wait()),
+        asyncio.ensure_future(loop.listed.wait()),
+        asyncio.ensure_future(stopped.wait()),
+    }
     try:
         await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -572,7 +600,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     listed = status.space_confirmed_time is not None and status.sandbox_url is not None
     # A failing session keeps its backoff: only a change the listing shows wakes it early.
     waiting = delay is not None and listed and not plan.failed
-    rt.observer.watch(uid, status.space_id, loop.wakeup, waiting=waiting)
+    rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)
     if delay is not None and waiting:
         # The next listing wakes it; this is only the fallback should listings fail.
         delay = max(delay, 2 * rt.observer.interval)
@@ -582,6 +610,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
 async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: str, failures: int) -> _Delay:
     """One pass, its failures caught: Kubernetes API errors back off, the rest become conditions."""
     loop.wakeup.clear()
+    loop.listed.clear()
     delay: float | None
     try:
         plan = await reconcile(rt, body)
@@ -766,9 +795,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         rt.monitor.on_event(event["type"], event["object"])
         metrics.pending_approvals.on_event(event["type"], event["object"])
         loop = session_loop(memo)
-        generation = body.get("metadata", {}).get("generation")
-        if generation != loop.generation:
-            loop.generation = generation
+        if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 
     # backoff: the restart delay should the loop itself crash; it catches every expected failure.

@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -68,10 +68,12 @@ WHOAMI_CACHE_SECONDS = 60.0
 class HubError(Exception):
     """A Hub call failed in a way the session must show and retry."""
 
-    def __init__(self, route: str, failure: HubFailure) -> None:
+    def __init__(self, route: str, failure: HubFailure, *, sent: bool = True) -> None:
         super().__init__(f"{route}: {failure.message}")
         self.route = route
         self.failure = failure
+        #: False when the gate refused the request locally: nothing reached the Hub.
+        self.sent = sent
 
 
 class SpaceExistsError(Exception):
@@ -95,6 +97,16 @@ class ListedSpace:
     created_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One owner's Spaces as one listing showed them, and when its first page left the gate for
+    the Hub (monotonic): what this operator did before then shows in it; a listing that waited at
+    the gate behind other calls is as fresh as its sending, not as its asking."""
+
+    taken_at: float
+    spaces: Mapping[str, SpaceView]
+
+
 #: The header the sandbox server reads its own API token from; `Authorization` belongs to the edge.
 SANDBOX_AUTH_HEADER = "X-Sandbox-Authorization"
 
@@ -109,9 +121,10 @@ def classify(route: str, error: Exception) -> HubError:
                 f"not sent: {error} (Retry-After)",
                 error.remaining,
             ),
+            sent=False,
         )
     if isinstance(error, NotLeader | SendDeadlinePassed):
-        return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"not sent: {error}"))
+        return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"not sent: {error}"), sent=False)
     if isinstance(error, RepositoryNotFoundError):
         # A 404, or the 401 the Hub answers for a repo the token cannot see (huggingface_hub
         # turns both into this): the Space does not exist, is not visible yet, or is out of sight.
@@ -288,7 +301,7 @@ class HubClient:
                 if failure.failure.kind is FailureKind.RATE_LIMITED:
                     # The pause may outlast this answer's Retry-After (another call's was longer).
                     wait = max(failure.failure.retry_after or 0.0, self.gate.paused_for())
-                    failure = HubError(route, replace(failure.failure, retry_after=wait))
+                    failure = HubError(route, replace(failure.failure, retry_after=wait), sent=failure.sent)
                 elif (
                     failure.failure.kind is FailureKind.UNAVAILABLE
                     and attempt < retries
@@ -413,7 +426,7 @@ class HubClient:
 
         return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)
 
-    async def list_owner_spaces(self, owner: str, prefix: str) -> dict[str, SpaceView]:
+    async def list_owner_spaces(self, owner: str, prefix: str) -> Listing:
         """The owner's Spaces whose name contains `prefix`, each with its runtime: one paginated call
         (`GET /api/spaces?author=…&search=…&expand=runtime&expand=private`, pages of LIST_PAGE_SIZE)
         for the whole fleet, where `space_info` would be one call per Space. A listing carries no
@@ -421,11 +434,18 @@ class HubClient:
         url = f"{self._endpoint}/api/spaces"
         params = {"author": owner, "search": prefix, "expand": list(LIST_EXPAND), "limit": LIST_PAGE_SIZE}
 
-        def call() -> dict[str, SpaceView]:
+        def call() -> Listing:
             # huggingface_hub's own paginator: HfApi.list_spaces would stop after `limit` items in all.
             headers = build_hf_headers(token=self._config.hub_token or None)
-            infos = (SpaceInfo(**item) for item in paginate(url, params, headers))  # type: ignore[no-untyped-call]
-            return {info.id: replace(_space_view(info, self._endpoint), sandbox_url=None) for info in infos}
+            pages = iter(paginate(url, params, headers))
+            first = next(pages, None)
+            sent_at: float = _current.sent  # the first page's (set by the gate's hook as it left)
+            items = [] if first is None else [first, *pages]
+            infos = (SpaceInfo(**item) for item in items)  # type: ignore[no-untyped-call]
+            return Listing(
+                sent_at,
+                {info.id: replace(_space_view(info, self._endpoint), sandbox_url=None) for info in infos},
+            )
 
         return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)
 

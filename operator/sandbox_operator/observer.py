@@ -4,14 +4,16 @@ Polling each Space's runtime costs one Hub call per session per poll: a thousand
 would spend the account's 5-minute budget many times over. Instead, every `observe_interval` the
 observer lists each watched owner's Spaces with their runtime (`HubClient.list_owner_spaces`,
 one paginated call, 500 Spaces a page), keeps the latest listing, and wakes the loops whose Space
-changed, vanished, or that are waiting for the Hub (building, starting). A loop then reads its
+changed from what their last pass saw, vanished, or that are waiting for the Hub (building,
+starting). A loop then reads its
 Space from the listing instead of asking the Hub, so converged sessions cost nothing but their
 share of the listing, and drift (a Space deleted, paused or moved to other hardware behind the
 operator's back) is noticed within about one interval.
 
-A listing is used for a Space only when it was taken after this operator last acted on that
-Space (an older one would not show the action), and not when it is older than a few intervals
-(the Hub failed to answer: better ask per Space). A Space missing from a listing is only a hint:
+A listing is used for a Space only when it was sent (its first page left the Hub gate) after this
+operator last acted on that Space (an older one would not show the action), and not when it is
+older than a few intervals (the Hub failed to answer: better ask per Space; a listing under way is
+waited for first). A Space missing from a listing is only a hint:
 the session confirms it with its own read before it concludes anything. This is I/O, in the shell:
 what the core receives is still an `Observation` with a `SpaceView`.
 """
@@ -21,26 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .core.model import SpaceView
-from .hub import HubError
+from .hub import HubError, Listing
 
 log = logging.getLogger(__name__)
 
 #: A listing older than this many intervals is not used (the Hub did not answer since).
 STALE_INTERVALS = 3
 
-ListSpaces = Callable[[str, str], Awaitable[Mapping[str, SpaceView]]]
-
-
-@dataclass(frozen=True)
-class Listing:
-    """One owner's Spaces as one listing showed them, and when it was asked for (monotonic)."""
-
-    taken_at: float
-    spaces: Mapping[str, SpaceView]
+ListSpaces = Callable[[str, str], Awaitable[Listing]]
 
 
 @dataclass
@@ -54,6 +48,14 @@ class Watched:
 
 def _owner(space_id: str) -> str:
     return space_id.split("/", 1)[0]
+
+
+def _state(view: SpaceView | None) -> tuple[object, ...] | None:
+    """What a session acts on, as both a listing and a read of the Space show it (a listing has no
+    sandbox URL, a read may carry the marker): a difference here is news to the session."""
+    if view is None:
+        return None
+    return (view.stage, view.current_hardware, view.requested_hardware, view.sleep_time, view.private)
 
 
 @dataclass
@@ -70,19 +72,45 @@ class FleetObserver:
     _acted: dict[str, float] = field(default_factory=dict)
     #: The listing under way per owner, which every caller in the meantime shares.
     _listing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Each Space's state as its session's last pass observed it: a listing showing the same is no news.
+    _seen: dict[str, tuple[object, ...] | None] = field(default_factory=dict)
+    #: Spaces this process duplicated (the Hub answered 200): they carry our marker, set in the same
+    #: request. Lost on a restart, after which the marker is read as before.
+    _created: set[str] = field(default_factory=set)
 
     @property
     def enabled(self) -> bool:
         return self.interval > 0
 
     def watch(self, uid: str, space_id: str, wakeup: asyncio.Event, *, waiting: bool) -> None:
-        """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on."""
+        """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on.
+
+        Called after each pass: a wake-up set during the pass by a listing sent before the pass's
+        own last action on the Space is dropped, since that listing could not be used (the session
+        would read its Space itself); the next listing wakes it."""
         self._watched[uid] = Watched(space_id, wakeup, waiting)
+        listing = self._listings.get(_owner(space_id))
+        if listing is not None and listing.taken_at <= self._acted.get(space_id, -1.0):
+            wakeup.clear()
 
     def forget(self, uid: str) -> None:
         watched = self._watched.pop(uid, None)
         if watched is not None:
             self._acted.pop(watched.space_id, None)
+            self._seen.pop(watched.space_id, None)
+            self._created.discard(watched.space_id)
+
+    def created(self, space_id: str) -> None:
+        """This process's duplicate made the Space: until it is confirmed, a read after the Hub's
+        visibility lag need not read its marker again."""
+        self._created.add(space_id)
+
+    def made_here(self, space_id: str) -> bool:
+        return space_id in self._created
+
+    def saw(self, space_id: str, view: SpaceView | None) -> None:
+        """The session's pass observed its Space so (from a listing or a read of its own)."""
+        self._seen[space_id] = _state(view)
 
     def acted(self, space_id: str) -> None:
         """This operator just changed the Space (or read it itself): listings asked for before now
@@ -105,9 +133,14 @@ class FleetObserver:
         """`view`, after listing the owner's Spaces first if no listing of them was made yet and this
         process has not acted on the Space: after a restart, a thousand converged sessions share one
         listing instead of a call each, while a Space just created is read at once, never held back
-        behind a listing that waits at the gate."""
-        if self.enabled and _owner(space_id) not in self._listings and space_id not in self._acted:
-            await self.observe_owner(_owner(space_id))
+        behind a listing that waits at the gate. A listing under way is shared too: it costs no call,
+        and a read of this Space alone would queue behind it at the gate anyway (so a session whose
+        listing is stale while the gate is busy waits for the next one instead of asking itself)."""
+        owner = _owner(space_id)
+        if self.enabled and (
+            owner in self._listing or (owner not in self._listings and space_id not in self._acted)
+        ):
+            await self.observe_owner(owner)
         return self.view(space_id)
 
     def owners(self) -> set[str]:
@@ -124,19 +157,23 @@ class FleetObserver:
 
     async def _list(self, owner: str) -> None:
         """List one owner's Spaces and wake the loops whose Space changed or vanished, or that wait."""
-        taken_at = self.clock()
         try:
-            spaces = await self.list_spaces(owner, self.prefix)
+            listing = await self.list_spaces(owner, self.prefix)
         except HubError as error:
             log.warning("listing the Spaces of %s failed: %s; sessions read their own", owner, error)
             return
         previous = self._listings.get(owner)
-        self._listings[owner] = Listing(taken_at, spaces)
+        self._listings[owner] = listing
+        spaces = listing.spaces
         for watched in list(self._watched.values()):
-            if _owner(watched.space_id) != owner:
-                continue
-            now = spaces.get(watched.space_id)
-            changed = previous is not None and previous.spaces.get(watched.space_id) != now
+            space_id = watched.space_id
+            if _owner(space_id) != owner or listing.taken_at <= self._acted.get(space_id, -1.0):
+                continue  # acted on since this listing was sent: it would not use it
+            now = spaces.get(space_id)
+            if space_id in self._seen:
+                changed = self._seen[space_id] != _state(now)
+            else:
+                changed = previous is not None and previous.spaces.get(space_id) != now
             if watched.waiting or now is None or changed:
                 watched.wakeup.set()
 

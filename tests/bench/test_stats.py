@@ -83,6 +83,12 @@ def test_hub_calls_count_the_operators_user_and_the_sandbox_app() -> None:
     assert stats.by_route(calls) == {"duplicate": 3, "health": 3, "runtime": 7}
 
 
+def test_the_hub_api_count_leaves_out_the_space_apps_routes() -> None:
+    """The Hub's API rate limit covers huggingface.co/api (F34); health checks go to the Space's app."""
+    calls = Counter({("space_info", 200): 3, ("list_spaces", 200): 2, ("health", 200): 5, ("health", 503): 1})
+    assert stats.api_calls(calls) == 5
+
+
 def test_ratio_and_table() -> None:
     assert stats.ratio(2.0, 4.0) == 0.5
     assert stats.ratio(1.0, 0.0) is None and stats.ratio(None, 1.0) is None

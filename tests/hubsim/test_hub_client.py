@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 
@@ -129,14 +130,20 @@ def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_obser
 
     def recording(priority: Priority = Priority.OBSERVE, not_after: float | None = None) -> None:
         priorities.append(priority)
+        time.sleep(0.2)  # waits at the gate behind other calls
         before(priority, not_after)
 
     client.gate.before_request = recording  # type: ignore[method-assign]
+    asked = time.monotonic()
     try:
-        listed = asyncio.run(client.list_owner_spaces("alice", "ags-"))
+        listing = asyncio.run(client.list_owner_spaces("alice", "ags-"))
     finally:
         asyncio.run(client.close())
         set_client_factory(default_client_factory)
+    # As fresh as its sending (after its wait at the gate), not as its asking: what this operator
+    # did while it waited shows in it.
+    assert asked + 0.2 <= listing.taken_at <= time.monotonic()
+    listed = listing.spaces
     assert sorted(listed) == [f"alice/ags-{index}" for index in range(7)]
     assert listed["alice/ags-3"].stage == "PAUSED" and listed["alice/ags-0"].stage == "RUNNING"
     assert listed["alice/ags-0"].current_hardware == "cpu-basic" and listed["alice/ags-0"].private

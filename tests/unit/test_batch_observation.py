@@ -4,13 +4,13 @@ only for what a user acts on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import replace
 
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
 from sandbox_operator.core.model import FailureKind, HubFailure, Observation, RecordIntent, SpaceView
-from sandbox_operator.hub import HubError
+from sandbox_operator.hub import HubError, Listing
 from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
 from sandbox_operator.secret_cache import SecretCache
 from tests.support.clock import ManualClock
@@ -26,15 +26,24 @@ class Hub:
         self.spaces: dict[str, SpaceView] = {}
         self.calls: list[str] = []
         self.failing = False
+        self.clock = ManualClock(0.0)
+        #: Seconds each listing waits at the gate before it is sent (the clock moves on meanwhile).
+        self.gate_wait = 0.0
+        #: Runs while the listing waits at the gate (what the operator does meanwhile).
+        self.meanwhile: Callable[[], None] = lambda: None
 
-    async def list_spaces(self, owner: str, prefix: str) -> Mapping[str, SpaceView]:
+    async def list_spaces(self, owner: str, prefix: str) -> Listing:
         self.calls.append(owner)
+        self.meanwhile()
+        self.clock.now += self.gate_wait
         if self.failing:
             raise HubError("list_spaces", HubFailure(FailureKind.UNAVAILABLE, "down"))
-        return {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")}
+        sent = self.clock.now
+        return Listing(sent, {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")})
 
 
 def observer(hub: Hub, clock: ManualClock) -> FleetObserver:
+    hub.clock = clock
     return FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock)
 
 
@@ -89,6 +98,93 @@ def test_a_listing_older_than_the_last_action_or_stale_is_not_used() -> None:
     clock.now += STALE_INTERVALS * 30 + 1
     asyncio.run(watcher.observe_owner("agents"))  # fails: the old listing is kept, but too old to use
     assert watcher.view(SPACE_ID) is None
+
+
+def test_a_listing_that_waited_at_the_gate_is_as_fresh_as_its_sending() -> None:
+    """Issue 11: while creates hold the gate, a listing asked for earlier still shows what this
+    operator did before it was sent, so sessions read it instead of their own Space."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    hub.spaces = {SPACE_ID: space("BUILDING")}
+    wakeup = asyncio.Event()
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    hub.gate_wait = 40.0
+    hub.meanwhile = lambda: watcher.acted(SPACE_ID)  # the duplicate returned while the listing waited
+    asyncio.run(watcher.observe_owner("agents"))
+    assert watcher.view(SPACE_ID) == space("BUILDING") and wakeup.is_set()
+
+
+def test_a_listing_wakes_a_loop_only_with_news_to_it() -> None:
+    """A session that already saw its Space RUNNING (its own read) is not woken again (and does not
+    check its health again) by a listing that shows what it saw; one it could not use wakes no one."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    hub.spaces = {SPACE_ID: space("BUILDING")}
+    wakeup = asyncio.Event()
+    watcher.watch("1", SPACE_ID, wakeup, waiting=False)
+    asyncio.run(watcher.observe_owner("agents"))
+    clock.now += 1
+    hub.spaces = {SPACE_ID: space()}
+    watcher.saw(SPACE_ID, replace(space(), sandbox_url="https://x.hf.space", marker_uid="u"))
+    wakeup.clear()
+    clock.now += 30
+    asyncio.run(watcher.observe_owner("agents"))
+    assert not wakeup.is_set()  # BUILDING -> RUNNING between listings, but the session saw RUNNING
+    hub.spaces = {SPACE_ID: space("PAUSED")}
+    clock.now += 30
+    asyncio.run(watcher.observe_owner("agents"))
+    assert wakeup.is_set()  # drift: news
+    wakeup.clear()
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    hub.meanwhile = lambda: watcher.acted(SPACE_ID)  # acted on it after the listing was sent
+    hub.gate_wait = 0.0
+    asyncio.run(watcher.observe_owner("agents"))
+    assert not wakeup.is_set() and watcher.view(SPACE_ID) is None
+
+
+def test_a_wake_up_by_a_listing_the_pass_itself_made_useless_is_dropped() -> None:
+    """A listing sent while the session's duplicate waited at the gate does not show the Space and
+    wakes the session; the duplicate then returns in the same pass: that listing cannot serve the
+    next pass (it would read its own Space and check its health again), so the wake-up is dropped."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    wakeup = asyncio.Event()
+    watcher.acted(SPACE_ID)  # an earlier duplicate, refused at the gate
+    watcher.watch("1", SPACE_ID, wakeup, waiting=False)
+    clock.now += 10
+    asyncio.run(watcher.observe_owner("agents"))
+    assert wakeup.is_set()  # not listed: news
+    clock.now += 5
+    watcher.acted(SPACE_ID)  # this pass's duplicate returned
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    assert not wakeup.is_set()
+    clock.now += 30
+    hub.spaces = {SPACE_ID: space("BUILDING")}
+    asyncio.run(watcher.observe_owner("agents"))
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    assert wakeup.is_set()  # a listing sent after the action is kept
+
+
+def test_a_session_shares_the_listing_under_way_instead_of_reading_its_own_space() -> None:
+    """A listing gone stale while the gate is busy: the session waits for the listing under way."""
+
+    async def scenario() -> tuple[SpaceView | None, list[str]]:
+        hub, clock = Hub(), ManualClock(100.0)
+        watcher = observer(hub, clock)
+        hub.spaces = {SPACE_ID: space("BUILDING")}
+        watcher.watch("1", SPACE_ID, asyncio.Event(), waiting=True)
+        await watcher.observe_owner("agents")
+        clock.now += STALE_INTERVALS * 30 + 1
+        assert watcher.view(SPACE_ID) is None  # stale
+        hub.spaces = {SPACE_ID: space("APP_STARTING")}
+        under_way = asyncio.ensure_future(watcher.observe_owner("agents"))
+        await asyncio.sleep(0)
+        seen = await watcher.listed(SPACE_ID)
+        await under_way
+        return seen, hub.calls
+
+    seen, calls = asyncio.run(scenario())
+    assert seen == space("APP_STARTING") and calls == ["agents", "agents"]
 
 
 def test_a_forgotten_session_is_not_listed_for() -> None:

@@ -109,6 +109,14 @@ def space_may_exist(status: AgentSessionStatus) -> bool:
     return status.duplicate_requested_time is not None or status.space_confirmed_time is not None
 
 
+def space_unrequested(status: AgentSessionStatus) -> bool:
+    """The session named its Space but never sent a duplicate for it (or the Hub refused it), never
+    saw it and claimed none from a pool: there is nothing of its own to read on the Hub. Should a
+    Space of that name exist anyway, the duplicate answers 409 and it is adopted after its marker
+    is checked."""
+    return status.space_id is not None and not space_may_exist(status) and status.claimed_time is None
+
+
 #: Answers to a duplicate after which nothing was created: no create is in flight.
 CREATE_REFUSED_KINDS = frozenset(
     {
