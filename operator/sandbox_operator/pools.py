@@ -10,8 +10,9 @@ waiting at that moment), so a burst of claims costs a few writes, not one confli
 A batch decides on the pool as this process last wrote it, without reading it first: the
 resourceVersion still guards the write (a 409 makes it read and decide again), and a batch that
 would leave a session without a Space reads the pool before it says so. While claims are under
-way, the claimed Spaces' handovers and the pool's replenishing wait (at most BURST_LONGEST), so
-the sessions of a burst are Ready first; that only delays steps 3 and the pool's own pass.
+way (and for REPLENISH_AFTER after the last), the claimed Spaces' handovers and the pool's
+replenishing wait, at most BURST_LONGEST, so the sessions of a burst are Ready first; that only
+delays step 3 and the pool's own pass, and changes none of the steps' order.
 
 Crash safety of a claim (SIGKILL between any two steps):
 1. `claimedBy` is written into the pool's status (CAS). Killed after it: the session's next pass
@@ -125,6 +126,7 @@ class PoolBook:
     claiming: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     settled: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     burst_began: dict[tuple[str, str], float] = field(default_factory=dict)
+    burst_ended: dict[tuple[str, str], float] = field(default_factory=dict)
     #: The names under which each pool's unclaimed Spaces are handed to the observer.
     followed: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     #: Sessions with a poolRef this process has reconciled before (after that, kopf's view may lag
@@ -227,6 +229,7 @@ async def claiming(book: PoolBook, key: tuple[str, str]) -> AsyncIterator[None]:
         book.claiming[key] -= 1
         if book.claiming[key] <= 0:
             del book.claiming[key]
+            book.burst_ended[key] = time.monotonic()
             book.settled[key].set()
             asyncio.get_running_loop().call_later(REPLENISH_AFTER, _replenish_if_settled, book, key)
 
@@ -237,10 +240,18 @@ def _replenish_if_settled(book: PoolBook, key: tuple[str, str]) -> None:
 
 
 async def burst_passed(book: PoolBook, key: tuple[str, str]) -> None:
-    """Until no claim on the pool is under way in this process (at most BURST_LONGEST)."""
-    if book.claiming.get(key):
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(book.settled[key].wait(), BURST_LONGEST)
+    """Until no claim on the pool is under way in this process and none ended for REPLENISH_AFTER
+    (claims of a burst arrive spread out), at most BURST_LONGEST."""
+    deadline = time.monotonic() + BURST_LONGEST
+    while (left := deadline - time.monotonic()) > 0:
+        if book.claiming.get(key):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(book.settled[key].wait(), left)
+            continue
+        quiet = book.burst_ended.get(key, 0.0) + REPLENISH_AFTER - time.monotonic()
+        if quiet <= 0:
+            return
+        await asyncio.sleep(min(quiet, left))
 
 
 async def _assign(
