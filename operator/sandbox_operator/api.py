@@ -22,6 +22,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: The warm pool kind: Spaces built ahead, claimed by sessions that name the pool (core/pool.py).
 POOL_KIND = "AgentSessionPool"
 POOL_PLURAL = "agentsessionpools"
+#: The label naming the pool on what the operator makes for it; `status.selector` selects by it.
+POOL_LABEL = f"{GROUP}/pool"
 POOL_SINGULAR = "agentsessionpool"
 POOL_SHORT_NAMES = ["agsp"]
 
@@ -783,6 +785,12 @@ class AgentSessionPoolStatus(_Model):
     replicas: int = Field(default=0, description="Unclaimed Spaces the pool holds (any state).")
     ready: int = Field(default=0, description="Unclaimed Spaces ready to be claimed.")
     claimed: int = Field(default=0, description="Spaces handed to sessions that still exist.")
+    selector: str | None = Field(
+        default=None,
+        description=f"The scale subresource's label selector ({POOL_LABEL}=<name>), so a "
+        "HorizontalPodAutoscaler can drive spec.replicas; a pool has no pods, so scale it on "
+        "Object or External metrics (e.g. the pool's ready or claimed count).",
+    )
     spaces: list[PooledSpace] = Field(
         default_factory=list, description="Every Space of the pool and its claimant, if any."
     )

@@ -142,7 +142,11 @@ def build_pool_crd() -> dict[str, Any]:
             "status": status,
         },
     }
-    scale = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
     names = (api.POOL_KIND, api.POOL_PLURAL, api.POOL_SINGULAR, api.POOL_SHORT_NAMES)
     return _crd(names, root, {"status": {}, "scale": scale}, POOL_PRINTER_COLUMNS)
 

@@ -123,10 +123,14 @@ def _decoded(secret: Any) -> dict[str, str] | None:
 
 class KubeClient:
     def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
-        self._core = client.CoreV1Api()
-        self._custom = client.CustomObjectsApi()
-        self._admission = client.AdmissionregistrationV1Api()
-        self._authorization = client.AuthorizationV1Api()
+        # A kept connection for every worker: more workers than connections open new TLS connections.
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, workers)
+        api_client = client.ApiClient(configuration)
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._admission = client.AdmissionregistrationV1Api(api_client)
+        self._authorization = client.AuthorizationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None

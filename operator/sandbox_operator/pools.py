@@ -7,6 +7,12 @@ concurrency): a claim and a pool pass that raced, in this process or a stale lea
 second writer read again and decide again, never hand one Space twice. In this process the
 writes to one pool are serialized and claims are batched (one status write for every session
 waiting at that moment), so a burst of claims costs a few writes, not one conflict-retry each.
+A batch decides on the pool as this process last wrote it, without reading it first: the
+resourceVersion still guards the write (a 409 makes it read and decide again), and a batch that
+would leave a session without a Space reads the pool before it says so. While claims are under
+way (and for REPLENISH_AFTER after the last), the claimed Spaces' handovers and the pool's
+replenishing wait, at most BURST_LONGEST, so the sessions of a burst are Ready first; that only
+delays step 3 and the pool's own pass, and changes none of the steps' order.
 
 Crash safety of a claim (SIGKILL between any two steps):
 1. `claimedBy` is written into the pool's status (CAS). Killed after it: the session's next pass
@@ -23,11 +29,14 @@ and the pool deletes it once it sees the claimant gone; after step 3 the Space i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,8 +64,10 @@ log = logging.getLogger(__name__)
 POOL_TOKEN_SUFFIX = "-pool-token"
 #: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
 TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
-#: Seconds after a claim before its pool's loop runs (a burst of claims wakes it once).
+#: Seconds after the last claim of a burst before its pool's loop runs (a burst wakes it once).
 REPLENISH_AFTER = 0.5
+#: Longest a burst of claims holds the pool's replenishing (or the claimed Spaces' handovers) back.
+BURST_LONGEST = 3.0
 #: Kubernetes calls of claims in flight at once (a claim is a few writes; the pool's own are batched).
 CLAIM_WORKERS = 16
 #: Conflicting writes of a pool's status (another writer got there first) retried at once.
@@ -107,6 +118,17 @@ class PoolBook:
     waiting: dict[tuple[str, str], list[Waiter]] = field(default_factory=lambda: defaultdict(list))
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     custom: client.CustomObjectsApi | None = None
+    #: Each pool as this process last wrote it: a claim batch writes on its resourceVersion without
+    #: reading first (a 409 says another writer came between, and the pool is read again).
+    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Claims under way per pool (from the request to the session's Ready), and the event set when
+    #: none are: handovers and replenishing wait for it, so a burst's claims go first.
+    claiming: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    settled: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    burst_began: dict[tuple[str, str], float] = field(default_factory=dict)
+    burst_ended: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: The names under which each pool's unclaimed Spaces are handed to the observer.
+    followed: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     #: Sessions with a poolRef this process has reconciled before (after that, kopf's view may lag
     #: what this process wrote).
     passed: set[str] = field(default_factory=set)
@@ -146,13 +168,15 @@ async def read_pool(book: PoolBook, namespace: str, name: str) -> dict[str, Any]
 async def write_pool_status(
     book: PoolBook, namespace: str, name: str, resource_version: str, status: api.AgentSessionPoolStatus
 ) -> None:
-    """A status write that fails with 409 unless the pool is still at `resource_version`."""
+    """A status write that fails with 409 unless the pool is still at `resource_version`; the pool
+    as written is kept for the next claim batch."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": _status_patch(status)}
-    await _run(
+    written: Any = await _run(
         lambda: book.api().patch_namespaced_custom_object_status(
             api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name, body
         )
     )
+    book.latest[(namespace, name)] = dict(written)
 
 
 # Claims ---------------------------------------------------------------------------------------
@@ -167,7 +191,7 @@ async def claim(
     spec: api.AgentSessionSpec,
 ) -> ClaimAnswer:
     """The Space this session claims from the pool (the same one again after a crash), or why none.
-    Sessions waiting for the pool meanwhile are answered together: one read, one write."""
+    Sessions waiting for the pool meanwhile are answered together: one write for all of them."""
     key = (namespace, pool)
     answer: asyncio.Future[ClaimAnswer] = asyncio.get_running_loop().create_future()
     book.waiting[key].append((request, spec, answer))
@@ -183,16 +207,61 @@ async def claim(
                 raise
             for request_, _, waiter in batch:
                 waiter.set_result(results[request_.uid])
-    # The pool replenishes once the burst has passed, so its own writes do not hold the claims back.
-    asyncio.get_running_loop().call_later(REPLENISH_AFTER, book.wakeups[key].set)
     return await answer
+
+
+@asynccontextmanager
+async def claiming(book: PoolBook, key: tuple[str, str]) -> AsyncIterator[None]:
+    """A claim under way, from its request to its session's Ready: while any is, the pool's handovers
+    and its replenishing wait (for at most BURST_LONGEST), so a burst of claims is not held back by
+    the work that follows each one. The pool's loop runs once the burst has passed."""
+    now = time.monotonic()
+    if not book.claiming.get(key):
+        book.burst_began[key] = now
+    elif now - book.burst_began.get(key, now) > BURST_LONGEST:
+        book.burst_began[key] = now  # a burst that does not end: the pool replenishes meanwhile
+        book.wakeups[key].set()
+    book.claiming[key] += 1
+    book.settled[key].clear()
+    try:
+        yield
+    finally:
+        book.claiming[key] -= 1
+        if book.claiming[key] <= 0:
+            del book.claiming[key]
+            book.burst_ended[key] = time.monotonic()
+            book.settled[key].set()
+            asyncio.get_running_loop().call_later(REPLENISH_AFTER, _replenish_if_settled, book, key)
+
+
+def _replenish_if_settled(book: PoolBook, key: tuple[str, str]) -> None:
+    if not book.claiming.get(key):
+        book.wakeups[key].set()
+
+
+async def burst_passed(book: PoolBook, key: tuple[str, str]) -> None:
+    """Until no claim on the pool is under way in this process and none ended for REPLENISH_AFTER
+    (claims of a burst arrive spread out), at most BURST_LONGEST."""
+    deadline = time.monotonic() + BURST_LONGEST
+    while (left := deadline - time.monotonic()) > 0:
+        if book.claiming.get(key):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(book.settled[key].wait(), left)
+            continue
+        quiet = book.burst_ended.get(key, 0.0) + REPLENISH_AFTER - time.monotonic()
+        if quiet <= 0:
+            return
+        await asyncio.sleep(min(quiet, left))
 
 
 async def _assign(
     book: PoolBook, config: OperatorConfig, namespace: str, name: str, batch: list[Waiter]
 ) -> dict[str, ClaimAnswer]:
+    key = (namespace, name)
+    body = book.latest.get(key)
     for _ in range(CAS_ATTEMPTS):
-        body = await read_pool(book, namespace, name)
+        if body is None:
+            body = await read_pool(book, namespace, name)
         if body is None:
             gone = ClaimAnswer(None, Reason.POOL_NOT_FOUND, f"pool {name} does not exist in {namespace}")
             return {request.uid: gone for request, _, _ in batch}
@@ -216,11 +285,19 @@ async def _assign(
         none_left = f"pool {name} has no ready Space"
         results |= {uid: ClaimAnswer(a, message=none_left) for uid, a in answers.items()}
         if status == pool.status:
+            if key in book.latest and any(a is None for a in answers.values()):
+                # No Space left, or only claims already recorded, as this process last saw the pool:
+                # read it again before a session falls back to cold (the pool may have filled since).
+                book.latest.pop(key, None)
+                body = None
+                continue
             return results
         try:
             await write_pool_status(book, namespace, name, body["metadata"]["resourceVersion"], status)
         except ApiException as error:
-            if error.status == 409:
+            book.latest.pop(key, None)
+            if error.status in (404, 409):  # changed or gone since: read it again
+                body = None
                 continue
             raise
         return results
@@ -246,9 +323,12 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
             status = api.AgentSessionStatus.model_validate(fresh.get("status") or {})
             session = replace(session, status=status)
     rt.pools.passed.add(session.uid)
+    key = (session.namespace, ref.name)
     if session.status.space_id is None and session.status.launch_type is None:
-        session = await _claim_or_fall_back(rt, body, session, ref.name)
+        async with claiming(rt.pools, key):
+            session = await _claim_or_fall_back(rt, body, session, ref.name)
     if core.handover_pending(session.status):
+        await burst_passed(rt.pools, key)
         return await _hand_over(rt, body, session)
     return session, None
 
@@ -366,7 +446,7 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
         "metadata": {
             "name": name,
             "namespace": pool.namespace,
-            "labels": {**MANAGED_BY, f"{api.GROUP}/pool": pool.name},
+            "labels": {**MANAGED_BY, api.POOL_LABEL: pool.name},
             "ownerReferences": [
                 {"apiVersion": api.API_VERSION, "kind": api.POOL_KIND, "name": pool.name, "uid": pool.uid,
                  "controller": True}
@@ -395,14 +475,22 @@ async def _observe_space(
     """A pooled Space's state; its health only through the edge with the platform's read token, as a
     session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
     try:
-        space = await rt.hub.space(entry.space_id)
         if entry.claimed_by is not None:
+            space = await rt.hub.space(entry.space_id)
             ownership = await rt.hub.ownership(entry.space_id) if space is not None else None
             if ownership is None:
                 return core.PooledObservation(space=None)
             return core.PooledObservation(
                 space=space, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id
             )
+        # Read from the owner's listing once the Space's URL is known (a listing has none), as a
+        # session's Space is; else, or when the listing does not show it, from the Hub.
+        listed = await rt.observer.listed(entry.space_id) if entry.sandbox_url else None
+        if listed is not None:
+            space = replace(listed, sandbox_url=entry.sandbox_url)
+        else:
+            space = await rt.hub.space(entry.space_id)
+            rt.observer.acted(entry.space_id)
     except HubError as error:
         return core.PooledObservation(failure=error.failure)
     health = None
@@ -460,10 +548,32 @@ async def pool_pass(
                     raise
         else:
             raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing")
+    follow_spaces(rt, key, pool.uid, plan.status)
     for note in plan.events:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
     await asyncio.gather(*(_act(rt, pool, action, token, secret_values) for action in plan.actions))
     return plan
+
+
+def follow_spaces(
+    rt: Runtime, key: tuple[str, str], pool_uid: str, status: api.AgentSessionPoolStatus
+) -> None:
+    """Hand the pool's own Spaces to the observer: the owner's shared listing shows them, and wakes the
+    pool's loop when one it waits for (building, starting, being deleted) may have moved, or a ready
+    one changed or vanished, instead of a read per Space per pass. Claimed Spaces are the sessions'."""
+    followed: set[str] = set()
+    if rt.observer.enabled:
+        wakeup = rt.pools.wakeups[key]
+        for entry in status.spaces:
+            if entry.claimed_by is None:
+                name = f"pool:{pool_uid}:{entry.space_id}"
+                waiting = entry.state != api.PooledSpaceState.READY
+                rt.observer.watch(name, entry.space_id, wakeup, waiting=waiting)
+                followed.add(name)
+    for name in rt.pools.followed.pop(key, set()) - followed:
+        rt.observer.forget(name)
+    if followed:
+        rt.pools.followed[key] = followed
 
 
 async def _act(
@@ -472,6 +582,7 @@ async def _act(
     """One action; a Hub failure is logged and left to the next pass (the status already says why)."""
     from .hub import SpaceExistsError
 
+    rt.observer.acted(action.space_id)  # listings asked for before now do not show this action
     try:
         match action:
             case core.CreatePooledSpace(space_id=space_id, template=template, send_by=send_by):
@@ -500,37 +611,53 @@ async def _act(
 async def run_pool(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
     """The pool's loop: a pass, then sleep until the core's delay, a spec change or a claim."""
     meta = body.get("metadata", {})
-    wakeup = rt.pools.wakeups[(meta["namespace"], meta["name"])]
+    key = (meta["namespace"], meta["name"])
+    wakeup = rt.pools.wakeups[key]
     failures = 0
     last_full = 0.0
-    while not stopped:
-        wakeup.clear()
-        full = time.monotonic() - last_full >= max(rt.config.resync_interval, rt.config.poll_interval)
-        try:
-            plan = await pool_pass(rt, body, full=full)
-            delay = plan.requeue_after
-            failures = 0
-            if full:
-                last_full = time.monotonic()
-        except (ApiException, PoolTokenConflict, HubError) as error:
-            failures += 1
-            delay = lifecycle.backoff_delay(failures, rt.config, random.random())
-            log.warning(
-                "pool %s/%s: %s; retrying in %.1fs", meta.get("namespace"), meta.get("name"), error, delay
-            )
-        if delay is None and rt.config.resync_interval > 0:
-            delay = rt.config.resync_interval
-        waiters = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    try:
+        while not stopped:
+            wakeup.clear()
+            full = time.monotonic() - last_full >= max(rt.config.resync_interval, rt.config.poll_interval)
+            try:
+                plan = await pool_pass(rt, body, full=full)
+                delay = plan.requeue_after
+                failures = 0
+                if full:
+                    last_full = time.monotonic()
+                if delay is not None and rt.pools.followed.get(key) and _building(plan.status):
+                    # The owner's listings wake the loop while its Spaces build (follow_spaces);
+                    # this is only the fallback should listings fail.
+                    delay = max(delay, 2 * rt.observer.interval)
+            except (ApiException, PoolTokenConflict, HubError) as error:
+                failures += 1
+                delay = lifecycle.backoff_delay(failures, rt.config, random.random())
+                log.warning(
+                    "pool %s/%s: %s; retrying in %.1fs", meta.get("namespace"), meta.get("name"), error, delay
+                )
+            if delay is None and rt.config.resync_interval > 0:
+                delay = rt.config.resync_interval
+            waiters = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+            try:
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+    finally:
+        follow_spaces(rt, key, "", api.AgentSessionPoolStatus())  # the observer follows none of them
+
+
+def _building(status: api.AgentSessionPoolStatus) -> bool:
+    """Some unclaimed Space is still being built, started or deleted (a listing wakes the pool for it)."""
+    return any(e.claimed_by is None and e.state != api.PooledSpaceState.READY for e in status.spaces)
 
 
 async def finalize_pool(rt: Runtime, body: kopf.Body) -> None:
     """Deleting a pool deletes its unclaimed Spaces; the finalizer stays until they are gone."""
     plan = await pool_pass(rt, body, deleting=True, full=True)
+    if plan.done:
+        meta = body.get("metadata", {})
+        follow_spaces(rt, (meta["namespace"], meta["name"]), "", api.AgentSessionPoolStatus())
     if not plan.done:
         raise kopf.TemporaryError(
             "deleting the pool's unclaimed Spaces", delay=max(0.05, rt.config.poll_interval)

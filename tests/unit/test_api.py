@@ -28,6 +28,7 @@ def test_pool_crd_has_the_scale_subresource_and_documents_every_field() -> None:
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",
         "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
     }
     assert _walk(version["schema"]["openAPIV3Schema"]) == []
 

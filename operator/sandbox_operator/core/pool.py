@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..api import (
+    POOL_LABEL,
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,
     AgentSessionSpec,
@@ -207,6 +208,7 @@ def decide_pool(
     status = pool.status.model_copy(deep=True)
     status.spaces = kept
     status.observed_generation = pool.generation
+    status.selector = f"{POOL_LABEL}={pool.name}"
     _summarize(status)
     _pool_condition(pool, status, desired, refusal, now)
     done = pool.deleting and all(
