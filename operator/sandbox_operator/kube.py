@@ -2,7 +2,9 @@
 and what it checks before it trusts an approval (the admission policy, SubjectAccessReviews).
 
 The official client is synchronous, so calls run on a small thread pool. kopf handles the
-watch, the finalizer and the end-of-handler status patch itself.
+watch, the finalizer and the end-of-handler status patch itself. Core, admission and authorization
+calls go through the client's `ApiClient` as plain JSON (`rest_call`), not its typed classes: the
+first use of `CoreV1Api` builds pydantic models of some 250 kinds, about 25 MiB for the process's life.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -51,18 +54,51 @@ class ConnectionSecretConflict(Exception):
     """A Secret named like the session's connection Secret exists and is not the operator's to write."""
 
 
+def rest_call(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+    """One API call as JSON in and out (a plain object), through the default client's configuration,
+    credentials and connection pool; a status outside 2xx raises ApiException as the typed calls do."""
+    api_client = client.ApiClient.get_default()
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api_client.call_api(*request)
+    response.read()
+    return api_client.response_deserialize(response, {"2XX": "object"}).data
+
+
+def _path(*parts: str) -> str:
+    return "/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def secret_path(namespace: str, name: str = "") -> str:
+    return _path("api", "v1", "namespaces", namespace, "secrets", *([name] if name else []))
+
+
+ADMISSION = ("apis", "admissionregistration.k8s.io", "v1")
+
+
 def connection_claim(secret: Any, session: str, owner_uid: str) -> str:
     """Whose the Secret of the connection Secret's name is: "absent", "ours" (this session's),
     "stale" (a deleted predecessor's: our label and an owner reference to an AgentSession of the
     same name), or "foreign" (anyone else's: never written)."""
     if secret is None:
         return "absent"
-    owners = secret.metadata.owner_references or []
-    if any(ref.uid == owner_uid for ref in owners):
+    owners = secret["metadata"].get("ownerReferences") or []
+    if any(ref.get("uid") == owner_uid for ref in owners):
         return "ours"
-    labels = secret.metadata.labels or {}
+    labels = secret["metadata"].get("labels") or {}
     predecessor = any(
-        ref.kind == api.KIND and ref.api_version.startswith(f"{api.GROUP}/") and ref.name == session
+        ref.get("kind") == api.KIND
+        and str(ref.get("apiVersion", "")).startswith(f"{api.GROUP}/")
+        and ref.get("name") == session
         for ref in owners
     )
     if predecessor and all(labels.get(key) == value for key, value in MANAGED_BY.items()):
@@ -92,14 +128,14 @@ def resolve_cluster_id(configured: str) -> str:
     if configured:
         return configured
     try:
-        found: Any = client.CoreV1Api().read_namespace(CLUSTER_ID_NAMESPACE)
+        found: Any = rest_call("GET", _path("api", "v1", "namespaces", CLUSTER_ID_NAMESPACE))
     except ApiException as error:
         raise RuntimeError(
             f"cannot derive the cluster id from namespace {CLUSTER_ID_NAMESPACE} "
             f"({error.status} {error.reason}): "
             f"grant get on namespaces/{CLUSTER_ID_NAMESPACE}, or set --cluster-id"
         ) from error
-    return str(found.metadata.uid)
+    return str(found["metadata"]["uid"])
 
 
 class SecretValueError(ValueError):
@@ -110,23 +146,21 @@ def _decoded(secret: Any) -> dict[str, str] | None:
     if secret is None:
         return None
     values = {}
-    for key, value in (secret.data or {}).items():
+    for key, value in (secret.get("data") or {}).items():
         try:
             values[key] = base64.b64decode(value).decode()
         except UnicodeDecodeError:
-            meta = secret.metadata
+            meta = secret["metadata"]
             raise SecretValueError(
-                f"Secret {meta.namespace}/{meta.name} key {key!r} is not UTF-8 text; fix or replace it"
+                f"Secret {meta.get('namespace')}/{meta.get('name')} key {key!r} is not UTF-8 text; "
+                "fix or replace it"
             ) from None
     return values
 
 
 class KubeClient:
     def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
-        self._core = client.CoreV1Api()
         self._custom = client.CustomObjectsApi()
-        self._admission = client.AdmissionregistrationV1Api()
-        self._authorization = client.AuthorizationV1Api()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
@@ -137,7 +171,7 @@ class KubeClient:
 
     async def _read(self, namespace: str, name: str) -> Any:
         try:
-            return await self._run(lambda: self._core.read_namespaced_secret(name, namespace))
+            return await self._run(lambda: rest_call("GET", secret_path(namespace, name)))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -177,7 +211,7 @@ class KubeClient:
         `exists`: this pass read the Secret as the session's, so the create is not tried first (one
         write, not a refused create and an update).
         """
-        body: Any = {  # a plain dict: the client accepts it where it declares V1Secret
+        body: Any = {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
@@ -199,7 +233,7 @@ class KubeClient:
         }
         if not exists:
             try:
-                await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
+                await self._run(lambda: rest_call("POST", secret_path(namespace), body))
                 return
             except ApiException as error:
                 if error.status != 409:
@@ -212,8 +246,8 @@ class KubeClient:
             raise ApiException(status=409, reason=f"Secret {namespace}/{name} changed while written")
         kept = (_decoded(existing) or {}) if claim == "ours" else {}
         body["stringData"] = {**kept, **values}
-        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-        await self._run(lambda: self._core.replace_namespaced_secret(name, namespace, body))
+        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        await self._run(lambda: rest_call("PUT", secret_path(namespace, name), body))
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]
@@ -315,7 +349,9 @@ class KubeClient:
             "source": {"component": "sandbox-operator"},
             "reportingComponent": "sandbox-operator",
         }
-        await self._run(lambda: self._core.create_namespaced_event(namespace, body))
+        await self._run(
+            lambda: rest_call("POST", _path("api", "v1", "namespaces", namespace, "events"), body)
+        )
 
     async def approval_policy_problem(self, now: float, *, fresh: bool = False) -> str | None:
         """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`,
@@ -331,20 +367,18 @@ class KubeClient:
         return problem
 
     async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        api_client = self._admission.api_client
         try:
             found: Any = await self._run(
-                lambda: self._admission.read_validating_admission_policy(policy.POLICY_NAME)
+                lambda: rest_call("GET", _path(*ADMISSION, "validatingadmissionpolicies", policy.POLICY_NAME))
             )
         except ApiException as error:
             if error.status != 404:
                 raise
             return None, []
-        bindings: Any = await self._run(lambda: self._admission.list_validating_admission_policy_binding())
-        return (
-            api_client.sanitize_for_serialization(found),
-            [api_client.sanitize_for_serialization(item) for item in bindings.items],
+        bindings: Any = await self._run(
+            lambda: rest_call("GET", _path(*ADMISSION, "validatingadmissionpolicybindings"))
         )
+        return dict(found), list(bindings.get("items") or [])
 
     async def approver_may_approve(self, question: ApproverQuestion, now: float) -> bool:
         """A SubjectAccessReview: does the approver (with the groups the approval names) hold `approve`?
@@ -352,9 +386,13 @@ class KubeClient:
         cached = self._reviews.get(question)
         if cached is not None and now - cached[0] < min(APPROVER_REVIEW_MAX_AGE, self._recheck_interval):
             return cached[1]
-        body: Any = question.review()  # a plain dict: the client accepts it where it declares the model
-        review: Any = await self._run(lambda: self._authorization.create_subject_access_review(body))
-        allowed = bool(review.status and review.status.allowed)
+        body: Any = question.review()
+        review: Any = await self._run(
+            lambda: rest_call(
+                "POST", _path("apis", "authorization.k8s.io", "v1", "subjectaccessreviews"), body
+            )
+        )
+        allowed = bool((review.get("status") or {}).get("allowed"))
         self._reviews = {q: a for q, a in self._reviews.items() if now - a[0] < APPROVER_REVIEW_MAX_AGE}
         self._reviews[question] = (now, allowed)
         return allowed
