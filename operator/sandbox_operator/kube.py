@@ -14,7 +14,7 @@ import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -54,10 +54,17 @@ class ConnectionSecretConflict(Exception):
     """A Secret named like the session's connection Secret exists and is not the operator's to write."""
 
 
+@cache
+def _api_client() -> client.ApiClient:
+    """The one client (its connection pool) of every plain call, made at the first, after the
+    configuration is loaded; `ApiClient.get_default()` would make a new one, a new pool, every time."""
+    return client.ApiClient()
+
+
 def rest_call(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
-    """One API call as JSON in and out (a plain object), through the default client's configuration,
-    credentials and connection pool; a status outside 2xx raises ApiException as the typed calls do."""
-    api_client = client.ApiClient.get_default()
+    """One API call as JSON in and out (a plain object), with the loaded configuration's credentials;
+    a status outside 2xx raises ApiException as the typed calls do."""
+    api_client = _api_client()
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
