@@ -61,7 +61,7 @@ def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-def rest_call(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+def rest_call(method: str, path: str, body: Any = None) -> Any:
     """One API call as JSON in and out (a plain object), with the loaded configuration's credentials;
     a status outside 2xx raises ApiException as the typed calls do."""
     api_client = _api_client()
@@ -71,7 +71,7 @@ def rest_call(method: str, path: str, body: Any = None, query: dict[str, str] | 
     request = api_client.param_serialize(
         method=method,
         resource_path=path,
-        query_params=list((query or {}).items()),
+        query_params=[],
         header_params=headers,
         body=body,
         auth_settings=["BearerToken"],
