@@ -3,8 +3,7 @@ and what it checks before it trusts an approval (the admission policy, SubjectAc
 
 The official client is synchronous, so calls run on a small thread pool. kopf handles the
 watch, the finalizer and the end-of-handler status patch itself. Core, admission and authorization
-calls go through the client's `ApiClient` as plain JSON (`rest_call`), not its typed classes: the
-first use of `CoreV1Api` builds pydantic models of some 250 kinds, about 25 MiB for the process's life.
+calls are plain JSON (kube_json.py), not the client's typed classes, to save their memory.
 """
 
 from __future__ import annotations
@@ -14,15 +13,15 @@ import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import cache, partial
+from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import api, policy
 from .api import SpaceSecretSource
+from .kube_json import JsonApi
 from .policy import ApproverQuestion
 
 T = TypeVar("T")
@@ -52,44 +51,6 @@ APPROVER_REVIEW_MAX_AGE = 10.0
 
 class ConnectionSecretConflict(Exception):
     """A Secret named like the session's connection Secret exists and is not the operator's to write."""
-
-
-@cache
-def _api_client() -> client.ApiClient:
-    """The one client (its connection pool) of every plain call, made at the first, after the
-    configuration is loaded; `ApiClient.get_default()` would make a new one, a new pool, every time."""
-    return client.ApiClient()
-
-
-def rest_call(method: str, path: str, body: Any = None) -> Any:
-    """One API call as JSON in and out (a plain object), with the loaded configuration's credentials;
-    a status outside 2xx raises ApiException as the typed calls do."""
-    api_client = _api_client()
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    request = api_client.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=[],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api_client.call_api(*request)
-    response.read()
-    return api_client.response_deserialize(response, {"2XX": "object"}).data
-
-
-def _path(*parts: str) -> str:
-    return "/" + "/".join(quote(part, safe="") for part in parts)
-
-
-def secret_path(namespace: str, name: str = "") -> str:
-    return _path("api", "v1", "namespaces", namespace, "secrets", *([name] if name else []))
-
-
-ADMISSION = ("apis", "admissionregistration.k8s.io", "v1")
 
 
 def connection_claim(secret: Any, session: str, owner_uid: str) -> str:
@@ -135,7 +96,7 @@ def resolve_cluster_id(configured: str) -> str:
     if configured:
         return configured
     try:
-        found: Any = rest_call("GET", _path("api", "v1", "namespaces", CLUSTER_ID_NAMESPACE))
+        found: Any = JsonApi().read_namespace(CLUSTER_ID_NAMESPACE)
     except ApiException as error:
         raise RuntimeError(
             f"cannot derive the cluster id from namespace {CLUSTER_ID_NAMESPACE} "
@@ -168,6 +129,7 @@ def _decoded(secret: Any) -> dict[str, str] | None:
 class KubeClient:
     def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
         self._custom = client.CustomObjectsApi()
+        self._json = JsonApi()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
@@ -178,7 +140,7 @@ class KubeClient:
 
     async def _read(self, namespace: str, name: str) -> Any:
         try:
-            return await self._run(lambda: rest_call("GET", secret_path(namespace, name)))
+            return await self._run(lambda: self._json.read_namespaced_secret(name, namespace))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -240,7 +202,7 @@ class KubeClient:
         }
         if not exists:
             try:
-                await self._run(lambda: rest_call("POST", secret_path(namespace), body))
+                await self._run(lambda: self._json.create_namespaced_secret(namespace, body))
                 return
             except ApiException as error:
                 if error.status != 409:
@@ -254,7 +216,7 @@ class KubeClient:
         kept = (_decoded(existing) or {}) if claim == "ours" else {}
         body["stringData"] = {**kept, **values}
         body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        await self._run(lambda: rest_call("PUT", secret_path(namespace, name), body))
+        await self._run(lambda: self._json.replace_namespaced_secret(name, namespace, body))
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]
@@ -356,9 +318,7 @@ class KubeClient:
             "source": {"component": "sandbox-operator"},
             "reportingComponent": "sandbox-operator",
         }
-        await self._run(
-            lambda: rest_call("POST", _path("api", "v1", "namespaces", namespace, "events"), body)
-        )
+        await self._run(lambda: self._json.create_namespaced_event(namespace, body))
 
     async def approval_policy_problem(self, now: float, *, fresh: bool = False) -> str | None:
         """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`,
@@ -376,15 +336,13 @@ class KubeClient:
     async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         try:
             found: Any = await self._run(
-                lambda: rest_call("GET", _path(*ADMISSION, "validatingadmissionpolicies", policy.POLICY_NAME))
+                lambda: self._json.read_validating_admission_policy(policy.POLICY_NAME)
             )
         except ApiException as error:
             if error.status != 404:
                 raise
             return None, []
-        bindings: Any = await self._run(
-            lambda: rest_call("GET", _path(*ADMISSION, "validatingadmissionpolicybindings"))
-        )
+        bindings: Any = await self._run(lambda: self._json.list_validating_admission_policy_binding())
         return dict(found), list(bindings.get("items") or [])
 
     async def approver_may_approve(self, question: ApproverQuestion, now: float) -> bool:
@@ -394,11 +352,7 @@ class KubeClient:
         if cached is not None and now - cached[0] < min(APPROVER_REVIEW_MAX_AGE, self._recheck_interval):
             return cached[1]
         body: Any = question.review()
-        review: Any = await self._run(
-            lambda: rest_call(
-                "POST", _path("apis", "authorization.k8s.io", "v1", "subjectaccessreviews"), body
-            )
-        )
+        review: Any = await self._run(lambda: self._json.create_subject_access_review(body))
         allowed = bool((review.get("status") or {}).get("allowed"))
         self._reviews = {q: a for q, a in self._reviews.items() if now - a[0] < APPROVER_REVIEW_MAX_AGE}
         self._reviews[question] = (now, allowed)

@@ -51,9 +51,8 @@ from .kube import (
     MANAGED_BY,
     ConnectionSecretConflict,
     KubeClient,
-    rest_call,
-    secret_path,
 )
+from .kube_json import JsonApi
 
 if TYPE_CHECKING:
     from .controller import Runtime
@@ -383,12 +382,12 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
         },
         "stringData": {KEY_TOKEN: token},
     }  # fmt: skip
-    await _run(lambda: rest_call("POST", secret_path(pool.namespace), body))
+    await _run(lambda: JsonApi().create_namespaced_secret(pool.namespace, body))
     return token
 
 
 async def _owned_by(pool: core.Pool, name: str) -> bool:
-    secret: Any = await _run(lambda: rest_call("GET", secret_path(pool.namespace, name)))
+    secret: Any = await _run(lambda: JsonApi().read_namespaced_secret(name, pool.namespace))
     return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
 
 
