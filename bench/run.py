@@ -382,6 +382,7 @@ def run_once(
         wait_alive(proc, liveness, log)
         errors_at_start = log_errors(log)  # e.g. the API server's watch cache warming up after the chart
         ps = Proc(proc.pid)
+        rss_idle = ps.peak_rss_mib()  # started, live, no session yet: what the operator costs at all
         watcher = Watcher(st.custom, namespace)
         watcher.start()
         names = [f"s-{i:05d}" for i in range(n)]
@@ -434,6 +435,8 @@ def run_once(
         "cpu_s": cpu2 - cpu0,
         "cpu_s_ready": cpu1 - cpu0,
         "rss_peak_mib": rss_peak,
+        "rss_idle_mib": rss_idle,
+        "rss_per_session_kib": (rss_peak - rss_idle) * 1024 / n,
         "api_writes_per_session": sum(ready_writes.values()) / n,
         "api_writes_per_session_delete": sum(delete_writes.values()) / n,
         "events_per_session": events / n,

@@ -22,6 +22,8 @@ HEADLINE: Final = (
     ("delete_p99_ms", "delete -> gone p99 (ms)"),
     ("cpu_s", "operator CPU, apply to all gone (s)"),
     ("rss_peak_mib", "operator peak RSS (MiB)"),
+    ("rss_idle_mib", "operator RSS when live, before the first apply (MiB)"),
+    ("rss_per_session_kib", "peak RSS above that, per session (KiB)"),
     ("api_writes_per_session", "API writes per session, apply -> Ready"),
     ("api_writes_per_session_delete", "API writes per session, delete -> gone"),
     ("events_per_session", "Events per session, apply -> Ready"),

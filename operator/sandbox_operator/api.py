@@ -65,7 +65,11 @@ class DeletionPolicy(StrEnum):
 # The Hub's repo-id rule (huggingface_hub's validate_repo_id). The regex part is enforced by
 # the schema `pattern`; the rest by CEL rules, since RE2 has no lookahead.
 # A part starts and ends with a word character, as the `\b` anchors of the Hub's rule demand.
-_NAME_PART = r"\w(?:[\w\-.]{0,94}\w)?"
+# Word characters are spelled out in ASCII: the API server's `\w` (Go's RE2) is ASCII, so this is what
+# it enforces, and Unicode `\w` under pydantic's regex engine compiles the bounded repetitions into
+# automata of about 10 MiB per part, resident for the operator's life.
+_WORD = "[A-Za-z0-9_]"
+_NAME_PART = rf"{_WORD}(?:[A-Za-z0-9_\-.]{{0,94}}{_WORD})?"
 REPO_ID_PATTERN = rf"^{_NAME_PART}/{_NAME_PART}$"
 NAMESPACE_PATTERN = rf"^{_NAME_PART}$"
 _REPO_ID_CEL = [

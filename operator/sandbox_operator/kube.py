@@ -2,7 +2,8 @@
 and what it checks before it trusts an approval (the admission policy, SubjectAccessReviews).
 
 The official client is synchronous, so calls run on a small thread pool. kopf handles the
-watch, the finalizer and the end-of-handler status patch itself.
+watch, the finalizer and the end-of-handler status patch itself. Core, admission and authorization
+calls are plain JSON (kube_json.py), not the client's typed classes, to save their memory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import api, policy
 from .api import SpaceSecretSource
+from .kube_json import JsonApi
 from .policy import ApproverQuestion
 
 T = TypeVar("T")
@@ -57,12 +59,14 @@ def connection_claim(secret: Any, session: str, owner_uid: str) -> str:
     same name), or "foreign" (anyone else's: never written)."""
     if secret is None:
         return "absent"
-    owners = secret.metadata.owner_references or []
-    if any(ref.uid == owner_uid for ref in owners):
+    owners = secret["metadata"].get("ownerReferences") or []
+    if any(ref.get("uid") == owner_uid for ref in owners):
         return "ours"
-    labels = secret.metadata.labels or {}
+    labels = secret["metadata"].get("labels") or {}
     predecessor = any(
-        ref.kind == api.KIND and ref.api_version.startswith(f"{api.GROUP}/") and ref.name == session
+        ref.get("kind") == api.KIND
+        and str(ref.get("apiVersion", "")).startswith(f"{api.GROUP}/")
+        and ref.get("name") == session
         for ref in owners
     )
     if predecessor and all(labels.get(key) == value for key, value in MANAGED_BY.items()):
@@ -92,14 +96,14 @@ def resolve_cluster_id(configured: str) -> str:
     if configured:
         return configured
     try:
-        found: Any = client.CoreV1Api().read_namespace(CLUSTER_ID_NAMESPACE)
+        found: Any = JsonApi().read_namespace(CLUSTER_ID_NAMESPACE)
     except ApiException as error:
         raise RuntimeError(
             f"cannot derive the cluster id from namespace {CLUSTER_ID_NAMESPACE} "
             f"({error.status} {error.reason}): "
             f"grant get on namespaces/{CLUSTER_ID_NAMESPACE}, or set --cluster-id"
         ) from error
-    return str(found.metadata.uid)
+    return str(found["metadata"]["uid"])
 
 
 class SecretValueError(ValueError):
@@ -110,13 +114,14 @@ def _decoded(secret: Any) -> dict[str, str] | None:
     if secret is None:
         return None
     values = {}
-    for key, value in (secret.data or {}).items():
+    for key, value in (secret.get("data") or {}).items():
         try:
             values[key] = base64.b64decode(value).decode()
         except UnicodeDecodeError:
-            meta = secret.metadata
+            meta = secret["metadata"]
             raise SecretValueError(
-                f"Secret {meta.namespace}/{meta.name} key {key!r} is not UTF-8 text; fix or replace it"
+                f"Secret {meta.get('namespace')}/{meta.get('name')} key {key!r} is not UTF-8 text; "
+                "fix or replace it"
             ) from None
     return values
 
@@ -127,10 +132,8 @@ class KubeClient:
         configuration = client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, workers)
         api_client = client.ApiClient(configuration)
-        self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
-        self._admission = client.AdmissionregistrationV1Api(api_client)
-        self._authorization = client.AuthorizationV1Api(api_client)
+        self._json = JsonApi(api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
@@ -141,7 +144,7 @@ class KubeClient:
 
     async def _read(self, namespace: str, name: str) -> Any:
         try:
-            return await self._run(lambda: self._core.read_namespaced_secret(name, namespace))
+            return await self._run(lambda: self._json.read_namespaced_secret(name, namespace))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -181,7 +184,7 @@ class KubeClient:
         `exists`: this pass read the Secret as the session's, so the create is not tried first (one
         write, not a refused create and an update).
         """
-        body: Any = {  # a plain dict: the client accepts it where it declares V1Secret
+        body: Any = {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
@@ -203,7 +206,7 @@ class KubeClient:
         }
         if not exists:
             try:
-                await self._run(lambda: self._core.create_namespaced_secret(namespace, body))
+                await self._run(lambda: self._json.create_namespaced_secret(namespace, body))
                 return
             except ApiException as error:
                 if error.status != 409:
@@ -216,8 +219,8 @@ class KubeClient:
             raise ApiException(status=409, reason=f"Secret {namespace}/{name} changed while written")
         kept = (_decoded(existing) or {}) if claim == "ours" else {}
         body["stringData"] = {**kept, **values}
-        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-        await self._run(lambda: self._core.replace_namespaced_secret(name, namespace, body))
+        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        await self._run(lambda: self._json.replace_namespaced_secret(name, namespace, body))
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]
@@ -319,7 +322,7 @@ class KubeClient:
             "source": {"component": "sandbox-operator"},
             "reportingComponent": "sandbox-operator",
         }
-        await self._run(lambda: self._core.create_namespaced_event(namespace, body))
+        await self._run(lambda: self._json.create_namespaced_event(namespace, body))
 
     async def approval_policy_problem(self, now: float, *, fresh: bool = False) -> str | None:
         """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`,
@@ -335,20 +338,16 @@ class KubeClient:
         return problem
 
     async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        api_client = self._admission.api_client
         try:
             found: Any = await self._run(
-                lambda: self._admission.read_validating_admission_policy(policy.POLICY_NAME)
+                lambda: self._json.read_validating_admission_policy(policy.POLICY_NAME)
             )
         except ApiException as error:
             if error.status != 404:
                 raise
             return None, []
-        bindings: Any = await self._run(lambda: self._admission.list_validating_admission_policy_binding())
-        return (
-            api_client.sanitize_for_serialization(found),
-            [api_client.sanitize_for_serialization(item) for item in bindings.items],
-        )
+        bindings: Any = await self._run(lambda: self._json.list_validating_admission_policy_binding())
+        return dict(found), list(bindings.get("items") or [])
 
     async def approver_may_approve(self, question: ApproverQuestion, now: float) -> bool:
         """A SubjectAccessReview: does the approver (with the groups the approval names) hold `approve`?
@@ -356,9 +355,9 @@ class KubeClient:
         cached = self._reviews.get(question)
         if cached is not None and now - cached[0] < min(APPROVER_REVIEW_MAX_AGE, self._recheck_interval):
             return cached[1]
-        body: Any = question.review()  # a plain dict: the client accepts it where it declares the model
-        review: Any = await self._run(lambda: self._authorization.create_subject_access_review(body))
-        allowed = bool(review.status and review.status.allowed)
+        body: Any = question.review()
+        review: Any = await self._run(lambda: self._json.create_subject_access_review(body))
+        allowed = bool((review.get("status") or {}).get("allowed"))
         self._reviews = {q: a for q, a in self._reviews.items() if now - a[0] < APPROVER_REVIEW_MAX_AGE}
         self._reviews[question] = (now, allowed)
         return allowed

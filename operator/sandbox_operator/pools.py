@@ -53,7 +53,15 @@ from .core.conditions import READY, Reason
 from .core.creation import creation_refusal
 from .core.model import FailureKind, Observation, Plan, Session, connection_secret_name
 from .hub import HubError
-from .kube import KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN, MANAGED_BY, ConnectionSecretConflict, KubeClient
+from .kube import (
+    KEY_SANDBOX_URL,
+    KEY_SPACE_ID,
+    KEY_TOKEN,
+    MANAGED_BY,
+    ConnectionSecretConflict,
+    KubeClient,
+)
+from .kube_json import JsonApi
 
 if TYPE_CHECKING:
     from .controller import Runtime
@@ -454,15 +462,13 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
         },
         "stringData": {KEY_TOKEN: token},
     }  # fmt: skip
-    core_api = client.CoreV1Api()
-    await _run(lambda: core_api.create_namespaced_secret(pool.namespace, body))
+    await _run(lambda: JsonApi().create_namespaced_secret(pool.namespace, body))
     return token
 
 
 async def _owned_by(pool: core.Pool, name: str) -> bool:
-    core_api = client.CoreV1Api()
-    secret: Any = await _run(lambda: core_api.read_namespaced_secret(name, pool.namespace))
-    return any(ref.uid == pool.uid for ref in secret.metadata.owner_references or [])
+    secret: Any = await _run(lambda: JsonApi().read_namespaced_secret(name, pool.namespace))
+    return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
 
 
 class PoolTokenConflict(Exception):

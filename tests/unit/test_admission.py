@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -288,8 +287,8 @@ def test_a_foreign_connection_secret_is_a_condition_not_an_overwrite() -> None:
 
 
 def _secret(labels: dict[str, str], owners: list[tuple[str, str, str, str]]) -> Any:
-    refs = [SimpleNamespace(api_version=a, kind=k, name=n, uid=u) for a, k, n, u in owners]
-    return SimpleNamespace(metadata=SimpleNamespace(labels=labels, owner_references=refs))
+    refs = [{"apiVersion": a, "kind": k, "name": n, "uid": u} for a, k, n, u in owners]
+    return {"metadata": {"labels": labels, "ownerReferences": refs}}
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,20 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(
     "template",
-    ["no-namespace", "a/b--c", "a/b..c", "a/b.git", "-a/b", "a/b-", "a/b/c", "a/" + "x" * 97],
+    [
+        "no-namespace",
+        "a/b--c",
+        "a/b..c",
+        "a/b.git",
+        "-a/b",
+        "a/b-",
+        "a/b/c",
+        "a/" + "x" * 97,
+        "a/b\n",
+        # The API server's `\w` (Go's RE2) is ASCII: so is the model's, which parses what it admitted.
+        "caf\u00e9/b",
+        "a/\u0662",
+    ],
 )
 def test_template_follows_the_hub_repo_id_rule(template: str) -> None:
     with pytest.raises(ValidationError):

@@ -4,12 +4,13 @@ not with a Hub read per building Space per pass; a listing wakes the pool's loop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
 from types import SimpleNamespace
 from typing import Any
 
 from sandbox_operator import api, pools
 from sandbox_operator.core.model import HealthResult, SpaceView
+from sandbox_operator.hub import Listing
 from sandbox_operator.observer import FleetObserver
 
 NS, POOL = "team", "warm"
@@ -36,9 +37,9 @@ class FakeHub:
     def _view(self, space_id: str, url: str | None) -> SpaceView:
         return SpaceView(space_id, self.stages[space_id], "cpu-basic", "cpu-basic", True, sandbox_url=url)
 
-    async def list_spaces(self, owner: str, prefix: str) -> Mapping[str, SpaceView]:
+    async def list_spaces(self, owner: str, prefix: str) -> Listing:
         self.listings += 1
-        return {space_id: self._view(space_id, None) for space_id in self.stages}
+        return Listing(time.monotonic(), {space_id: self._view(space_id, None) for space_id in self.stages})
 
     async def space(self, space_id: str, *, with_marker: bool = False) -> SpaceView:
         self.reads.append(space_id)
