@@ -126,6 +126,33 @@ def _decoded(secret: Any) -> dict[str, str] | None:
     return values
 
 
+def owned_secret(
+    name: str, namespace: str, owner: tuple[str, str, str], label: tuple[str, str], values: dict[str, str]
+) -> dict[str, Any]:
+    """A Secret the operator writes for one of its objects (`owner`: kind, name, uid): owned by it, so
+    it goes with it, and labelled as the operator's and the owner's."""
+    kind, owner_name, uid = owner
+    reference = {
+        "apiVersion": api.API_VERSION,
+        "kind": kind,
+        "name": owner_name,
+        "uid": uid,
+        "controller": True,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, label[0]: label[1]},
+            "ownerReferences": [reference],
+        },
+        "stringData": values,
+    }
+
+
 class KubeClient:
     def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
         # A kept connection for every worker: more workers than connections open new TLS connections.
@@ -184,26 +211,8 @@ class KubeClient:
         `exists`: this pass read the Secret as the session's, so the create is not tried first (one
         write, not a refused create and an update).
         """
-        body: Any = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {**MANAGED_BY, f"{api.GROUP}/session": owner["name"]},
-                "ownerReferences": [
-                    {
-                        "apiVersion": api.API_VERSION,
-                        "kind": api.KIND,
-                        "name": owner["name"],
-                        "uid": owner["uid"],
-                        "controller": True,
-                    }
-                ],
-            },
-            "stringData": values,
-        }
+        label = (f"{api.GROUP}/session", owner["name"])
+        body = owned_secret(name, namespace, (api.KIND, owner["name"], owner["uid"]), label, values)
         if not exists:
             try:
                 await self._run(lambda: self._json.create_namespaced_secret(namespace, body))

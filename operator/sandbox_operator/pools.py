@@ -57,9 +57,9 @@ from .kube import (
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
     KEY_TOKEN,
-    MANAGED_BY,
     ConnectionSecretConflict,
     KubeClient,
+    owned_secret,
 )
 from .kube_json import JsonApi
 
@@ -447,21 +447,8 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
             )
         return data[KEY_TOKEN]
     token = new_token()
-    body: Any = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": pool.namespace,
-            "labels": {**MANAGED_BY, api.POOL_LABEL: pool.name},
-            "ownerReferences": [
-                {"apiVersion": api.API_VERSION, "kind": api.POOL_KIND, "name": pool.name, "uid": pool.uid,
-                 "controller": True}
-            ],
-        },
-        "stringData": {KEY_TOKEN: token},
-    }  # fmt: skip
+    owner = (api.POOL_KIND, pool.name, pool.uid)
+    body = owned_secret(name, pool.namespace, owner, (api.POOL_LABEL, pool.name), {KEY_TOKEN: token})
     await _run(lambda: JsonApi().create_namespaced_secret(pool.namespace, body))
     return token
 

@@ -56,6 +56,7 @@ from harness import (
     condition,
     install_approval_policy,
     install_read_token,
+    pool_manifest,
     session_manifest,
 )
 
@@ -66,17 +67,6 @@ POOL = "chaos-pool"
 #: With a pool, this share of the creates is followed by a kill this soon (seconds): mid-claim.
 CLAIM_KILL_SHARE = 0.5
 CLAIM_KILL_DELAY = (0.0, 0.15)
-
-
-def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
-            "kind": "AgentSessionPool",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
-    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports
@@ -220,15 +221,23 @@ def spaces_of(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
     return [s for s in admin.spaces() if s["variables"].get(MARKER_SESSION_UID) == uid]
 
 
-def session_manifest(name: str, namespace: str, **spec: Any) -> str:
+def _manifest(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> str:
     return json.dumps(
         {
-            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
-            "kind": "AgentSession",
+            "apiVersion": api.API_VERSION,
+            "kind": kind,
             "metadata": {"name": name, "namespace": namespace},
             "spec": spec,
         }
     )
+
+
+def session_manifest(name: str, namespace: str, **spec: Any) -> str:
+    return _manifest(api.KIND, name, namespace, spec)
+
+
+def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
+    return _manifest(api.POOL_KIND, name, namespace, spec)
 
 
 def get_session(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:

@@ -23,18 +23,15 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 
-from harness import READ_TOKEN, OperatorProcess, condition, get_session, session_manifest, wait_ready
-
-
-def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
-            "kind": "AgentSessionPool",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
-    )
+from harness import (
+    READ_TOKEN,
+    OperatorProcess,
+    condition,
+    get_session,
+    pool_manifest,
+    session_manifest,
+    wait_ready,
+)
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
