@@ -173,7 +173,12 @@ def test_the_approvers_day(
     expired = wait_condition_reason(kubectl, "day", team, "HardwareApproved", "ApprovalExpired")
     assert expired["status"] == "False"
     wait_for(lambda: listed("t4-small"), 30, "day to wait again after the expiry")
-    receipts = get_session(kubectl, "day", team)["status"]["receipts"]  # type: ignore[index]
+    # The receipt is written once the operator sees the Space off the GPU (its next observation).
+    receipts = wait_for(
+        lambda: ((get_session(kubectl, "day", team) or {}).get("status") or {}).get("receipts"),
+        30,
+        "the receipt of the expired approval",
+    )
     assert [(r["hardware"], r["approvedBy"], r["endedBy"]) for r in receipts] == [
         ("t4-small", "alice", "ApprovalExpired")
     ]
