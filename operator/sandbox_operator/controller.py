@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -64,6 +63,8 @@ from .kube import (
     KubeClient,
     SecretValueError,
     load_client_config,
+    new_token,
+    status_patch,
 )
 from .lease import LeaderElector, run_as_leader
 from .observer import FleetObserver
@@ -122,17 +123,8 @@ def session_from_body(body: kopf.Body) -> Session:
     )
 
 
-def status_patch(status: api.AgentSessionStatus) -> dict[str, Any]:
-    """A merge patch for status: fields that are None are sent as null, so they are removed."""
-    return status.model_dump(by_alias=True, mode="json")
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def new_token() -> str:
-    return "sbx_" + secrets.token_urlsafe(32)
 
 
 def _post(body: kopf.Body, notes: list[EventNote]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -124,6 +125,16 @@ def _decoded(secret: Any) -> dict[str, str] | None:
                 "fix or replace it"
             ) from None
     return values
+
+
+def new_token() -> str:
+    """A fresh sandbox API token, for a connection Secret and the Space it opens."""
+    return "sbx_" + secrets.token_urlsafe(32)
+
+
+def status_patch(status: api.AgentSessionStatus) -> dict[str, Any]:
+    """A merge patch for status: fields that are None are sent as null, so they are removed."""
+    return status.model_dump(by_alias=True, mode="json")
 
 
 def owned_secret(

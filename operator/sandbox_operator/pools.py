@@ -59,7 +59,9 @@ from .kube import (
     KEY_TOKEN,
     ConnectionSecretConflict,
     KubeClient,
+    new_token,
     owned_secret,
+    status_patch,
 )
 from .kube_json import JsonApi
 
@@ -362,8 +364,6 @@ async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, po
 async def _record_claim(
     rt: Runtime, body: kopf.Body, session: Session, pool_name: str, entry: api.PooledSpace, now: datetime
 ) -> Session:
-    from .controller import new_token, status_patch  # the session shell's own definitions
-
     # A new token even if a killed attempt wrote one: nobody could use it, the session was not Ready.
     secret = connection_secret_name(session)
     values = {KEY_SPACE_ID: entry.space_id, KEY_TOKEN: new_token(), KEY_SANDBOX_URL: entry.sandbox_url or ""}
@@ -385,8 +385,6 @@ async def _record_claim(
 
 async def _hand_over(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Session, Plan | None]:
     """Give the claimed Space the session's token (the pool's no longer opens it) and its marker."""
-    from .controller import status_patch
-
     space_id = session.status.space_id
     assert space_id is not None
     connection = await rt.kube.read_connection(
@@ -435,8 +433,6 @@ def _ready(status: api.AgentSessionStatus) -> bool:
 async def pool_token(rt: Runtime, pool: core.Pool) -> str:
     """The token every unclaimed Space of the pool carries, kept in a Secret the pool owns (created
     once, read after a restart); a claim replaces it on the claimed Space."""
-    from .controller import new_token
-
     name = f"{pool.name}{POOL_TOKEN_SUFFIX}"
     data = await rt.kube.read_secret(pool.namespace, name)
     if data is not None:
