@@ -12,19 +12,22 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import yaml
 from click.shell_completion import CompletionItem
 
-from .approvals_command import Caller, CommandError
+if TYPE_CHECKING:  # the commands import it (and the Kubernetes client) when they run, not the operator
+    from .approvals_command import Caller
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUTS = click.Choice(["json", "yaml", "wide"])
 
 
 def _caller(params: dict[str, Any]) -> Caller:
+    from .approvals_command import Caller
+
     return Caller(
         kubeconfig=params.get("kubeconfig"),
         context=params.get("context"),
@@ -91,7 +94,7 @@ def _dump(obj: Any, output: str) -> None:
 )
 def approvals(all_namespaces: bool, output: str | None, **params: Any) -> None:
     """List sessions waiting for an approver: flavor, price per hour, who asked, how long it waits."""
-    from .approvals_command import connect, kubeconfig_namespace, list_sessions, table, waiting
+    from .approvals_command import CommandError, connect, kubeconfig_namespace, list_sessions, table, waiting
 
     caller = _caller(params)
     try:
@@ -139,7 +142,7 @@ def approve(
     **params: Any,
 ) -> None:
     """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
-    from .approvals_command import connect, kubeconfig_namespace, parse_duration
+    from .approvals_command import CommandError, connect, kubeconfig_namespace, parse_duration
     from .approve_command import ApprovalRequest
     from .approve_command import approve as write_approval
 
@@ -174,7 +177,7 @@ def approve(
 def deny(session: str, output: str | None, reason: str, hardware: str | None, **params: Any) -> None:
     """Deny the paid hardware SESSION requests, as yourself; it stays on free hardware and does not ask
     again until spec.hardware names another flavor."""
-    from .approvals_command import DenialRequest, connect, kubeconfig_namespace
+    from .approvals_command import CommandError, DenialRequest, connect, kubeconfig_namespace
     from .approvals_command import deny as write_denial
 
     caller = _caller(params)

@@ -44,12 +44,27 @@ def _settings(model: type[M], values: dict[str, Any]) -> M:
         raise click.UsageError(problems) from None
 
 
+def _import_kopf_without_kubernetes_client() -> None:
+    """kopf imports the official Kubernetes client whenever it is installed (to recognise its models
+    among handler results), and that import alone holds 25 MiB for the process's life. The operator
+    calls the API without it (kube_json.py), so `run` imports kopf while the client is marked absent
+    (kopf then skips it as if uninstalled); later imports of the client, if any, work as usual."""
+    if "kubernetes" in sys.modules or "kopf" in sys.modules:
+        return
+    sys.modules["kubernetes"] = None  # type: ignore[assignment]  # Python's way to refuse an import
+    try:
+        import kopf  # noqa: F401
+    finally:
+        del sys.modules["kubernetes"]
+
+
 @main.command()
 @model_options(OperatorConfig)
 @model_options(RunSettings)
 def run(**values: Any) -> None:
     """Run the operator until SIGINT or SIGTERM."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    _import_kopf_without_kubernetes_client()
     from .controller import run_operator
     from .lease import LeaseNamespaceMissing
     from .startup import lease_settings
@@ -78,16 +93,15 @@ def sweep(**values: Any) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import asyncio
 
-    from kubernetes.client.exceptions import ApiException
-
     from .hub import HubError
+    from .kube_json import ApiError
     from .sweeper import ORPHAN_VERDICTS, sweep_once
 
     config = _settings(OperatorConfig, values)
     namespaces = list(_settings(RunSettings, values).namespaces)
     try:
         decisions = asyncio.run(sweep_once(config, namespaces))
-    except (HubError, ApiException) as error:
+    except (HubError, ApiError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)
     for decision in decisions:

@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
@@ -62,10 +61,10 @@ from .kube import (
     ConnectionSecretConflict,
     KubeClient,
     SecretValueError,
-    load_client_config,
     new_token,
     status_patch,
 )
+from .kube_json import ApiError, credentials
 from .lease import LeaderElector, run_as_leader
 from .observer import FleetObserver
 from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
@@ -279,7 +278,7 @@ async def _may_approve(rt: Runtime, session: Session, question: ApproverQuestion
     """A SubjectAccessReview's answer; None when it could not be asked."""
     try:
         return await rt.kube.approver_may_approve(question, now)
-    except ApiException as error:
+    except ApiError as error:
         log.warning("session %s/%s: SubjectAccessReview failed: %s %s", session.namespace, session.name,
                     error.status, error.reason)  # fmt: skip
         return None
@@ -608,7 +607,7 @@ async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: 
         plan = await reconcile(rt, body)
         delay = _follow_listing(rt, uid, loop, plan)
         succeeded = True
-    except ApiException as error:
+    except ApiError as error:
         # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
         succeeded = False
         delay = lifecycle.backoff_delay(failures + 1, rt.config, random.random())
@@ -645,7 +644,7 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
     failure_fields = {key: written[key] for key in ("phase", "failures", "nextRetryTime", "conditions")}
     try:
         await rt.kube.patch_status(session.namespace, session.name, failure_fields)
-    except ApiException as write_error:
+    except ApiError as write_error:
         log.warning("session %s/%s: cannot write status: %s", session.namespace, session.name, write_error)
     return plan.requeue_after or rt.config.backoff_base
 
@@ -762,8 +761,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
-        return bounded_session(kopf.login_via_client(**kwargs), len(rt.namespaces))
+    async def login(**_: Any) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
+        return bounded_session(credentials(), len(rt.namespaces))
 
     @kopf.on.probe(registry=registry, id="progress")
     async def progress(**_: Any) -> dict[str, Any]:
@@ -779,7 +778,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         await rt.hub.close()
-        rt.kube.close()
+        await rt.kube.close()
+        await rt.pools.close()
 
     @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLER)
     async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -825,7 +825,6 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
     logging.getLogger("kopf.objects").addFilter(_quiet_tracking)
     # One line per Hub request is noise at INFO; failures are reported by the operator itself.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    load_client_config()
     config = resolve_config(config)
     lease = lease_settings(run, config)
     namespaces = list(run.namespaces)

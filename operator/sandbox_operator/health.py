@@ -24,10 +24,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from . import metrics
 from .core.conditions import READY
+from .kube_json import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +195,7 @@ async def watch_checks(
         await asyncio.sleep(WATCH_CHECK_INTERVAL)
         try:
             sessions = await list_sessions()
-        except ApiException as error:
+        except ApiError as error:
             log.warning("cannot list sessions to check the watch: %s %s", error.status, error.reason)
             continue
         listed = {s["metadata"]["uid"]: s["metadata"].get("resourceVersion", "") for s in sessions}

@@ -1,31 +1,21 @@
 """Kubernetes API calls the operator makes besides kopf's own: Secrets, the intent status write,
 and what it checks before it trusts an approval (the admission policy, SubjectAccessReviews).
 
-The official client is synchronous, so calls run on a small thread pool. kopf handles the
-watch, the finalizer and the end-of-handler status patch itself. Core, admission and authorization
-calls are plain JSON (kube_json.py), not the client's typed classes, to save their memory.
+kopf handles the watch, the finalizer and the end-of-handler status patch itself. Every call here
+is async JSON (kube_json.py), not the official client, which the operator never imports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, TypeVar
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import Any
 
 from . import api, policy
 from .api import SpaceSecretSource
-from .kube_json import JsonApi
+from .kube_json import ApiError, KubeApi
 from .policy import ApproverQuestion
-
-T = TypeVar("T")
 
 # Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
 # never among them.
@@ -83,27 +73,22 @@ def _conflict(namespace: str, name: str, session: str) -> ConnectionSecretConfli
     )
 
 
-def load_client_config() -> None:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-
-
-def resolve_cluster_id(configured: str) -> str:
+async def resolve_cluster_id(configured: str) -> str:
     """The configured cluster id, else the kube-system namespace's UID: fixed for the cluster's life and
     different in every cluster, so clusters sharing a Hub namespace never take each other's Spaces."""
     if configured:
         return configured
+    kube = KubeApi(connections=1)
     try:
-        found: Any = JsonApi().read_namespace(CLUSTER_ID_NAMESPACE)
-    except ApiException as error:
+        found: Any = await kube.read_namespace(CLUSTER_ID_NAMESPACE)
+    except ApiError as error:
         raise RuntimeError(
             f"cannot derive the cluster id from namespace {CLUSTER_ID_NAMESPACE} "
             f"({error.status} {error.reason}): "
             f"grant get on namespaces/{CLUSTER_ID_NAMESPACE}, or set --cluster-id"
         ) from error
+    finally:
+        await kube.close()
     return str(found["metadata"]["uid"])
 
 
@@ -165,25 +150,16 @@ def owned_secret(
 
 
 class KubeClient:
-    def __init__(self, workers: int = 4, recheck_interval: float = 60.0) -> None:
-        # A kept connection for every worker: more workers than connections open new TLS connections.
-        configuration = client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, workers)
-        api_client = client.ApiClient(configuration)
-        self._custom = client.CustomObjectsApi(api_client)
-        self._json = JsonApi(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+    def __init__(self, kube_api: KubeApi | None = None, recheck_interval: float = 60.0) -> None:
+        self._api = kube_api or KubeApi()
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
         self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
     async def _read(self, namespace: str, name: str) -> Any:
         try:
-            return await self._run(lambda: self._json.read_namespaced_secret(name, namespace))
-        except ApiException as error:
+            return await self._api.read_namespaced_secret(name, namespace)
+        except ApiError as error:
             if error.status == 404:
                 return None
             raise
@@ -226,9 +202,9 @@ class KubeClient:
         body = owned_secret(name, namespace, (api.KIND, owner["name"], owner["uid"]), label, values)
         if not exists:
             try:
-                await self._run(lambda: self._json.create_namespaced_secret(namespace, body))
+                await self._api.create_namespaced_secret(namespace, body)
                 return
-            except ApiException as error:
+            except ApiError as error:
                 if error.status != 409:
                     raise
         existing = await self._read(namespace, name)
@@ -236,11 +212,11 @@ class KubeClient:
         if claim == "foreign":
             raise _conflict(namespace, name, owner["name"])
         if claim == "absent":  # deleted since the create: a 409 again next time, or a create
-            raise ApiException(status=409, reason=f"Secret {namespace}/{name} changed while written")
+            raise ApiError(409, f"Secret {namespace}/{name} changed while written")
         kept = (_decoded(existing) or {}) if claim == "ours" else {}
         body["stringData"] = {**kept, **values}
         body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        await self._run(lambda: self._json.replace_namespaced_secret(name, namespace, body))
+        await self._api.replace_namespaced_secret(name, namespace, body)
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]
@@ -265,60 +241,46 @@ class KubeClient:
 
         Returns the object as written, e.g. to see whether it was marked for deletion meanwhile.
         """
-        written: Any = await self._run(
-            lambda: self._custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
-            )
+        written: Any = await self._api.patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
         )
         return dict(written)
 
     async def pause_session(self, namespace: str, name: str) -> None:
         """Set spec.paused on a session the operator pauses for idleness: the user resumes it by
         setting it back to false, as after a pause of their own."""
-        await self._run(
-            lambda: self._custom.patch_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"paused": True}}
-            )
+        await self._api.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"paused": True}}
         )
 
     async def delete_session(self, namespace: str, name: str, uid: str) -> None:
         """Delete the session (its lifetime or retention ended); only the object with this UID, never a
         same-named successor. Its finalizer then releases the Space with its deletionPolicy."""
-        options: Any = {
-            "preconditions": {"uid": uid}
-        }  # a plain dict: the client accepts it as V1DeleteOptions
+        options = {"preconditions": {"uid": uid}}  # DeleteOptions
         try:
-            await self._run(
-                lambda: self._custom.delete_namespaced_custom_object(
-                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, body=options
-                )
+            await self._api.delete_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, body=options
             )
-        except ApiException as error:
+        except ApiError as error:
             if error.status not in (404, 409):  # gone already, or a successor of that name
                 raise
 
     async def list_sessions(self, namespaces: list[str], plural: str = api.PLURAL) -> list[dict[str, Any]]:
         """AgentSessions (or `plural`: pools) in `namespaces` (all namespaces if empty), as plain objects."""
         if not namespaces:
-            found: Any = await self._run(
-                lambda: self._custom.list_cluster_custom_object(api.GROUP, api.VERSION, plural)
-            )
+            found: Any = await self._api.list_cluster_custom_object(api.GROUP, api.VERSION, plural)
             return list(found["items"])
         sessions: list[dict[str, Any]] = []
         for namespace in namespaces:
-            found = await self._run(
-                partial(self._custom.list_namespaced_custom_object, api.GROUP, api.VERSION, namespace, plural)
-            )
+            found = await self._api.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, plural)
             sessions += found["items"]
         return sessions
 
     async def read_session(self, namespace: str, name: str) -> dict[str, Any] | None:
         """One AgentSession as the API server holds it now (a listing by name: the operator lists,
         it has no get), e.g. to see a status this process wrote before its watch delivered it."""
-        found: Any = await self._run(
-            lambda: self._custom.list_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, field_selector=f"metadata.name={name}"
-            )
+        found: Any = await self._api.list_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, field_selector=f"metadata.name={name}"
         )
         items = list(found["items"])
         return dict(items[0]) if items else None
@@ -342,7 +304,7 @@ class KubeClient:
             "source": {"component": "sandbox-operator"},
             "reportingComponent": "sandbox-operator",
         }
-        await self._run(lambda: self._json.create_namespaced_event(namespace, body))
+        await self._api.create_namespaced_event(namespace, body)
 
     async def approval_policy_problem(self, now: float, *, fresh: bool = False) -> str | None:
         """Why the approval policy is not enforced (None: it is), re-read every `recheck_interval`,
@@ -352,21 +314,19 @@ class KubeClient:
             return cached[1]
         try:
             problem = policy.enforcement_problem(*await self._read_policy())
-        except ApiException as error:
+        except ApiError as error:
             problem = f"the operator cannot read the approval policy ({error.status} {error.reason})"
         self._policy_checked = (now, problem)
         return problem
 
     async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         try:
-            found: Any = await self._run(
-                lambda: self._json.read_validating_admission_policy(policy.POLICY_NAME)
-            )
-        except ApiException as error:
+            found: Any = await self._api.read_validating_admission_policy(policy.POLICY_NAME)
+        except ApiError as error:
             if error.status != 404:
                 raise
             return None, []
-        bindings: Any = await self._run(lambda: self._json.list_validating_admission_policy_binding())
+        bindings: Any = await self._api.list_validating_admission_policy_binding()
         return dict(found), list(bindings.get("items") or [])
 
     async def approver_may_approve(self, question: ApproverQuestion, now: float) -> bool:
@@ -376,11 +336,11 @@ class KubeClient:
         if cached is not None and now - cached[0] < min(APPROVER_REVIEW_MAX_AGE, self._recheck_interval):
             return cached[1]
         body: Any = question.review()
-        review: Any = await self._run(lambda: self._json.create_subject_access_review(body))
+        review: Any = await self._api.create_subject_access_review(body)
         allowed = bool((review.get("status") or {}).get("allowed"))
         self._reviews = {q: a for q, a in self._reviews.items() if now - a[0] < APPROVER_REVIEW_MAX_AGE}
         self._reviews[question] = (now, allowed)
         return allowed
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._api.close()

@@ -19,18 +19,16 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from . import metrics
 from .config import DEFAULT_OPERATOR_NAMESPACE
+from .kube_json import ApiError, KubeApi
 from .ratelimit import HubGate
 
 log = logging.getLogger(__name__)
@@ -98,8 +96,7 @@ class LeaderElector:
     def __init__(self, settings: LeaseSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._clock = clock
-        self._api = client.CoordinationV1Api()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        self._api = KubeApi(connections=1, timeout=settings.renew_deadline)
         #: The last Lease record seen (holder, renewTime, duration) and when it was first seen.
         self._observed: tuple[str, str, int] | None = None
         self._observed_at = 0.0
@@ -119,9 +116,6 @@ class LeaderElector:
         """Seconds this process may still act; checked before every Hub request and bounds its timeout."""
         return self._valid_until - self._clock()
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
     def _spec(self, now: datetime, acquire_time: str, transitions: int) -> dict[str, Any]:
         return {
             "holderIdentity": self.settings.identity,
@@ -137,19 +131,19 @@ class LeaderElector:
         now = datetime.now(UTC)
         name, namespace = self.settings.name, self.settings.namespace
         try:
-            lease = await self._run(lambda: self._api.read_namespaced_lease(name, namespace))
-        except ApiException as error:
+            lease = await self._api.read_namespaced_lease(name, namespace)
+        except ApiError as error:
             if error.status != 404:
                 return Attempt(False, problem=f"cannot read the Lease: {error.status} {error.reason}")
-            body: Any = {  # a plain dict: the client accepts it where it declares V1Lease
+            body: Any = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": self._spec(now, _micro_time(now), 0),
             }
             try:
-                await self._run(lambda: self._api.create_namespaced_lease(namespace, body))
-            except ApiException as create_error:
+                await self._api.create_namespaced_lease(namespace, body)
+            except ApiError as create_error:
                 if create_error.status == 404:
                     raise LeaseNamespaceMissing(
                         f"the namespace {namespace!r} of the leader Lease {self.where} does not exist: "
@@ -160,30 +154,30 @@ class LeaderElector:
                 return Attempt(False, problem=f"cannot create the Lease: {reason}")
             self._took(started)
             return Attempt(True)
-        spec = lease.spec
-        holder = spec.holder_identity or ""
-        duration = int(spec.lease_duration_seconds or self.settings.duration)
-        record = (holder, str(spec.renew_time), duration)
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        duration = int(spec.get("leaseDurationSeconds") or self.settings.duration)
+        record = (holder, str(spec.get("renewTime")), duration)
         if record != self._observed:
             self._observed, self._observed_at = record, started
         mine = holder == self.settings.identity
         if holder and not mine and started < self._observed_at + duration:
             return Attempt(False, holder=holder)
-        acquire_time = _micro_time(spec.acquire_time) if mine and spec.acquire_time else _micro_time(now)
-        transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
+        acquire_time = str(spec["acquireTime"]) if mine and spec.get("acquireTime") else _micro_time(now)
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         replacement: Any = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "resourceVersion": lease.metadata.resource_version,
+                "resourceVersion": lease["metadata"]["resourceVersion"],
             },
             "spec": self._spec(now, acquire_time, transitions),
         }
         try:
-            await self._run(lambda: self._api.replace_namespaced_lease(name, namespace, replacement))
-        except ApiException as error:
+            await self._api.replace_namespaced_lease(name, namespace, replacement)
+        except ApiError as error:
             return Attempt(False, problem=f"cannot update the Lease: {error.status} {error.reason}")
         self._took(started)
         return Attempt(True)
@@ -239,22 +233,22 @@ class LeaderElector:
         self._lose()
         name, namespace = self.settings.name, self.settings.namespace
         try:
-            lease = await self._run(lambda: self._api.read_namespaced_lease(name, namespace))
-            if lease.spec.holder_identity != self.settings.identity:
+            lease = await self._api.read_namespaced_lease(name, namespace)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.identity:
                 return
             body = {
-                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                 "spec": {"holderIdentity": "", "leaseDurationSeconds": 1},
             }
-            await self._run(lambda: self._api.patch_namespaced_lease(name, namespace, body))
+            await self._api.patch_namespaced_lease(name, namespace, body)
             log.info("released the leader Lease %s", self.where)
-        except ApiException as error:
+        except ApiError as error:
             log.warning(
                 "could not release the leader Lease %s: %s %s", self.where, error.status, error.reason
             )
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._api.close()
 
 
 async def _serve_standby(endpoint: str, elector: LeaderElector) -> web.AppRunner:
@@ -306,4 +300,4 @@ async def run_as_leader(
         await elector.release()
     finally:
         main.close()  # never awaited if the wait for the Lease was interrupted; a no-op otherwise
-        elector.close()
+        await elector.close()

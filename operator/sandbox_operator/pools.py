@@ -42,8 +42,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from . import api, metrics
 from .config import OperatorConfig
@@ -63,7 +61,7 @@ from .kube import (
     owned_secret,
     status_patch,
 )
-from .kube_json import JsonApi
+from .kube_json import ApiError, KubeApi
 
 if TYPE_CHECKING:
     from .controller import Runtime
@@ -127,7 +125,7 @@ class PoolBook:
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     waiting: dict[tuple[str, str], list[Waiter]] = field(default_factory=lambda: defaultdict(list))
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
-    custom: client.CustomObjectsApi | None = None
+    custom: KubeApi | None = None
     #: Each pool as this process last wrote it: a claim batch writes on its resourceVersion without
     #: reading first (a 409 says another writer came between, and the pool is read again).
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -148,27 +146,25 @@ class PoolBook:
     def kube(self) -> KubeClient:
         """A client of the claims' own: a burst of claims does not queue behind every session's reads."""
         if self._kube is None:
-            self._kube = KubeClient(workers=CLAIM_WORKERS)
+            self._kube = KubeClient(self.api())
         return self._kube
 
-    def api(self) -> client.CustomObjectsApi:
+    def api(self) -> KubeApi:
         if self.custom is None:
-            self.custom = client.CustomObjectsApi()
+            self.custom = KubeApi(connections=CLAIM_WORKERS)
         return self.custom
 
-
-async def _run(fn: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn)
+    async def close(self) -> None:
+        if self.custom is not None:
+            await self.custom.close()
 
 
 async def read_pool(book: PoolBook, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        found: Any = await _run(
-            lambda: book.api().get_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name
-            )
+        found: Any = await book.api().get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name
         )
-    except ApiException as error:
+    except ApiError as error:
         if error.status == 404:
             return None
         raise
@@ -181,10 +177,8 @@ async def write_pool_status(
     """A status write that fails with 409 unless the pool is still at `resource_version`; the pool
     as written is kept for the next claim batch."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": _status_patch(status)}
-    written: Any = await _run(
-        lambda: book.api().patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name, body
-        )
+    written: Any = await book.api().patch_namespaced_custom_object_status(
+        api.GROUP, api.VERSION, namespace, api.POOL_PLURAL, name, body
     )
     book.latest[(namespace, name)] = dict(written)
 
@@ -304,14 +298,14 @@ async def _assign(
             return results
         try:
             await write_pool_status(book, namespace, name, body["metadata"]["resourceVersion"], status)
-        except ApiException as error:
+        except ApiError as error:
             book.latest.pop(key, None)
             if error.status in (404, 409):  # changed or gone since: read it again
                 body = None
                 continue
             raise
         return results
-    raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing while claimed from")
+    raise ApiError(409, f"pool {namespace}/{name} kept changing while claimed from")
 
 
 async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Session, Plan | None]:
@@ -436,7 +430,7 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
     name = f"{pool.name}{POOL_TOKEN_SUFFIX}"
     data = await rt.kube.read_secret(pool.namespace, name)
     if data is not None:
-        owned = await _owned_by(pool, name)
+        owned = await _owned_by(rt.pools.api(), pool, name)
         if not owned or not data.get(KEY_TOKEN):
             raise PoolTokenConflict(
                 f"Secret {pool.namespace}/{name} exists and is not this pool's; delete or rename it"
@@ -445,12 +439,12 @@ async def pool_token(rt: Runtime, pool: core.Pool) -> str:
     token = new_token()
     owner = (api.POOL_KIND, pool.name, pool.uid)
     body = owned_secret(name, pool.namespace, owner, (api.POOL_LABEL, pool.name), {KEY_TOKEN: token})
-    await _run(lambda: JsonApi().create_namespaced_secret(pool.namespace, body))
+    await rt.pools.api().create_namespaced_secret(pool.namespace, body)
     return token
 
 
-async def _owned_by(pool: core.Pool, name: str) -> bool:
-    secret: Any = await _run(lambda: JsonApi().read_namespaced_secret(name, pool.namespace))
+async def _owned_by(kube: KubeApi, pool: core.Pool, name: str) -> bool:
+    secret: Any = await kube.read_namespaced_secret(name, pool.namespace)
     return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
 
 
@@ -532,11 +526,11 @@ async def pool_pass(
                     book, namespace, name, fresh["metadata"]["resourceVersion"], plan.status
                 )
                 break
-            except ApiException as error:
+            except ApiError as error:
                 if error.status != 409:
                     raise
         else:
-            raise ApiException(status=409, reason=f"pool {namespace}/{name} kept changing")
+            raise ApiError(409, f"pool {namespace}/{name} kept changing")
     follow_spaces(rt, key, pool.uid, plan.status)
     for note in plan.events:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
@@ -618,7 +612,7 @@ async def run_pool(rt: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped) ->
                     # The owner's listings wake the loop while its Spaces build (follow_spaces);
                     # this is only the fallback should listings fail.
                     delay = max(delay, 2 * rt.observer.interval)
-            except (ApiException, PoolTokenConflict, HubError) as error:
+            except (ApiError, PoolTokenConflict, HubError) as error:
                 failures += 1
                 delay = lifecycle.backoff_delay(failures, rt.config, random.random())
                 log.warning(

@@ -3,6 +3,7 @@ namespace, the cluster id, the default owner), so its configuration never change
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -40,11 +41,11 @@ def token_user(config: OperatorConfig, sleep: Callable[[float], None] = time.sle
 
 def resolve_config(config: OperatorConfig) -> OperatorConfig:
     """The configuration with every empty option that stands for a fact of the environment filled in.
-    Needs the Kubernetes client configured (kube.load_client_config)."""
+    Runs before the operator's event loop."""
     resolved = config.model_copy(
         update={
             "operator_namespace": config.operator_namespace or installed_namespace(),
-            "cluster_id": resolve_cluster_id(config.cluster_id),
+            "cluster_id": asyncio.run(resolve_cluster_id(config.cluster_id)),
             "default_owner": config.default_owner or token_user(config),
         }
     )

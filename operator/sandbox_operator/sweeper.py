@@ -32,12 +32,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from . import api, metrics
 from .config import OperatorConfig
 from .hub import HubClient, HubError, ListedSpace, Ownership
-from .kube import KubeClient, load_client_config, resolve_cluster_id
+from .kube import KubeClient, resolve_cluster_id
+from .kube_json import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +303,7 @@ class Sweeper:
         }
         try:
             await self._kube.post_event(involved=involved, type_=type_, reason=reason, message=message)
-        except ApiException as error:
+        except ApiError as error:
             log.debug("sweeper: no Event in %s: %s %s", namespace, error.status, error.reason)
 
     async def loop(self, now: Callable[[], datetime]) -> None:
@@ -313,7 +312,7 @@ class Sweeper:
             await asyncio.sleep(self._config.sweep_interval)
             try:
                 await self.run_once(now)
-            except (HubError, ApiException) as error:
+            except (HubError, ApiError) as error:
                 metrics.SWEEP_PASSES.labels("error").inc()
                 log.warning("sweeper: pass failed, retrying in %.0fs: %s", self._config.sweep_interval, error)
             else:
@@ -322,8 +321,7 @@ class Sweeper:
 
 async def sweep_once(config: OperatorConfig, namespaces: list[str]) -> list[Decision]:
     """One pass with clients of its own, for `sandbox-operator sweep`."""
-    load_client_config()
-    config = config.model_copy(update={"cluster_id": resolve_cluster_id(config.cluster_id)})
+    config = config.model_copy(update={"cluster_id": await resolve_cluster_id(config.cluster_id)})
     hub = HubClient(config)
     kube = KubeClient()
     try:
@@ -332,4 +330,4 @@ async def sweep_once(config: OperatorConfig, namespaces: list[str]) -> list[Deci
         return await Sweeper(hub, kube, config, namespaces).run_once(lambda: datetime.now(UTC))
     finally:
         await hub.close()
-        kube.close()
+        await kube.close()

@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.hub import SANDBOX_AUTH_HEADER
+from sandbox_operator.kube_json import ApiError
 from sandbox_operator.pools import PoolBook, read_pool, write_pool_status
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
@@ -225,14 +224,18 @@ def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
 
 
 def test_a_pool_status_written_from_a_stale_read_is_refused(
-    control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The claim's guarantee: a status write carries the resourceVersion it was decided on, and the
     API server refuses it once anyone else wrote in between (a second claimer, a stale leader)."""
     kubectl("apply", "-f", "-", stdin=pool_manifest("cas", namespace, replicas=0))
     wait_pool_ready(kubectl, "cas", namespace, 0)
-    api_client = config.new_client_from_config(str(control_plane.kubeconfig))
-    book = PoolBook(custom=client.CustomObjectsApi(api_client))
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))  # the operator's own login
+    book = PoolBook()
 
     async def race() -> None:
         body = await read_pool(book, namespace, "cas")
@@ -240,9 +243,10 @@ def test_a_pool_status_written_from_a_stale_read_is_refused(
         version = body["metadata"]["resourceVersion"]
         status = api.AgentSessionPool.model_validate(body).status
         await write_pool_status(book, namespace, "cas", version, status.model_copy(update={"claimed": 1}))
-        with pytest.raises(ApiException) as refused:  # decided on the same read: someone wrote since
+        with pytest.raises(ApiError) as refused:  # decided on the same read: someone wrote since
             await write_pool_status(book, namespace, "cas", version, status.model_copy(update={"claimed": 2}))
         assert refused.value.status == 409
+        await book.close()
 
     asyncio.run(race())
     assert (get_pool(kubectl, "cas", namespace) or {})["status"]["claimed"] == 1

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.config import OperatorConfig
@@ -30,6 +29,7 @@ from sandbox_operator.core.model import (
 )
 from sandbox_operator.core.money import accrue_spend
 from sandbox_operator.kube import KubeClient
+from sandbox_operator.kube_json import ApiError, KubeApi
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, SPACE_ID, TRUSTED, paid, ready, space
 from tests.support.core import new_session as plain_session
@@ -327,27 +327,23 @@ def test_the_default_lifetime_fits_the_maximum() -> None:
 
 
 class RecordingCustomObjects:
-    """Stands in for the Kubernetes client's CustomObjectsApi: records deletions, answers `status`."""
+    """Stands in for KubeApi: records deletions, answers `status`."""
 
     def __init__(self, status: int | None = None) -> None:
         self.status = status
         self.deleted: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def delete_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> None:
+    async def delete_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> None:
         self.deleted.append((args, kwargs))
         if self.status is not None:
-            raise ApiException(status=self.status)
+            raise ApiError(self.status, "refused")
 
 
 @pytest.mark.parametrize("answer", [None, 404, 409])
 def test_an_expired_session_is_deleted_by_its_uid_never_a_same_named_successor(answer: int | None) -> None:
-    kube = KubeClient()
     recorder = RecordingCustomObjects(answer)
-    kube._custom = recorder  # type: ignore[assignment]
-    try:
-        asyncio.run(kube.delete_session("team-a", "demo", "uid-1"))  # gone already, or a successor: fine
-    finally:
-        kube.close()
+    kube = KubeClient(cast(KubeApi, recorder))
+    asyncio.run(kube.delete_session("team-a", "demo", "uid-1"))  # gone already, or a successor: fine
     ((args, kwargs),) = recorder.deleted
     assert args[-2:] == ("agentsessions", "demo") and args[2] == "team-a"
     assert kwargs["body"] == {"preconditions": {"uid": "uid-1"}}

@@ -67,7 +67,10 @@ def test_the_template_is_required() -> None:
 
 
 def test_empty_options_are_resolved_once_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(startup, "resolve_cluster_id", lambda configured: configured or "uid-1")
+    async def cluster_id(configured: str) -> str:
+        return configured or "uid-1"
+
+    monkeypatch.setattr(startup, "resolve_cluster_id", cluster_id)
     monkeypatch.setattr(startup, "installed_namespace", lambda: "ops")
     monkeypatch.setattr(startup, "token_user", lambda config: "alice")
     resolved = startup.resolve_config(OperatorConfig())

@@ -8,12 +8,11 @@ import asyncio
 import copy
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from sandbox_operator import api, pools
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import Reason
+from sandbox_operator.kube_json import ApiError
 
 NS, POOL = "team", "warm"
 
@@ -45,14 +44,16 @@ class FakePools:
             "status": copy.deepcopy(self.status),
         }
 
-    def get_namespaced_custom_object(self, *_: Any) -> dict[str, Any]:
+    async def get_namespaced_custom_object(self, *_: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)  # a call over the network lets other claims run meanwhile
         self.reads += 1
         return self._body()
 
-    def patch_namespaced_custom_object_status(self, *args: Any) -> dict[str, Any]:
+    async def patch_namespaced_custom_object_status(self, *args: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
         body = args[-1]
         if body["metadata"]["resourceVersion"] != str(self.rv):
-            raise ApiException(status=409, reason="Conflict")
+            raise ApiError(409, "Conflict")
         self.writes += 1
         self.rv += 1
         self.status = copy.deepcopy(body["status"])
@@ -149,8 +150,8 @@ async def _gone() -> None:
     book = _book(fake)
     assert await _claims(book, ["a"]) == {"a": "org/sbx-0"}
 
-    def gone(*_: Any) -> Any:
-        raise ApiException(status=404, reason="Not Found")
+    async def gone(*_: Any) -> Any:
+        raise ApiError(404, "Not Found")
 
     fake.patch_namespaced_custom_object_status = gone  # type: ignore[method-assign]
     fake.get_namespaced_custom_object = gone  # type: ignore[method-assign]
