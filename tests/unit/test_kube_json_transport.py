@@ -1,0 +1,180 @@
+"""The operator's own Kubernetes transport (kube_json.py): kopf's credentials, a fresh login on a 401
+(a rotated token), `ApiError` with the API server's status, reason and message, a bounded pool, and
+no official client on `run`'s import path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from sandbox_operator.kube_json import ApiError, KubeApi
+
+
+def _kubeconfig(path: Path, server: str, token: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+                "clusters": [{"name": "test", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": token}}],
+            }
+        )
+    )
+
+
+@asynccontextmanager
+async def _server(handler: Callable[[web.Request], Any]) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message}
+    return web.json_response(body, status=code)
+
+
+def test_a_rotated_token_is_read_again_once_on_a_401(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer new":
+            return _status(401, "Unauthorized", "Unauthorized")
+        return web.json_response({"metadata": {"uid": "u-1"}})
+
+    async def scenario() -> None:
+        async with _server(handler) as server:
+            _kubeconfig(config, server, "old")
+            kube = KubeApi()
+            try:
+                with pytest.raises(ApiError) as refused:  # still the old token after the new login
+                    await kube.read_namespace("kube-system")
+                assert refused.value.status == 401
+                assert seen == ["Bearer old", "Bearer old"]
+                _kubeconfig(config, server, "new")  # the token was rotated
+                assert (await kube.read_namespace("kube-system"))["metadata"]["uid"] == "u-1"
+                assert seen[2:] == ["Bearer old", "Bearer new"]
+            finally:
+                await kube.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_api_error_carries_status_reason_and_the_servers_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    received: list[tuple[str, str, str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(
+            (request.method, request.path_qs, request.headers.get("Content-Type", ""), await request.text())
+        )
+        return _status(409, "Conflict", "Operation cannot be fulfilled: the object has been modified")
+
+    async def scenario() -> None:
+        async with _server(handler) as server:
+            _kubeconfig(config, server, "t")
+            kube = KubeApi()
+            try:
+                with pytest.raises(ApiError) as refused:
+                    await kube.patch_namespaced_custom_object_status(
+                        "g.dev", "v1", "team a", "things", "x", {"status": {"a": None}}
+                    )
+            finally:
+                await kube.close()
+        error = refused.value
+        assert (error.status, error.reason) == (409, "Conflict")
+        assert error.message == "Operation cannot be fulfilled: the object has been modified"
+        assert str(error) == f"(409) Conflict: {error.message}"
+
+    asyncio.run(scenario())
+    # A merge patch (null removes a field), to the status subresource, every path part quoted.
+    assert received == [
+        ("PATCH", "/apis/g.dev/v1/namespaces/team%20a/things/x/status", "application/merge-patch+json",
+         '{"status":{"a":null}}'),
+    ]  # fmt: skip
+
+
+def test_no_answer_is_an_api_error_without_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    _kubeconfig(config, "http://127.0.0.1:9", "t")  # the discard port: nothing listens
+
+    async def scenario() -> ApiError:
+        kube = KubeApi()
+        try:
+            with pytest.raises(ApiError) as failed:
+                await kube.read_namespace("kube-system")
+            return failed.value
+        finally:
+            await kube.close()
+
+    assert asyncio.run(scenario()).status == 0
+
+
+def test_calls_at_once_share_a_bounded_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    peers: set[int] = set()
+    busy = 0
+    most = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal busy, most
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername")[1])
+        busy += 1
+        most = max(most, busy)
+        await asyncio.sleep(0.02)
+        busy -= 1
+        return web.json_response({"items": []})
+
+    async def scenario() -> None:
+        async with _server(handler) as server:
+            _kubeconfig(config, server, "t")
+            kube = KubeApi(connections=3)
+            try:
+                await asyncio.gather(*(kube.list_cluster_custom_object("g", "v1", "p") for _ in range(30)))
+            finally:
+                await kube.close()
+
+    asyncio.run(scenario())
+    assert most <= 3 and len(peers) <= 3  # kept connections, never more than the pool's limit
+
+
+def test_run_never_imports_the_kubernetes_client() -> None:
+    """`sandbox-operator run` up to its start: kopf, the controller, the sweeper, the Lease."""
+    code = (
+        "import sys\n"
+        "from sandbox_operator import cli\n"
+        "cli._import_kopf_without_kubernetes_client()\n"
+        "import sandbox_operator.controller, sandbox_operator.sweeper, sandbox_operator.lease\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
