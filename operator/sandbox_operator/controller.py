@@ -168,7 +168,9 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
     return token, None
 
 
-async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
+async def observe(
+    rt: Runtime, session: Session, *, verify_marker: bool = True, connection_seen: Observation | None = None
+) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
     The ownership marker is read only until the Space was first seen carrying it (its name holds
@@ -177,14 +179,25 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     observer's) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
     seen before and now not found is gone only if the token can still see its owner (else
     HubAccessLost).
+    `connection_seen`: an earlier observation of this pass, whose connection Secret is still current
+    (only this pass writes it, and each write returns what it wrote): it is not read again.
     """
-    conflict = None
-    try:
-        connection = await rt.kube.read_connection(
-            session.namespace, model.connection_secret_name(session), session.uid, session=session.name
-        )
-    except ConnectionSecretConflict as error:
-        connection, conflict = None, str(error)
+    if connection_seen is not None:
+        conflict = connection_seen.connection_conflict
+        connection = {
+            KEY_TOKEN: connection_seen.token,
+            KEY_SANDBOX_URL: connection_seen.connection_url,
+            KEY_HUB_TOKEN: connection_seen.connection_hub_token,
+            KEY_PAUSED_SINCE: connection_seen.connection_paused_since,
+        }
+    else:
+        conflict = None
+        try:
+            connection = await rt.kube.read_connection(
+                session.namespace, model.connection_secret_name(session), session.uid, session=session.name
+            )
+        except ConnectionSecretConflict as error:
+            connection, conflict = None, str(error)
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
     hub_token, hub_token_problem = await read_token(rt, session) if session.spec.private else (None, None)
@@ -461,12 +474,12 @@ async def apply_deletion(rt: Runtime, action: Action) -> Applied:
 
 
 async def observe_session(
-    rt: Runtime, session: Session, *, verify_marker: bool = True
+    rt: Runtime, session: Session, *, verify_marker: bool = True, connection_seen: Observation | None = None
 ) -> Observation | DeletionObservation:
     return await (
         observe_deletion(rt, session)
         if session.deleting
-        else observe(rt, session, verify_marker=verify_marker)
+        else observe(rt, session, verify_marker=verify_marker, connection_seen=connection_seen)
     )
 
 
@@ -501,7 +514,11 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         session = replace(session, status=plan.status)
         if plan.action is None or plan.status.failures or applied.deleting or applied.respecified:
             break
-        observed = applied.known or await observe_session(rt, session, verify_marker=not applied.created)
+        # The connection Secret is not read again: every write of it returned `known` above.
+        seen = observed if isinstance(observed, Observation) else None
+        observed = applied.known or await observe_session(
+            rt, session, verify_marker=not applied.created, connection_seen=seen
+        )
     assert plan is not None
     return plan
 
