@@ -184,12 +184,13 @@ async def observe(
     """
     if connection_seen is not None:
         conflict = connection_seen.connection_conflict
-        connection = {
+        seen = {
             KEY_TOKEN: connection_seen.token,
             KEY_SANDBOX_URL: connection_seen.connection_url,
             KEY_HUB_TOKEN: connection_seen.connection_hub_token,
             KEY_PAUSED_SINCE: connection_seen.connection_paused_since,
         }
+        connection: dict[str, str] | None = {key: value for key, value in seen.items() if value}
     else:
         conflict = None
         try:
@@ -347,6 +348,7 @@ async def apply(
                     owner=owner,
                     values=values,
                     exists=bool(observed.token),
+                    update_follows=True,  # PublishConnection, once the Space runs
                 )
                 # The status naming the Space is written with the create record, before the duplicate
                 # (CreateSpace): until then a restart records the same intent again, the Space's name
@@ -588,6 +590,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
             await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
     finally:
         rt.observer.forget(uid)
+        rt.kube.forget(uid)
 
 
 @dataclass(frozen=True)
