@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -167,7 +168,9 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
     return token, None
 
 
-async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) -> Observation:
+async def observe(
+    rt: Runtime, session: Session, *, verify_marker: bool = True, connection_seen: Observation | None = None
+) -> Observation:
     """Gather what `decide` needs, with the fewest calls the session's state allows.
 
     The ownership marker is read only until the Space was first seen carrying it (its name holds
@@ -176,14 +179,26 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     observer's) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
     seen before and now not found is gone only if the token can still see its owner (else
     HubAccessLost).
+    `connection_seen`: an earlier observation of this pass, whose connection Secret is still current
+    (only this pass writes it, and each write returns what it wrote): it is not read again.
     """
-    conflict = None
-    try:
-        connection = await rt.kube.read_connection(
-            session.namespace, model.connection_secret_name(session), session.uid, session=session.name
-        )
-    except ConnectionSecretConflict as error:
-        connection, conflict = None, str(error)
+    if connection_seen is not None:
+        conflict = connection_seen.connection_conflict
+        seen = {
+            KEY_TOKEN: connection_seen.token,
+            KEY_SANDBOX_URL: connection_seen.connection_url,
+            KEY_HUB_TOKEN: connection_seen.connection_hub_token,
+            KEY_PAUSED_SINCE: connection_seen.connection_paused_since,
+        }
+        connection: dict[str, str] | None = {key: value for key, value in seen.items() if value}
+    else:
+        conflict = None
+        try:
+            connection = await rt.kube.read_connection(
+                session.namespace, model.connection_secret_name(session), session.uid, session=session.name
+            )
+        except ConnectionSecretConflict as error:
+            connection, conflict = None, str(error)
     token = (connection or {}).get(KEY_TOKEN) or None
     connection_url = (connection or {}).get(KEY_SANDBOX_URL) or None
     hub_token, hub_token_problem = await read_token(rt, session) if session.spec.private else (None, None)
@@ -333,6 +348,7 @@ async def apply(
                     owner=owner,
                     values=values,
                     exists=bool(observed.token),
+                    update_follows=True,  # PublishConnection, once the Space runs
                 )
                 # The status naming the Space is written with the create record, before the duplicate
                 # (CreateSpace): until then a restart records the same intent again, the Space's name
@@ -460,12 +476,12 @@ async def apply_deletion(rt: Runtime, action: Action) -> Applied:
 
 
 async def observe_session(
-    rt: Runtime, session: Session, *, verify_marker: bool = True
+    rt: Runtime, session: Session, *, verify_marker: bool = True, connection_seen: Observation | None = None
 ) -> Observation | DeletionObservation:
     return await (
         observe_deletion(rt, session)
         if session.deleting
-        else observe(rt, session, verify_marker=verify_marker)
+        else observe(rt, session, verify_marker=verify_marker, connection_seen=connection_seen)
     )
 
 
@@ -500,7 +516,11 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         session = replace(session, status=plan.status)
         if plan.action is None or plan.status.failures or applied.deleting or applied.respecified:
             break
-        observed = applied.known or await observe_session(rt, session, verify_marker=not applied.created)
+        # The connection Secret is not read again: every write of it returned `known` above.
+        seen = observed if isinstance(observed, Observation) else None
+        observed = applied.known or await observe_session(
+            rt, session, verify_marker=not applied.created, connection_seen=seen
+        )
     assert plan is not None
     return plan
 
@@ -570,6 +590,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
             await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
     finally:
         rt.observer.forget(uid)
+        rt.kube.forget(uid)
 
 
 @dataclass(frozen=True)
@@ -720,10 +741,17 @@ def bounded_session(
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """No last-handled configuration: no handler here reacts to a diff (the loop reads the live body
-    and wakes on a new generation), so storing one is an annotation patch per session for nothing."""
+    and wakes on a new generation), so storing one is an annotation patch per session for nothing.
+
+    Every object has one and the same empty essence, so kopf sees no change in any event: it does not
+    deep-copy each body to build one, nor take each event for a creation (whose handling formats the
+    whole body for a debug line). Deletion is seen on the object itself, not in a diff."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
+        return kopf.BodyEssence()
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None

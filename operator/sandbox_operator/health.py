@@ -44,6 +44,8 @@ class HealthMonitor:
         self._last_beat: float | None = None
         self._lag = 0.0
         self._phases: dict[str, str] = {}
+        #: Sessions per phase, kept with `_phases`: counting them anew on every event costs O(N) each.
+        self._phase_counts: Counter[str] = Counter()
         self._failures: dict[str, int] = {}
         self._exported: set[str] = set()
         self._names: dict[str, tuple[str, str]] = {}
@@ -68,7 +70,7 @@ class HealthMonitor:
         else:
             status = body.get("status") or {}
             self._count_failures(uid, status)
-            self._phases[uid] = status.get("phase") or "Pending"
+            self._set_phase(uid, status.get("phase") or "Pending")
             self._seen[uid] = meta.get("resourceVersion", "")
             self._names[uid] = (meta.get("namespace", ""), meta.get("name", ""))
             spend = (status.get("spend") or {}).get("estimatedUsd")
@@ -89,18 +91,28 @@ class HealthMonitor:
 
     def _forget(self, uid: str) -> None:
         self._failures.pop(uid, None)
-        self._phases.pop(uid, None)
+        self._set_phase(uid, None)
         self._seen.pop(uid, None)
         names = self._names.pop(uid, None)
         if names is not None:
             with suppress(KeyError):  # no spend was ever reported for it
                 metrics.SPEND_USD.remove(*names)
 
+    def _set_phase(self, uid: str, phase: str | None) -> None:
+        """Record a session's phase (None: forgotten), keeping the count per phase."""
+        previous = self._phases.pop(uid, None) if phase is None else self._phases.get(uid)
+        if previous == phase:
+            return
+        if previous is not None:
+            self._phase_counts[previous] -= 1
+        if phase is not None:
+            self._phases[uid] = phase
+            self._phase_counts[phase] += 1
+            self._exported.add(phase)  # a phase nobody is in any more is exported as 0, not dropped
+
     def _export_phases(self) -> None:
-        counts = Counter(self._phases.values())
-        self._exported |= set(counts)  # a phase nobody is in any more is exported as 0, not dropped
         for phase in self._exported:
-            metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
+            metrics.SESSIONS.labels(phase).set(self._phase_counts[phase])
 
     @contextmanager
     def working(self, uid: str) -> Iterator[None]:

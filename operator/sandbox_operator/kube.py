@@ -155,6 +155,10 @@ class KubeClient:
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
         self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
+        #: Connection Secrets this process created and has not updated since, by owner UID: (namespace,
+        #: name, resourceVersion, values). Their first update is a replace at that version, not a read
+        #: and a replace; the API server refuses it if the Secret changed since (then: read, check, write).
+        self._created: dict[str, tuple[str, str, str, dict[str, str]]] = {}
 
     async def _read(self, namespace: str, name: str) -> Any:
         try:
@@ -188,6 +192,7 @@ class KubeClient:
         owner: dict[str, str],
         values: dict[str, str],
         exists: bool = False,
+        update_follows: bool = False,
     ) -> None:
         """Create or update the connection Secret, owned by the session so it goes with it.
 
@@ -197,16 +202,23 @@ class KubeClient:
         (ConnectionSecretConflict): a session editor must not overwrite Secrets through the operator.
         `exists`: this pass read the Secret as the session's, so the create is not tried first (one
         write, not a refused create and an update).
+        `update_follows`: a Secret this creates is updated soon (the intent's, before its Space's URL is
+        known): its version is kept until then (or `forget`), so that update needs no read first.
         """
         label = (f"{api.GROUP}/session", owner["name"])
         body = owned_secret(name, namespace, (api.KIND, owner["name"], owner["uid"]), label, values)
         if not exists:
             try:
-                await self._api.create_namespaced_secret(namespace, body)
+                created: Any = await self._api.create_namespaced_secret(namespace, body)
+                if update_follows:
+                    version = created["metadata"]["resourceVersion"]
+                    self._created[owner["uid"]] = (namespace, name, version, values)
                 return
             except ApiError as error:
                 if error.status != 409:
                     raise
+        if await self._replace_created(owner["uid"], body):
+            return
         existing = await self._read(namespace, name)
         claim = connection_claim(existing, owner["name"], owner["uid"])
         if claim == "foreign":
@@ -217,6 +229,32 @@ class KubeClient:
         body["stringData"] = {**kept, **values}
         body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
         await self._api.replace_namespaced_secret(name, namespace, body)
+
+    async def _replace_created(self, owner_uid: str, body: dict[str, Any]) -> bool:
+        """Update a connection Secret this process created, at the version it created: whatever it
+        holds is what was written, so it is still this session's. False when it is not known here,
+        or changed or went since (404, 409): the caller reads it and checks whose it is."""
+        meta = body["metadata"]
+        known = self._created.pop(owner_uid, None)
+        if known is None or known[:2] != (meta["namespace"], meta["name"]):
+            return False
+        namespace, name, version, values = known
+        replacement = {
+            **body,
+            "metadata": {**meta, "resourceVersion": version},
+            "stringData": {**values, **body["stringData"]},
+        }
+        try:
+            await self._api.replace_namespaced_secret(name, namespace, replacement)
+        except ApiError as error:
+            if error.status not in (404, 409):
+                raise
+            return False
+        return True
+
+    def forget(self, owner_uid: str) -> None:
+        """The session's loop ended: drop what was kept about its connection Secret."""
+        self._created.pop(owner_uid, None)
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sandbox_operator import metrics
 from sandbox_operator.health import HealthMonitor
 from tests.support.clock import ManualClock
 
@@ -70,3 +71,22 @@ def test_a_blocked_event_loop_fails_liveness() -> None:
     on_time, late = asyncio.run(check())
     assert on_time == []
     assert late and "event loop" in late[0]
+
+
+def test_the_phase_gauge_follows_each_sessions_moves_and_deletions() -> None:
+    def exported() -> dict[str, float]:
+        return {
+            sample.labels["phase"]: sample.value
+            for sample in metrics.SESSIONS.collect()[0].samples
+            if sample.labels["phase"] in ("Pending", "Creating", "Ready")
+        }
+
+    monitor = HealthMonitor(clock=ManualClock(100.0))
+    monitor.on_event(None, event("a", "1"))
+    monitor.on_event(None, event("b", "1", phase="Creating"))
+    monitor.on_event("MODIFIED", event("a", "2", phase="Creating"))
+    monitor.on_event("MODIFIED", event("a", "3", phase="Creating"))  # the same phase again
+    monitor.on_event("MODIFIED", event("b", "2", phase="Ready"))
+    assert exported() == {"Pending": 0, "Creating": 1, "Ready": 1}  # Pending emptied: 0, not gone
+    monitor.on_event("DELETED", event("a", "4", phase="Creating"))
+    assert exported() == {"Pending": 0, "Creating": 0, "Ready": 1}
