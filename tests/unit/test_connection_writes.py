@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from sandbox_operator import api
 from sandbox_operator.kube import MANAGED_BY, ConnectionSecretConflict, KubeClient
+from sandbox_operator.kube_json import ApiError, KubeApi
 
 OWNER = {"name": "demo", "uid": "uid-1"}
 
@@ -31,26 +31,26 @@ class RecordingSecrets:
         self.stored[body["metadata"]["name"]] = secret
         return secret
 
-    def create_namespaced_secret(self, namespace: str, body: dict[str, Any]) -> Any:
+    async def create_namespaced_secret(self, namespace: str, body: dict[str, Any]) -> Any:
         self.calls.append("POST")
         if body["metadata"]["name"] in self.stored:
-            raise ApiException(status=409, reason="AlreadyExists")
+            raise ApiError(409, "AlreadyExists")
         return self._store(body)
 
-    def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+    async def read_namespaced_secret(self, name: str, namespace: str) -> Any:
         self.calls.append("GET")
         if name not in self.stored:
-            raise ApiException(status=404, reason="NotFound")
+            raise ApiError(404, "NotFound")
         secret = self.stored[name]
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in secret["data"].items()}
         return {"metadata": secret["metadata"], "data": encoded}
 
-    def replace_namespaced_secret(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
+    async def replace_namespaced_secret(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
         self.calls.append("PUT")
         if name not in self.stored:
-            raise ApiException(status=404, reason="NotFound")
+            raise ApiError(404, "NotFound")
         if body["metadata"].get("resourceVersion") != self.stored[name]["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
+            raise ApiError(409, "Conflict")
         return self._store(body)
 
     def replaced_by_someone_else(self, name: str, owner_uid: str) -> None:
@@ -67,11 +67,8 @@ def _write(kube: KubeClient, values: dict[str, str], **kwargs: Any) -> None:
 
 @pytest.fixture
 def kube_and_secrets() -> Any:
-    kube = KubeClient(workers=1)
     secrets = RecordingSecrets()
-    kube._json = secrets  # type: ignore[assignment]
-    yield kube, secrets
-    kube.close()
+    yield KubeClient(kube_api=cast(KubeApi, secrets)), secrets
 
 
 def test_the_intents_secret_is_published_without_a_read(kube_and_secrets: Any) -> None:
