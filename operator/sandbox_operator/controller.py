@@ -173,8 +173,8 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
 
     The ownership marker is read only until the Space was first seen carrying it (its name holds
     the session UID), and not at all right after this pass created it (then it carries ours). Once
-    it has, and its sandbox URL is known, the Space is read from the owner's latest listing (the
-    observer's) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
+    it has, the Space is read from the owner's latest listing (the observer's, which carries its app's
+    subdomain too) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
     seen before and now not found is gone only if the token can still see its owner (else
     HubAccessLost).
     """
@@ -208,13 +208,15 @@ async def observe(rt: Runtime, session: Session, *, verify_marker: bool = True) 
     if creation.space_unrequested(session.status):  # nothing of ours to read: what blocks a create?
         return replace(base, secrets_problem=await _secrets_problem(rt, session))
     confirmed = session.status.space_confirmed_time is not None
-    known_url = session.status.sandbox_url
-    listed = await rt.observer.listed(space_id) if confirmed and known_url else None
     # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
     ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
+    if confirmed:
+        listed = await rt.observer.listed(space_id)
+    else:  # just duplicated here: the next listing confirms it, shared by the whole burst
+        listed = await rt.observer.after_action(space_id) if ours else None
     try:
         if listed is not None:
-            space: SpaceView | None = replace(listed, sandbox_url=known_url)
+            space: SpaceView | None = listed
         else:
             space = await rt.hub.space(space_id, with_marker=not ours and not confirmed)
             rt.observer.acted(space_id)
@@ -589,7 +591,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     delay = plan.requeue_after
     if not rt.observer.enabled or status.space_id is None:
         return delay
-    listed = status.space_confirmed_time is not None and status.sandbox_url is not None
+    listed = status.space_confirmed_time is not None
     # A failing session keeps its backoff: only a change the listing shows wakes it early.
     waiting = delay is not None and listed and not plan.failed
     rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)

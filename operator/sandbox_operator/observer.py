@@ -51,11 +51,18 @@ def _owner(space_id: str) -> str:
 
 
 def _state(view: SpaceView | None) -> tuple[object, ...] | None:
-    """What a session acts on, as both a listing and a read of the Space show it (a listing has no
-    sandbox URL, a read may carry the marker): a difference here is news to the session."""
+    """What a session acts on, as both a listing and a read of the Space show it (a read may carry the
+    marker): a difference here is news to the session."""
     if view is None:
         return None
-    return (view.stage, view.current_hardware, view.requested_hardware, view.sleep_time, view.private)
+    return (
+        view.stage,
+        view.current_hardware,
+        view.requested_hardware,
+        view.sleep_time,
+        view.private,
+        view.sandbox_url,
+    )
 
 
 @dataclass
@@ -140,6 +147,22 @@ class FleetObserver:
         if self.enabled and (
             owner in self._listing or (owner not in self._listings and space_id not in self._acted)
         ):
+            await self.observe_owner(owner)
+        return self.view(space_id)
+
+    async def after_action(self, space_id: str) -> SpaceView | None:
+        """The Space as the first listing sent after this operator last acted on it shows it (waiting
+        for the listing under way, then one more if that one left before the action): Spaces this
+        process just duplicated are confirmed by the next listing, which a whole burst of them shares,
+        instead of a read each. None: no such listing (it failed), or it does not show the Space yet:
+        the session reads its Space itself."""
+        owner = _owner(space_id)
+        for _ in range(2):
+            if not self.enabled:
+                return None
+            listing = self._listings.get(owner)
+            if listing is not None and listing.taken_at > self._acted.get(space_id, -1.0):
+                return self.view(space_id)
             await self.observe_owner(owner)
         return self.view(space_id)
 

@@ -125,7 +125,7 @@ def test_a_listing_wakes_a_loop_only_with_news_to_it() -> None:
     asyncio.run(watcher.observe_owner("agents"))
     clock.now += 1
     hub.spaces = {SPACE_ID: space()}
-    watcher.saw(SPACE_ID, replace(space(), sandbox_url="https://x.hf.space", marker_uid="u"))
+    watcher.saw(SPACE_ID, replace(space(), marker_uid="u"))
     wakeup.clear()
     clock.now += 30
     asyncio.run(watcher.observe_owner("agents"))
