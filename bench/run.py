@@ -421,6 +421,7 @@ def run_once(
 
         applied = in_parallel(create, names)
         all_ready = wait_for(lambda: len(watcher.ready) >= n, wait, f"{n} sessions Ready")
+        ready = dict(watcher.ready)  # as at the end of the wait: later ones are not within it
         writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         last_built = stats.last_build_end(st.admin.spaces(), exclude={DEV_TEMPLATE})
         steady = Counter[tuple[str, int]]()
@@ -438,6 +439,7 @@ def run_once(
         # wait is short and what is left is let go below, keeping the invocation bounded.
         delete_wait = wait if all_ready else min(wait, DELETE_WAIT_AFTER_TIMEOUT)
         wait_for(lambda: len(watcher.gone) >= n, delete_wait, f"{n} sessions gone")
+        gone = dict(watcher.gone)
         writes2, calls2, cpu2 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         rss_peak = ps.peak_rss_mib()
         watcher.stop()
@@ -445,7 +447,7 @@ def run_once(
         stop_process(proc)
     per_5min = 5 / steady_minutes if steady_minutes > 0 else 0.0
     spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
-    release_sessions(st, namespace, [name for name in names if name not in watcher.gone])
+    release_sessions(st, namespace, [name for name in names if name not in gone])
     delete_namespace(st, namespace)
 
     # The bench's own creates and deletes are in the counts: take them out.
@@ -458,12 +460,12 @@ def run_once(
     return {
         "sessions": n,
         "ready_timeout_s": wait,
-        **latency_figures("ready", applied, watcher.ready),
-        **latency_figures("delete", deleted, watcher.gone),
+        **latency_figures("ready", applied, ready),
+        **latency_figures("delete", deleted, gone),
         # The emulator runs in this process: its timeline and the watch share time.monotonic. Not
         # known unless all were Ready (the last build may not even have begun).
         "ready_after_last_build_s": (
-            max(watcher.ready.values()) - last_built if last_built is not None and all_ready else None
+            max(ready.values()) - last_built if last_built is not None and all_ready else None
         ),
         "cpu_s": cpu2 - cpu0,
         "cpu_s_ready": cpu1 - cpu0,
