@@ -50,6 +50,7 @@ from .core.model import (
     SetSleepTime,
     SpaceView,
 )
+from .create_slots import CreateSlots
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
@@ -104,6 +105,8 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
     pools: pools.PoolBook = field(default_factory=pools.PoolBook)
+    #: Turns for duplicates, so each can leave by its send deadline (create_slots.py).
+    create_slots: CreateSlots = field(default_factory=CreateSlots)
 
 
 def session_from_body(body: kopf.Body) -> Session:
@@ -485,7 +488,14 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
             _post(body, plan.events)
             plan = replace(plan, events=[])
-        applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        creating = isinstance(plan.action, CreateSpace)
+        if creating and await rt.create_slots.take():  # waited for a turn: decide with a fresh deadline
+            plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
+        try:
+            applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        finally:
+            if creating:
+                rt.create_slots.give_back()
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None:
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
@@ -845,6 +855,7 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
         observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
+        create_slots=CreateSlots.for_config(config),
     )
     registry = build_registry(rt)
     operator = kopf.operator(

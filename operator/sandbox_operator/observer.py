@@ -197,7 +197,9 @@ class FleetObserver:
                 changed = self._seen[space_id] != _state(now)
             else:
                 changed = previous is not None and previous.spaces.get(space_id) != now
-            if watched.waiting or now is None or changed:
+            # A Space missing is news only to a session that saw it (drift): one whose create was
+            # refused or is still in flight would be woken by every listing, out of its backoff.
+            if watched.waiting or changed:
                 watched.wakeup.set()
 
     async def run(self) -> None:
