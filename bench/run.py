@@ -60,6 +60,8 @@ OVERHEAD_OPERATOR_ENV: Final = {"SANDBOX_OPERATOR_HUB_RATE": "0"}
 #: A flavor no session is approved for: patching to it and back never requests hardware (soak).
 UNAPPROVED_FLAVOR: Final = "t4-small"
 CREATE_THREADS: Final = 8
+#: Seconds the deletes are waited for after a run that was not all Ready within its timeout.
+DELETE_WAIT_AFTER_TIMEOUT: Final = 120.0
 #: kopf's log format marks levels as `[ERROR   ]`; a traceback is an error however it was logged.
 LOG_ERROR_MARKERS: Final = ("[ERROR", "[CRITICAL", "Traceback (most recent call last)")
 SOAK_HEADLINE: Final = (
@@ -83,7 +85,7 @@ class Scenario:
     name: str
     hubsim: HubSimConfig
     operator_env: Mapping[str, str]
-    timeout: float  # for all Ready, and again for all gone
+    timeout: float  # for all Ready, and again for all gone (DELETE_WAIT_AFTER_TIMEOUT if not all Ready)
 
 
 def scenario(name: str, args: argparse.Namespace) -> Scenario:
@@ -340,6 +342,19 @@ def in_parallel(fn: Callable[[str], object], names: list[str]) -> dict[str, floa
     return began
 
 
+def release_sessions(st: Stack, namespace: str, names: list[str]) -> None:
+    """Drop the finalizers of sessions still there once their operator is stopped (it did not finish
+    within the wait), so their namespace can go; their Spaces stay behind (`spaces_left`)."""
+    for name in names:
+        try:
+            st.custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"finalizers": None}}
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
 def create_namespace(st: Stack, name: str) -> None:
     st.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
@@ -355,23 +370,34 @@ def log_errors(log: Path) -> int:
 
 
 def latency_figures(prefix: str, began: Mapping[str, float], ended: Mapping[str, float]) -> dict[str, Any]:
+    """Latencies per session over all of them: those that never ended within the wait count as longer
+    than any, so a percentile that falls among them is None (not known), never a figure of the
+    quick share alone."""
     latencies = [(ended[name] - began[name]) * 1000 for name in began if name in ended]
+    missing = len(began) - len(latencies)
     first = min(began.values())
     return {
-        f"{prefix}_all_s": (max(ended[n] for n in began) - first) if len(latencies) == len(began) else None,
-        f"{prefix}_p50_ms": stats.percentile(latencies, 50),
-        f"{prefix}_p95_ms": stats.percentile(latencies, 95),
-        f"{prefix}_p99_ms": stats.percentile(latencies, 99),
-        f"{prefix}_max_ms": max(latencies, default=None),
+        f"{prefix}_all_s": (max(ended[n] for n in began) - first) if not missing else None,
+        f"{prefix}_p50_ms": stats.censored_percentile(latencies, missing, 50),
+        f"{prefix}_p95_ms": stats.censored_percentile(latencies, missing, 95),
+        f"{prefix}_p99_ms": stats.censored_percentile(latencies, missing, 99),
+        f"{prefix}_max_ms": max(latencies, default=None) if not missing else None,
         f"{prefix}_done": len(latencies),
+        f"{prefix}_complete": not missing,
     }
 
 
 def run_once(
-    st: Stack, sc: Scenario, operator: Operator, n: int, steady_minutes: float = 0.0
+    st: Stack,
+    sc: Scenario,
+    operator: Operator,
+    n: int,
+    steady_minutes: float = 0.0,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     """One operator, one workload: apply N at once, all Ready, (`steady_minutes` of them Ready,
-    untouched), delete all, all gone."""
+    untouched), delete all, all gone; `timeout` (else the scenario's) bounds each wait."""
+    wait = timeout or sc.timeout
     print(f"- {operator.label}: {n} sessions ({sc.name})", flush=True)
     st.admin.reset()
     namespace = f"bench-{operator.log_name}"
@@ -394,7 +420,8 @@ def run_once(
             )
 
         applied = in_parallel(create, names)
-        wait_for(lambda: len(watcher.ready) >= n, sc.timeout, f"{n} sessions Ready")
+        all_ready = wait_for(lambda: len(watcher.ready) >= n, wait, f"{n} sessions Ready")
+        ready = dict(watcher.ready)  # as at the end of the wait: later ones are not within it
         writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         last_built = stats.last_build_end(st.admin.spaces(), exclude={DEV_TEMPLATE})
         steady = Counter[tuple[str, int]]()
@@ -408,7 +435,11 @@ def run_once(
             st.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
 
         deleted = in_parallel(delete, names)
-        wait_for(lambda: len(watcher.gone) >= n, sc.timeout, f"{n} sessions gone")
+        # Not all Ready: the delete figures mean nothing (the operator is still busy creating), so the
+        # wait is short and what is left is let go below, keeping the invocation bounded.
+        delete_wait = wait if all_ready else min(wait, DELETE_WAIT_AFTER_TIMEOUT)
+        wait_for(lambda: len(watcher.gone) >= n, delete_wait, f"{n} sessions gone")
+        gone = dict(watcher.gone)
         writes2, calls2, cpu2 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         rss_peak = ps.peak_rss_mib()
         watcher.stop()
@@ -416,6 +447,7 @@ def run_once(
         stop_process(proc)
     per_5min = 5 / steady_minutes if steady_minutes > 0 else 0.0
     spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
+    release_sessions(st, namespace, [name for name in names if name not in gone])
     delete_namespace(st, namespace)
 
     # The bench's own creates and deletes are in the counts: take them out.
@@ -426,11 +458,14 @@ def run_once(
     ready_calls, delete_calls = calls1 - calls0, calls2 - calls1
     events = sum(v for (resource, _, _), v in ready_writes.items() if resource == "events")
     return {
-        **latency_figures("ready", applied, watcher.ready),
-        **latency_figures("delete", deleted, watcher.gone),
-        # The emulator runs in this process: its timeline and the watch share time.monotonic.
+        "sessions": n,
+        "ready_timeout_s": wait,
+        **latency_figures("ready", applied, ready),
+        **latency_figures("delete", deleted, gone),
+        # The emulator runs in this process: its timeline and the watch share time.monotonic. Not
+        # known unless all were Ready (the last build may not even have begun).
         "ready_after_last_build_s": (
-            max(watcher.ready.values()) - last_built if last_built is not None and watcher.ready else None
+            max(ready.values()) - last_built if last_built is not None and all_ready else None
         ),
         "cpu_s": cpu2 - cpu0,
         "cpu_s_ready": cpu1 - cpu0,
@@ -714,6 +749,12 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=None, help="wait this long for all Ready / gone")
     parser.add_argument(
+        "--reference-timeout",
+        type=float,
+        default=None,
+        help="the same for the reference (default: --timeout); what it did not finish is reported as bounds",
+    )
+    parser.add_argument(
         "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra operator setting"
     )
     parser.add_argument("--keep", type=Path, default=None, help="state dir to keep (logs); default: temp")
@@ -742,12 +783,17 @@ def main() -> None:
                       f"Spaces left {result['spaces_left']}; log errors {result['log_errors']}")  # fmt: skip
             else:
                 result = {**run_once(st, sc, OURS, args.sessions, args.steady_minutes), "meta": meta}
-                reference = None if args.no_reference else run_once(st, sc, REFERENCE_OPERATOR, args.sessions)
+                reference = (
+                    None
+                    if args.no_reference
+                    else run_once(st, sc, REFERENCE_OPERATOR, args.sessions, timeout=args.reference_timeout)
+                )
                 if reference is not None:
                     result["reference"] = reference
                     result["ratio"] = {
-                        key: stats.ratio(result.get(key), reference.get(key)) for key, _ in stats.HEADLINE
+                        key: stats.exact_ratio(result, reference, key) for key, _ in stats.HEADLINE
                     }
+                    result["ratio_bound"] = stats.ratio_bounds(result, reference)
                 print()
                 print(stats.table(f"{args.scenario}, N={args.sessions}", result, reference))
                 for key in ("hub_calls_by_route", "api_writes"):

@@ -36,6 +36,23 @@ HEADLINE: Final = (
     ("spaces_left", "Spaces left after delete"),
 )
 
+#: Times until Ready: a run that was not all Ready within its timeout knows them only from below
+#: (those its Ready sessions measured stay exact: a percentile within the Ready share).
+READY_TIMES: Final = (
+    "ready_all_s",
+    "ready_p50_ms",
+    "ready_p95_ms",
+    "ready_p99_ms",
+    "ready_after_last_build_s",
+)
+#: Counts per session from apply to all Ready: such a run spent them until its timeout, a lower bound.
+READY_COUNTS: Final = (
+    "api_writes_per_session",
+    "events_per_session",
+    "hub_calls_per_session",
+    "hub_api_calls_per_session",
+)
+
 #: API-server verbs that write (apiserver_request_total's `verb` label).
 WRITE_VERBS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY"})
 #: What a session costs the API server: the session (and its status), its Secret, Events about it.
@@ -136,6 +153,68 @@ def ratio(ours: float | None, reference: float | None) -> float | None:
     return ours / reference
 
 
+def censored_percentile(values: Sequence[float], missing: int, p: float) -> float | None:
+    """Nearest-rank percentile of `values` and `missing` more that never ended (larger than any):
+    None when the rank falls among those, i.e. the percentile is not known, only that it exceeds the
+    wait."""
+    ordered = sorted(values)
+    total = len(ordered) + missing
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(p / 100 * total))
+    return ordered[rank - 1] if rank <= len(ordered) else None
+
+
+Bound = tuple[float | None, str]
+
+
+def bound(result: Mapping[str, Any], key: str) -> Bound:
+    """A figure with how it is known: "" exact, ">" or "≥" a lower bound, for a run whose sessions were
+    not all Ready within its timeout (`ready_complete` false): a time it did not measure exceeds the
+    wait, its counts so far are the least it would have spent."""
+    value = result.get(key)
+    if result.get("ready_complete", True):
+        return value, ""
+    if key in READY_TIMES and value is None:
+        if key == "ready_after_last_build_s":
+            return None, ""
+        wait = float(result["ready_timeout_s"])
+        return (wait * 1000 if key.endswith("_ms") else wait), ">"
+    if key in READY_COUNTS:
+        return value, "≥"
+    return value, ""
+
+
+def bounded_ratio(ours: Bound, reference: Bound) -> Bound:
+    """ours / reference with its direction: exact, "<" (the reference is only bounded from below) or ">"
+    (ours is); unknown when both are bounds."""
+    value = ratio(ours[0], reference[0])
+    if value is None or (ours[1] and reference[1]):
+        return None, ""
+    if reference[1]:
+        return value, "<" if reference[1] == ">" else "≤"
+    if ours[1]:
+        return value, ours[1]
+    return value, ""
+
+
+def ratio_bounds(ours: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, str]:
+    """The headline ratios known only as bounds, e.g. {"ready_all_s": "<0.41"} when the reference was
+    not all Ready within its timeout (`ratio` leaves those out: None)."""
+    bounds = {}
+    for key, _ in HEADLINE:
+        value, op = bounded_ratio(bound(ours, key), bound(reference, key))
+        if op and value is not None:
+            bounds[key] = f"{op}{value:.3g}"
+    return bounds
+
+
+def exact_ratio(ours: Mapping[str, Any], reference: Mapping[str, Any], key: str) -> float | None:
+    """ours / reference where both are measured, None where either is only a bound."""
+    value, op = bounded_ratio(bound(ours, key), bound(reference, key))
+    return None if op else value
+
+
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -144,15 +223,20 @@ def _cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _bound_cell(figure: Bound) -> str:
+    value, op = figure
+    return op + _cell(value) if value is not None else "-"
+
+
 def table(title: str, ours: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
     """Headline figures, ours next to the reference and their ratio."""
     rows = [("figure", "sandbox-operator", "reference", "ratio")]
     for key, label in HEADLINE:
         if key not in ours:
             continue
-        ref = reference.get(key) if reference else None
-        r = ratio(ours.get(key), ref)
-        rows.append((label, _cell(ours.get(key)), _cell(ref), "-" if r is None else f"{r:.2f}x"))
+        mine, ref = bound(ours, key), bound(reference, key) if reference else (None, "")
+        r, op = bounded_ratio(mine, ref)
+        rows.append((label, _bound_cell(mine), _bound_cell(ref), "-" if r is None else f"{op}{r:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [title]
     for i, row in enumerate(rows):
@@ -160,6 +244,12 @@ def table(title: str, ours: Mapping[str, Any], reference: Mapping[str, Any] | No
                                enumerate(zip(row, widths, strict=True))))  # fmt: skip
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    for label, result in (("sandbox-operator", ours), ("reference", reference or {})):
+        if not result.get("ready_complete", True):
+            lines.append(
+                f"  ! {label}: not all Ready within {result['ready_timeout_s']:.0f}s ({result['ready_done']} "
+                f"of {result['sessions']}): '>' and '≥' mark what it only bounds, '<' and '≤' the ratios"
+            )
     return "\n".join(lines)
 
 

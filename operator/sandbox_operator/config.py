@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 from .api import MIN_SLEEP_TIME_SECONDS, Hardware
+from .sandbox_url import DEFAULT_TEMPLATE, check_template
 
 #: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
 #: finds the Lease (and the read token Secret) of the chart's Deployment.
@@ -74,6 +75,11 @@ class OperatorConfig(BaseModel):
 
     hub_endpoint: Annotated[str, Option(env="HF_ENDPOINT")] = Field(
         default="https://huggingface.co", description="Base URL of the Hub API."
+    )
+    sandbox_url_template: Annotated[str, OPTION] = Field(
+        default=DEFAULT_TEMPLATE,
+        description="Where a Space's app answers, from the subdomain the Hub reports for it ({subdomain} "
+        "once; the Hub: https://{subdomain}.hf.space); an emulator serves the apps elsewhere.",
     )
     hub_token: Annotated[str, Option(env="HF_TOKEN")] = Field(
         default="", repr=False, description="Hub token the operator acts with."
@@ -305,6 +311,11 @@ class OperatorConfig(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, endpoint: str) -> str:
         return endpoint.rstrip("/")
+
+    @field_validator("sandbox_url_template")
+    @classmethod
+    def _a_url_with_the_subdomain(cls, template: str) -> str:
+        return check_template(template)
 
     @model_validator(mode="after")
     def _sleep_default_within_max(self) -> OperatorConfig:

@@ -50,6 +50,7 @@ from .core.model import (
     SetSleepTime,
     SpaceView,
 )
+from .create_slots import CreateSlots
 from .health import HealthMonitor, stall_after, watch_checks
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
@@ -104,6 +105,8 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
     pools: pools.PoolBook = field(default_factory=pools.PoolBook)
+    #: Turns for duplicates, so each can leave by its send deadline (create_slots.py).
+    create_slots: CreateSlots = field(default_factory=CreateSlots)
 
 
 def session_from_body(body: kopf.Body) -> Session:
@@ -175,8 +178,8 @@ async def observe(
 
     The ownership marker is read only until the Space was first seen carrying it (its name holds
     the session UID), and not at all right after this pass created it (then it carries ours). Once
-    it has, and its sandbox URL is known, the Space is read from the owner's latest listing (the
-    observer's) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
+    it has, the Space is read from the owner's latest listing (the observer's, which carries its app's
+    subdomain too) when that shows it; otherwise, or to confirm that it vanished, from the Hub. A Space
     seen before and now not found is gone only if the token can still see its owner (else
     HubAccessLost).
     `connection_seen`: an earlier observation of this pass, whose connection Secret is still current
@@ -222,13 +225,15 @@ async def observe(
     if creation.space_unrequested(session.status):  # nothing of ours to read: what blocks a create?
         return replace(base, secrets_problem=await _secrets_problem(rt, session))
     confirmed = session.status.space_confirmed_time is not None
-    known_url = session.status.sandbox_url
-    listed = await rt.observer.listed(space_id) if confirmed and known_url else None
     # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
     ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
+    if confirmed:
+        listed = await rt.observer.listed(space_id)
+    else:  # just duplicated here: the next listing confirms it, shared by the whole burst
+        listed = await rt.observer.after_action(space_id) if ours else None
     try:
         if listed is not None:
-            space: SpaceView | None = replace(listed, sandbox_url=known_url)
+            space: SpaceView | None = listed
         else:
             space = await rt.hub.space(space_id, with_marker=not ours and not confirmed)
             rt.observer.acted(space_id)
@@ -498,7 +503,14 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
             _post(body, plan.events)
             plan = replace(plan, events=[])
-        applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        creating = isinstance(plan.action, CreateSpace)
+        if creating and await rt.create_slots.take():  # waited for a turn: decide with a fresh deadline
+            plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
+        try:
+            applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        finally:
+            if creating:
+                rt.create_slots.give_back()
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None:
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
@@ -609,7 +621,7 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     delay = plan.requeue_after
     if not rt.observer.enabled or status.space_id is None:
         return delay
-    listed = status.space_confirmed_time is not None and status.sandbox_url is not None
+    listed = status.space_confirmed_time is not None
     # A failing session keeps its backoff: only a change the listing shows wakes it early.
     waiting = delay is not None and listed and not plan.failed
     rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)
@@ -870,6 +882,7 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
         observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
+        create_slots=CreateSlots.for_config(config),
     )
     registry = build_registry(rt)
     operator = kopf.operator(

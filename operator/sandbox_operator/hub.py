@@ -51,6 +51,7 @@ from .core.model import (
 )
 from .pricing import hourly_prices
 from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
+from .sandbox_url import sandbox_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,8 +60,9 @@ READ_RETRY_BASE = 0.5
 #: Spaces per page of the fleet listing: what huggingface.js's listSpaces asks the Hub for
 #: (packages/hub/src/lib/list-spaces.ts, `limit: "500"`); 1,000 Spaces are two calls.
 LIST_PAGE_SIZE = 500
-#: The properties the fleet listing asks for: the runtime (stage, hardware, sleep time) and privacy.
-LIST_EXPAND = ("runtime", "private")
+#: The properties the fleet listing asks for: the runtime (stage, hardware, sleep time), privacy, and
+#: the subdomain the Space's app answers at (`host` is not expandable: sandbox_url.py builds it).
+LIST_EXPAND = ("runtime", "private", "subdomain")
 #: Seconds a whoami answer (the token's user and orgs) is reused; the Hub rate-limits whoami hard.
 WHOAMI_CACHE_SECONDS = 60.0
 
@@ -232,8 +234,14 @@ def _in_thread(
     return run
 
 
-def _space_view(info: SpaceInfo, endpoint: str) -> SpaceView:
+def _space_view(info: SpaceInfo, endpoint: str, app_template: str) -> SpaceView:
+    """The Space as the core sees it; its app's address only from the operator's template and the
+    Space's own subdomain (never the Hub's `host`, which a listing does not carry)."""
     runtime = info.runtime
+    app_url = sandbox_url(app_template, info.subdomain)
+    if app_url is None and info.subdomain:
+        log.warning("Space %s: the Hub's subdomain %r is not a DNS label; its app is not addressed",
+                    info.id, info.subdomain)  # fmt: skip
     stage = str(runtime.stage) if runtime is not None else "UNKNOWN"
     return SpaceView(
         space_id=info.id,
@@ -244,7 +252,7 @@ def _space_view(info: SpaceInfo, endpoint: str) -> SpaceView:
         ),
         private=info.private,
         url=f"{endpoint}/spaces/{info.id}",
-        sandbox_url=info.host or (f"https://{info.subdomain}.hf.space" if info.subdomain else None),
+        sandbox_url=app_url,
         sleep_time=runtime.sleep_time if runtime is not None else None,
     )
 
@@ -374,7 +382,7 @@ class HubClient:
             if error.failure.kind is FailureKind.NOT_FOUND:
                 return None
             raise
-        view = _space_view(info, self._endpoint)
+        view = _space_view(info, self._endpoint, self._config.sandbox_url_template)
         if view.stage == "UNKNOWN":
             runtime = await self._call(
                 "runtime",
@@ -428,9 +436,9 @@ class HubClient:
 
     async def list_owner_spaces(self, owner: str, prefix: str) -> Listing:
         """The owner's Spaces whose name contains `prefix`, each with its runtime: one paginated call
-        (`GET /api/spaces?author=…&search=…&expand=runtime&expand=private`, pages of LIST_PAGE_SIZE)
-        for the whole fleet, where `space_info` would be one call per Space. A listing carries no
-        `host` (not an expandable property), so the views have no sandbox URL."""
+        (`GET /api/spaces?author=…&search=…&expand=runtime&expand=private&expand=subdomain`, pages
+        of LIST_PAGE_SIZE) for the whole fleet, where `space_info` would be one call per Space.
+        Each view's sandbox URL comes from the Space's `subdomain` (`host` is not expandable)."""
         url = f"{self._endpoint}/api/spaces"
         params = {"author": owner, "search": prefix, "expand": list(LIST_EXPAND), "limit": LIST_PAGE_SIZE}
 
@@ -444,7 +452,10 @@ class HubClient:
             infos = (SpaceInfo(**item) for item in items)  # type: ignore[no-untyped-call]
             return Listing(
                 sent_at,
-                {info.id: replace(_space_view(info, self._endpoint), sandbox_url=None) for info in infos},
+                {
+                    info.id: _space_view(info, self._endpoint, self._config.sandbox_url_template)
+                    for info in infos
+                },
             )
 
         return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)

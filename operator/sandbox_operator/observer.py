@@ -51,11 +51,18 @@ def _owner(space_id: str) -> str:
 
 
 def _state(view: SpaceView | None) -> tuple[object, ...] | None:
-    """What a session acts on, as both a listing and a read of the Space show it (a listing has no
-    sandbox URL, a read may carry the marker): a difference here is news to the session."""
+    """What a session acts on, as both a listing and a read of the Space show it (a read may carry the
+    marker): a difference here is news to the session."""
     if view is None:
         return None
-    return (view.stage, view.current_hardware, view.requested_hardware, view.sleep_time, view.private)
+    return (
+        view.stage,
+        view.current_hardware,
+        view.requested_hardware,
+        view.sleep_time,
+        view.private,
+        view.sandbox_url,
+    )
 
 
 @dataclass
@@ -143,6 +150,22 @@ class FleetObserver:
             await self.observe_owner(owner)
         return self.view(space_id)
 
+    async def after_action(self, space_id: str) -> SpaceView | None:
+        """The Space as the first listing sent after this operator last acted on it shows it (waiting
+        for the listing under way, then one more if that one left before the action): Spaces this
+        process just duplicated are confirmed by the next listing, which a whole burst of them shares,
+        instead of a read each. None: no such listing (it failed), or it does not show the Space yet:
+        the session reads its Space itself."""
+        owner = _owner(space_id)
+        for _ in range(2):
+            if not self.enabled:
+                return None
+            listing = self._listings.get(owner)
+            if listing is not None and listing.taken_at > self._acted.get(space_id, -1.0):
+                return self.view(space_id)
+            await self.observe_owner(owner)
+        return self.view(space_id)
+
     def owners(self) -> set[str]:
         return {_owner(watched.space_id) for watched in self._watched.values()}
 
@@ -174,7 +197,9 @@ class FleetObserver:
                 changed = self._seen[space_id] != _state(now)
             else:
                 changed = previous is not None and previous.spaces.get(space_id) != now
-            if watched.waiting or now is None or changed:
+            # A Space missing is news only to a session that saw it (drift): one whose create was
+            # refused or is still in flight would be woken by every listing, out of its backoff.
+            if watched.waiting or changed:
                 watched.wakeup.set()
 
     async def run(self) -> None:

@@ -25,6 +25,7 @@ from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
 from .controlplane.processes import free_ports, launch, log_tail
 from .hubsim import HubSimConfig, HubSimServer
+from .hubsim.views import sandbox_url_template
 
 DEV_OWNER = "agents"
 DEV_TEMPLATE = "templates/agent-sandbox"
@@ -88,7 +89,12 @@ def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
     """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment."""
     helm = Helm(plane.bin_dir / "helm", state_dir / "helm", plane.kubeconfig)
     values = {
-        "hub": {"endpoint": hub_url, "token": DEV_TOKEN, "readToken": {"token": DEV_READ_TOKEN}},
+        "hub": {
+            "endpoint": hub_url,
+            "sandboxUrlTemplate": sandbox_url_template(hub_url),
+            "token": DEV_TOKEN,
+            "readToken": {"token": DEV_READ_TOKEN},
+        },
         "defaultOwner": DEV_OWNER,
         "defaultTemplate": DEV_TEMPLATE,
     }
@@ -102,6 +108,8 @@ def operator_env(plane: ControlPlane, hub_url: str) -> dict[str, str]:
     return {
         "KUBECONFIG": str(plane.kubeconfig),
         "HF_ENDPOINT": hub_url,
+        # The emulator serves each Space's app under its own address, not at {subdomain}.hf.space.
+        "SANDBOX_OPERATOR_SANDBOX_URL_TEMPLATE": sandbox_url_template(hub_url),
         "HF_TOKEN": DEV_TOKEN,
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "SANDBOX_OPERATOR_DEFAULT_OWNER": DEV_OWNER,

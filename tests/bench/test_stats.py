@@ -158,3 +158,37 @@ def test_pool_table_shows_warm_claims_beside_cold_creates_per_batch_size() -> No
     table = stats.pool_table("pool of 50", batches)
     assert table.splitlines()[1].split()[:3] == ["claims", "warm", "p50"]
     assert "480" in table and "64,000" in table
+
+
+def test_a_run_not_all_ready_within_its_timeout_is_reported_as_bounds() -> None:
+    """Percentiles count the sessions never Ready as slower than any; the table and the ratios say
+    'not all Ready within T' instead of a figure of the quick share alone."""
+    assert stats.censored_percentile([1.0, 2.0, 3.0], 1, 50) == 2.0
+    assert stats.censored_percentile([1.0, 2.0, 3.0], 1, 99) is None
+    assert stats.censored_percentile([], 0, 50) is None
+    ours = {"ready_all_s": 400.0, "ready_p99_ms": 300_000.0, "hub_calls_per_session": 1.1, "hub_429s": 0}
+    reference = {
+        "sessions": 1000,
+        "ready_timeout_s": 1200.0,
+        "ready_complete": False,
+        "ready_done": 600,
+        "ready_all_s": None,
+        "ready_p99_ms": None,
+        "hub_calls_per_session": 70.0,
+        "hub_429s": 5000,
+    }
+    assert stats.bound(reference, "ready_all_s") == (1200.0, ">")
+    assert stats.bound(reference, "ready_p99_ms") == (1_200_000.0, ">")
+    assert stats.bound(reference, "hub_calls_per_session") == (70.0, "≥")
+    assert stats.exact_ratio(ours, reference, "ready_all_s") is None
+    assert stats.exact_ratio(ours, reference, "hub_429s") == 0.0
+    assert stats.ratio_bounds(ours, reference) == {
+        "ready_all_s": "<0.333",
+        "ready_p99_ms": "<0.25",
+        "hub_calls_per_session": "≤0.0157",
+    }
+    text = stats.table("hub-shape, N=1000", ours, reference)
+    rows = {line.split("  ")[0]: line.split() for line in text.splitlines()}
+    assert rows["all Ready after the first apply (s)"][-3:] == ["400", ">1,200", "<0.33x"]
+    assert rows["Hub calls per session, apply -> Ready"][-3:] == ["1.10", "≥70.00", "≤0.02x"]
+    assert "reference: not all Ready within 1200s (600 of 1000)" in text

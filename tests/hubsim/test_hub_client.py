@@ -147,6 +147,7 @@ def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_obser
     assert sorted(listed) == [f"alice/ags-{index}" for index in range(7)]
     assert listed["alice/ags-3"].stage == "PAUSED" and listed["alice/ags-0"].stage == "RUNNING"
     assert listed["alice/ags-0"].current_hardware == "cpu-basic" and listed["alice/ags-0"].private
-    assert all(view.sandbox_url is None for view in listed.values())  # a listing carries no host
+    # No `host` in a listing: each app's address is the operator's template and the Space's subdomain.
+    assert listed["alice/ags-0"].sandbox_url == f"{hub.url}/_sandbox/alice-ags-0"
     assert [c["route"] for c in hub.admin.calls()] == ["list_spaces"]  # 7 Spaces: one page of up to 500
     assert priorities == [Priority.OBSERVE]

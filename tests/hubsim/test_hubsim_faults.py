@@ -64,7 +64,7 @@ def test_wildcard_covers_api_routes_but_not_the_sandbox(
             call()
         assert caught.value.response.status_code == 503
     health = httpx2.get(
-        f"{hub.url}/_sandbox/alice/box/health", headers={"X-Sandbox-Authorization": "Bearer t"}
+        f"{hub.url}/_sandbox/alice-box/health", headers={"X-Sandbox-Authorization": "Bearer t"}
     )
     assert health.status_code == 200
     hub.admin.clear_faults()
@@ -76,7 +76,7 @@ def test_health_fault_targets_the_sandbox(hub: HubSimServer, alice: HfApi, templ
         template, "alice/box", repo_type="space", space_secrets=[{"key": "SANDBOX_API_TOKEN", "value": "t"}]
     )
     hub.admin.add_fault("health", 502, count=1)
-    url = f"{hub.url}/_sandbox/alice/box/health"
+    url = f"{hub.url}/_sandbox/alice-box/health"
     assert httpx2.get(url, headers={"X-Sandbox-Authorization": "Bearer t"}).status_code == 502
     assert httpx2.get(url, headers={"X-Sandbox-Authorization": "Bearer t"}).status_code == 200
 

@@ -65,7 +65,7 @@ def test_space_info_embeds_runtime_and_metadata(alice: HfApi, hub: HubSimServer,
     assert info.private is True
     assert info.sdk == "docker"
     assert info.subdomain == "alice-info"
-    assert info.host == f"{hub.url}/_sandbox/alice/info"
+    assert info.host == f"{hub.url}/_sandbox/alice-info"
     assert info.created_at is not None and info.last_modified is not None
     assert info.runtime is not None and info.runtime.stage == "RUNNING"
     assert info.card_data is not None and info.card_data.duplicated_from == template

@@ -101,7 +101,7 @@ def test_a_private_spaces_app_is_reached_only_through_the_edge_with_a_hub_read_t
 
 def test_health_without_token_secret_is_401(hub: HubSimServer, admin: HubSimAdmin) -> None:
     admin.plant_space("alice/bare")
-    assert _health(f"{hub.url}/_sandbox/alice/bare", "anything").status_code == 401
+    assert _health(f"{hub.url}/_sandbox/alice-bare", "anything").status_code == 401
 
 
 def test_admin_listing_shows_secret_values(alice: HfApi, admin: HubSimAdmin, template: str) -> None:

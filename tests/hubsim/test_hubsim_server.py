@@ -41,7 +41,7 @@ def test_busy_port_fails_start(hub: HubSimServer) -> None:
 def test_public_url_is_advertised(hub_factory: Callable[..., HubSimServer]) -> None:
     hub = hub_factory(public_url="http://hubsim.example:8080/")
     response = httpx2.get(f"{hub.url}/api/spaces/sandbox-templates/agent-sandbox")
-    assert response.json()["host"] == "http://hubsim.example:8080/_sandbox/sandbox-templates/agent-sandbox"
+    assert response.json()["host"] == "http://hubsim.example:8080/_sandbox/sandbox-templates-agent-sandbox"
 
 
 def test_unknown_api_route_is_json_404_with_request_id(hub: HubSimServer) -> None:

@@ -160,7 +160,7 @@ def test_pause_and_restart_from_sleep(state: HubState, clock: ManualClock) -> No
 
 def _health(hub: HubSimServer, space_id: str) -> int:
     request = urllib.request.Request(
-        f"{hub.url}/_sandbox/{space_id}/health",
+        f"{hub.url}/_sandbox/{space_id.replace('/', '-')}/health",
         # Through the edge of a private Space: the owner's Hub token, then the sandbox token.
         headers={"Authorization": "Bearer hf_alice", "X-Sandbox-Authorization": "Bearer sbx"},
     )

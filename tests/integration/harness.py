@@ -21,6 +21,7 @@ from sandbox_operator.core.model import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin
+from sandbox_testbench.hubsim.views import sandbox_url_template
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "HF_ENDPOINT": self.hub_url,
+            "SANDBOX_OPERATOR_SANDBOX_URL_TEMPLATE": sandbox_url_template(self.hub_url),
             "HF_TOKEN": OPERATOR_TOKEN,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,

@@ -277,6 +277,8 @@ def test_a_401_right_after_the_duplicate_is_waited_out_not_reported(
 ) -> None:
     hub_admin.clear_calls()
     hub_admin.add_fault("space_info", 401, seconds=3)
+    # A fresh duplicate is confirmed by the next listing; when that fails, the session reads its Space.
+    hub_admin.add_fault("list_spaces", 401, seconds=3)
     kubectl("apply", "-f", "-", stdin=session_manifest("unseen", namespace))
     session = wait_ready(kubectl, "unseen", namespace, timeout=30)
     space_path = f"/api/spaces/{session['status']['spaceId']}"

@@ -111,6 +111,8 @@ def test_transient_404_after_duplicate_is_waited_out_without_a_second_duplicate(
     hub_admin.set_delays(transient_errors=2.0)
     try:
         hub_admin.clear_calls()
+        # A fresh duplicate is confirmed by the next listing; when that fails, the session reads its Space.
+        hub_admin.add_fault("list_spaces", 401, seconds=3)
         kubectl("apply", "-f", "-", stdin=session_manifest("fresh", namespace))
         session = wait_ready(kubectl, "fresh", namespace)
     finally:

@@ -144,7 +144,7 @@ def test_the_operator_sweeps_in_the_background_and_reports_metrics_and_liveness(
             "sandbox_operator_orphans_swept_total 1.0",
             'sandbox_operator_sweep_decisions_total{verdict="delete"} 1.0',
             'sandbox_operator_hub_calls_total{code="200",route="duplicate"} 1.0',
-            'sandbox_operator_hub_call_seconds_count{route="space_info"}',
+            'sandbox_operator_hub_call_seconds_count{route="list_spaces"}',
             "sandbox_operator_hub_rate_limit_wait_seconds_count",
             "sandbox_operator_leader 1.0",
             "sandbox_operator_event_loop_lag_seconds",

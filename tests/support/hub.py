@@ -9,12 +9,14 @@ import pytest
 
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.hub import HubClient, HubError
+from sandbox_testbench.hubsim.views import sandbox_url_template
 
 
 def client_for(hub_url: str, template: str) -> HubClient:
     """The operator's Hub client acting as the emulator user `alice`, owner of the Spaces it makes."""
     config = OperatorConfig(
         hub_endpoint=hub_url,
+        sandbox_url_template=sandbox_url_template(hub_url),
         hub_token="hf_alice",
         default_owner="alice",
         default_template=template,

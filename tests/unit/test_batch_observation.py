@@ -64,20 +64,28 @@ def test_sessions_read_their_space_from_one_listing_per_owner() -> None:
 def test_a_listing_wakes_the_loops_whose_space_changed_or_vanished_and_those_that_wait() -> None:
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)
-    hub.spaces = {SPACE_ID: space(), OTHER: space(), "agents/ags-waits": space("BUILDING")}
-    same, changed, gone, waits = (asyncio.Event() for _ in range(4))
+    hub.spaces = {
+        SPACE_ID: space(),
+        OTHER: space(),
+        "agents/ags-waits": space("BUILDING"),
+        "agents/ags-gone": space(),
+    }
+    same, changed, gone, waits, never = (asyncio.Event() for _ in range(5))
     watcher.watch("1", SPACE_ID, same, waiting=False)
     watcher.watch("2", OTHER, changed, waiting=False)
     watcher.watch("3", "agents/ags-gone", gone, waiting=False)
     watcher.watch("4", "agents/ags-waits", waits, waiting=True)
+    watcher.watch("5", "agents/ags-refused", never, waiting=False)  # its create was refused: in backoff
     asyncio.run(watcher.observe_owner("agents"))
-    for event in (same, changed, gone, waits):
+    for event in (same, changed, gone, waits, never):
         event.clear()
     clock.now += 30
     hub.spaces[OTHER] = space("PAUSED")
+    del hub.spaces["agents/ags-gone"]
     asyncio.run(watcher.observe_owner("agents"))
     assert not same.is_set()  # converged and unchanged: its loop sleeps on
     assert changed.is_set() and gone.is_set() and waits.is_set()
+    assert not never.is_set()  # a Space never seen is no news by being missing: the backoff holds
     assert watcher.view("agents/ags-gone") is None  # not listed: the session confirms with its own read
 
 
@@ -125,7 +133,7 @@ def test_a_listing_wakes_a_loop_only_with_news_to_it() -> None:
     asyncio.run(watcher.observe_owner("agents"))
     clock.now += 1
     hub.spaces = {SPACE_ID: space()}
-    watcher.saw(SPACE_ID, replace(space(), sandbox_url="https://x.hf.space", marker_uid="u"))
+    watcher.saw(SPACE_ID, replace(space(), marker_uid="u"))
     wakeup.clear()
     clock.now += 30
     asyncio.run(watcher.observe_owner("agents"))
@@ -144,8 +152,9 @@ def test_a_listing_wakes_a_loop_only_with_news_to_it() -> None:
 
 def test_a_wake_up_by_a_listing_the_pass_itself_made_useless_is_dropped() -> None:
     """A listing sent while the session's duplicate waited at the gate does not show the Space and
-    wakes the session; the duplicate then returns in the same pass: that listing cannot serve the
-    next pass (it would read its own Space and check its health again), so the wake-up is dropped."""
+    wakes the waiting session; the duplicate then returns in the same pass: that listing cannot serve
+    the next pass (it would read its own Space and check its health again), so the wake-up is dropped.
+    A session that does not wait is not woken by a Space it never saw missing (its backoff holds)."""
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)
     wakeup = asyncio.Event()
@@ -153,7 +162,11 @@ def test_a_wake_up_by_a_listing_the_pass_itself_made_useless_is_dropped() -> Non
     watcher.watch("1", SPACE_ID, wakeup, waiting=False)
     clock.now += 10
     asyncio.run(watcher.observe_owner("agents"))
-    assert wakeup.is_set()  # not listed: news
+    assert not wakeup.is_set()  # never seen, so missing is no news
+    watcher.watch("1", SPACE_ID, wakeup, waiting=True)
+    clock.now += 10
+    asyncio.run(watcher.observe_owner("agents"))
+    assert wakeup.is_set()  # a waiting session is woken by every listing
     clock.now += 5
     watcher.acted(SPACE_ID)  # this pass's duplicate returned
     watcher.watch("1", SPACE_ID, wakeup, waiting=True)

@@ -358,10 +358,19 @@ def _entry_handlers(kind: str, render: _EntriesView, answer_map: bool) -> tuple[
 SANDBOX_AUTH_HEADER: Final = "X-Sandbox-Authorization"
 
 
+def _app_space_id(state: HubState, app_subdomain: str) -> str:
+    """The Space whose app answers at this subdomain (no Space: the subdomain, which none is named)."""
+    for space_id in state.spaces:
+        if views.subdomain(space_id) == app_subdomain:
+            return space_id
+    return app_subdomain
+
+
 def _sandbox_app(request: web.Request) -> Space:
     """Every request to a Space's app passes the Hub's edge first (Hub token in `Authorization`),
     then the sandbox server's own check (its token in `X-Sandbox-Authorization`)."""
-    state, space_id = _state(request), _space_id(request)
+    state = _state(request)
+    space_id = _app_space_id(state, request.match_info["subdomain"])
     state.check_edge(space_id, _bearer(request))
     return state.check_sandbox(space_id, _bearer(request, SANDBOX_AUTH_HEADER))
 
@@ -538,9 +547,9 @@ def create_app(config: HubSimConfig) -> web.Application:
         get, post, delete = _entry_handlers(kind, render, answer_map)
         for method, handler in (("GET", get), ("POST", post), ("DELETE", delete)):
             add(method, f"{space}/{kind}", handler, name=kind)
-    add("GET", "/_sandbox/{ns}/{name}/health", _health, name="health")
+    add("GET", "/_sandbox/{subdomain}/health", _health, name="health")
     for method in ("GET", "POST"):
-        add(method, "/_sandbox/{ns}/{name}/{path:.+}", _app, name="app")
+        add(method, "/_sandbox/{subdomain}/{path:.+}", _app, name="app")
     add("GET", "/_sim/spaces", _sim_spaces)
     add("POST", "/_sim/spaces", _sim_plant)
     add("GET", "/_sim/spaces/{ns}/{name}", _sim_space)

@@ -48,9 +48,15 @@ def space_url(base_url: str, space_id: str) -> str:
     return f"{base_url}/spaces/{space_id}"
 
 
+def sandbox_url_template(base_url: str) -> str:
+    """Where the emulator serves each Space's app, by its subdomain: it stands for
+    https://{subdomain}.hf.space (fidelity: F36); the operator's `sandbox_url_template` for it."""
+    return f"{base_url}/_sandbox/{{subdomain}}"
+
+
 def sandbox_url(base_url: str, space_id: str) -> str:
-    """Stands in for https://{subdomain}.hf.space, where the Space's own app answers (fidelity: F36)."""
-    return f"{base_url}/_sandbox/{space_id}"
+    """The `host` of a Space: its app's address (fidelity: F36)."""
+    return sandbox_url_template(base_url).replace("{subdomain}", subdomain(space_id))
 
 
 def subdomain(space_id: str) -> str:

@@ -1,0 +1,50 @@
+"""Turns for creates: no more duplicates in flight than the Hub gate can send by their deadline.
+
+A duplicate must leave for the Hub within `duplicate_send_deadline` of its recorded request, or it
+is never sent (that bounds how long a Space may appear after its session is deleted). A thousand
+sessions applied at once would otherwise queue a thousand duplicates at a gate that sends `hub_rate`
+calls a second: all but the first few dozen wait past their deadline, are refused, back off and come
+back, and the refusals and re-reads crowd the gate. So a session takes a turn before it records
+its request (and its deadline), and the turns in flight are what the gate sends in half a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .config import OperatorConfig
+
+#: The share of the send deadline the creates in flight may fill at the gate's rate (the rest is
+#: left for the other calls waiting before them).
+DEADLINE_SHARE = 0.5
+
+
+@dataclass
+class CreateSlots:
+    """At most `size` creates in flight; None: no limit (an unlimited gate)."""
+
+    size: int | None = None
+    _free: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def for_config(cls, config: OperatorConfig) -> CreateSlots:
+        if config.hub_rate <= 0:
+            return cls()
+        return cls(max(1, int(config.hub_rate * config.duplicate_send_deadline * DEADLINE_SHARE)))
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            self._free = asyncio.Semaphore(self.size)
+
+    async def take(self) -> bool:
+        """Wait for a turn; True when it had to wait (a decision made before is stale by now)."""
+        if self._free is None:
+            return False
+        waited = self._free.locked()
+        await self._free.acquire()
+        return waited
+
+    def give_back(self) -> None:
+        if self._free is not None:
+            self._free.release()

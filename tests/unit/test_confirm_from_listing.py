@@ -1,0 +1,54 @@
+"""A Space this process just duplicated is confirmed by the next listing, shared by the whole burst,
+instead of a read each; without such a listing the session reads its Space itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_batch_observation import Hub, observer
+
+from sandbox_operator.observer import FleetObserver
+from tests.support.clock import ManualClock
+from tests.support.core import SPACE_ID, space
+
+
+def test_a_fresh_duplicate_waits_for_a_listing_sent_after_it() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    asyncio.run(watcher.observe_owner("agents"))  # a listing before the duplicate: it cannot show it
+    clock.now += 1
+    watcher.created(SPACE_ID)
+    watcher.acted(SPACE_ID)
+    hub.spaces = {SPACE_ID: space("BUILDING")}
+    clock.now += 1
+    assert asyncio.run(watcher.after_action(SPACE_ID)) == space("BUILDING")
+    assert hub.calls == ["agents", "agents"]  # one listing more, not a read of the Space
+
+
+def test_many_fresh_duplicates_share_one_listing() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    ids = [f"agents/ags-{n}" for n in range(50)]
+    for space_id in ids:
+        watcher.created(space_id)
+        watcher.acted(space_id)
+    hub.spaces = {space_id: space("BUILDING") for space_id in ids}
+    hub.gate_wait = 1.0
+
+    async def burst() -> list[object]:
+        return list(await asyncio.gather(*(watcher.after_action(space_id) for space_id in ids)))
+
+    assert all(view is not None for view in asyncio.run(burst()))
+    assert hub.calls == ["agents"]
+
+
+def test_without_a_usable_listing_the_session_reads_its_space_itself() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.acted(SPACE_ID)
+    hub.failing = True
+    assert asyncio.run(watcher.after_action(SPACE_ID)) is None  # the listing failed
+    hub.failing = False
+    assert asyncio.run(watcher.after_action(SPACE_ID)) is None  # the listing does not show it yet
+    off = FleetObserver(hub.list_spaces, "ags-", 0.0, clock=clock)
+    assert asyncio.run(off.after_action(SPACE_ID)) is None  # observation by the batch is off

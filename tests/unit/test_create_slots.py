@@ -1,0 +1,38 @@
+"""No more duplicates in flight than the Hub gate sends in half their send deadline: a burst of
+creates then leaves in turn instead of waiting past its deadline and being refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.create_slots import CreateSlots
+
+
+def test_the_turns_are_what_the_gate_sends_in_half_a_deadline() -> None:
+    assert CreateSlots.for_config(OperatorConfig(hub_rate=3, duplicate_send_deadline=30)).size == 45
+    assert CreateSlots.for_config(OperatorConfig(hub_rate=0.01)).size == 1
+    assert CreateSlots.for_config(OperatorConfig(hub_rate=0)).size is None  # an unlimited gate: no turns
+
+
+def test_a_create_waits_for_a_turn_and_says_it_waited() -> None:
+    async def scenario() -> list[bool]:
+        slots = CreateSlots(2)
+        assert not await slots.take() and not await slots.take()
+        third = asyncio.ensure_future(slots.take())
+        await asyncio.sleep(0)
+        assert not third.done()  # both turns in flight
+        slots.give_back()
+        return [await third]
+
+    assert asyncio.run(scenario()) == [True]  # it waited: its decision (and deadline) is made again
+
+
+def test_without_a_limit_nothing_waits() -> None:
+    async def scenario() -> list[bool]:
+        slots = CreateSlots()
+        taken = [await slots.take() for _ in range(100)]
+        slots.give_back()
+        return taken
+
+    assert asyncio.run(scenario()) == [False] * 100
