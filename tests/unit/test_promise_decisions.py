@@ -194,12 +194,16 @@ def test_the_finalizer_waits_out_a_create_that_may_still_land_then_concludes() -
     assert decide_deletion(in_flight, appeared, CONFIG, now=NOW).action is not None  # deletes what appears
 
 
-def test_once_the_space_was_seen_after_the_request_a_not_found_is_gone_again() -> None:
+def test_a_space_seen_after_the_request_is_not_taken_for_gone_by_the_finalizer_inside_the_window() -> None:
+    # A listing confirmed it, but its own routes (the marker's too) may still answer "not found" (F32).
     landed = session(
         duplicateRequestedTime="2026-11-26T11:59:50.000000Z", spaceConfirmedTime="2026-11-26T11:59:55Z"
     )
-    assert decide_deletion(landed, DeletionObservation(), CONFIG, now=NOW).done
-    lost = decide(landed, Observation(token="t"), CONFIG, NOW)
+    waiting = decide_deletion(landed, DeletionObservation(), CONFIG, now=NOW)
+    assert not waiting.done and waiting.reason == "WaitingForHub"
+    window = CONFIG.duplicate_send_deadline + CONFIG.hub_timeout + CONFIG.hub_visibility_grace
+    assert decide_deletion(landed, DeletionObservation(), CONFIG, now=NOW + timedelta(seconds=window)).done
+    lost = decide(landed, Observation(token="t"), CONFIG, NOW)  # a live session re-creates (409 adopts)
     assert isinstance(lost.action, CreateSpace) and ready(lost.status)[1] == "SpaceLost"
 
 

@@ -104,6 +104,15 @@ def duplicate_may_land(status: AgentSessionStatus, config: OperatorConfig, now: 
     return not landed
 
 
+def space_may_be_hidden(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
+    """True until the duplicate's window ends, whether or not the Space was seen since: a listing may
+    show a fresh private duplicate while its own routes, its marker included, still answer "not
+    found" (docs/hub-fidelity.md F32). The finalizer waits this out before it takes a not-found for
+    gone; a live session need not (its new duplicate would answer 409 and adopt the Space)."""
+    end = duplicate_window_end(status, config)
+    return end is not None and now < end
+
+
 def space_may_exist(status: AgentSessionStatus) -> bool:
     """Whether this session ever asked for its Space (and was not refused) or saw it."""
     return status.duplicate_requested_time is not None or status.space_confirmed_time is not None

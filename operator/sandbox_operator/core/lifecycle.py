@@ -30,7 +30,14 @@ from .conditions import (
     set_condition,
     transition_events,
 )
-from .creation import Refusal, creation_refusal, duplicate_may_land, duplicate_window_end, space_may_exist
+from .creation import (
+    Refusal,
+    creation_refusal,
+    duplicate_may_land,
+    duplicate_window_end,
+    space_may_be_hidden,
+    space_may_exist,
+)
 from .model import (
     ERROR_STAGES,
     NOT_VISIBLE_KINDS,
@@ -585,7 +592,7 @@ def decide_deletion(
 
     A session whose status lost its spaceId is still checked under the derived name, so a
     status wiped by hand or restored from an old backup cannot leak a Space. While a duplicate
-    the operator asked for may still land, "not found" is not "gone": the finalizer waits. A
+    the operator asked for may still land or be hidden, "not found" is not "gone": the finalizer waits. A
     Space kept by `deletionPolicy: Orphan` is first brought back to free hardware (no one is
     accountable for it afterwards), then released: the orphan sweeper must not delete it later.
     """
@@ -611,7 +618,7 @@ def decide_deletion(
         return _deletion_plan(
             draft, None, Reason.SPACE_DELETED, f"no Space {space_id} was ever created", done=True
         )
-    landing = duplicate_may_land(session.status, config, now)
+    landing = space_may_be_hidden(session.status, config, now)
     if (failure is not None and failure.kind in NOT_VISIBLE_KINDS and landing) or (
         failure is None and observed.marker is None and landing
     ):
