@@ -135,6 +135,8 @@ class LeaderElector:
         #: to judge their liveness on our clock; when we first saw each shard we win against.
         self._shards_seen: dict[str, tuple[tuple[str, str, int], float]] = {}
         self._first_conflict: dict[str, float] = {}
+        #: Why this process does not act yet (served by the standby liveness endpoint).
+        self.standby_reason = ""
 
     @property
     def where(self) -> str:
@@ -321,9 +323,6 @@ class LeaderElector:
                     f"{attempt.problem}"
                 )
             log.warning("renewing the leader Lease %s failed, retrying: %s", self.where, attempt.problem)
-
-    #: Why this process does not act yet (served by the standby liveness endpoint).
-    standby_reason = ""
 
     def _lose(self) -> None:
         self._valid_until = 0.0
