@@ -362,6 +362,12 @@ class RunSettings(BaseModel):
     lease_namespace: Annotated[str, OPTION] = Field(
         default="", description="Namespace of the Lease; empty: the operator's namespace."
     )
+    lease_duration: Annotated[float, Option(env=None, in_chart=False)] = Field(
+        default=30.0,
+        ge=3.0,
+        description="Seconds a Lease lasts unrenewed (its renew deadline and retry period scale alike); "
+        "short ones for tests only.",
+    )
     lease_identity: Annotated[str, OPTION] = Field(
         default="",
         description="This process in the Lease; empty: hostname-pid (stable across container restarts).",

@@ -8,6 +8,11 @@ so it stops before anyone else may start. Writes are guarded by resourceVersion.
 
 A restarted container keeps its pod's identity and gets the Lease back at once; a second
 process, or a new pod, waits until the holder's Lease expires.
+
+Deployments sharding a cluster by namespace each have a Lease of their own. Every write of ours
+publishes the namespaces we serve on our Lease; after it (so that two starting at once cannot miss
+each other), and before acting and on every renewal, the leader lists the other shards' Leases and
+yields to a live one whose claim overlaps and that wins (core/shards.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ from aiohttp import web
 
 from . import metrics
 from .config import DEFAULT_OPERATOR_NAMESPACE
+from .core.shards import (
+    SERVED_NAMESPACES_ANNOTATION,
+    SHARD_LEASE_LABEL,
+    Shard,
+    Verdict,
+    claim_text,
+    conflicts,
+    may_act,
+    parse_claim,
+)
 from .kube_json import ApiError, KubeApi
 from .ratelimit import HubGate
 
@@ -58,6 +73,15 @@ class LeaseSettings:
     duration: float = 30.0
     renew_deadline: float = 25.0
     retry_period: float = 2.0
+    #: The namespaces this process watches, published on the Lease; empty: the whole cluster.
+    serves: tuple[str, ...] = ()
+
+    @classmethod
+    def with_duration(cls, duration: float, **fields: Any) -> LeaseSettings:
+        """Settings for a lease duration other than 30 s, its deadlines scaled alike (25 s, 2 s)."""
+        return cls(
+            duration=duration, renew_deadline=duration * 5 / 6, retry_period=min(2.0, duration / 10), **fields
+        )
 
     def check_hub_timeout(self, hub_timeout: float) -> None:
         """Refuse a Hub timeout that cannot fit: a request sent just before a renewal must be able to
@@ -83,6 +107,10 @@ class LeaseLost(Exception):
     """Another process holds the Lease now, or it could not be renewed in time."""
 
 
+class ShardOverlap(LeaseLost):
+    """Another shard's live Lease claims some of our namespaces and wins: we must not act."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """The outcome of one acquire-or-renew: held by us, held by `holder`, or failed with `problem`."""
@@ -103,6 +131,12 @@ class LeaderElector:
         #: Monotonic time until which this process may act: the start of its last successful
         #: renewal plus the renew deadline. 0 while it does not hold the Lease.
         self._valid_until = 0.0
+        #: Other shards' Lease records (holder, renewTime, duration) and when each was first seen,
+        #: to judge their liveness on our clock; when we first saw each shard we win against.
+        self._shards_seen: dict[str, tuple[tuple[str, str, int], float]] = {}
+        self._first_conflict: dict[str, float] = {}
+        #: Why this process does not act yet (served by the standby liveness endpoint).
+        self.standby_reason = ""
 
     @property
     def where(self) -> str:
@@ -125,6 +159,16 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
+    def _metadata(self, **fields: Any) -> dict[str, Any]:
+        """Our Lease's metadata: found by the shard label, with the namespaces we serve."""
+        return {
+            "name": self.settings.name,
+            "namespace": self.settings.namespace,
+            "labels": {SHARD_LEASE_LABEL: "true"},
+            "annotations": {SERVED_NAMESPACES_ANNOTATION: claim_text(self.settings.serves)},
+            **fields,
+        }
+
     async def try_acquire_or_renew(self) -> Attempt:
         """One attempt to take or renew the Lease."""
         started = self._clock()
@@ -138,7 +182,7 @@ class LeaderElector:
             body: Any = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace},
+                "metadata": self._metadata(),
                 "spec": self._spec(now, _micro_time(now), 0),
             }
             try:
@@ -168,11 +212,7 @@ class LeaderElector:
         replacement: Any = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "resourceVersion": lease["metadata"]["resourceVersion"],
-            },
+            "metadata": self._metadata(resourceVersion=lease["metadata"]["resourceVersion"]),
             "spec": self._spec(now, acquire_time, transitions),
         }
         try:
@@ -187,15 +227,68 @@ class LeaderElector:
         self._observed = None
         metrics.LEADER.set(1)
 
+    async def check_shards(self, acting: bool) -> Verdict | str:
+        """Whether we may act beside the other shards, from their Leases listed now (after our
+        claim was written); a problem (str) when they cannot be listed."""
+        now = self._clock()
+        try:
+            listing = await self._api.list_lease_for_all_namespaces(f"{SHARD_LEASE_LABEL}=true")
+        except ApiError as error:
+            return f"cannot list the other shards' Leases: {error.status} {error.reason}"
+        me: Shard | None = None
+        live: list[Shard] = []
+        seen: dict[str, tuple[tuple[str, str, int], float]] = {}
+        for lease in listing.get("items") or []:
+            meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
+            claim = (meta.get("annotations") or {}).get(SERVED_NAMESPACES_ANNOTATION)
+            holder = spec.get("holderIdentity") or ""
+            shard = Shard(
+                meta.get("namespace", ""), meta.get("name", ""), holder,
+                str(meta.get("creationTimestamp", "")), parse_claim(claim or ""),
+            )  # fmt: skip
+            if shard.key == self.where:
+                me = shard
+                continue
+            record = (holder, str(spec.get("renewTime")), int(spec.get("leaseDurationSeconds") or 0))
+            previous = self._shards_seen.get(shard.key)
+            seen[shard.key] = previous if previous is not None and previous[0] == record else (record, now)
+            if claim is not None and holder and now < seen[shard.key][1] + record[2]:
+                live.append(shard)
+        self._shards_seen = seen
+        if me is None:
+            return f"our Lease {self.where} is not among the shards' Leases"
+        found = conflicts(me, live)
+        self._first_conflict = {
+            c.other.key: self._first_conflict.get(c.other.key, now) for c in found if c.we_win
+        }
+        verdict = may_act(found, self._first_conflict, now, acting, hold_off=self.settings.duration)
+        metrics.SHARD_OVERLAP.set(1 if found else 0)
+        return verdict
+
     async def acquire(self) -> None:
-        """Wait until this process holds the Lease; says once (and on every change) who holds it."""
+        """Wait until this process holds the Lease and no other shard that wins claims any of its
+        namespaces; says once (and on every change) why it waits."""
         last: str | None = None
         while True:
             attempt = await self.try_acquire_or_renew()
             if attempt.ours:
-                log.info("acquired the leader Lease %s as %s", self.where, self.settings.identity)
-                return
+                verdict = await self.check_shards(acting=False)
+                if isinstance(verdict, Verdict) and verdict.act:
+                    log.info("acquired the leader Lease %s as %s", self.where, self.settings.identity)
+                    self.standby_reason = ""
+                    return
+                self._lose()  # ours, but not acting
+                attempt = Attempt(False, problem=_why_not(verdict))
+                if isinstance(verdict, Verdict) and verdict.yields_to:
+                    said = str(attempt.problem)
+                    if said != last:
+                        log.error("%s; not acting while it is live", said)
+                        last = said
+                        self.standby_reason = said
+                    await asyncio.sleep(self.settings.retry_period)
+                    continue
             said = f"held by {attempt.holder}" if attempt.holder else str(attempt.problem)
+            self.standby_reason = f"waiting for the leader Lease {self.where} ({said})"
             if said != last:
                 log.info(
                     "waiting for the leader Lease %s (%s); not acting until it is ours", self.where, said
@@ -204,13 +297,22 @@ class LeaderElector:
             await asyncio.sleep(self.settings.retry_period)
 
     async def keep(self) -> None:
-        """Renew until it fails for longer than the renew deadline or someone else holds the Lease;
-        then raise `LeaseLost`. Never returns otherwise."""
+        """Renew until it fails for longer than the renew deadline, someone else holds the Lease,
+        or another shard that wins claims some of our namespaces; then raise `LeaseLost`. A renewal
+        whose check of the other shards fails does not extend the time we may act."""
         while True:
             await asyncio.sleep(self.settings.retry_period)
+            valid_until = self._valid_until
             attempt = await self.try_acquire_or_renew()
             if attempt.ours:
-                continue
+                verdict = await self.check_shards(acting=True)
+                if isinstance(verdict, Verdict):
+                    if verdict.act:
+                        continue
+                    self._lose()
+                    raise ShardOverlap(_why_not(verdict))
+                self._valid_until = valid_until
+                attempt = Attempt(False, problem=verdict)
             if attempt.holder is not None:
                 self._lose()
                 raise LeaseLost(f"the leader Lease {self.where} is now held by {attempt.holder}")
@@ -251,13 +353,24 @@ class LeaderElector:
         await self._api.close()
 
 
+def _why_not(verdict: Verdict | str) -> str:
+    """Why a leader that holds its own Lease may not act: a shard it yields to, one it waits for."""
+    if isinstance(verdict, str):
+        return verdict
+    if verdict.yields_to:
+        return "overlapping shards: " + "; ".join(c.describe() for c in verdict.yields_to) + " and wins"
+    return "waiting for overlapping shards that lose to stop acting: " + "; ".join(
+        c.describe() for c in verdict.waits_for
+    )
+
+
 async def _serve_standby(endpoint: str, elector: LeaderElector) -> web.AppRunner:
     """Answer the liveness endpoint while waiting for the Lease, so that a standby replica (or the
     new pod of a rolling update) is not restarted, or held back, for waiting as it should."""
     parts = urllib.parse.urlsplit(endpoint)
 
     async def standby(request: web.Request) -> web.Response:
-        return web.json_response({"standby": f"waiting for the leader Lease {elector.where}"})
+        return web.json_response({"standby": elector.standby_reason or f"waiting for {elector.where}"})
 
     app = web.Application()
     app.router.add_get(parts.path or "/", standby)

@@ -74,6 +74,10 @@ ORPHANS_FOUND = Gauge(f"{_PREFIX}_orphans_found", "Orphaned Spaces found by the 
 ORPHANS_SWEPT = Counter(f"{_PREFIX}_orphans_swept_total", "Orphaned Spaces the sweeper deleted.")
 
 LEADER = Gauge(f"{_PREFIX}_leader", "1 while this process holds the leader Lease.")
+SHARD_OVERLAP = Gauge(
+    f"{_PREFIX}_shard_overlap",
+    "1 while another shard's live Lease claims some of this shard's namespaces (the loser does not act).",
+)
 LOOP_LAG = Gauge(f"{_PREFIX}_event_loop_lag_seconds", "How late the event loop's last heartbeat was.")
 WATCH_STALLED = Gauge(
     f"{_PREFIX}_watch_stalled_sessions", "Sessions changed in the API but not delivered by the watch in time."

@@ -59,8 +59,10 @@ def lease_settings(settings: RunSettings, config: OperatorConfig) -> LeaseSettin
     """The leader Lease this process contends for; None when leader election is off (no lease name)."""
     if not settings.lease_name:
         return None
-    return LeaseSettings(
+    return LeaseSettings.with_duration(
+        settings.lease_duration,
         name=settings.lease_name,
         namespace=settings.lease_namespace or config.operator_namespace or installed_namespace(),
         identity=settings.lease_identity or default_identity(),
+        serves=tuple(settings.namespaces),
     )

@@ -51,6 +51,7 @@ CLUSTER_READ_PERMISSIONS = frozenset(
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "list"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
         ("", "namespaces", "get"),
+        ("coordination.k8s.io", "leases", "list"),  # the other shards' Leases, read only
     }
 )
 #: What it needs in its own (the release's) namespace, for the leader-election Lease.

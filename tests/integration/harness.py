@@ -82,6 +82,8 @@ class OperatorProcess:
         self.log_dir = log_dir
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Flags of `run` beyond the environment (options that have no environment variable).
+        self.args: list[str] = []
         self.starts = 0
         #: Kept across restarts, as a pod keeps its name when its container restarts: a restart
         #: after SIGKILL takes the leader Lease back at once instead of waiting for it to expire.
@@ -125,7 +127,7 @@ class OperatorProcess:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.started_env = self.env()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_operator", "run"],
+            [sys.executable, "-m", "sandbox_operator", "run", *self.args],
             env=self.started_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -147,3 +147,69 @@ def test_two_shards_each_act_only_on_their_own_namespace(
         b.stop()
         for lease in leases:
             kubectl("delete", "lease", lease, "-n", "default", "--ignore-not-found")
+
+
+def test_overlapping_shards_never_both_act_and_the_loser_takes_over_when_the_winner_is_gone(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    without_shared_operator: None,
+    shard_namespaces: tuple[str, str],
+    control_plane: ControlPlane,
+    hub: HubSimServer,
+    crd: None,
+    tmp_path: Path,
+) -> None:
+    shared_ns, only_b = shard_namespaces
+    suffix = shared_ns.rsplit("-", 1)[1]
+    leases = (f"overlap-a-{suffix}", f"overlap-b-{suffix}")
+    # Short Leases (6 s; the Hub timeout must fit in its renew deadline) so the takeover is quick.
+    short = {"SANDBOX_OPERATOR_HUB_TIMEOUT": "4"}
+    a = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "a",
+        SANDBOX_OPERATOR_NAMESPACES=shared_ns, SANDBOX_OPERATOR_LEASE_NAME=leases[0], **short,
+    )  # fmt: skip
+    b = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "b", HF_TOKEN=SECOND_OPERATOR_TOKEN,
+        SANDBOX_OPERATOR_NAMESPACES=f"{shared_ns},{only_b}", SANDBOX_OPERATOR_LEASE_NAME=leases[1], **short,
+    )  # fmt: skip
+    for process in (a, b):
+        process.args = ["--lease-duration", "6"]
+        process.log_dir.mkdir()
+    hub_admin.clear_calls()
+    try:
+        a.start()
+        wait_for(lambda: "acquired the leader Lease" in a.current_log(), 30, "a to act")
+        b.start()  # created later: a's Lease wins, so b holds its own Lease but does not act
+        overlap = f"the Lease default/{leases[0]} (held by {a.identity}) also serves {shared_ns}"
+        wait_for(lambda: overlap in b.current_log(), 30, "b to say which shard it yields to")
+        assert holder(kubectl, leases[1]) == b.identity
+        annotations = kubectl.json("get", "lease", leases[1], "-n", "default")["metadata"]["annotations"]
+        assert annotations["sandbox-operator.dev/served-namespaces"] == ",".join(sorted((shared_ns, only_b)))
+
+        kubectl("apply", "-n", shared_ns, "-f", "-", stdin=session_manifest("agent", shared_ns))
+        kubectl("apply", "-n", only_b, "-f", "-", stdin=session_manifest("agent", only_b))
+        wait_ready(kubectl, "agent", shared_ns)
+        passes = len(api_calls(hub_admin, OWNER, "list_spaces"))
+        wait_for(lambda: len(api_calls(hub_admin, OWNER, "list_spaces")) >= passes + 3, 30, "a's passes")
+        # Only a acted: one Space, made by a; b made no Hub call at all, not even in its own namespace.
+        assert len(api_calls(hub_admin, OWNER, "duplicate")) == 1
+        assert api_calls(hub_admin, SECOND_OPERATOR) == []
+        untouched = get_session(kubectl, "agent", only_b) or {}
+        assert "status" not in untouched and "finalizers" not in untouched["metadata"], untouched
+        assert "acquired the leader Lease" not in b.current_log()
+
+        # a dies without a word; once its Lease is unrenewed for its duration (on b's clock), b acts.
+        a.kill()
+        wait_ready(kubectl, "agent", only_b, timeout=90)
+        assert "acquired the leader Lease" in b.current_log()
+        kubectl("apply", "-n", shared_ns, "-f", "-", stdin=session_manifest("after-a", shared_ns))
+        wait_ready(kubectl, "after-a", shared_ns)
+        assert len(api_calls(hub_admin, SECOND_OPERATOR, "duplicate")) == 2
+        assert len(api_calls(hub_admin, OWNER, "duplicate")) == 1
+        for namespace in (shared_ns, only_b):
+            kubectl("delete", "ags", "--all", "-n", namespace, "--timeout=60s")
+    finally:
+        a.stop()
+        b.stop()
+        for lease in leases:
+            kubectl("delete", "lease", lease, "-n", "default", "--ignore-not-found")

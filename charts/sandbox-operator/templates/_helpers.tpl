@@ -118,6 +118,13 @@ kube-system namespace, whose UID is the default cluster id.
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
   verbs: ["get"]
+{{- if .Values.leaderElection.enabled }}
+{{- /* Read only: the other shards' Leases (found by label, in any release namespace), to notice a
+release whose namespaces overlap this one's; see the README, "Running several operators". */}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["list"]
+{{- end }}
 {{- end }}
 
 {{/* The leader-election Lease, in the release namespace: one per release, so releases sharding a

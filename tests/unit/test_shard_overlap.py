@@ -1,0 +1,234 @@
+"""Shards whose namespaces overlap: the claim on each Lease, the one winner both sides compute, and
+the leader election's checks (claim written before the others are read, liveness on our own clock)
+against an in-memory API server."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from sandbox_operator.core.shards import (
+    ALL_NAMESPACES,
+    SERVED_NAMESPACES_ANNOTATION,
+    SHARD_LEASE_LABEL,
+    Shard,
+    claim_text,
+    conflicts,
+    may_act,
+    overlap,
+    parse_claim,
+    ranks_first,
+)
+from sandbox_operator.kube_json import ApiError
+from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap
+
+
+def shard(name: str, serves: frozenset[str] | None, created: str = "2026-11-29T04:00:00Z") -> Shard:
+    return Shard("ops", name, f"{name}-pod", created, serves)
+
+
+# --- pure decisions ---------------------------------------------------------------------------------
+
+
+def test_the_claim_is_the_sorted_namespaces_or_a_star_for_the_whole_cluster() -> None:
+    assert claim_text(["team-b", "team-a", "team-b"]) == "team-a,team-b"
+    assert claim_text([]) == ALL_NAMESPACES
+    assert parse_claim("team-a,team-b") == {"team-a", "team-b"}
+    assert parse_claim(ALL_NAMESPACES) is None
+    assert parse_claim(claim_text(["x"])) == {"x"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shared"),
+    [
+        (frozenset({"a"}), frozenset({"b"}), ()),
+        (frozenset({"a", "b"}), frozenset({"b", "c"}), ("b",)),
+        (None, frozenset({"c", "b"}), ("b", "c")),
+        (frozenset({"c"}), None, ("c",)),
+        (None, None, (ALL_NAMESPACES,)),
+        (frozenset(), frozenset({"a"}), ()),
+    ],
+)
+def test_overlap(a: frozenset[str] | None, b: frozenset[str] | None, shared: tuple[str, ...]) -> None:
+    assert overlap(a, b) == shared == overlap(b, a)
+
+
+def test_exactly_one_of_two_wins_the_older_lease_then_the_name() -> None:
+    old, new = shard("z", None, "2026-11-29T04:00:00Z"), shard("a", None, "2026-11-29T04:00:01Z")
+    assert ranks_first(old, new) and not ranks_first(new, old)
+    same_a, same_b = shard("a", None), shard("b", None)
+    assert ranks_first(same_a, same_b) and not ranks_first(same_b, same_a)
+
+
+def test_conflicts_are_the_other_overlapping_shards_with_who_wins() -> None:
+    me = shard("me", frozenset({"a", "b"}), "2026-11-29T04:00:01Z")
+    older = shard("older", frozenset({"b"}), "2026-11-29T04:00:00Z")
+    newer_all = shard("newer", None, "2026-11-29T04:00:02Z")
+    disjoint = shard("other", frozenset({"c"}))
+    found = conflicts(me, [me, older, newer_all, disjoint])
+    assert [(c.other.name, c.namespaces, c.we_win) for c in found] == [
+        ("older", ("b",), False),
+        ("newer", ("a", "b"), True),
+    ]
+    assert "ops/older" in found[0].describe() and "b" in found[0].describe()
+
+
+def test_a_loser_never_acts_a_winner_already_acting_goes_on_a_new_one_holds_off() -> None:
+    me = shard("me", frozenset({"a"}), "2026-11-29T04:00:01Z")
+    lost = conflicts(me, [shard("older", frozenset({"a"}), "2026-11-29T04:00:00Z")])
+    for acting in (False, True):
+        verdict = may_act(lost, {}, now=100.0, acting=acting, hold_off=30.0)
+        assert not verdict.act and verdict.yields_to == lost
+    won = conflicts(me, [shard("newer", frozenset({"a"}), "2026-11-29T04:00:02Z")])
+    assert may_act(won, {"ops/newer": 100.0}, now=100.0, acting=True, hold_off=30.0).act
+    waiting = may_act(won, {"ops/newer": 100.0}, now=129.0, acting=False, hold_off=30.0)
+    assert not waiting.act and waiting.waits_for == won
+    assert may_act(won, {"ops/newer": 100.0}, now=130.0, acting=False, hold_off=30.0).act
+    assert may_act([], {}, now=0.0, acting=False, hold_off=30.0).act
+
+
+# --- the elector's checks against an in-memory API server -----------------------------------------
+
+
+class FakeLeases:
+    """Leases as the API server keeps them: resourceVersion guards writes, creationTimestamp is set on
+    create (from a counter, so creation order is clear), label selectors on the cluster-wide list."""
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str], dict[str, Any]] = {}
+        self.version = 0
+        self.lists = 0
+
+    def _stamp(self, body: Any) -> Any:
+        self.version += 1
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(self.version)
+        return body
+
+    async def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        if (namespace, name) not in self.store:
+            raise ApiError(404, "Not Found")
+        return copy.deepcopy(self.store[namespace, name])
+
+    async def create_namespaced_lease(self, namespace: str, body: Any) -> Any:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.store:
+            raise ApiError(409, "Conflict")
+        body = self._stamp(body)
+        body["metadata"]["creationTimestamp"] = f"2026-11-29T04:{self.version:02d}:00Z"
+        self.store[namespace, name] = body
+        return copy.deepcopy(body)
+
+    async def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
+        current = self.store[namespace, name]
+        if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict")
+        body = self._stamp(body)
+        body["metadata"]["creationTimestamp"] = current["metadata"]["creationTimestamp"]
+        self.store[namespace, name] = body
+        return copy.deepcopy(body)
+
+    async def list_lease_for_all_namespaces(self, label_selector: str) -> Any:
+        self.lists += 1
+        key, _, value = label_selector.partition("=")
+        items = [v for v in self.store.values() if (v["metadata"].get("labels") or {}).get(key) == value]
+        return {"items": copy.deepcopy(items)}
+
+    async def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def elector(api: FakeLeases, clock: Clock, name: str, *serves: str) -> LeaderElector:
+    settings = LeaseSettings(name, "ops", f"{name}-pod", 10.0, 8.0, 0.001, serves=serves)
+    made = LeaderElector(settings, clock=clock)
+    made._api = api  # type: ignore[assignment]
+    return made
+
+
+def test_the_claim_and_the_shard_label_are_written_with_the_lease() -> None:
+    api, clock = FakeLeases(), Clock()
+    asyncio.run(elector(api, clock, "team-a", "b", "a").try_acquire_or_renew())
+    metadata = api.store["ops", "team-a"]["metadata"]
+    assert metadata["labels"] == {SHARD_LEASE_LABEL: "true"}
+    assert metadata["annotations"] == {SERVED_NAMESPACES_ANNOTATION: "a,b"}
+
+
+def test_two_starting_at_once_with_overlapping_namespaces_never_both_act() -> None:
+    api, clock = FakeLeases(), Clock()
+    a, b = elector(api, clock, "team-a", "shared", "a"), elector(api, clock, "team-b", "shared")
+    disjoint = elector(api, clock, "team-c", "c")
+
+    async def scenario() -> None:
+        # Both write their claims, then both read: neither can miss the other.
+        for one in (a, b, disjoint):
+            assert (await one.try_acquire_or_renew()).ours
+        verdict_a, verdict_b = await a.check_shards(acting=False), await b.check_shards(acting=False)
+        assert not isinstance(verdict_a, str) and not isinstance(verdict_b, str)
+        assert not verdict_a.act and [c.other.name for c in verdict_a.waits_for] == ["team-b"]
+        assert not verdict_b.act and [(c.other.name, c.namespaces) for c in verdict_b.yields_to] == [
+            ("team-a", ("shared",))
+        ]
+        assert (await disjoint.check_shards(acting=False)).act  # type: ignore[union-attr]
+        # b stays a standby and renews; once a loser could have noticed, a (created first) acts.
+        clock.now += 10.0
+        for one in (b, a):
+            assert (await one.try_acquire_or_renew()).ours
+        assert not (await b.check_shards(acting=False)).act  # type: ignore[union-attr]
+        assert (await a.check_shards(acting=False)).act  # type: ignore[union-attr]
+        # a dies: b sees a's Lease unrenewed for its duration, on b's own clock, and takes over.
+        clock.now += 9.0
+        await b.try_acquire_or_renew()
+        assert not (await b.check_shards(acting=False)).act  # type: ignore[union-attr]
+        clock.now += 1.5
+        await b.try_acquire_or_renew()
+        assert (await b.check_shards(acting=False)).act  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_an_acting_leader_stops_when_an_older_overlapping_shard_comes_back() -> None:
+    api, clock = FakeLeases(), Clock()
+    old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a", "b")
+
+    async def scenario() -> None:
+        assert (await old.try_acquire_or_renew()).ours  # created first, then stopped (released)
+        api.store["ops", "old"]["spec"]["holderIdentity"] = ""
+        await new.acquire()  # a released Lease is not live: new acts
+        assert new.holds()
+        assert (await old.try_acquire_or_renew()).ours
+        assert not (await old.check_shards(acting=False)).act  # type: ignore[union-attr]  # holds off
+        with pytest.raises(ShardOverlap, match="ops/old"):
+            await new.keep()
+        assert not new.holds()
+
+    asyncio.run(scenario())
+
+
+def test_a_renewal_whose_check_fails_does_not_extend_the_right_to_act() -> None:
+    api, clock = FakeLeases(), Clock()
+    one = elector(api, clock, "solo", "a")
+
+    async def failing(label_selector: str) -> Any:
+        raise ApiError(403, "Forbidden")
+
+    async def scenario() -> None:
+        await one.acquire()
+        assert one.holds()
+        api.list_lease_for_all_namespaces = failing  # type: ignore[method-assign]
+        clock.now += 9.0  # past the renew deadline of the last renewal whose check succeeded
+        with pytest.raises(LeaseLost, match=r"could not renew.*cannot list the other shards"):
+            await one.keep()  # its renewal itself succeeds
+        assert not one.holds()
+
+    asyncio.run(scenario())
