@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 #: A listing older than this many intervals is not used (the Hub did not answer since).
 STALE_INTERVALS = 3
 
+#: The shortest time (seconds, at most the interval) from the end of one listing of an owner to the
+#: start of the next: in a burst, sessions waiting for a listing after they acted share the next one,
+#: where each ending listing would start another at once, every one parsing the whole fleet (at 1,000
+#: Spaces, about 140 listings in a 15-second burst and the operator's peak memory with them).
+LISTING_SPACING = 1.0
+
 ListSpaces = Callable[[str, str], Awaitable[Listing]]
 
 
@@ -73,12 +79,15 @@ class FleetObserver:
     prefix: str
     interval: float
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _listings: dict[str, Listing] = field(default_factory=dict)
     _watched: dict[str, Watched] = field(default_factory=dict)
     #: When this operator last acted on each Space (monotonic): older listings do not show it.
     _acted: dict[str, float] = field(default_factory=dict)
     #: The listing under way per owner, which every caller in the meantime shares.
     _listing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: When each owner's last listing ended (monotonic), answered or not: the next waits its spacing.
+    _listed_at: dict[str, float] = field(default_factory=dict)
     #: Each Space's state as its session's last pass observed it: a listing showing the same is no news.
     _seen: dict[str, tuple[object, ...] | None] = field(default_factory=dict)
     #: Spaces this process duplicated (the Hub answered 200): they carry our marker, set in the same
@@ -173,18 +182,30 @@ class FleetObserver:
         """List one owner's Spaces (or wait for the listing under way)."""
         task = self._listing.get(owner)
         if task is None:
-            task = asyncio.ensure_future(self._list(owner))
+            task = asyncio.ensure_future(self._list(owner, self._spacing_left(owner)))
             self._listing[owner] = task
             task.add_done_callback(lambda _: self._listing.pop(owner, None))
         await asyncio.shield(task)
 
-    async def _list(self, owner: str) -> None:
-        """List one owner's Spaces and wake the loops whose Space changed or vanished, or that wait."""
+    def _spacing_left(self, owner: str) -> float:
+        """How long the next listing of `owner` waits for its spacing from the last one."""
+        ended = self._listed_at.get(owner)
+        if ended is None:
+            return 0.0
+        return max(0.0, min(LISTING_SPACING, self.interval) - (self.clock() - ended))
+
+    async def _list(self, owner: str, delay: float = 0.0) -> None:
+        """List one owner's Spaces (after `delay`, which callers in the meantime share) and wake the
+        loops whose Space changed or vanished, or that wait."""
+        if delay > 0:
+            await self.sleep(delay)
         try:
             listing = await self.list_spaces(owner, self.prefix)
         except HubError as error:
             log.warning("listing the Spaces of %s failed: %s; sessions read their own", owner, error)
             return
+        finally:
+            self._listed_at[owner] = self.clock()
         previous = self._listings.get(owner)
         self._listings[owner] = listing
         spaces = listing.spaces

@@ -7,7 +7,7 @@ import asyncio
 
 from test_batch_observation import Hub, observer
 
-from sandbox_operator.observer import FleetObserver
+from sandbox_operator.observer import LISTING_SPACING, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
 
@@ -52,3 +52,30 @@ def test_without_a_usable_listing_the_session_reads_its_space_itself() -> None:
     assert asyncio.run(watcher.after_action(SPACE_ID)) is None  # the listing does not show it yet
     off = FleetObserver(hub.list_spaces, "ags-", 0.0, clock=clock)
     assert asyncio.run(off.after_action(SPACE_ID)) is None  # observation by the batch is off
+
+
+def test_a_listing_right_after_another_waits_its_spacing_and_is_shared() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    watcher = FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep)
+    asyncio.run(watcher.observe_owner("agents"))
+    assert slept == []  # the first listing goes at once
+    clock.now += 0.25
+
+    async def burst() -> None:
+        await asyncio.gather(*(watcher.observe_owner("agents") for _ in range(20)))
+
+    asyncio.run(burst())
+    assert slept == [LISTING_SPACING - 0.25] and hub.calls == ["agents", "agents"]
+    clock.now += LISTING_SPACING
+    asyncio.run(watcher.observe_owner("agents"))
+    assert slept == [LISTING_SPACING - 0.25]  # spaced enough already: no wait
+    short = FleetObserver(hub.list_spaces, "ags-", 0.5, clock=clock, sleep=sleep)
+    asyncio.run(short.observe_owner("agents"))
+    asyncio.run(short.observe_owner("agents"))
+    assert slept[-1] == 0.5  # never longer than the interval
