@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,7 +178,16 @@ def test_another_paid_flavor_needs_a_new_approval(
     )
 
     patch_as(kubectl, "bob", "s5", team, '{"spec":{"hardware":"a100-large"}}')
-    approved = wait_condition_reason(kubectl, "s5", team, "HardwareApproved", "AwaitingApproval")
+
+    def awaiting_a100() -> dict[str, Any] | None:
+        # The Hub may show t4-small before the status says it was approved: wait for the new request's.
+        found = condition(get_session(kubectl, "s5", team), "HardwareApproved")
+        wanted = (
+            found is not None and found["reason"] == "AwaitingApproval" and "a100-large" in found["message"]
+        )
+        return found if wanted else None
+
+    approved = wait_for(awaiting_a100, 60, "HardwareApproved AwaitingApproval for a100-large")
     assert "approve a100-large" in approved["message"]
     wait_for(
         lambda: hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic",
