@@ -92,6 +92,9 @@ def test_a_removed_approval_downgrades_whatever_the_stage(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, stage: str
 ) -> None:
     space_id = approved_on_t4(kubectl, hub_admin, "staged", namespace)
+    # Down while both change, so its next pass sees the stage and the removed approval together: a
+    # pass in between would see the stage alone and may rightly restart a PAUSED Space, still approved.
+    operator.kill()
     hub_admin.set_stage(space_id, stage)
     hub_admin.clear_calls()
     kubectl(
@@ -104,6 +107,7 @@ def test_a_removed_approval_downgrades_whatever_the_stage(
         "-p",
         '[{"op":"remove","path":"/spec/approval"}]',
     )
+    operator.start()
     wait_for(
         lambda: hub_admin.space(space_id)["hardware"]["requested"] == "cpu-basic",
         30,
