@@ -859,8 +859,8 @@ def _quiet_tracking(record: logging.LogRecord) -> bool:
     return True
 
 
-def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio.Event | None = None) -> None:
-    """Run until stopped (SIGINT/SIGTERM or the stop flag); with a lease name, only while holding it."""
+def run_operator(config: OperatorConfig, run: RunSettings) -> None:
+    """Run until SIGINT or SIGTERM; with a lease name, only while holding it."""
     kopf.configure(verbose=run.verbose, log_format=kopf.LogFormat[run.log_format.upper()])
     logging.getLogger("kopf.objects").addFilter(_quiet_tracking)
     # One line per Hub request is noise at INFO; failures are reported by the operator itself.
@@ -885,6 +885,7 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
         create_slots=CreateSlots.for_config(config),
     )
     registry = build_registry(rt)
+    stop_flag = asyncio.Event()  # set on SIGINT/SIGTERM by kopf's handlers, or by the Lease wait's before
     operator = kopf.operator(
         registry=registry,
         clusterwide=not namespaces,
@@ -896,4 +897,4 @@ def run_operator(config: OperatorConfig, run: RunSettings, *, stop_flag: asyncio
     if lease is None:
         asyncio.run(operator)
     else:
-        asyncio.run(run_as_leader(LeaderElector(lease), hub.gate, operator, liveness_endpoint))
+        asyncio.run(run_as_leader(LeaderElector(lease), hub.gate, operator, stop_flag, liveness_endpoint))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import time
 import urllib.parse
@@ -329,9 +330,9 @@ class LeaderElector:
         metrics.LEADER.set(0)
 
     async def release(self) -> None:
-        """On a clean stop, hand the Lease over at once instead of making the next holder wait."""
-        if not self.holds():
-            return
+        """On a clean stop, hand the Lease over at once instead of making the next holder wait, and
+        withdraw our claim: also when we only held it as a standby shard, whose claim other shards
+        would otherwise count as live for a whole lease duration."""
         self._lose()
         name, namespace = self.settings.name, self.settings.namespace
         try:
@@ -345,6 +346,8 @@ class LeaderElector:
             await self._api.patch_namespaced_lease(name, namespace, body)
             log.info("released the leader Lease %s", self.where)
         except ApiError as error:
+            if error.status == 404:  # never created: stopped before our first write
+                return
             log.warning(
                 "could not release the leader Lease %s: %s %s", self.where, error.status, error.reason
             )
@@ -380,27 +383,52 @@ async def _serve_standby(endpoint: str, elector: LeaderElector) -> web.AppRunner
     return runner
 
 
+async def _acquire_unless_stopped(elector: LeaderElector, stop_flag: asyncio.Event) -> bool:
+    """Wait for the Lease until SIGINT or SIGTERM sets `stop_flag`: whether it is ours to act on.
+    kopf installs its own handlers once it starts; until then these set the flag kopf also watches,
+    so no signal is lost between the two."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_flag.set)
+    acquiring = asyncio.create_task(elector.acquire())
+    stopping = asyncio.create_task(stop_flag.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        await asyncio.gather(acquiring, return_exceptions=True)
+        log.info("stopped while waiting for the leader Lease %s", elector.where)
+        return False
+    acquiring.result()  # a Lease that cannot be had at all (its namespace missing) raises here
+    return not stop_flag.is_set()
+
+
 async def run_as_leader(
     elector: LeaderElector,
     gate: HubGate,
     main: Coroutine[Any, Any, None],
+    stop_flag: asyncio.Event,
     liveness_endpoint: str | None = None,
 ) -> None:
-    """Run `main` (kopf's operator) only while holding the Lease.
+    """Run `main` (kopf's operator, watching `stop_flag`) only while holding the Lease.
 
     Nothing starts before the Lease is ours, and the Hub gate refuses every request once the
     Lease may have passed on. Losing the Lease ends the process at once with exit code 1 (the
     Deployment restarts it, and it waits for the Lease again): a graceful stop would still let
-    handlers finish and write status while another operator already acts.
+    handlers finish and write status while another operator already acts. A stop while waiting
+    releases the Lease if we wrote it (a standby shard does), so it blocks no one.
     """
     gate.lease_left = elector.time_left
     try:
         standby = await _serve_standby(liveness_endpoint, elector) if liveness_endpoint else None
         try:
-            await elector.acquire()
+            acquired = await _acquire_unless_stopped(elector, stop_flag)
         finally:
             if standby is not None:
                 await standby.cleanup()  # kopf serves the endpoint from now on
+        if not acquired:
+            await elector.release()
+            return
         operator = asyncio.create_task(main)
         keeper = asyncio.create_task(elector.keep())
         done, _ = await asyncio.wait({operator, keeper}, return_when=asyncio.FIRST_COMPLETED)

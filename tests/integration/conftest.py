@@ -7,11 +7,12 @@ integration suite would look green while testing nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from sandbox_operator.core.shards import SHARD_LEASE_LABEL
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
@@ -31,6 +32,7 @@ from harness import (
 )
 
 HERE = Path(__file__).parent
+_LOG_SIZES_AT_START = pytest.StashKey[dict[Path, int]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,6 +40,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _operator_logs_from_here(request: pytest.FixtureRequest) -> None:
+    """Where every operator's log stands as a test starts: its report shows what they logged after."""
+    request.node.stash[_LOG_SIZES_AT_START] = OperatorProcess.log_sizes()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed integration test's report ends with what each operator process logged during it."""
+    report: pytest.TestReport = yield
+    if report.failed and report.when == "call" and _LOG_SIZES_AT_START in item.stash:
+        for path, text in OperatorProcess.logs_since(item.stash[_LOG_SIZES_AT_START]):
+            report.sections.append((f"operator log {path}", text))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +147,7 @@ def operator_process(
 
 @pytest.fixture
 def operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
-    """The running operator; restarted if a test killed it, and its log shown if the test failed."""
+    """The running operator; restarted if a test killed it (its log is in a failed test's report)."""
     if operator_process.proc is None or operator_process.proc.poll() is not None:
         operator_process.start()
     yield operator_process
@@ -136,10 +156,14 @@ def operator(operator_process: OperatorProcess) -> Iterator[OperatorProcess]:
 
 
 @pytest.fixture
-def without_shared_operator(operator_process: OperatorProcess) -> Iterator[None]:
+def without_shared_operator(operator_process: OperatorProcess, kubectl: Kubectl) -> Iterator[None]:
     """Stops the suite's shared operator for a test that runs operators of its own: the shared one
     watches the whole cluster and holds another Lease, so it would act on their sessions too."""
     operator_process.stop()
+    # No operator runs now: a Lease left held by one killed earlier (or by the shared one, stopped
+    # while it still waited for such a Lease) would count as a live shard claiming every namespace
+    # for a lease duration, and hold back the operators this test starts.
+    kubectl("delete", "leases", "--all-namespaces", "-l", f"{SHARD_LEASE_LABEL}=true", "--wait=false")
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -76,6 +76,11 @@ def install_read_token(plane: ControlPlane, namespace: str = "default") -> None:
 class OperatorProcess:
     """`sandbox-operator run` as a real child process, so tests can SIGKILL and restart it."""
 
+    #: Every one started in this test run, so that a failed test's report shows what each logged.
+    started: ClassVar[list[OperatorProcess]] = []
+    #: How much of its log a failed test's report shows, from its end.
+    REPORT_LINES: ClassVar[int] = 150
+
     def __init__(self, kubeconfig: Path, hub_url: str, log_dir: Path, **env: str) -> None:
         self.kubeconfig = kubeconfig
         self.hub_url = hub_url
@@ -124,6 +129,8 @@ class OperatorProcess:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.starts += 1
+        if self not in OperatorProcess.started:
+            OperatorProcess.started.append(self)
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.started_env = self.env()
         self.proc = subprocess.Popen(
@@ -157,6 +164,22 @@ class OperatorProcess:
         return "\n".join(
             path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log"))
         )
+
+    @classmethod
+    def log_sizes(cls) -> dict[Path, int]:
+        """How long each log of every process started so far is now."""
+        return {path: path.stat().st_size for p in cls.started for path in p.log_dir.glob("operator-*.log")}
+
+    @classmethod
+    def logs_since(cls, sizes: dict[Path, int]) -> Iterator[tuple[str, str]]:
+        """(log path, its last REPORT_LINES lines) for what every process logged after `sizes`."""
+        for process in cls.started:
+            for path in sorted(process.log_dir.glob("operator-*.log")):
+                with path.open("rb") as log:
+                    log.seek(sizes.get(path, 0))
+                    lines = log.read().decode(errors="replace").splitlines()
+                if lines:
+                    yield str(path), "\n".join(lines[-cls.REPORT_LINES :])
 
 
 _probes = itertools.count()

@@ -23,7 +23,8 @@ from sandbox_operator.core.shards import (
     ranks_first,
 )
 from sandbox_operator.kube_json import ApiError
-from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap
+from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
+from sandbox_operator.ratelimit import HubGate
 
 
 def shard(name: str, serves: frozenset[str] | None, created: str = "2026-11-29T04:00:00Z") -> Shard:
@@ -131,6 +132,15 @@ class FakeLeases:
         self.store[namespace, name] = body
         return copy.deepcopy(body)
 
+    async def patch_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
+        current = self.store[namespace, name]
+        if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict")
+        current = self._stamp(current)
+        current["spec"].update(body["spec"])
+        self.store[namespace, name] = current
+        return copy.deepcopy(current)
+
     async def list_lease_for_all_namespaces(self, label_selector: str) -> Any:
         self.lists += 1
         key, _, value = label_selector.partition("=")
@@ -232,3 +242,44 @@ def test_a_renewal_whose_check_fails_does_not_extend_the_right_to_act() -> None:
         assert not one.holds()
 
     asyncio.run(scenario())
+
+
+def test_a_standby_shard_that_stops_withdraws_its_claim_at_once() -> None:
+    api, clock = FakeLeases(), Clock()
+    old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a")
+
+    async def scenario() -> None:
+        await old.acquire()
+        assert (await new.try_acquire_or_renew()).ours
+        assert not (await new.check_shards(acting=False)).act  # type: ignore[union-attr]  # yields
+        await new.release()  # its Lease names it, though it never acted
+        assert api.store["ops", "new"]["spec"]["holderIdentity"] == ""
+        assert (await old.check_shards(acting=True)).act  # type: ignore[union-attr]
+        await old.release()
+        assert api.store["ops", "old"]["spec"]["holderIdentity"] == ""
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_while_waiting_for_the_lease_releases_it_and_never_starts_the_operator() -> None:
+    api, clock = FakeLeases(), Clock()
+    old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a")
+    started = []
+
+    async def operator() -> None:
+        started.append(True)
+
+    async def scenario() -> None:
+        await old.acquire()
+        stop_flag = asyncio.Event()
+        waiting = asyncio.create_task(run_as_leader(new, HubGate(0, 1), operator(), stop_flag))
+        for _ in range(1000):  # until new has written its claim and stands by
+            if api.store.get(("ops", "new"), {}).get("spec", {}).get("holderIdentity") == "new-pod":
+                break
+            await asyncio.sleep(0.001)
+        stop_flag.set()  # as SIGTERM does
+        await asyncio.wait_for(waiting, 5)
+        assert api.store["ops", "new"]["spec"]["holderIdentity"] == ""
+
+    asyncio.run(scenario())
+    assert not started
