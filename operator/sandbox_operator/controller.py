@@ -503,14 +503,10 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
             _post(body, plan.events)
             plan = replace(plan, events=[])
-        creating = isinstance(plan.action, CreateSpace)
-        if creating and await rt.create_slots.take():  # waited for a turn: decide with a fresh deadline
-            plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
-        try:
+        async with rt.create_slots.turn(isinstance(plan.action, CreateSpace)) as waited:
+            if waited:  # decide again, with a fresh deadline
+                plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
             applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
-        finally:
-            if creating:
-                rt.create_slots.give_back()
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None:
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action

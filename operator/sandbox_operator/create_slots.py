@@ -11,6 +11,8 @@ its request (and its deadline), and the turns in flight are what the gate sends 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from .config import OperatorConfig
@@ -37,14 +39,16 @@ class CreateSlots:
         if self.size is not None:
             self._free = asyncio.Semaphore(self.size)
 
-    async def take(self) -> bool:
-        """Wait for a turn; True when it had to wait (a decision made before is stale by now)."""
-        if self._free is None:
-            return False
+    @asynccontextmanager
+    async def turn(self, needed: bool) -> AsyncIterator[bool]:
+        """Hold a turn for the block (none unless `needed`), given back however the block ends;
+        yields whether it had to wait for it (a decision made before is stale by now)."""
+        if not needed or self._free is None:
+            yield False
+            return
         waited = self._free.locked()
         await self._free.acquire()
-        return waited
-
-    def give_back(self) -> None:
-        if self._free is not None:
+        try:
+            yield waited
+        finally:
             self._free.release()

@@ -18,21 +18,50 @@ def test_the_turns_are_what_the_gate_sends_in_half_a_deadline() -> None:
 def test_a_create_waits_for_a_turn_and_says_it_waited() -> None:
     async def scenario() -> list[bool]:
         slots = CreateSlots(2)
-        assert not await slots.take() and not await slots.take()
-        third = asyncio.ensure_future(slots.take())
+        said: list[bool] = []
+
+        async def create(finish: asyncio.Event) -> None:
+            async with slots.turn(True) as waited:
+                said.append(waited)
+                await finish.wait()
+
+        finishes = [asyncio.Event() for _ in range(3)]
+        tasks = [asyncio.ensure_future(create(finish)) for finish in finishes]
         await asyncio.sleep(0)
-        assert not third.done()  # both turns in flight
-        slots.give_back()
-        return [await third]
+        assert said == [False, False]  # both turns in flight; the third waits
+        finishes[0].set()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        for finish in finishes:
+            finish.set()
+        await asyncio.gather(*tasks)
+        return said
 
-    assert asyncio.run(scenario()) == [True]  # it waited: its decision (and deadline) is made again
+    assert asyncio.run(scenario()) == [False, False, True]  # it waited: its decision is made again
 
 
-def test_without_a_limit_nothing_waits() -> None:
+def test_a_turn_is_given_back_however_its_block_ends() -> None:
+    async def scenario() -> None:
+        slots = CreateSlots(1)
+        for _ in range(3):
+            try:
+                async with slots.turn(True):
+                    raise RuntimeError("the decision failed")
+            except RuntimeError:
+                pass
+        async with slots.turn(True) as waited:
+            assert not waited  # no turn was leaked
+
+    asyncio.run(scenario())
+
+
+def test_without_a_limit_or_a_create_nothing_waits() -> None:
     async def scenario() -> list[bool]:
-        slots = CreateSlots()
-        taken = [await slots.take() for _ in range(100)]
-        slots.give_back()
+        taken = []
+        for slots, needed in ((CreateSlots(), True), (CreateSlots(1), False)):
+            for _ in range(50):
+                async with slots.turn(needed) as waited:
+                    taken.append(waited)
         return taken
 
     assert asyncio.run(scenario()) == [False] * 100
