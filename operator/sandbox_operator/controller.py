@@ -108,6 +108,13 @@ class Runtime:
     #: Turns for duplicates, so each can leave by its send deadline (create_slots.py).
     create_slots: CreateSlots = field(default_factory=CreateSlots)
 
+    async def platform_read_token(self) -> str | None:
+        """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
+        if not self.config.hub_read_token_secret:
+            return None
+        data = await self.secrets.get(self.config.operator_namespace, self.config.hub_read_token_secret)
+        return (data or {}).get(self.config.hub_read_token_key) or None
+
 
 def session_from_body(body: kopf.Body) -> Session:
     try:
@@ -135,14 +142,6 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
 
-async def platform_read_token(rt: Runtime) -> str | None:
-    """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
-    if not rt.config.hub_read_token_secret:
-        return None
-    data = await rt.secrets.get(rt.config.operator_namespace, rt.config.hub_read_token_secret)
-    return (data or {}).get(rt.config.hub_read_token_key) or None
-
-
 async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | None]:
     """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the operator's
     configured one; with a message when the one that applies cannot be read."""
@@ -161,7 +160,7 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
                 f"key {ref.key!r}; agent pods will not pass the Hub's edge of this private Space"
             )
         return data[ref.key], None
-    token = await platform_read_token(rt)
+    token = await rt.platform_read_token()
     if token is None and rt.config.hub_read_token_secret:
         where = f"{rt.config.operator_namespace}/{rt.config.hub_read_token_secret}"
         return None, (

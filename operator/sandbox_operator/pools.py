@@ -50,7 +50,7 @@ from .core import pool as core
 from .core.conditions import READY, Reason
 from .core.creation import creation_refusal
 from .core.model import FailureKind, Observation, Plan, Session, connection_secret_name
-from .hub import HubError
+from .hub import HubError, SpaceExistsError
 from .kube import (
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
@@ -486,8 +486,6 @@ async def pool_pass(
     rt: Runtime, body: kopf.Body, *, deleting: bool = False, full: bool = False
 ) -> core.PoolPlan:
     """One pass of a pool: observe, decide on the freshest status, write it (CAS), then act."""
-    from .controller import platform_read_token
-
     book: PoolBook = rt.pools
     meta = body.get("metadata", {})
     namespace, name = meta["namespace"], meta["name"]
@@ -495,7 +493,7 @@ async def pool_pass(
     pool = pool_from_body(body, deleting=deleting)
     live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
     token = await pool_token(rt, pool)
-    read_token = await platform_read_token(rt)
+    read_token = await rt.platform_read_token()
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
     seen = await asyncio.gather(*(_observe_space(rt, entries[i], token, read_token) for i in wanted))
@@ -563,8 +561,6 @@ async def _act(
     rt: Runtime, pool: core.Pool, action: core.PoolAction, token: str, secret_values: dict[str, str]
 ) -> None:
     """One action; a Hub failure is logged and left to the next pass (the status already says why)."""
-    from .hub import SpaceExistsError
-
     rt.observer.acted(action.space_id)  # listings asked for before now do not show this action
     try:
         match action:
