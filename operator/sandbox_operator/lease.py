@@ -41,8 +41,10 @@ from .core.shards import (
     Verdict,
     claim_text,
     conflicts,
+    last_written,
     may_act,
     parse_claim,
+    unrenewed_past_duration,
 )
 from .kube_json import ApiError, KubeApi
 from .ratelimit import HubGate
@@ -236,28 +238,23 @@ class LeaderElector:
             listing = await self._api.list_lease_for_all_namespaces(f"{SHARD_LEASE_LABEL}=true")
         except ApiError as error:
             return f"cannot list the other shards' Leases: {error.status} {error.reason}"
-        me: Shard | None = None
-        live: list[Shard] = []
-        seen: dict[str, tuple[tuple[str, str, int], float]] = {}
-        for lease in listing.get("items") or []:
-            meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
-            claim = (meta.get("annotations") or {}).get(SERVED_NAMESPACES_ANNOTATION)
-            holder = spec.get("holderIdentity") or ""
-            shard = Shard(
-                meta.get("namespace", ""), meta.get("name", ""), holder,
-                str(meta.get("creationTimestamp", "")), parse_claim(claim or ""),
-            )  # fmt: skip
-            if shard.key == self.where:
-                me = shard
-                continue
-            record = (holder, str(spec.get("renewTime")), int(spec.get("leaseDurationSeconds") or 0))
-            previous = self._shards_seen.get(shard.key)
-            seen[shard.key] = previous if previous is not None and previous[0] == record else (record, now)
-            if claim is not None and holder and now < seen[shard.key][1] + record[2]:
-                live.append(shard)
-        self._shards_seen = seen
+        read = [(_shard(lease), lease.get("spec") or {}) for lease in listing.get("items") or []]
+        me = next((shard for shard, _ in read if shard.key == self.where), None)
         if me is None:
             return f"our Lease {self.where} is not among the shards' Leases"
+        live: list[Shard] = []
+        seen: dict[str, tuple[tuple[str, str, int], float]] = {}
+        for shard, spec in read:
+            if shard.key == me.key:
+                continue
+            record = (shard.holder, str(spec.get("renewTime")), int(spec.get("leaseDurationSeconds") or 0))
+            previous = self._shards_seen.get(shard.key)
+            seen[shard.key] = previous if previous is not None and previous[0] == record else (record, now)
+            if unrenewed_past_duration(shard.written, me.written, record[2]):
+                continue  # dead by the API server's clock: no need to watch it for a duration
+            if shard.holder and now < seen[shard.key][1] + record[2]:
+                live.append(shard)
+        self._shards_seen = seen
         found = conflicts(me, live)
         self._first_conflict = {
             c.other.key: self._first_conflict.get(c.other.key, now) for c in found if c.we_win
@@ -354,6 +351,20 @@ class LeaderElector:
 
     async def close(self) -> None:
         await self._api.close()
+
+
+def _shard(lease: dict[str, Any]) -> Shard:
+    """A shard's Lease as listed (no claim: it serves nothing we could overlap)."""
+    meta = lease.get("metadata") or {}
+    claim = (meta.get("annotations") or {}).get(SERVED_NAMESPACES_ANNOTATION)
+    return Shard(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        holder=(lease.get("spec") or {}).get("holderIdentity") or "",
+        created=str(meta.get("creationTimestamp", "")),
+        serves=parse_claim(claim) if claim is not None else frozenset(),
+        written=last_written(meta),
+    )
 
 
 def _why_not(verdict: Verdict | str) -> str:

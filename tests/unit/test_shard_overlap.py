@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.shards import (
     ALL_NAMESPACES,
     SERVED_NAMESPACES_ANNOTATION,
     SHARD_LEASE_LABEL,
     Shard,
+    Verdict,
     claim_text,
     conflicts,
+    last_written,
     may_act,
     overlap,
     parse_claim,
     ranks_first,
+    unrenewed_past_duration,
 )
 from sandbox_operator.kube_json import ApiError
 from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
@@ -94,19 +99,35 @@ def test_a_loser_never_acts_a_winner_already_acting_goes_on_a_new_one_holds_off(
 # --- the elector's checks against an in-memory API server -----------------------------------------
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+SERVER_EPOCH = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
+
+
 class FakeLeases:
     """Leases as the API server keeps them: resourceVersion guards writes, creationTimestamp is set on
     create (from a counter, so creation order is clear), label selectors on the cluster-wide list."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.store: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 0
         self.lists = 0
+        #: With a clock, every write is stamped with the server's time of it, as managedFields are.
+        self.clock = clock
 
     def _stamp(self, body: Any) -> Any:
         self.version += 1
         body = copy.deepcopy(body)
         body["metadata"]["resourceVersion"] = str(self.version)
+        if self.clock is not None:
+            written = SERVER_EPOCH + timedelta(seconds=int(self.clock.now))
+            body["metadata"]["managedFields"] = [{"manager": "Python", "time": rfc3339(written)}]
         return body
 
     async def read_namespaced_lease(self, name: str, namespace: str) -> Any:
@@ -149,14 +170,6 @@ class FakeLeases:
 
     async def close(self) -> None:
         pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def elector(api: FakeLeases, clock: Clock, name: str, *serves: str) -> LeaderElector:
@@ -283,3 +296,38 @@ def test_a_stop_while_waiting_for_the_lease_releases_it_and_never_starts_the_ope
 
     asyncio.run(scenario())
     assert not started
+
+
+def test_the_servers_last_write_is_the_latest_managed_fields_time() -> None:
+    entries = [{"time": "2026-11-29T04:00:09Z"}, {"time": "2026-11-29T04:00:10Z"}, {"manager": "x"}]
+    assert last_written({"managedFields": entries}) == "2026-11-29T04:00:10Z"
+    assert last_written({}) == ""
+    # More than the duration plus a second apart on the server's clock; unknown times prove nothing.
+    assert unrenewed_past_duration("2026-11-29T04:00:00Z", "2026-11-29T04:00:12Z", 10)
+    assert not unrenewed_past_duration("2026-11-29T04:00:00Z", "2026-11-29T04:00:11Z", 10)
+    assert not unrenewed_past_duration("", "2026-11-29T04:10:00Z", 10)
+
+
+def test_a_lease_left_unrenewed_past_its_duration_on_the_servers_clock_holds_no_one_back() -> None:
+    clock = Clock()
+    api = FakeLeases(clock)
+    killed, alive, new = (elector(api, clock, name, "a") for name in ("killed", "alive", "new"))
+
+    def yields_to(verdict: object) -> list[str]:
+        assert isinstance(verdict, Verdict) and not verdict.act
+        return sorted(c.other.name for c in verdict.yields_to)
+
+    async def scenario() -> None:
+        await killed.acquire()  # then SIGKILLed: its Lease still names it
+        clock.now += 5.0
+        for one in (alive, new):
+            assert (await one.try_acquire_or_renew()).ours
+        # 5 s since the killed one's last write on the server's clock: no proof yet, it may be live
+        assert yields_to(await new.check_shards(acting=False)) == ["alive", "killed"]
+        clock.now += 7.0
+        for one in (alive, new):
+            assert (await one.try_acquire_or_renew()).ours
+        # 12 s > its 10 s + 1: dead, though our own clock has watched it for only 7 s
+        assert yields_to(await new.check_shards(acting=False)) == ["alive"]
+
+    asyncio.run(scenario())

@@ -5,12 +5,21 @@ overlap would both act on the same sessions; exactly one of them may: the Lease 
 (its `creationTimestamp`, set by the API server's one clock), then the lower namespace/name.
 Both sides compute the same winner from the same Lease objects. Pure functions; the I/O (writing
 the claim, listing the Leases, judging their liveness) is in lease.py.
+
+A Lease is judged live on our own clock, as client-go judges its own Lease: for its duration
+from when we first saw its record. A Lease that a killed shard left behind would so hold back every
+overlapping shard that starts for one duration, again at every start. The API server stamps each
+write with its own clock (`managedFields[].time`, to the second); a Lease whose last write is more
+than its duration (and a second) older than the write of ours just before the listing went
+unrenewed that long on one clock, and is dead at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from .conditions import parse_rfc3339
 
 #: Annotation on a shard's Lease: the namespaces its leader serves, sorted and comma-separated,
 #: or ALL_NAMESPACES for a deployment that watches the whole cluster.
@@ -51,10 +60,31 @@ class Shard:
     holder: str
     created: str  # RFC 3339 from the API server, e.g. 2026-11-29T04:40:00Z: sorts as it reads
     serves: frozenset[str] | None
+    #: When the API server last wrote it (its clock, to the second); "" if unknown.
+    written: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def last_written(metadata: Mapping[str, object]) -> str:
+    """When the API server last wrote the object (its clock, RFC 3339 to the second), from the
+    times it stamps on the managedFields entries; "" if none."""
+    entries = metadata.get("managedFields")
+    if not isinstance(entries, list):
+        return ""
+    times = [str(entry["time"]) for entry in entries if isinstance(entry, dict) and entry.get("time")]
+    return max(times, key=parse_rfc3339, default="")
+
+
+def unrenewed_past_duration(other_written: str, ours_written: str, duration: float) -> bool:
+    """Whether the other Lease's last write is more than its duration older than our write just
+    before (both on the API server's clock; one second more for its granularity)."""
+    if not other_written or not ours_written:
+        return False
+    gap = (parse_rfc3339(ours_written) - parse_rfc3339(other_written)).total_seconds()
+    return gap > duration + 1
 
 
 def ranks_first(a: Shard, b: Shard) -> bool:
