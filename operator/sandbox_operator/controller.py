@@ -217,6 +217,8 @@ async def observe(
         read_token_problem=hub_token_problem,
         connection_hub_token=(connection or {}).get(KEY_HUB_TOKEN) or None,
         connection_paused_since=(connection or {}).get(KEY_PAUSED_SINCE) or None,
+        create_record_inherited=session.status.duplicate_requested_time is not None
+        and not rt.create_slots.sent_here(session.uid),
     )
     space_id = session.status.space_id
     if space_id is None:
@@ -510,6 +512,8 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
         if acted_on is not None:
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
         if isinstance(plan.action, CreateSpace):
+            if applied.sent:
+                rt.create_slots.sent(session.uid)
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
             session = replace(
@@ -598,6 +602,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
     finally:
         rt.observer.forget(uid)
         rt.kube.forget(uid)
+        rt.create_slots.forget(uid)
 
 
 @dataclass(frozen=True)

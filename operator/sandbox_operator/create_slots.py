@@ -6,6 +6,9 @@ sessions applied at once would otherwise queue a thousand duplicates at a gate t
 calls a second: all but the first few dozen wait past their deadline, are refused, back off and come
 back, and the refusals and re-reads crowd the gate. So a session takes a turn before it records
 its request (and its deadline), and the turns in flight are what the gate sends in half a deadline.
+
+It also remembers whose duplicates this process sent: a create record on a session it sent none for
+was left by an earlier process, which may have died before sending it (core/creation.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class CreateSlots:
 
     size: int | None = None
     _free: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    #: Sessions (UIDs) whose duplicate this process sent (or may have): their create record is its own.
+    _sent: set[str] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def for_config(cls, config: OperatorConfig) -> CreateSlots:
@@ -52,3 +57,15 @@ class CreateSlots:
             yield waited
         finally:
             self._free.release()
+
+    def sent(self, uid: str) -> None:
+        """This process sent the session's duplicate (whatever the answer): it may land, and is waited for."""
+        self._sent.add(uid)
+
+    def sent_here(self, uid: str) -> bool:
+        """Whether the session's create record, if any, is this process's own: one left by an earlier
+        process (killed between the record and the send, maybe) is sent again, not waited out."""
+        return uid in self._sent
+
+    def forget(self, uid: str) -> None:
+        self._sent.discard(uid)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
+from datetime import UTC, datetime
 
+from sandbox_operator.core.conditions import rfc3339
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
@@ -122,6 +125,55 @@ def test_operator_killed_mid_create_leaves_exactly_one_space(
         uids.append(session["metadata"]["uid"])
     for uid in uids:
         assert len(spaces_of(hub_admin, uid)) == 1, f"session {uid} has a duplicate or no Space"
+
+
+def test_a_create_recorded_by_a_killed_operator_that_never_left_is_sent_again(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """What the test above hits now and then, every time: the operator recorded its duplicate and was
+    killed before sending it. Its successor sends it again at once instead of waiting out the 80 s
+    a request of its own could take to show (duplicate_window_end)."""
+    operator.stop()
+    kubectl("apply", "-f", "-", stdin=session_manifest("unsent", namespace))
+    session = get_session(kubectl, "unsent", namespace)
+    assert session is not None
+    uid = session["metadata"]["uid"]
+    recorded = rfc3339(datetime.now(UTC), precise=True)  # as the killed operator left it
+    left = {"spaceId": f"{OWNER}/ags-{uid}", "duplicateRequestedTime": recorded}
+    kubectl("patch", "ags", "unsent", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": left}))  # fmt: skip
+    hub_admin.clear_calls()
+    operator.start()
+    wait_ready(kubectl, "unsent", namespace, timeout=40)
+    assert len(spaces_of(hub_admin, uid)) == 1
+    duplicates = [c for c in hub_admin.calls() if c["route"] == "duplicate"]  # this test's only create
+    assert [c["status"] for c in duplicates] == [200]
+
+
+def test_a_create_that_left_before_the_kill_is_adopted_not_doubled(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """The other side of the test above: the duplicate did leave, and the Hub does not show the fresh
+    private Space yet (F32), so the successor sends it again: the 409 adopts the one Space."""
+    # Longer than a restart takes, so the successor finds the Space hidden and sends the duplicate again.
+    hub_admin.set_delays(transient_errors=10.0)
+    hub_admin.add_fault("variables", 404, seconds=10.0)  # the marker too, as in test_core_promises
+    try:
+        hub_admin.clear_calls()
+        kubectl("apply", "-f", "-", stdin=session_manifest("landed", namespace))
+        wait_for(
+            lambda: any(c["route"] == "duplicate" and c["status"] == 200 for c in hub_admin.calls()),
+            30,
+            "the duplicate",
+            interval=0.02,
+        )
+        operator.kill()
+        operator.start()
+        session = wait_ready(kubectl, "landed", namespace)
+    finally:
+        hub_admin.set_delays(transient_errors=0.0)
+    assert len(spaces_of(hub_admin, session["metadata"]["uid"])) == 1
+    assert [c["status"] for c in hub_admin.calls() if c["route"] == "duplicate"] == [200, 409]
 
 
 def test_missing_secret_reference_creates_nothing(

@@ -3,6 +3,8 @@ the release of a Space kept by deletionPolicy Orphan, and retry times after Hub 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sandbox_operator.api import Phase
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.lifecycle import decide, decide_deletion
@@ -15,7 +17,7 @@ from sandbox_operator.core.model import (
     ReleaseSpace,
     Session,
 )
-from tests.support.core import NOW, SPACE_ID, UID, new_session
+from tests.support.core import NOW, SPACE_ID, UID, new_session, space
 
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 
@@ -35,6 +37,23 @@ def test_a_space_we_just_duplicated_is_waited_for_not_duplicated_again() -> None
     assert plan.action is None and plan.requeue_after == CONFIG.poll_interval
     assert plan.status.phase == Phase.CREATING and not plan.status.failures
     assert isinstance(decide(session(), Observation(token="t"), CONFIG, NOW).action, CreateSpace)
+
+
+def test_a_duplicate_an_earlier_process_recorded_is_sent_again_not_waited_out() -> None:
+    """An operator killed between recording its duplicate and sending it leaves a record of a request
+    that never left: its successor cannot tell, and waiting out the window held the session for
+    80 s (the flaky test_operator_killed_mid_create_leaves_exactly_one_space). It sends it again:
+    the Space's name is the session's, so one that did land answers 409 and is adopted."""
+    inherited = Observation(token="t", create_record_inherited=True)
+    plan = decide(session(**JUST_DUPLICATED), inherited, CONFIG, NOW)
+    assert isinstance(plan.action, CreateSpace) and plan.action.space_id == SPACE_ID
+    assert plan.status.duplicate_requested_time == plan.action.requested_time == "2026-11-26T12:00:00.000000Z"
+    assert plan.status.phase == Phase.CREATING and not plan.status.failures
+    ready = next(c for c in plan.status.conditions if c.type == "Ready")
+    assert ready.reason == "Creating" and "earlier operator process" in ready.message
+    # Once seen, the Space is the session's as ever: nothing is sent again.
+    seen = decide(session(**JUST_DUPLICATED), replace(inherited, space=space("BUILDING", None)), CONFIG, NOW)
+    assert not isinstance(seen.action, CreateSpace)
 
 
 def test_rate_limit_retry_time_is_never_before_the_pause_ends() -> None:

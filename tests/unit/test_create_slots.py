@@ -65,3 +65,13 @@ def test_without_a_limit_or_a_create_nothing_waits() -> None:
         return taken
 
     assert asyncio.run(scenario()) == [False] * 100
+
+
+def test_a_create_record_is_this_process_s_own_only_once_it_sent_the_duplicate() -> None:
+    """A record on the object that this process did not send is an earlier process's: sent again."""
+    slots = CreateSlots(2)
+    assert not slots.sent_here("uid-1")  # a restarted process: any record is inherited
+    slots.sent("uid-1")
+    assert slots.sent_here("uid-1") and not slots.sent_here("uid-2")
+    slots.forget("uid-1")  # the session's loop ended
+    assert not slots.sent_here("uid-1")

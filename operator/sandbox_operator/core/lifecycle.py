@@ -32,6 +32,7 @@ from .conditions import (
 )
 from .creation import (
     Refusal,
+    awaits_duplicate,
     creation_refusal,
     duplicate_may_land,
     duplicate_window_end,
@@ -349,8 +350,9 @@ def _next_step(
 
     space = observed.space
     if space is None:
-        if duplicate_may_land(status, config, now):
+        if awaits_duplicate(status, observed, config, now):
             return _await_visibility(draft, space_id, "not found", config)
+        resent = duplicate_may_land(status, config, now)  # an earlier process's record: sent again
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
             return None, _failure(draft, Reason.SECRET_NOT_FOUND, observed.secrets_problem, config, jitter)
@@ -369,6 +371,14 @@ def _next_step(
         if lost:
             draft.ready(
                 "False", Reason.SPACE_LOST, f"Space {space_id} disappeared from the Hub; creating it again"
+            )
+        elif resent:
+            draft.ready(
+                "False",
+                Reason.CREATING,
+                f"duplicating {template} into {space_id} again: the duplicate recorded at "
+                f"{status.duplicate_requested_time} by an earlier operator process may never have left "
+                "(a Space already there answers 409 and is adopted)",
             )
         else:
             draft.ready("False", Reason.CREATING, f"duplicating {template} into {space_id}")

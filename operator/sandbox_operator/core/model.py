@@ -129,6 +129,9 @@ class Observation:
     connection_hub_token: str | None = None
     #: Since when the connection Secret says the session is paused ("" or None: not paused).
     connection_paused_since: str | None = None
+    #: status.duplicateRequestedTime was recorded by an earlier operator process: this one sent no
+    #: duplicate for the session, so whether that one ever left (or died first) is unknown.
+    create_record_inherited: bool = False
 
 
 @dataclass(frozen=True)
