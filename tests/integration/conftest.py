@@ -168,20 +168,3 @@ def without_shared_operator(operator_process: OperatorProcess, kubectl: Kubectl)
         yield
     finally:
         operator_process.start()
-
-
-#: How much of the operator's latest log a failure report shows.
-LOG_TAIL_CHARS = 6_000
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    """Append the tail of the shared operator's latest log to a failed test's report (the `operator`
-    fixture's promise): a session the operator never acted on shows there, or by its absence."""
-    report: pytest.TestReport = yield
-    fixtures = getattr(item, "funcargs", {})
-    process = fixtures.get("operator_process") or fixtures.get("operator")
-    if report.failed and isinstance(process, OperatorProcess) and process.starts:
-        tail = process.current_log()[-LOG_TAIL_CHARS:]
-        report.sections.append((f"operator log (start {process.starts}, tail)", tail))
-    return report
