@@ -299,3 +299,26 @@ def wait_condition_reason(
         return found if found and found["reason"] == reason else None
 
     return wait_for(matches, timeout, f"{namespace}/{name} {type_} reason {reason}")
+
+
+@contextmanager
+def fresh_duplicates_hidden(admin: HubSimAdmin, seconds: float) -> Iterator[None]:
+    """The Hub shows a fresh private duplicate only after `seconds` (F32). Its marker too: whether
+    the Hub hides a fresh duplicate's variables has no public source (docs/hub-fidelity.md F32), so
+    a test that relies on it makes sure it does here."""
+    admin.set_delays(transient_errors=seconds)
+    admin.add_fault("variables", 404, seconds=seconds)
+    try:
+        yield
+    finally:
+        admin.set_delays(transient_errors=0.0)
+
+
+def wait_duplicate_sent(admin: HubSimAdmin) -> None:
+    """Until the Hub has answered a duplicate with 200 (the caller kills the operator right after)."""
+    wait_for(
+        lambda: any(c["route"] == "duplicate" and c["status"] == 200 for c in admin.calls()),
+        30,
+        "the duplicate",
+        interval=0.02,
+    )

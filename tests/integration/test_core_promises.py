@@ -22,10 +22,12 @@ from harness import (
     ADMIN_GROUP,
     OperatorProcess,
     condition,
+    fresh_duplicates_hidden,
     get_session,
     session_manifest,
     spaces_of,
     wait_condition_reason,
+    wait_duplicate_sent,
     wait_ready,
 )
 
@@ -126,21 +128,13 @@ def test_a_removed_approval_downgrades_whatever_the_stage(
 def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
-    # The Hub shows the duplicate only after a while; the operator dies right after sending it,
-    # so no process memory can know that a create is in flight: only the object can.
-    hub_admin.set_delays(transient_errors=15.0)
-    # The marker too (what the finalizer reads first): whether the Hub hides a fresh duplicate's
-    # variables has no public source (docs/hub-fidelity.md F32), so the test makes sure it does here.
-    hub_admin.add_fault("variables", 404, seconds=15.0)
-    try:
+    # The Hub shows the duplicate (and its marker, what the finalizer reads first) only after a
+    # while; the operator dies right after sending it, so no process memory can know that a create
+    # is in flight: only the object can.
+    with fresh_duplicates_hidden(hub_admin, 15.0):
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("racy", namespace))
-        wait_for(
-            lambda: any(c["route"] == "duplicate" and c["status"] == 200 for c in hub_admin.calls()),
-            30,
-            "the duplicate",
-            interval=0.02,
-        )
+        wait_duplicate_sent(hub_admin)
         operator.kill()
         session = get_session(kubectl, "racy", namespace)
         assert session is not None
@@ -148,8 +142,6 @@ def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
         kubectl("delete", "ags", "racy", "-n", namespace, "--wait=false")
         operator.start()
         wait_for(lambda: get_session(kubectl, "racy", namespace) is None, 90, "the session to go")
-    finally:
-        hub_admin.set_delays(transient_errors=0.0)
     assert spaces_of(hub_admin, uid) == []
     # The fact that made the finalizer wait was on the object, recorded before the duplicate.
     assert session["status"].get("duplicateRequestedTime")

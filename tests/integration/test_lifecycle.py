@@ -16,10 +16,12 @@ from harness import (
     OWNER,
     OperatorProcess,
     condition,
+    fresh_duplicates_hidden,
     get_session,
     session_manifest,
     spaces_of,
     wait_condition_reason,
+    wait_duplicate_sent,
     wait_ready,
 )
 
@@ -156,22 +158,13 @@ def test_a_create_that_left_before_the_kill_is_adopted_not_doubled(
     """The other side of the test above: the duplicate did leave, and the Hub does not show the fresh
     private Space yet (F32), so the successor sends it again: the 409 adopts the one Space."""
     # Longer than a restart takes, so the successor finds the Space hidden and sends the duplicate again.
-    hub_admin.set_delays(transient_errors=10.0)
-    hub_admin.add_fault("variables", 404, seconds=10.0)  # the marker too, as in test_core_promises
-    try:
+    with fresh_duplicates_hidden(hub_admin, 10.0):
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("landed", namespace))
-        wait_for(
-            lambda: any(c["route"] == "duplicate" and c["status"] == 200 for c in hub_admin.calls()),
-            30,
-            "the duplicate",
-            interval=0.02,
-        )
+        wait_duplicate_sent(hub_admin)
         operator.kill()
         operator.start()
         session = wait_ready(kubectl, "landed", namespace)
-    finally:
-        hub_admin.set_delays(transient_errors=0.0)
     assert len(spaces_of(hub_admin, session["metadata"]["uid"])) == 1
     assert [c["status"] for c in hub_admin.calls() if c["route"] == "duplicate"] == [200, 409]
 
