@@ -8,7 +8,7 @@ back, and the refusals and re-reads crowd the gate. So a session takes a turn be
 its request (and its deadline), and the turns in flight are what the gate sends in half a deadline.
 
 It also remembers whose duplicates this process sent: a create record on a session it sent none for
-was left by an earlier process, which may have died before sending it (core/creation.py).
+was left by an earlier process, which may have died before sending it (core/lifecycle.py).
 """
 
 from __future__ import annotations

@@ -104,17 +104,6 @@ def duplicate_may_land(status: AgentSessionStatus, config: OperatorConfig, now: 
     return not landed
 
 
-def awaits_duplicate(
-    status: AgentSessionStatus, observed: Observation, config: OperatorConfig, now: datetime
-) -> bool:
-    """True while a "not found" is waited out as "not visible yet": a duplicate this process sent may
-    still land. One an earlier process recorded is sent again at once instead: that process may have
-    died between the record and the send, and waiting out the window for a request that never left
-    holds the session for the whole window. Sending it again cannot make a second Space (its name
-    is the session's: one that landed answers 409 and is adopted after its marker is checked)."""
-    return duplicate_may_land(status, config, now) and not observed.create_record_inherited
-
-
 def space_may_be_hidden(status: AgentSessionStatus, config: OperatorConfig, now: datetime) -> bool:
     """True until the duplicate's window ends, whether or not the Space was seen since: a listing may
     show a fresh private duplicate while its own routes, its marker included, still answer "not

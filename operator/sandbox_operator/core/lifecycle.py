@@ -32,7 +32,6 @@ from .conditions import (
 )
 from .creation import (
     Refusal,
-    awaits_duplicate,
     creation_refusal,
     duplicate_may_land,
     duplicate_window_end,
@@ -350,9 +349,13 @@ def _next_step(
 
     space = observed.space
     if space is None:
-        if awaits_duplicate(status, observed, config, now):
+        # While a duplicate may still land, a "not found" is "not visible yet" when this process sent
+        # it. One an earlier process recorded is sent again at once: that process may have died
+        # between the record and the send. That cannot make a second Space: the name is the
+        # session's, so one that landed answers 409 and is adopted after its marker is checked.
+        resent = duplicate_may_land(status, config, now)
+        if resent and not observed.create_record_inherited:
             return _await_visibility(draft, space_id, "not found", config)
-        resent = duplicate_may_land(status, config, now)  # an earlier process's record: sent again
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
             return None, _failure(draft, Reason.SECRET_NOT_FOUND, observed.secrets_problem, config, jitter)
