@@ -160,21 +160,23 @@ class OperatorProcess:
         """The log of the latest start only."""
         return (self.log_dir / f"operator-{self.starts}.log").read_text(errors="replace")
 
+    def log_paths(self) -> list[Path]:
+        """The log of every start, oldest first."""
+        return sorted(self.log_dir.glob("operator-*.log"))
+
     def logs(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace") for path in sorted(self.log_dir.glob("operator-*.log"))
-        )
+        return "\n".join(path.read_text(errors="replace") for path in self.log_paths())
 
     @classmethod
     def log_sizes(cls) -> dict[Path, int]:
         """How long each log of every process started so far is now."""
-        return {path: path.stat().st_size for p in cls.started for path in p.log_dir.glob("operator-*.log")}
+        return {path: path.stat().st_size for p in cls.started for path in p.log_paths()}
 
     @classmethod
     def logs_since(cls, sizes: dict[Path, int]) -> Iterator[tuple[str, str]]:
         """(log path, its last REPORT_LINES lines) for what every process logged after `sizes`."""
         for process in cls.started:
-            for path in sorted(process.log_dir.glob("operator-*.log")):
+            for path in process.log_paths():
                 with path.open("rb") as log:
                     log.seek(sizes.get(path, 0))
                     lines = log.read().decode(errors="replace").splitlines()

@@ -64,6 +64,29 @@ def holder(kubectl: Kubectl, lease: str) -> str:
     return str(kubectl.json("get", "lease", lease, "-n", "default")["spec"]["holderIdentity"])
 
 
+def two_shards(
+    control_plane: ControlPlane,
+    hub: HubSimServer,
+    tmp_path: Path,
+    namespaces: tuple[str, str],
+    leases: tuple[str, str],
+    **shared: str,
+) -> tuple[OperatorProcess, OperatorProcess]:
+    """Operators a and b, each serving its namespaces (comma-separated) with a Lease of its own; each
+    with a Hub token of its own (both may write the owner), so the emulator tells them apart."""
+    a = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "a",
+        SANDBOX_OPERATOR_NAMESPACES=namespaces[0], SANDBOX_OPERATOR_LEASE_NAME=leases[0], **shared,
+    )  # fmt: skip
+    b = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "b", HF_TOKEN=SECOND_OPERATOR_TOKEN,
+        SANDBOX_OPERATOR_NAMESPACES=namespaces[1], SANDBOX_OPERATOR_LEASE_NAME=leases[1], **shared,
+    )  # fmt: skip
+    for process in (a, b):
+        process.log_dir.mkdir()
+    return a, b
+
+
 def test_two_shards_each_act_only_on_their_own_namespace(
     kubectl: Kubectl,
     hub_admin: HubSimAdmin,
@@ -83,20 +106,11 @@ def test_two_shards_each_act_only_on_their_own_namespace(
         "SANDBOX_OPERATOR_SWEEP_INTERVAL": "1",
         "SANDBOX_OPERATOR_SWEEP_GRACE": "0",
     }
-    # Each with a Hub token of its own (both may write the owner), so the emulator tells them apart.
-    a = OperatorProcess(
-        control_plane.kubeconfig, hub.url, tmp_path / "a",
-        SANDBOX_OPERATOR_NAMESPACES=ns_a, SANDBOX_OPERATOR_LEASE_NAME=leases[0], **shared,
-    )  # fmt: skip
-    b = OperatorProcess(
-        control_plane.kubeconfig, hub.url, tmp_path / "b", HF_TOKEN=SECOND_OPERATOR_TOKEN,
-        SANDBOX_OPERATOR_NAMESPACES=ns_b, SANDBOX_OPERATOR_LEASE_NAME=leases[1], **shared,
-    )  # fmt: skip
+    a, b = two_shards(control_plane, hub, tmp_path, (ns_a, ns_b), leases, **shared)
     user_a, user_b = OWNER, SECOND_OPERATOR
     hub_admin.clear_calls()
     orphan_a, orphan_b = plant_orphan(hub_admin, cluster, ns_a), plant_orphan(hub_admin, cluster, ns_b)
     for process in (a, b):
-        process.log_dir.mkdir()
         process.start()
     try:
         for process in (a, b):
@@ -164,17 +178,9 @@ def test_overlapping_shards_never_both_act_and_the_loser_takes_over_when_the_win
     leases = (f"overlap-a-{suffix}", f"overlap-b-{suffix}")
     # Short Leases (6 s; the Hub timeout must fit in its renew deadline) so the takeover is quick.
     short = {"SANDBOX_OPERATOR_HUB_TIMEOUT": "4"}
-    a = OperatorProcess(
-        control_plane.kubeconfig, hub.url, tmp_path / "a",
-        SANDBOX_OPERATOR_NAMESPACES=shared_ns, SANDBOX_OPERATOR_LEASE_NAME=leases[0], **short,
-    )  # fmt: skip
-    b = OperatorProcess(
-        control_plane.kubeconfig, hub.url, tmp_path / "b", HF_TOKEN=SECOND_OPERATOR_TOKEN,
-        SANDBOX_OPERATOR_NAMESPACES=f"{shared_ns},{only_b}", SANDBOX_OPERATOR_LEASE_NAME=leases[1], **short,
-    )  # fmt: skip
+    a, b = two_shards(control_plane, hub, tmp_path, (shared_ns, f"{shared_ns},{only_b}"), leases, **short)
     for process in (a, b):
         process.args = ["--lease-duration", "6"]
-        process.log_dir.mkdir()
     hub_admin.clear_calls()
     try:
         a.start()

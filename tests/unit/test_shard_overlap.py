@@ -154,13 +154,11 @@ class FakeLeases:
         return copy.deepcopy(body)
 
     async def patch_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
-        current = self.store[namespace, name]
-        if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict")
-        current = self._stamp(current)
-        current["spec"].update(body["spec"])
-        self.store[namespace, name] = current
-        return copy.deepcopy(current)
+        """A merge patch of the spec: a replace of the Lease with it merged in, at the patch's version."""
+        merged = copy.deepcopy(self.store[namespace, name])
+        merged["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"]
+        merged["spec"].update(body["spec"])
+        return await self.replace_namespaced_lease(name, namespace, merged)
 
     async def list_lease_for_all_namespaces(self, label_selector: str) -> Any:
         self.lists += 1
