@@ -372,6 +372,11 @@ class RunSettings(BaseModel):
         default="",
         description="This process in the Lease; empty: hostname-pid (stable across container restarts).",
     )
+    pod_name: Annotated[str, Option(env="POD_NAME")] = Field(
+        default="",
+        description="The operator's pod (the chart sets it from the downward API): the instance its "
+        "Events are reported from (reportingInstance); empty: the hostname.",
+    )
     liveness: Annotated[str, OPTION] = Field(
         default="http://0.0.0.0:8080/healthz", description="Liveness endpoint URL; empty to disable."
     )

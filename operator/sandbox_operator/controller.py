@@ -67,7 +67,7 @@ from .kube import (
     new_token,
     status_patch,
 )
-from .kube_json import ApiError, credentials
+from .kube_json import COMPONENT, USER_AGENT, ApiError, credentials
 from .lease import LeaderElector, run_as_leader
 from .observer import FleetObserver
 from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
@@ -733,13 +733,15 @@ def bounded_session(
 ) -> kopf.ConnectionInfo | kopf.AiohttpSession | None:
     """kopf's own session, but with a bounded connection pool: kopf's has no limit, so a burst of a
     thousand sessions (their finalizers, their Events) opened hundreds of TLS connections at once, each
-    with its buffers: the biggest part of the operator's peak memory. Must run in the event loop."""
+    with its buffers: the biggest part of the operator's peak memory. Must run in the event loop.
+    It carries the operator's User-Agent, so kopf's writes (finalizers, annotations, status, Events)
+    have the operator's field manager, as its own calls do (kube_json.py)."""
     if info is None:
         return None
     limit = KUBE_CONNECTIONS + max(1, watch_streams)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
-        headers=info.as_http_headers(),
+        headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
         proxy=info.proxy_url,
         trust_env=info.trust_env,
     )
@@ -784,6 +786,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        # The handlers' Events come from the operator, as the sweeper's do (KubeClient.post_event).
+        settings.posting.reporting_component = COMPONENT
+        settings.posting.reporting_instance = rt.kube.instance
 
     @kopf.on.startup(registry=registry)
     async def start_background(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -874,7 +879,7 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
     hub = HubClient(config)
-    kube = KubeClient(recheck_interval=config.approval_recheck_interval)
+    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=run.pod_name)
     rt = Runtime(
         config=config,
         hub=hub,

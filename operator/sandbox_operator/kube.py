@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import secrets
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
 from . import api, policy
 from .api import SpaceSecretSource
-from .kube_json import ApiError, KubeApi
+from .kube_json import COMPONENT, ApiError, KubeApi
 from .policy import ApproverQuestion
 
 # Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
@@ -33,7 +34,7 @@ KEY_PAUSED_SINCE = "pausedSince"
 KEY_RESUME = "resume"
 #: The label every connection Secret carries: with an owner reference to a same-named AgentSession,
 #: it marks a Secret the operator may take over from a deleted predecessor.
-MANAGED_BY = {"app.kubernetes.io/managed-by": "sandbox-operator"}
+MANAGED_BY = {"app.kubernetes.io/managed-by": COMPONENT}
 #: The namespace whose UID names the cluster when no cluster id is configured.
 CLUSTER_ID_NAMESPACE = "kube-system"
 #: Longest time a SubjectAccessReview's answer about an approver is reused.
@@ -150,8 +151,13 @@ def owned_secret(
 
 
 class KubeClient:
-    def __init__(self, kube_api: KubeApi | None = None, recheck_interval: float = 60.0) -> None:
+    def __init__(
+        self, kube_api: KubeApi | None = None, recheck_interval: float = 60.0, instance: str = ""
+    ) -> None:
         self._api = kube_api or KubeApi()
+        #: This operator process among others, in its Events (reportingInstance): its pod's name, else
+        #: the hostname (a pod's, unless its spec sets another).
+        self.instance = instance or socket.gethostname()
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None
         self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
@@ -325,7 +331,8 @@ class KubeClient:
 
     async def post_event(self, *, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid), which may be gone:
-        used where no kopf handler runs, e.g. for a Space whose session no longer exists."""
+        used where no kopf handler runs, e.g. for a Space whose session no longer exists. Reported as
+        kopf reports the handlers' Events (controller.configure): from COMPONENT and this instance."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         namespace = involved["namespace"]
         body: Any = {
@@ -339,8 +346,9 @@ class KubeClient:
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
-            "source": {"component": "sandbox-operator"},
-            "reportingComponent": "sandbox-operator",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
         }
         await self._api.create_namespaced_event(namespace, body)
 

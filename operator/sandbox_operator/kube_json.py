@@ -6,6 +6,8 @@ requests, oauthlib, yaml...), 25 MiB for the process's life, and its calls are b
 ran on a small thread pool. Credentials come from where kopf takes its own (`credentials`), one session
 per `KubeApi` with a bounded connection pool and timeouts, and `ApiError` for a status outside 2xx.
 The methods carry the typed client's names, so what they do (and the RBAC they need) reads the same.
+Every call says who makes it (USER_AGENT), and every write names its field manager (COMPONENT), so
+`metadata.managedFields` and the API server's audit log name the operator, not the HTTP library.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
+from . import __version__
+
+#: The operator's name to the API server, defined once: the field manager of every write (its own
+#: calls name it; kopf's get it from USER_AGENT, whose product the API server takes as the manager
+#: when a write names none) and the component its Events are reported from.
+COMPONENT = "sandbox-operator"
+#: The User-Agent of every call the operator makes, kopf's included (controller.bounded_session).
+USER_AGENT = f"{COMPONENT}/{__version__}"
+#: The methods that write, and so name their field manager.
+WRITES = frozenset({"POST", "PUT", "PATCH"})
 ADMISSION = ("apis", "admissionregistration.k8s.io", "v1")
 LEASES = ("apis", "coordination.k8s.io", "v1")
 #: Seconds one call may take, connection included (kopf's own request timeout is the same).
@@ -113,11 +125,13 @@ class KubeApi:
     ) -> Any:
         """One call as JSON in and out. A 401 logs in again once (a rotated token) and retries."""
         data = None if body is None else json.dumps(body, separators=(",", ":"))
+        if method in WRITES:
+            query = {**(query or {}), "fieldManager": COMPONENT}
         relogged = False
         broken = 0
         while True:
             session, info = self._connect()
-            headers = {**info.as_http_headers(), "Accept": "application/json"}
+            headers = {**info.as_http_headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
             if data is not None:
                 headers["Content-Type"] = content_type
             try:

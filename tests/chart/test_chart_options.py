@@ -32,6 +32,7 @@ NOT_DEFAULTS = {
     "lease_name",
     "lease_namespace",
     "lease_identity",
+    "pod_name",
 }
 
 

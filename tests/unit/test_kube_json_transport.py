@@ -1,6 +1,6 @@
 """The operator's own Kubernetes transport (kube_json.py): kopf's credentials, a fresh login on a 401
-(a rotated token), `ApiError` with the API server's status, reason and message, a bounded pool, and
-no official client on `run`'s import path."""
+(a rotated token), `ApiError` with the API server's status, reason and message, a bounded pool, the
+operator's name on every call and write, and no official client on `run`'s import path."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sandbox_operator.kube_json import ApiError, KubeApi
+from sandbox_operator import __version__
+from sandbox_operator.kube import KubeClient
+from sandbox_operator.kube_json import COMPONENT, ApiError, KubeApi
 
 
 def _kubeconfig(path: Path, server: str, token: str) -> None:
@@ -115,9 +117,74 @@ def test_an_api_error_carries_status_reason_and_the_servers_message(
     asyncio.run(scenario())
     # A merge patch (null removes a field), to the status subresource, every path part quoted.
     assert received == [
-        ("PATCH", "/apis/g.dev/v1/namespaces/team%20a/things/x/status", "application/merge-patch+json",
-         '{"status":{"a":null}}'),
+        ("PATCH", "/apis/g.dev/v1/namespaces/team%20a/things/x/status?fieldManager=sandbox-operator",
+         "application/merge-patch+json", '{"status":{"a":null}}'),
     ]  # fmt: skip
+
+
+def test_every_call_names_the_operator_and_every_write_its_field_manager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """managedFields name the operator (not `Python`, aiohttp's User-Agent), and so do its Events."""
+    config = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    seen: list[tuple[str, str | None, str]] = []
+    posted: list[Any] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(
+            (request.method, request.query.get("fieldManager"), request.headers.get("User-Agent", ""))
+        )
+        if request.path.endswith("/events"):
+            posted.append(await request.json())
+        return web.json_response({"metadata": {"name": "x", "resourceVersion": "1"}, "items": []})
+
+    async def scenario() -> None:
+        async with _server(handler) as server:
+            _kubeconfig(config, server, "t")
+            kube = KubeApi()
+            client = KubeClient(kube, instance="sandbox-operator-7d9f-abcde")
+            try:
+                await kube.read_namespaced_secret("s", "ns")
+                await kube.create_namespaced_secret("ns", {"metadata": {"name": "s"}})
+                await kube.replace_namespaced_secret("s", "ns", {"metadata": {"name": "s"}})
+                await kube.patch_namespaced_custom_object_status(
+                    "g", "v1", "ns", "things", "x", {"status": {}}
+                )
+                await kube.patch_namespaced_lease("l", "ns", {"spec": {}})
+                await kube.delete_namespaced_custom_object("g", "v1", "ns", "things", "x")
+                await client.post_event(
+                    involved={
+                        "apiVersion": "g/v1",
+                        "kind": "Thing",
+                        "namespace": "ns",
+                        "name": "x",
+                        "uid": "u",
+                    },
+                    type_="Normal",
+                    reason="Seen",
+                    message="seen",
+                )
+            finally:
+                await kube.close()
+
+    asyncio.run(scenario())
+    assert {agent for _, _, agent in seen} == {f"sandbox-operator/{__version__}"}
+    assert [(method, manager) for method, manager, _ in seen] == [
+        ("GET", None),
+        ("POST", COMPONENT),
+        ("PUT", COMPONENT),
+        ("PATCH", COMPONENT),
+        ("PATCH", COMPONENT),
+        ("DELETE", None),
+        ("POST", COMPONENT),
+    ]
+    (event,) = posted
+    assert event["source"] == {"component": COMPONENT}
+    assert (event["reportingComponent"], event["reportingInstance"]) == (
+        COMPONENT,
+        "sandbox-operator-7d9f-abcde",
+    )
 
 
 def test_no_answer_is_an_api_error_without_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
