@@ -105,6 +105,13 @@ HubNamespace = Annotated[
 ]
 
 
+def list_map(key: str) -> dict[str, JsonValue]:
+    """Schema marks of a list the API server keeps as a map keyed by `key`: it refuses two entries
+    with one key, naming the field, and server-side apply merges entries by key (each field manager
+    owns its own) instead of replacing the whole list."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=True)
 
@@ -383,8 +390,10 @@ class AgentSessionSpec(_Model):
     private: bool = Field(default=True, description="Whether the Space is private to its owner.")
     secrets: list[SpaceSecretSource] = Field(
         default_factory=list,
-        description="Extra Space secrets, read from Secrets in the session's namespace at Space creation.",
+        description="Extra Space secrets, one per name, read from Secrets in the session's namespace at "
+        "Space creation.",
         max_length=64,
+        json_schema_extra=list_map("name"),
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
@@ -696,7 +705,7 @@ class AgentSessionStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Latest observations of the session.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        json_schema_extra=list_map("type"),
     )
 
 
@@ -768,9 +777,10 @@ class AgentSessionPoolSpec(_Model):
     )
     secrets: list[SpaceSecretSource] = Field(
         default_factory=list,
-        description="Space secrets every pooled Space gets, read from Secrets in the pool's namespace "
-        "(checked by the same admission policy as a session's spec.secrets).",
+        description="Space secrets every pooled Space gets, one per name, read from Secrets in the pool's "
+        "namespace (checked by the same admission policy as a session's spec.secrets).",
         max_length=64,
+        json_schema_extra=list_map("name"),
     )
     sleep_time_seconds: int | None = Field(
         default=None,
@@ -801,7 +811,7 @@ class AgentSessionPoolStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Latest observations of the pool.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        json_schema_extra=list_map("type"),
     )
 
 

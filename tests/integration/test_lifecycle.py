@@ -207,6 +207,8 @@ def test_kubectl_explain_describes_the_spec(kubectl: Kubectl, crd: None) -> None
     for field in ("owner", "template", "hardware", "private", "secrets", "deletionPolicy", "approval"):
         assert field in text
     assert "cpu-basic" in kubectl("explain", "agentsession.spec.hardware").stdout
+    secrets = " ".join(kubectl("explain", "agentsession.spec.secrets").stdout.split())
+    assert "Extra Space secrets, one per name" in secrets and "secretKeyRef <Object> -required-" in secrets
 
 
 def test_session_recreated_with_the_same_name_gets_a_new_space(
