@@ -683,6 +683,11 @@ class AgentSessionStatus(_Model):
         description=f"What each ended stretch of paid hardware cost, newest last (the last {MAX_RECEIPTS}).",
         max_length=MAX_RECEIPTS,
     )
+    template: str | None = Field(
+        default=None,
+        description="The Space the session's Space was duplicated from: spec.template, or the operator's "
+        "default template when the Space was made (recorded with the duplicate request, or the claim).",
+    )
     launch_type: LaunchType | None = Field(
         default=None,
         alias="launchType",

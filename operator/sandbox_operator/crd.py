@@ -18,7 +18,7 @@ from . import api
 _DROPPED_KEYS = {"title", "$defs"}
 
 #: Printer columns for `kubectl get agentsessions`.
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Hardware", "type": "string", "jsonPath": ".status.hardware.current"},
@@ -26,15 +26,23 @@ PRINTER_COLUMNS = [
     # A string, not a date: kubectl prints a date in the future as "<invalid>".
     {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # `-o wide` only (priority 1): what was asked for, what it costs now, and how the Space came.
+    {"name": "Requested", "type": "string", "jsonPath": ".spec.hardware", "priority": 1},
+    {"name": "Template", "type": "string", "jsonPath": ".status.template", "priority": 1},
+    {"name": "USD/Hour", "type": "number", "jsonPath": ".status.spend.usdPerHour", "priority": 1},
+    {"name": "Launch", "type": "string", "jsonPath": ".status.launchType", "priority": 1},
 ]
 
 #: Printer columns for `kubectl get agentsessionpools`.
-POOL_PRINTER_COLUMNS = [
+POOL_PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.ready"},
     {"name": "Claimed", "type": "integer", "jsonPath": ".status.claimed"},
     {"name": "Available", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # `-o wide` only: unclaimed Spaces in any state, those still building too. (Not spec.owner or
+    # spec.template: empty for the operator's defaults, so the column would say nothing.)
+    {"name": "Unclaimed", "type": "integer", "jsonPath": ".status.replicas", "priority": 1},
 ]
 
 
@@ -155,7 +163,7 @@ def _crd(
     names: tuple[str, str, str, list[str]],
     root: dict[str, Any],
     subresources: dict[str, Any],
-    columns: list[dict[str, str]],
+    columns: list[dict[str, Any]],
 ) -> dict[str, Any]:
     kind, plural, singular, short_names = names
     return {

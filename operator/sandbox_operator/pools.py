@@ -367,7 +367,8 @@ async def _record_claim(
         owner={"name": session.name, "uid": session.uid},
         values=values,
     )
-    status = core.claimed_status(session.status, entry, pool_name, secret, session.generation, now)
+    template = session.spec.template or rt.config.default_template  # the pool's too: the claim checked
+    status = core.claimed_status(session.status, entry, pool_name, secret, session.generation, now, template)
     await rt.pools.kube.patch_status(session.namespace, session.name, status_patch(status))
     created = body.get("metadata", {}).get("creationTimestamp")
     if created:

@@ -1,10 +1,11 @@
 """What kubectl shows of the operator's work on the real control plane: one field manager for every
-write it makes (kopf's included), Events from the operator's component and pod, and spec lists
-that are maps by name under server-side apply."""
+write it makes (kopf's included), Events from the operator's component and pod, the `-o wide`
+columns, and spec lists that are maps by name under server-side apply."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sandbox_operator import api
 from sandbox_operator.kube_json import COMPONENT
 from sandbox_testbench.controlplane import Kubectl
 
-from harness import OperatorProcess, pool_manifest, session_manifest, wait_ready
+from harness import TEMPLATE, OperatorProcess, pool_manifest, session_manifest, wait_ready
 
 #: The field manager of `kubectl apply` (client-side), as a user creates a session.
 KUBECTL_APPLY = "kubectl-client-side-apply"
@@ -24,6 +25,16 @@ SHOW_MANAGED = "--show-managed-fields"
 def managers(obj: dict[str, Any]) -> set[tuple[str, str]]:
     """(manager, subresource) of every managedFields entry."""
     return {(entry["manager"], entry.get("subresource", "")) for entry in obj["metadata"]["managedFields"]}
+
+
+def columns(printed: str) -> dict[str, str]:
+    """The one row of `kubectl get` by column name (an empty cell is empty, not a missing column)."""
+    header, row = printed.splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {
+        name: row[start:end].strip() for name, start, end in zip(header.split(), starts, ends, strict=True)
+    }
 
 
 def test_a_ready_sessions_writes_and_events_name_the_operator(
@@ -53,6 +64,19 @@ def test_a_ready_sessions_writes_and_events_name_the_operator(
     header, *lines = events_table.strip().splitlines()
     assert header.split() == ["Type", "Reason", "Age", "From", "Message"]
     assert lines[1:] and all(line.split()[3] == COMPONENT for line in lines[1:]), events_table
+
+
+def test_get_wide_shows_what_was_asked_for_and_what_it_costs(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=session_manifest("lambda", namespace, hardware="t4-small"))
+    wait_ready(kubectl, "lambda", namespace)  # on cpu-basic, while t4-small waits for an approval
+
+    wide = columns(kubectl("get", "ags", "lambda", "-n", namespace, "-o", "wide").stdout)
+    assert list(wide)[:7] == ["NAME", "READY", "PHASE", "HARDWARE", "SPACE", "EXPIRES", "AGE"]
+    assert (wide["HARDWARE"], wide["REQUESTED"], wide["USD/HOUR"]) == ("cpu-basic", "t4-small", "0")
+    assert wide["TEMPLATE"] == TEMPLATE  # the operator's default, as recorded
+    assert wide["LAUNCH"] == ""  # no pool named
 
 
 def _secret(name: str, key: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.support import wait_for
 
 from harness import (
     READ_TOKEN,
+    TEMPLATE,
     OperatorProcess,
     condition,
     get_session,
@@ -79,12 +80,15 @@ def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
     assert all(s["variables"][MARKER_SESSION] == f"{namespace}/warm" for s in spaces)
     printed = kubectl("get", "agsp", "warm", "-n", namespace).stdout.split()
     assert printed[:6] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "AGE"]
+    wide = kubectl("get", "agsp", "warm", "-n", namespace, "-o", "wide").stdout.split()
+    assert (wide[6], wide[13]) == ("UNCLAIMED", "2")
     old_token = secret_data(kubectl, "warm-pool-token", namespace)["token"]
 
     kubectl("apply", "-f", "-", stdin=session_manifest("agent", namespace, poolRef={"name": "warm"}))
     session = wait_ready(kubectl, "agent", namespace, timeout=30)
     status = session["status"]
     assert status["launchType"] == "warm"
+    assert status["template"] == TEMPLATE  # the pool's, the operator's default
     assert status["spaceId"] in {s["id"] for s in spaces}
     assert (condition(session, "WarmClaim") or {}).get("reason") == "WarmSpaceClaimed"
 

@@ -39,6 +39,14 @@ def test_a_space_we_just_duplicated_is_waited_for_not_duplicated_again() -> None
     assert isinstance(decide(session(), Observation(token="t"), CONFIG, NOW).action, CreateSpace)
 
 
+def test_the_template_is_recorded_with_the_duplicate_request() -> None:
+    """`kubectl get ags -o wide` shows what the Space was made from, the operator's default included."""
+    plan = decide(session(), Observation(token="t"), CONFIG, NOW)
+    assert isinstance(plan.action, CreateSpace)
+    assert plan.status.template == plan.action.template == CONFIG.default_template
+    assert plan.status.duplicate_requested_time == plan.action.requested_time
+
+
 def test_a_duplicate_an_earlier_process_recorded_is_sent_again_not_waited_out() -> None:
     """An operator killed between recording its duplicate and sending it leaves a record of a request
     that never left: its successor cannot tell, and waiting out the window held the session for

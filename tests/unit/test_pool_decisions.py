@@ -250,8 +250,9 @@ def test_claimed_session_is_ready_at_once_and_hands_over_afterwards() -> None:
     _, answers = core.assign_claims(status, [core.ClaimRequest("demo", session.uid)], NOW)
     answer = answers[session.uid]
     assert answer is not None
-    claimed = core.claimed_status(session.status, answer, "warm", "demo-sandbox", 1, NOW)
+    claimed = core.claimed_status(session.status, answer, "warm", "demo-sandbox", 1, NOW, "templates/agent")
     assert claimed.space_id == "agents/ags-p1" and claimed.launch_type == LaunchType.WARM
+    assert claimed.template == "templates/agent"
     ready = next(c for c in claimed.conditions if c.type == READY)
     assert (ready.status, ready.reason) == ("True", Reason.WARM_SPACE_CLAIMED)
     assert core.handover_pending(claimed)

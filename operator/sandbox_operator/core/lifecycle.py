@@ -387,6 +387,7 @@ def _next_step(
             draft.ready("False", Reason.CREATING, f"duplicating {template} into {space_id}")
         requested = rfc3339(now, precise=True)
         draft.status.duplicate_requested_time = requested
+        draft.status.template = template
         send_by = now + timedelta(seconds=config.duplicate_send_deadline)
         return CreateSpace(space_id, template, session.spec.private, requested, send_by), config.poll_interval
 

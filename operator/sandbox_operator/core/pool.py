@@ -419,10 +419,13 @@ def claimed_status(
     connection_secret: str,
     generation: int,
     now: datetime,
+    template: str,
 ) -> AgentSessionStatus:
-    """The session once its claim is recorded: Ready at once, the Space already built and healthy."""
+    """The session once its claim is recorded: Ready at once, the Space already built and healthy
+    (duplicated from `template`, the session's as the claim required)."""
     claimed = status.model_copy(deep=True)
     claimed.space_id = entry.space_id
+    claimed.template = template
     claimed.connection_secret = connection_secret
     claimed.launch_type = LaunchType.WARM
     claimed.claimed_time = rfc3339(now, precise=True)
