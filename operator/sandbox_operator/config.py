@@ -370,7 +370,8 @@ class RunSettings(BaseModel):
     )
     lease_identity: Annotated[str, OPTION] = Field(
         default="",
-        description="This process in the Lease; empty: hostname-pid (stable across container restarts).",
+        description="This process in the leader Lease and to kopf; empty: hostname-pid (stable across "
+        "container restarts).",
     )
     liveness: Annotated[str, OPTION] = Field(
         default="http://0.0.0.0:8080/healthz", description="Liveness endpoint URL; empty to disable."
