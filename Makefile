@@ -44,11 +44,11 @@ bench: setup  ## SCENARIO=overhead|hub-shape N=<sessions> JSON=<file>: ours vs t
 soak: setup  ## MINUTES=<m> N=<sessions>: continuous spec patches; RSS slope, errors, watch stalls
 	$(BIN)/python -m bench.run --scenario soak --sessions $(N) --minutes $(MINUTES) --json $(JSON) $(BENCH_ARGS)
 
-image: $(STAMP)  ## the operator's image from the Dockerfile, with buildah (root; README "Installing with Helm")
+image: $(STAMP)  ## the operator's image from the Dockerfile, with buildah (root; README "Deploy with Helm")
 	PYTHON=$(BIN)/python bash hack/image.sh
 
 image-test: setup  ## build the image and run it as the chart does (runc): sessions, a leader hand-over
-	$(BIN)/pytest tests/image
+	$(BIN)/pytest --capture=tee-sys tests/image
 
 crd: $(STAMP)  ## regenerate the CRD and the approval policy (and the chart's copies) from the Python types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml
