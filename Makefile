@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup binaries dev test unit lint crd bench soak clean
+.PHONY: setup binaries dev test unit lint crd bench soak image image-test clean
 
 # The operator and, beside it, its test bench and offline demo (testbench/, a distribution of its own).
 $(STAMP): pyproject.toml testbench/pyproject.toml
@@ -43,6 +43,12 @@ bench: setup  ## SCENARIO=overhead|hub-shape N=<sessions> JSON=<file>: ours vs t
 
 soak: setup  ## MINUTES=<m> N=<sessions>: continuous spec patches; RSS slope, errors, watch stalls
 	$(BIN)/python -m bench.run --scenario soak --sessions $(N) --minutes $(MINUTES) --json $(JSON) $(BENCH_ARGS)
+
+image: $(STAMP)  ## the operator's image from the Dockerfile, with buildah (root; README "Deploy with Helm")
+	PYTHON=$(BIN)/python bash hack/image.sh
+
+image-test: setup  ## build the image and run it as the chart does (runc): sessions, a leader hand-over
+	$(BIN)/pytest --capture=tee-sys tests/image
 
 crd: $(STAMP)  ## regenerate the CRD and the approval policy (and the chart's copies) from the Python types
 	$(BIN)/sandbox-operator crd > crds/agentsessions.yaml

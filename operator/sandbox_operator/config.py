@@ -370,7 +370,8 @@ class RunSettings(BaseModel):
     )
     lease_identity: Annotated[str, OPTION] = Field(
         default="",
-        description="This process in the Lease; empty: hostname-pid (stable across container restarts).",
+        description="This process in the leader Lease and to kopf; empty: hostname-pid (stable across "
+        "container restarts).",
     )
     pod_name: Annotated[str, Option(env="POD_NAME")] = Field(
         default="",

@@ -24,6 +24,9 @@ import aiohttp
 import kopf
 import uvloop
 
+# The type of kopf.operator's `identity`, which kopf does not re-export (its own CLI builds it so).
+from kopf._core.engines.peering import Identity as KopfIdentity
+
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
@@ -73,7 +76,7 @@ from .observer import FleetObserver
 from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
 from .pricing import PriceCatalog
 from .secret_cache import SecretCache
-from .startup import lease_settings, resolve_config
+from .startup import lease_settings, own_identity, resolve_config
 from .sweeper import Sweeper
 
 FINALIZER = f"{api.GROUP}/finalizer"
@@ -897,6 +900,7 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,
+        identity=KopfIdentity(own_identity(run)),
         liveness_endpoint=liveness_endpoint,
         stop_flag=stop_flag,
     )

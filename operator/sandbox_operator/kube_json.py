@@ -12,7 +12,9 @@ Every call says who makes it (USER_AGENT), and every write names its field manag
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -58,7 +60,11 @@ def credentials() -> kopf.ConnectionInfo:
     kubeconfig (KUBECONFIG or ~/.kube/config: its token, client certificate or basic auth, CA data),
     read by kopf's public login functions."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    info = kopf.login_with_service_account(settings=settings)
+    if info is not None:
+        info = dataclasses.replace(info, server=in_cluster_server() or info.server)
+    else:
+        info = kopf.login_with_kubeconfig(settings=settings)
     if info is None or not (info.token or info.certificate_path or info.certificate_data or info.username):
         raise kopf.LoginError(
             "no Kubernetes credentials the operator can use: run it in a pod with a service account, or "
@@ -66,6 +72,17 @@ def credentials() -> kopf.ConnectionInfo:
             "and password (an exec plugin is not run)"
         )
     return info
+
+
+def in_cluster_server() -> str | None:
+    """The API server's address in a pod, where client-go's in-cluster config takes it: the
+    KUBERNETES_SERVICE_HOST and _PORT the kubelet gives every container. kopf's service-account login
+    names https://kubernetes.default.svc, which only the cluster's DNS resolves (not the resolver of a
+    pod on the host's network)."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def _path(*parts: str) -> str:

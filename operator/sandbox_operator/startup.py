@@ -55,6 +55,13 @@ def resolve_config(config: OperatorConfig) -> OperatorConfig:
     return resolved
 
 
+def own_identity(settings: RunSettings) -> str:
+    """Who this process is, in the leader Lease and to kopf: the pod's name (the chart passes it from the
+    downward API), else hostname-pid. Never the passwd database, where kopf's own default looks
+    (getpass): the image's numeric user has no entry there."""
+    return settings.lease_identity or default_identity()
+
+
 def lease_settings(settings: RunSettings, config: OperatorConfig) -> LeaseSettings | None:
     """The leader Lease this process contends for; None when leader election is off (no lease name)."""
     if not settings.lease_name:
@@ -63,6 +70,6 @@ def lease_settings(settings: RunSettings, config: OperatorConfig) -> LeaseSettin
         settings.lease_duration,
         name=settings.lease_name,
         namespace=settings.lease_namespace or config.operator_namespace or installed_namespace(),
-        identity=settings.lease_identity or default_identity(),
+        identity=own_identity(settings),
         serves=tuple(settings.namespaces),
     )

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.config import DEFAULT_OPERATOR_NAMESPACE
@@ -53,7 +54,7 @@ class DevError(RuntimeError):
     pass
 
 
-def _hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
+def hubsim_config(build_seconds: float, hardware_seconds: float) -> HubSimConfig:
     """Dev mode meets the Hub's rough edges: transient errors after a duplicate, the free-user API quota."""
     return HubSimConfig(
         tokens=DEV_TOKENS,
@@ -85,10 +86,13 @@ def chart_dir() -> Path:
     return chart
 
 
-def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
-    """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment."""
+def install_chart(
+    plane: ControlPlane, hub_url: str, state_dir: Path, overrides: Mapping[str, Any] | None = None
+) -> None:
+    """`helm install` the CRD, RBAC, approval policy and (pending: there is no kubelet) Deployment;
+    `overrides` are top-level chart values over dev mode's."""
     helm = Helm(plane.bin_dir / "helm", state_dir / "helm", plane.kubeconfig)
-    values = {
+    values: dict[str, Any] = {
         "hub": {
             "endpoint": hub_url,
             "sandboxUrlTemplate": sandbox_url_template(hub_url),
@@ -97,6 +101,7 @@ def install_chart(plane: ControlPlane, hub_url: str, state_dir: Path) -> None:
         },
         "defaultOwner": DEV_OWNER,
         "defaultTemplate": DEV_TEMPLATE,
+        **(overrides or {}),
     }
     helm("install", RELEASE, str(chart_dir()), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
          "--values", str(helm.values_file(values)))  # fmt: skip
@@ -177,7 +182,7 @@ def dev_environment(
     (state_dir / ENV_FILE).unlink(missing_ok=True)
     plane = ControlPlane(state_dir / "controlplane", find_binaries())
     plane.start()
-    hub = HubSimServer(_hubsim_config(build_seconds, hardware_seconds))
+    hub = HubSimServer(hubsim_config(build_seconds, hardware_seconds))
     operator: subprocess.Popen[bytes] | None = None
     try:
         hub.start()

@@ -6,14 +6,12 @@ RBAC and garbage collection, which fakes do not give.
 
 from __future__ import annotations
 
-import collections
 import http.client
 import logging
 import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +22,7 @@ from .certs import CertificateAuthority, KeyPair, write_signing_key_pair
 from .errors import ControlPlaneError, PortInUseError
 from .kubeconfig import cert_credentials, write_kubeconfig
 from .kubectl import Kubectl
-from .processes import COMPONENTS, free_ports, launch, recorded_pid, terminate, wait_until
+from .processes import COMPONENTS, free_ports, launch, recorded_pid, run_script, terminate, wait_until
 
 _log = logging.getLogger(__name__)
 
@@ -73,16 +71,7 @@ def find_binaries() -> Path:
             f"${BIN_DIR_ENV} is unset and {script} does not exist (not a source checkout); "
             f"set ${BIN_DIR_ENV} to a directory holding {', '.join(BINARIES)}"
         )
-    proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    tail: collections.deque[str] = collections.deque(maxlen=20)
-    for line in proc.stderr:  # stdout is only the final line, so it cannot fill its pipe meanwhile
-        sys.stderr.write(line)
-        tail.append(line)
-    output = proc.stdout.read().split()
-    if proc.wait() != 0 or not output:
-        raise ControlPlaneError(f"{script} failed with exit code {proc.returncode}:\n{''.join(tail)}")
-    return _checked_bin_dir(Path(output[-1]), str(script))
+    return _checked_bin_dir(Path(run_script(script)), str(script))
 
 
 def _http_status(url: str, context: ssl.SSLContext | None = None) -> int | None:
@@ -151,6 +140,11 @@ class ControlPlane:
         return self._server_url
 
     @property
+    def serving_ca(self) -> Path:
+        """The CA of the apiserver's serving certificate: what a pod's ServiceAccount ca.crt holds."""
+        return self._certs / "serving-ca.crt"
+
+    @property
     def _certs(self) -> Path:
         return self.state_dir / "certs"
 
@@ -217,11 +211,14 @@ class ControlPlane:
         """A bearer-token kubeconfig, e.g. for a ServiceAccount token from the TokenRequest API."""
         return self._write_kubeconfig(path, user, {"token": token})
 
+    def service_account_token(self, namespace: str, name: str, duration: str = "1h") -> str:
+        """A TokenRequest token of a ServiceAccount: exactly what its pod would get."""
+        request = self.kubectl()("create", "token", name, "-n", namespace, f"--duration={duration}")
+        return request.stdout.strip()
+
     def service_account_kubeconfig(self, path: Path, namespace: str, name: str, duration: str = "1h") -> Path:
-        """A kubeconfig with a TokenRequest token of a ServiceAccount: exactly what its pod would get."""
-        token = self.kubectl()(
-            "create", "token", name, "-n", namespace, f"--duration={duration}"
-        ).stdout.strip()
+        """A kubeconfig with a TokenRequest token of a ServiceAccount."""
+        token = self.service_account_token(namespace, name, duration)
         return self.token_kubeconfig(path, token, user=f"system:serviceaccount:{namespace}:{name}")
 
     def _write_kubeconfig(self, path: Path, user: str, credentials: dict[str, str]) -> Path:

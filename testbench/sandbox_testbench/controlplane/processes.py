@@ -8,12 +8,14 @@ stop what this one started.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,23 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
+def run_script(script: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run a hack/ script that prints its result as the last word of its stdout, passing its progress
+    (stderr) through, since a cold build takes minutes; on failure, raise with its last lines."""
+    proc = subprocess.Popen(
+        ["bash", str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    for line in proc.stderr:  # stdout is only the final line, so it cannot fill its pipe meanwhile
+        sys.stderr.write(line)
+        tail.append(line)
+    output = proc.stdout.read().split()
+    if proc.wait() != 0 or not output:
+        raise ControlPlaneError(f"{script} failed with exit code {proc.returncode}:\n{''.join(tail)}")
+    return output[-1]
+
+
 def log_path(state_dir: Path, name: str) -> Path:
     return state_dir / f"{name}.log"
 
@@ -54,8 +73,8 @@ def log_tail(state_dir: Path, name: str) -> str:
     return "\n".join(lines[-_TAIL_LINES:])
 
 
-def _die_with_parent_preexec() -> Callable[[], None]:
-    """A preexec_fn that SIGKILLs the child when its parent dies, even by SIGKILL (Linux only).
+def die_with_parent_preexec(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
+    """A preexec_fn that sends the child `sig` when its parent dies, even by SIGKILL (Linux only).
 
     Used for test sessions: a killed pytest must not leave an apiserver behind.
     """
@@ -63,7 +82,7 @@ def _die_with_parent_preexec() -> Callable[[], None]:
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
@@ -92,7 +111,7 @@ def launch(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent_preexec() if die_with_parent else None,
+            preexec_fn=die_with_parent_preexec() if die_with_parent else None,
             env=env,
         )
     pid_file = pid_path(state_dir, name)
