@@ -368,15 +368,11 @@ class RunSettings(BaseModel):
         description="Seconds a Lease lasts unrenewed (its renew deadline and retry period scale alike); "
         "short ones for tests only.",
     )
-    lease_identity: Annotated[str, OPTION] = Field(
+    identity: Annotated[str, OPTION] = Field(
         default="",
-        description="This process in the leader Lease and to kopf; empty: hostname-pid (stable across "
+        description="This process: its name in the leader Lease, to kopf, and as the instance its Events "
+        "are reported from (the chart passes the pod's name); empty: hostname-pid (stable across "
         "container restarts).",
-    )
-    pod_name: Annotated[str, Option(env="POD_NAME")] = Field(
-        default="",
-        description="The operator's pod (the chart sets it from the downward API): the instance its "
-        "Events are reported from (reportingInstance); empty: the hostname.",
     )
     liveness: Annotated[str, OPTION] = Field(
         default="http://0.0.0.0:8080/healthz", description="Liveness endpoint URL; empty to disable."

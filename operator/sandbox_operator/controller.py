@@ -882,7 +882,7 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
     hub = HubClient(config)
-    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=run.pod_name)
+    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=own_identity(run))
     rt = Runtime(
         config=config,
         hub=hub,

@@ -155,8 +155,8 @@ class KubeClient:
         self, kube_api: KubeApi | None = None, recheck_interval: float = 60.0, instance: str = ""
     ) -> None:
         self._api = kube_api or KubeApi()
-        #: This operator process among others, in its Events (reportingInstance): its pod's name, else
-        #: the hostname (a pod's, unless its spec sets another).
+        #: This operator process among others, in its Events (reportingInstance): its identity (the pod's
+        #: name in the chart), else the hostname.
         self.instance = instance or socket.gethostname()
         self._recheck_interval = recheck_interval
         self._policy_checked: tuple[float, str | None] | None = None

@@ -59,7 +59,7 @@ def own_identity(settings: RunSettings) -> str:
     """Who this process is, in the leader Lease and to kopf: the pod's name (the chart passes it from the
     downward API), else hostname-pid. Never the passwd database, where kopf's own default looks
     (getpass): the image's numeric user has no entry there."""
-    return settings.lease_identity or default_identity()
+    return settings.identity or default_identity()
 
 
 def lease_settings(settings: RunSettings, config: OperatorConfig) -> LeaseSettings | None:

@@ -31,8 +31,7 @@ NOT_DEFAULTS = {
     "operator_namespace",
     "lease_name",
     "lease_namespace",
-    "lease_identity",
-    "pod_name",
+    "identity",
 }
 
 

@@ -90,7 +90,7 @@ def test_the_environment_is_the_images_under_the_charts(helm: Helm) -> None:
     pod = pod_spec(helm, REQUIRED_VALUES)
     secrets = {("so-sandbox-operator-hub", "token"): "hf_x"}
     env = pod_env(pod["containers"][0], "sandbox-operator-abc-x", "ops", lambda *key: secrets[key])
-    assert env["SANDBOX_OPERATOR_LEASE_IDENTITY"] == "sandbox-operator-abc-x"  # the downward API
+    assert env["SANDBOX_OPERATOR_IDENTITY"] == "sandbox-operator-abc-x"  # the downward API
     assert env["HF_TOKEN"] == "hf_x"
     process_env = dict(item.split("=", 1) for item in spec_for(pod, env)["process"]["env"])
     assert process_env["HOME"] == "/tmp"  # the image's

@@ -111,9 +111,7 @@ class OperatorProcess:
             "SANDBOX_OPERATOR_OBSERVE_INTERVAL": "1",
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
             "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_ports(1)[0]}/healthz",
-            "SANDBOX_OPERATOR_LEASE_IDENTITY": self.identity,
-            # As the chart sets it from the pod's name: the instance its Events are reported from.
-            "POD_NAME": self.identity,
+            "SANDBOX_OPERATOR_IDENTITY": self.identity,
             # Where the Lease (and a read token Secret) are: a namespace every control plane has.
             "SANDBOX_OPERATOR_OPERATOR_NAMESPACE": "default",
             "SANDBOX_OPERATOR_HUB_READ_TOKEN_SECRET": READ_TOKEN_SECRET,

@@ -44,9 +44,9 @@ def test_kopf_left_to_itself_needs_a_passwd_entry(no_passwd_entry: None) -> None
 
 def test_identity_is_the_pod_name_else_hostname_and_pid(no_passwd_entry: None) -> None:
     pod = "sandbox-operator-7d9f-x2k4q"
-    assert own_identity(RunSettings(lease_identity=pod)) == pod
+    assert own_identity(RunSettings(identity=pod)) == pod
     assert own_identity(RunSettings()) == f"{socket.gethostname()}-{os.getpid()}"
-    lease = lease_settings(RunSettings(lease_identity="pod-a", lease_namespace="ops"), CONFIG)
+    lease = lease_settings(RunSettings(identity="pod-a", lease_namespace="ops"), CONFIG)
     assert lease is not None and lease.identity == "pod-a"
 
 
@@ -64,7 +64,7 @@ def test_kopf_is_given_the_identity(
     monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr(controller, "resolve_config", lambda config: config)
     monkeypatch.setattr(controller, "run_as_leader", lambda elector, gate, main, *_: main)
-    settings = RunSettings(lease_name=lease_name, lease_identity="pod-a", metrics_port=0, liveness="")
+    settings = RunSettings(lease_name=lease_name, identity="pod-a", metrics_port=0, liveness="")
     controller.run_operator(CONFIG, settings)
     assert given["identity"] == "pod-a"
 
