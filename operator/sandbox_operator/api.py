@@ -6,11 +6,22 @@ API server enforces and the types the code relies on cannot drift apart.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import reprlib
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 
 GROUP = "agents.sandbox-operator.dev"
 VERSION = "v1alpha1"
@@ -26,6 +37,13 @@ POOL_PLURAL = "agentsessionpools"
 POOL_LABEL = f"{GROUP}/pool"
 POOL_SINGULAR = "agentsessionpool"
 POOL_SHORT_NAMES = ["agsp"]
+
+#: The finalizer on every session and pool: the Space goes (or is released) before the object does.
+FINALIZER = f"{GROUP}/finalizer"
+#: Where kopf keeps its handlers' progress (the finalizer's retries and their outcome): the status stanza
+#: of this name, which only the operator writes (the status subresource). In annotations, which anyone
+#: who may edit a session writes, a forged "success" of the finalizer would skip the Space's deletion.
+HANDLER_PROGRESS = "kopf"
 
 #: The Space secret that carries the sandbox's API token.
 SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"
@@ -156,18 +174,89 @@ MIN_SLEEP_TIME_SECONDS = 60
 #: Upper bounds that catch typos (an extra zero) at admission; operators set tighter limits in config.
 MAX_APPROVAL_USD_PER_HOUR = 1000.0
 MAX_APPROVAL_BUDGET_USD = 100000.0
+#: The longest span of time any spec field or operator option may name (ten years): the schema's maximum
+#: of every duration in seconds, and the bound of the operator's options of the same kind, so the API
+#: server refuses what the operator would otherwise cut down, and no deadline leaves datetime's range.
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+#: The most unclaimed Spaces a pool may ask for, and the bound of the operator's --pool-max-replicas.
+MAX_POOL_REPLICAS = 10000
+
+
+def _at_most(ceiling: int) -> BeforeValidator:
+    """Read a count above `ceiling` (admitted by a CRD older than the schema's maximum) as `ceiling`."""
+    return BeforeValidator(
+        lambda value: min(value, ceiling) if isinstance(value, int) and not isinstance(value, bool) else value
+    )
+
+
+# Counts in a spec, bounded in the schema (the bounds stay inside the type, before the validator, so
+# that they become the schema's minimum and maximum); more than the maximum is read as the maximum.
+#: Seconds, from 0.
+Seconds = Annotated[int, Field(ge=0, le=MAX_DURATION_SECONDS), _at_most(MAX_DURATION_SECONDS)]
+#: Seconds, from 1.
+PositiveSeconds = Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS), _at_most(MAX_DURATION_SECONDS)]
+#: A sleep time in seconds.
+SleepSeconds = Annotated[
+    int, Field(ge=MIN_SLEEP_TIME_SECONDS, le=MAX_DURATION_SECONDS), _at_most(MAX_DURATION_SECONDS)
+]
+#: A pool's replicas.
+Replicas = Annotated[int, Field(ge=0, le=MAX_POOL_REPLICAS), _at_most(MAX_POOL_REPLICAS)]
+
+#: The first and last moments the operator can represent: a time beyond them is read as them, and
+#: date arithmetic that would leave the range stops at them instead of raising.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 time as an aware UTC datetime (one without an offset is read as UTC). A time whose
+    offset takes it past datetime's range (year 9999 behind UTC, year 1 ahead of it) is read as the
+    last or first representable moment rather than failing every pass that compares it."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return LATEST if moment.year > 1 else EARLIEST
+
+
+def shifted(moment: datetime, seconds: float) -> datetime:
+    """`moment` plus `seconds`, saturating at the representable range instead of overflowing."""
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return LATEST if seconds > 0 else EARLIEST
+
+
+#: RFC 3339 as the operator reads it: a year from 0001, real month, day, hour, minute and second
+#: ranges, and an offset within +-23:59. The API server's `date-time` format alone admits offsets such
+#: as +24:00 and the year 0, which no datetime can hold.
+RFC3339_PATTERN = (
+    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_TIME_SCHEMA: dict[str, JsonValue] = {"format": "date-time"}
 
 
 def _check_rfc3339(value: str) -> str:
-    """Parse like the API server's `date-time` format, so Python refuses what the API server refuses."""
-    if datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
-        raise ValueError("must name its time zone, e.g. 2026-01-01T12:00:00Z")
+    """Parse like the operator does, so Python refuses what the schema (pattern) should refuse."""
+    parse_rfc3339(value)
     return value
 
 
-#: An RFC 3339 time in the spec (the API server checks the format).
+#: An RFC 3339 time in the spec, kept as written (an approval's fingerprint digests it as is).
 Timestamp = Annotated[
-    str, Field(max_length=64, json_schema_extra={"format": "date-time"}), AfterValidator(_check_rfc3339)
+    str,
+    Field(max_length=64, pattern=RFC3339_PATTERN, json_schema_extra=_TIME_SCHEMA),
+    AfterValidator(_check_rfc3339),
+]
+#: An RFC 3339 time in the spec, read as a UTC datetime.
+Moment = Annotated[
+    datetime,
+    BeforeValidator(lambda value: parse_rfc3339(value) if isinstance(value, str) else value),
+    Field(json_schema_extra={"pattern": RFC3339_PATTERN, "maxLength": 64}),
 ]
 
 _APPROVAL_RULES: list[JsonValue] = [
@@ -272,11 +361,6 @@ class Denial(_Model):
     denied_at: Timestamp | None = Field(default=None, alias="deniedAt", description="When (RFC 3339).")
 
 
-def _utc(moment: datetime) -> datetime:
-    """A time without an offset is read as UTC, so every time the operator compares is aware."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 _LIFETIME_ONE_OF = "set exactly one of ttlSeconds (seconds from creation) or expiresAt (an RFC 3339 time)"
 _LIFETIME_RULES: list[JsonValue] = [
     {"rule": "has(self.ttlSeconds) != has(self.expiresAt)", "message": _LIFETIME_ONE_OF}
@@ -290,13 +374,12 @@ class Lifetime(_Model):
         **_Model.model_config, json_schema_extra={"x-kubernetes-validations": _LIFETIME_RULES}
     )
 
-    ttl_seconds: int | None = Field(
+    ttl_seconds: PositiveSeconds | None = Field(
         default=None,
         alias="ttlSeconds",
         description="Seconds from the session's creation after which it is deleted (deletionPolicy applies).",
-        ge=1,
     )
-    expires_at: Annotated[datetime, AfterValidator(_utc)] | None = Field(
+    expires_at: Moment | None = Field(
         default=None,
         alias="expiresAt",
         description=(
@@ -314,23 +397,21 @@ class Lifetime(_Model):
 
 
 class IdlePolicy(_Model):
-    pause_after_seconds: int | None = Field(
+    pause_after_seconds: Seconds | None = Field(
         default=None,
         alias="pauseAfterSeconds",
         description=(
             "Pause the session once its sandbox has not been used for this long (its Space asleep, or "
             "the activity its health endpoint reports); 0: never. Empty: the operator's default."
         ),
-        ge=0,
     )
-    retention_seconds: int | None = Field(
+    retention_seconds: Seconds | None = Field(
         default=None,
         alias="retentionSeconds",
         description=(
             "Delete the session once it has been paused (by spec.paused or by idleness) for this long; "
             "0: never. Empty: the operator's default."
         ),
-        ge=0,
     )
 
 
@@ -421,7 +502,7 @@ class AgentSessionSpec(_Model):
         min_length=1,
         max_length=253,
     )
-    sleep_time_seconds: int | None = Field(
+    sleep_time_seconds: SleepSeconds | None = Field(
         default=None,
         alias="sleepTimeSeconds",
         description=(
@@ -430,7 +511,6 @@ class AgentSessionSpec(_Model):
             "capped at the operator's maximum. Paid hardware never sleeps unless a sleep time is set, so "
             "one is always sent. cpu-basic's sleep time is fixed by the Hub (48 h) and not set here."
         ),
-        ge=MIN_SLEEP_TIME_SECONDS,
     )
     lifetime: Lifetime | None = Field(
         default=None,
@@ -468,6 +548,35 @@ class AgentSessionSpec(_Model):
             "public Space) the Space is created as usual, and status.launchType says which happened."
         ),
     )
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
+
+
+def read_spec(raw: Mapping[str, Any]) -> tuple[AgentSessionSpec, str | None]:
+    """The spec as the operator reads it, and why it cannot when it cannot (each failing field named).
+    A spec that does not parse (a CRD older than this schema admitted it) is then read field by field:
+    what parses on its own is kept, the rest defaults, so the finalizer still knows the owner and the
+    deletionPolicy; the operator acts on nothing else of it."""
+    try:
+        return AgentSessionSpec.model_validate(raw), None
+    except ValidationError as error:
+        problem = "; ".join(
+            f"spec{_field_path(detail['loc'])}: {detail['msg']} (got {reprlib.repr(detail['input'])})"
+            for detail in error.errors()
+        )
+    readable = {}
+    for name, field in AgentSessionSpec.model_fields.items():
+        key = field.alias or name
+        if key not in raw:
+            continue
+        try:
+            AgentSessionSpec.model_validate({key: raw[key]})
+        except ValidationError:
+            continue
+        readable[key] = raw[key]
+    return AgentSessionSpec.model_validate(readable), problem
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -549,7 +658,8 @@ class Receipt(_Model):
     ended_by: str = Field(
         alias="endedBy",
         description="Why it ended: Downgraded, BudgetSpent, ApprovalExpired, Denied, ApprovalWithdrawn, "
-        "HardwareChanged, SessionDeleted, or the HardwareApproved reason that ended it (e.g. "
+        "HardwareChanged, SessionDeleted, SpecInvalid (a spec the operator cannot read), NotJudged (an "
+        "approval changed during a failed pass), or the HardwareApproved reason that ended it (e.g. "
         "ApproverNotAuthorized).",
     )
 
@@ -768,9 +878,8 @@ class AgentSessionPoolSpec(_Model):
         },
     )
 
-    replicas: int = Field(
+    replicas: Replicas = Field(
         default=1,
-        ge=0,
         description="Unclaimed Spaces kept built, running on cpu-basic and healthy (the scale subresource: "
         "`kubectl scale agsp/<name> --replicas=N`); capped by the operator's --pool-max-replicas.",
     )
@@ -787,13 +896,12 @@ class AgentSessionPoolSpec(_Model):
         max_length=64,
         json_schema_extra=list_map("name"),
     )
-    sleep_time_seconds: int | None = Field(
+    sleep_time_seconds: SleepSeconds | None = Field(
         default=None,
         alias="sleepTimeSeconds",
         description="Seconds without requests after which an idle pooled Space sleeps, sent with its "
         "duplicate. The Hub fixes cpu-basic's at 48 h and ignores it there; a pooled Space found asleep is "
         "not handed out until it answers its health check again.",
-        ge=MIN_SLEEP_TIME_SECONDS,
     )
 
 

@@ -11,7 +11,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from .api import MIN_SLEEP_TIME_SECONDS, Hardware
+from .api import (
+    MAX_APPROVAL_BUDGET_USD,
+    MAX_APPROVAL_USD_PER_HOUR,
+    MAX_DURATION_SECONDS,
+    MAX_POOL_REPLICAS,
+    MIN_SLEEP_TIME_SECONDS,
+    Hardware,
+)
 from .sandbox_url import DEFAULT_TEMPLATE, check_template
 
 #: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
@@ -152,23 +159,27 @@ class OperatorConfig(BaseModel):
     max_usd_per_hour: Annotated[float | None, OPTION] = Field(
         default=None,
         gt=0,
+        le=MAX_APPROVAL_USD_PER_HOUR,
         description="Largest hourly price (USD) an approval may grant (maxUsdPerHour and the flavor's "
         "price); unset: no limit.",
     )
     max_budget_usd: Annotated[float | None, OPTION] = Field(
         default=None,
         gt=0,
+        le=MAX_APPROVAL_BUDGET_USD,
         description="Largest budgetUsd an approval may grant; when set, approvals must carry a budget.",
     )
     max_approval_duration: Annotated[float | None, OPTION] = Field(
         default=None,
         gt=0,
+        le=MAX_DURATION_SECONDS,
         description="Longest time (seconds) an approval lasts from when the operator first sees it; an "
         "approval with a later expiresAt (or none) ends then; unset: approvals last until their expiresAt.",
     )
     approval_expiry_notice: Annotated[float, OPTION] = Field(
         default=600.0,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Seconds before an approval expires at which the session posts an Event "
         "(ApprovalExpiring) announcing the return to free hardware.",
     )
@@ -213,28 +224,33 @@ class OperatorConfig(BaseModel):
     sleep_time_default: Annotated[int, OPTION] = Field(
         default=3600,
         ge=MIN_SLEEP_TIME_SECONDS,
+        le=MAX_DURATION_SECONDS,
         description="Sleep time (seconds without requests) sent with every paid hardware request of a "
         "session that sets none.",
     )
     sleep_time_max: Annotated[int, OPTION] = Field(
         default=86400,
         ge=MIN_SLEEP_TIME_SECONDS,
+        le=MAX_DURATION_SECONDS,
         description="Longest sleep time (seconds) a session may ask for on paid hardware.",
     )
     lifetime_default: Annotated[int, OPTION] = Field(
         default=86400,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Lifetime (seconds of unpaused time) of a session that sets no spec.lifetime; 0: none.",
     )
     lifetime_max: Annotated[int, OPTION] = Field(
         default=604800,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Oldest a session may get (seconds since its creation, paused or not) before it is "
         "deleted, whatever its spec.lifetime; 0: no limit.",
     )
     lifetime_warning: Annotated[float, OPTION] = Field(
         default=600.0,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Seconds before a session is deleted (end of its lifetime or retention) that a Warning "
         "Event (and the condition Expiring=True) says so.",
     )
@@ -244,12 +260,14 @@ class OperatorConfig(BaseModel):
     idle_pause_after: Annotated[int, OPTION] = Field(
         default=0,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Pause a session whose sandbox has not been used for this many seconds, unless its "
         "spec.idle.pauseAfterSeconds says otherwise; 0: never.",
     )
     idle_retention: Annotated[int, OPTION] = Field(
         default=259200,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="Delete a session paused (by the user or for idleness) for this many seconds, unless its "
         "spec.idle.retentionSeconds says otherwise; 0: never.",
     )
@@ -300,6 +318,7 @@ class OperatorConfig(BaseModel):
     pool_max_replicas: Annotated[int, OPTION] = Field(
         default=200,
         ge=0,
+        le=MAX_POOL_REPLICAS,
         description="Most unclaimed Spaces one AgentSessionPool keeps, whatever its spec.replicas says.",
     )
     sweep_owners: Annotated[frozenset[str], OPTION] = Field(

@@ -30,7 +30,7 @@ from kopf._core.engines.peering import Identity as KopfIdentity
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
-from .core.conditions import EventNote, Reason, parse_rfc3339
+from .core.conditions import EventNote, Reason
 from .core.model import (
     Action,
     CreateSpace,
@@ -79,7 +79,6 @@ from .secret_cache import SecretCache
 from .startup import lease_settings, own_identity, resolve_config
 from .sweeper import Sweeper
 
-FINALIZER = f"{api.GROUP}/finalizer"
 #: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
 #: The shortest sleep between passes (and kopf retry of a finalizer), so "again now" still yields.
@@ -121,19 +120,20 @@ class Runtime:
 
 
 def session_from_body(body: kopf.Body) -> Session:
-    try:
-        parsed = api.AgentSession.model_validate({key: body[key] for key in body})
-    except ValueError as error:
-        raise kopf.PermanentError(f"the session does not parse: {error}") from error
-    meta = parsed.metadata
+    """The session as the operator reads it. A spec that does not parse is no error that would stop
+    its loop or its finalizer: the session carries the problem (`Session.spec_problem`), for the core
+    to report, and what of the spec parses, for the finalizer to delete the Space."""
+    meta = body.get("metadata") or {}
+    spec, problem = api.read_spec(body.get("spec") or {})
     return Session(
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
         generation=int(meta.get("generation", 1)),
-        spec=parsed.spec,
-        status=parsed.status,
-        created=parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None,
+        spec=spec,
+        status=api.AgentSessionStatus.model_validate(body.get("status") or {}),
+        created=api.parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None,
+        spec_problem=problem,
     )
 
 
@@ -488,11 +488,11 @@ async def apply_deletion(rt: Runtime, action: Action) -> Applied:
 async def observe_session(
     rt: Runtime, session: Session, *, verify_marker: bool = True, connection_seen: Observation | None = None
 ) -> Observation | DeletionObservation:
-    return await (
-        observe_deletion(rt, session)
-        if session.deleting
-        else observe(rt, session, verify_marker=verify_marker, connection_seen=connection_seen)
-    )
+    if session.deleting:
+        return await observe_deletion(rt, session)
+    if session.spec_problem is not None:
+        return Observation()  # nothing of a spec that cannot be read is acted on, so nothing is read
+    return await observe(rt, session, verify_marker=verify_marker, connection_seen=connection_seen)
 
 
 async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
@@ -645,14 +645,14 @@ async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: 
         delay = _follow_listing(rt, uid, loop, plan)
         succeeded = True
     except ApiError as error:
-        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient.
+        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient: no
+        # condition, but money first all the same.
         succeeded = False
         delay = lifecycle.backoff_delay(failures + 1, rt.config, random.random())
         log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
                     body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                     error.status, error.reason, delay)  # fmt: skip
-    except kopf.PermanentError:
-        raise
+        await report_failure(rt, body, error, transient=True)
     except Exception as error:  # every other failure ends in a condition, never a crash loop
         succeeded = True
         delay = await report_failure(rt, body, error)
@@ -665,25 +665,63 @@ def _failure_reason(error: Exception) -> tuple[Reason, str]:
     """The condition reason and message for a failure no decision foresaw."""
     if isinstance(error, SecretValueError):
         return Reason.SECRET_INVALID, str(error)
+    if isinstance(error, ApiError):
+        return Reason.INTERNAL_ERROR, f"Kubernetes API error {error.status} {error.reason}"
     return Reason.INTERNAL_ERROR, f"unexpected error: {type(error).__name__}: {error}"
 
 
-async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> float:
-    """Show an unexpected failure as a condition and an Event; returns the backoff delay."""
+#: Status fields a failed pass writes: what the failure changes (the body may be older than facts
+#: this pass already recorded), and, once paid hardware was given up, its receipt and the request.
+FAILURE_FIELDS = ("phase", "failures", "nextRetryTime", "conditions")
+GIVE_UP_FIELDS = ("hardware", "paidPeriod", "receipts", "spend")
+
+
+async def report_failure(rt: Runtime, body: kopf.Body, error: Exception, *, transient: bool = False) -> float:
+    """Show a failed pass as a condition and an Event (not for a `transient` one: a Kubernetes API
+    error is retried quietly), and give up paid hardware the core finds no longer allowed, writing
+    its receipt; returns the backoff delay."""
     session = session_from_body(body)
     reason, message = _failure_reason(error)
-    log.error("session %s/%s: %s", session.namespace, session.name, message,
-              exc_info=reason == Reason.INTERNAL_ERROR)  # fmt: skip
+    if not transient:
+        log.error("session %s/%s: %s", session.namespace, session.name, message,
+                  exc_info=reason == Reason.INTERNAL_ERROR)  # fmt: skip
     plan = lifecycle.decide_failure(session, reason, message, rt.config, _now(), random.random())
-    _post(body, plan.events)
     written = status_patch(plan.status)
-    # Only what the failure changes: the body may be older than facts this pass already recorded.
-    failure_fields = {key: written[key] for key in ("phase", "failures", "nextRetryTime", "conditions")}
-    try:
-        await rt.kube.patch_status(session.namespace, session.name, failure_fields)
-    except ApiError as write_error:
-        log.warning("session %s/%s: cannot write status: %s", session.namespace, session.name, write_error)
+    fields = {} if transient else {key: written[key] for key in FAILURE_FIELDS}
+    receipts = [note for note in plan.events if note.reason == Reason.HARDWARE_RECEIPT]
+    events = [] if transient else [note for note in plan.events if note not in receipts]
+    if isinstance(plan.action, RequestHardware):
+        try:
+            await rt.hub.request_hardware(plan.action.space_id, plan.action.flavor, plan.action.sleep_time)
+        except HubError as hub_error:  # retried with the pass; the stretch stays open until it succeeds
+            log.warning("session %s/%s: cannot move Space %s to %s: %s", session.namespace, session.name,
+                        plan.action.space_id, plan.action.flavor, hub_error.failure.message)  # fmt: skip
+        else:
+            log.warning("session %s/%s: gave up paid hardware after a failed pass: requested %s",
+                        session.namespace, session.name, plan.action.flavor)  # fmt: skip
+            fields |= {key: written[key] for key in GIVE_UP_FIELDS}
+            events += receipts
+    _post(body, events)
+    if fields:
+        await _write_failure(rt, session, body, fields)
     return plan.requeue_after or rt.config.backoff_base
+
+
+async def _write_failure(rt: Runtime, session: Session, body: kopf.Body, fields: dict[str, Any]) -> None:
+    """Write a failed pass's status fields; a receipt only onto the object it was computed from (its
+    resourceVersion), so one this pass already wrote is never written twice."""
+    version = body.get("metadata", {}).get("resourceVersion")
+    receipt = "receipts" in fields
+    try:
+        await rt.kube.patch_status(
+            session.namespace, session.name, fields, resource_version=version if receipt else None
+        )
+    except ApiError as write_error:
+        rest = {key: value for key, value in fields.items() if key in FAILURE_FIELDS}
+        if receipt and write_error.status == 409 and rest:  # the next pass sees the Space freed, closes it
+            await _write_failure(rt, session, body, rest)
+            return
+        log.warning("session %s/%s: cannot write status: %s", session.namespace, session.name, write_error)
 
 
 async def observe_deletion(rt: Runtime, session: Session) -> DeletionObservation:
@@ -782,8 +820,10 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+        settings.persistence.finalizer = api.FINALIZER
+        # Handler progress under status, which session editors cannot write: in annotations, a forged
+        # success of the finalizer would let a session go without its Space being deleted.
+        settings.persistence.progress_storage = kopf.StatusProgressStorage(name=api.HANDLER_PROGRESS)
         settings.persistence.diffbase_storage = NoDiffBase()
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300

@@ -85,10 +85,19 @@ def model_schema(model: type[BaseModel], *, mode: JsonSchemaMode = "validation")
     return schema
 
 
+#: kopf's record of its handlers' progress under status (api.HANDLER_PROGRESS), in kopf's own shape.
+_HANDLER_PROGRESS_SCHEMA = {
+    "type": "object",
+    "description": "The operator's record of its finalizer's progress (kopf's), where only it may write.",
+    "x-kubernetes-preserve-unknown-fields": True,
+}
+
+
 def _status_schema(model: type[BaseModel] = api.AgentSessionStatus) -> dict[str, Any]:
     schema = model_schema(model, mode="serialization")
     # Defaults on status would make the API server fill fields the operator did not write.
     trimmed: dict[str, Any] = _without_defaults(schema)
+    trimmed["properties"][api.HANDLER_PROGRESS] = _HANDLER_PROGRESS_SCHEMA
     return trimmed
 
 

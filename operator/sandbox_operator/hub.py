@@ -38,7 +38,7 @@ from huggingface_hub.utils._http import hf_request_event_hook
 from huggingface_hub.utils._pagination import paginate
 
 from . import metrics
-from .api import SANDBOX_TOKEN_SECRET, Hardware
+from .api import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
 from .config import OperatorConfig
 from .core.model import (
     MARKER_CLUSTER_ID,
@@ -266,10 +266,9 @@ def last_activity(body: str) -> datetime | None:
     """When the sandbox was last used, from its health answer; None when it does not say."""
     try:
         value = json.loads(body).get(LAST_ACTIVITY_KEY)
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        return parse_rfc3339(str(value)) if value else None
     except (ValueError, AttributeError):
         return None
-    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class HubClient:

@@ -280,13 +280,19 @@ class KubeClient:
             values[source.name] = data[ref.key]
         return values, None
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         """Write status now (not at the end of the handler): used to record intent before a Hub call.
+        With `resource_version`, only onto that version of the object (else 409 Conflict).
 
         Returns the object as written, e.g. to see whether it was marked for deletion meanwhile.
         """
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         written: Any = await self._api.patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch
         )
         return dict(written)
 

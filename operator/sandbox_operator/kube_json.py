@@ -251,8 +251,8 @@ class KubeApi:
     async def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
         return await self.call("PUT", _leases(namespace, name), body)
 
-    async def list_lease_for_all_namespaces(self, label_selector: str) -> Any:
-        return await self.call("GET", _path(*LEASES, "leases"), query={"labelSelector": label_selector})
+    async def list_namespaced_lease(self, namespace: str, label_selector: str) -> Any:
+        return await self.call("GET", _leases(namespace), query={"labelSelector": label_selector})
 
     async def patch_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
         return await self.call("PATCH", _leases(namespace, name), body, content_type=MERGE_PATCH)

@@ -9,9 +9,10 @@ so it stops before anyone else may start. Writes are guarded by resourceVersion.
 A restarted container keeps its pod's identity and gets the Lease back at once; a second
 process, or a new pod, waits until the holder's Lease expires.
 
-Deployments sharding a cluster by namespace each have a Lease of their own. Every write of ours
-publishes the namespaces we serve on our Lease; after it (so that two starting at once cannot miss
-each other), and before acting and on every renewal, the leader lists the other shards' Leases and
+Deployments sharding a cluster by namespace each have a Lease of their own, all in one namespace
+(the releases' install namespace). Every write of ours publishes the namespaces we serve on our
+Lease; after it (so that two starting at once cannot miss each other), and before acting and on
+every renewal, the leader lists the other shards' Leases in that namespace, and no other, and
 yields to a live one whose claim overlaps and that wins (core/shards.py).
 """
 
@@ -235,7 +236,11 @@ class LeaderElector:
         claim was written); a problem (str) when they cannot be listed."""
         now = self._clock()
         try:
-            listing = await self._api.list_lease_for_all_namespaces(f"{SHARD_LEASE_LABEL}=true")
+            # In our own Lease's namespace only: anyone who may write Leases elsewhere (a tenant with
+            # the `edit` role in theirs) could otherwise label one that wins and halt every release.
+            listing = await self._api.list_namespaced_lease(
+                self.settings.namespace, f"{SHARD_LEASE_LABEL}=true"
+            )
         except ApiError as error:
             return f"cannot list the other shards' Leases: {error.status} {error.reason}"
         read = [(_shard(lease), lease.get("spec") or {}) for lease in listing.get("items") or []]
@@ -261,6 +266,9 @@ class LeaderElector:
         }
         verdict = may_act(found, self._first_conflict, now, acting, hold_off=self.settings.duration)
         metrics.SHARD_OVERLAP.set(1 if found else 0)
+        metrics.SHARD_YIELDING.clear()
+        for conflict in verdict.yields_to:
+            metrics.SHARD_YIELDING.labels(lease=conflict.other.key).set(1)
         return verdict
 
     async def acquire(self) -> None:

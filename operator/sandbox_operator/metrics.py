@@ -78,6 +78,12 @@ SHARD_OVERLAP = Gauge(
     f"{_PREFIX}_shard_overlap",
     "1 while another shard's live Lease claims some of this shard's namespaces (the loser does not act).",
 )
+SHARD_YIELDING = Gauge(
+    f"{_PREFIX}_shard_yielding",
+    "1 for each other shard's Lease (namespace/name) this process stands by for: it serves nothing while "
+    "any is 1.",
+    ["lease"],
+)
 LOOP_LAG = Gauge(f"{_PREFIX}_event_loop_lag_seconds", "How late the event loop's last heartbeat was.")
 WATCH_STALLED = Gauge(
     f"{_PREFIX}_watch_stalled_sessions", "Sessions changed in the API but not delivered by the watch in time."

@@ -1,10 +1,11 @@
-"""The admission policy that guards approvals and Secret references: its one definition.
+"""The admission policy that guards approvals, Secret references and the finalizer: its one definition.
 
 The API server, not the operator, knows who sends a request. This ValidatingAdmissionPolicy
 admits a new or changed `spec.approval` or `spec.denial` only from a user entitled to approve that
 flavor in the session's namespace, writing their own username (and only groups they are in), a
 `spec.requestedBy` only as its writer's own username, and a
-`spec.secrets` reference only from a user who may read that Secret. The chart's template and
+`spec.secrets` reference only from a user who may read that Secret, and the finalizer's removal only
+from who may write the object's status (the operator). The chart's template and
 `deploy/approval-policy.yaml` are generated from here (`make crd`), and the operator compares
 what the API server holds with `POLICY` before it trusts an approval or reads a Secret.
 """
@@ -61,6 +62,14 @@ VARIABLES: list[dict[str, str]] = [
         "expression": "has(object.spec.requestedBy) && (oldObject == null || "
         "!has(oldObject.spec.requestedBy) || oldObject.spec.requestedBy != object.spec.requestedBy || "
         "oldObject.spec.hardware != object.spec.hardware)",
+    },
+    {
+        # Without the finalizer the object goes at once: its Space is neither deleted nor its paid
+        # hardware accounted for. kopf removes it, as the operator, once the finalizer's work is done.
+        "name": "finalizerDropped",
+        "expression": f"oldObject != null && has(oldObject.metadata.finalizers) && "
+        f"'{api.FINALIZER}' in oldObject.metadata.finalizers && !(has(object.metadata.finalizers) && "
+        f"'{api.FINALIZER}' in object.metadata.finalizers)",
     },
     {"name": "hardwareAuthorizer", "expression": _HARDWARE},
     {"name": "secretNames", "expression": _secret_names("object")},
@@ -130,6 +139,16 @@ VALIDATIONS: list[dict[str, str]] = [
         "expression": "!variables.requesterChanged || object.spec.requestedBy == request.userInfo.username",
         "messageExpression": "'spec.requestedBy must be your own username \"' + request.userInfo.username + "
         "'\" (or be left out), not \"' + object.spec.requestedBy + '\"'",
+        "reason": "Forbidden",
+    },
+    {
+        # Who may write the object's status: the operator, not a session editor (nor the edit role).
+        "expression": "!variables.finalizerDropped || "
+        f"authorizer.group('{api.GROUP}').resource(request.resource.resource).subresource('status')"
+        ".namespace(request.namespace).name(object.metadata.name).check('patch').allowed()",
+        "messageExpression": "'user \"' + request.userInfo.username + '\" may not remove the finalizer "
+        f"{api.FINALIZER}: the operator removes it once the Space is deleted (or released), which "
+        "deleting the object asks for'",
         "reason": "Forbidden",
     },
     {

@@ -312,7 +312,7 @@ async def claim_step(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
     """Before the session's decisions: claim a warm Space (or fall back to cold), and finish a
     claim's handover. Returns the session as it now is, and a plan when the pass must stop here."""
     ref = session.spec.pool_ref
-    if ref is None or session.deleting:
+    if ref is None or session.deleting or session.spec_problem is not None:
         return session, None
     if (
         session.status.space_id is None

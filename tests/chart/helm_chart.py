@@ -51,12 +51,12 @@ CLUSTER_READ_PERMISSIONS = frozenset(
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "list"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
         ("", "namespaces", "get"),
-        ("coordination.k8s.io", "leases", "list"),  # the other shards' Leases, read only
     }
 )
-#: What it needs in its own (the release's) namespace, for the leader-election Lease.
+#: What it needs in its own (the release's) namespace, for the leader-election Lease and to list the
+#: other shards' Leases (only there: a Lease elsewhere never counts as a shard).
 LEADER_ELECTION_PERMISSIONS = frozenset(
-    {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "patch")}
+    {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "patch", "list")}
 )
 
 

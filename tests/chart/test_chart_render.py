@@ -203,10 +203,11 @@ def assert_leader_election_role(objects: list[dict[str, Any]], namespace: str, l
     (role,) = leases
     assert role["metadata"]["namespace"] == namespace
     assert permissions(role["rules"]) == LEADER_ELECTION_PERMISSIONS
-    # Only `create` goes unnamed (RBAC cannot name what does not exist yet); the rest is the one Lease.
+    # Only `create` and `list` go unnamed (RBAC cannot name what does not exist yet, nor a listing);
+    # the rest is the one Lease.
     for rule in role["rules"]:
         assert rule.get("resourceNames", [lease]) == [lease]
-        assert ("resourceNames" in rule) == (rule["verbs"] != ["create"])
+        assert ("resourceNames" in rule) == (rule["verbs"] != ["create", "list"])
     (binding,) = [
         binding
         for binding in by_kind(objects, "RoleBinding")

@@ -102,10 +102,6 @@ def permission(method: str, module: str = "") -> tuple[str, str, str]:
         if method.removeprefix(f"{verb}_") in CLUSTER_RESOURCES:
             group, resource = CLUSTER_RESOURCES[method.removeprefix(f"{verb}_")]
             return group, resource, CLIENT_VERBS[verb]
-    if method.endswith("_for_all_namespaces"):  # `list_lease_for_all_namespaces`: a list in every namespace
-        verb, _, kind = method.removesuffix("_for_all_namespaces").partition("_")
-        group, resource = RESOURCES[kind]
-        return group, resource, CLIENT_VERBS[verb]
     for scope in ("_namespaced_", "_cluster_"):
         verb, found, kind = method.partition(scope)
         if found:
@@ -127,7 +123,6 @@ def client_methods(path: Path) -> set[str]:
         if isinstance(node, ast.Attribute)
         and (
             "_namespaced_" in node.attr
-            or node.attr.endswith("_for_all_namespaces")
             or node.attr.endswith("_cluster_custom_object")
             or any(node.attr == f"{verb}_{kind}" for verb in CLIENT_VERBS for kind in CLUSTER_RESOURCES)
         )

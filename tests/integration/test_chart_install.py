@@ -199,13 +199,13 @@ def lease_name(helm: Helm, release: Release) -> str:
 
 
 def assert_lease_access(identity: Kubectl, namespace: str, lease: str, *, allowed: bool) -> None:
-    """With `allowed`: create any Lease, read and renew only `lease`; list every namespace's (the
-    other shards' claims, read only); nothing else on Leases, ever."""
+    """With `allowed`: create any Lease, read and renew only `lease`, list them (the other shards'
+    claims, read only: only here, where a Lease counts as a shard's); nothing else on Leases, ever."""
     assert can(identity, "create", LEASES, "-n", namespace) == allowed
     for verb in ("get", "update", "patch"):
         assert can(identity, verb, f"{LEASES}/{lease}", "-n", namespace) == allowed
         assert not can(identity, verb, f"{LEASES}/someone-elses", "-n", namespace)
-    assert can(identity, "list", LEASES, "-n", namespace)
+    assert can(identity, "list", LEASES, "-n", namespace) == allowed
     for verb in ("watch", "delete", "deletecollection"):
         assert not can(identity, verb, LEASES, "-n", namespace)
 
@@ -421,7 +421,7 @@ def test_cluster_wide_operator_may_do_exactly_its_calls(
     assert can(operator, "watch", AGENTSESSIONS, "--all-namespaces")
     assert not can(operator, "list", "secrets", "--all-namespaces")
     assert not can(operator, "get", LEASES, "--all-namespaces")
-    assert can(operator, "list", LEASES, "--all-namespaces")  # the shards' claims, read only
+    assert not can(operator, "list", LEASES, "--all-namespaces")  # only its own namespace's (shards)
     assert not can(operator, "list", "namespaces")
     assert not can(operator, "list", "customresourcedefinitions.apiextensions.k8s.io")
 

@@ -1,27 +1,36 @@
 """A hostile walkthrough: a session editor (bound only to sandbox-operator-session-editor in one namespace,
 impersonated with `kubectl --as`) tries every way to paid hardware, another team's Space or Secret, and
-the operator's token. Every attempt is refused by the API server or ends in a condition, and the Hub
-sees no call for it."""
+the operator's token; to turn its controls off with numbers and times past every bound; and to make a
+session go while its Space stays. Every attempt is refused by the API server or ends in a condition,
+and the Hub sees no call for it (or the Space is deleted all the same)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
 
+from sandbox_operator import api
+from sandbox_operator.crd import build_crd
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.plane import ADMIN_USER
+from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 
 from harness import (
+    ADMIN_GROUP,
     TEMPLATE,
     OperatorProcess,
     condition,
     get_session,
     install_approval_policy,
+    pool_manifest,
     remove_approval_policy,
     session_manifest,
     wait_condition_reason,
@@ -264,3 +273,160 @@ def test_the_connection_secret_never_overwrites_a_secret_the_session_does_not_ow
     # Once the Secret is out of the way, the session proceeds.
     kubectl("delete", "secret", "victim-sandbox", "-n", mallory)
     wait_ready(kubectl, "victim", mallory, timeout=120)
+
+
+# Numbers and times past every bound -----------------------------------------------------------------
+
+SPOOFED_APPROVAL = {"hardware": "a10g-small", "approvedBy": "mallory"}
+#: What mallory writes to turn the operator's controls off, and the field the API server names.
+ABSURD = {
+    "ttl": ({"lifetime": {"ttlSeconds": 10**12}}, "spec.lifetime.ttlSeconds"),
+    "retention": ({"paused": True, "idle": {"retentionSeconds": 10**12}}, "spec.idle.retentionSeconds"),
+    "pause-after": ({"idle": {"pauseAfterSeconds": 10**12}}, "spec.idle.pauseAfterSeconds"),
+    "sleep-time": ({"sleepTimeSeconds": 10**12}, "spec.sleepTimeSeconds"),
+    "offset-24": ({"lifetime": {"expiresAt": "2030-01-01T00:00:00+24:00"}}, "spec.lifetime.expiresAt"),
+    "offset-60": ({"lifetime": {"expiresAt": "2030-01-01T00:00:00+23:60"}}, "spec.lifetime.expiresAt"),
+    "year-0": ({"lifetime": {"expiresAt": "0000-01-01T00:00:00Z"}}, "spec.lifetime.expiresAt"),
+    "approval-expiry": (
+        {
+            "hardware": "a10g-small",
+            "approval": {**SPOOFED_APPROVAL, "expiresAt": "2030-01-01T00:00:00+24:00"},
+        },
+        "spec.approval.expiresAt",
+    ),
+}
+
+
+def test_durations_and_times_past_every_bound_are_refused_naming_the_field(
+    kubectl: Kubectl, mallory: str, namespace: str
+) -> None:
+    assert create(kubectl, mallory, "bounded").returncode == 0
+    for name, (spec, field) in ABSURD.items():
+        refused(create(kubectl, mallory, f"absurd-{name}", **spec), field)
+        patch = json.dumps({"spec": spec})
+        refused(
+            as_mallory(kubectl, "patch", "ags", "bounded", "-n", mallory, "--type=merge", "-p", patch), field
+        )
+    # A pool's counts too (pools are their platform team's: the admin writes them).
+    pool = kubectl("apply", "-f", "-", stdin=pool_manifest("huge", namespace, replicas=10**9), check=False)
+    refused(pool, "spec.replicas")
+    kubectl("apply", "-f", "-", stdin=pool_manifest("small", namespace, replicas=0))
+    refused(
+        kubectl("scale", "agsp", "small", "-n", namespace, "--replicas=1000000000", check=False), "replicas"
+    )
+
+
+def handler_progress_keys(handler: str) -> list[str]:
+    """Where kopf kept a handler's progress in annotations: before (this project's prefix) and by default."""
+    storages = (kopf.AnnotationsProgressStorage(prefix=api.GROUP), kopf.AnnotationsProgressStorage())
+    return [key for storage in storages for key in storage.make_keys(handler)]
+
+
+def test_forged_handler_progress_and_a_dropped_finalizer_do_not_skip_the_spaces_deletion(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    assert create(kubectl, mallory, "forged").returncode == 0
+    space_id = wait_ready(kubectl, "forged", mallory)["status"]["spaceId"]
+    at = "2026-01-01T00:00:00.000000+00:00"
+    done = json.dumps(
+        {"started": at, "stopped": at, "purpose": "delete", "retries": 1, "success": True, "failure": False}
+    )
+    forged = [f"{key}={done}" for key in handler_progress_keys("build_registry.<locals>.finalize_session")]
+    as_mallory(kubectl, "annotate", "ags", "forged", "-n", mallory, *forged).check_returncode()
+    drop = '[{"op":"remove","path":"/metadata/finalizers"}]'
+    said = f"may not remove the finalizer {api.FINALIZER}"
+    refused(as_mallory(kubectl, "patch", "ags", "forged", "-n", mallory, "--type=json", "-p", drop), said)
+
+    as_mallory(kubectl, "delete", "ags", "forged", "-n", mallory, "--wait=false").check_returncode()
+    wait_for(lambda: get_session(kubectl, "forged", mallory) is None, 60, "the session to go")
+    assert space_id not in [space["id"] for space in hub_admin.spaces()]  # no sweeper runs here
+
+
+@pytest.fixture
+def older_crd(control_plane: ControlPlane, kubectl: Kubectl) -> Iterator[None]:
+    """The AgentSession CRD as an operator without the timestamp patterns installed it: this operator
+    must survive what that admits. The current one is back afterwards."""
+    crd = build_crd()
+
+    def unpatterned(node: Any) -> Any:
+        if isinstance(node, dict):
+            bare = {k: unpatterned(v) for k, v in node.items()}
+            return {
+                k: v for k, v in bare.items() if not (k == "pattern" and bare.get("format") == "date-time")
+            }
+        return [unpatterned(item) for item in node] if isinstance(node, list) else node
+
+    kubectl("apply", "-f", "-", stdin=json.dumps(unpatterned(crd)))
+    try:
+        yield
+    finally:
+        install_crd(control_plane)
+
+
+def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
+    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    return list(found["items"])
+
+
+def on_hardware(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:
+    return bool(hub_admin.space(space_id)["hardware"]["current"] == flavor)
+
+
+def test_a_spec_the_operator_cannot_read_stalls_gives_up_the_gpu_and_is_still_deleted(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str, older_crd: None
+) -> None:
+    assert create(kubectl, mallory, "odd", hardware="a10g-small").returncode == 0
+    space_id = wait_ready(kubectl, "odd", mallory)["status"]["spaceId"]
+    approval = {"hardware": "a10g-small", "approvedBy": ADMIN_USER, "approverGroups": [ADMIN_GROUP]}
+    kubectl(
+        "patch",
+        "ags",
+        "odd",
+        "-n",
+        mallory,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"approval": approval}}),
+    )
+
+    def paying() -> bool:
+        session = get_session(kubectl, "odd", mallory) or {}
+        return on_hardware(hub_admin, space_id, "a10g-small") and "paidPeriod" in session.get("status", {})
+
+    wait_for(paying, 60, "the approved GPU, its paid stretch recorded")
+
+    # What the older CRD admits and no datetime holds.
+    unreadable = json.dumps({"spec": {"lifetime": {"expiresAt": "2030-01-01T00:00:00+24:00"}}})
+    patch = ("patch", "ags", "odd", "-n", mallory, "--type=merge", "-p", unreadable)
+    wait_for(lambda: as_mallory(kubectl, *patch).returncode == 0, 30, "the older CRD to admit it")
+    generation = get_session(kubectl, "odd", mallory)["metadata"]["generation"]  # type: ignore[index]
+    stalled = wait_condition_reason(kubectl, "odd", mallory, "Stalled", "SpecInvalid")
+    assert stalled["status"] == "True" and "spec.lifetime.expiresAt" in stalled["message"]
+    wait_for(lambda: on_hardware(hub_admin, space_id, "cpu-basic"), 60, "the GPU given up")
+    session = get_session(kubectl, "odd", mallory)
+    assert session is not None and session["status"]["observedGeneration"] == generation
+    assert condition(session, "Ready")["reason"] == "SpecInvalid"  # type: ignore[index]
+    assert [r["endedBy"] for r in session["status"]["receipts"]] == ["SpecInvalid"]
+    assert {"SpecInvalid", "HardwareReceipt"} <= {e["reason"] for e in events_of(kubectl, "odd", mallory)}
+
+    # The next change is read at once: fixed, the session runs again (its approval still stands).
+    as_mallory(kubectl, "patch", "ags", "odd", "-n", mallory, "--type=merge", "-p",
+               '{"spec":{"lifetime":null}}').check_returncode()  # fmt: skip
+
+    def served_again() -> bool:
+        session = get_session(kubectl, "odd", mallory) or {}
+        moved = session.get("status", {}).get("observedGeneration") == generation + 1
+        return moved and condition(session, "Stalled") is None and paying()
+
+    wait_for(served_again, 60, "the fixed spec read, the GPU again")
+
+    # Unreadable again while the Hub refuses to move the Space: deleting it still deletes the Space,
+    # and the receipt of its paid stretch is written first.
+    hub_admin.add_fault("hardware", 503)
+    as_mallory(kubectl, *patch).check_returncode()
+    wait_condition_reason(kubectl, "odd", mallory, "Ready", "HubUnavailable")
+    as_mallory(kubectl, "delete", "ags", "odd", "-n", mallory, "--wait=false").check_returncode()
+    wait_for(lambda: get_session(kubectl, "odd", mallory) is None, 60, "the session to go")
+    assert space_id not in [space["id"] for space in hub_admin.spaces()]
+    receipts = [e["message"] for e in events_of(kubectl, "odd", mallory) if e["reason"] == "HardwareReceipt"]
+    assert any("SessionDeleted" in message for message in receipts), receipts

@@ -1,17 +1,21 @@
 """Two operator deployments sharding one cluster by namespace (README: "Running several operators"):
 each holds a Lease of its own, reconciles and sweeps only its own namespace's sessions and Spaces,
-though both share the Hub owner and the cluster id; one killed, the other goes on alone."""
+though both share the Hub owner and the cluster id; one killed, the other goes on alone. A tenant's
+Lease made up as a shard's counts for nothing."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION, MARKER_SESSION_UID
+from sandbox_operator.core.shards import ALL_NAMESPACES, SERVED_NAMESPACES_ANNOTATION, SHARD_LEASE_LABEL
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
@@ -219,3 +223,44 @@ def test_overlapping_shards_never_both_act_and_the_loser_takes_over_when_the_win
         b.stop()
         for lease in leases:
             kubectl("delete", "lease", lease, "-n", "default", "--ignore-not-found")
+
+
+def test_a_tenants_lease_labelled_as_a_shard_halts_nothing(
+    kubectl: Kubectl,
+    without_shared_operator: None,
+    namespace: str,
+    control_plane: ControlPlane,
+    hub: HubSimServer,
+    crd: None,
+    tmp_path: Path,
+) -> None:
+    """eve, bound to the built-in `edit` role in her namespace only, labels a Lease of hers as a shard
+    serving every namespace, held and renewed as far as it says, and older than the operator's."""
+    kubectl("create", "rolebinding", "eve-edits", "-n", namespace, "--clusterrole=edit", "--user=eve")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": "sandbox-operator",
+            "namespace": namespace,
+            "labels": {SHARD_LEASE_LABEL: "true"},
+            "annotations": {SERVED_NAMESPACES_ANNOTATION: ALL_NAMESPACES},
+        },
+        "spec": {"holderIdentity": "eve", "leaseDurationSeconds": 3600, "acquireTime": now, "renewTime": now},
+    }
+    kubectl("apply", "-f", "-", "--as=eve", stdin=json.dumps(lease))
+    solo = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path / "solo", SANDBOX_OPERATOR_LEASE_NAME=f"solo-{namespace}"
+    )
+    solo.log_dir.mkdir()
+    solo.start()
+    try:
+        wait_for(lambda: "acquired the leader Lease" in solo.current_log(), 30, "the operator to act")
+        kubectl("apply", "-f", "-", stdin=session_manifest("served", namespace))
+        wait_ready(kubectl, "served", namespace)
+        assert "overlapping shards" not in solo.current_log()
+        kubectl("delete", "ags", "served", "-n", namespace, "--timeout=60s")
+    finally:
+        solo.stop()
+        kubectl("delete", "lease", f"solo-{namespace}", "-n", "default", "--ignore-not-found")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_operator import metrics
 from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.shards import (
     ALL_NAMESPACES,
@@ -112,7 +113,7 @@ SERVER_EPOCH = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
 
 class FakeLeases:
     """Leases as the API server keeps them: resourceVersion guards writes, creationTimestamp is set on
-    create (from a counter, so creation order is clear), label selectors on the cluster-wide list."""
+    create (from a counter, so creation order is clear), label selectors on a namespace's list."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.store: dict[tuple[str, str], dict[str, Any]] = {}
@@ -160,10 +161,14 @@ class FakeLeases:
         merged["spec"].update(body["spec"])
         return await self.replace_namespaced_lease(name, namespace, merged)
 
-    async def list_lease_for_all_namespaces(self, label_selector: str) -> Any:
+    async def list_namespaced_lease(self, namespace: str, label_selector: str) -> Any:
         self.lists += 1
         key, _, value = label_selector.partition("=")
-        items = [v for v in self.store.values() if (v["metadata"].get("labels") or {}).get(key) == value]
+        items = [
+            lease
+            for (where, _), lease in self.store.items()
+            if where == namespace and (lease["metadata"].get("labels") or {}).get(key) == value
+        ]
         return {"items": copy.deepcopy(items)}
 
     async def close(self) -> None:
@@ -218,6 +223,43 @@ def test_two_starting_at_once_with_overlapping_namespaces_never_both_act() -> No
     asyncio.run(scenario())
 
 
+def test_a_lease_labelled_as_a_shard_outside_the_operators_namespace_never_counts() -> None:
+    """A tenant with `edit` in their namespace labels a Lease of theirs as a shard serving every
+    namespace, before the operator starts: older, it would win; it is not even read."""
+    api, clock = FakeLeases(), Clock()
+    tenant = elector(api, clock, "mine", "a")
+    tenant.settings = LeaseSettings("mine", "tenant", "mallory", 10.0, 8.0, 0.001)  # serves `*`
+
+    async def scenario() -> None:
+        assert (await tenant.try_acquire_or_renew()).ours
+        assert api.store["tenant", "mine"]["metadata"]["labels"] == {SHARD_LEASE_LABEL: "true"}
+        operator = elector(api, clock, "operator", "a")
+        assert (await operator.try_acquire_or_renew()).ours
+        verdict = await operator.check_shards(acting=False)
+        assert isinstance(verdict, Verdict) and verdict.act and not verdict.waits_for
+        assert metrics.SHARD_OVERLAP._value.get() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_standby_says_which_shard_it_yields_to_in_a_metric() -> None:
+    api, clock = FakeLeases(), Clock()
+    old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a")
+
+    async def scenario() -> None:
+        assert (await old.try_acquire_or_renew()).ours
+        assert (await new.try_acquire_or_renew()).ours
+        verdict = await new.check_shards(acting=False)
+        assert isinstance(verdict, Verdict) and not verdict.act
+        assert metrics.SHARD_YIELDING.labels(lease="ops/old")._value.get() == 1
+        api.store["ops", "old"]["spec"]["holderIdentity"] = ""  # released
+        await new.try_acquire_or_renew()
+        assert (await new.check_shards(acting=False)).act  # type: ignore[union-attr]
+        assert ("ops/old",) not in metrics.SHARD_YIELDING._metrics
+
+    asyncio.run(scenario())
+
+
 def test_an_acting_leader_stops_when_an_older_overlapping_shard_comes_back() -> None:
     api, clock = FakeLeases(), Clock()
     old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a", "b")
@@ -240,13 +282,13 @@ def test_a_renewal_whose_check_fails_does_not_extend_the_right_to_act() -> None:
     api, clock = FakeLeases(), Clock()
     one = elector(api, clock, "solo", "a")
 
-    async def failing(label_selector: str) -> Any:
+    async def failing(namespace: str, label_selector: str) -> Any:
         raise ApiError(403, "Forbidden")
 
     async def scenario() -> None:
         await one.acquire()
         assert one.holds()
-        api.list_lease_for_all_namespaces = failing  # type: ignore[method-assign]
+        api.list_namespaced_lease = failing  # type: ignore[method-assign]
         clock.now += 9.0  # past the renew deadline of the last renewal whose check succeeded
         with pytest.raises(LeaseLost, match=r"could not renew.*cannot list the other shards"):
             await one.keep()  # its renewal itself succeeds

@@ -118,13 +118,6 @@ kube-system namespace, whose UID is the default cluster id.
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
   verbs: ["get"]
-{{- if .Values.leaderElection.enabled }}
-{{- /* Read only: the other shards' Leases (found by label, in any release namespace), to notice a
-release whose namespaces overlap this one's; see the README, "Running several operators". */}}
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["list"]
-{{- end }}
 {{- end }}
 
 {{/* The leader-election Lease, in the release namespace: one per release, so releases sharding a
@@ -150,13 +143,15 @@ or none (""). */}}
 {{- end }}
 
 {{/*
-Leader election (sandbox_operator/lease.py): create the Lease, then read and renew only that one.
-RBAC cannot restrict `create` by name (the name is not known when it is authorized).
+Leader election (sandbox_operator/lease.py): create the Lease, then read and renew only that one;
+list the other shards' Leases (found by label, in this namespace only), to notice a release whose
+namespaces overlap this one's (README, "Running several operators"). RBAC cannot restrict `create`
+or `list` by name (the name is not known when they are authorized).
 */}}
 {{- define "sandbox-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ include "sandbox-operator.leaseName" . | quote }}]

@@ -24,12 +24,22 @@ from ..api import (
     PendingApproval,
     Receipt,
     Spend,
+    parse_rfc3339,
+    shifted,
 )
 from ..config import OperatorConfig
 from ..pricing import FALLBACK_USD_PER_HOUR
-from .conditions import BUDGET_WARNING, EventNote, Reason, parse_rfc3339, rfc3339, set_condition
+from .conditions import (
+    BUDGET_WARNING,
+    HARDWARE_APPROVED,
+    EventNote,
+    Reason,
+    condition_of,
+    rfc3339,
+    set_condition,
+)
 from .model import SpaceView
-from .money import HardwareVerdict, is_free, judge_hardware, usd
+from .money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
 
 #: Why a receipt's stretch of paid hardware ended, when no verdict names it.
 ENDED_DOWNGRADED = "Downgraded"
@@ -165,13 +175,14 @@ class Books:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
-def _ended_by(
+def ending_reason(
     period: PaidPeriod,
     spec: AgentSessionSpec,
     verdict: HardwareVerdict,
     exhausted: bool,
     config: OperatorConfig,
 ) -> str:
+    """Why the paid stretch `period` ended, for its receipt."""
     wanted = str(spec.hardware)
     if is_free(wanted, config):
         return ENDED_DOWNGRADED
@@ -251,7 +262,7 @@ def keep_books(
     record = status.approval
     expires = _expires(record)
     if record is not None and expires is not None and verdict.reason == Reason.APPROVED:
-        notice_at = expires - timedelta(seconds=config.approval_expiry_notice)
+        notice_at = shifted(expires, -config.approval_expiry_notice)
         if record.notice_time is None and now >= notice_at:
             status.approval = record.model_copy(update={"notice_time": rfc3339(now)})
             books.events.append(
@@ -291,7 +302,7 @@ def keep_books(
     paid_now = current is not None and not is_free(current, config)
     period = status.paid_period
     if period is not None and current != period.hardware:
-        note = close_period(status, prices, _ended_by(period, spec, verdict, exhausted, config), now)
+        note = close_period(status, prices, ending_reason(period, spec, verdict, exhausted, config), now)
         books.events += [note] if note else []
     if paid_now and status.paid_period is None:
         status.paid_period = PaidPeriod.model_validate(
@@ -305,13 +316,56 @@ def keep_books(
     return books
 
 
-def close_for_deletion(status: AgentSessionStatus, now: datetime) -> EventNote | None:
-    """A session being deleted ends its paid stretch now, spend counted up to now at the last rate
-    (its hours at that rate too; the published price if it was asleep)."""
+def close_now(status: AgentSessionStatus, ended_by: str, now: datetime) -> EventNote | None:
+    """End the paid stretch now, without a new look at the Space (the session is being deleted, or the
+    operator gives the hardware up after a failed pass): spend counted up to now at the last rate (its
+    hours at that rate too; the published price if it was asleep)."""
     period = status.paid_period
     if period is None:
         return None
     status.spend = spend_until(status.spend, now)
     rate = status.spend.usd_per_hour if status.spend else 0.0
     prices = {**FALLBACK_USD_PER_HOUR, **({period.hardware: rate} if rate > 0 else {})}
-    return close_period(status, prices, ENDED_SESSION_DELETED, now)
+    return close_period(status, prices, ended_by, now)
+
+
+def close_for_deletion(status: AgentSessionStatus, now: datetime) -> EventNote | None:
+    """A session being deleted ends its paid stretch now."""
+    return close_now(status, ENDED_SESSION_DELETED, now)
+
+
+def held_flavor(status: AgentSessionStatus) -> str | None:
+    """The flavor the Space held when last observed: the one requested, else the one it ran on."""
+    hardware = status.hardware
+    return (hardware.requested or hardware.current) if hardware is not None else None
+
+
+def approval_lapse(
+    spec: AgentSessionSpec, status: AgentSessionStatus, config: OperatorConfig, now: datetime
+) -> str | None:
+    """Why the paid flavor the Space last held may no longer run, judged from the spec and status alone,
+    for a pass that failed before it could ask the Hub or the API server (a receipt's endedBy); None
+    while it holds free hardware, or the approval the operator last judged approved stands: the same
+    one (its fingerprint), for that flavor, not expired, not denied, within its budget."""
+    held = held_flavor(status)
+    if held is None or is_free(held, config):
+        return None
+    wanted = str(spec.hardware)
+    if is_free(wanted, config):
+        return ENDED_DOWNGRADED
+    if wanted != held:
+        return ENDED_HARDWARE_CHANGED
+    if spec.approval is None:
+        return ENDED_APPROVAL_WITHDRAWN
+    if spec.denial is not None and str(spec.denial.hardware) == held:
+        return str(Reason.DENIED)
+    record = status.approval
+    judged = condition_of(status, HARDWARE_APPROVED)
+    if record is None or record.fingerprint != fingerprint(spec) or judged is None or judged.status != "True":
+        return str(Reason.NOT_JUDGED)
+    expires = _expires(record)
+    if expires is not None and now >= expires:
+        return str(Reason.APPROVAL_EXPIRED)
+    if budget_exhausted(spec, spend_until(status.spend, now)):
+        return str(Reason.BUDGET_SPENT)
+    return None

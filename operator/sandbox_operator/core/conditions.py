@@ -21,6 +21,9 @@ BUDGET_EXHAUSTED = "BudgetExhausted"
 BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
+#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot get there without a spec change.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 #: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
 #: warning lead time before its deadline on.
 EXPIRING = "Expiring"
@@ -119,6 +122,8 @@ class Reason(StrEnum):
     READ_TOKEN_SECRET_NOT_FOUND = "ReadTokenSecretNotFound", Severity.WARNING
     SECRET_INVALID = "SecretInvalid", Severity.WARNING
     INTERNAL_ERROR = "InternalError", Severity.WARNING
+    #: The spec does not parse (a CRD older than the operator admitted it): nothing in it is acted on.
+    SPEC_INVALID = "SpecInvalid", Severity.WARNING
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,8 @@ class EventNote:
 
 def rfc3339(moment: datetime, precise: bool = False) -> str:
     """Seconds for conditions (as Kubernetes writes them); microseconds where spend is computed from it."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = moment.astimezone(UTC)  # isoformat, not strftime: that writes the year 1 as "1"
+    return moment.isoformat(timespec="microseconds" if precise else "seconds").replace("+00:00", "Z")
 
 
 def set_condition(

@@ -11,10 +11,11 @@ from fnmatch import fnmatchcase
 from ..api import (
     AgentSessionSpec,
     AgentSessionStatus,
+    parse_rfc3339,
 )
 from ..config import OperatorConfig
 from ..policy import HOW_TO_FIX
-from .conditions import Reason, parse_rfc3339
+from .conditions import Reason
 from .model import CreateSpace, FailureKind, HubFailure, Observation
 
 

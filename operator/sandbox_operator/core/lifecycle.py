@@ -5,7 +5,7 @@ does I/O; the controller observes, calls `decide`, applies the one action and ob
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ..api import (
@@ -14,6 +14,7 @@ from ..api import (
     Hardware,
     HardwareStatus,
     Phase,
+    parse_rfc3339,
 )
 from ..config import OperatorConfig
 from . import approvals, lifetime
@@ -22,10 +23,10 @@ from .conditions import (
     BUDGET_EXHAUSTED,
     HARDWARE_APPROVED,
     READY,
+    STALLED,
     EventNote,
     Reason,
     condition_of,
-    parse_rfc3339,
     rfc3339,
     set_condition,
     transition_events,
@@ -111,6 +112,8 @@ class _Draft:
     verdict: HardwareVerdict
     failed: bool = False
     exhausted: bool = False
+    #: Events of this decision besides the conditions' transitions (a receipt).
+    notes: list[EventNote] = field(default_factory=list)
 
     def condition(self, type_: str, status: str, reason: Reason, message: str) -> None:
         self.status.conditions = set_condition(
@@ -166,6 +169,8 @@ def decide(
     observes a deleting session's Space as a `DeletionObservation`."""
     if isinstance(observed, DeletionObservation):
         return decide_deletion(session, observed, config, jitter, now=now)
+    if session.spec_problem is not None:
+        return decide_unreadable(session, observed, config, now, jitter)
     return decide_live(session, observed, config, now, jitter)
 
 
@@ -187,6 +192,10 @@ def decide_live(
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
     draft.status.observed_generation = session.generation
     draft.status.approval = record
+    # The spec reads again: what an unreadable one stalled is over.
+    draft.status.conditions = [
+        c for c in draft.status.conditions if not (c.type == STALLED and c.reason == Reason.SPEC_INVALID)
+    ]
     _money(draft, observed, config)
     books = approvals.keep_books(
         draft.status,
@@ -222,7 +231,7 @@ def decide_live(
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
-    events = transition_events(session.status, draft.status) + books.events
+    events = transition_events(session.status, draft.status) + books.events + draft.notes
     return Plan(action, draft.status, requeue, events)
 
 
@@ -233,15 +242,92 @@ def _sooner(requeue: float | None, other: float | None) -> float | None:
 def decide_failure(
     session: Session, reason: Reason, message: str, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
-    """A failure met outside the Hub (a Secret that is not text, a bug): reported like a Hub failure,
-    as a condition and an Event, and retried with backoff instead of crash-restarting the loop."""
+    """A failure met outside the Hub (a Kubernetes API error, a Secret that is not text, a bug):
+    reported like a Hub failure, as a condition and an Event, and retried with backoff instead of
+    crash-restarting the loop. Money first even then: paid hardware the status last showed and that
+    the spec and status no longer allow (`approvals.approval_lapse`) is given up, with its receipt.
+    The plan's status says free hardware was requested: the controller writes it only once it was."""
     unjudged = HardwareVerdict(False, Reason.NOT_JUDGED, "no hardware decision is made after this failure")
     draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
     delay = _failure(draft, reason, message, config, jitter)
     if session.deleting:
         return _deletion_plan(draft, None, reason, message, delay)
-    return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
+    lapse = (
+        str(Reason.SPEC_INVALID)
+        if session.spec_problem is not None
+        else approvals.approval_lapse(session.spec, draft.status, config, now)
+    )
+    action = _give_up_paid(draft, lapse, config, record=True) if lapse is not None else None
+    return Plan(action, draft.status, delay, transition_events(session.status, draft.status) + draft.notes)
+
+
+def decide_unreadable(
+    session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
+) -> Plan:
+    """A spec the operator cannot read (a CRD older than this operator's schema admitted it): nothing
+    in it is acted on. Ready=False and Stalled=True say why, with one Event, until the spec changes
+    (the next generation is read at once: observedGeneration moves with each). An approval that
+    cannot be read approves nothing, so paid hardware is given up, with its receipt; of its
+    deadlines, only the operator's maximum age still applies. `observed` is empty, but for the
+    failure of that request."""
+    problem = session.spec_problem
+    unjudged = HardwareVerdict(
+        False, Reason.SPEC_INVALID, "no approval is read from a spec that cannot be read"
+    )
+    draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
+    draft.status.observed_generation = session.generation
+    draft.status.phase = Phase.FAILED
+    draft.status.approved_by = None
+    draft.status.pending_approval = None
+    message = (
+        f"the spec cannot be read, so nothing in it is acted on (paid hardware is given up); fix it and "
+        f"the operator reads the change at once: {problem}"
+    )
+    draft.condition(HARDWARE_APPROVED, "False", Reason.SPEC_INVALID, unjudged.message)
+    draft.condition(STALLED, "True", Reason.SPEC_INVALID, message)
+    clock = lifetime.keep_time(session, draft.status, config, now)
+    action: Action | None = clock.delete
+    requeue = clock.requeue
+    failure = observed.hub_failure
+    if action is None and failure is not None:  # the request for free hardware failed: try again
+        requeue = _failure(
+            draft,
+            failure.kind.reason,
+            f"the spec cannot be read and moving the Space to free hardware failed: {failure.message}",
+            config,
+            jitter,
+            _hub_failure_delay(failure, config),
+        )
+    elif action is None:
+        draft.ready("False", Reason.SPEC_INVALID, message)
+        action = _give_up_paid(draft, str(Reason.SPEC_INVALID), config, record=True)
+    if not draft.failed:
+        draft.status.failures = None
+        draft.status.next_retry_time = None
+    notes = transition_events(session.status, draft.status)
+    said = [note for note in notes if note.reason == Reason.SPEC_INVALID][:1]  # one Event, not one each
+    events = said + [note for note in notes if note.reason != Reason.SPEC_INVALID] + draft.notes
+    return Plan(action, draft.status, requeue, events)
+
+
+def _give_up_paid(
+    draft: _Draft, ended_by: str, config: OperatorConfig, *, record: bool
+) -> RequestHardware | None:
+    """Free hardware for a Space whose last known flavor is paid (when no observation of it is at
+    hand): the request, and the receipt of the paid stretch in progress. `record`: the status says
+    the free flavor was requested (it is written only once it was)."""
+    status = draft.status
+    held = approvals.held_flavor(status)
+    if status.space_id is None or held is None or is_free(held, config):
+        return None
+    current = status.hardware.current if status.hardware is not None else None
+    free = free_flavor(current, config)
+    receipt = approvals.close_now(status, ended_by, draft.now)
+    draft.notes += [receipt] if receipt is not None else []
+    if record:
+        status.hardware = HardwareStatus(current=current, requested=free)
+    return RequestHardware(status.space_id, free)
 
 
 def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
@@ -343,9 +429,22 @@ def _next_step(
         return _await_visibility(draft, space_id, failure.message, config)
     if failure is not None:
         draft.status.phase = Phase.FAILED
-        return None, _failure(
+        delay = _failure(
             draft, failure.kind.reason, failure.message, config, jitter, _hub_failure_delay(failure, config)
         )
+        # Money first, even unobserved: paid hardware last seen and not allowed now is given up from
+        # what the status says (not recorded as requested: the request may fail like the read did).
+        target = target_hardware(session.spec, None, config, draft.verdict, draft.exhausted)
+        held = approvals.held_flavor(status)
+        if held is None or is_free(held, config) or held == target:
+            return None, delay
+        period = status.paid_period
+        ended = (
+            approvals.ending_reason(period, session.spec, draft.verdict, draft.exhausted, config)
+            if period is not None
+            else ""
+        )
+        return _give_up_paid(draft, ended, config, record=False), delay
 
     space = observed.space
     if space is None:

@@ -14,11 +14,18 @@ Deadlines, all from `metadata.creationTimestamp`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from ..api import AgentSessionSpec, AgentSessionStatus, PausedBy, Phase
+from ..api import (
+    AgentSessionSpec,
+    AgentSessionStatus,
+    PausedBy,
+    Phase,
+    parse_rfc3339,
+    shifted,
+)
 from ..config import OperatorConfig
-from .conditions import EXPIRING, READY, Reason, condition_of, parse_rfc3339, rfc3339, set_condition
+from .conditions import EXPIRING, READY, Reason, condition_of, rfc3339, set_condition
 from .model import (
     SLEEPING,
     STOPPED_STAGES,
@@ -76,31 +83,33 @@ class Deadline:
 
 def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfig) -> Deadline | None:
     """The earliest of the session's deadlines. While paused, a lifetime that does not count paused
-    time is not running out, so only the maximum age and the retention apply."""
+    time is not running out, so only the maximum age and the retention apply. Of a spec that cannot be
+    read, only the maximum age: its own lifetime and retention are unknown."""
     created = session.created
     if created is None:
         return None
     found = []
+    readable = session.spec_problem is None
     paused_since = parse_rfc3339(status.paused_since) if status.paused_since else None
-    lifetime = lifetime_seconds(session.spec, created, config)
+    lifetime = lifetime_seconds(session.spec, created, config) if readable else None
     longer = "set a longer spec.lifetime to keep it"
     if lifetime is not None and config.lifetime_counts_paused:
         why = f"the end of its lifetime ({lifetime:.0f}s from creation, paused time included)"
-        found.append(Deadline(created + timedelta(seconds=lifetime), *_LIFETIME, why, longer))
+        found.append(Deadline(shifted(created, lifetime), *_LIFETIME, why, longer))
     elif lifetime is not None and paused_since is None:
         paused = status.paused_seconds or 0.0
         extended = f", extended by {paused:.0f}s paused" if paused else ""
         why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time{extended})"
-        found.append(Deadline(created + timedelta(seconds=lifetime + paused), *_LIFETIME, why, longer))
+        found.append(Deadline(shifted(created, lifetime + paused), *_LIFETIME, why, longer))
     if config.lifetime_max:
         why = f"the operator's maximum age of a session ({config.lifetime_max}s, paused or not)"
         hint = "a new session must replace it"
-        found.append(Deadline(created + timedelta(seconds=config.lifetime_max), *_LIFETIME, why, hint))
-    keep = retention(session.spec, config)
+        found.append(Deadline(shifted(created, config.lifetime_max), *_LIFETIME, why, hint))
+    keep = retention(session.spec, config) if readable else 0
     if paused_since is not None and keep:
         why = f"the end of its retention ({keep}s paused, since {status.paused_since})"
         hint = f"resume it to keep it: {resume_command(session)}"
-        found.append(Deadline(paused_since + timedelta(seconds=keep), *_RETENTION, why, hint))
+        found.append(Deadline(shifted(paused_since, keep), *_RETENTION, why, hint))
     return min(found, key=lambda due: due.at) if found else None
 
 
@@ -142,7 +151,8 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
     the session is deleted. The condition appears (True) `lifetime_warning` before it: its Event is
     the warning, posted once, since it is a transition; until then status.expiresAt alone says when,
     so a session costs no Event or status write for its lifetime before that."""
-    account_pause(session, status, now)
+    if session.spec_problem is None:
+        account_pause(session, status, now)
     due = deadline(session, status, config)
     if due is None:
         status.expires_at = None
@@ -220,7 +230,7 @@ def idle_since(status: AgentSessionStatus, observed: Observation, now: datetime)
         seen = min(health.last_activity, now)
     elif space is not None and space.stage == SLEEPING:
         recorded = parse_rfc3339(status.idle_since) if status.idle_since else None
-        seen = recorded or now - timedelta(seconds=space.sleep_time or 0)
+        seen = recorded or shifted(now, -(space.sleep_time or 0))
     else:
         return None
     return max(seen, floor)
@@ -236,7 +246,7 @@ def idle_step(
     status.idle_since = rfc3339(since) if since is not None else None
     if since is None or observed.space is None:
         return None, None
-    due = since + timedelta(seconds=after)
+    due = shifted(since, after)
     if due > now:
         return None, _wake((due - now).total_seconds(), config)
     status.paused_since = rfc3339(now, precise=True)

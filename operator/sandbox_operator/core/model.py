@@ -148,6 +148,9 @@ class Session:
     deleting: bool = False
     #: metadata.creationTimestamp, where lifetimes count from; None: unknown (no lifetime applies).
     created: datetime | None = None
+    #: Why the spec cannot be read (None: it can). Then `spec` holds only the fields that parse on their
+    #: own (the rest default): enough for the finalizer (owner, deletionPolicy), never acted on otherwise.
+    spec_problem: str | None = None
 
 
 # Actions: each is one change to the outside world, applied by the controller.

@@ -12,10 +12,11 @@ from ..api import (
     AgentSessionSpec,
     Hardware,
     Spend,
+    parse_rfc3339,
 )
 from ..config import OperatorConfig
 from ..policy import HOW_TO_FIX
-from .conditions import Reason, parse_rfc3339, rfc3339
+from .conditions import Reason, rfc3339
 from .model import UNBILLED_STAGES, SpaceView
 
 

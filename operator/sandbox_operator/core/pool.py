@@ -28,9 +28,10 @@ from ..api import (
     PooledSpace,
     PooledSpaceState,
     SpaceSecretSource,
+    parse_rfc3339,
 )
 from ..config import OperatorConfig
-from .conditions import READY, EventNote, Reason, parse_rfc3339, rfc3339, set_condition
+from .conditions import READY, EventNote, Reason, rfc3339, set_condition
 from .creation import Refusal, creation_refusal
 from .model import ERROR_STAGES, STOPPED_STAGES, HealthResult, HubFailure, Observation, SpaceView
 
