@@ -21,7 +21,8 @@ BUDGET_EXHAUSTED = "BudgetExhausted"
 BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
-#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot get there without a spec change.
+#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot reach it without a
+#: change to the spec.
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 #: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
