@@ -53,4 +53,27 @@ build helm "$here/tools/helm" helm.sh/helm/v3/cmd/helm \
    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${HELM_CLIENT_GO_MINOR} \
    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${HELM_CLIENT_GO_MINOR}"
 
+# promtool (Prometheus 3.15.1, the Go module v0.315.1; v0.316.0 wants Go 1.26.7, above the project's
+# 1.26): `promtool check rules` and `promtool test rules` on the chart's PrometheusRule
+# (hack/tools/promtool pins it). Cached in a directory of its own, so its version never forces the
+# binaries above to rebuild; linked into the one printed below. The tag remove_all_sd leaves out the
+# cloud service discoveries (AWS, Azure, GCE, ...), which no rule check uses and whose SDKs are much of
+# its build; promtool keeps file and Kubernetes discovery.
+PROMTOOL_VERSION=0.315.1
+promtool_dir="$cache/bin/promtool-v${PROMTOOL_VERSION}"
+mkdir -p "$promtool_dir"
+GOFLAGS="$(go env GOFLAGS) -tags=remove_all_sd" bindir="$promtool_dir" \
+  build promtool "$here/tools/promtool" github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=3.${PROMTOOL_VERSION#0.3}"
+ln -sfn "$promtool_dir/promtool" "$bindir/promtool"
+
+# kube-score 1.20.0: the chart rendered with its ci/ values, scored (hack/tools/kube-score pins it).
+# Cached like promtool.
+KUBE_SCORE_VERSION=1.20.0
+kube_score_dir="$cache/bin/kube-score-v${KUBE_SCORE_VERSION}"
+mkdir -p "$kube_score_dir"
+bindir="$kube_score_dir" build kube-score "$here/tools/kube-score" github.com/zegl/kube-score/cmd/kube-score \
+  "-X main.version=${KUBE_SCORE_VERSION}"
+ln -sfn "$kube_score_dir/kube-score" "$bindir/kube-score"
+
 echo "$bindir"

@@ -396,6 +396,11 @@ class RunSettings(BaseModel):
     liveness: Annotated[str, OPTION] = Field(
         default="http://0.0.0.0:8080/healthz", description="Liveness endpoint URL; empty to disable."
     )
+    readiness: Annotated[str, OPTION] = Field(
+        default="http://0.0.0.0:8081/readyz",
+        description="Readiness endpoint URL (200: the leader with its watches synced, or a standby waiting "
+        "soundly for the Lease; 503 otherwise); empty to disable.",
+    )
     log_format: Annotated[Literal["plain", "full", "json"], OPTION] = Field(
         default="full", description="Log line format."
     )

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -55,7 +56,15 @@ from .core.model import (
     SpaceView,
 )
 from .create_slots import CreateSlots
-from .health import HealthMonitor, stall_after, watch_checks
+from .health import (
+    HealthMonitor,
+    WatchSync,
+    readiness,
+    serving_readiness,
+    stall_after,
+    sync_checks,
+    watch_checks,
+)
 from .hub import HubClient, HubError, SpaceExistsError
 from .kube import (
     KEY_HUB_TOKEN,
@@ -104,6 +113,8 @@ class Runtime:
     #: Namespaces watched; empty: the whole cluster.
     namespaces: list[str] = field(default_factory=list)
     monitor: HealthMonitor = field(default_factory=HealthMonitor)
+    #: Whether the watches of sessions and pools delivered their initial listing (readiness).
+    sync: WatchSync = field(default_factory=lambda: WatchSync((api.PLURAL, api.POOL_PLURAL)))
     #: Background tasks started with the operator (sweeper, heartbeat, watch checks).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
@@ -836,6 +847,10 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def start_background(settings: kopf.OperatorSettings, **_: Any) -> None:
         rt.tasks.append(asyncio.create_task(rt.monitor.heartbeat()))
+        listers = {
+            plural: partial(rt.kube.list_sessions, rt.namespaces, plural) for plural in rt.sync.pending()
+        }
+        rt.tasks.append(asyncio.create_task(sync_checks(rt.sync, listers)))
         rt.tasks.append(
             asyncio.create_task(
                 watch_checks(
@@ -872,9 +887,11 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLER)
     async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Feeds metrics and liveness, and wakes the session's loop when its spec changed."""
+        """Feeds metrics, liveness and readiness, and wakes the session's loop when its spec changed."""
         rt.monitor.on_event(event["type"], event["object"])
-        metrics.pending_approvals.on_event(event["type"], event["object"])
+        rt.sync.on_event(api.PLURAL, event["object"])
+        for tally in metrics.SESSION_TALLIES:
+            tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
         if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
@@ -918,6 +935,7 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
     lease = lease_settings(run, config)
     namespaces = list(run.namespaces)
     liveness_endpoint = run.liveness or None
+    elector = LeaderElector(lease) if lease is not None else None
     if config.insecure_trust_approvals:
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
@@ -946,10 +964,14 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
     )
     main = (
         operator
-        if lease is None
-        else run_as_leader(LeaderElector(lease), hub.gate, operator, stop_flag, liveness_endpoint)
+        if elector is None
+        else run_as_leader(elector, hub.gate, operator, stop_flag, liveness_endpoint)
     )
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        return readiness(elector.standby if elector is not None else None, rt.sync)
+
     # On uvloop, as kopf's own CLI runs when it is installed: at a thousand sessions it takes less
     # memory and CPU than the default loop (docs/performance.md).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        runner.run(serving_readiness(run.readiness or None, ready, main))

@@ -12,6 +12,13 @@ kopf's liveness endpoint alone proves only that its HTTP task answers. Two check
 
 The same events feed the per-session metrics: sessions by phase, estimated spend, and reconcile
 errors (each rise of status.failures is a failed pass, counted by the Ready condition's reason).
+
+Readiness is another question, served on an endpoint of its own for the whole life of the process:
+is this process doing its part? The leader is ready once its watches delivered their initial
+listing (as controller-runtime waits for its caches to sync); a standby is ready while it waits for
+the Lease as it should, seeing who acts instead, so that a rolling update proceeds while the old pod
+still holds the Lease. A standby does no work: no Service may send it what only the leader serves
+(the metrics Service is fine, every process answers it; `sandbox_operator_leader` tells them apart).
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 from . import metrics
 from .core.conditions import READY
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PERIOD = 1.0
 #: How often the sessions are listed to check the watch.
 WATCH_CHECK_INTERVAL = 60.0
+#: How often a new leader lists what its watches have not yet delivered, until they have.
+SYNC_CHECK_INTERVAL = 1.0
 
 
 class HealthMonitor:
@@ -214,3 +227,116 @@ async def watch_checks(
         stalled = monitor.compare(listed, stall_seconds())
         if stalled:
             log.error("the watch has not delivered changes of %d session(s); liveness fails", len(stalled))
+
+
+# -- readiness -------------------------------------------------------------------------------------
+
+
+class WatchSync:
+    """Whether each watch delivered its initial listing: every object that a listing made after the
+    watch started holds has reached the handlers (objects deleted since are no longer listed, so a
+    later listing settles them). Once a kind is synced it stays so, and its UIDs are dropped."""
+
+    def __init__(self, kinds: Iterable[str]) -> None:
+        #: The UIDs each kind still syncing has delivered.
+        self._delivered: dict[str, set[str]] = {kind: set() for kind in kinds}
+
+    def on_event(self, kind: str, body: Mapping[str, Any]) -> None:
+        delivered = self._delivered.get(kind)
+        uid = body.get("metadata", {}).get("uid")
+        if delivered is not None and uid:
+            delivered.add(uid)
+
+    def check(self, kind: str, listed: Iterable[str]) -> bool:
+        """Whether the watch of `kind` has delivered every UID of a listing made after it started."""
+        delivered = self._delivered.get(kind)
+        if delivered is not None and set(listed) <= delivered:
+            del self._delivered[kind]
+            delivered = None
+        return delivered is None
+
+    def pending(self) -> list[str]:
+        """The kinds whose watch has not yet been seen to deliver its initial listing."""
+        return sorted(self._delivered)
+
+
+async def sync_checks(
+    sync: WatchSync, listers: Mapping[str, Callable[[], Awaitable[list[dict[str, Any]]]]]
+) -> None:
+    """Until every watch is synced: list what each kind holds and compare with what its watch delivered.
+    The first listing waits a moment, so that the watches have started (with nothing to list, a kind
+    is synced at once)."""
+    refused: dict[str, int] = {}  # the last status each kind's listing was refused with, said once
+    while sync.pending():
+        await asyncio.sleep(SYNC_CHECK_INTERVAL)
+        for kind in sync.pending():
+            try:
+                listed = await listers[kind]()
+            except ApiError as error:
+                if refused.get(kind) != error.status:
+                    log.warning("cannot list %s to check the watch: %s %s", kind, error.status, error.reason)
+                refused[kind] = error.status
+                continue
+            if sync.check(kind, (obj["metadata"]["uid"] for obj in listed)):
+                log.info("the watch of %s delivered its initial listing (%d objects)", kind, len(listed))
+
+
+@dataclass(frozen=True)
+class Standby:
+    """Why a process waiting for the leader Lease does not act, and whether it waits as it should: it
+    saw who acts instead (another holder, an overlapping shard that wins), rather than failing to read
+    or write the Lease."""
+
+    reason: str
+    sound: bool
+
+
+def readiness(standby: Standby | None, sync: WatchSync) -> tuple[bool, dict[str, Any]]:
+    """Whether the process is ready, and what its endpoint says: a standby while it waits soundly; the
+    leader (standby None) once its watches delivered their initial listing."""
+    if standby is not None:
+        return standby.sound, {"role": "standby", "reason": standby.reason}
+    pending = sync.pending()
+    if pending:
+        waiting = f"waiting for the watches of {', '.join(pending)} to deliver their initial listing"
+        return False, {"role": "leader", "reason": waiting}
+    return True, {"role": "leader"}
+
+
+async def serve_json(endpoint: str, answer: Callable[[], tuple[int, dict[str, Any]]]) -> web.AppRunner:
+    """Answer GETs of the endpoint URL's path with `answer()` (HTTP status, JSON body) until the runner
+    returned is cleaned up."""
+    parts = urllib.parse.urlsplit(endpoint)
+
+    async def get(request: web.Request) -> web.Response:
+        status, body = answer()
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", get)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
+    return runner
+
+
+async def serving_readiness(
+    endpoint: str | None, verdict: Callable[[], tuple[bool, dict[str, Any]]], main: Coroutine[Any, Any, None]
+) -> None:
+    """Run `main` with the readiness endpoint (None: none) served from start to exit: 200 when ready,
+    503 when not, with why in the body."""
+    try:
+        runner = await serve_json(endpoint, lambda: _http(verdict())) if endpoint else None
+    except BaseException:
+        main.close()
+        raise
+    try:
+        await main
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+def _http(verdict: tuple[bool, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    ready, body = verdict
+    return (200 if ready else 503), body

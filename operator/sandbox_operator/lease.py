@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from .core.shards import (
     parse_claim,
     unrenewed_past_duration,
 )
+from .health import Standby, serve_json
 from .kube_json import ApiError, KubeApi
 from .ratelimit import HubGate
 
@@ -139,8 +139,9 @@ class LeaderElector:
         #: to judge their liveness on our clock; when we first saw each shard we win against.
         self._shards_seen: dict[str, tuple[tuple[str, str, int], float]] = {}
         self._first_conflict: dict[str, float] = {}
-        #: Why this process does not act yet (served by the standby liveness endpoint).
-        self.standby_reason = ""
+        #: Why this process does not act yet, and whether it waits as it should (served by the liveness
+        #: endpoint while it waits, and by the readiness endpoint); None once it acts.
+        self.standby: Standby | None = Standby(f"the leader Lease {self.where} not read yet", sound=False)
 
     @property
     def where(self) -> str:
@@ -277,24 +278,27 @@ class LeaderElector:
         last: str | None = None
         while True:
             attempt = await self.try_acquire_or_renew()
+            # Sound waiting: someone else acts (a holder, or a shard we yield to or wait for).
+            sound = attempt.holder is not None
             if attempt.ours:
                 verdict = await self.check_shards(acting=False)
                 if isinstance(verdict, Verdict) and verdict.act:
                     log.info("acquired the leader Lease %s as %s", self.where, self.settings.identity)
-                    self.standby_reason = ""
+                    self.standby = None
                     return
                 self._lose()  # ours, but not acting
                 attempt = Attempt(False, problem=_why_not(verdict))
+                sound = isinstance(verdict, Verdict)
                 if isinstance(verdict, Verdict) and verdict.yields_to:
                     said = str(attempt.problem)
                     if said != last:
                         log.error("%s; not acting while it is live", said)
                         last = said
-                        self.standby_reason = said
+                    self.standby = Standby(said, sound)
                     await asyncio.sleep(self.settings.retry_period)
                     continue
             said = f"held by {attempt.holder}" if attempt.holder else str(attempt.problem)
-            self.standby_reason = f"waiting for the leader Lease {self.where} ({said})"
+            self.standby = Standby(f"waiting for the leader Lease {self.where} ({said})", sound)
             if said != last:
                 log.info(
                     "waiting for the leader Lease %s (%s); not acting until it is ours", self.where, said
@@ -388,18 +392,14 @@ def _why_not(verdict: Verdict | str) -> str:
 
 async def _serve_standby(endpoint: str, elector: LeaderElector) -> web.AppRunner:
     """Answer the liveness endpoint while waiting for the Lease, so that a standby replica (or the
-    new pod of a rolling update) is not restarted, or held back, for waiting as it should."""
-    parts = urllib.parse.urlsplit(endpoint)
+    new pod of a rolling update) is not restarted for waiting as it should. Whether it waits soundly
+    is for the readiness endpoint to say."""
 
-    async def standby(request: web.Request) -> web.Response:
-        return web.json_response({"standby": elector.standby_reason or f"waiting for {elector.where}"})
+    def standby() -> tuple[int, dict[str, Any]]:
+        reason = elector.standby.reason if elector.standby is not None else f"waiting for {elector.where}"
+        return 200, {"standby": reason}
 
-    app = web.Application()
-    app.router.add_get(parts.path or "/", standby)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
-    return runner
+    return await serve_json(endpoint, standby)
 
 
 async def _acquire_unless_stopped(elector: LeaderElector, stop_flag: asyncio.Event) -> bool:

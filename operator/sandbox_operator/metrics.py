@@ -7,10 +7,14 @@ the loop was doing last (`sandbox_operator_event_loop_lag_seconds` keeps growing
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .api import parse_rfc3339
+from .core.conditions import BUDGET_EXHAUSTED, STALLED
 
 _PREFIX = "sandbox_operator"
 
@@ -23,6 +27,24 @@ SPEND_USD = Gauge(
 PENDING_APPROVALS = Gauge(
     f"{_PREFIX}_pending_approvals",
     "Sessions waiting for an approver (status.pendingApproval), by namespace: alert when it stays above 0.",
+    ["namespace"],
+)
+PENDING_APPROVAL_OLDEST = Gauge(
+    f"{_PREFIX}_pending_approval_oldest_timestamp_seconds",
+    "When the longest-waiting session of a namespace started waiting for an approver "
+    "(status.pendingApproval.requestedTime, Unix time); absent while none waits: alert on time() minus it.",
+    ["namespace"],
+)
+SESSIONS_BUDGET_EXHAUSTED = Gauge(
+    f"{_PREFIX}_sessions_budget_exhausted",
+    "Sessions whose BudgetExhausted condition is True (their approval's budget is spent; back on "
+    "cpu-basic until an approver grants more), by namespace.",
+    ["namespace"],
+)
+SESSIONS_STALLED = Gauge(
+    f"{_PREFIX}_sessions_stalled",
+    "Sessions whose Stalled condition is True (the operator cannot get there without a change of the "
+    "spec), by namespace.",
     ["namespace"],
 )
 LAUNCH_SECONDS = Histogram(
@@ -96,11 +118,40 @@ def serve(port: int) -> None:
         start_http_server(port)
 
 
-class PendingApprovals:
-    """Which sessions wait for an approver, by UID; exports the count per namespace."""
+#: Since when a session is in some state, read from its status: None when it is not in it, "" when it
+#: is but the time is unknown, else an RFC 3339 time.
+Since = Callable[[Mapping[str, Any]], str | None]
 
-    def __init__(self) -> None:
-        self._waiting: dict[str, str] = {}  # uid -> namespace
+
+def pending_approval_since(status: Mapping[str, Any]) -> str | None:
+    pending = status.get("pendingApproval")
+    return (pending.get("requestedTime") or "") if pending else None
+
+
+def condition_true_since(condition_type: str) -> Since:
+    """Since when the condition of this type has been True (its lastTransitionTime)."""
+
+    def since(status: Mapping[str, Any]) -> str | None:
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == condition_type:
+                return (
+                    (condition.get("lastTransitionTime") or "") if condition.get("status") == "True" else None
+                )
+        return None
+
+    return since
+
+
+class SessionTally:
+    """Sessions in one state, by UID, kept from the watch of sessions: their count per namespace (0, not
+    a vanished series, once none is in it) and, with `oldest`, since when the longest-standing one of
+    each namespace has been (Unix time; no series while none is, or its time is unknown)."""
+
+    def __init__(self, count: Gauge, since: Since, oldest: Gauge | None = None) -> None:
+        self._count = count
+        self._since = since
+        self._oldest = oldest
+        self._members: dict[str, tuple[str, str]] = {}  # uid -> (namespace, since)
         self._exported: set[str] = set()
 
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -108,21 +159,47 @@ class PendingApprovals:
         uid = meta.get("uid")
         if not uid:
             return
-        waiting = event_type != "DELETED" and bool((body.get("status") or {}).get("pendingApproval"))
-        if waiting:
-            self._waiting[uid] = meta.get("namespace", "")
+        since = None if event_type == "DELETED" else self._since(body.get("status") or {})
+        entry = None if since is None else (meta.get("namespace", ""), since)
+        if self._members.get(uid) == entry:
+            return  # most events: nothing to export anew
+        if entry is None:
+            del self._members[uid]
         else:
-            self._waiting.pop(uid, None)
+            self._members[uid] = entry
         self._export()
 
     def _export(self) -> None:
-        counts = Tally(self._waiting.values())
+        counts = Tally(namespace for namespace, _ in self._members.values())
         for namespace in self._exported - counts.keys():
-            PENDING_APPROVALS.labels(namespace).set(0)
+            self._count.labels(namespace).set(0)
         for namespace, count in counts.items():
-            PENDING_APPROVALS.labels(namespace).set(count)
+            self._count.labels(namespace).set(count)
+        if self._oldest is not None:
+            oldest: dict[str, float] = {}
+            for namespace, since in self._members.values():
+                moment = _unix_time(since)
+                if moment is not None:
+                    oldest[namespace] = min(moment, oldest.get(namespace, moment))
+            for namespace in self._exported | counts.keys():
+                if namespace in oldest:
+                    self._oldest.labels(namespace).set(oldest[namespace])
+                else:
+                    with suppress(KeyError):  # never exported
+                        self._oldest.remove(namespace)
         self._exported |= counts.keys()
 
 
-#: The operator's one tracker (the gauge is process-wide too).
-pending_approvals = PendingApprovals()
+def _unix_time(rfc3339: str) -> float | None:
+    try:
+        return parse_rfc3339(rfc3339).timestamp() if rfc3339 else None
+    except ValueError:
+        return None
+
+
+#: The operator's tallies, fed by every event of the watch of sessions (the gauges are process-wide too).
+SESSION_TALLIES = (
+    SessionTally(PENDING_APPROVALS, pending_approval_since, PENDING_APPROVAL_OLDEST),
+    SessionTally(SESSIONS_BUDGET_EXHAUSTED, condition_true_since(BUDGET_EXHAUSTED)),
+    SessionTally(SESSIONS_STALLED, condition_true_since(STALLED)),
+)

@@ -650,6 +650,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, backoff: float) -> No
 
     @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLERS[0])
     async def track_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        rt.sync.on_event(api.POOL_PLURAL, body)
         generation = body.get("metadata", {}).get("generation")
         if memo.get("pool_generation") != generation:
             memo["pool_generation"] = generation

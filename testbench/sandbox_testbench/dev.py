@@ -137,10 +137,10 @@ def start_operator(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`sandbox-operator run` as a child (`env` overrides settings); returns it and its liveness URL."""
     # Free ports, so several dev environments (and tests) run side by side; kopf reads port 0 as 80.
-    liveness_port, metrics_port = free_ports(2)
+    liveness_port, readiness_port, metrics_port = free_ports(3)
     liveness = f"http://127.0.0.1:{liveness_port}/healthz"
     argv = [sys.executable, "-m", "sandbox_operator", "run", "--liveness", liveness]
-    argv += ["--metrics-port", str(metrics_port)]
+    argv += ["--readiness", f"http://127.0.0.1:{readiness_port}/readyz", "--metrics-port", str(metrics_port)]
     full_env = {**service_account_env(plane, hub_url, state_dir), **(env or {})}
     operator = launch("operator", argv, state_dir, die_with_parent=True, env=full_env)
     time.sleep(1.0)

@@ -6,10 +6,12 @@ e.g. to apply the chart's RBAC objects and run the operator with exactly those p
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dockerfile_parse import DockerfileParser
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl, find_binaries
@@ -22,6 +24,10 @@ CHART = REPO / "charts" / "sandbox-operator"
 REQUIRED_VALUES: dict[str, Any] = {
     "defaultTemplate": "sandbox-templates/agent-sandbox",
     "hub": {"token": "hf_x"},
+}
+#: The chart's own example values (chart-testing's ci/ convention), by file name.
+CI_VALUES: dict[str, dict[str, Any]] = {
+    path.name: yaml.safe_load(path.read_text()) for path in sorted((CHART / "ci").glob("*-values.yaml"))
 }
 
 #: What the operator calls the API server for in the namespaces it watches, as (API group, resource, verb).
@@ -92,6 +98,13 @@ class Helm:
         self, values: dict[str, Any], *, release: str = "so", namespace: str = "sandbox-operator"
     ) -> list[dict[str, Any]]:
         return self.runner.render(CHART, values, release=release, namespace=namespace)
+
+
+def built_tool(name: str) -> Path:
+    """A checker hack/build-binaries.sh builds beside helm (promtool, kube-score); missing, the test fails."""
+    path = find_binaries() / name
+    assert os.access(path, os.X_OK), f"{path} is missing: hack/build-binaries.sh builds it (Go >= 1.26)"
+    return path
 
 
 def merged(*layers: dict[str, Any]) -> dict[str, Any]:

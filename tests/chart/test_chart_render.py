@@ -12,6 +12,7 @@ import pytest
 import yaml
 from helm_chart import (
     CHART,
+    CI_VALUES,
     CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -56,15 +57,23 @@ EVERYTHING = merged(
         "metrics": {"enabled": True},
     },
 )
+NETWORK_POLICY = merged(
+    REQUIRED_VALUES,
+    {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.96.0.1/32", "192.0.2.10/32"]}}},
+)
 VALUE_SETS = {
     "defaults": REQUIRED_VALUES,
     "existing-secret": EXISTING_SECRET,
     "namespaced": NAMESPACED,
     "metrics": METRICS,
     "everything": EVERYTHING,
+    "network-policy": NETWORK_POLICY,
+    **CI_VALUES,
 }
 # Kubernetes objects passed through whole; the chart README documents each as one value.
 OPAQUE_VALUES = {"podSecurityContext", "securityContext", "resources"}
+#: The chart's values.yaml, its defaults.
+CHART_VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,12 +110,28 @@ def test_lint_strict(helm: Helm, name: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_plain_lint_passes_on_the_charts_own_defaults(helm: Helm) -> None:
+    """`helm lint charts/sandbox-operator`, no flags: the values an install requires are checked by the
+    templates (which lint lets pass with a note), not by the schema, which would fail it."""
+    result = helm("lint", str(CHART), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_ci_values_cover_the_minimal_install_and_the_hardened_one() -> None:
+    assert set(CI_VALUES) >= {"minimal-values.yaml", "hardened-values.yaml"}
+    assert CI_VALUES["minimal-values.yaml"].keys() == REQUIRED_VALUES.keys()
+
+
 def test_defaults_render_the_operator(helm: Helm) -> None:
     objects = helm.render(REQUIRED_VALUES, release="so", namespace="ops")
     deploy = deployment(objects)
     spec = deploy["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # The new pod of an update stands by for the Lease beside the old one, never acting beside it.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     template_labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= template_labels.items()
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -181,15 +206,88 @@ def test_security_context_is_restricted(helm: Helm) -> None:
         assert {"cpu", "memory"} <= container["resources"][kind].keys()
 
 
-def test_probes_hit_the_liveness_endpoint_the_operator_serves(helm: Helm) -> None:
+@pytest.mark.parametrize(
+    ("probe", "option", "path", "port"),
+    [
+        ("livenessProbe", "SANDBOX_OPERATOR_LIVENESS", "/healthz", 8080),
+        ("readinessProbe", "SANDBOX_OPERATOR_READINESS", "/readyz", 8081),
+    ],
+)
+def test_each_probe_hits_the_endpoint_the_operator_serves_for_it(
+    helm: Helm, probe: str, option: str, path: str, port: int
+) -> None:
     objects = helm.render(REQUIRED_VALUES)
     (container,) = pod_spec(objects)["containers"]
-    served = urlsplit(env_values(objects)["SANDBOX_OPERATOR_LIVENESS"] or "")
+    served = urlsplit(env_values(objects)[option] or "")
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == served.path == "/healthz"
-        assert ports[get["port"]] == served.port == 8080
+    get = container[probe]["httpGet"]
+    assert get["path"] == served.path == path
+    assert ports[get["port"]] == served.port == port
+
+
+def test_image_pinned_by_digest_ignores_the_tag(helm: Helm) -> None:
+    digest = "sha256:" + "ab" * 32
+    values = merged(
+        REQUIRED_VALUES, {"image": {"repository": "registry.test/so", "tag": "1.2.3", "digest": digest}}
+    )
+    (container,) = pod_spec(helm.render(values))["containers"]
+    assert container["image"] == f"registry.test/so@{digest}"
+
+
+def test_ephemeral_storage_is_requested_and_bounded_above_tmp_and_the_logs(helm: Helm) -> None:
+    spec = pod_spec(helm.render(REQUIRED_VALUES))
+    (container,) = spec["containers"]
+    storage = {kind: container["resources"][kind]["ephemeral-storage"] for kind in ("requests", "limits")}
+    (tmp,) = [volume for volume in spec["volumes"] if volume["name"] == "tmp"]
+    # The limit holds a full /tmp and the kubelet's default log files (5 x 10Mi) beside it.
+    assert mebibytes(storage["limits"]) >= mebibytes(tmp["emptyDir"]["sizeLimit"]) + 50
+    assert 0 < mebibytes(storage["requests"]) <= mebibytes(storage["limits"])
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_no_network_policy_unless_enabled(helm: Helm) -> None:
+    assert not by_kind(helm.render(REQUIRED_VALUES), "NetworkPolicy")
+
+
+def test_network_policy_allows_dns_the_api_server_and_the_hub_out_and_the_probes_in(helm: Helm) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    values = merged(
+        NETWORK_POLICY, {"metrics": {"enabled": True}, "networkPolicy": {"ingressFrom": monitoring}}
+    )
+    objects = helm.render(values)
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"].items()
+        <= deployment(objects)["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    dns, api_server, hub = policy["egress"]
+    assert {(port["port"], port["protocol"]) for port in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"] == CHART_VALUES["networkPolicy"]["dns"]
+    assert api_server["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    assert {port["port"] for port in api_server["ports"]} == {443, 6443}
+    assert hub["to"] == CHART_VALUES["networkPolicy"]["hub"]["to"]
+    assert [port["port"] for port in hub["ports"]] == [443]
+    (ingress,) = policy["ingress"]
+    assert ingress["from"] == monitoring
+    (container,) = pod_spec(objects)["containers"]
+    assert {port["port"] for port in ingress["ports"]} == {
+        port["containerPort"] for port in container["ports"]
+    }
+
+
+def test_network_policy_without_sources_admits_no_one(helm: Helm) -> None:
+    assert one(helm.render(NETWORK_POLICY), "NetworkPolicy")["spec"]["ingress"] == []
+
+
+def test_network_policy_extra_egress_rules_are_appended(helm: Helm) -> None:
+    proxy = {"to": [{"ipBlock": {"cidr": "192.0.2.80/32"}}], "ports": [{"port": 3128, "protocol": "TCP"}]}
+    values = merged(NETWORK_POLICY, {"networkPolicy": {"extraEgress": [proxy]}})
+    assert one(helm.render(values), "NetworkPolicy")["spec"]["egress"][-1] == proxy
 
 
 def assert_leader_election_role(objects: list[dict[str, Any]], namespace: str, lease: str) -> None:
@@ -294,6 +392,7 @@ def test_leader_election_can_be_turned_off(helm: Helm) -> None:
     assert not {name for name in env_values(objects) if name.startswith("SANDBOX_OPERATOR_LEASE_")}
     (container,) = pod_spec(objects)["containers"]
     assert container["args"] == ["--lease-name="]
+    assert deployment(objects)["spec"]["strategy"] == {"type": "Recreate"}  # never two pods at once
 
 
 def test_rbac_helper_ignores_roles_not_bound_to_the_operator(helm: Helm) -> None:
@@ -322,6 +421,7 @@ def test_metrics_service_and_service_monitor(helm: Helm) -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service_port["name"]
+    assert endpoint["honorLabels"] is True  # a session's `namespace` label is kept, not renamed
     assert env_values(objects)["SANDBOX_OPERATOR_METRICS_PORT"] == "9090"
 
 
@@ -353,7 +453,7 @@ def test_free_hardware_schema_lists_every_flavor() -> None:
 
 
 BAD_VALUES = {
-    "empty template": ({"defaultTemplate": ""}, "at '/defaultTemplate': minLength"),
+    "empty template": ({"defaultTemplate": ""}, "defaultTemplate is required"),
     "template without owner": ({"defaultTemplate": "agent-sandbox"}, "at '/defaultTemplate'"),
     "unknown top-level key": ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
     "misspelled budget key": ({"budget": {"maxUSDPerHour": 1}}, "additional properties 'maxUSDPerHour'"),
@@ -367,6 +467,15 @@ BAD_VALUES = {
     "bad namespace": ({"watchNamespaces": ["Team_A"]}, "at '/watchNamespaces/0'"),
     "endpoint without scheme": ({"hub": {"endpoint": "huggingface.co"}}, "at '/hub/endpoint'"),
     "bad pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+    "digest without algorithm": ({"image": {"digest": "0123abcd"}}, "at '/image/digest'"),
+    "API server by name": (
+        {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["kubernetes.default"]}}},
+        "at '/networkPolicy/apiServer/cidrs/0'",
+    ),
+    "alert window without unit": (
+        {"metrics": {"prometheusRule": {"hubRateLimited": {"window": "15"}}}},
+        "at '/metrics/prometheusRule/hubRateLimited/window'",
+    ),
     "zero poll interval": ({"pollInterval": 0}, "at '/pollInterval'"),
     "negative resync interval": ({"resyncInterval": -1}, "at '/resyncInterval'"),
     "negative spend interval": ({"budget": {"spendInterval": -5}}, "at '/budget/spendInterval'"),
@@ -384,6 +493,18 @@ BAD_VALUES = {
     "metrics on the liveness port": (
         {"metrics": {"enabled": True, "port": 8080}},
         "metrics.port must not be 8080",
+    ),
+    "metrics on the readiness port": (
+        {"metrics": {"enabled": True, "port": 8081}},
+        "metrics.port must not be 8081",
+    ),
+    "alerts without metrics": (
+        {"metrics": {"prometheusRule": {"enabled": True}}},
+        "metrics.prometheusRule.enabled needs metrics.enabled",
+    ),
+    "network policy without the API server": (
+        {"networkPolicy": {"enabled": True}},
+        "networkPolicy.apiServer.cidrs is required",
     ),
 }
 

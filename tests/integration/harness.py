@@ -97,6 +97,7 @@ class OperatorProcess:
         self.started_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
+        liveness_port, readiness_port = free_ports(2)
         return {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -110,7 +111,8 @@ class OperatorProcess:
             # Sessions read their Spaces from a listing of the owner's Spaces made this often.
             "SANDBOX_OPERATOR_OBSERVE_INTERVAL": "1",
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
-            "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_ports(1)[0]}/healthz",
+            "SANDBOX_OPERATOR_LIVENESS": f"http://127.0.0.1:{liveness_port}/healthz",
+            "SANDBOX_OPERATOR_READINESS": f"http://127.0.0.1:{readiness_port}/readyz",
             "SANDBOX_OPERATOR_IDENTITY": self.identity,
             # Where the Lease (and a read token Secret) are: a namespace every control plane has.
             "SANDBOX_OPERATOR_OPERATOR_NAMESPACE": "default",

@@ -29,6 +29,7 @@ from harness import running_control_plane
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helm_chart import (
     CHART,
+    CI_VALUES,
     CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -314,6 +315,19 @@ def test_pod_template_is_admitted_under_restricted(
     live = kubectl.json("get", "pod", "admitted", "-n", cluster_wide.namespace)
     assert live["spec"]["securityContext"]["runAsNonRoot"] is True
     kubectl("delete", "pod", "admitted", "-n", cluster_wide.namespace, "--wait=false")
+
+
+def test_the_hardened_values_objects_pass_the_api_servers_validation(
+    helm: Helm, kubectl: Kubectl, cluster_wide: Release
+) -> None:
+    """The NetworkPolicy, and the Deployment with its probes, ephemeral storage and digest-pinned image,
+    as the API server validates them (a server-side dry run: the CRDs of the monitoring objects are not
+    installed here)."""
+    objects = helm.render(CI_VALUES["hardened-values.yaml"], namespace=cluster_wide.namespace)
+    for kind in ("NetworkPolicy", "Deployment"):
+        manifest = json.dumps(one(objects, kind))
+        result = kubectl("create", "--dry-run=server", "-f", "-", stdin=manifest, check=False)
+        assert result.returncode == 0, result.stderr
 
 
 def drop_all_security_contexts(spec: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,15 @@ LEASE = ("lease", DEFAULT_LEASE_NAME, "-n", "default")
 
 def calls_by(admin: HubSimAdmin, user: str) -> list[dict[str, object]]:
     return [call for call in admin.calls() if call["user"] == user]
+
+
+def readiness(process: OperatorProcess) -> tuple[int, dict[str, str]]:
+    """What the process's readiness endpoint answers: HTTP status and body."""
+    try:
+        with urllib.request.urlopen(process.started_env["SANDBOX_OPERATOR_READINESS"], timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def test_a_second_operator_waits_for_the_lease_and_sends_no_hub_call(
@@ -61,6 +71,10 @@ def test_a_second_operator_waits_for_the_lease_and_sends_no_hub_call(
         # A standby is alive, not broken: its liveness endpoint answers (a rolling update needs that).
         with urllib.request.urlopen(second.started_env["SANDBOX_OPERATOR_LIVENESS"], timeout=5) as response:
             assert response.status == 200 and b"standby" in response.read()
+        # Both are ready: the leader with its watches synced, the standby for waiting as it should.
+        assert readiness(operator) == (200, {"role": "leader"})
+        status, body = readiness(second)
+        assert (status, body["role"]) == (200, "standby") and "held by" in body["reason"]
 
         # The holder dies without a word: the second takes over once the Lease expires.
         operator.kill()

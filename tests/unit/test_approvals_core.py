@@ -253,9 +253,9 @@ def test_deletion_records_the_receipt_in_status_before_the_space_goes() -> None:
 
 def test_pending_approvals_gauge_counts_waiting_sessions_per_namespace() -> None:
     from sandbox_operator import metrics
-    from sandbox_operator.metrics import PendingApprovals
+    from sandbox_operator.metrics import SessionTally, pending_approval_since
 
-    tracker = PendingApprovals()
+    tracker = SessionTally(metrics.PENDING_APPROVALS, pending_approval_since)
 
     def body(uid: str, waiting: bool) -> dict[str, Any]:
         status = {"pendingApproval": {"hardware": "t4-small"}} if waiting else {}

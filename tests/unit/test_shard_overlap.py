@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from sandbox_operator.core.shards import (
     ranks_first,
     unrenewed_past_duration,
 )
+from sandbox_operator.health import Standby
 from sandbox_operator.kube_json import ApiError
 from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
 from sandbox_operator.ratelimit import HubGate
@@ -369,5 +371,49 @@ def test_a_lease_left_unrenewed_past_its_duration_on_the_servers_clock_holds_no_
             assert (await one.try_acquire_or_renew()).ours
         # 12 s > its 10 s + 1: dead, though our own clock has watched it for only 7 s
         assert yields_to(await new.check_shards(acting=False)) == ["alive"]
+
+    asyncio.run(scenario())
+
+
+async def standing_by(one: LeaderElector, sound: bool) -> Standby:
+    """Let `one.acquire()` (a task) run until it stands by as soundly as asked; what it says then."""
+    for _ in range(1000):
+        if one.standby is not None and one.standby.sound == sound:
+            return one.standby
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never stood by with sound={sound}: {one.standby}")
+
+
+def test_a_standby_is_sound_while_it_sees_who_acts_and_unsound_when_it_cannot_reach_the_lease() -> None:
+    api, clock = FakeLeases(), Clock()
+    leader = elector(api, clock, "so", "a")
+    standby = LeaderElector(replace(leader.settings, identity="so-standby"), clock=clock)
+    standby._api = api  # type: ignore[assignment]
+    assert standby.standby is not None and not standby.standby.sound  # nothing read yet
+
+    async def forbidden(name: str, namespace: str) -> Any:
+        raise ApiError(403, "Forbidden")
+
+    async def scenario() -> None:
+        await leader.acquire()
+        assert leader.standby is None  # it acts
+        waiting = asyncio.create_task(standby.acquire())
+        assert "held by so-pod" in (await standing_by(standby, sound=True)).reason
+        api.read_namespaced_lease = forbidden  # type: ignore[method-assign]
+        assert "403 Forbidden" in (await standing_by(standby, sound=False)).reason
+        waiting.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_shard_that_yields_to_an_overlapping_one_stands_by_soundly() -> None:
+    api, clock = FakeLeases(), Clock()
+    old, new = elector(api, clock, "old", "a"), elector(api, clock, "new", "a")
+
+    async def scenario() -> None:
+        await old.acquire()
+        waiting = asyncio.create_task(new.acquire())
+        assert "overlapping shards" in (await standing_by(new, sound=True)).reason
+        waiting.cancel()
 
     asyncio.run(scenario())

@@ -43,20 +43,38 @@ app.kubernetes.io/part-of: sandbox-operator
 {{- end }}
 {{- end }}
 
+{{/* The image: pinned by digest when one is given (the tag is then ignored), else by tag. */}}
 {{- define "sandbox-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+{{- end }}
 
-{{/* The Secret holding the Hub token: the chart's own, or hub.existingSecret. Exactly one source. */}}
+{{/* The operator's probe endpoints (its --liveness and --readiness options), each on a port of its own:
+kopf serves liveness, the operator readiness, for its whole run. */}}
+{{- define "sandbox-operator.livenessPort" -}}8080{{- end }}
+{{- define "sandbox-operator.readinessPort" -}}8081{{- end }}
+
+{{/* Required, checked here rather than by values.schema.json, so that `helm lint` passes on the chart's
+own defaults (lint turns `required` and `fail` into notes); install, upgrade and template refuse. */}}
+{{- define "sandbox-operator.defaultTemplate" -}}
+{{- required "defaultTemplate is required: the Space (namespace/name) duplicated for sessions that name none" .Values.defaultTemplate }}
+{{- end }}
+
+{{/* The Secret holding the Hub token: the chart's own, or hub.existingSecret. Exactly one source
+(under `helm lint`, which does not fail, the chart's own). */}}
 {{- define "sandbox-operator.hubSecretName" -}}
 {{- if and .Values.hub.token .Values.hub.existingSecret }}
 {{- fail "hub.token and hub.existingSecret are both set: set one of them" }}
 {{- else if .Values.hub.existingSecret }}
 {{- .Values.hub.existingSecret }}
-{{- else if .Values.hub.token }}
-{{- printf "%s-hub" (include "sandbox-operator.fullname" .) }}
 {{- else }}
+{{- if not .Values.hub.token }}
 {{- fail "hub.token or hub.existingSecret is required: the operator calls the Hub with that token" }}
+{{- end }}
+{{- printf "%s-hub" (include "sandbox-operator.fullname" .) }}
 {{- end }}
 {{- end }}
 
