@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.core.model import HealthResult, Session, SpaceView
+from sandbox_operator.core.model import HealthResult, Observation, Session, SpaceView
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 UID = "0b0e5a4e-1111-2222-3333-444455556666"
@@ -60,3 +60,24 @@ def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:
     """The Ready condition's status and reason."""
     condition = next(c for c in plan_status.conditions if c.type == "Ready")
     return condition.status, condition.reason
+
+
+#: Hourly prices of the paid flavors the approval tests use.
+PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
+
+
+def converged(on: SpaceView | None = None, **extra: Any) -> Observation:
+    """A running, healthy Space (cpu-basic unless `on` says otherwise) whose connection Secret is up to
+    date, where approvals are trusted (`extra` overrides any of it)."""
+    fields: dict[str, Any] = {
+        **TRUSTED,
+        "space": on or space(),
+        "token": "t",
+        "connection_url": SANDBOX,
+        "health": HEALTHY,
+        "read_token": "r",
+        "connection_hub_token": "r",
+        "prices": PRICES,
+        **extra,
+    }
+    return Observation(**fields)

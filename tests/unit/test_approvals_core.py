@@ -16,14 +16,12 @@ from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
     DeleteSpace,
     DeletionObservation,
-    Observation,
     Plan,
     RecordReceipt,
     RequestHardware,
     Session,
-    SpaceView,
 )
-from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, TRUSTED, UID, new_session, paid, space
+from tests.support.core import CONFIG, NOW, RECORDED, UID, converged, new_session, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
 DENIAL = {
@@ -32,23 +30,7 @@ DENIAL = {
     "reason": "use a t4",
     "deniedAt": "2026-11-26T11:00:00Z",
 }
-PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
-
-
-def observed(on: SpaceView | None = None, **extra: Any) -> Observation:
-    """A running, healthy Space (cpu-basic unless `on` says otherwise), where approvals are trusted."""
-    fields: dict[str, Any] = {
-        **TRUSTED,
-        "space": on or space(),
-        "token": "t",
-        "connection_url": SANDBOX,
-        "health": HEALTHY,
-        "read_token": "r",
-        "connection_hub_token": "r",
-        "prices": PRICES,
-        **extra,
-    }
-    return Observation(**fields)
+observed = converged
 
 
 def session(spec: dict[str, Any], **status: Any) -> Session:
