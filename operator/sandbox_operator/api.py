@@ -517,7 +517,8 @@ class ApprovalRecord(_Model):
         default=None,
         alias="inheritedHardware",
         description="Set for an approval the previous operator version (0.1.0, which recorded no "
-        "approverGroups) acted on: the flavor it was acted on for. It stays trusted for that flavor, "
+        "approverGroups) acted on after the admission policy was installed: the flavor it was acted on "
+        "for. It stays trusted for that flavor, "
         "without a SubjectAccessReview of the approver's groups, until spec.approval or spec.hardware "
         "changes; re-approving (`sandbox-operator approve`) puts it under the full check.",
     )

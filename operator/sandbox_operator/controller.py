@@ -213,6 +213,7 @@ async def observe(
         prices=await rt.prices.prices(),
         connection_conflict=conflict,
         policy_problem=trust.policy_problem,
+        policy_since=trust.policy_since,
         approver_authorized=trust.approver_authorized,
         denier_authorized=trust.denier_authorized,
         read_token=hub_token,
@@ -292,10 +293,13 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
     denier = denier_question(session.spec, session.namespace)
     trusting = problem is None and not rt.config.insecure_trust_approvals
     denied = await _may_approve(rt, session, denier, now) if denier is not None and trusting else None
+    since = rt.kube.approval_policy_since()
     if question is None or not paid or not trusting:
-        return Observation(policy_problem=problem, denier_authorized=denied)
+        return Observation(policy_problem=problem, policy_since=since, denier_authorized=denied)
     authorized = await _may_approve(rt, session, question, now)
-    return Observation(policy_problem=problem, approver_authorized=authorized, denier_authorized=denied)
+    return Observation(
+        policy_problem=problem, policy_since=since, approver_authorized=authorized, denier_authorized=denied
+    )
 
 
 async def _may_approve(rt: Runtime, session: Session, question: ApproverQuestion, now: float) -> bool | None:

@@ -229,6 +229,8 @@ def test_an_upgrade_from_the_previous_release_keeps_what_users_have(
     finally:
         old.stop()
     admin.clear_faults()
+    # What the old operator recorded last: the new one reads the same.
+    old_gpu = status_of(kubectl, "gpu")
     calls_before = len(admin.calls())
     upgraded = _now().replace(microsecond=0)
     (tmp_path / "new").mkdir()

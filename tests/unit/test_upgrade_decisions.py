@@ -51,6 +51,8 @@ APPROVED_AT = NOW - timedelta(hours=2)
 #: Its last spend update: $0.60 at $0.40/h, so on t4-small since 1.5 h before, NOW - 1h40m.
 SPENT_AT = NOW - timedelta(minutes=10)
 STRETCH_START = NOW - timedelta(hours=1, minutes=40)
+#: When 0.1.0's chart installed the admission policy and its binding: before anything was approved.
+POLICY_SINCE = rfc3339(NOW - timedelta(days=30))
 
 
 def old_condition(type_: str, status: str, reason: str, since: datetime, generation: int) -> dict[str, Any]:
@@ -110,7 +112,7 @@ def legacy(
 def observed(on: SpaceView | None = None, **extra: Any) -> Observation:
     """The first observation of the new operator: policy enforced, and the SubjectAccessReview of
     `approvedBy` alone denied (erin approves through her group, which 0.1.0 did not record)."""
-    return converged(on, **{"approver_authorized": False, **extra})
+    return converged(on, **{"approver_authorized": False, "policy_since": POLICY_SINCE, **extra})
 
 
 def on_t4(marker_cluster: str | None = None) -> SpaceView:
@@ -175,10 +177,15 @@ def test_the_maximum_approval_duration_counts_from_when_0_1_0_acted_on_it() -> N
         "another approver recorded",
         "0.1.0 did not approve it",
         "this version's record",
+        "no admission policy when 0.1.0 acted on it",
+        "no admission policy at all",
     ],
 )
 def test_only_what_0_1_0_approved_at_this_generation_is_inherited(case: str) -> None:
+    """Nor what no admission policy checked: 0.1.0 run from its CRD alone acted on any approval a
+    session editor wrote, naming anyone."""
     session = legacy()
+    seen = observed(on_t4())
     if case == "spec changed since 0.1.0's verdict":
         session = replace(session, generation=3)
     elif case == "approverGroups named":
@@ -189,10 +196,14 @@ def test_only_what_0_1_0_approved_at_this_generation_is_inherited(case: str) -> 
     elif case == "0.1.0 did not approve it":
         refused = old_condition("HardwareApproved", "False", "AwaitingApproval", APPROVED_AT, 2)
         session = legacy(conditions=[refused])
-    else:
+    elif case == "this version's record":
         record = {"approvedBy": "erin", "fingerprint": fingerprint(session.spec), "seenTime": rfc3339(NOW)}
         session = legacy(approval=record)
-    plan = decide(session, observed(on_t4()), CONFIG, NOW)
+    elif case == "no admission policy when 0.1.0 acted on it":  # installed at the upgrade
+        seen = observed(on_t4(), policy_since=rfc3339(NOW - timedelta(minutes=5)))
+    else:
+        seen = observed(on_t4(), policy_since=None)
+    plan = decide(session, seen, CONFIG, NOW)
     assert approved(plan)[:2] == ("False", "ApproverNotAuthorized")
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
     assert plan.status.approval is not None and plan.status.approval.inherited_hardware is None

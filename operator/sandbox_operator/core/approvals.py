@@ -97,22 +97,28 @@ def _record(
     )
 
 
-def inherited_record(session: Session, config: OperatorConfig) -> ApprovalRecord | None:
+def inherited_record(
+    session: Session, policy_since: str | None, config: OperatorConfig
+) -> ApprovalRecord | None:
     """The record of an approval the previous operator version (0.1.0) acted on, for a session whose
     status that version wrote last; None unless every fact below holds.
 
     0.1.0 recorded no spec.approval.approverGroups, so an approver whose rights come through a group
     fails this version's SubjectAccessReview of `approvedBy` alone; and who is in which group is known
-    only to the authenticator, never to the operator, so no review can say it afterwards. What can be
-    trusted is the status: only the operator writes it (status subresource). It shows that version's
-    verdict `Approved` on the paid flavor asked for, by `approvedBy`, at the current
-    metadata.generation (the API server counts every spec change: nothing in the spec moved since that
-    verdict), with no record of this version yet (it writes one whenever spec.approval is set). Such an
-    approval keeps counting for that flavor only, while the admission policy is enforced (as for every
-    approval): a change to spec.approval (only an approver can make one) or to spec.hardware (which any
-    session editor can) ends the inheritance, and the approval is judged as any other. A role revoked
-    since is not seen while it lasts: removing spec.approval, a denial or a new approval ends it.
-    Its first sight is when that version first judged it approved (the condition's transition)."""
+    only to the authenticator, never to the operator, so no review can say it afterwards. Only the
+    admission check that let the approval in saw those groups. So the approval is inherited when:
+    - the status, which only the operator writes (status subresource), shows that version's verdict
+      `Approved` on the paid flavor asked for, by `approvedBy`, at the current metadata.generation (the
+      API server counts every spec change: nothing in the spec moved since), and no record of this
+      version (it writes one whenever spec.approval is set);
+    - an admission policy and its binding (`policy_since`) existed before that verdict turned True,
+      so the approval was written through it: 0.1.0 acted on approvals without one (installed from its
+      CRD alone, any session editor could have written them), and those are not inherited.
+    It then counts for that flavor only, while this version's policy is enforced (as every approval):
+    a change to spec.approval (only an approver can make one) or to spec.hardware (any session editor
+    can) ends the inheritance, and the approval is judged as any other. A role revoked since is not
+    seen while it lasts: removing spec.approval, a denial or a new approval ends it. Its first sight
+    is when that version first judged it approved (the condition's transition)."""
     spec, status = session.spec, session.status
     approval = spec.approval
     verdict = condition_of(status, HARDWARE_APPROVED)
@@ -125,6 +131,8 @@ def inherited_record(session: Session, config: OperatorConfig) -> ApprovalRecord
         or verdict is None
         or (verdict.status, verdict.reason) != ("True", Reason.APPROVED)
         or verdict.observed_generation != session.generation
+        or policy_since is None
+        or parse_rfc3339(policy_since) > parse_rfc3339(verdict.last_transition_time)
     ):
         return None
     digest = fingerprint(spec)

@@ -176,7 +176,7 @@ def decide_live(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
-    recorded = session.status.approval or approvals.inherited_record(session, config)
+    recorded = session.status.approval or approvals.inherited_record(session, observed.policy_since, config)
     record = approvals.approval_record(session.spec, recorded, config, now)
     verdict = approvals.judge_request(
         session.spec,

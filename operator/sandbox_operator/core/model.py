@@ -129,6 +129,8 @@ class Observation:
     prices: Mapping[str, float] = field(default_factory=lambda: dict(FALLBACK_USD_PER_HOUR))
     #: Why the API server does not enforce the approval policy; None: it does. Unchecked counts as not.
     policy_problem: str | None = POLICY_NOT_CHECKED
+    #: Since when a policy of that name and a binding enforcing it exist (RFC 3339; policy.enforced_since).
+    policy_since: str | None = None
     #: Whether a SubjectAccessReview says spec.approval's approver may approve it here; None: not asked.
     approver_authorized: bool | None = None
     #: The same about the author of a spec.denial of the requested flavor; None: not asked.
