@@ -56,19 +56,12 @@ def paid(current: str = "a10g-small") -> SpaceView:
     return replace(space("RUNNING", current, current), sleep_time=CONFIG.sleep_time_default)
 
 
-def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:
-    """The Ready condition's status and reason."""
-    condition = next(c for c in plan_status.conditions if c.type == "Ready")
-    return condition.status, condition.reason
-
-
-#: Hourly prices of the paid flavors the approval tests use.
+#: The Hub's prices in these tests (USD per hour).
 PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
 
 
-def converged(on: SpaceView | None = None, **extra: Any) -> Observation:
-    """A running, healthy Space (cpu-basic unless `on` says otherwise) whose connection Secret is up to
-    date, where approvals are trusted (`extra` overrides any of it)."""
+def observed(on: SpaceView | None = None, **extra: Any) -> Observation:
+    """A running, healthy Space (cpu-basic unless `on` says otherwise), where approvals are trusted."""
     fields: dict[str, Any] = {
         **TRUSTED,
         "space": on or space(),
@@ -81,3 +74,9 @@ def converged(on: SpaceView | None = None, **extra: Any) -> Observation:
         **extra,
     }
     return Observation(**fields)
+
+
+def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:
+    """The Ready condition's status and reason."""
+    condition = next(c for c in plan_status.conditions if c.type == "Ready")
+    return condition.status, condition.reason

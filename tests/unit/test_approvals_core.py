@@ -21,7 +21,7 @@ from sandbox_operator.core.model import (
     RequestHardware,
     Session,
 )
-from tests.support.core import CONFIG, NOW, RECORDED, UID, converged, new_session, paid, space
+from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, observed, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
 DENIAL = {
@@ -30,7 +30,6 @@ DENIAL = {
     "reason": "use a t4",
     "deniedAt": "2026-11-26T11:00:00Z",
 }
-observed = converged
 
 
 def session(spec: dict[str, Any], **status: Any) -> Session:

@@ -39,8 +39,8 @@ from tests.support.core import (
     SPACE_ID,
     SPACE_URL,
     UID,
-    converged,
     new_session,
+    observed,
     paid,
     space,
 )
@@ -109,10 +109,10 @@ def legacy(
     return replace(built, generation=generation, created=created or NOW - timedelta(hours=3))
 
 
-def observed(on: SpaceView | None = None, **extra: Any) -> Observation:
+def first_pass(on: SpaceView | None = None, **extra: Any) -> Observation:
     """The first observation of the new operator: policy enforced, and the SubjectAccessReview of
     `approvedBy` alone denied (erin approves through her group, which 0.1.0 did not record)."""
-    return converged(on, **{"approver_authorized": False, "policy_since": POLICY_SINCE, **extra})
+    return observed(on, **{"approver_authorized": False, "policy_since": POLICY_SINCE, **extra})
 
 
 def on_t4(marker_cluster: str | None = None) -> SpaceView:
@@ -139,7 +139,7 @@ def respecified(session: Session, plan: Plan, **spec: Any) -> Session:
 
 
 def test_an_approval_0_1_0_acted_on_stays_when_the_approver_approves_through_a_group() -> None:
-    plan = decide(legacy(), observed(on_t4()), CONFIG, NOW)
+    plan = decide(legacy(), first_pass(on_t4()), CONFIG, NOW)
     assert approved(plan)[:2] == ("True", "Approved")
     assert INHERITED_NOTE in approved(plan)[2]
     assert plan.action is None, "the Space stays on t4-small"
@@ -150,20 +150,20 @@ def test_an_approval_0_1_0_acted_on_stays_when_the_approver_approves_through_a_g
 
 
 def test_an_inherited_approval_confirmed_by_a_review_says_nothing_of_inheritance() -> None:
-    plan = decide(legacy(), observed(on_t4(), approver_authorized=True), CONFIG, NOW)
+    plan = decide(legacy(), first_pass(on_t4(), approver_authorized=True), CONFIG, NOW)
     assert approved(plan)[:2] == ("True", "Approved")
     assert INHERITED_NOTE not in approved(plan)[2]
 
 
 def test_an_inherited_approval_needs_the_policy_enforced_like_any_other() -> None:
-    plan = decide(legacy(), observed(on_t4(), policy_problem="it is not installed"), CONFIG, NOW)
+    plan = decide(legacy(), first_pass(on_t4(), policy_problem="it is not installed"), CONFIG, NOW)
     assert approved(plan)[:2] == ("False", "ApprovalNotEnforced")
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
 
 
 def test_the_maximum_approval_duration_counts_from_when_0_1_0_acted_on_it() -> None:
     config = CONFIG.model_copy(update={"max_approval_duration": 3600.0})
-    plan = decide(legacy(), observed(on_t4()), config, NOW)
+    plan = decide(legacy(), first_pass(on_t4()), config, NOW)
     assert approved(plan)[:2] == ("False", "ApprovalExpired")
     assert plan.status.approval is not None
     assert plan.status.approval.expires_at == rfc3339(APPROVED_AT + timedelta(hours=1))
@@ -185,7 +185,7 @@ def test_only_what_0_1_0_approved_at_this_generation_is_inherited(case: str) -> 
     """Nor what no admission policy checked: 0.1.0 run from its CRD alone acted on any approval a
     session editor wrote, naming anyone."""
     session = legacy()
-    seen = observed(on_t4())
+    seen = first_pass(on_t4())
     if case == "spec changed since 0.1.0's verdict":
         session = replace(session, generation=3)
     elif case == "approverGroups named":
@@ -200,9 +200,9 @@ def test_only_what_0_1_0_approved_at_this_generation_is_inherited(case: str) -> 
         record = {"approvedBy": "erin", "fingerprint": fingerprint(session.spec), "seenTime": rfc3339(NOW)}
         session = legacy(approval=record)
     elif case == "no admission policy when 0.1.0 acted on it":  # installed at the upgrade
-        seen = observed(on_t4(), policy_since=rfc3339(NOW - timedelta(minutes=5)))
+        seen = first_pass(on_t4(), policy_since=rfc3339(NOW - timedelta(minutes=5)))
     else:
-        seen = observed(on_t4(), policy_since=None)
+        seen = first_pass(on_t4(), policy_since=None)
     plan = decide(session, seen, CONFIG, NOW)
     assert approved(plan)[:2] == ("False", "ApproverNotAuthorized")
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
@@ -212,35 +212,35 @@ def test_only_what_0_1_0_approved_at_this_generation_is_inherited(case: str) -> 
 def test_other_hardware_under_an_inherited_approval_needs_a_fresh_one() -> None:
     """A session editor may change spec.hardware: away from the inherited flavor the inheritance is
     gone for good, and coming back needs an approval this version can check."""
-    first = decide(legacy(), observed(on_t4()), CONFIG, NOW)
+    first = decide(legacy(), first_pass(on_t4()), CONFIG, NOW)
     moved = respecified(legacy(), first, hardware="a10g-small")
-    plan = decide(moved, observed(on_t4()), CONFIG, NOW + timedelta(minutes=1))
+    plan = decide(moved, first_pass(on_t4()), CONFIG, NOW + timedelta(minutes=1))
     assert approved(plan)[:2] == ("False", "AwaitingApproval")
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
     assert plan.status.approval is not None and plan.status.approval.inherited_hardware is None
     back = respecified(moved, plan, hardware="t4-small")
-    plan = decide(back, observed(), CONFIG, NOW + timedelta(minutes=2))
+    plan = decide(back, first_pass(), CONFIG, NOW + timedelta(minutes=2))
     assert approved(plan)[:2] == ("False", "ApproverNotAuthorized")
     assert plan.action is None, "t4-small is not requested again"
 
 
 def test_a_standing_budget_0_1_0_acted_on_is_inherited_for_its_flavor_only() -> None:
     spec = {"hardware": "t4-small", "approval": {"maxUsdPerHour": 5, "approvedBy": "erin"}}
-    first = decide(legacy(spec), observed(on_t4()), CONFIG, NOW)
+    first = decide(legacy(spec), first_pass(on_t4()), CONFIG, NOW)
     assert approved(first)[:2] == ("True", "Approved")
     moved = respecified(legacy(spec), first, hardware="a10g-small")
-    plan = decide(moved, observed(on_t4()), CONFIG, NOW + timedelta(minutes=1))
+    plan = decide(moved, first_pass(on_t4()), CONFIG, NOW + timedelta(minutes=1))
     assert approved(plan)[:2] == ("False", "ApproverNotAuthorized"), "within the budget, yet not inherited"
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
 
 
 def test_a_changed_approval_is_judged_as_any_new_one() -> None:
-    first = decide(legacy(), observed(on_t4()), CONFIG, NOW)
+    first = decide(legacy(), first_pass(on_t4()), CONFIG, NOW)
     raised = respecified(legacy(), first, approval={**APPROVAL, "budgetUsd": 50})
-    refused = decide(raised, observed(on_t4()), CONFIG, NOW + timedelta(minutes=1))
+    refused = decide(raised, first_pass(on_t4()), CONFIG, NOW + timedelta(minutes=1))
     assert approved(refused)[:2] == ("False", "ApproverNotAuthorized")
     confirmed = decide(
-        raised, observed(on_t4(), approver_authorized=True), CONFIG, NOW + timedelta(minutes=1)
+        raised, first_pass(on_t4(), approver_authorized=True), CONFIG, NOW + timedelta(minutes=1)
     )
     assert approved(confirmed)[:2] == ("True", "Approved")
     assert INHERITED_NOTE not in approved(confirmed)[2]
@@ -250,7 +250,7 @@ def test_a_changed_approval_is_judged_as_any_new_one() -> None:
 
 
 def test_the_paid_stretch_0_1_0_left_running_is_recorded_from_its_spend() -> None:
-    plan = decide(legacy(), observed(on_t4()), CONFIG, NOW)
+    plan = decide(legacy(), first_pass(on_t4()), CONFIG, NOW)
     period = plan.status.paid_period
     assert period is not None
     assert (period.hardware, period.approved_by) == ("t4-small", "erin")
@@ -261,7 +261,7 @@ def test_an_earlier_stretch_in_the_spend_is_not_counted_before_the_approval() ->
     """$1.00 at $0.40/h would start 2.5 h back, before 0.1.0 approved t4-small: that spend was an
     earlier stretch, and the receipt counts from the approval."""
     spend = {"estimatedUsd": 1.0, "usdPerHour": 0.4, "lastObservedTime": rfc3339(SPENT_AT, precise=True)}
-    period = decide(legacy(spend=spend), observed(on_t4()), CONFIG, NOW).status.paid_period
+    period = decide(legacy(spend=spend), first_pass(on_t4()), CONFIG, NOW).status.paid_period
     assert period is not None and period.start_time == rfc3339(APPROVED_AT)
     before = 0.4 * (SPENT_AT - APPROVED_AT).total_seconds() / 3600
     assert period.start_usd == pytest.approx(1.0 - before, abs=1e-5)
@@ -269,11 +269,11 @@ def test_an_earlier_stretch_in_the_spend_is_not_counted_before_the_approval() ->
 
 def test_a_receipt_after_the_upgrade_names_the_approver_and_the_whole_stretch() -> None:
     session = legacy()
-    first = decide(session, observed(on_t4()), CONFIG, NOW)
+    first = decide(session, first_pass(on_t4()), CONFIG, NOW)
     downgraded = respecified(session, first, hardware="cpu-basic")
-    leaving = decide(downgraded, observed(on_t4()), CONFIG, NOW + timedelta(hours=1))
+    leaving = decide(downgraded, first_pass(on_t4()), CONFIG, NOW + timedelta(hours=1))
     assert leaving.action == RequestHardware(SPACE_ID, "cpu-basic", None)
-    done = decide(replace(downgraded, status=leaving.status), observed(), CONFIG, NOW + timedelta(hours=1))
+    done = decide(replace(downgraded, status=leaving.status), first_pass(), CONFIG, NOW + timedelta(hours=1))
     (receipt,) = done.status.receipts or []
     assert (receipt.hardware, receipt.approved_by, receipt.ended_by) == ("t4-small", "erin", "Downgraded")
     assert receipt.start_time == rfc3339(STRETCH_START)
@@ -304,15 +304,15 @@ def test_a_session_0_1_0_left_on_paid_hardware_gets_one_receipt_when_deleted() -
 
 def test_a_default_lifetime_counts_from_the_upgrade_for_a_session_0_1_0_managed() -> None:
     older = legacy({}, created=NOW - timedelta(days=3))  # older than the default lifetime (1 day)
-    plan = decide(older, observed(), CONFIG, NOW)
+    plan = decide(older, first_pass(), CONFIG, NOW)
     assert not isinstance(plan.action, DeleteSession)
     assert plan.status.lifetime_start_time == rfc3339(NOW)
     assert plan.status.expires_at == rfc3339(NOW + timedelta(seconds=CONFIG.lifetime_default))
     # Recorded once: a later pass (or a restarted operator) keeps counting from the upgrade.
     later = NOW + timedelta(hours=5)
-    again = decide(replace(older, status=plan.status), observed(), CONFIG, later)
+    again = decide(replace(older, status=plan.status), first_pass(), CONFIG, later)
     assert again.status.lifetime_start_time == rfc3339(NOW)
-    end = decide(replace(older, status=again.status), observed(), CONFIG, NOW + timedelta(days=1))
+    end = decide(replace(older, status=again.status), first_pass(), CONFIG, NOW + timedelta(days=1))
     assert end.action == DeleteSession(Reason.LIFETIME_EXPIRED)
     expiring = next(c for c in end.status.conditions if c.type == "Expiring")
     assert f"from {rfc3339(NOW)}" in expiring.message
@@ -321,21 +321,21 @@ def test_a_default_lifetime_counts_from_the_upgrade_for_a_session_0_1_0_managed(
 def test_the_maximum_age_counts_from_the_upgrade_too() -> None:
     ageless = CONFIG.model_copy(update={"lifetime_default": 0})
     older = legacy({}, created=NOW - timedelta(days=10))  # past the 7-day maximum age
-    plan = decide(older, observed(), ageless, NOW)
+    plan = decide(older, first_pass(), ageless, NOW)
     assert plan.action is None
     assert plan.status.expires_at == rfc3339(NOW + timedelta(seconds=ageless.lifetime_max))
 
 
 def test_sessions_created_under_this_version_count_from_their_creation() -> None:
     fresh = replace(new_session(), created=NOW - timedelta(days=2))
-    plan = decide(fresh, observed(space=None, token=None), CONFIG, NOW)
+    plan = decide(fresh, first_pass(space=None, token=None), CONFIG, NOW)
     assert plan.status.lifetime_start_time == rfc3339(NOW - timedelta(days=2))
     assert plan.action == DeleteSession(Reason.LIFETIME_EXPIRED)
 
 
 def test_a_lifetime_the_spec_sets_counts_from_creation_for_an_older_session_too() -> None:
     older = legacy({"lifetime": {"ttlSeconds": 3600}}, created=NOW - timedelta(hours=3))
-    assert decide(older, observed(), CONFIG, NOW).action == DeleteSession(Reason.LIFETIME_EXPIRED)
+    assert decide(older, first_pass(), CONFIG, NOW).action == DeleteSession(Reason.LIFETIME_EXPIRED)
 
 
 # Ownership markers -----------------------------------------------------------------------------
@@ -353,27 +353,27 @@ def test_a_space_0_1_0_marked_is_read_not_duplicated_again() -> None:
 
 def test_the_marker_of_0_1_0_is_rewritten_with_the_current_cluster_id() -> None:
     older = legacy({})
-    plan = decide(older, observed(marked(LEGACY_CLUSTER_ID)), CONFIG, NOW)
+    plan = decide(older, first_pass(marked(LEGACY_CLUSTER_ID)), CONFIG, NOW)
     assert plan.action == MigrateMarker(SPACE_ID, CONFIG.cluster_id)
     assert plan.status.space_confirmed_time is not None
     assert marker_unread(plan.status, CONFIG), "until it is rewritten, it is read again"
-    after = decide(replace(older, status=plan.status), observed(marked(CONFIG.cluster_id)), CONFIG, NOW)
+    after = decide(replace(older, status=plan.status), first_pass(marked(CONFIG.cluster_id)), CONFIG, NOW)
     assert after.action is None and after.status.marker_cluster_id == CONFIG.cluster_id
     assert not marker_unread(after.status, CONFIG), "then the owner's listing serves"
 
 
 def test_only_the_ids_this_installation_used_before_are_rewritten() -> None:
     older = legacy({})
-    plan = decide(older, observed(marked("another-cluster")), CONFIG, NOW)
+    plan = decide(older, first_pass(marked("another-cluster")), CONFIG, NOW)
     assert plan.action is None
     assert plan.status.marker_cluster_id == "another-cluster"
     assert not marker_unread(plan.status, CONFIG), "a foreign id is not read again every pass"
     told = CONFIG.model_copy(update={"previous_cluster_ids": frozenset({"another-cluster"})})
     assert marker_unread(plan.status, told)
-    plan = decide(older, observed(marked("another-cluster")), told, NOW)
+    plan = decide(older, first_pass(marked("another-cluster")), told, NOW)
     assert plan.action == MigrateMarker(SPACE_ID, CONFIG.cluster_id)
     pinned = CONFIG.model_copy(update={"cluster_id": LEGACY_CLUSTER_ID})
-    assert decide(older, observed(marked(LEGACY_CLUSTER_ID)), pinned, NOW).action is None
+    assert decide(older, first_pass(marked(LEGACY_CLUSTER_ID)), pinned, NOW).action is None
 
 
 def test_a_space_kept_by_policy_under_a_0_1_0_marker_is_freed_and_released_first() -> None:
