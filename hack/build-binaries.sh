@@ -15,7 +15,7 @@ HELM_VERSION=3.22.0
 HELM_CLIENT_GO_MINOR=37   # client-go minor that helm v3.22.0 requires (hack/tools/helm/go.mod)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${SANDBOX_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandbox-operator}"
+source "$here/cache.sh"
 bindir="$cache/bin/k8s-v${KUBE_VERSION}-etcd-v${ETCD_VERSION}-helm-v${HELM_VERSION}"
 mkdir -p "$bindir"
 

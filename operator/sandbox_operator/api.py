@@ -631,6 +631,15 @@ class ApprovalRecord(_Model):
     notice_time: str | None = Field(
         default=None, alias="noticeTime", description="When the Event announcing its expiry was posted."
     )
+    inherited_hardware: str | None = Field(
+        default=None,
+        alias="inheritedHardware",
+        description="Set for an approval the previous operator version (0.1.0, which recorded no "
+        "approverGroups) acted on after the admission policy was installed: the flavor it was acted on "
+        "for. It stays trusted for that flavor, "
+        "without a SubjectAccessReview of the approver's groups, until spec.approval or spec.hardware "
+        "changes; re-approving (`sandbox-operator approve`) puts it under the full check.",
+    )
 
 
 class PaidPeriod(_Model):
@@ -723,6 +732,15 @@ class AgentSessionStatus(_Model):
             "after that a 'not found' means the Space was lost, once the token's access is confirmed."
         ),
     )
+    marker_cluster_id: str | None = Field(
+        default=None,
+        alias="markerClusterId",
+        description=(
+            "The cluster id the Space's ownership marker was last seen with (or written): one of this "
+            "installation's previous cluster ids (the operator's --previous-cluster-ids, and 0.1.0's "
+            "'default') is rewritten to the current one."
+        ),
+    )
     token_rotated_time: str | None = Field(
         default=None,
         alias="tokenRotatedTime",
@@ -773,6 +791,15 @@ class AgentSessionStatus(_Model):
         alias="pausedSeconds",
         description="Seconds spent paused in earlier pauses, which do not count against the lifetime.",
         ge=0,
+    )
+    lifetime_start_time: str | None = Field(
+        default=None,
+        alias="lifetimeStartTime",
+        description=(
+            "Where the operator's default lifetime and its maximum age count from (RFC 3339), recorded "
+            "once: the session's creation, or, for a session an operator version without lifetimes "
+            "(0.1.0) already managed, when this version first saw it (the upgrade)."
+        ),
     )
     idle_since: str | None = Field(
         default=None,

@@ -29,6 +29,9 @@ DEFAULT_OPERATOR_NAMESPACE = "sandbox-operator"
 DEFAULT_LEASE_NAME = "sandbox-operator"
 #: Prefix of the environment variable of every option that names none of its own.
 ENV_PREFIX = "SANDBOX_OPERATOR_"
+#: The cluster id sandbox-operator 0.1.0 wrote into every ownership marker unless told otherwise (its
+#: default): always one of an installation's previous cluster ids, whose markers are rewritten.
+LEGACY_CLUSTER_ID = "default"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,13 @@ class OperatorConfig(BaseModel):
         default="",
         description="Written into every Space's ownership marker, to tell this cluster's Spaces apart; "
         "empty: the kube-system namespace's UID, read before the operator starts (unique per cluster).",
+    )
+    previous_cluster_ids: Annotated[frozenset[str], OPTION] = Field(
+        default=frozenset(),
+        description="Cluster ids this installation wrote into ownership markers before (besides "
+        f"{LEGACY_CLUSTER_ID!r}, 0.1.0's default, always counted): a session's own Space marked with one is "
+        "re-marked with the current cluster id. Never swept as this cluster's: other clusters sharing the "
+        "Hub owner may have used the same id.",
     )
     allowed_templates: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
@@ -238,14 +248,15 @@ class OperatorConfig(BaseModel):
         default=86400,
         ge=0,
         le=MAX_DURATION_SECONDS,
-        description="Lifetime (seconds of unpaused time) of a session that sets no spec.lifetime; 0: none.",
+        description="Lifetime (seconds of unpaused time) of a session that sets no spec.lifetime, from its "
+        "status.lifetimeStartTime (its creation; the upgrade for a session 0.1.0 managed); 0: none.",
     )
     lifetime_max: Annotated[int, OPTION] = Field(
         default=604800,
         ge=0,
         le=MAX_DURATION_SECONDS,
-        description="Oldest a session may get (seconds since its creation, paused or not) before it is "
-        "deleted, whatever its spec.lifetime; 0: no limit.",
+        description="Oldest a session may get (seconds since its status.lifetimeStartTime, paused or not) "
+        "before it is deleted, whatever its spec.lifetime; 0: no limit.",
     )
     lifetime_warning: Annotated[float, OPTION] = Field(
         default=600.0,
@@ -341,6 +352,10 @@ class OperatorConfig(BaseModel):
         if self.sleep_time_default > self.sleep_time_max:
             raise ValueError("sleep_time_default must not exceed sleep_time_max")
         return self
+
+    def earlier_cluster_ids(self) -> frozenset[str]:
+        """The cluster ids this installation wrote into ownership markers before, never the current one."""
+        return (self.previous_cluster_ids | {LEGACY_CLUSTER_ID}) - {self.cluster_id}
 
     @model_validator(mode="after")
     def _lifetime_default_within_max(self) -> OperatorConfig:

@@ -39,6 +39,7 @@ from .core.model import (
     DeleteSpace,
     DeletionObservation,
     HubFailure,
+    MigrateMarker,
     Observation,
     PauseSpace,
     Plan,
@@ -226,6 +227,7 @@ async def observe(
         prices=await rt.prices.prices(),
         connection_conflict=conflict,
         policy_problem=trust.policy_problem,
+        policy_since=trust.policy_since,
         approver_authorized=trust.approver_authorized,
         denier_authorized=trust.denier_authorized,
         read_token=hub_token,
@@ -241,9 +243,10 @@ async def observe(
     if creation.space_unrequested(session.status):  # nothing of ours to read: what blocks a create?
         return replace(base, secrets_problem=await _secrets_problem(rt, session))
     confirmed = session.status.space_confirmed_time is not None
+    unread = creation.marker_unread(session.status, rt.config)
     # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
     ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
-    if confirmed:
+    if not unread:
         listed = await rt.observer.listed(space_id)
     else:  # just duplicated here: the next listing confirms it, shared by the whole burst
         listed = await rt.observer.after_action(space_id) if ours else None
@@ -251,10 +254,10 @@ async def observe(
         if listed is not None:
             space: SpaceView | None = listed
         else:
-            space = await rt.hub.space(space_id, with_marker=not ours and not confirmed)
+            space = await rt.hub.space(space_id, with_marker=unread and not ours)
             rt.observer.acted(space_id)
         if space is not None and ours:
-            space = replace(space, marker_uid=session.uid)
+            space = replace(space, marker_uid=session.uid, marker_cluster=rt.config.cluster_id)
         if space is None and confirmed:
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
@@ -304,10 +307,13 @@ async def observe_approval(rt: Runtime, session: Session) -> Observation:
     denier = denier_question(session.spec, session.namespace)
     trusting = problem is None and not rt.config.insecure_trust_approvals
     denied = await _may_approve(rt, session, denier, now) if denier is not None and trusting else None
+    since = rt.kube.approval_policy_since()
     if question is None or not paid or not trusting:
-        return Observation(policy_problem=problem, denier_authorized=denied)
+        return Observation(policy_problem=problem, policy_since=since, denier_authorized=denied)
     authorized = await _may_approve(rt, session, question, now)
-    return Observation(policy_problem=problem, approver_authorized=authorized, denier_authorized=denied)
+    return Observation(
+        policy_problem=problem, policy_since=since, approver_authorized=authorized, denier_authorized=denied
+    )
 
 
 async def _may_approve(rt: Runtime, session: Session, question: ApproverQuestion, now: float) -> bool | None:
@@ -450,6 +456,12 @@ async def apply(
                     return Applied(known=replace(observed, space=replace(observed.space, sleep_time=seconds)))
             case RestartSpace(space_id=space_id):
                 await rt.hub.restart(space_id)
+            case MigrateMarker(space_id=space_id, cluster_id=cluster_id):
+                await rt.hub.mark_cluster(space_id, cluster_id)
+                log.info("Space %s: its ownership marker now names this cluster (%s)", space_id, cluster_id)
+                if observed.space is not None:
+                    marked = replace(observed.space, marker_cluster=cluster_id)
+                    return Applied(known=replace(observed, space=marked))
             case PauseSpace(space_id=space_id, for_idle=for_idle):
                 if for_idle:  # the pause is recorded before spec.paused says so, and both before the Hub
                     await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))

@@ -400,7 +400,7 @@ class HubClient:
             ownership = await self.ownership(space_id)
             if ownership is None:
                 return None
-            view = replace(view, marker_uid=ownership.session_uid)
+            view = replace(view, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id)
         return view
 
     async def ownership(self, space_id: str, *, deleting: bool = False) -> Ownership | None:
@@ -525,9 +525,22 @@ class HubClient:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
 
     async def claim_marker(self, space_id: str, session_uid: str, session_ref: str) -> None:
-        """Move the ownership marker of a pooled Space to the session that claimed it."""
-        for key, value in ((MARKER_SESSION_UID, session_uid), (MARKER_SESSION, session_ref)):
-            await self._call("variables", partial(self._api.add_space_variable, space_id, key, value))
+        """Move the ownership marker of a pooled Space to the session that claimed it, with this
+        cluster's current id (the pool may have marked it under a previous one)."""
+        for key, value in (
+            (MARKER_SESSION_UID, session_uid),
+            (MARKER_CLUSTER_ID, self._config.cluster_id),
+            (MARKER_SESSION, session_ref),
+        ):
+            await self._set_variable(space_id, key, value)
+
+    async def mark_cluster(self, space_id: str, cluster_id: str) -> None:
+        """Rewrite the cluster id in the Space's ownership marker (the Hub's variable write adds or
+        updates a key: docs/hub-fidelity.md F25)."""
+        await self._set_variable(space_id, MARKER_CLUSTER_ID, cluster_id)
+
+    async def _set_variable(self, space_id: str, key: str, value: str) -> None:
+        await self._call("variables", partial(self._api.add_space_variable, space_id, key, value))
 
     async def request_hardware(self, space_id: str, flavor: str, sleep_time: int | None) -> None:
         """Move the Space to `flavor`; `sleep_time` goes with the request (paid hardware never sleeps

@@ -159,7 +159,8 @@ class KubeClient:
         #: name in the chart), else the hostname.
         self.instance = instance or socket.gethostname()
         self._recheck_interval = recheck_interval
-        self._policy_checked: tuple[float, str | None] | None = None
+        #: The last check of the approval policy: when, why it is not enforced, since when it exists.
+        self._policy_checked: tuple[float, str | None, str | None] | None = None
         self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
         #: Connection Secrets this process created and has not updated since, by owner UID: (namespace,
         #: name, resourceVersion, values). Their first update is a replace at that version, not a read
@@ -364,12 +365,19 @@ class KubeClient:
         cached = self._policy_checked
         if not fresh and cached is not None and now - cached[0] < self._recheck_interval:
             return cached[1]
+        since = None
         try:
-            problem = policy.enforcement_problem(*await self._read_policy())
+            found, bindings = await self._read_policy()
+            problem = policy.enforcement_problem(found, bindings)
+            since = policy.enforced_since(found, bindings)
         except ApiError as error:
             problem = f"the operator cannot read the approval policy ({error.status} {error.reason})"
-        self._policy_checked = (now, problem)
+        self._policy_checked = (now, problem, since)
         return problem
+
+    def approval_policy_since(self) -> str | None:
+        """`policy.enforced_since` as the last `approval_policy_problem` read it (None before any)."""
+        return self._policy_checked[2] if self._policy_checked is not None else None
 
     async def _read_policy(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         try:

@@ -279,6 +279,22 @@ def enforcement_problem(
     return None
 
 
+def enforced_since(policy: Mapping[str, Any] | None, bindings: Sequence[Mapping[str, Any]]) -> str | None:
+    """Since when the API server has held a policy of this name and a binding that enforces it on
+    every session (the later of their creation times, RFC 3339; editing them in place keeps those),
+    whatever their checks; None without both. A spec.approval written after that went through an
+    admission policy that saw its writer's own name and groups (what 0.1.0's chart installed)."""
+    if policy is None:
+        return None
+    # The API server writes them as "YYYY-MM-DDTHH:MM:SSZ": ordered as text as in time.
+    created = [
+        str(b.get("metadata", {}).get("creationTimestamp") or "") for b in bindings if _binds_everything(b)
+    ]
+    binding = min((time for time in created if time), default="")
+    since = str(policy.get("metadata", {}).get("creationTimestamp") or "")
+    return max(since, binding) if since and binding else None
+
+
 @dataclass(frozen=True)
 class ApproverQuestion:
     """May `user` (with `groups`) approve `flavor` (None: every flavor) in `namespace`? Asked by a

@@ -403,7 +403,7 @@ async def _hand_over(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Se
         return session, replace(
             plan, requeue_after=max(plan.requeue_after or 0.0, error.failure.retry_after or 0.0)
         )
-    status = core.handed_over_status(session.status, _now())
+    status = core.handed_over_status(session.status, rt.config.cluster_id, _now())
     await rt.kube.patch_status(session.namespace, session.name, status_patch(status))
     return replace(session, status=status), None
 

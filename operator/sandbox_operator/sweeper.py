@@ -72,6 +72,8 @@ class Policy:
     dry_run: bool
     #: Namespaces whose sessions this operator sees; empty: all.
     namespaces: frozenset[str]
+    #: Cluster ids this installation used before: never taken for this cluster's (see `_judge`).
+    earlier_cluster_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,19 @@ def _judge(
         return Decision(space_id, Verdict.UNMARKED, "no ownership marker: not created by this operator")
     session, uid = marker.session, marker.session_uid
     if marker.cluster_id != policy.cluster_id:
+        # A previous cluster id of this installation is not this cluster's either: other clusters
+        # sharing the Hub owner may have written it too (0.1.0's default, `default`, was everyone's).
+        # A live session re-marks its own Space; an orphan marked so is left to a person.
         owner = (
             f"cluster {marker.cluster_id}"
             if marker.cluster_id
             else "nobody (released: deletionPolicy Orphan)"
         )
+        if marker.cluster_id in policy.earlier_cluster_ids:
+            owner += (
+                ", an id this installation used before and other clusters may share: never swept, "
+                "delete it by hand if it is yours (UPGRADING.md)"
+            )
         return Decision(space_id, Verdict.OTHER_CLUSTER, f"marked for {owner}", session, uid)
     if uid in claimed:
         return Decision(space_id, Verdict.CLAIMED, f"claimed by session {session}", session, uid)
@@ -243,6 +253,7 @@ class Sweeper:
             max_deletes=config.sweep_max_deletes,
             dry_run=config.sweep_dry_run,
             namespaces=frozenset(self._namespaces),
+            earlier_cluster_ids=config.earlier_cluster_ids(),
         )
 
     async def run_once(self, now: Callable[[], datetime]) -> list[Decision]:

@@ -179,6 +179,17 @@ def test_variables_answer_the_full_map(alice: HfApi, template: str) -> None:
     assert set(alice.get_space_variables("alice/vars")) == {"B"}
 
 
+def test_posting_a_variable_again_updates_it(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
+    alice.duplicate_repo(
+        template, "alice/marked", repo_type="space", space_variables=[{"key": "CLUSTER", "value": "default"}]
+    )
+    before = alice.get_space_variables("alice/marked")["CLUSTER"].updated_at
+    after = alice.add_space_variable("alice/marked", "CLUSTER", "c1")
+    assert {k: v.value for k, v in after.items()} == {"CLUSTER": "c1"}
+    assert after["CLUSTER"].updated_at >= before
+    assert admin.space("alice/marked")["variables"] == {"CLUSTER": "c1"}
+
+
 def test_duplicate_does_not_copy_secrets_or_variables(alice: HfApi, admin: HubSimAdmin) -> None:
     admin.plant_space("alice/source", secrets={"S": "1"}, variables={"V": "2"})
     alice.duplicate_repo(

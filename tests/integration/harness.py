@@ -81,11 +81,15 @@ class OperatorProcess:
     #: How much of its log a failed test's report shows, from its end.
     REPORT_LINES: ClassVar[int] = 150
 
-    def __init__(self, kubeconfig: Path, hub_url: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, hub_url: str, log_dir: Path, *, python: str = sys.executable, **env: str
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.hub_url = hub_url
         self.log_dir = log_dir
         self.extra_env = env
+        #: The interpreter whose `sandbox_operator` runs: this checkout's, or a release's venv.
+        self.python = python
         self.proc: subprocess.Popen[bytes] | None = None
         #: Flags of `run` beyond the environment (options that have no environment variable).
         self.args: list[str] = []
@@ -136,7 +140,8 @@ class OperatorProcess:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.started_env = self.env()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_operator", "run", *self.args],
+            # Isolated (-I): the current directory and PYTHON* variables never shadow its package.
+            [self.python, "-I", "-m", "sandbox_operator", "run", *self.args],
             env=self.started_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -189,12 +194,13 @@ class OperatorProcess:
 _probes = itertools.count()
 
 
-def install_approval_policy(plane: ControlPlane) -> None:
+def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
     """The chart's admission policy and approver roles, exactly as `helm install` renders them, once
-    the API server enforces them. Sessions whose approvals the operator should act on need this."""
+    the API server enforces them. Sessions whose approvals the operator should act on need this.
+    `chart`: another release's chart (the upgrade test installs the previous release's)."""
     rendered = subprocess.run(
         [
-            str(plane.bin_dir / "helm"), "template", "sandbox-operator", str(CHART),
+            str(plane.bin_dir / "helm"), "template", "sandbox-operator", str(chart),
             "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
             "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
         ],

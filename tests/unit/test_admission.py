@@ -80,6 +80,23 @@ def test_the_policy_as_served_is_enforced() -> None:
     assert policy.enforcement_problem(served(policy.POLICY), [served(policy.BINDING)]) is None
 
 
+def test_the_policy_is_enforced_since_it_and_a_binding_enforcing_it_both_exist() -> None:
+    def created(obj: dict[str, Any], at: str) -> dict[str, Any]:
+        out = served(obj)
+        out["metadata"]["creationTimestamp"] = at
+        return out
+
+    early, late = "2026-11-01T08:00:00Z", "2026-11-20T09:30:00Z"
+    since = policy.enforced_since
+    assert since(created(policy.POLICY, early), [created(policy.BINDING, late)]) == late
+    assert since(created(policy.POLICY, late), [created(policy.BINDING, early)]) == late
+    warn_only = _mutated(policy.BINDING, lambda spec: spec.update(validationActions=["Warn"]))
+    warn_only["metadata"]["creationTimestamp"] = early
+    assert since(created(policy.POLICY, early), [warn_only, created(policy.BINDING, late)]) == late
+    assert since(created(policy.POLICY, early), [warn_only]) is None
+    assert since(None, [created(policy.BINDING, early)]) is None
+
+
 def _mutated(obj: dict[str, Any], change: Any) -> dict[str, Any]:
     copied = served(obj)
     change(copied["spec"])

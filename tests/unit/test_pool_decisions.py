@@ -256,7 +256,7 @@ def test_claimed_session_is_ready_at_once_and_hands_over_afterwards() -> None:
     ready = next(c for c in claimed.conditions if c.type == READY)
     assert (ready.status, ready.reason) == ("True", Reason.WARM_SPACE_CLAIMED)
     assert core.handover_pending(claimed)
-    assert not core.handover_pending(core.handed_over_status(claimed, NOW))
+    assert not core.handover_pending(core.handed_over_status(claimed, "cluster-a", NOW))
 
 
 def test_no_ready_space_falls_back_to_cold_and_says_so() -> None:

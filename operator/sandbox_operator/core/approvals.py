@@ -38,9 +38,15 @@ from .conditions import (
     rfc3339,
     set_condition,
 )
-from .model import SpaceView
+from .model import Session, SpaceView
 from .money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
 
+#: Said of an approval inherited from 0.1.0 that this version's review of its approver does not confirm.
+INHERITED_NOTE = (
+    "inherited from sandbox-operator 0.1.0, which acted on it but recorded no approverGroups: trusted for "
+    "this flavor until spec.approval or spec.hardware changes (re-approve with `sandbox-operator approve` "
+    "to have the approver's groups checked)"
+)
 #: Why a receipt's stretch of paid hardware ended, when no verdict names it.
 ENDED_DOWNGRADED = "Downgraded"
 ENDED_HARDWARE_CHANGED = "HardwareChanged"
@@ -61,21 +67,117 @@ def approval_record(
 ) -> ApprovalRecord | None:
     """The approval as first seen, with its effective expiry: its own expiresAt, or sooner by the
     operator's maximum duration counted from when the operator first saw it. The clock restarts only
-    when the approval changes, so toggling spec.hardware cannot stretch it."""
+    when the approval changes, so toggling spec.hardware cannot stretch it. An inherited approval
+    (see `inherited_record`) stops being one for good once spec.hardware leaves its flavor."""
     digest = fingerprint(spec)
     if spec.approval is None or digest is None:
         return None
     if previous is not None and previous.fingerprint == digest:
+        inherited = previous.inherited_hardware
+        if inherited is not None and inherited != str(spec.hardware):
+            return previous.model_copy(update={"inherited_hardware": None})
         return previous
+    return _record(spec, digest, config, now)
+
+
+def _record(
+    spec: AgentSessionSpec, digest: str, config: OperatorConfig, seen: datetime, inherited: str | None = None
+) -> ApprovalRecord:
+    assert spec.approval is not None
     ends = [parse_rfc3339(spec.approval.expires_at)] if spec.approval.expires_at else []
     if config.max_approval_duration is not None:
-        ends.append(now + timedelta(seconds=config.max_approval_duration))
+        ends.append(seen + timedelta(seconds=config.max_approval_duration))
     return ApprovalRecord.model_validate(
         {
             "approvedBy": spec.approval.approved_by,
             "fingerprint": digest,
-            "seenTime": rfc3339(now),
+            "seenTime": rfc3339(seen),
             "expiresAt": rfc3339(min(ends)) if ends else None,
+            "inheritedHardware": inherited,
+        }
+    )
+
+
+def inherited_record(
+    session: Session, policy_since: str | None, config: OperatorConfig
+) -> ApprovalRecord | None:
+    """The record of an approval the previous operator version (0.1.0) acted on, for a session whose
+    status that version wrote last; None unless every fact below holds.
+
+    0.1.0 recorded no spec.approval.approverGroups, so an approver whose rights come through a group
+    fails this version's SubjectAccessReview of `approvedBy` alone; and who is in which group is known
+    only to the authenticator, never to the operator, so no review can say it afterwards. Only the
+    admission check that let the approval in saw those groups. So the approval is inherited when:
+    - the status, which only the operator writes (status subresource), shows that version's verdict
+      `Approved` on the paid flavor asked for, by `approvedBy`, at the current metadata.generation (the
+      API server counts every spec change: nothing in the spec moved since), and no record of this
+      version (it writes one whenever spec.approval is set);
+    - an admission policy and its binding (`policy_since`) existed before that verdict turned True,
+      so the approval was written through it: 0.1.0 acted on approvals without one (installed from its
+      CRD alone, any session editor could have written them), and those are not inherited.
+    It then counts for that flavor only, while this version's policy is enforced (as every approval):
+    a change to spec.approval (only an approver can make one) or to spec.hardware (any session editor
+    can) ends the inheritance, and the approval is judged as any other. A role revoked since is not
+    seen while it lasts: removing spec.approval, a denial or a new approval ends it. Its first sight
+    is when that version first judged it approved (the condition's transition)."""
+    spec, status = session.spec, session.status
+    approval = spec.approval
+    verdict = condition_of(status, HARDWARE_APPROVED)
+    if (
+        approval is None
+        or approval.approver_groups
+        or status.approval is not None
+        or is_free(str(spec.hardware), config)
+        or status.approved_by != approval.approved_by
+        or verdict is None
+        or (verdict.status, verdict.reason) != ("True", Reason.APPROVED)
+        or verdict.observed_generation != session.generation
+        or policy_since is None
+        or parse_rfc3339(policy_since) > parse_rfc3339(verdict.last_transition_time)
+    ):
+        return None
+    digest = fingerprint(spec)
+    assert digest is not None
+    seen = parse_rfc3339(verdict.last_transition_time)
+    return _record(spec, digest, config, seen, inherited=str(spec.hardware))
+
+
+def inherited_period(
+    status: AgentSessionStatus, current: str | None, config: OperatorConfig
+) -> PaidPeriod | None:
+    """The paid stretch in progress that a version without paid periods (0.1.0) left unrecorded, from
+    what its status holds; None for any status this version wrote (it opens the period in the write
+    that first shows paid hardware, and a closed one leaves a receipt).
+
+    That version accrued status.spend at the hourly price from its first observation on paid hardware:
+    spend over price, back from its last observation, is when the stretch began, if it was the only
+    one; an earlier stretch would make that too early, so never before the approval was acted on (the
+    HardwareApproved transition to True). The approver is the one that version recorded."""
+    spend = status.spend
+    recorded = status.hardware.current if status.hardware else None
+    if (
+        status.paid_period is not None
+        or status.receipts
+        or current is None
+        or is_free(current, config)
+        or recorded != current
+        or spend is None
+        or spend.last_observed_time is None
+        or spend.usd_per_hour <= 0
+    ):
+        return None
+    last = parse_rfc3339(spend.last_observed_time)
+    start = last - timedelta(hours=spend.estimated_usd / spend.usd_per_hour)
+    verdict = condition_of(status, HARDWARE_APPROVED)
+    if verdict is not None and (verdict.status, verdict.reason) == ("True", Reason.APPROVED):
+        start = max(start, parse_rfc3339(verdict.last_transition_time))
+    before = spend.usd_per_hour * (last - start).total_seconds() / 3600
+    return PaidPeriod.model_validate(
+        {
+            "hardware": current,
+            "approvedBy": status.approved_by,
+            "startTime": rfc3339(start),
+            "startUsd": round(max(0.0, spend.estimated_usd - before), 6),
         }
     )
 
@@ -114,9 +216,16 @@ def judge_request(
                 "again until spec.hardware names another flavor, or an approver removes spec.denial "
                 "(`approve` does)",
             )
+    inherited = record is not None and record.inherited_hardware == wanted
     verdict = judge_hardware(
-        spec, config, prices, policy_problem=policy_problem, approver_authorized=approver_authorized
+        spec,
+        config,
+        prices,
+        policy_problem=policy_problem,
+        approver_authorized=True if inherited else approver_authorized,
     )
+    if inherited and verdict.approved and approver_authorized is not True:
+        verdict = replace(verdict, message=f"{verdict.message}; {INHERITED_NOTE}")
     expires = _expires(record)
     if verdict.reason != Reason.APPROVED or expires is None:
         return verdict

@@ -16,7 +16,7 @@ from ..api import (
 from ..config import OperatorConfig
 from ..policy import HOW_TO_FIX
 from .conditions import Reason
-from .model import CreateSpace, FailureKind, HubFailure, Observation
+from .model import CreateSpace, FailureKind, HubFailure, Observation, previous_cluster
 
 
 def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:
@@ -115,8 +115,24 @@ def space_may_be_hidden(status: AgentSessionStatus, config: OperatorConfig, now:
 
 
 def space_may_exist(status: AgentSessionStatus) -> bool:
-    """Whether this session ever asked for its Space (and was not refused) or saw it."""
-    return status.duplicate_requested_time is not None or status.space_confirmed_time is not None
+    """Whether this session ever asked for its Space (and was not refused) or saw it. A status that
+    0.1.0 wrote records neither time, but its `url` says it saw the Space: it is read, not duplicated
+    again (which would answer 409) with a Creating transition for every session at the upgrade."""
+    return (
+        status.duplicate_requested_time is not None
+        or status.space_confirmed_time is not None
+        or status.url is not None
+    )
+
+
+def marker_unread(status: AgentSessionStatus, config: OperatorConfig) -> bool:
+    """Whether a pass reads the Space's ownership marker: until the Space was seen carrying the
+    session's, and again while the cluster id it carries is unknown or one this installation used
+    before (to be rewritten). Otherwise the owner's listing, which shows no variables, serves."""
+    if status.space_confirmed_time is None:
+        return True
+    seen = status.marker_cluster_id
+    return seen is None or previous_cluster(seen, config)
 
 
 def space_unrequested(status: AgentSessionStatus) -> bool:

@@ -51,6 +51,7 @@ from .model import (
     DeletionObservation,
     FailureKind,
     HubFailure,
+    MigrateMarker,
     Observation,
     Plan,
     PublishConnection,
@@ -66,6 +67,8 @@ from .model import (
     SpaceView,
     connection_secret_name,
     deletion_space_id,
+    own_cluster,
+    previous_cluster,
     space_id_for,
 )
 from .money import (
@@ -178,7 +181,8 @@ def decide_live(
     session: Session, observed: Observation, config: OperatorConfig, now: datetime, jitter: float = 0.5
 ) -> Plan:
     """The next action for a live (not deleting) session, and the status that describes it."""
-    record = approvals.approval_record(session.spec, session.status.approval, config, now)
+    recorded = session.status.approval or approvals.inherited_record(session, observed.policy_since, config)
+    record = approvals.approval_record(session.spec, recorded, config, now)
     verdict = approvals.judge_request(
         session.spec,
         config,
@@ -196,6 +200,10 @@ def decide_live(
     draft.status.conditions = [
         c for c in draft.status.conditions if not (c.type == STALLED and c.reason == Reason.SPEC_INVALID)
     ]
+    if draft.status.paid_period is None and observed.space is not None:
+        draft.status.paid_period = approvals.inherited_period(
+            session.status, observed.space.current_hardware, config
+        )
     _money(draft, observed, config)
     books = approvals.keep_books(
         draft.status,
@@ -501,8 +509,11 @@ def _next_step(
             jitter,
             minimum=config.backoff_max,
         )
-    if space.marker_uid == session.uid and status.space_confirmed_time is None:
+    own_marker = space.marker_uid == session.uid
+    if own_marker and status.space_confirmed_time is None:
         draft.status.space_confirmed_time = rfc3339(now, precise=True)
+    if own_marker and space.marker_cluster is not None:
+        draft.status.marker_cluster_id = space.marker_cluster
 
     # Money first, whatever the stage: paid hardware that is not allowed now is given up before
     # anything else is done to the Space (a restart, a new token), never left to a later stage.
@@ -517,6 +528,8 @@ def _next_step(
             f"{held} is not allowed now; requesting {target} (the Hub reports stage {space.stage})",
         )
         return RequestHardware(space_id, target, sleep_time), config.poll_interval
+    if own_marker and space.marker_cluster is not None and previous_cluster(space.marker_cluster, config):
+        return MigrateMarker(space_id, config.cluster_id), 0.0
     paused = lifetime.pause_step(session, draft.status, space, observed, config, now)
     if paused is not None:
         return paused
@@ -714,6 +727,9 @@ def decide_deletion(
     draft.status.phase = Phase.DELETING
     space_id = deletion_space_id(session, config)
     orphan = session.spec.deletion_policy == DeletionPolicy.ORPHAN
+    if draft.status.paid_period is None:  # the Space is not read: its hardware as last recorded
+        held = session.status.hardware.current if session.status.hardware else None
+        draft.status.paid_period = approvals.inherited_period(session.status, held, config)
     receipt = approvals.close_for_deletion(draft.status, now)
     if receipt is not None:  # what paid hardware cost goes into status before the Space (and session) go
         plan = _deletion_plan(
@@ -754,7 +770,7 @@ def decide_deletion(
             _hub_failure_delay(failure, config),
         )
         return _deletion_plan(draft, None, failure.kind.reason, "", delay)
-    if orphan and (observed.marker != session.uid or observed.marker_cluster != config.cluster_id):
+    if orphan and (observed.marker != session.uid or not own_cluster(observed.marker_cluster, config)):
         return _deletion_plan(
             draft,
             None,

@@ -4,11 +4,17 @@ one is paused for idleness. Pure decisions on (session, status, observation, now
 operator must remember across restarts (since when paused, time paused so far, idle since) lives in
 status.
 
-Deadlines, all from `metadata.creationTimestamp`:
-- the lifetime: `spec.lifetime` (ttlSeconds, or expiresAt read as the time from creation to it), else
-  the operator's default, counted in unpaused time unless the operator counts paused time too;
-- the maximum age (`lifetime_max`), in wall time, paused or not: no session outlives it;
+Deadlines:
+- the lifetime: `spec.lifetime` (ttlSeconds, or expiresAt read as the time from creation to it), from
+  `metadata.creationTimestamp`; else the operator's default, from status.lifetimeStartTime; counted in
+  unpaused time unless the operator counts paused time too;
+- the maximum age (`lifetime_max`), in wall time from status.lifetimeStartTime, paused or not: no
+  session outlives it;
 - while paused (by the user or for idleness), the retention, from the start of the pause.
+
+status.lifetimeStartTime is the creation, except for a session an operator version without lifetimes
+(0.1.0) already managed: defaults it never had count from the upgrade, so a session older than the
+default lifetime is not deleted as the new operator starts.
 """
 
 from __future__ import annotations
@@ -81,6 +87,32 @@ class Deadline:
     hint: str
 
 
+def predates_lifetimes(status: AgentSessionStatus) -> bool:
+    """An operator reconciled the session (observedGeneration) without giving it a lifetime (no
+    expiresAt), and no warm claim is recorded: the status of a version without lifetimes (0.1.0),
+    or of an operator that ran with neither a default lifetime nor a maximum age."""
+    return status.observed_generation is not None and status.expires_at is None and status.launch_type is None
+
+
+def record_lifetime_start(session: Session, status: AgentSessionStatus, now: datetime) -> datetime | None:
+    """Where the default lifetime and the maximum age count from, recorded in `status` (the one being
+    decided) the first time: the creation, or now for a session whose status as read says it predates
+    lifetimes (defaults an upgrade brings count from the upgrade, never back to the session's creation)."""
+    if status.lifetime_start_time is not None:
+        return parse_rfc3339(status.lifetime_start_time)
+    if session.created is None:
+        return None
+    start = now if predates_lifetimes(session.status) else session.created
+    status.lifetime_start_time = rfc3339(start)
+    return parse_rfc3339(status.lifetime_start_time)
+
+
+def _counted(origin: datetime, created: datetime) -> str:
+    if origin == created:
+        return "from creation"
+    return f"from {rfc3339(origin)}, when this operator version first managed the older session"
+
+
 def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfig) -> Deadline | None:
     """The earliest of the session's deadlines. While paused, a lifetime that does not count paused
     time is not running out, so only the maximum age and the retention apply. Of a spec that cannot be
@@ -88,23 +120,29 @@ def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfi
     created = session.created
     if created is None:
         return None
+    start = parse_rfc3339(status.lifetime_start_time) if status.lifetime_start_time else created
     found = []
     readable = session.spec_problem is None
     paused_since = parse_rfc3339(status.paused_since) if status.paused_since else None
     lifetime = lifetime_seconds(session.spec, created, config) if readable else None
+    origin = created if session.spec.lifetime is not None else start
+    counted = _counted(origin, created)
     longer = "set a longer spec.lifetime to keep it"
     if lifetime is not None and config.lifetime_counts_paused:
-        why = f"the end of its lifetime ({lifetime:.0f}s from creation, paused time included)"
-        found.append(Deadline(shifted(created, lifetime), *_LIFETIME, why, longer))
+        why = f"the end of its lifetime ({lifetime:.0f}s {counted}, paused time included)"
+        found.append(Deadline(shifted(origin, lifetime), *_LIFETIME, why, longer))
     elif lifetime is not None and paused_since is None:
         paused = status.paused_seconds or 0.0
         extended = f", extended by {paused:.0f}s paused" if paused else ""
-        why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time{extended})"
-        found.append(Deadline(shifted(created, lifetime + paused), *_LIFETIME, why, longer))
+        why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time {counted}{extended})"
+        found.append(Deadline(shifted(origin, lifetime + paused), *_LIFETIME, why, longer))
     if config.lifetime_max:
-        why = f"the operator's maximum age of a session ({config.lifetime_max}s, paused or not)"
+        why = (
+            f"the operator's maximum age of a session ({config.lifetime_max}s {_counted(start, created)}, "
+            "paused or not)"
+        )
         hint = "a new session must replace it"
-        found.append(Deadline(shifted(created, config.lifetime_max), *_LIFETIME, why, hint))
+        found.append(Deadline(shifted(start, config.lifetime_max), *_LIFETIME, why, hint))
     keep = retention(session.spec, config) if readable else 0
     if paused_since is not None and keep:
         why = f"the end of its retention ({keep}s paused, since {status.paused_since})"
@@ -153,6 +191,7 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
     so a session costs no Event or status write for its lifetime before that."""
     if session.spec_problem is None:
         account_pause(session, status, now)
+    record_lifetime_start(session, status, now)
     due = deadline(session, status, config)
     if due is None:
         status.expires_at = None

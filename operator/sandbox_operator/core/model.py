@@ -34,6 +34,20 @@ MARKER_CLUSTER_ID = "SANDBOX_OPERATOR_CLUSTER_ID"
 MARKER_SESSION = "SANDBOX_OPERATOR_SESSION"
 
 
+def previous_cluster(marker_cluster: str, config: OperatorConfig) -> bool:
+    """A cluster id this installation wrote into markers before, not the current one: 0.1.0's default,
+    or one the operator is told of (--previous-cluster-ids). Only a session's own Space (its marker
+    names the session's UID, unique to this cluster) is re-marked from it; the sweeper never takes
+    such a marker for this cluster's, since other clusters sharing the Hub owner may have written the
+    same id."""
+    return marker_cluster in config.earlier_cluster_ids()
+
+
+def own_cluster(marker_cluster: str, config: OperatorConfig) -> bool:
+    """The marker's cluster id is this installation's, now or before (see `previous_cluster`)."""
+    return marker_cluster == config.cluster_id or previous_cluster(marker_cluster, config)
+
+
 class FailureKind(StrEnum):
     """Why a Hub call failed; each maps to a condition reason and a retry policy."""
 
@@ -81,6 +95,8 @@ class SpaceView:
     sandbox_url: str | None = None
     #: The ownership marker's session UID; None when the variables were not read this time.
     marker_uid: str | None = None
+    #: The ownership marker's cluster id ("" if absent); None when the variables were not read.
+    marker_cluster: str | None = None
     #: Seconds of inactivity after which the Hub puts the Space to sleep (gcTimeout); None: never.
     sleep_time: int | None = None
 
@@ -113,6 +129,8 @@ class Observation:
     prices: Mapping[str, float] = field(default_factory=lambda: dict(FALLBACK_USD_PER_HOUR))
     #: Why the API server does not enforce the approval policy; None: it does. Unchecked counts as not.
     policy_problem: str | None = POLICY_NOT_CHECKED
+    #: Since when a policy of that name and a binding enforcing it exist (RFC 3339; policy.enforced_since).
+    policy_since: str | None = None
     #: Whether a SubjectAccessReview says spec.approval's approver may approve it here; None: not asked.
     approver_authorized: bool | None = None
     #: The same about the author of a spec.denial of the requested flavor; None: not asked.
@@ -226,6 +244,15 @@ class DeleteSpace:
 
 
 @dataclass(frozen=True)
+class MigrateMarker:
+    """Rewrite the cluster id in the marker of the session's own Space, which names one this
+    installation used before, so the sweeper knows the Space as this cluster's again."""
+
+    space_id: str
+    cluster_id: str
+
+
+@dataclass(frozen=True)
 class RecordReceipt:
     """Write the plan's status now: it holds the receipt of paid hardware that is about to go."""
 
@@ -278,6 +305,7 @@ Action = (
     | PublishPause
     | DeleteSession
     | RecordReceipt
+    | MigrateMarker
 )
 
 

@@ -33,7 +33,7 @@ from ..api import (
 from ..config import OperatorConfig
 from .conditions import READY, EventNote, Reason, rfc3339, set_condition
 from .creation import Refusal, creation_refusal
-from .model import ERROR_STAGES, STOPPED_STAGES, HealthResult, HubFailure, Observation, SpaceView
+from .model import ERROR_STAGES, STOPPED_STAGES, HealthResult, HubFailure, Observation, SpaceView, own_cluster
 
 #: The session's condition that says how it got its Space (warm claim, or why it fell back to cold).
 WARM_CLAIM = "WarmClaim"
@@ -234,7 +234,7 @@ def _judge(
     if entry.claimed_by is not None:
         if seen is None or not _claimant_gone(entry, observed.live_sessions) or seen.failure is not None:
             return entry
-        if seen.space is None or seen.marker_cluster != config.cluster_id:
+        if seen.space is None or not own_cluster(seen.marker_cluster or "", config):
             return None  # gone, or kept by its session's deletionPolicy Orphan (released)
         if seen.marker_uid in (pool.uid, entry.claimed_by.uid):
             # The claimant went before (or while) the Space became its own: nobody else will delete it.
@@ -462,9 +462,11 @@ def cold_status(
     return cold
 
 
-def handed_over_status(status: AgentSessionStatus, now: datetime) -> AgentSessionStatus:
-    """The Space carries the session's token and marker: from here on it is the session's like any other."""
+def handed_over_status(status: AgentSessionStatus, cluster_id: str, now: datetime) -> AgentSessionStatus:
+    """The Space carries the session's token and marker (with `cluster_id`): from here on it is the
+    session's like any other."""
     done = status.model_copy(deep=True)
     done.space_confirmed_time = rfc3339(now, precise=True)
+    done.marker_cluster_id = cluster_id
     done.token_rotated_time = rfc3339(now)
     return done

@@ -604,6 +604,7 @@ class HubState:
         return space
 
     def set_entry(self, user: str | None, space_id: str, kind: str, item: KeyValue) -> Space:
+        """Adds the key or updates the one there (fidelity: F24, F25)."""
         space = self.writable_space(user, space_id)
         self._store(space, kind)[item.key] = Entry(item.value, item.description, self.now())
         return space
