@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from sandbox_operator.api import parse_rfc3339
 from sandbox_operator.config import LEGACY_CLUSTER_ID
-from sandbox_operator.core.conditions import parse_rfc3339, rfc3339
+from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.model import MARKER_CLUSTER_ID
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
