@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import urlopen
 
@@ -121,13 +122,19 @@ def secret_reader(kubectl: Kubectl, namespace: str) -> Callable[[str, str], str]
     return read
 
 
+#: The probe endpoints the chart passes, by their environment variables (the kubelet's probes' targets).
+PROBES = ("SANDBOX_OPERATOR_LIVENESS", "SANDBOX_OPERATOR_READINESS")
+
+
 def on_free_ports(env: dict[str, str]) -> dict[str, str]:
-    """The chart's liveness and metrics ports, moved to free ones: the containers share the host's
+    """The chart's probe and metrics ports, moved to free ones: the containers share the host's
     network, where two pods' ports would collide."""
-    liveness, metrics = free_ports(2)
-    url = urlsplit(env["SANDBOX_OPERATOR_LIVENESS"])
-    moved = urlunsplit(url._replace(netloc=f"{url.hostname}:{liveness}"))
-    return {**env, "SANDBOX_OPERATOR_LIVENESS": moved, "SANDBOX_OPERATOR_METRICS_PORT": str(metrics)}
+    *probes, metrics = free_ports(len(PROBES) + 1)
+    moved = {**env, "SANDBOX_OPERATOR_METRICS_PORT": str(metrics)}
+    for variable, port in zip(PROBES, probes, strict=True):
+        url = urlsplit(env[variable])
+        moved[variable] = urlunsplit(url._replace(netloc=f"{url.hostname}:{port}"))
+    return moved
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +195,14 @@ def lease_holder(kubectl: Kubectl, deployment: dict[str, Any]) -> str:
     return kubectl("get", "lease", name, "-n", namespace, "-o", jsonpath, check=False).stdout.strip()
 
 
-def liveness(pod: RuncContainer) -> tuple[int, str]:
-    """What the pod's liveness endpoint answers, as the kubelet's probe asks it."""
-    url = urlsplit(pod.env["SANDBOX_OPERATOR_LIVENESS"])
-    with urlopen(f"http://127.0.0.1:{url.port}{url.path}", timeout=5) as response:
-        return response.status, response.read().decode()
+def probe(pod: RuncContainer, variable: str) -> tuple[int, str]:
+    """What one of the pod's probe endpoints answers, as the kubelet's probe asks it."""
+    url = urlsplit(pod.env[variable])
+    try:
+        with urlopen(f"http://127.0.0.1:{url.port}{url.path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def session_round_trip(kubectl: Kubectl, admin: HubSimAdmin, timed: Timed, name: str, namespace: str) -> None:
@@ -226,8 +236,12 @@ def test_sessions_go_through_the_image_and_a_standby_takes_over(
         leader = pods.pop(wait_for(holder, START_TIMEOUT, "a pod to take the Lease"))
     (standby,) = pods.values()
     wait_for(lambda: "waiting for the leader Lease" in standby.log(), START_TIMEOUT, "the standby to wait")
-    status, body = liveness(standby)
+    status, body = probe(standby, "SANDBOX_OPERATOR_LIVENESS")
     assert status == 200 and "standby" in body
+    # Both Ready: the standby so that a rollout proceeds, the leader once its watches caught up.
+    wait_for(lambda: probe(leader, "SANDBOX_OPERATOR_READINESS")[0] == 200, START_TIMEOUT, "the leader ready")
+    status, body = probe(standby, "SANDBOX_OPERATOR_READINESS")
+    assert status == 200 and "standby" in body, body
 
     # The operator's own transport, from inside: the chart's ServiceAccount token, at the kubelet's address.
     assert leader.running(), leader.log()
