@@ -675,7 +675,10 @@ async def report_failure(rt: Runtime, body: kopf.Body, error: Exception) -> floa
     _post(body, plan.events)
     written = status_patch(plan.status)
     # Only what the failure changes: the body may be older than facts this pass already recorded.
-    failure_fields = {key: written[key] for key in ("phase", "failures", "nextRetryTime", "conditions")}
+    failure_fields = {
+        key: written[key]
+        for key in ("observedGeneration", "phase", "failures", "nextRetryTime", "conditions")
+    }
     try:
         await rt.kube.patch_status(session.namespace, session.name, failure_fields)
     except ApiError as write_error:

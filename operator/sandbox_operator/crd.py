@@ -16,6 +16,8 @@ from pydantic.json_schema import JsonSchemaMode
 from . import api
 
 _DROPPED_KEYS = {"title", "$defs"}
+#: The status the API server gives an object until the operator writes one (a default on read).
+UNOBSERVED_STATUS = {"observedGeneration": 0}
 
 #: Printer columns for `kubectl get agentsessions`.
 PRINTER_COLUMNS = [
@@ -79,8 +81,12 @@ def model_schema(model: type[BaseModel], *, mode: JsonSchemaMode = "validation")
 
 def _status_schema(model: type[BaseModel] = api.AgentSessionStatus) -> dict[str, Any]:
     schema = model_schema(model, mode="serialization")
-    # Defaults on status would make the API server fill fields the operator did not write.
+    # Defaults on status would make the API server fill fields the operator did not write...
     trimmed: dict[str, Any] = _without_defaults(schema)
+    # ...but for the status itself: an object the operator has not reported on yet reads
+    # observedGeneration 0, behind metadata.generation, so kstatus, Flux and Argo CD see it in progress
+    # (with no status at all, kstatus calls a custom resource Current).
+    trimmed["default"] = UNOBSERVED_STATUS
     return trimmed
 
 

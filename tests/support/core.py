@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.core.model import HealthResult, Session, SpaceView
+from sandbox_operator.core.model import HealthResult, Observation, Session, SpaceView
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 UID = "0b0e5a4e-1111-2222-3333-444455556666"
@@ -30,6 +30,8 @@ TRUSTED: dict[str, Any] = {"policy_problem": None, "approver_authorized": True}
 #: What the operator has recorded once the Space was seen.
 RECORDED = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": SPACE_URL}
 HEALTHY = HealthResult(True, "200 OK")
+#: Prices of the flavors these tests request.
+PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
 
 
 def new_session(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> Session:
@@ -54,6 +56,23 @@ def space(
 def paid(current: str = "a10g-small") -> SpaceView:
     """Running on `current` with the sleep time the operator sends by default."""
     return replace(space("RUNNING", current, current), sleep_time=CONFIG.sleep_time_default)
+
+
+def running(on: SpaceView | None = None, **extra: Any) -> Observation:
+    """A running, healthy Space (cpu-basic unless `on` says otherwise) whose connection Secret is
+    published, where approvals are trusted."""
+    fields: dict[str, Any] = {
+        **TRUSTED,
+        "space": on or space(),
+        "token": "t",
+        "connection_url": SANDBOX,
+        "health": HEALTHY,
+        "read_token": "r",
+        "connection_hub_token": "r",
+        "prices": PRICES,
+        **extra,
+    }
+    return Observation(**fields)
 
 
 def ready(plan_status: AgentSessionStatus) -> tuple[str, str]:

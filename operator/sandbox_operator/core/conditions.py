@@ -21,6 +21,9 @@ BUDGET_EXHAUSTED = "BudgetExhausted"
 BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
+#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot get there without a spec change.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 #: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
 #: warning lead time before its deadline on.
 EXPIRING = "Expiring"
@@ -46,6 +49,7 @@ class Reason(StrEnum):
         return member
 
     # Progress and healthy states.
+    PENDING = "Pending"
     FREE_HARDWARE = "FreeHardware"
     AWAITING_APPROVAL = "AwaitingApproval"
     APPROVED = "Approved"

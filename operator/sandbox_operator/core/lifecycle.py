@@ -79,6 +79,7 @@ from .money import (
     target_hardware,
     usd,
 )
+from .progress import conclude
 
 #: While a session stays starting or unhealthy, the poll delay is this fraction of the time it has
 #: not been Ready: polls thin out geometrically (x1.25 each), up to `waiting_poll_max`.
@@ -185,7 +186,6 @@ def decide_live(
         denier_authorized=observed.denier_authorized,
     )
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
-    draft.status.observed_generation = session.generation
     draft.status.approval = record
     _money(draft, observed, config)
     books = approvals.keep_books(
@@ -203,6 +203,7 @@ def decide_live(
     clock = lifetime.keep_time(session, draft.status, config, now)
     if clock.delete is not None:
         events = transition_events(session.status, draft.status) + books.events
+        conclude(draft.status, session.generation, now)
         return Plan(clock.delete, draft.status, None, events)
     action, requeue = _next_step(draft, observed, config, jitter)
     if action is None and draft.status.phase in (Phase.READY, Phase.SLEEPING):
@@ -223,6 +224,7 @@ def decide_live(
         draft.status.failures = None
         draft.status.next_retry_time = None
     events = transition_events(session.status, draft.status) + books.events
+    conclude(draft.status, session.generation, now)
     return Plan(action, draft.status, requeue, events)
 
 
@@ -241,7 +243,9 @@ def decide_failure(
     delay = _failure(draft, reason, message, config, jitter)
     if session.deleting:
         return _deletion_plan(draft, None, reason, message, delay)
-    return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
+    events = transition_events(session.status, draft.status)
+    conclude(draft.status, session.generation, now)
+    return Plan(None, draft.status, delay, events)
 
 
 def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
@@ -590,6 +594,7 @@ def _deletion_plan(
     if action is None:
         kind = "Normal" if done else "Warning"
         events.append(EventNote(kind, condition.reason, condition.message))
+    conclude(draft.status, draft.session.generation, draft.now)
     return Plan(action, draft.status, requeue_after, events, done=done)
 
 
