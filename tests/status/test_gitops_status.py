@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from sandbox_operator import api
-from tests.support.gitops import Reading, read
+from tests.support.docs import fenced, table
+from tests.support.gitops import FLUX_KUSTOMIZATION, REPO, Reading, read
 from tests.support.stages import pool_objects, served, session_objects
 
 CURRENT = "Current"
@@ -26,6 +28,7 @@ SESSION_READINGS = {
     "spec changed, not observed yet": Reading(IN_PROGRESS, "Progressing", IN_PROGRESS),
     "paid flavor awaiting approval": Reading(IN_PROGRESS, "Progressing", IN_PROGRESS),
     "approved, upgrading": Reading(IN_PROGRESS, "Progressing", IN_PROGRESS),
+    "approval expired": Reading(IN_PROGRESS, "Progressing", IN_PROGRESS),
     "denied": Reading(FAILED, "Degraded", FAILED),
     "budget spent": Reading(FAILED, "Degraded", FAILED),
     "template not allowed": Reading(FAILED, "Degraded", FAILED),
@@ -73,3 +76,20 @@ def test_a_fresh_object_would_read_current_without_the_crd_default() -> None:
     del bare["status"]
     (told,) = read([bare])
     assert told.reading == Reading(CURRENT, "Progressing", "Unknown")
+
+
+def test_the_docs_show_the_shipped_flux_expressions_and_argo_cd_keys_of_both_kinds() -> None:
+    docs = REPO / "docs" / "status.md"
+    shown = yaml.safe_load(fenced(docs, "yaml", "healthCheckExprs"))
+    assert (
+        shown["healthCheckExprs"]
+        == yaml.safe_load(FLUX_KUSTOMIZATION.read_text())["spec"]["healthCheckExprs"]
+    )
+    keys = {f"resource.customizations.health.{api.GROUP}_{kind}" for kind in (api.KIND, api.POOL_KIND)}
+    assert yaml.safe_load(fenced(docs, "yaml", "argocd-cm"))["data"].keys() == keys
+    assert all(key in fenced(docs, "sh", "argocd-cm") for key in keys)
+
+
+def test_the_readme_table_says_what_the_tools_say() -> None:
+    shown = {cells[0]: Reading(*cells[2:5]) for cells in table(REPO / "README.md", "| stage |")}
+    assert shown == SESSION_READINGS

@@ -31,6 +31,7 @@ from .core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, TRUSTED, UID, new_ses
 REPO = Path(__file__).resolve().parents[2]
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
+EXPIRED = {**APPROVAL, "expiresAt": "2026-11-26T11:00:00Z"}
 DENIAL = {"hardware": "a10g-small", "deniedBy": "alice", "reason": "use a t4"}
 
 
@@ -83,6 +84,7 @@ def session_objects() -> dict[str, dict[str, Any]]:
         "approved, upgrading": served(
             kind, decided({"hardware": "a10g-small", "approval": APPROVAL}, running())
         ),
+        "approval expired": served(kind, decided({"hardware": "a10g-small", "approval": EXPIRED}, running())),
         "denied": served(kind, decided({"hardware": "a10g-small", "denial": DENIAL}, running())),
         "budget spent": served(
             kind,

@@ -3,12 +3,14 @@ and `kubectl wait` read: derived in one place from a decided status, at the end 
 (a live session, a failure, a deletion, a warm claim, a pool), with `status.observedGeneration`.
 
 - Stalled=True: the spec cannot be reached until someone acts: edits the spec (a template, owner or
-  visibility outside the allow-lists; a denied, expired or over-limit approval; a spent budget), or
-  fixes what the message names (the approval policy, a Secret, a Space or template on the Hub).
+  visibility outside the allow-lists; a denied or over-limit approval; a spent budget), or fixes
+  what the message names (the approval policy, an approver's role, a Secret, a Space or template on
+  the Hub).
 - Reconciling=True otherwise, while the operator works toward the spec: creating, building,
   starting, changing hardware, pausing, resuming, deleting, retrying a failure that heals (every
   Hub failure but a missing template: the Hub answers again, the operator's token is fixed for all
-  sessions at once), and while a requested paid flavor waits for an approver.
+  sessions at once), and while a requested paid flavor waits for an approver (at first, or again
+  after an approval expired).
 - Both False once the object is where its spec puts it: Ready (running and healthy, asleep, or
   paused). Both are always present, so `kubectl wait --for=condition=Stalled=false` works.
 
@@ -44,17 +46,19 @@ STALLED_READY_REASONS = frozenset(
         Reason.TEMPLATE_NOT_FOUND,
     }
 )
-#: HardwareApproved reasons after which the paid flavor is not requested until an approver (or the
-#: cluster's admin, for the policy and the approver's role) acts.
+#: HardwareApproved reasons that say something went wrong with the paid flavor's approval: it is not
+#: requested until an approver (or the cluster's admin, for the policy and the approver's role) acts.
 STALLED_APPROVAL_REASONS = frozenset(
     {
         Reason.DENIED,
-        Reason.APPROVAL_EXPIRED,
         Reason.APPROVAL_EXCEEDS_LIMIT,
         Reason.APPROVAL_NOT_ENFORCED,
         Reason.APPROVER_NOT_AUTHORIZED,
     }
 )
+#: HardwareApproved reasons of the usual course: the requested paid flavor waits for an approver, the
+#: first time or again once an approval expired (`approvals` lists it, an ApprovalRequested Event).
+WAITING_APPROVAL_REASONS = frozenset({Reason.AWAITING_APPROVAL, Reason.APPROVAL_EXPIRED})
 
 
 def _condition(conditions: list[Condition], type_: str, status: str | None = None) -> Condition | None:
@@ -72,7 +76,7 @@ def conclude(status: AgentSessionStatus, generation: int, now: datetime) -> None
     working = None
     if stalled is None and (ready.status != "True" or deleting):
         working = ready
-    elif stalled is None and refused is not None and refused.reason == Reason.AWAITING_APPROVAL:
+    elif stalled is None and refused is not None and refused.reason in WAITING_APPROVAL_REASONS:
         # The Space runs, on free hardware: the spec's flavor is not there until an approver acts.
         # A paused one is where its spec puts it: the flavor is requested once it is resumed.
         working = None if status.phase == Phase.PAUSED else refused
