@@ -30,8 +30,6 @@ TRUSTED: dict[str, Any] = {"policy_problem": None, "approver_authorized": True}
 #: What the operator has recorded once the Space was seen.
 RECORDED = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": SPACE_URL}
 HEALTHY = HealthResult(True, "200 OK")
-#: Prices of the flavors these tests request.
-PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
 
 
 def new_session(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> Session:
@@ -58,9 +56,12 @@ def paid(current: str = "a10g-small") -> SpaceView:
     return replace(space("RUNNING", current, current), sleep_time=CONFIG.sleep_time_default)
 
 
-def running(on: SpaceView | None = None, **extra: Any) -> Observation:
-    """A running, healthy Space (cpu-basic unless `on` says otherwise) whose connection Secret is
-    published, where approvals are trusted."""
+#: The Hub's prices in these tests (USD per hour).
+PRICES = {"a10g-small": 1.0, "t4-small": 0.4}
+
+
+def observed(on: SpaceView | None = None, **extra: Any) -> Observation:
+    """A running, healthy Space (cpu-basic unless `on` says otherwise), where approvals are trusted."""
     fields: dict[str, Any] = {
         **TRUSTED,
         "space": on or space(),

@@ -26,7 +26,7 @@ from sandbox_operator.core.model import (
     SpaceView,
 )
 
-from .core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, TRUSTED, UID, new_session, paid, running, space
+from .core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, TRUSTED, UID, new_session, observed, paid, space
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def decided(spec: dict[str, Any], seen: Observation, **status: Any) -> AgentSess
 
 def session_objects() -> dict[str, dict[str, Any]]:
     kind = api.KIND
-    ready = decided({}, running())
+    ready = decided({}, observed())
     since = rfc3339(NOW, precise=True)
     paused = {"paused": True}
     stopped = space("PAUSED", None)
@@ -77,20 +77,22 @@ def session_objects() -> dict[str, dict[str, Any]]:
     deleting: Session = replace(new_session({}, {**RECORDED, "spaceConfirmedTime": since}), deleting=True)
     return {
         "created, no status written yet": served(kind, unobserved_status("agentsessions.yaml")),
-        "building": served(kind, decided({}, running(space("BUILDING"), health=None))),
+        "building": served(kind, decided({}, observed(space("BUILDING"), health=None))),
         "ready": served(kind, ready),
         "spec changed, not observed yet": served(kind, ready, generation=2),
-        "paid flavor awaiting approval": served(kind, decided({"hardware": "a10g-small"}, running())),
+        "paid flavor awaiting approval": served(kind, decided({"hardware": "a10g-small"}, observed())),
         "approved, upgrading": served(
-            kind, decided({"hardware": "a10g-small", "approval": APPROVAL}, running())
+            kind, decided({"hardware": "a10g-small", "approval": APPROVAL}, observed())
         ),
-        "approval expired": served(kind, decided({"hardware": "a10g-small", "approval": EXPIRED}, running())),
-        "denied": served(kind, decided({"hardware": "a10g-small", "denial": DENIAL}, running())),
+        "approval expired": served(
+            kind, decided({"hardware": "a10g-small", "approval": EXPIRED}, observed())
+        ),
+        "denied": served(kind, decided({"hardware": "a10g-small", "denial": DENIAL}, observed())),
         "budget spent": served(
             kind,
             decided(
                 {"hardware": "a10g-small", "approval": {**APPROVAL, "budgetUsd": 1.0}},
-                running(paid()),
+                observed(paid()),
                 spend=spent,
             ),
         ),
@@ -101,14 +103,14 @@ def session_objects() -> dict[str, dict[str, Any]]:
             ).status,
         ),
         "Hub unavailable, retried": served(
-            kind, decided({}, running(hub_failure=HubFailure(FailureKind.UNAVAILABLE, "503 from the Hub")))
+            kind, decided({}, observed(hub_failure=HubFailure(FailureKind.UNAVAILABLE, "503 from the Hub")))
         ),
-        "pausing": served(kind, decided(paused, running())),
+        "pausing": served(kind, decided(paused, observed())),
         "paused": served(
             kind,
-            decided(paused, running(stopped, health=None, connection_paused_since=since), pausedSince=since),
+            decided(paused, observed(stopped, health=None, connection_paused_since=since), pausedSince=since),
         ),
-        "sleeping": served(kind, decided({}, running(space("SLEEPING"), health=None))),
+        "sleeping": served(kind, decided({}, observed(space("SLEEPING"), health=None))),
         "deleting": served(
             kind,
             decide(deleting, DeletionObservation(marker=UID, marker_cluster="c1"), CONFIG, NOW).status,

@@ -21,7 +21,7 @@ from sandbox_operator.core.model import (
     RequestHardware,
     Session,
 )
-from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, paid, running, space
+from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, observed, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
 DENIAL = {
@@ -54,7 +54,7 @@ def then(plan: Plan, previous: Session) -> Session:
 
 
 def test_a_denial_of_the_requested_flavor_keeps_free_hardware_and_does_not_wait() -> None:
-    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), running(), CONFIG, NOW)
+    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), observed(), CONFIG, NOW)
     approved = condition(plan.status, "HardwareApproved")
     assert approved is not None and approved[:2] == ("False", "Denied")
     assert "alice" in approved[2] and "use a t4" in approved[2] and "2026-11-26T11:00:00Z" in approved[2]
@@ -65,14 +65,14 @@ def test_a_denial_of_the_requested_flavor_keeps_free_hardware_and_does_not_wait(
 
 def test_a_denial_wins_over_an_approval_and_takes_a_running_gpu_back() -> None:
     spec = {"hardware": "a10g-small", "approval": APPROVAL, "denial": DENIAL}
-    plan = decide(session(spec), running(paid()), CONFIG, NOW)
+    plan = decide(session(spec), observed(paid()), CONFIG, NOW)
     assert isinstance(plan.action, RequestHardware) and plan.action.flavor == "cpu-basic"
     assert condition(plan.status, "HardwareApproved")[:2] == ("False", "Denied")  # type: ignore[index]
 
 
 def test_another_flavor_asks_again_with_who_asked_and_since_when() -> None:
     first = session({"hardware": "t4-small", "denial": DENIAL, "requestedBy": "bob"})
-    plan = decide(first, running(), CONFIG, NOW)
+    plan = decide(first, observed(), CONFIG, NOW)
     pending = plan.status.pending_approval
     assert pending is not None and (pending.hardware, pending.usd_per_hour) == ("t4-small", 0.4)
     assert (pending.requested_by, pending.requested_time) == ("bob", rfc3339(NOW))
@@ -80,7 +80,7 @@ def test_another_flavor_asks_again_with_who_asked_and_since_when() -> None:
         EventNote("Normal", "ApprovalRequested", "t4-small ($0.40/h) requested by bob waits for an approver")
     ]
     # Still waiting a minute later: the same start, no second Event.
-    later = decide(then(plan, first), running(), CONFIG, NOW + timedelta(minutes=1))
+    later = decide(then(plan, first), observed(), CONFIG, NOW + timedelta(minutes=1))
     assert later.status.pending_approval == pending
     assert "ApprovalRequested" not in reasons(later)
 
@@ -93,14 +93,14 @@ def test_another_flavor_asks_again_with_who_asked_and_since_when() -> None:
     ],
 )
 def test_a_denial_the_api_server_did_not_vouch_for_is_not_honoured(trust: dict[str, Any], why: str) -> None:
-    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), running(**trust), CONFIG, NOW)
+    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), observed(**trust), CONFIG, NOW)
     assert condition(plan.status, "HardwareApproved")[1] != "Denied", why  # type: ignore[index]
     assert plan.status.pending_approval is not None
 
 
 def test_a_denial_is_honoured_while_its_review_is_unanswered() -> None:
     """A denial never spends money: only a definite no from the API server sets it aside."""
-    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), running(), CONFIG, NOW)
+    plan = decide(session({"hardware": "a10g-small", "denial": DENIAL}), observed(), CONFIG, NOW)
     assert condition(plan.status, "HardwareApproved")[1] == "Denied"  # type: ignore[index]
 
 
@@ -116,7 +116,7 @@ def expiring(minutes: float) -> dict[str, Any]:
 
 def test_an_approval_runs_until_its_expiry_and_wakes_the_session_for_the_notice() -> None:
     config = CONFIG.model_copy(update={"approval_expiry_notice": 60.0})
-    plan = decide(session(expiring(10)), running(paid()), config, NOW)
+    plan = decide(session(expiring(10)), observed(paid()), config, NOW)
     assert condition(plan.status, "HardwareApproved")[:2] == ("True", "Approved")  # type: ignore[index]
     assert "until" in condition(plan.status, "HardwareApproved")[2]  # type: ignore[index]
     assert plan.requeue_after is not None and plan.requeue_after <= 9 * 60
@@ -126,15 +126,15 @@ def test_an_approval_runs_until_its_expiry_and_wakes_the_session_for_the_notice(
 def test_the_expiry_is_announced_once_then_the_space_goes_back_to_free_hardware() -> None:
     config = CONFIG.model_copy(update={"approval_expiry_notice": 60.0})
     start = session(expiring(2))
-    first = decide(start, running(paid()), config, NOW)
-    notice = decide(then(first, start), running(paid()), config, NOW + timedelta(seconds=61))
+    first = decide(start, observed(paid()), config, NOW)
+    notice = decide(then(first, start), observed(paid()), config, NOW + timedelta(seconds=61))
     assert [e.type for e in notice.events if e.reason == "ApprovalExpiring"] == ["Warning"]
     assert notice.status.approval is not None and notice.status.approval.notice_time is not None
-    again = decide(then(notice, start), running(paid()), config, NOW + timedelta(seconds=62))
+    again = decide(then(notice, start), observed(paid()), config, NOW + timedelta(seconds=62))
     assert "ApprovalExpiring" not in reasons(again)
     assert again.requeue_after is not None and again.requeue_after <= 58
 
-    expired = decide(then(again, start), running(paid()), config, NOW + timedelta(minutes=2))
+    expired = decide(then(again, start), observed(paid()), config, NOW + timedelta(minutes=2))
     assert isinstance(expired.action, RequestHardware) and expired.action.flavor == "cpu-basic"
     assert condition(expired.status, "HardwareApproved")[:2] == ("False", "ApprovalExpired")  # type: ignore[index]
     assert expired.status.pending_approval is not None  # waiting again: `approvals` lists it
@@ -144,10 +144,10 @@ def test_the_expiry_is_announced_once_then_the_space_goes_back_to_free_hardware(
 def test_the_operators_maximum_duration_ends_an_approval_without_expiry() -> None:
     config = CONFIG.model_copy(update={"max_approval_duration": 3600.0})
     spec = {"hardware": "a10g-small", "approval": APPROVAL}
-    plan = decide(session(spec), running(paid()), config, NOW)
+    plan = decide(session(spec), observed(paid()), config, NOW)
     assert plan.status.approval is not None
     assert plan.status.approval.expires_at == rfc3339(NOW + timedelta(hours=1))
-    expired = decide(then(plan, session(spec)), running(paid()), config, NOW + timedelta(hours=1))
+    expired = decide(then(plan, session(spec)), observed(paid()), config, NOW + timedelta(hours=1))
     assert condition(expired.status, "HardwareApproved")[1] == "ApprovalExpired"  # type: ignore[index]
 
 
@@ -176,9 +176,9 @@ def test_a_sooner_expires_at_wins_over_the_maximum() -> None:
 
 def test_warn_at_usd_raises_a_warning_before_the_budget_is_spent() -> None:
     spec = {"hardware": "a10g-small", "approval": {**APPROVAL, "budgetUsd": 10, "warnAtUsd": 8}}
-    below = decide(session(spec, spend={"estimatedUsd": 5}), running(paid()), CONFIG, NOW)
+    below = decide(session(spec, spend={"estimatedUsd": 5}), observed(paid()), CONFIG, NOW)
     assert condition(below.status, "BudgetWarning")[:2] == ("False", "BelowWarning")  # type: ignore[index]
-    above = decide(session(spec, spend={"estimatedUsd": 8.5}), running(paid()), CONFIG, NOW)
+    above = decide(session(spec, spend={"estimatedUsd": 8.5}), observed(paid()), CONFIG, NOW)
     assert condition(above.status, "BudgetWarning")[:2] == ("True", "BudgetNearlySpent")  # type: ignore[index]
     assert condition(above.status, "BudgetExhausted")[0] == "False"  # type: ignore[index]
     assert any(e.reason == "BudgetNearlySpent" and e.type == "Warning" for e in above.events)
@@ -198,14 +198,14 @@ def test_warn_at_usd_must_be_below_the_budget() -> None:
 def test_a_paid_stretch_ends_in_a_receipt_with_its_approver_hours_and_cost() -> None:
     spec = {"hardware": "a10g-small", "approval": APPROVAL}
     start = session(spec)
-    on_gpu = decide(start, running(paid()), CONFIG, NOW)
+    on_gpu = decide(start, observed(paid()), CONFIG, NOW)
     period = on_gpu.status.paid_period
     assert period is not None and (period.hardware, period.approved_by) == ("a10g-small", "alice")
 
     # Half an hour later the user asks for cpu-basic, and the Hub shows it.
     later = NOW + timedelta(minutes=30)
     back = replace(then(on_gpu, start), spec=start.spec.model_copy(update={"hardware": "cpu-basic"}))
-    plan = decide(back, running(space()), CONFIG, later)
+    plan = decide(back, observed(space()), CONFIG, later)
     (receipt,) = plan.status.receipts or []
     assert (receipt.hardware, receipt.approved_by, receipt.ended_by) == ("a10g-small", "alice", "Downgraded")
     assert receipt.estimated_usd == pytest.approx(0.5) and receipt.hours == pytest.approx(0.5)
@@ -217,8 +217,8 @@ def test_a_paid_stretch_ends_in_a_receipt_with_its_approver_hours_and_cost() -> 
 
 def test_an_expired_approval_says_so_in_its_receipt() -> None:
     start = session(expiring(1))
-    on_gpu = decide(start, running(paid()), CONFIG, NOW)
-    plan = decide(then(on_gpu, start), running(space()), CONFIG, NOW + timedelta(minutes=2))
+    on_gpu = decide(start, observed(paid()), CONFIG, NOW)
+    plan = decide(then(on_gpu, start), observed(space()), CONFIG, NOW + timedelta(minutes=2))
     assert [r.ended_by for r in plan.status.receipts or []] == ["ApprovalExpired"]
 
 
@@ -230,7 +230,7 @@ def test_receipts_are_bounded() -> None:
     ]  # fmt: skip
     period = {"hardware": "a10g-small", "approvedBy": "alice", "startTime": rfc3339(NOW), "startUsd": 0}
     start = session({"hardware": "cpu-basic"}, receipts=old, paidPeriod=period, spend={"estimatedUsd": 1})
-    plan = decide(start, running(space()), CONFIG, NOW)
+    plan = decide(start, observed(space()), CONFIG, NOW)
     receipts = plan.status.receipts or []
     assert len(receipts) == MAX_RECEIPTS and receipts[-1].hardware == "a10g-small"
 

@@ -22,7 +22,7 @@ from sandbox_operator.core.conditions import (
 )
 from sandbox_operator.core.lifecycle import decide, decide_failure
 from sandbox_operator.core.model import DeleteSession, DeletionObservation, FailureKind, HubFailure
-from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, paid, running, space
+from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, observed, paid, space
 from tests.support.stages import APPROVAL, pool_objects, session_objects
 
 
@@ -63,7 +63,7 @@ def test_deletion_and_failures_write_the_generation_they_decided_on() -> None:
 
 @pytest.mark.parametrize("kind", list(FailureKind))
 def test_of_the_hub_failures_only_a_missing_template_stalls(kind: FailureKind) -> None:
-    seen = running(None, hub_failure=HubFailure(kind, "the Hub says no"))
+    seen = observed(None, hub_failure=HubFailure(kind, "the Hub says no"))
     found = conditions(decide(new_session({}, RECORDED), seen, CONFIG, NOW).status)
     stalls = kind is FailureKind.TEMPLATE_NOT_FOUND
     assert found[STALLED][0] == ("True" if stalls else "False")
@@ -72,7 +72,7 @@ def test_of_the_hub_failures_only_a_missing_template_stalls(kind: FailureKind) -
 
 def test_a_paused_session_whose_paid_flavor_waits_for_an_approver_is_not_reconciling() -> None:
     since = "2026-11-26T12:00:00.000000Z"
-    stopped = running(space("PAUSED", None), health=None, connection_paused_since=since)
+    stopped = observed(space("PAUSED", None), health=None, connection_paused_since=since)
     paused = new_session({"hardware": "a10g-small", "paused": True}, {**RECORDED, "pausedSince": since})
     found = conditions(decide(paused, stopped, CONFIG, NOW).status)
     assert found[HARDWARE_APPROVED] == ("False", Reason.AWAITING_APPROVAL)
@@ -87,17 +87,17 @@ def test_a_spent_budget_stalls_only_while_a_paid_flavor_is_asked_for() -> None:
     approval = {**APPROVAL, "budgetUsd": 1.0}
     spent = {"spend": {"estimatedUsd": 2.0, "usdPerHour": 1.0, "budgetUsd": 1.0}}
     asked = new_session({"hardware": "a10g-small", "approval": approval}, {**RECORDED, **spent})
-    found = conditions(decide(asked, running(paid()), CONFIG, NOW).status)
+    found = conditions(decide(asked, observed(paid()), CONFIG, NOW).status)
     assert found[STALLED] == ("True", Reason.BUDGET_SPENT)
     back = new_session({"approval": approval}, {**RECORDED, **spent})
-    found = conditions(decide(back, running(), CONFIG, NOW).status)
+    found = conditions(decide(back, observed(), CONFIG, NOW).status)
     assert found[BUDGET_EXHAUSTED][0] == "True" and found[STALLED][0] == "False"
     assert found[RECONCILING] == ("False", Reason.SANDBOX_READY)
 
 
 def test_the_derived_conditions_post_no_events_of_their_own() -> None:
     refused = new_session({"template": "elsewhere/template"})
-    plan = decide(refused, running(None, space=None), CONFIG, NOW)
+    plan = decide(refused, observed(None, space=None), CONFIG, NOW)
     assert conditions(plan.status)[STALLED] == ("True", Reason.TEMPLATE_NOT_ALLOWED)
     assert [e.reason for e in plan.events] == [Reason.TEMPLATE_NOT_ALLOWED]
 
@@ -105,7 +105,7 @@ def test_the_derived_conditions_post_no_events_of_their_own() -> None:
 def test_ready_is_unknown_while_no_step_reported_on_the_session() -> None:
     """A session deleted at its very first pass (its lifetime ended while no operator ran)."""
     late = replace(new_session({"lifetime": {"ttlSeconds": 60}}), created=NOW - timedelta(hours=1))
-    plan = decide(late, running(None, space=None), CONFIG, NOW)
+    plan = decide(late, observed(None, space=None), CONFIG, NOW)
     assert plan.action == DeleteSession(Reason.LIFETIME_EXPIRED)
     found = conditions(plan.status)
     assert found[READY] == ("Unknown", Reason.PENDING) and found[RECONCILING] == ("True", Reason.PENDING)

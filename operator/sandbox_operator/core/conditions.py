@@ -21,7 +21,8 @@ BUDGET_EXHAUSTED = "BudgetExhausted"
 BUDGET_WARNING = "BudgetWarning"
 #: Whether agent pods can reach the sandbox with what the connection Secret holds.
 AGENT_ACCESS = "AgentAccess"
-#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot get there without a spec change.
+#: kstatus' abnormal-true conditions: the operator works toward the spec / cannot reach it without a
+#: change to the spec.
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 #: The session is about to be deleted (end of its lifetime or retention): present, True, only from the
@@ -123,6 +124,8 @@ class Reason(StrEnum):
     READ_TOKEN_SECRET_NOT_FOUND = "ReadTokenSecretNotFound", Severity.WARNING
     SECRET_INVALID = "SecretInvalid", Severity.WARNING
     INTERNAL_ERROR = "InternalError", Severity.WARNING
+    #: The spec does not parse (a CRD older than the operator admitted it): nothing in it is acted on.
+    SPEC_INVALID = "SpecInvalid", Severity.WARNING
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ STALLED_READY_REASONS = frozenset(
         Reason.CONNECTION_SECRET_CONFLICT,
         Reason.SECRET_INVALID,
         Reason.TEMPLATE_NOT_FOUND,
+        Reason.SPEC_INVALID,
     }
 )
 #: HardwareApproved reasons that say something went wrong with the paid flavor's approval: it is not
@@ -54,6 +55,7 @@ STALLED_APPROVAL_REASONS = frozenset(
         Reason.APPROVAL_EXCEEDS_LIMIT,
         Reason.APPROVAL_NOT_ENFORCED,
         Reason.APPROVER_NOT_AUTHORIZED,
+        Reason.SPEC_INVALID,
     }
 )
 #: HardwareApproved reasons of the usual course: the requested paid flavor waits for an approver, the
