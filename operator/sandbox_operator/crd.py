@@ -81,13 +81,18 @@ def model_schema(model: type[BaseModel], *, mode: JsonSchemaMode = "validation")
 
 def _status_schema(model: type[BaseModel] = api.AgentSessionStatus) -> dict[str, Any]:
     schema = model_schema(model, mode="serialization")
-    # Defaults on status would make the API server fill fields the operator did not write...
+    # Defaults on status would make the API server fill fields the operator did not write.
     trimmed: dict[str, Any] = _without_defaults(schema)
-    # ...but for the status itself: an object the operator has not reported on yet reads
-    # observedGeneration 0, behind metadata.generation, so kstatus, Flux and Argo CD see it in progress
-    # (with no status at all, kstatus calls a custom resource Current).
-    trimmed["default"] = UNOBSERVED_STATUS
     return trimmed
+
+
+def _unobserved_by_default(status: dict[str, Any]) -> dict[str, Any]:
+    """Status defaults observedGeneration to 0, its one default: an object the operator has not
+    reported on yet (no status, or one with kopf's record only) reads 0, behind metadata.generation,
+    so kstatus, Flux and Argo CD see it in progress; with no status at all kstatus calls it Current."""
+    status["default"] = dict(UNOBSERVED_STATUS)
+    status["properties"]["observedGeneration"]["default"] = UNOBSERVED_STATUS["observedGeneration"]
+    return status
 
 
 def _without_defaults(node: Any) -> Any:
@@ -106,7 +111,7 @@ def _spec_schema() -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     """The whole AgentSession CustomResourceDefinition object."""
-    status = _status_schema()
+    status = _unobserved_by_default(_status_schema())
     status["description"] = "Observed state of the session, written by the operator."
     root: dict[str, Any] = {
         "type": "object",
@@ -135,7 +140,7 @@ def build_pool_crd() -> dict[str, Any]:
     spec = model_schema(api.AgentSessionPoolSpec)
     spec["description"] = "Desired state of the warm pool."
     spec["default"] = {}
-    status = _status_schema(api.AgentSessionPoolStatus)
+    status = _unobserved_by_default(_status_schema(api.AgentSessionPoolStatus))
     status["description"] = "Observed state of the pool, written by the operator."
     root: dict[str, Any] = {
         "type": "object",
