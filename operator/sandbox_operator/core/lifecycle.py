@@ -202,13 +202,14 @@ def decide_live(
     _agent_access(draft, observed)
     clock = lifetime.keep_time(session, draft.status, config, now)
     if clock.delete is not None:
-        events = transition_events(session.status, draft.status) + books.events
         conclude(draft.status, session.generation, now)
+        events = transition_events(session.status, draft.status) + books.events
         return Plan(clock.delete, draft.status, None, events)
     action, requeue = _next_step(draft, observed, config, jitter)
     if action is None and draft.status.phase in (Phase.READY, Phase.SLEEPING):
         action, idle_requeue = lifetime.idle_step(session, draft.status, observed, config, now)
         requeue = _sooner(requeue, idle_requeue)
+    conclude(draft.status, session.generation, now)
     requeue = _sooner(requeue, clock.requeue)
     if draft.status.spend is not None:
         recheck = spend_recheck_delay(draft.status.spend, config)
@@ -224,7 +225,6 @@ def decide_live(
         draft.status.failures = None
         draft.status.next_retry_time = None
     events = transition_events(session.status, draft.status) + books.events
-    conclude(draft.status, session.generation, now)
     return Plan(action, draft.status, requeue, events)
 
 
@@ -241,11 +241,10 @@ def decide_failure(
     draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
     delay = _failure(draft, reason, message, config, jitter)
+    conclude(draft.status, session.generation, now)
     if session.deleting:
         return _deletion_plan(draft, None, reason, message, delay)
-    events = transition_events(session.status, draft.status)
-    conclude(draft.status, session.generation, now)
-    return Plan(None, draft.status, delay, events)
+    return Plan(None, draft.status, delay, transition_events(session.status, draft.status))
 
 
 def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None:
