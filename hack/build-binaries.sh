@@ -77,3 +77,14 @@ bindir="$kube_score_dir" build kube-score "$here/tools/kube-score" github.com/ze
 ln -sfn "$kube_score_dir/kube-score" "$bindir/kube-score"
 
 echo "$bindir"
+
+# kstatus: what GitOps tools read status with, as a command for the status tests: sigs.k8s.io/cli-utils'
+# status.Compute (Flux's default health check, kapply, Config Sync) and Flux's CEL health checks
+# (github.com/fluxcd/pkg/runtime/cel); hack/tools/kstatus pins both. Cached in a directory of its own,
+# so its versions never force the binaries above to rebuild; linked into the one printed above.
+KSTATUS_VERSION=0.37.2
+FLUX_RUNTIME_VERSION=0.117.0
+kstatus_dir="$cache/bin/kstatus-v${KSTATUS_VERSION}-flux-runtime-v${FLUX_RUNTIME_VERSION}"
+mkdir -p "$kstatus_dir"
+bindir="$kstatus_dir" build kstatus "$here/tools/kstatus" sandbox-operator.dev/hack/tools/kstatus ""
+ln -sfn "$kstatus_dir/kstatus" "$bindir/kstatus"

@@ -16,6 +16,8 @@ from pydantic.json_schema import JsonSchemaMode
 from . import api
 
 _DROPPED_KEYS = {"title", "$defs"}
+#: The status the API server gives an object until the operator writes one (a default on read).
+UNOBSERVED_STATUS = {"observedGeneration": 0}
 
 #: Printer columns for `kubectl get agentsessions`.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -101,6 +103,15 @@ def _status_schema(model: type[BaseModel] = api.AgentSessionStatus) -> dict[str,
     return trimmed
 
 
+def _unobserved_by_default(status: dict[str, Any]) -> dict[str, Any]:
+    """Status defaults observedGeneration to 0, its one default: an object the operator has not
+    reported on yet (no status, or one with kopf's record only) reads 0, behind metadata.generation,
+    so kstatus, Flux and Argo CD see it in progress; with no status at all kstatus calls it Current."""
+    status["default"] = dict(UNOBSERVED_STATUS)
+    status["properties"]["observedGeneration"]["default"] = UNOBSERVED_STATUS["observedGeneration"]
+    return status
+
+
 def _without_defaults(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
@@ -117,7 +128,7 @@ def _spec_schema() -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     """The whole AgentSession CustomResourceDefinition object."""
-    status = _status_schema()
+    status = _unobserved_by_default(_status_schema())
     status["description"] = "Observed state of the session, written by the operator."
     root: dict[str, Any] = {
         "type": "object",
@@ -146,7 +157,7 @@ def build_pool_crd() -> dict[str, Any]:
     spec = model_schema(api.AgentSessionPoolSpec)
     spec["description"] = "Desired state of the warm pool."
     spec["default"] = {}
-    status = _status_schema(api.AgentSessionPoolStatus)
+    status = _unobserved_by_default(_status_schema(api.AgentSessionPoolStatus))
     status["description"] = "Observed state of the pool, written by the operator."
     root: dict[str, Any] = {
         "type": "object",

@@ -23,6 +23,7 @@ from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin
 from sandbox_testbench.hubsim.views import sandbox_url_template
 from tests.support import wait_for
+from tests.support.docs import fenced
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"
@@ -234,12 +235,8 @@ def remove_approval_policy(plane: ControlPlane) -> None:
 def readme_block(containing: str, readme: Path = REPO / "README.md") -> list[str]:
     """The commands of the README's fenced shell block that contains `containing`, as written
     (comment-only lines dropped), so tests run what users read."""
-    text = readme.read_text()
-    for block in text.split("```sh\n")[1:]:
-        body = block.split("```", 1)[0]
-        if containing in body:
-            return [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    raise AssertionError(f"no ```sh block in {readme.name} contains {containing!r}")
+    body = fenced(readme, "sh", containing)
+    return [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def run_shell(plane: ControlPlane, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -146,7 +146,7 @@ def test_no_lifetime_outlives_the_operators_maximum_age(clock: Clock) -> None:
     )
     plan = decide(paused, observed(space=space("PAUSED", None)), CONFIG, clock.advance(CONFIG.lifetime_max))
     assert plan.action == DeleteSession(Reason.LIFETIME_EXPIRED)
-    assert "maximum age" in plan.status.conditions[-1].message
+    assert "maximum age" in next(c.message for c in plan.status.conditions if c.type == EXPIRING)
 
 
 def test_paused_time_does_not_count_against_the_lifetime_unless_configured(clock: Clock) -> None:
@@ -195,7 +195,8 @@ def test_a_paused_session_pauses_its_space_says_so_and_waits(clock: Clock) -> No
 
     plan = decide(then(demo, plan), replace(stopped, connection_paused_since=since), CONFIG, clock.at())
     assert plan.action is None
-    assert ready(plan.status) == ("False", Reason.PAUSED) and plan.status.phase == Phase.PAUSED
+    # Ready: where its spec puts it, so GitOps tools do not wait on it; the reason says it is paused.
+    assert ready(plan.status) == ("True", Reason.PAUSED) and plan.status.phase == Phase.PAUSED
     message = next(c.message for c in plan.status.conditions if c.type == "Ready")
     assert since in message and resume_command(demo) in message
     assert Reason.PAUSED.severity is Severity.NORMAL and Reason.IDLE_PAUSED.severity is Severity.NORMAL
@@ -279,7 +280,7 @@ def test_an_idle_paused_session_says_so(clock: Clock) -> None:
     demo = session({"paused": True, **IDLE}, ready_status(pausedSince=since, pausedBy="Idle"))
     stopped = observed(space=space("PAUSED", None), connection_paused_since=since)
     plan = decide(demo, stopped, CONFIG, clock.advance(60))
-    assert plan.action is None and ready(plan.status) == ("False", Reason.IDLE_PAUSED)
+    assert plan.action is None and ready(plan.status) == ("True", Reason.IDLE_PAUSED)
 
 
 # Retention -----------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class Reason(StrEnum):
         return member
 
     # Progress and healthy states.
+    PENDING = "Pending"
     FREE_HARDWARE = "FreeHardware"
     AWAITING_APPROVAL = "AwaitingApproval"
     APPROVED = "Approved"
@@ -191,11 +192,17 @@ NOTIFIED_REASONS = frozenset(
 )
 
 
+#: Conditions derived from the others (core/progress.py): those others post the Events.
+DERIVED_CONDITIONS = frozenset({RECONCILING, STALLED})
+
+
 def transition_events(old: AgentSessionStatus, new: AgentSessionStatus) -> list[EventNote]:
     """One Event for each condition whose status or reason changed to one a user acts on: every
     Warning, and the Normal reasons in NOTIFIED_REASONS."""
     events = []
     for condition in new.conditions:
+        if condition.type in DERIVED_CONDITIONS:
+            continue
         before = condition_of(old, condition.type)
         if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
             continue

@@ -83,6 +83,7 @@ from .money import (
     target_hardware,
     usd,
 )
+from .progress import conclude
 
 #: While a session stays starting or unhealthy, the poll delay is this fraction of the time it has
 #: not been Ready: polls thin out geometrically (x1.25 each), up to `waiting_poll_max`.
@@ -194,7 +195,6 @@ def decide_live(
         denier_authorized=observed.denier_authorized,
     )
     draft = _Draft(session, now, session.status.model_copy(deep=True), verdict)
-    draft.status.observed_generation = session.generation
     draft.status.approval = record
     # The spec reads again: what an unreadable one stalled is over.
     draft.status.conditions = [
@@ -219,12 +219,14 @@ def decide_live(
     _agent_access(draft, observed)
     clock = lifetime.keep_time(session, draft.status, config, now)
     if clock.delete is not None:
+        conclude(draft.status, session.generation, now)
         events = transition_events(session.status, draft.status) + books.events
         return Plan(clock.delete, draft.status, None, events)
     action, requeue = _next_step(draft, observed, config, jitter)
     if action is None and draft.status.phase in (Phase.READY, Phase.SLEEPING):
         action, idle_requeue = lifetime.idle_step(session, draft.status, observed, config, now)
         requeue = _sooner(requeue, idle_requeue)
+    conclude(draft.status, session.generation, now)
     requeue = _sooner(requeue, clock.requeue)
     if draft.status.spend is not None:
         recheck = spend_recheck_delay(draft.status.spend, config)
@@ -259,6 +261,7 @@ def decide_failure(
     draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
     delay = _failure(draft, reason, message, config, jitter)
+    conclude(draft.status, session.generation, now)
     if session.deleting:
         return _deletion_plan(draft, None, reason, message, delay)
     lapse = (
@@ -703,6 +706,7 @@ def _deletion_plan(
     if action is None:
         kind = "Normal" if done else "Warning"
         events.append(EventNote(kind, condition.reason, condition.message))
+    conclude(draft.status, draft.session.generation, draft.now)
     return Plan(action, draft.status, requeue_after, events, done=done)
 
 

@@ -215,9 +215,11 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
     return Clock(None, _wake(left, config))
 
 
-def _ready(session: Session, status: AgentSessionStatus, reason: Reason, message: str, now: datetime) -> None:
+def _ready(
+    session: Session, status: AgentSessionStatus, state: str, reason: Reason, message: str, now: datetime
+) -> None:
     status.conditions = set_condition(
-        status.conditions, READY, "False", reason, message, session.generation, now
+        status.conditions, READY, state, reason, message, session.generation, now
     )
 
 
@@ -240,16 +242,19 @@ def pause_step(
     how = resume_command(session)
     status.phase = Phase.PAUSED
     if space.stage not in STOPPED_STAGES:
-        _ready(session, status, Reason.PAUSING, f"pausing Space {space.space_id} (now {space.stage}); "
-               f"resume with: {how}", now)  # fmt: skip
+        pausing = f"pausing Space {space.space_id} (now {space.stage}); resume with: {how}"
+        _ready(session, status, "False", Reason.PAUSING, pausing, now)
         return PauseSpace(space.space_id), config.poll_interval
     if observed.token is not None and (observed.connection_paused_since or "") != since:
         return PublishPause(since, how), 0.0
     idle = status.paused_by == PausedBy.IDLE
     why = "its sandbox was not used for a while" if idle else "spec.paused is true"
+    # Ready: the session is where its spec puts it (so GitOps tools do not wait on it); the reason
+    # and message say the sandbox does not answer until it is resumed.
     _ready(
         session,
         status,
+        "True",
         Reason.IDLE_PAUSED if idle else Reason.PAUSED,
         f"Space {space.space_id} is paused since {since} ({why}): nothing is billed and the sandbox does not "
         f"answer; resume it with: {how}",
@@ -295,6 +300,7 @@ def idle_step(
     _ready(
         session,
         status,
+        "False",
         Reason.IDLE_PAUSED,
         f"the sandbox has not been used since {rfc3339(since)} ({after}s, spec.idle.pauseAfterSeconds or the "
         f"operator's default); pausing Space {observed.space.space_id}; resume it with: "

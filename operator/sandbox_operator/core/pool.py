@@ -34,6 +34,7 @@ from ..config import OperatorConfig
 from .conditions import READY, EventNote, Reason, rfc3339, set_condition
 from .creation import Refusal, creation_refusal
 from .model import ERROR_STAGES, STOPPED_STAGES, HealthResult, HubFailure, Observation, SpaceView, own_cluster
+from .progress import conclude, conclude_pool
 
 #: The session's condition that says how it got its Space (warm claim, or why it fell back to cold).
 WARM_CLAIM = "WarmClaim"
@@ -208,10 +209,10 @@ def decide_pool(
             actions.append(CreatePooledSpace(space_id, template, send_by))
     status = pool.status.model_copy(deep=True)
     status.spaces = kept
-    status.observed_generation = pool.generation
     status.selector = f"{POOL_LABEL}={pool.name}"
     _summarize(status)
     _pool_condition(pool, status, desired, refusal, now)
+    conclude_pool(status, pool.generation, now, deleting=pool.deleting)
     done = pool.deleting and all(
         e.claimed_by is not None and not _claimant_gone(e, observed.live_sessions) for e in kept
     )
@@ -435,12 +436,12 @@ def claimed_status(
     claimed.stage = "RUNNING"
     claimed.hardware = HardwareStatus(current=POOL_HARDWARE, requested=POOL_HARDWARE)
     claimed.phase = Phase.READY
-    claimed.observed_generation = generation
     message = f"claimed Space {entry.space_id} from pool {pool_name}, built and healthy"
     for type_, reason in ((WARM_CLAIM, Reason.WARM_SPACE_CLAIMED), (READY, Reason.WARM_SPACE_CLAIMED)):
         claimed.conditions = set_condition(
             claimed.conditions, type_, "True", reason, message, generation, now
         )
+    conclude(claimed, generation, now)
     return claimed
 
 
