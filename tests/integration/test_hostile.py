@@ -416,7 +416,8 @@ def test_a_spec_the_operator_cannot_read_stalls_gives_up_the_gpu_and_is_still_de
     def served_again() -> bool:
         session = get_session(kubectl, "odd", mallory) or {}
         moved = session.get("status", {}).get("observedGeneration") == generation + 1
-        return moved and condition(session, "Stalled") is None and paying()
+        stalled_now = condition(session, "Stalled") or {}
+        return moved and stalled_now.get("status") == "False" and paying()
 
     wait_for(served_again, 60, "the fixed spec read, the GPU again")
 
