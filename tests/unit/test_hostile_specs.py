@@ -252,6 +252,7 @@ def test_an_unreadable_spec_stalls_gives_up_paid_hardware_with_its_receipt_and_s
     assert condition(plan, "Ready")[:2] == ("False", "SpecInvalid")  # type: ignore[index]
     assert condition(plan, "Stalled")[:2] == ("True", "SpecInvalid")  # type: ignore[index]
     assert "spec.lifetime.expiresAt" in condition(plan, "Stalled")[2]  # type: ignore[index]
+    assert condition(plan, "Reconciling")[0] == "False"  # type: ignore[index]
     assert condition(plan, "HardwareApproved")[:2] == ("False", "SpecInvalid")  # type: ignore[index]
     (receipt,) = plan.status.receipts or []
     assert receipt.ended_by == "SpecInvalid" and receipt.estimated_usd == pytest.approx(0.5)
@@ -270,6 +271,8 @@ def test_a_failed_request_for_free_hardware_keeps_the_stretch_open_and_is_retrie
     assert plan.action is None and plan.status.paid_period is not None and not plan.status.receipts
     assert condition(plan, "Ready")[1] == "HubUnavailable"  # type: ignore[index]
     assert condition(plan, "Stalled")[:2] == ("True", "SpecInvalid")  # type: ignore[index]
+    assert "spec.lifetime.expiresAt" in condition(plan, "Stalled")[2]  # type: ignore[index]
+    assert condition(plan, "Reconciling")[0] == "False"  # type: ignore[index]
     assert plan.requeue_after is not None and plan.status.failures == 1
 
 
@@ -291,6 +294,7 @@ def test_an_unreadable_session_is_deleted_by_what_can_be_read(policy: str | None
 
 def test_a_spec_readable_again_is_no_longer_stalled() -> None:
     stalled = decide(session(UNREADABLE), Observation(), CONFIG, NOW)
+    assert condition(stalled, "Reconciling")[0] == "False"  # type: ignore[index]  # both always present
     fixed = session({}, stalled.status.model_dump(by_alias=True))
     plan = decide(fixed, observed(), CONFIG, NOW)
     stalled_now = condition(plan, "Stalled")

@@ -284,7 +284,7 @@ def decide_unreadable(
     failure of that request."""
     problem = session.spec_problem
     unjudged = HardwareVerdict(
-        False, Reason.SPEC_INVALID, "no approval is read from a spec that cannot be read"
+        False, Reason.SPEC_INVALID, f"no approval is read from a spec that cannot be read: {problem}"
     )
     draft = _Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.observed_generation = session.generation
@@ -296,7 +296,6 @@ def decide_unreadable(
         f"the operator reads the change at once: {problem}"
     )
     draft.condition(HARDWARE_APPROVED, "False", Reason.SPEC_INVALID, unjudged.message)
-    draft.condition(STALLED, "True", Reason.SPEC_INVALID, message)
     clock = lifetime.keep_time(session, draft.status, config, now)
     action: Action | None = clock.delete
     requeue = clock.requeue
@@ -316,6 +315,8 @@ def decide_unreadable(
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
+    # Stalled (SpecInvalid) and Reconciling come from Ready or HardwareApproved, as for every decision.
+    conclude(draft.status, session.generation, now)
     notes = transition_events(session.status, draft.status)
     said = [note for note in notes if note.reason == Reason.SPEC_INVALID][:1]  # one Event, not one each
     events = said + [note for note in notes if note.reason != Reason.SPEC_INVALID] + draft.notes
