@@ -57,6 +57,7 @@ from .core.model import (
     SpaceView,
 )
 from .create_slots import CreateSlots
+from .fairness import serve_session
 from .health import (
     HealthMonitor,
     WatchSync,
@@ -617,10 +618,13 @@ async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | 
 
 
 async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped) -> None:
-    """The session's reconcile loop: `body` is kopf's live view, always the latest object."""
+    """The session's reconcile loop: `body` is kopf's live view, always the latest object. Its calls
+    wait their turn behind those of sessions created before it, namespaces in turn (fairness.py)."""
     loop = session_loop(memo)
     failures = 0
-    uid = str(body.get("metadata", {}).get("uid", ""))
+    meta = body.get("metadata", {})
+    uid = str(meta.get("uid", ""))
+    serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
     try:
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)

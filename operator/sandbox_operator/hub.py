@@ -49,6 +49,7 @@ from .core.model import (
     HubFailure,
     SpaceView,
 )
+from .fairness import CURRENT_TURN, FairLimiter
 from .pricing import hourly_prices
 from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
 from .sandbox_url import sandbox_url
@@ -171,14 +172,16 @@ def classify(route: str, error: Exception) -> HubError:
     raise error
 
 
-#: What the worker thread is calling, for the HTTP-level hooks: route, priority and send time.
+#: What the worker thread is calling, for the HTTP-level hooks: route, priority, send time, namespace.
 _current = threading.local()
 
 
 def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client]:
     def before(request: httpx2.Request) -> None:
         gate.before_request(
-            getattr(_current, "priority", Priority.OBSERVE), getattr(_current, "not_after", None)
+            getattr(_current, "priority", Priority.OBSERVE),
+            getattr(_current, "not_after", None),
+            getattr(_current, "tenant", ""),
         )
         left = gate.time_left()
         if left < timeout:
@@ -204,15 +207,16 @@ def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client
 
 
 def _in_thread(
-    route: str, priority: Priority, fn: Callable[[], T], not_after: float | None
+    route: str, priority: Priority, fn: Callable[[], T], not_after: float | None, tenant: str
 ) -> Callable[[], T]:
-    """`fn` tagged with its route, priority and send deadline for the hooks; requests that got no
-    response are counted here."""
+    """`fn` tagged with its route, priority, send deadline and namespace for the hooks; requests that
+    got no response are counted here."""
 
     def run() -> T:
         _current.route = route
         _current.priority = priority
         _current.not_after = not_after
+        _current.tenant = tenant
         try:
             return fn()
         except HubPaused:
@@ -281,6 +285,8 @@ class HubClient:
         self._endpoint = config.hub_endpoint.rstrip("/")
         self._config = config
         self._pool = ThreadPoolExecutor(max_workers=config.hub_concurrency, thread_name_prefix="hub")
+        #: Who gets the next of `_pool`'s workers: sessions created first, namespaces in turn.
+        self._workers = FairLimiter(config.hub_concurrency)
         #: Deletions never queue behind calls that wait at the gate in every worker of `_pool`.
         self._urgent_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hub-urgent")
         self._http: aiohttp.ClientSession | None = None
@@ -299,10 +305,15 @@ class HubClient:
         """`not_after` (monotonic): a request still waiting at the gate then is not sent at all."""
         loop = asyncio.get_running_loop()
         retries = self._config.hub_read_retries if idempotent else 0
-        pool = self._urgent_pool if priority is Priority.DELETE else self._pool
+        urgent = priority is Priority.DELETE
+        turn = CURRENT_TURN.get()
+        run = _in_thread(route, priority, fn, not_after, turn.namespace if turn is not None else "")
         for attempt in range(retries + 1):
             try:
-                return await loop.run_in_executor(pool, _in_thread(route, priority, fn, not_after))
+                if urgent:
+                    return await loop.run_in_executor(self._urgent_pool, run)
+                async with self._workers.hold(int(priority)):
+                    return await loop.run_in_executor(self._pool, run)
             except Exception as error:
                 failure = classify(route, error)
                 if failure.failure.kind is FailureKind.RATE_LIMITED:

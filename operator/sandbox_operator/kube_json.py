@@ -22,6 +22,7 @@ import aiohttp
 import kopf
 
 from . import __version__
+from .fairness import FairLimiter
 
 #: The operator's name to the API server, defined once: the field manager of every write (its own
 #: calls name it; kopf's get it from USER_AGENT, whose product the API server takes as the manager
@@ -119,6 +120,8 @@ class KubeApi:
         self._timeout = timeout
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: Who gets the next connection: calls for no session, then sessions in turn (fairness.py).
+        self._order = FairLimiter(connections)
 
     def _connect(self) -> tuple[aiohttp.ClientSession, kopf.ConnectionInfo]:
         if self._session is None or self._info is None:
@@ -152,9 +155,12 @@ class KubeApi:
             if data is not None:
                 headers["Content-Type"] = content_type
             try:
-                async with session.request(
-                    method, info.server.rstrip("/") + path, data=data, params=query, headers=headers
-                ) as response:
+                async with (
+                    self._order.hold(),
+                    session.request(
+                        method, info.server.rstrip("/") + path, data=data, params=query, headers=headers
+                    ) as response,
+                ):
                     text = await response.read()
                     status, reason = response.status, response.reason or ""
             except TimeoutError as error:

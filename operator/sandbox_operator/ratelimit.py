@@ -10,9 +10,10 @@ session, so the budget is global: every HTTP request to the Hub passes this gate
   not spent before it ends; with none left, every request waits for the reset.
 - A 429 with `Retry-After` pauses *all* requests until that time, since any call sent earlier
   would be refused as well and would only extend the penalty.
-- Requests that wait are served by priority, then in arrival order: deletions (and the
-  finalizer's reads) first, then creates and other changes, then observation, so sessions
-  that keep polling never hold back a deletion.
+- Requests that wait are served by priority: deletions (and the finalizer's reads) first, then
+  creates and other changes, then observation, so sessions that keep polling never hold back a
+  deletion. Within a priority, namespaces take turns (fairness.py: one namespace's burst does not
+  starve another's session), and each namespace's requests go in arrival order.
 - The leader fence: no request is sent once this process may have lost its Lease, and none is
   given more time than is left before it must stop acting (`lease_left`).
 
@@ -22,7 +23,6 @@ thread-safe and takes its clock, wall clock and wait as parameters for tests.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import re
@@ -34,6 +34,7 @@ from email.utils import parsedate_to_datetime
 from enum import IntEnum
 
 from . import metrics
+from .fairness import FairQueue
 
 #: `RateLimit: "api";r=12;t=55`: calls remaining in the window, seconds until it resets.
 _RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
@@ -157,8 +158,8 @@ class HubGate:
         self._bucket = TokenBucket(rate, burst, clock()) if rate > 0 else None
         self._burst = max(1, int(burst))
         self._paused_until = 0.0
-        #: Requests waiting to go: (priority, arrival number), the smallest goes next.
-        self._queue: list[tuple[int, int]] = []
+        #: Requests waiting to go (their arrival numbers): by priority, namespaces in turn, arrival.
+        self._queue: FairQueue[int] = FairQueue()
         self._arrivals = itertools.count()
         #: The Hub's window: calls left (counted down as we send) and when it resets (monotonic).
         self._remaining: int | None = None
@@ -230,29 +231,32 @@ class HubGate:
         if self._remaining is not None:
             self._remaining -= 1
 
-    def before_request(self, priority: Priority = Priority.OBSERVE, not_after: float | None = None) -> None:
+    def before_request(
+        self, priority: Priority = Priority.OBSERVE, not_after: float | None = None, tenant: str = ""
+    ) -> None:
         """Block until the request may go, or raise `HubPaused` / `NotLeader` / `SendDeadlinePassed`
-        (nothing is sent). `not_after` (on this gate's clock): the request goes before then or never."""
+        (nothing is sent). `not_after` (on this gate's clock): the request goes before then or never.
+        `tenant`: the namespace of the session it is made for ("": none), which takes turns with others."""
         with self._lock:
-            ticket = (int(priority), next(self._arrivals))
-            heapq.heappush(self._queue, ticket)
+            ticket = next(self._arrivals)
+            self._queue.push(ticket, tenant=tenant, key=ticket, level=int(priority))
             arrived = self._clock()
             try:
                 while True:
                     self._check(not_after)
                     now = self._clock()
-                    if self._queue[0] != ticket:
+                    if self._queue.peek() != ticket:
                         self._wait(self._changed, _RECHECK)
                         continue
                     wait = self._wait_time(now)
                     if wait <= 0:
                         self._take(now)
+                        self._queue.pop()
                         metrics.RATE_LIMIT_WAIT.observe(now - arrived)
                         return
                     self._wait(self._changed, min(wait, _RECHECK))
             finally:
-                self._queue.remove(ticket)
-                heapq.heapify(self._queue)
+                self._queue.remove(ticket)  # a request that gave up (one that went was taken out)
                 self._changed.notify_all()
 
     def after_response(self, status: int, headers: Mapping[str, str]) -> None:

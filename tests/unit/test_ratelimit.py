@@ -201,6 +201,17 @@ class SharedClock:
         condition.wait(0.005)
 
 
+def serve_one_token_at_a_time(
+    shared: SharedClock, threads: list[threading.Thread], served: list[str]
+) -> None:
+    """Move the clock one token at a time until every waiting request was served."""
+    for expected in range(1, len(threads) + 1):
+        shared.now += 1.0
+        wait_for(lambda n=expected: len(served) == n, 10, f"request {expected} to be served", interval=0.005)
+    for thread in threads:
+        thread.join(timeout=5)
+
+
 def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
     shared = SharedClock()
     hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
@@ -217,12 +228,32 @@ def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
     threads.append(request("create", Priority.CHANGE))
     threads.append(request("delete", Priority.DELETE))
     wait_for(lambda: hub.waiting() == 5, 10, "all five to wait", interval=0.005)
-    for expected in range(1, 6):
-        shared.now += 1.0  # one token per step
-        wait_for(lambda n=expected: len(served) == n, 10, f"request {expected} to be served", interval=0.005)
-    for thread in threads:
-        thread.join(timeout=5)
+    serve_one_token_at_a_time(shared, threads, served)
     assert served == ["delete", "create", "observe-0", "observe-1", "observe-2"]
+
+
+def test_namespaces_take_turns_at_the_gate_each_in_arrival_order() -> None:
+    shared = SharedClock()
+    hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
+    hub.before_request()  # the only token
+    served: list[str] = []
+
+    def request(name: str, tenant: str, priority: Priority = Priority.CHANGE) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: (hub.before_request(priority, tenant=tenant), served.append(name))
+        )
+        thread.start()
+        return thread
+
+    threads = []
+    for i in range(4):  # one namespace's burst queues first
+        threads.append(request(f"noisy-{i}", "noisy"))
+        wait_for(lambda n=i + 1: hub.waiting() == n, 10, "the burst to wait", interval=0.005)
+    threads.append(request("victim", "quiet"))
+    threads.append(request("listing", "", Priority.OBSERVE))
+    wait_for(lambda: hub.waiting() == 6, 10, "all six to wait", interval=0.005)
+    serve_one_token_at_a_time(shared, threads, served)
+    assert served == ["noisy-0", "victim", "noisy-1", "noisy-2", "noisy-3", "listing"]
 
 
 def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
