@@ -31,6 +31,7 @@ from tests.support.core import (
     SPACE_ID,
     TRUSTED,
     UID,
+    observed,
     paid,
     ready,
     space,
@@ -340,3 +341,29 @@ def test_prices_come_from_the_observation() -> None:
     )
     plan = decide(session({"hardware": "a10g-small"}, RECORDED), observed, CONFIG, NOW)
     assert plan.status.pending_approval is not None and plan.status.pending_approval.usd_per_hour == 9.0
+
+
+@pytest.mark.parametrize("stage", ["BUILDING", "APP_STARTING"])
+def test_a_waiting_free_session_decides_the_same_status_on_every_wake_up(stage: str) -> None:
+    """Nothing a user acts on changes while a free Space builds: the next pass writes no status."""
+    from sandbox_operator.kube import status_patch
+
+    confirmed = {**RECORDED, "spaceConfirmedTime": "2026-11-26T11:59:00Z"}
+    seen = observed(space(stage, None, "cpu-basic"), health=None)
+    first = decide(session(status=confirmed), seen, CONFIG, NOW)
+    later = decide(session(status=status_patch(first.status)), seen, CONFIG, NOW + timedelta(seconds=30))
+    assert first.action is None and later.action is None
+    assert status_patch(later.status) == status_patch(first.status)
+
+
+def test_paid_hardware_still_brings_spend_up_to_date_on_every_pass() -> None:
+    from sandbox_operator.kube import status_patch
+
+    approved = {"hardware": "a10g-small", "approval": {"approvedBy": "ops", "hardware": "a10g-small"}}
+    seen = observed(paid())
+    first = decide(session(approved, status=RECORDED), seen, CONFIG, NOW)
+    later = decide(
+        session(approved, status=status_patch(first.status)), seen, CONFIG, NOW + timedelta(hours=1)
+    )
+    assert first.status.spend is not None and later.status.spend is not None
+    assert later.status.spend.estimated_usd == pytest.approx(first.status.spend.estimated_usd + 1.0)

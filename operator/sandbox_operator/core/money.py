@@ -175,13 +175,17 @@ def accrue_spend(
     """Add the time since the last observation at the rate then observed; start the new rate now.
 
     Time the operator was down is charged too, since the Space kept running meanwhile. A Space
-    asleep, paused or stopped is billed nothing, whatever hardware it holds.
+    asleep, paused or stopped is billed nothing, whatever hardware it holds. While nothing is billed
+    and nothing changes, the spend stays as it was (its time too): a free session's status is not
+    written again on every observation for a figure that cannot move.
     """
     current = space.current_hardware
     if current is None or is_free(current, config) or space.stage in UNBILLED_STAGES:
         rate = 0.0
     else:
         rate = prices.get(current, 0.0)
+    if previous is not None and previous.usd_per_hour == rate == 0.0 and previous.budget_usd == budget:
+        return previous
     spent = previous.estimated_usd if previous else 0.0
     if previous is not None and previous.last_observed_time is not None:
         elapsed = max(0.0, (now - parse_rfc3339(previous.last_observed_time)).total_seconds())
