@@ -27,7 +27,7 @@ from helm_chart import (
     rbac_objects,
 )
 
-from sandbox_operator.api import Hardware
+from sandbox_operator.api import GROUP, PLURAL, Hardware
 
 EXISTING_SECRET = merged(
     REQUIRED_VALUES,
@@ -383,6 +383,24 @@ def test_namespaced_watch_grants_roles_only_in_watched_namespaces(helm: Helm) ->
             {"kind": "ServiceAccount", "name": service_account, "namespace": "ops"}
         ]
     assert env_values(helm.render(NAMESPACED))["SANDBOX_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_the_session_quota_caps_sessions_in_each_namespace_it_names(helm: Helm) -> None:
+    counted = f"count/{PLURAL}.{GROUP}"
+    assert by_kind(helm.render(NAMESPACED), "ResourceQuota") == []  # none unless asked for
+    quotas = by_kind(helm.render(merged(NAMESPACED, {"sessionQuota": {"perNamespace": 50}})), "ResourceQuota")
+    assert {quota["metadata"]["namespace"]: quota["spec"]["hard"] for quota in quotas} == {
+        "team-a": {counted: "50"},
+        "team-b": {counted: "50"},
+    }
+    listed = {"sessionQuota": {"perNamespace": 0, "namespaces": ["tenant-x"]}}
+    (quota,) = by_kind(helm.render(merged(REQUIRED_VALUES, listed)), "ResourceQuota")
+    assert quota["metadata"]["namespace"] == "tenant-x" and quota["spec"]["hard"] == {counted: "0"}
+    # Cluster-wide with no namespace named: the README's example is applied by hand.
+    assert (
+        by_kind(helm.render(merged(REQUIRED_VALUES, {"sessionQuota": {"perNamespace": 5}})), "ResourceQuota")
+        == []
+    )
 
 
 def test_leader_election_can_be_turned_off(helm: Helm) -> None:
