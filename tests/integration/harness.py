@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,6 +192,17 @@ class OperatorProcess:
                     lines = log.read().decode(errors="replace").splitlines()
                 if lines:
                     yield str(path), "\n".join(lines[-cls.REPORT_LINES :])
+
+
+def readiness(process: OperatorProcess) -> tuple[int, dict[str, str]]:
+    """What the process's readiness endpoint answers: HTTP status and body."""
+    try:
+        with urllib.request.urlopen(process.started_env["SANDBOX_OPERATOR_READINESS"], timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError as error:  # not listening yet
+        return 0, {"error": str(error)}
 
 
 _probes = itertools.count()

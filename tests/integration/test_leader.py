@@ -19,6 +19,7 @@ from harness import (
     SECOND_OPERATOR_TOKEN,
     OperatorProcess,
     install_read_token,
+    readiness,
     session_manifest,
     wait_ready,
 )
@@ -31,15 +32,6 @@ LEASE = ("lease", DEFAULT_LEASE_NAME, "-n", "default")
 
 def calls_by(admin: HubSimAdmin, user: str) -> list[dict[str, object]]:
     return [call for call in admin.calls() if call["user"] == user]
-
-
-def readiness(process: OperatorProcess) -> tuple[int, dict[str, str]]:
-    """What the process's readiness endpoint answers: HTTP status and body."""
-    try:
-        with urllib.request.urlopen(process.started_env["SANDBOX_OPERATOR_READINESS"], timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_a_second_operator_waits_for_the_lease_and_sends_no_hub_call(
