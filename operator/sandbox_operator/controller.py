@@ -376,11 +376,12 @@ async def apply(
                     owner=owner,
                     values=values,
                     exists=bool(observed.token),
-                    update_follows=True,  # PublishConnection, once the Space runs
+                    defer=True,  # written whole by PublishConnection, once the Hub reports the URL
                 )
                 # The status naming the Space is written with the create record, before the duplicate
                 # (CreateSpace): until then a restart records the same intent again, the Space's name
-                # comes from the UID and the token from this Secret.
+                # comes from the UID. The token is kept in this process until the Secret is written;
+                # a restart before then gives the Space a new one (RotateToken).
                 # Intent precedes creation, so no Space of ours exists yet; should one exist anyway
                 # (a status lost by hand), the duplicate answers 409 and it is adopted.
                 return Applied(

@@ -162,10 +162,9 @@ class KubeClient:
         #: The last check of the approval policy: when, why it is not enforced, since when it exists.
         self._policy_checked: tuple[float, str | None, str | None] | None = None
         self._reviews: dict[ApproverQuestion, tuple[float, bool]] = {}
-        #: Connection Secrets this process created and has not updated since, by owner UID: (namespace,
-        #: name, resourceVersion, values). Their first update is a replace at that version, not a read
-        #: and a replace; the API server refuses it if the Secret changed since (then: read, check, write).
-        self._created: dict[str, tuple[str, str, str, dict[str, str]]] = {}
+        #: Connection Secrets not written yet, by owner UID: (namespace, name, values). An intent's token
+        #: waits here for its Space's URL, so the Secret is created once, whole (`write_connection`).
+        self._deferred: dict[str, tuple[str, str, dict[str, str]]] = {}
 
     async def _read(self, namespace: str, name: str) -> Any:
         try:
@@ -184,7 +183,11 @@ class KubeClient:
     ) -> dict[str, str] | None:
         """The connection Secret's data if it belongs to this session; a stale one of a deleted
         session with the same name (not yet garbage-collected) counts as absent; anyone else's
-        Secret of that name raises ConnectionSecretConflict."""
+        Secret of that name raises ConnectionSecretConflict. One whose first values are deferred is not
+        read: those values are what it will hold."""
+        deferred = self._deferred.get(owner_uid)
+        if deferred is not None and deferred[:2] == (namespace, name):
+            return dict(deferred[2])
         secret = await self._read(namespace, name)
         claim = connection_claim(secret, session, owner_uid)
         if claim == "foreign":
@@ -199,7 +202,7 @@ class KubeClient:
         owner: dict[str, str],
         values: dict[str, str],
         exists: bool = False,
-        update_follows: bool = False,
+        defer: bool = False,
     ) -> None:
         """Create or update the connection Secret, owned by the session so it goes with it.
 
@@ -209,23 +212,27 @@ class KubeClient:
         (ConnectionSecretConflict): a session editor must not overwrite Secrets through the operator.
         `exists`: this pass read the Secret as the session's, so the create is not tried first (one
         write, not a refused create and an update).
-        `update_follows`: a Secret this creates is updated soon (the intent's, before its Space's URL is
-        known): its version is kept until then (or `forget`), so that update needs no read first.
+        `defer`: the Secret does not exist yet and these are its first values (an intent's, before its
+        Space's URL is known): they are kept in this process, not written, and the next write creates
+        the Secret with them, in one request instead of a create and an update. Kept until then or
+        `forget`: a process that stops first loses them, and the core issues a new token (RotateToken),
+        as for a Secret lost any other way.
         """
+        deferred = self._deferred.pop(owner["uid"], None)
+        if deferred is not None and deferred[:2] == (namespace, name):
+            values, exists = {**deferred[2], **values}, False
+        if defer and not exists:
+            self._deferred[owner["uid"]] = (namespace, name, values)
+            return
         label = (f"{api.GROUP}/session", owner["name"])
         body = owned_secret(name, namespace, (api.KIND, owner["name"], owner["uid"]), label, values)
         if not exists:
             try:
-                created: Any = await self._api.create_namespaced_secret(namespace, body)
-                if update_follows:
-                    version = created["metadata"]["resourceVersion"]
-                    self._created[owner["uid"]] = (namespace, name, version, values)
+                await self._api.create_namespaced_secret(namespace, body)
                 return
             except ApiError as error:
                 if error.status != 409:
                     raise
-        if await self._replace_created(owner["uid"], body):
-            return
         existing = await self._read(namespace, name)
         claim = connection_claim(existing, owner["name"], owner["uid"])
         if claim == "foreign":
@@ -237,31 +244,9 @@ class KubeClient:
         body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
         await self._api.replace_namespaced_secret(name, namespace, body)
 
-    async def _replace_created(self, owner_uid: str, body: dict[str, Any]) -> bool:
-        """Update a connection Secret this process created, at the version it created: whatever it
-        holds is what was written, so it is still this session's. False when it is not known here,
-        or changed or went since (404, 409): the caller reads it and checks whose it is."""
-        meta = body["metadata"]
-        known = self._created.pop(owner_uid, None)
-        if known is None or known[:2] != (meta["namespace"], meta["name"]):
-            return False
-        namespace, name, version, values = known
-        replacement = {
-            **body,
-            "metadata": {**meta, "resourceVersion": version},
-            "stringData": {**values, **body["stringData"]},
-        }
-        try:
-            await self._api.replace_namespaced_secret(name, namespace, replacement)
-        except ApiError as error:
-            if error.status not in (404, 409):
-                raise
-            return False
-        return True
-
     def forget(self, owner_uid: str) -> None:
         """The session's loop ended: drop what was kept about its connection Secret."""
-        self._created.pop(owner_uid, None)
+        self._deferred.pop(owner_uid, None)
 
     async def resolve_secrets(
         self, namespace: str, sources: list[SpaceSecretSource]

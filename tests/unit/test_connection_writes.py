@@ -1,5 +1,5 @@
-"""The connection Secret's writes: the intent's Secret is updated at the version this process
-created, without reading it first; anything else (or a refusal) reads it and checks whose it is."""
+"""The connection Secret's writes: the intent's values wait in the process and the Secret is written
+once, whole, with its URL; anything else (or a refusal) reads it and checks whose it is."""
 
 from __future__ import annotations
 
@@ -71,40 +71,44 @@ def kube_and_secrets() -> Any:
     yield KubeClient(kube_api=cast(KubeApi, secrets)), secrets
 
 
-def test_the_intents_secret_is_published_without_a_read(kube_and_secrets: Any) -> None:
+def _read(kube: KubeClient) -> dict[str, str] | None:
+    return asyncio.run(kube.read_connection("team-a", "demo-sandbox", OWNER["uid"], session=OWNER["name"]))
+
+
+def test_the_intents_secret_is_written_once_whole_when_its_url_is_known(kube_and_secrets: Any) -> None:
     kube, secrets = kube_and_secrets
-    _write(kube, {"token": "t1", "sandboxUrl": ""}, update_follows=True)
+    _write(kube, {"token": "t1", "sandboxUrl": ""}, defer=True)
+    assert secrets.calls == []  # kept, not written
+    assert _read(kube) == {"token": "t1", "sandboxUrl": ""} and secrets.calls == []
     _write(kube, {"sandboxUrl": "https://x.hf.space"}, exists=True)
-    assert secrets.calls == ["POST", "PUT"]
+    assert secrets.calls == ["POST"]
     stored = secrets.stored["demo-sandbox"]
     assert stored["data"] == {"token": "t1", "sandboxUrl": "https://x.hf.space"}
     assert MANAGED_BY.items() <= stored["metadata"]["labels"].items()
-    # Only the first update goes without a read: the version is not kept after it.
+    # Written now: later writes and reads go to the API server.
     _write(kube, {"token": "t2"}, exists=True)
-    assert secrets.calls == ["POST", "PUT", "GET", "PUT"]
+    assert secrets.calls == ["POST", "GET", "PUT"]
     assert secrets.stored["demo-sandbox"]["data"]["token"] == "t2"
 
 
-def test_a_secret_changed_since_it_was_created_is_read_and_checked_before_it_is_written(
-    kube_and_secrets: Any,
-) -> None:
+def test_someone_elses_secret_of_that_name_made_meanwhile_is_never_written(kube_and_secrets: Any) -> None:
     kube, secrets = kube_and_secrets
-    _write(kube, {"token": "t1"}, update_follows=True)
+    _write(kube, {"token": "t1"}, defer=True)
     secrets.replaced_by_someone_else("demo-sandbox", owner_uid="someone-else")
     with pytest.raises(ConnectionSecretConflict):
         _write(kube, {"sandboxUrl": "https://x.hf.space"}, exists=True)
-    assert secrets.calls == ["POST", "PUT", "GET"]  # the stale version was refused; never written after
+    assert secrets.calls == ["POST", "GET"]  # the create was refused; never written after
     assert secrets.stored["demo-sandbox"]["data"] == {"k": "v"}
 
 
-def test_nothing_is_kept_unless_an_update_follows_or_after_the_loop_forgets(kube_and_secrets: Any) -> None:
+def test_nothing_is_kept_unless_deferred_nor_after_the_loop_forgets(kube_and_secrets: Any) -> None:
     kube, secrets = kube_and_secrets
     _write(kube, {"token": "t1"})
     _write(kube, {"sandboxUrl": "u"}, exists=True)
     assert secrets.calls == ["POST", "GET", "PUT"]
     secrets.stored.clear()
     secrets.calls.clear()
-    _write(kube, {"token": "t1"}, update_follows=True)
+    _write(kube, {"token": "t1"}, defer=True)
     kube.forget(OWNER["uid"])
-    _write(kube, {"sandboxUrl": "u"}, exists=True)
-    assert secrets.calls == ["POST", "GET", "PUT"]
+    assert _read(kube) is None  # lost with the loop: the core issues a new token
+    assert secrets.calls == ["GET"]

@@ -174,9 +174,10 @@ class Session:
 # Actions: each is one change to the outside world, applied by the controller.
 @dataclass(frozen=True)
 class RecordIntent:
-    """Persist the Space id and a token before any Hub call, so a crash adopts instead of duplicating.
-    The connection Secret is written whole (with the Hub read token agent pods need), so only the
-    sandbox URL is left to add once the Hub reports it."""
+    """Name the Space and choose its token before any Hub call: the Space id is persisted with the
+    create record (CreateSpace), so a crash adopts instead of duplicating. The connection Secret (with
+    the Hub read token agent pods need) is written once, whole, when the Hub reports the sandbox URL
+    (PublishConnection); a token lost to a crash before then is replaced (RotateToken)."""
 
     space_id: str
     connection_secret: str
