@@ -60,6 +60,8 @@ OVERHEAD_OPERATOR_ENV: Final = {"SANDBOX_OPERATOR_HUB_RATE": "0"}
 #: A flavor no session is approved for: patching to it and back never requests hardware (soak).
 UNAPPROVED_FLAVOR: Final = "t4-small"
 CREATE_THREADS: Final = 8
+#: `--neighbour`: the one session of another namespace, applied right after the N.
+NEIGHBOUR: Final = "neighbour"
 #: Seconds the deletes are waited for after a run that was not all Ready within its timeout.
 DELETE_WAIT_AFTER_TIMEOUT: Final = 120.0
 #: kopf's log format marks levels as `[ERROR   ]`; a traceback is an error however it was logged.
@@ -394,14 +396,19 @@ def run_once(
     n: int,
     steady_minutes: float = 0.0,
     timeout: float | None = None,
+    neighbour: bool = False,
 ) -> dict[str, Any]:
     """One operator, one workload: apply N at once, all Ready, (`steady_minutes` of them Ready,
-    untouched), delete all, all gone; `timeout` (else the scenario's) bounds each wait."""
+    untouched), delete all, all gone; `timeout` (else the scenario's) bounds each wait. `neighbour`:
+    one more session in a namespace of its own, applied right after the N (a tenant beside a burst)."""
     wait = timeout or sc.timeout
     print(f"- {operator.label}: {n} sessions ({sc.name})", flush=True)
     st.admin.reset()
     namespace = f"bench-{operator.log_name}"
     create_namespace(st, namespace)
+    next_door = f"{namespace}-next-door"
+    if neighbour:
+        create_namespace(st, next_door)
     proc, liveness = operator.start(st, sc)
     log = st.state / f"{operator.log_name}.log"
     try:
@@ -411,6 +418,9 @@ def run_once(
         rss_idle = ps.peak_rss_mib()  # started, live, no session yet: what the operator costs at all
         watcher = Watcher(st.custom, namespace)
         watcher.start()
+        next_watcher = Watcher(st.custom, next_door)
+        if neighbour:
+            next_watcher.start()
         names = [f"s-{i:05d}" for i in range(n)]
         writes0, calls0, cpu0 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
 
@@ -420,6 +430,12 @@ def run_once(
             )
 
         applied = in_parallel(create, names)
+        neighbour_applied = time.monotonic()
+        if neighbour:
+            st.custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, next_door, api.PLURAL, manifest(NEIGHBOUR, next_door)
+            )
+            wait_for(lambda: NEIGHBOUR in next_watcher.ready, wait, "the neighbour Ready")
         all_ready = wait_for(lambda: len(watcher.ready) >= n, wait, f"{n} sessions Ready")
         ready = dict(watcher.ready)  # as at the end of the wait: later ones are not within it
         writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
@@ -435,6 +451,10 @@ def run_once(
             st.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
 
         deleted = in_parallel(delete, names)
+        if neighbour:
+            st.custom.delete_namespaced_custom_object(
+                api.GROUP, api.VERSION, next_door, api.PLURAL, NEIGHBOUR
+            )
         # Not all Ready: the delete figures mean nothing (the operator is still busy creating), so the
         # wait is short and what is left is let go below, keeping the invocation bounded.
         delete_wait = wait if all_ready else min(wait, DELETE_WAIT_AFTER_TIMEOUT)
@@ -443,12 +463,17 @@ def run_once(
         writes2, calls2, cpu2 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
         rss_peak = ps.peak_rss_mib()
         watcher.stop()
+        next_watcher.stop()
     finally:
         stop_process(proc)
     per_5min = 5 / steady_minutes if steady_minutes > 0 else 0.0
     spaces_left = len([s for s in st.admin.spaces() if s["id"] != DEV_TEMPLATE])
     release_sessions(st, namespace, [name for name in names if name not in gone])
     delete_namespace(st, namespace)
+    if neighbour:
+        release_sessions(st, next_door, [NEIGHBOUR])
+        delete_namespace(st, next_door)
+    neighbour_ready = next_watcher.ready.get(NEIGHBOUR)
 
     # The bench's own creates and deletes are in the counts: take them out.
     ready_writes = writes1 - writes0
@@ -464,6 +489,18 @@ def run_once(
         **latency_figures("delete", deleted, gone),
         # The emulator runs in this process: its timeline and the watch share time.monotonic. Not
         # known unless all were Ready (the last build may not even have begun).
+        **(
+            {
+                "neighbour_ready_ms": (neighbour_ready - neighbour_applied) * 1000
+                if neighbour_ready
+                else None,
+                "neighbour_ready_behind": sum(
+                    1 for t in ready.values() if neighbour_ready and t < neighbour_ready
+                ),
+            }
+            if neighbour
+            else {}
+        ),
         "ready_after_last_build_s": (
             max(ready.values()) - last_built if last_built is not None and all_ready else None
         ),
@@ -758,6 +795,11 @@ def main() -> None:
         "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra operator setting"
     )
     parser.add_argument("--keep", type=Path, default=None, help="state dir to keep (logs); default: temp")
+    parser.add_argument(
+        "--neighbour",
+        action="store_true",
+        help="overhead, hub-shape: one more session in a namespace of its own, applied right after the N",
+    )
     args = parser.parse_args()
     sc = scenario(args.scenario, args)
     meta = {
@@ -782,11 +824,19 @@ def main() -> None:
                 print(f"  pool filled after {', '.join(f'{s:.0f}s' for s in result['pool_fill_s'])}; "
                       f"Spaces left {result['spaces_left']}; log errors {result['log_errors']}")  # fmt: skip
             else:
-                result = {**run_once(st, sc, OURS, args.sessions, args.steady_minutes), "meta": meta}
+                ours = run_once(st, sc, OURS, args.sessions, args.steady_minutes, neighbour=args.neighbour)
+                result = {**ours, "meta": meta}
                 reference = (
                     None
                     if args.no_reference
-                    else run_once(st, sc, REFERENCE_OPERATOR, args.sessions, timeout=args.reference_timeout)
+                    else run_once(
+                        st,
+                        sc,
+                        REFERENCE_OPERATOR,
+                        args.sessions,
+                        timeout=args.reference_timeout,
+                        neighbour=args.neighbour,
+                    )
                 )
                 if reference is not None:
                     result["reference"] = reference

@@ -17,6 +17,8 @@ HEADLINE: Final = (
     ("ready_p95_ms", "apply -> Ready p95 (ms)"),
     ("ready_p99_ms", "apply -> Ready p99 (ms)"),
     ("ready_after_last_build_s", "last Ready after the last build ended (s)"),
+    ("neighbour_ready_ms", "another namespace's session, applied after them: apply -> Ready (ms)"),
+    ("neighbour_ready_behind", "... sessions of the burst Ready before it"),
     ("delete_all_s", "all gone after the first delete (s)"),
     ("delete_p50_ms", "delete -> gone p50 (ms)"),
     ("delete_p99_ms", "delete -> gone p99 (ms)"),
