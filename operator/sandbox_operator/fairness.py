@@ -128,15 +128,14 @@ class FairQueue(Generic[T]):
 @dataclass
 class FairLimiter:
     """At most `size` holders at once; waiters get their turn in `FairQueue` order of the session
-    their task serves (`CURRENT_TURN`) and of `level` (lower first; by default: no session first).
-    Must be used in one event loop."""
+    their task serves (`CURRENT_TURN`; calls for no session first). Must be used in one event loop."""
 
     size: int
     _held: int = 0
     _waiting: FairQueue[asyncio.Future[None]] = field(default_factory=FairQueue)
 
     @asynccontextmanager
-    async def hold(self, level: int | None = None) -> AsyncIterator[None]:
+    async def hold(self) -> AsyncIterator[None]:
         if self._held < self.size and not self._waiting:
             self._held += 1
         else:
@@ -146,7 +145,7 @@ class FairLimiter:
                 ready,
                 tenant=turn.namespace if turn is not None else "",
                 key=turn.order if turn is not None else ("", ""),
-                level=current_level() if level is None else level,
+                level=current_level(),
             )
             try:
                 await ready  # the releasing holder passed its place on: _held already counts this one

@@ -312,7 +312,7 @@ class HubClient:
             try:
                 if urgent:
                     return await loop.run_in_executor(self._urgent_pool, run)
-                async with self._workers.hold(int(priority)):
+                async with self._workers.hold():  # the gate orders by priority among the workers
                     return await loop.run_in_executor(self._pool, run)
             except Exception as error:
                 failure = classify(route, error)
