@@ -1004,7 +1004,7 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
         prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
-        create_slots=CreateSlots.for_config(config),
+        create_slots=CreateSlots.for_config(config, hub.gate.spare),
     )
     registry = build_registry(rt)
     stop_flag = asyncio.Event()  # set on SIGINT/SIGTERM by kopf's handlers, or by the Lease wait's before
