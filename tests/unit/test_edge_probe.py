@@ -8,6 +8,7 @@ import asyncio
 from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult
 from sandbox_operator.edge_probe import EdgeProber, ProbeTarget
+from sandbox_operator.hub import sandbox_answer
 
 TEMPLATE = "templates/box"
 
@@ -153,3 +154,11 @@ def test_a_prober_without_a_rate_probes_nothing() -> None:
     assert not prober.enabled
     prober.offer("u0", _target(0, 0.0))
     assert prober.answered("u0", "o/s-0", "cpu-basic") is None
+
+
+def test_only_the_sandbox_servers_json_counts_as_an_answer() -> None:
+    """A page the edge shows for a Space that does not run yet is no answer of the sandbox, whatever its status."""
+    assert sandbox_answer('{"status": "ok"}') == {"status": "ok"}
+    assert sandbox_answer("<!DOCTYPE html><title>Building</title>") is None
+    assert sandbox_answer("") is None
+    assert sandbox_answer('["ok"]') is None
