@@ -157,7 +157,7 @@ def test_a_prober_without_a_rate_probes_nothing() -> None:
 
 
 def test_only_the_sandbox_servers_json_counts_as_an_answer() -> None:
-    """A page the edge shows for a Space that does not run yet is no answer of the sandbox, whatever its status."""
+    """An edge page for a Space that does not run yet is no answer of the sandbox, whatever its status."""
     assert sandbox_answer('{"status": "ok"}') == {"status": "ok"}
     assert sandbox_answer("<!DOCTYPE html><title>Building</title>") is None
     assert sandbox_answer("") is None
