@@ -211,14 +211,14 @@ class OperatorConfig(BaseModel):
         "noticed within about this time; 0: each session polls its own Space.",
     )
     edge_probe_rate: float = Field(
-        default=100.0,
+        default=200.0,
         ge=0,
         description="Health probes a second, for the whole operator, of building Spaces' apps at the "
         "Hub's edge (no Hub API call): a session is Ready about a second after its app first answers, "
         "not at the next listing; 0: no probes.",
     )
     edge_probe_cadence: float = Field(
-        default=1.0,
+        default=0.5,
         gt=0,
         description="Seconds between probes of one building Space's app once its build may have ended.",
     )

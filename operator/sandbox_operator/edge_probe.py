@@ -27,7 +27,7 @@ from .core.model import HealthResult
 log = logging.getLogger(__name__)
 
 #: How often the prober looks for probes that are due.
-TICK = 0.25
+TICK = 0.1
 #: Longest wait for one probe's answer: the next one is due by then anyway.
 PROBE_TIMEOUT = 5.0
 #: The stages of a build with no app serving meanwhile: an app answering now is the new build's.
@@ -66,7 +66,8 @@ class EdgeProber:
 
     health: Health
     rate: float
-    cadence: float = 1.0
+    #: Seconds between probes of one Space once its build may have ended.
+    cadence: float
     clock: Callable[[], float] = time.time
     builds: BuildTimes = field(default_factory=BuildTimes)
     _probes: dict[str, _Probe] = field(default_factory=dict)

@@ -69,7 +69,7 @@ async def _settle() -> None:
 def test_oldest_builds_are_probed_first_within_the_rate() -> None:
     async def scenario() -> None:
         clock, edge = Clock(), Edge()
-        prober = EdgeProber(edge.health, rate=2.0, clock=clock)
+        prober = EdgeProber(edge.health, rate=2.0, cadence=1.0, clock=clock)
         for i, since in enumerate((clock.now - 5, clock.now - 50, clock.now - 20)):
             prober.offer(f"u{i}", _target(i, since))
         clock.now += 1.0
@@ -88,7 +88,7 @@ def test_oldest_builds_are_probed_first_within_the_rate() -> None:
 def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time() -> None:
     async def scenario() -> None:
         clock, edge = Clock(), Edge()
-        prober = EdgeProber(edge.health, rate=10.0, clock=clock)
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
         woken = asyncio.Event()
         prober.bind("u0", woken)
         prober.offer("u0", _target(0, clock.now))
@@ -130,7 +130,7 @@ def test_an_answer_to_another_token_or_a_withdrawn_build_counts_for_nothing() ->
     async def scenario() -> None:
         clock, edge = Clock(), Edge()
         edge.running.add("http://edge/s-0")
-        prober = EdgeProber(edge.health, rate=10.0, clock=clock)
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
         prober.offer("u0", _target(0, clock.now - 10, template=None))
         clock.now += 1.0
         prober.tick()
@@ -150,7 +150,7 @@ def test_an_answer_to_another_token_or_a_withdrawn_build_counts_for_nothing() ->
 
 def test_a_prober_without_a_rate_probes_nothing() -> None:
     edge = Edge()
-    prober = EdgeProber(edge.health, rate=0.0)
+    prober = EdgeProber(edge.health, rate=0.0, cadence=1.0)
     assert not prober.enabled
     prober.offer("u0", _target(0, 0.0))
     assert prober.answered("u0", "o/s-0", "cpu-basic") is None
