@@ -9,8 +9,11 @@ the first healthy answer wakes the session: a Space that was building for a flav
 runs on it (F18), which the next listing confirms.
 
 Probes cost CPU here and at the edge, so they are bounded process-wide (`edge_probe_rate` a
-second, oldest build first: first come, first served), and a Space is probed closely only from a
-little before its template's builds end (core/builds.py learns how long they take).
+second), and a Space is probed closely only from a little before its template's builds end
+(core/builds.py learns how long they take). When more are due than the rate allows, the one due
+longest goes first, then the oldest build: each waiting Space is probed as often as the others
+(a strict oldest-first order would starve a young Space that finished among older ones still
+building), and first come, first served among equals.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ class EdgeProber:
         self._wakeups.pop(uid, None)
 
     async def run(self) -> None:
-        """Forever: every tick, the probes that are due, oldest build first, as many as the rate allows."""
+        """Forever: every tick, the probes that are due, as many as the rate allows."""
         while True:
             self.tick()
             await asyncio.sleep(TICK)
@@ -135,11 +138,11 @@ class EdgeProber:
         self._last_tick = now
         self._allowance = min(self.rate, self._allowance + elapsed * self.rate)
         due = [
-            (probe.target.since, uid)
+            (probe.due, probe.target.since, uid)
             for uid, probe in self._probes.items()
             if probe.answer is None and not probe.in_flight and probe.due <= now
         ]
-        for _, uid in sorted(due)[: int(self._allowance)]:
+        for _, _, uid in sorted(due)[: int(self._allowance)]:
             self._allowance -= 1
             probe = self._probes[uid]
             probe.in_flight = True

@@ -66,7 +66,7 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_oldest_builds_are_probed_first_within_the_rate() -> None:
+def test_within_the_rate_the_probe_due_longest_goes_first_then_the_oldest_build() -> None:
     async def scenario() -> None:
         clock, edge = Clock(), Edge()
         prober = EdgeProber(edge.health, rate=2.0, cadence=1.0, clock=clock)
@@ -79,8 +79,8 @@ def test_oldest_builds_are_probed_first_within_the_rate() -> None:
         clock.now += 1.0
         prober.tick()
         await _settle()
-        # Nothing learned yet, all three are due again each second: the youngest build waits.
-        assert edge.asked[2:] == ["http://edge/s-1", "http://edge/s-2"]
+        # Nothing learned yet, all three are due again: the one that waited longest goes first.
+        assert edge.asked[2:] == ["http://edge/s-0", "http://edge/s-1"]
 
     asyncio.run(scenario())
 
