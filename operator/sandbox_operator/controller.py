@@ -313,7 +313,9 @@ def _probed(
     ready = condition_of(session.status, READY)
     requested_at = session.status.duplicate_requested_time
     cold = requested_at is not None and (ready is None or ready.reason in COLD_START_REASONS)
-    since = api.parse_rfc3339(requested_at).timestamp() if cold and requested_at else time.time()
+    since = time.time()
+    if cold and requested_at:
+        since = rt.prober.build_began(session.uid) or api.parse_rfc3339(requested_at).timestamp()
     template = session.status.template if cold else None
     edge = ProbeTarget(space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template)
     rt.prober.offer(session.uid, edge)
@@ -456,6 +458,7 @@ async def apply(
                 except HubError as error:  # one the gate refused never left: it cannot land
                     return Applied(failure=error.failure, sent=error.sent)
                 rt.observer.created(space_id)
+                rt.prober.duplicated(session.uid)
                 return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()

@@ -75,6 +75,8 @@ class EdgeProber:
     builds: BuildTimes = field(default_factory=BuildTimes)
     _probes: dict[str, _Probe] = field(default_factory=dict)
     _wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: When this process's duplicate of each session's Space was answered: its build began then (F18).
+    _duplicated: dict[str, float] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: Probes that may still go this second (a token bucket of `rate`, one second's worth at most).
     _allowance: float = 0.0
@@ -90,6 +92,15 @@ class EdgeProber:
     def bind(self, uid: str, wakeup: asyncio.Event) -> None:
         """Wake session `uid` with this event when its Space's app answers."""
         self._wakeups[uid] = wakeup
+
+    def duplicated(self, uid: str) -> None:
+        """The Hub just answered the session's duplicate: its Space's build begins now."""
+        self._duplicated[uid] = self.clock()
+
+    def build_began(self, uid: str) -> float | None:
+        """When the session's Space began building, if this process duplicated it: a build time
+        counted from the recorded request would include its wait for a turn and at the gate."""
+        return self._duplicated.get(uid)
 
     def offer(self, uid: str, target: ProbeTarget) -> None:
         """Probe this Space from now on (the same build: only the token or address may have changed)."""
@@ -124,6 +135,7 @@ class EdgeProber:
     def forget(self, uid: str) -> None:
         self.withdraw(uid)
         self._wakeups.pop(uid, None)
+        self._duplicated.pop(uid, None)
 
     async def run(self) -> None:
         """Forever: every tick, the probes that are due, as many as the rate allows."""

@@ -162,3 +162,13 @@ def test_only_the_sandbox_servers_json_counts_as_an_answer() -> None:
     assert sandbox_answer("<!DOCTYPE html><title>Building</title>") is None
     assert sandbox_answer("") is None
     assert sandbox_answer('["ok"]') is None
+
+
+def test_a_build_begins_when_the_hub_answered_this_processs_duplicate() -> None:
+    clock, edge = Clock(), Edge()
+    prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+    assert prober.build_began("u0") is None  # duplicated by an earlier process: its record is used
+    prober.duplicated("u0")
+    assert prober.build_began("u0") == clock.now
+    prober.forget("u0")
+    assert prober.build_began("u0") is None
