@@ -266,11 +266,13 @@ async def observe(
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
         return replace(base, hub_failure=error.failure)
-    rt.observer.saw(space_id, space)
-    secrets_problem = await _secrets_problem(rt, session) if space is None else None
     health = None
     if space is not None:
         space, health = _probed(rt, session, space, token, hub_token)
+    # What the session acts on (a Space its app shows running included): a listing that shows the
+    # same is no news, and wakes no pass.
+    rt.observer.saw(space_id, space)
+    secrets_problem = await _secrets_problem(rt, session) if space is None else None
     if (
         health is None
         and space is not None
