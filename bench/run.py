@@ -250,6 +250,8 @@ class Watcher:
     custom: client.CustomObjectsApi
     namespace: str
     ready: dict[str, float] = field(default_factory=dict)
+    #: Each session's UID by name: its Space is named after it.
+    uids: dict[str, str] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -307,6 +309,7 @@ class Watcher:
             self.latest.pop(name, None)
             return
         self.latest[name] = obj
+        self.uids[name] = obj["metadata"]["uid"]
         conditions = obj.get("status", {}).get("conditions", [])
         if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
             self.ready.setdefault(name, now)
@@ -439,7 +442,9 @@ def run_once(
         all_ready = wait_for(lambda: len(watcher.ready) >= n, wait, f"{n} sessions Ready")
         ready = dict(watcher.ready)  # as at the end of the wait: later ones are not within it
         writes1, calls1, cpu1 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
-        last_built = stats.last_build_end(st.admin.spaces(), exclude={DEV_TEMPLATE})
+        spaces = st.admin.spaces()
+        last_built = stats.last_build_end(spaces, exclude={DEV_TEMPLATE})
+        after_healthy = stats.ready_after_healthy(ready, watcher.uids, stats.first_running(spaces))
         steady = Counter[tuple[str, int]]()
         if steady_minutes > 0:
             print(f"  all Ready; {steady_minutes:g} min steady state", flush=True)
@@ -504,6 +509,10 @@ def run_once(
         "ready_after_last_build_s": (
             max(ready.values()) - last_built if last_built is not None and all_ready else None
         ),
+        # Ready minus the moment the session's Space first ran (its app could answer): what a user waits
+        # for the operator to notice, whatever the build took.
+        "ready_after_healthy_p50_ms": stats.percentile(after_healthy, 50) if after_healthy else None,
+        "ready_after_healthy_p99_ms": stats.percentile(after_healthy, 99) if after_healthy else None,
         "cpu_s": cpu2 - cpu0,
         "cpu_s_ready": cpu1 - cpu0,
         "rss_peak_mib": rss_peak,

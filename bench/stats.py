@@ -17,6 +17,8 @@ HEADLINE: Final = (
     ("ready_p95_ms", "apply -> Ready p95 (ms)"),
     ("ready_p99_ms", "apply -> Ready p99 (ms)"),
     ("ready_after_last_build_s", "last Ready after the last build ended (s)"),
+    ("ready_after_healthy_p50_ms", "Ready after the app could answer, p50 (ms)"),
+    ("ready_after_healthy_p99_ms", "Ready after the app could answer, p99 (ms)"),
     ("neighbour_ready_ms", "another namespace's session, applied after them: apply -> Ready (ms)"),
     ("neighbour_ready_behind", "... sessions of the burst Ready before it"),
     ("delete_all_s", "all gone after the first delete (s)"),
@@ -89,13 +91,29 @@ def slope_per_hour(samples: Sequence[tuple[float, float]]) -> float:
 
 def last_build_end(spaces: Iterable[Mapping[str, Any]], exclude: Collection[str]) -> float | None:
     """When the last Space first reached RUNNING (emulator monotonic time), from the admin listing."""
-    ends = [
-        next((sample["monotonic"] for sample in space["timeline"] if sample["stage"] == "RUNNING"), None)
-        for space in spaces
-        if space["id"] not in exclude
-    ]
-    built = [end for end in ends if end is not None]
+    built = [first for space_id, first in first_running(spaces).items() if space_id not in exclude]
     return max(built) if built else None
+
+
+def first_running(spaces: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """When each Space first reached RUNNING (emulator monotonic time), by Space id: from then on its
+    app could answer its health check."""
+    firsts = {
+        space["id"]: next((s["monotonic"] for s in space["timeline"] if s["stage"] == "RUNNING"), None)
+        for space in spaces
+    }
+    return {space_id: first for space_id, first in firsts.items() if first is not None}
+
+
+def ready_after_healthy(
+    ready: Mapping[str, float], uids: Mapping[str, str], running: Mapping[str, float]
+) -> list[float]:
+    """Per Ready session (by name), ms from its Space's first RUNNING to its Ready: both operators name
+    a session's Space after its UID (`<owner>/<prefix>-<uid>`), so the Space is found by that suffix."""
+    by_uid = {space_id.rsplit("/", 1)[-1][-36:]: first for space_id, first in running.items()}
+    return [
+        (ready[name] - by_uid[uids[name]]) * 1000 for name in ready if name in uids and uids[name] in by_uid
+    ]
 
 
 def api_writes(metrics_text: str) -> Counter[WriteKey]:

@@ -31,13 +31,14 @@ from kopf._core.engines.peering import Identity as KopfIdentity
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
 from .core import creation, lifecycle, model, money
-from .core.conditions import EventNote, Reason
+from .core.conditions import READY, EventNote, Reason, condition_of
 from .core.model import (
     Action,
     CreateSpace,
     DeleteSession,
     DeleteSpace,
     DeletionObservation,
+    HealthResult,
     HubFailure,
     MigrateMarker,
     Observation,
@@ -58,6 +59,7 @@ from .core.model import (
 )
 from .create_slots import CreateSlots
 from .fairness import serve_session
+from .edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
 from .health import (
     HealthMonitor,
     WatchSync,
@@ -110,6 +112,8 @@ class Runtime:
     prices: PriceCatalog
     #: The latest listing of each owner's Spaces, read by every session's loop.
     observer: FleetObserver
+    #: Building Spaces' apps, asked at the edge whether they answer yet (edge_probe.py).
+    prober: EdgeProber
     #: The read token Secrets, read once per short while for every session's pass.
     secrets: SecretCache
     #: Namespaces watched; empty: the whole cluster.
@@ -263,11 +267,16 @@ async def observe(
             await rt.hub.check_owner_access(space_id)
     except HubError as error:
         return replace(base, hub_failure=error.failure)
+    health = None
+    if space is not None:
+        space, health = _probed(rt, session, space, token, hub_token)
+    # What the session acts on (a Space its app shows running included): a listing that shows the
+    # same is no news, and wakes no pass.
     rt.observer.saw(space_id, space)
     secrets_problem = await _secrets_problem(rt, session) if space is None else None
-    health = None
     if (
-        space is not None
+        health is None
+        and space is not None
         and space.stage == "RUNNING"
         and token
         and space.sandbox_url
@@ -281,6 +290,39 @@ async def observe(
         health=health,
         secrets_problem=secrets_problem,
     )
+
+
+#: The Ready reasons of a session that has not been Ready since its Space was duplicated: its build
+#: time is its template's.
+COLD_START_REASONS = frozenset({Reason.PROVISIONING, Reason.CREATING, Reason.BUILDING, Reason.STARTING})
+
+
+def _probed(
+    rt: Runtime, session: Session, space: SpaceView, token: str | None, hub_token: str | None
+) -> tuple[SpaceView, HealthResult | None]:
+    """The Space as its app's edge shows it: building for a flavor, yet answering its health check
+    with the session's own token, it runs on that flavor (F18) before any listing says so. A Space
+    building with an app address is offered to the prober (which wakes the session when it answers);
+    any other is withdrawn from it."""
+    requested = space.requested_hardware
+    if space.stage not in BUILD_STAGES or requested is None or not token or not space.sandbox_url:
+        rt.prober.withdraw(session.uid)
+        return space, None
+    if session.spec.private and not hub_token:
+        return space, None  # its edge is not passed without a read token: the core says so once it runs
+    answer = rt.prober.answered(session.uid, space.space_id, requested)
+    if answer is not None:
+        return replace(space, stage="RUNNING", current_hardware=requested), answer
+    ready = condition_of(session.status, READY)
+    requested_at = session.status.duplicate_requested_time
+    cold = requested_at is not None and (ready is None or ready.reason in COLD_START_REASONS)
+    since = time.time()
+    if cold and requested_at:
+        since = rt.prober.build_began(session.uid) or api.parse_rfc3339(requested_at).timestamp()
+    template = session.status.template if cold else None
+    edge = ProbeTarget(space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template)
+    rt.prober.offer(session.uid, edge)
+    return space, None
 
 
 async def _secrets_problem(rt: Runtime, session: Session) -> str | None:
@@ -420,6 +462,7 @@ async def apply(
                 except HubError as error:  # one the gate refused never left: it cannot land
                     return Applied(failure=error.failure, sent=error.sent)
                 rt.observer.created(space_id)
+                rt.prober.duplicated(session.uid)
                 return Applied(created=True, sent=True)
             case RotateToken(space_id=space_id):
                 token = new_token()
@@ -626,6 +669,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
     meta = body.get("metadata", {})
     uid = str(meta.get("uid", ""))
     serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
+    rt.prober.bind(uid, loop.listed)
     try:
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)
@@ -633,6 +677,7 @@ async def run_session(rt: Runtime, body: kopf.Body, memo: kopf.Memo, stopped: ko
             await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
     finally:
         rt.observer.forget(uid)
+        rt.prober.forget(uid)
         rt.kube.forget(uid)
         rt.create_slots.forget(uid)
 
@@ -877,6 +922,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         )
         if rt.observer.enabled:
             rt.tasks.append(asyncio.create_task(rt.observer.run()))
+        if rt.prober.enabled:
+            rt.tasks.append(asyncio.create_task(rt.prober.run()))
         if rt.config.sweep_interval > 0:
             sweeper = Sweeper(rt.hub, rt.kube, rt.config, rt.namespaces)
             rt.tasks.append(asyncio.create_task(sweeper.loop(_now)))
@@ -964,9 +1011,10 @@ def run_operator(config: OperatorConfig, run: RunSettings) -> None:
         kube=kube,
         prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
         observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
+        prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
-        create_slots=CreateSlots.for_config(config),
+        create_slots=CreateSlots.for_config(config, hub.gate.spare),
     )
     registry = build_registry(rt)
     stop_flag = asyncio.Event()  # set on SIGINT/SIGTERM by kopf's handlers, or by the Lease wait's before

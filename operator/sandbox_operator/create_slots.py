@@ -7,6 +7,10 @@ calls a second: all but the first few dozen wait past their deadline, are refuse
 back, and the refusals and re-reads crowd the gate. So a session takes a turn before it records
 its request (and its deadline), and the turns in flight are what the gate sends in half a deadline.
 
+While the Hub's window runs low, a create waits for a turn until the window resets: the calls left
+are what observation and deletions need until then (ratelimit.py), and a create sent now would be
+paced behind them anyway.
+
 It also remembers whose duplicates this process sent: a create record on a session it sent none for
 was left by an earlier process, which may have died before sending it (core/lifecycle.py).
 """
@@ -14,11 +18,14 @@ was left by an earlier process, which may have died before sending it (core/life
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from .config import OperatorConfig
+
+#: How often a create waiting for the Hub's window to have room looks again.
+ROOM_RECHECK = 0.5
 
 #: The share of the send deadline the creates in flight may fill at the gate's rate (the rest is
 #: left for the other calls waiting before them).
@@ -30,15 +37,21 @@ class CreateSlots:
     """At most `size` creates in flight; None: no limit (an unlimited gate)."""
 
     size: int | None = None
+    #: Calls the Hub's window has to spare for creates (`HubGate.spare`); None: no such limit.
+    spare: Callable[[], int | None] = lambda: None
+    #: Creates holding a turn: each will spend a call of the window.
+    _held: int = field(default=0, init=False, repr=False)
     _free: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     #: Sessions (UIDs) whose duplicate this process sent (or may have): their create record is its own.
     _sent: set[str] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
-    def for_config(cls, config: OperatorConfig) -> CreateSlots:
+    def for_config(
+        cls, config: OperatorConfig, spare: Callable[[], int | None] = lambda: None
+    ) -> CreateSlots:
         if config.hub_rate <= 0:
-            return cls()
-        return cls(max(1, int(config.hub_rate * config.duplicate_send_deadline * DEADLINE_SHARE)))
+            return cls(spare=spare)
+        return cls(max(1, int(config.hub_rate * config.duplicate_send_deadline * DEADLINE_SHARE)), spare)
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -54,9 +67,21 @@ class CreateSlots:
         waited = self._free.locked()
         await self._free.acquire()
         try:
-            yield waited
+            while not self._room():
+                waited = True
+                await asyncio.sleep(ROOM_RECHECK)
+            self._held += 1
+            try:
+                yield waited
+            finally:
+                self._held -= 1
         finally:
             self._free.release()
+
+    def _room(self) -> bool:
+        """Whether the Hub's window has a call to spare for one more create than those holding turns."""
+        spare = self.spare()
+        return spare is None or spare > self._held
 
     def sent(self, uid: str) -> None:
         """This process sent the session's duplicate (whatever the answer): it may land, and is waited for."""

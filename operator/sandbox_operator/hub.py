@@ -268,11 +268,21 @@ LAST_ACTIVITY_KEY = "lastActivityTime"
 
 def last_activity(body: str) -> datetime | None:
     """When the sandbox was last used, from its health answer; None when it does not say."""
+    value = (sandbox_answer(body) or {}).get(LAST_ACTIVITY_KEY)
     try:
-        value = json.loads(body).get(LAST_ACTIVITY_KEY)
         return parse_rfc3339(str(value)) if value else None
-    except (ValueError, AttributeError):
+    except ValueError:
         return None
+
+
+def sandbox_answer(body: str) -> Mapping[str, object] | None:
+    """The sandbox server's health answer, a JSON object; None for anything else (a page of the edge
+    for a Space that does not run yet may come with a 200 too: docs/hub-fidelity.md F36)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 class HubClient:
@@ -611,7 +621,10 @@ class HubClient:
         try:
             async with self._http.get(url, headers=headers) as response:
                 if response.status == 200:
-                    return HealthResult(True, "200 OK", 200, last_activity(await response.text()))
+                    body = await response.text()
+                    if sandbox_answer(body) is None:
+                        return HealthResult(False, f"{url} answered 200 without the sandbox's JSON", 200)
+                    return HealthResult(True, "200 OK", 200, last_activity(body))
                 return HealthResult(False, f"{url} answered {response.status}", response.status)
         except (aiohttp.ClientError, TimeoutError) as error:
             return HealthResult(False, f"{url} unreachable: {error or type(error).__name__}")

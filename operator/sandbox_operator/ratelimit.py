@@ -3,11 +3,14 @@
 The Hub's limits are per account (1,000 API calls per 5 minutes on a free account), not per
 session, so the budget is global: every HTTP request to the Hub passes this gate first.
 
-- A token bucket paces requests (`rate` per second, `burst` saved up).
 - The Hub says how much of its window is left on every answer (`RateLimit: "api";r=<remaining>;
-  t=<seconds to reset>`, `RateLimit-Policy: "fixed window";"api";q=<quota>;w=300`): once the
-  remaining calls run low, they are spread evenly over the time to the reset, so the window is
-  not spent before it ends; with none left, every request waits for the reset.
+  t=<seconds to reset>`, `RateLimit-Policy: "fixed window";"api";q=<quota>;w=300`). While it has
+  room, requests go as fast as they come: the window is the Hub's limit, not a pace of ours. Once
+  the remaining calls run low, they are spread evenly over the time to the reset (creates stop
+  short of that mark: create_slots.py), so observation and deletions keep calls until the window
+  ends; with none left, every request waits for the reset.
+- A token bucket paces requests (`rate` per second, `burst` saved up) while the Hub has stated no
+  window, or its window runs low.
 - A 429 with `Retry-After` pauses *all* requests until that time, since any call sent earlier
   would be refused as well and would only extend the penalty.
 - Requests that wait are served by priority: deletions (and the finalizer's reads) first, then
@@ -41,8 +44,9 @@ _RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
 #: `RateLimit-Policy: "fixed window";"api";q=1000;w=300`: the window's quota.
 _POLICY_QUOTA = re.compile(r";\s*q=(\d+)")
 #: Pace once fewer than this share of the window's quota is left (or fewer than `burst` calls,
-#: when the Hub states no quota): a burst must not spend what the rest of the window needs.
-LOW_REMAINING_SHARE = 0.2
+#: when the Hub states no quota): what observation (a listing of a thousand Spaces is two calls) and
+#: deletions need for the rest of the window; creates do not spend it.
+LOW_REMAINING_SHARE = 0.05
 #: Longest single wait before the fence and the pause are checked again.
 _RECHECK = 1.0
 
@@ -208,6 +212,18 @@ class HubGate:
     def _low(self) -> float:
         return max(self._burst, LOW_REMAINING_SHARE * self._quota) if self._quota else self._burst
 
+    def _room(self, now: float) -> bool:
+        """The Hub's window, as it last said, has more than its low mark left."""
+        return self._remaining is not None and now < self._reset_at and self._remaining >= self._low()
+
+    def spare(self) -> int | None:
+        """Calls the Hub's window has left above its low mark, which creates may spend; None when the
+        Hub has stated no window that is still open (the bucket paces then)."""
+        with self._lock:
+            if self._remaining is None or self._clock() >= self._reset_at:
+                return None
+            return max(0, self._remaining - math.ceil(self._low()))
+
     def _pacing(self, now: float) -> float:
         """Seconds between requests while the Hub's window runs low (0: no pacing)."""
         if self._remaining is None or now >= self._reset_at:
@@ -218,12 +234,12 @@ class HubGate:
         return (self._reset_at - now) / max(1, self._remaining)
 
     def _wait_time(self, now: float) -> float:
-        bucket = self._bucket.wait_time(now) if self._bucket is not None else 0.0
+        bucket = self._bucket.wait_time(now) if self._bucket is not None and not self._room(now) else 0.0
         paced = max(0.0, self._next_paced - now) if self._pacing(now) > 0 else 0.0
         return max(bucket, paced)
 
     def _take(self, now: float) -> None:
-        if self._bucket is not None:
+        if self._bucket is not None and not self._room(now):
             self._bucket.take(now)
         spacing = self._pacing(now)
         if spacing > 0:

@@ -131,6 +131,23 @@ def test_last_build_end_is_the_latest_first_running() -> None:
     assert stats.last_build_end(spaces[3:], exclude=set()) is None
 
 
+def test_ready_after_healthy_pairs_each_session_with_its_spaces_first_running() -> None:
+    uid_a, uid_b, uid_c = "a" * 8 + "-1111-2222-3333-" + "4" * 12, "b" * 36, "c" * 36
+    running = {f"agents/ags-{uid_a}": 130.0, f"agents/ref-{uid_b}": 95.0, "templates/box": 0.0}
+    ready = {"s-a": 131.5, "s-b": 95.25, "s-c": 50.0}  # s-c's Space never ran: left out
+    uids = {"s-a": uid_a, "s-b": uid_b, "s-c": uid_c}
+    assert sorted(stats.ready_after_healthy(ready, uids, running)) == [250.0, 1500.0]
+    assert stats.first_running(
+        [
+            {
+                "id": "x/y",
+                "timeline": [{"monotonic": 1.0, "stage": "BUILDING"}, {"monotonic": 2.0, "stage": "RUNNING"}],
+            },
+            {"id": "x/z", "timeline": [{"monotonic": 1.0, "stage": "BUILDING"}]},
+        ]
+    ) == {"x/y": 2.0}
+
+
 def test_pool_table_shows_warm_claims_beside_cold_creates_per_batch_size() -> None:
     batches = {
         "50": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from sandbox_operator.config import OperatorConfig
-from sandbox_operator.create_slots import CreateSlots
+from sandbox_operator.create_slots import ROOM_RECHECK, CreateSlots
 
 
 def test_the_turns_are_what_the_gate_sends_in_half_a_deadline() -> None:
@@ -65,6 +65,32 @@ def test_without_a_limit_or_a_create_nothing_waits() -> None:
         return taken
 
     assert asyncio.run(scenario()) == [False] * 100
+
+
+def test_creates_wait_while_the_hubs_window_has_no_call_to_spare() -> None:
+    """Creates stop short of the calls observation keeps, and go again once the window resets."""
+
+    async def scenario() -> list[bool]:
+        spare: list[int | None] = [1]
+        slots = CreateSlots(5, spare=lambda: spare[0])
+        said: list[bool] = []
+        release = asyncio.Event()
+
+        async def create() -> None:
+            async with slots.turn(True) as waited:
+                said.append(waited)
+                await release.wait()
+
+        tasks = [asyncio.ensure_future(create()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert said == [False]  # one call to spare: one create holds it, the others wait
+        spare[0] = None  # the window reset: no limit stated until the next answer
+        await asyncio.sleep(2 * ROOM_RECHECK)
+        release.set()
+        await asyncio.gather(*tasks)
+        return said
+
+    assert asyncio.run(scenario()) == [False, True, True]  # they waited: decided again
 
 
 def test_a_create_record_is_this_process_s_own_only_once_it_sent_the_duplicate() -> None:

@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from sandbox_operator.ratelimit import (
+    LOW_REMAINING_SHARE,
     HubGate,
     HubPaused,
     NotLeader,
@@ -152,6 +153,25 @@ def test_plenty_left_in_the_window_sends_at_bucket_speed() -> None:
     for _ in range(10):
         hub.before_request()
     assert fake.slept == []
+
+
+def test_while_the_hubs_window_has_room_our_own_bucket_does_not_pace() -> None:
+    hub, fake = gate(rate=1, burst=2)
+    hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
+    for _ in range(30):
+        hub.before_request()
+    assert fake.slept == []  # not one a second: the Hub says 900 are left
+
+
+def test_creates_may_spend_the_window_down_to_what_observation_keeps() -> None:
+    hub, fake = gate(rate=3, burst=20)
+    assert hub.spare() is None  # no window stated: the bucket paces
+    hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
+    assert hub.spare() == 900 - LOW_REMAINING_SHARE * 1000
+    hub.after_response(200, {"RateLimit": '"api";r=30;t=200', **WINDOW})
+    assert hub.spare() == 0
+    fake.now += 200.0
+    assert hub.spare() is None  # the window reset
 
 
 def test_few_calls_left_are_spread_over_the_time_to_reset() -> None:

@@ -42,6 +42,9 @@ from .state import CallRecord, HubSimError, HubState, KeyValue, RepoConflict, Sp
 logger = logging.getLogger(__name__)
 
 STATE: Final = web.AppKey("hubsim_state", HubState)
+#: The Space each app subdomain was last found to be (checked against the state on every use): apps
+#: are asked often while they build, and a search through every Space per request would cost O(N).
+APP_SPACES: Final = web.AppKey("hubsim_app_spaces", dict[str, str])
 #: The Hub's exact wording: with it the client keeps a 401 a plain HfHubHTTPError (fidelity: F2).
 INVALID_CREDENTIALS: Final = "Invalid credentials in Authorization header"
 _FLAVOR_KEYS: Final = {"hardware": "flavor", "duplicate": "hardware"}
@@ -358,10 +361,15 @@ def _entry_handlers(kind: str, render: _EntriesView, answer_map: bool) -> tuple[
 SANDBOX_AUTH_HEADER: Final = "X-Sandbox-Authorization"
 
 
-def _app_space_id(state: HubState, app_subdomain: str) -> str:
+def _app_space_id(request: web.Request, app_subdomain: str) -> str:
     """The Space whose app answers at this subdomain (no Space: the subdomain, which none is named)."""
+    state, found = _state(request), request.app[APP_SPACES]
+    known = found.get(app_subdomain)
+    if known is not None and known in state.spaces:
+        return known
     for space_id in state.spaces:
         if views.subdomain(space_id) == app_subdomain:
+            found[app_subdomain] = space_id
             return space_id
     return app_subdomain
 
@@ -370,7 +378,7 @@ def _sandbox_app(request: web.Request) -> Space:
     """Every request to a Space's app passes the Hub's edge first (Hub token in `Authorization`),
     then the sandbox server's own check (its token in `X-Sandbox-Authorization`)."""
     state = _state(request)
-    space_id = _app_space_id(state, request.match_info["subdomain"])
+    space_id = _app_space_id(request, request.match_info["subdomain"])
     state.check_edge(space_id, _bearer(request))
     return state.check_sandbox(space_id, _bearer(request, SANDBOX_AUTH_HEADER))
 
@@ -524,6 +532,7 @@ def create_app(config: HubSimConfig) -> web.Application:
     """The emulator as an aiohttp app; each app owns an independent world built from `config`."""
     app = web.Application(middlewares=[_middleware])
     app[STATE] = HubState(config)
+    app[APP_SPACES] = {}
     add = app.router.add_route
     space = "/api/spaces/{ns}/{name}"
     add("GET", "/api/whoami-v2", _whoami, name="whoami")

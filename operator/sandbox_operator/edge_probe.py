@@ -1,0 +1,188 @@
+"""A building Space's app, asked at the Hub's edge whether it answers yet: Ready within about a second.
+
+Listings come every `observe_interval` (30 s): a session whose Space finished building would wait
+for the next one. The Space's app answers at its own address (`https://{subdomain}.hf.space`,
+docs/hub-fidelity.md F36), which is not the Hub API: asking its health endpoint costs no Hub call.
+So while a session's Space builds (BUILDING or APP_STARTING: no app of an earlier build serves
+meanwhile), this prober asks the app's health endpoint with the session's own sandbox token, and
+the first healthy answer wakes the session: a Space that was building for a flavor and now answers
+runs on it (F18), which the next listing confirms.
+
+Probes cost CPU here and at the edge, so they are bounded process-wide (`edge_probe_rate` a
+second), and a Space is probed closely only from a little before its template's builds end
+(core/builds.py learns how long they take). When more are due than the rate allows, the one due
+longest goes first, then the oldest build: each waiting Space is probed as often as the others
+(a strict oldest-first order would starve a young Space that finished among older ones still
+building), and first come, first served among equals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from .core.builds import BuildTimes, probe_delay
+from .core.model import HealthResult
+
+log = logging.getLogger(__name__)
+
+#: How often the prober looks for probes that are due.
+TICK = 0.1
+#: Longest wait for one probe's answer: the next one is due by then anyway.
+PROBE_TIMEOUT = 5.0
+#: The stages of a build with no app serving meanwhile: an app answering now is the new build's.
+BUILD_STAGES = frozenset({"BUILDING", "APP_STARTING"})
+
+Health = Callable[[str, str, str], Awaitable[HealthResult]]
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """A building Space's app, and what a probe of it sends."""
+
+    space_id: str
+    #: The flavor it builds for: the one it runs on once its app answers (F18).
+    requested: str
+    sandbox_url: str
+    token: str
+    hub_token: str
+    #: When its build began (wall clock, seconds).
+    since: float
+    #: The template it was duplicated from, when its build time teaches that template's.
+    template: str | None = None
+
+
+@dataclass
+class _Probe:
+    target: ProbeTarget
+    due: float
+    answer: HealthResult | None = None
+    in_flight: bool = False
+
+
+@dataclass
+class EdgeProber:
+    """The building Spaces of this process's sessions, probed at their edge; `rate` <= 0 turns it off."""
+
+    health: Health
+    rate: float
+    #: Seconds between probes of one Space once its build may have ended.
+    cadence: float
+    clock: Callable[[], float] = time.time
+    builds: BuildTimes = field(default_factory=BuildTimes)
+    _probes: dict[str, _Probe] = field(default_factory=dict)
+    _wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: When this process's duplicate of each session's Space was answered: its build began then (F18).
+    _duplicated: dict[str, float] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Probes that may still go this second (a token bucket of `rate`, one second's worth at most).
+    _allowance: float = 0.0
+    _last_tick: float | None = None
+
+    def __post_init__(self) -> None:
+        self._allowance = max(0.0, self.rate)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def bind(self, uid: str, wakeup: asyncio.Event) -> None:
+        """Wake session `uid` with this event when its Space's app answers."""
+        self._wakeups[uid] = wakeup
+
+    def duplicated(self, uid: str) -> None:
+        """The Hub just answered the session's duplicate: its Space's build begins now."""
+        self._duplicated[uid] = self.clock()
+
+    def build_began(self, uid: str) -> float | None:
+        """When the session's Space began building, if this process duplicated it: a build time
+        counted from the recorded request would include its wait for a turn and at the gate."""
+        return self._duplicated.get(uid)
+
+    def offer(self, uid: str, target: ProbeTarget) -> None:
+        """Probe this Space from now on (the same build: only the token or address may have changed)."""
+        if not self.enabled:
+            return
+        probe = self._probes.get(uid)
+        same = probe is not None and (probe.target.space_id, probe.target.requested) == (
+            target.space_id,
+            target.requested,
+        )
+        if probe is not None and same:
+            asked = (probe.target.sandbox_url, probe.target.token, probe.target.hub_token)
+            if asked != (target.sandbox_url, target.token, target.hub_token):
+                # An answer to another token proves nothing about this one; the build began as before.
+                probe.target, probe.answer = replace(target, since=probe.target.since), None
+            return
+        now = self.clock()
+        wait = probe_delay(now - target.since, self.builds.shortest(target.template), cadence=0.0)
+        self._probes[uid] = _Probe(target, due=now + wait)
+
+    def answered(self, uid: str, space_id: str, requested: str | None) -> HealthResult | None:
+        """The healthy answer of the session's Space's app while it was building for `requested`."""
+        probe = self._probes.get(uid)
+        if probe is None or (probe.target.space_id, probe.target.requested) != (space_id, requested):
+            return None
+        return probe.answer
+
+    def withdraw(self, uid: str) -> None:
+        """The session's Space is not building (any more): no more probes."""
+        self._probes.pop(uid, None)
+
+    def forget(self, uid: str) -> None:
+        self.withdraw(uid)
+        self._wakeups.pop(uid, None)
+        self._duplicated.pop(uid, None)
+
+    async def run(self) -> None:
+        """Forever: every tick, the probes that are due, as many as the rate allows."""
+        while True:
+            self.tick()
+            await asyncio.sleep(TICK)
+
+    def tick(self) -> None:
+        """Start the probes due now that the rate allows (each runs as a task of its own)."""
+        now = self.clock()
+        elapsed = TICK if self._last_tick is None else max(0.0, now - self._last_tick)
+        self._last_tick = now
+        self._allowance = min(self.rate, self._allowance + elapsed * self.rate)
+        due = [
+            (probe.due, probe.target.since, uid)
+            for uid, probe in self._probes.items()
+            if probe.answer is None and not probe.in_flight and probe.due <= now
+        ]
+        for _, _, uid in sorted(due)[: int(self._allowance)]:
+            self._allowance -= 1
+            probe = self._probes[uid]
+            probe.in_flight = True
+            task = asyncio.ensure_future(self._probe(uid, probe))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, uid: str, probe: _Probe) -> None:
+        target = probe.target
+        try:
+            answer = await asyncio.wait_for(
+                self.health(target.sandbox_url, target.token, target.hub_token), PROBE_TIMEOUT
+            )
+        except TimeoutError:
+            answer = HealthResult(False, f"{target.sandbox_url} did not answer in {PROBE_TIMEOUT:.0f}s")
+        finally:
+            probe.in_flight = False
+        now = self.clock()
+        building = now - target.since
+        if self._probes.get(uid) is not probe:
+            return  # withdrawn, or a new build, meanwhile
+        if not answer.ok:
+            probe.due = now + probe_delay(building, self.builds.shortest(target.template), self.cadence)
+            return
+        probe.answer = answer
+        if target.template is not None:
+            self.builds.record(target.template, building)
+        log.debug("Space %s answers at its edge after %.1fs of build", target.space_id, building)
+        wakeup = self._wakeups.get(uid)
+        if wakeup is not None:
+            wakeup.set()

@@ -1,0 +1,70 @@
+"""A cold start does not wait for a listing: the session is Ready once its Space's app answers at the
+edge (docs/hub-fidelity.md F36), which costs no Hub API call.
+
+The operator here lists the owner's Spaces once an hour and would poll a building session only after
+two of those intervals: a session Ready within the test's wait learned that its Space runs from the
+edge probe, not from the Hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+
+from harness import OperatorProcess, session_manifest, wait_ready
+
+#: Long enough that the Space is seen building first, short enough for a test.
+BUILD_SECONDS = 3.0
+#: Listings an hour apart: none comes while the test waits.
+OBSERVE_INTERVAL = "3600"
+#: The Space's own reads: what a session would ask the Hub to learn that its Space runs.
+SPACE_READS = frozenset({"space_info", "runtime"})
+
+
+@pytest.fixture
+def slow_listing_operator(
+    control_plane: ControlPlane, hub: HubSimServer, without_shared_operator: None, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_OBSERVE_INTERVAL=OBSERVE_INTERVAL
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def slow_builds(hub_admin: HubSimAdmin) -> Iterator[None]:
+    before = hub_admin.delays()["build"]
+    hub_admin.set_delays(build=BUILD_SECONDS)
+    try:
+        yield
+    finally:
+        hub_admin.set_delays(build=before)
+
+
+def test_a_session_is_ready_from_its_apps_answer_without_another_listing(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    slow_builds: None,
+    slow_listing_operator: OperatorProcess,
+    namespace: str,
+) -> None:
+    hub_admin.clear_calls()
+    kubectl("apply", "-f", "-", stdin=session_manifest("cold", namespace))
+    session = wait_ready(kubectl, "cold", namespace, timeout=60)
+    space_id = session["status"]["spaceId"]
+    assert session["status"]["stage"] == "RUNNING"
+    assert session["status"]["hardware"]["current"] == "cpu-basic"
+    routes = [call["route"] for call in hub_admin.calls()]
+    assert "health" in routes, "the app was never asked at its edge"
+    assert routes.count("list_spaces") <= 1, "more than the listing that confirmed the duplicate"
+    own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
+    assert own_reads == [], "the session read its Space from the Hub to learn that it runs"

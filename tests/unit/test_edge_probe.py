@@ -1,0 +1,174 @@
+"""A building Space's app is probed at its edge on a short cadence around when its build should end,
+oldest build first within a process-wide rate, and its first healthy answer wakes its session."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
+from sandbox_operator.core.model import HealthResult
+from sandbox_operator.edge_probe import EdgeProber, ProbeTarget
+from sandbox_operator.hub import sandbox_answer
+
+TEMPLATE = "templates/box"
+
+
+def test_build_times_keep_the_shortest_recent_build_per_template() -> None:
+    builds = BuildTimes(keep=3)
+    assert builds.shortest(TEMPLATE) is None
+    assert builds.shortest(None) is None
+    for seconds in (70.0, 61.3, 90.0):
+        builds.record(TEMPLATE, seconds)
+    assert builds.shortest(TEMPLATE) == 61.3
+    builds.record(TEMPLATE, 80.0)  # 70 goes, then 61.3: only recent builds count
+    builds.record(TEMPLATE, 85.0)
+    assert builds.shortest(TEMPLATE) == 80.0
+    assert builds.shortest("templates/other") is None
+
+
+def test_probes_are_close_only_from_a_little_before_the_build_may_end() -> None:
+    assert probe_delay(0.0, None, 1.0) == 1.0  # nothing learned yet: at the cadence from the start
+    close_from = 60.0 * (1 - EARLY_SHARE)
+    assert probe_delay(10.0, 60.0, 1.0) == close_from - 10.0  # one wait, to then
+    assert probe_delay(close_from - 0.5, 60.0, 1.0) == 1.0
+    assert probe_delay(100.0, 60.0, 1.0) == 1.0  # a long build: at the cadence until it answers
+    assert probe_delay(10.0, 60.0, 0.0) == close_from - 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Edge:
+    """The apps' edge: which URLs answer healthy, and who was asked."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.asked: list[str] = []
+
+    async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
+        self.asked.append(sandbox_url)
+        if sandbox_url in self.running and token == "t":
+            return HealthResult(True, "200 OK", 200)
+        return HealthResult(False, f"{sandbox_url} answered 503", 503)
+
+
+def _target(i: int, since: float, template: str | None = TEMPLATE, token: str = "t") -> ProbeTarget:
+    return ProbeTarget(f"o/s-{i}", "cpu-basic", f"http://edge/s-{i}", token, "", since, template)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_within_the_rate_the_probe_due_longest_goes_first_then_the_oldest_build() -> None:
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        prober = EdgeProber(edge.health, rate=2.0, cadence=1.0, clock=clock)
+        for i, since in enumerate((clock.now - 5, clock.now - 50, clock.now - 20)):
+            prober.offer(f"u{i}", _target(i, since))
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert edge.asked == ["http://edge/s-1", "http://edge/s-2"]  # two a second, oldest first
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        # Nothing learned yet, all three are due again: the one that waited longest goes first.
+        assert edge.asked[2:] == ["http://edge/s-0", "http://edge/s-1"]
+
+    asyncio.run(scenario())
+
+
+def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time() -> None:
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+        woken = asyncio.Event()
+        prober.bind("u0", woken)
+        prober.offer("u0", _target(0, clock.now))
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert not woken.is_set()
+        assert prober.answered("u0", "o/s-0", "cpu-basic") is None
+        edge.running.add("http://edge/s-0")
+        clock.now += 60.0
+        prober.tick()
+        await _settle()
+        assert woken.is_set()
+        answer = prober.answered("u0", "o/s-0", "cpu-basic")
+        assert answer is not None and answer.ok
+        assert prober.answered("u0", "o/s-0", "t4-small") is None  # built for another flavor: not that
+        assert prober.builds.shortest(TEMPLATE) == 61.0
+        asked = len(edge.asked)
+        clock.now += 5.0
+        prober.tick()
+        await _settle()
+        assert len(edge.asked) == asked  # answered: not asked again
+
+        # The template's next Space is left alone until its build may end.
+        prober.offer("u1", _target(1, clock.now))
+        clock.now += 30.0
+        prober.tick()
+        await _settle()
+        assert "http://edge/s-1" not in edge.asked
+        clock.now += 61.0 * (1 - EARLY_SHARE) - 30.0
+        prober.tick()
+        await _settle()
+        assert edge.asked[-1] == "http://edge/s-1"
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_to_another_token_or_a_withdrawn_build_counts_for_nothing() -> None:
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        edge.running.add("http://edge/s-0")
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+        prober.offer("u0", _target(0, clock.now - 10, template=None))
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert prober.answered("u0", "o/s-0", "cpu-basic") is not None
+        prober.offer("u0", _target(0, clock.now, template=None, token="new"))  # the token was rotated
+        assert prober.answered("u0", "o/s-0", "cpu-basic") is None
+        prober.withdraw("u0")
+        clock.now += 1.0
+        asked = len(edge.asked)
+        prober.tick()
+        await _settle()
+        assert len(edge.asked) == asked
+
+    asyncio.run(scenario())
+
+
+def test_a_prober_without_a_rate_probes_nothing() -> None:
+    edge = Edge()
+    prober = EdgeProber(edge.health, rate=0.0, cadence=1.0)
+    assert not prober.enabled
+    prober.offer("u0", _target(0, 0.0))
+    assert prober.answered("u0", "o/s-0", "cpu-basic") is None
+
+
+def test_only_the_sandbox_servers_json_counts_as_an_answer() -> None:
+    """An edge page for a Space that does not run yet is no answer of the sandbox, whatever its status."""
+    assert sandbox_answer('{"status": "ok"}') == {"status": "ok"}
+    assert sandbox_answer("<!DOCTYPE html><title>Building</title>") is None
+    assert sandbox_answer("") is None
+    assert sandbox_answer('["ok"]') is None
+
+
+def test_a_build_begins_when_the_hub_answered_this_processs_duplicate() -> None:
+    clock, edge = Clock(), Edge()
+    prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+    assert prober.build_began("u0") is None  # duplicated by an earlier process: its record is used
+    prober.duplicated("u0")
+    assert prober.build_began("u0") == clock.now
+    prober.forget("u0")
+    assert prober.build_began("u0") is None
