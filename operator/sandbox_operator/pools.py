@@ -392,16 +392,21 @@ async def _record_claim(
         KEY_SANDBOX_URL: entry.sandbox_url or "",
         KEY_HUB_TOKEN: read_token or "",  # a pooled Space is private: its edge wants a read token
     }
-    await rt.pools.kube.write_connection(
-        namespace=session.namespace,
-        name=secret,
-        owner={"name": session.name, "uid": session.uid},
-        values=values,
-    )
-    health = (
-        await rt.hub.health(entry.sandbox_url, token, read_token or "")
-        if entry.sandbox_url
-        else HealthResult(False, "the pool recorded no sandbox URL")
+
+    async def checked() -> HealthResult:
+        if not entry.sandbox_url:
+            return HealthResult(False, "the pool recorded no sandbox URL")
+        return await rt.hub.health(entry.sandbox_url, token, read_token or "")
+
+    # The sandbox already holds the token: it is asked while the Secret is written, not after.
+    _, health = await asyncio.gather(
+        rt.pools.kube.write_connection(
+            namespace=session.namespace,
+            name=secret,
+            owner={"name": session.name, "uid": session.uid},
+            values=values,
+        ),
+        checked(),
     )
     template = session.spec.template or rt.config.default_template  # the pool's too: the claim checked
     status = core.claimed_status(
