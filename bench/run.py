@@ -17,6 +17,7 @@ peak RSS), the API server's own /metrics (writes) and the emulator's call counte
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import os
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +41,9 @@ from kubernetes.client.exceptions import ApiException
 
 from bench import stats
 from sandbox_operator import api
+from sandbox_operator.config import OperatorConfig
+from sandbox_operator.hub import SANDBOX_AUTH_HEADER
+from sandbox_operator.kube import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_TOKEN
 from sandbox_testbench.controlplane import ControlPlane, find_binaries
 from sandbox_testbench.controlplane.processes import free_ports, launch
 from sandbox_testbench.dev import (
@@ -244,7 +249,27 @@ class Proc:
 
 
 @dataclass
-class Watcher:
+class Background:
+    """A daemon thread that runs `_run` from `start` until `stop`."""
+
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name=type(self).__name__)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Watcher(Background):
     """Ready and gone times of the sessions of one namespace, from one watch (no polling)."""
 
     custom: client.CustomObjectsApi
@@ -254,17 +279,6 @@ class Watcher:
     uids: dict[str, str] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="watch")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
 
     def _run(self) -> None:
         resource_version = ""
@@ -548,6 +562,71 @@ def run_once(
 # -- warm pool ------------------------------------------------------------------------------------
 
 POOL_NAME: Final = "warm"
+#: Sessions whose sandbox the probe asks at once, and its pause between rounds: a round over 200
+#: sessions takes tens of milliseconds, the resolution of the "answers its own token" figures.
+PROBE_THREADS: Final = 16
+PROBE_PAUSE: Final = 0.02
+
+
+@dataclass
+class TokenProbe(Background):
+    """For each session, the first moment its sandbox answers the token of the session's OWN
+    connection Secret, through the Hub's edge with the Secret's `hubToken`: what an agent does to
+    connect. The Secret is read once its session's status names it (again after a 401 or 404, or
+    while it lacks a key); the health check is repeated every round until it answers 200."""
+
+    core: client.CoreV1Api
+    watcher: Watcher
+    namespace: str
+    names: list[str]
+    answered: dict[str, float] = field(default_factory=dict)
+
+    def _run(self) -> None:
+        connections: dict[str, dict[str, str]] = {}
+        with ThreadPoolExecutor(PROBE_THREADS) as workers:
+            while not self._stop.is_set() and len(self.answered) < len(self.names):
+                pending = [name for name in self.names if name not in self.answered]
+                list(workers.map(lambda name: self._probe(name, connections), pending))
+                self._stop.wait(PROBE_PAUSE)
+
+    def _probe(self, name: str, connections: dict[str, dict[str, str]]) -> None:
+        status = (self.watcher.latest.get(name) or {}).get("status") or {}
+        if not status.get("connectionSecret"):
+            return
+        connection = connections.get(name)
+        if connection is None:
+            connection = self._connection(status["connectionSecret"])
+            if not all(connection.get(key) for key in (KEY_TOKEN, KEY_SANDBOX_URL, KEY_HUB_TOKEN)):
+                return
+            connections[name] = connection
+        answer = sandbox_health(connection)
+        if answer == 200:
+            self.answered.setdefault(name, time.monotonic())
+        elif answer in (401, 404):  # a token or read token that changed since: read the Secret again
+            connections.pop(name, None)
+
+    def _connection(self, secret: str) -> dict[str, str]:
+        try:
+            data = self.core.read_namespaced_secret(secret, self.namespace).data or {}
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def sandbox_health(connection: Mapping[str, str]) -> int:
+    """The status the sandbox's health endpoint answers to the connection Secret's credentials."""
+    url = connection[KEY_SANDBOX_URL].rstrip("/") + OperatorConfig().health_path
+    headers = {SANDBOX_AUTH_HEADER: f"Bearer {connection[KEY_TOKEN]}"}
+    headers["Authorization"] = f"Bearer {connection[KEY_HUB_TOKEN]}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, TimeoutError):
+        return 0
 
 
 def pool_manifest(namespace: str, replicas: int) -> dict[str, Any]:
@@ -578,9 +657,13 @@ def pool_exists(st: Stack, namespace: str) -> bool:
 def run_batch(
     st: Stack, sc: Scenario, watcher: Watcher, namespace: str, names: list[str], warm: bool
 ) -> dict[str, Any]:
-    """Create the sessions at once (naming the pool when `warm`), wait until all are Ready, delete them."""
+    """Create the sessions at once (naming the pool when `warm`), wait until all are Ready (and, when
+    `warm`, until each sandbox answers the session's own token), delete them."""
     spec = {"poolRef": {"name": POOL_NAME}} if warm else {}
     calls0 = st.hub_calls()
+    probe = TokenProbe(st.core, watcher, namespace, names)
+    if warm:
+        probe.start()
 
     def create(name: str) -> None:
         st.custom.create_namespaced_custom_object(
@@ -589,6 +672,13 @@ def run_batch(
 
     applied = in_parallel(create, names)
     wait_for(lambda: all(name in watcher.ready for name in names), sc.timeout, f"{len(names)} sessions Ready")
+    if warm:
+        wait_for(
+            lambda: len(probe.answered) == len(names),
+            sc.timeout,
+            f"{len(names)} sandboxes to answer their tokens",
+        )
+        probe.stop()
     calls = st.hub_calls() - calls0
     launch_types = Counter(
         (watcher.latest.get(name, {}).get("status") or {}).get("launchType") or "cold" for name in names
@@ -602,6 +692,7 @@ def run_batch(
     wait_for(lambda: all(name in watcher.gone for name in names), sc.timeout, f"{len(names)} sessions gone")
     return {
         **latency_figures("ready", applied, watcher.ready),
+        **(latency_figures("answers", applied, probe.answered) if warm else {}),
         "launch_types": dict(launch_types),
         "hub_calls_per_session": sum(calls.values()) / len(names),
         "hub_calls_by_route": stats.by_route(calls),

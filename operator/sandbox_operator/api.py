@@ -10,7 +10,7 @@ import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -132,6 +132,9 @@ def list_map(key: str) -> dict[str, JsonValue]:
 
 class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=True)
+
+
+_SpecT = TypeVar("_SpecT", bound=_Model)
 
 
 class SecretKeySelector(_Model):
@@ -559,24 +562,34 @@ def read_spec(raw: Mapping[str, Any]) -> tuple[AgentSessionSpec, str | None]:
     A spec that does not parse (a CRD older than this schema admitted it) is then read field by field:
     what parses on its own is kept, the rest defaults, so the finalizer still knows the owner and the
     deletionPolicy; the operator acts on nothing else of it."""
+    return _read_fields(AgentSessionSpec, raw)
+
+
+def read_pool_spec(raw: Mapping[str, Any]) -> tuple[AgentSessionPoolSpec, str | None]:
+    """A pool's spec read as a session's is (`read_spec`): a pool whose spec cannot be read says so
+    in its status (Stalled) instead of stopping its loop."""
+    return _read_fields(AgentSessionPoolSpec, raw)
+
+
+def _read_fields(model: type[_SpecT], raw: Mapping[str, Any]) -> tuple[_SpecT, str | None]:
     try:
-        return AgentSessionSpec.model_validate(raw), None
+        return model.model_validate(raw), None
     except ValidationError as error:
         problem = "; ".join(
             f"spec{_field_path(detail['loc'])}: {detail['msg']} (got {reprlib.repr(detail['input'])})"
             for detail in error.errors()
         )
     readable = {}
-    for name, field in AgentSessionSpec.model_fields.items():
+    for name, field in model.model_fields.items():
         key = field.alias or name
         if key not in raw:
             continue
         try:
-            AgentSessionSpec.model_validate({key: raw[key]})
+            model.model_validate({key: raw[key]})
         except ValidationError:
             continue
         readable[key] = raw[key]
-    return AgentSessionSpec.model_validate(readable), problem
+    return model.model_validate(readable), problem
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -892,6 +905,13 @@ class PooledSpace(_Model):
         "Space is never handed to two sessions.",
     )
     claimed_time: str | None = Field(default=None, alias="claimedTime", description="When it was claimed.")
+    spec_hash: str | None = Field(
+        default=None,
+        alias="specHash",
+        description="Digest of the pool's spec it was built for (owner, template, hardware, privacy, "
+        "secrets, sleep time): a Space built for another spec is never claimed, and is replaced.",
+        max_length=64,
+    )
 
 
 class AgentSessionPoolSpec(_Model):

@@ -14,14 +14,19 @@ way (and for REPLENISH_AFTER after the last), the claimed Spaces' handovers and 
 replenishing wait, at most BURST_LONGEST, so the sessions of a burst are Ready first; that only
 delays step 3 and the pool's own pass, and changes none of the steps' order.
 
+Each pooled Space is built with its own sandbox token (`core.pooled_token`, from the pool's key in
+the Secret `<pool>-pool-token`): a running app sees a new secret only after the Hub restarts it
+(fidelity row F42), so the claim hands that token over as it is and never writes the Space's secrets.
+
 Crash safety of a claim (SIGKILL between any two steps):
 1. `claimedBy` is written into the pool's status (CAS). Killed after it: the session's next pass
    asks again and `assign_claims` answers with the Space already claimed by its UID.
-2. The connection Secret (a new token) and then `status.spaceId` + `launchType: warm` are written:
-   the session is Ready. Killed before the status write: step 1 answers the same Space again,
-   and the Secret's token is kept.
-3. The Space gets the session's token and the marker moves to it (`handover_pending` until
-   `spaceConfirmedTime` is written). Killed before: the next pass does it again (idempotent).
+2. The connection Secret (the Space's own token) is written, the sandbox's health is checked
+   through the edge with it, then `status.spaceId` + `launchType: warm` (Ready when it answered)
+   are written. Killed before the status write: step 1 answers the same Space again, and the same
+   token is derived again.
+3. The marker moves to the session (`handover_pending` until `spaceConfirmedTime` is written).
+   Killed before: the next pass does it again (idempotent).
 If the session is deleted before step 3, its finalizer leaves a Space still marked as the pool's,
 and the pool deletes it once it sees the claimant gone; after step 3 the Space is the session's.
 """
@@ -49,9 +54,10 @@ from .core import lifecycle
 from .core import pool as core
 from .core.conditions import READY, Reason
 from .core.creation import creation_refusal
-from .core.model import FailureKind, Observation, Plan, Session, connection_secret_name
+from .core.model import FailureKind, HealthResult, Observation, Plan, Session, connection_secret_name
 from .hub import HubError, SpaceExistsError
 from .kube import (
+    KEY_HUB_TOKEN,
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
     KEY_TOKEN,
@@ -68,7 +74,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The pool's own sandbox token (for health checks of unclaimed Spaces) is kept in this Secret.
+#: The pool's key, from which each pooled Space's sandbox token is derived, is kept in this Secret.
 POOL_TOKEN_SUFFIX = "-pool-token"
 #: The watch-event handlers of pools (spec changes) and of sessions (a claimant gone): quiet at INFO.
 TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
@@ -87,16 +93,19 @@ def _now() -> datetime:
 
 
 def pool_from_body(body: Any, *, deleting: bool = False) -> core.Pool:
-    parsed = api.AgentSessionPool.model_validate({key: body[key] for key in body})
-    meta = parsed.metadata
+    """The pool as the operator reads it; a spec that does not parse is carried as its problem (for
+    the core to report), never an error that stops the pool's loop or its finalizer."""
+    meta = body.get("metadata") or {}
+    spec, problem = api.read_pool_spec(body.get("spec") or {})
     return core.Pool(
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
         generation=int(meta.get("generation", 1)),
-        spec=parsed.spec,
-        status=parsed.status,
+        spec=spec,
+        status=api.AgentSessionPoolStatus.model_validate(body.get("status") or {}),
         deleting=deleting or bool(meta.get("deletionTimestamp")),
+        spec_problem=problem,
     )
 
 
@@ -111,6 +120,8 @@ class ClaimAnswer:
     entry: api.PooledSpace | None
     reason: Reason = Reason.NO_WARM_SPACE
     message: str = ""
+    #: The pool's UID (whose key derives the Space's token).
+    pool_uid: str = ""
 
 
 #: A claim waiting for its pool: the request, the session's spec, and where its answer goes.
@@ -137,6 +148,8 @@ class PoolBook:
     burst_ended: dict[tuple[str, str], float] = field(default_factory=dict)
     #: The names under which each pool's unclaimed Spaces are handed to the observer.
     followed: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: Each pool's key (by namespace, name and UID), read once: a burst of claims reads no Secret.
+    keys: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: Sessions with a poolRef this process has reconciled before (after that, kopf's view may lag
     #: what this process wrote).
     passed: set[str] = field(default_factory=set)
@@ -269,25 +282,32 @@ async def _assign(
         if body is None:
             gone = ClaimAnswer(None, Reason.POOL_NOT_FOUND, f"pool {name} does not exist in {namespace}")
             return {request.uid: gone for request, _, _ in batch}
-        pool = api.AgentSessionPool.model_validate(body)
+        pool = pool_from_body(body)
+        claimed = {e.claimed_by.uid for e in pool.status.spaces if e.claimed_by is not None}
         results: dict[str, ClaimAnswer] = {}
         eligible = []
         for request, spec, _ in batch:
-            mismatch = core.claim_mismatch(spec, pool.spec, config)
-            if mismatch is None:
+            mismatch = (
+                f"its spec cannot be read ({pool.spec_problem})"
+                if pool.spec_problem is not None
+                else core.claim_mismatch(spec, pool.spec, config)
+            )
+            if mismatch is None or request.uid in claimed:  # a claim recorded before still stands
                 eligible.append(request)
             else:
                 why = f"pool {name} cannot serve this session: {mismatch}"
                 results[request.uid] = ClaimAnswer(None, Reason.POOL_MISMATCH, why)
-        status, answers = core.assign_claims(pool.status, eligible, _now())
+        current = core.build_hash(pool.spec, config)
+        status, answers = core.assign_claims(pool.status, eligible, _now(), current)
         if body["metadata"].get("deletionTimestamp"):
             # A pool being deleted hands out nothing new, but a claim made before it still stands
             # (a session killed between its claim and its record must find its Space again).
-            claimed = {e.claimed_by.uid for e in pool.status.spaces if e.claimed_by is not None}
             answers = {uid: (a if uid in claimed else None) for uid, a in answers.items()}
             status = pool.status
         none_left = f"pool {name} has no ready Space"
-        results |= {uid: ClaimAnswer(a, message=none_left) for uid, a in answers.items()}
+        results |= {
+            session: ClaimAnswer(a, message=none_left, pool_uid=pool.uid) for session, a in answers.items()
+        }
         if status == pool.status:
             if key in book.latest and any(a is None for a in answers.values()):
                 # No Space left, or only claims already recorded, as this process last saw the pool:
@@ -347,7 +367,7 @@ async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, po
     answer = await claim(rt.pools, rt.config, session.namespace, pool_name, request, session.spec)
     if answer.entry is not None:
         try:
-            return await _record_claim(rt, body, session, pool_name, answer.entry, now)
+            return await _record_claim(rt, body, session, pool_name, answer, now)
         except ConnectionSecretConflict:
             return session  # the core reports the conflict; the claim stands for the next pass
     status = core.cold_status(session.status, answer.reason, answer.message, session.generation, now)
@@ -356,19 +376,42 @@ async def _claim_or_fall_back(rt: Runtime, body: kopf.Body, session: Session, po
 
 
 async def _record_claim(
-    rt: Runtime, body: kopf.Body, session: Session, pool_name: str, entry: api.PooledSpace, now: datetime
+    rt: Runtime, body: kopf.Body, session: Session, pool_name: str, answer: ClaimAnswer, now: datetime
 ) -> Session:
-    # A new token even if a killed attempt wrote one: nobody could use it, the session was not Ready.
+    """Hand the Space's own token over in the connection Secret, check that the sandbox answers it
+    through the edge, then record the claim (Ready if it did)."""
+    entry = answer.entry
+    assert entry is not None
+    key = await pool_key(rt, session.namespace, pool_name, answer.pool_uid)
+    token = core.pooled_token(key, entry.space_id)
+    read_token = await rt.platform_read_token()
     secret = connection_secret_name(session)
-    values = {KEY_SPACE_ID: entry.space_id, KEY_TOKEN: new_token(), KEY_SANDBOX_URL: entry.sandbox_url or ""}
-    await rt.pools.kube.write_connection(
-        namespace=session.namespace,
-        name=secret,
-        owner={"name": session.name, "uid": session.uid},
-        values=values,
+    values = {
+        KEY_SPACE_ID: entry.space_id,
+        KEY_TOKEN: token,
+        KEY_SANDBOX_URL: entry.sandbox_url or "",
+        KEY_HUB_TOKEN: read_token or "",  # a pooled Space is private: its edge wants a read token
+    }
+
+    async def checked() -> HealthResult:
+        if not entry.sandbox_url:
+            return HealthResult(False, "the pool recorded no sandbox URL")
+        return await rt.hub.health(entry.sandbox_url, token, read_token or "")
+
+    # The sandbox already holds the token: it is asked while the Secret is written, not after.
+    _, health = await asyncio.gather(
+        rt.pools.kube.write_connection(
+            namespace=session.namespace,
+            name=secret,
+            owner={"name": session.name, "uid": session.uid},
+            values=values,
+        ),
+        checked(),
     )
     template = session.spec.template or rt.config.default_template  # the pool's too: the claim checked
-    status = core.claimed_status(session.status, entry, pool_name, secret, session.generation, now, template)
+    status = core.claimed_status(
+        session.status, entry, pool_name, secret, session.generation, now, template, health
+    )
     await rt.pools.kube.patch_status(session.namespace, session.name, status_patch(status))
     created = body.get("metadata", {}).get("creationTimestamp")
     if created:
@@ -379,22 +422,16 @@ async def _record_claim(
 
 
 async def _hand_over(rt: Runtime, body: kopf.Body, session: Session) -> tuple[Session, Plan | None]:
-    """Give the claimed Space the session's token (the pool's no longer opens it) and its marker."""
+    """Move the claimed Space's marker to the session. Its token is already the session's (the
+    Space was built with it): a secret written now would restart the sandbox (fidelity row F42)."""
     space_id = session.status.space_id
     assert space_id is not None
-    connection = await rt.kube.read_connection(
-        session.namespace, connection_secret_name(session), session.uid, session=session.name
-    )
-    token = (connection or {}).get(KEY_TOKEN)
-    if not token:
-        return session, None  # the lost-Secret path of the core issues a new token, then this runs again
     try:
-        await rt.hub.set_token(space_id, token)
         await rt.hub.claim_marker(space_id, session.uid, f"{session.namespace}/{session.name}")
     except HubError as error:
         if error.failure.kind is FailureKind.NOT_FOUND:
             return session, None  # the core sees the Space gone and creates it again, marked as the session's
-        message = f"cannot hand the claimed Space {space_id} over (token, marker): {error.failure.message}"
+        message = f"cannot move the claimed Space {space_id}'s marker: {error.failure.message}"
         plan = lifecycle.decide_failure(
             session, error.failure.kind.reason, message, rt.config, _now(), random.random()
         )
@@ -425,28 +462,34 @@ def _ready(status: api.AgentSessionStatus) -> bool:
 # The pool's loop ------------------------------------------------------------------------------
 
 
-async def pool_token(rt: Runtime, pool: core.Pool) -> str:
-    """The token every unclaimed Space of the pool carries, kept in a Secret the pool owns (created
-    once, read after a restart); a claim replaces it on the claimed Space."""
-    name = f"{pool.name}{POOL_TOKEN_SUFFIX}"
-    data = await rt.kube.read_secret(pool.namespace, name)
+async def pool_key(rt: Runtime, namespace: str, name: str, uid: str) -> str:
+    """The key each of the pool's Spaces' tokens is derived from (`core.pooled_token`), kept in a
+    Secret the pool owns in its namespace (created once, read after a restart). Session editors
+    cannot read Secrets; whoever can read this one can read every connection Secret beside it."""
+    cached = rt.pools.keys.get((namespace, name, uid))
+    if cached is not None:
+        return cached
+    secret_name = f"{name}{POOL_TOKEN_SUFFIX}"
+    data = await rt.kube.read_secret(namespace, secret_name)
     if data is not None:
-        owned = await _owned_by(rt.pools.api(), pool, name)
+        owned = await _owned_by(rt.pools.api(), namespace, secret_name, uid)
         if not owned or not data.get(KEY_TOKEN):
             raise PoolTokenConflict(
-                f"Secret {pool.namespace}/{name} exists and is not this pool's; delete or rename it"
+                f"Secret {namespace}/{secret_name} exists and is not this pool's; delete or rename it"
             )
-        return data[KEY_TOKEN]
-    token = new_token()
-    owner = (api.POOL_KIND, pool.name, pool.uid)
-    body = owned_secret(name, pool.namespace, owner, (api.POOL_LABEL, pool.name), {KEY_TOKEN: token})
-    await rt.pools.api().create_namespaced_secret(pool.namespace, body)
-    return token
+        key = data[KEY_TOKEN]
+    else:
+        key = new_token()
+        owner = (api.POOL_KIND, name, uid)
+        body = owned_secret(secret_name, namespace, owner, (api.POOL_LABEL, name), {KEY_TOKEN: key})
+        await rt.pools.api().create_namespaced_secret(namespace, body)
+    rt.pools.keys[(namespace, name, uid)] = key
+    return key
 
 
-async def _owned_by(kube: KubeApi, pool: core.Pool, name: str) -> bool:
-    secret: Any = await kube.read_namespaced_secret(name, pool.namespace)
-    return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
+async def _owned_by(kube: KubeApi, namespace: str, name: str, uid: str) -> bool:
+    secret: Any = await kube.read_namespaced_secret(name, namespace)
+    return any(ref.get("uid") == uid for ref in secret["metadata"].get("ownerReferences") or [])
 
 
 class PoolTokenConflict(Exception):
@@ -454,7 +497,7 @@ class PoolTokenConflict(Exception):
 
 
 async def _observe_space(
-    rt: Runtime, entry: api.PooledSpace, token: str, read_token: str | None
+    rt: Runtime, entry: api.PooledSpace, key: str, read_token: str | None
 ) -> core.PooledObservation:
     """A pooled Space's state; its health only through the edge with the platform's read token, as a
     session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
@@ -479,7 +522,7 @@ async def _observe_space(
         return core.PooledObservation(failure=error.failure)
     health = None
     if space is not None and space.stage == "RUNNING" and space.sandbox_url and read_token:
-        health = await rt.hub.health(space.sandbox_url, token, read_token)
+        health = await rt.hub.health(space.sandbox_url, core.pooled_token(key, entry.space_id), read_token)
     return core.PooledObservation(space=space, health=health)
 
 
@@ -493,11 +536,11 @@ async def pool_pass(
     key = (namespace, name)
     pool = pool_from_body(body, deleting=deleting)
     live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
-    token = await pool_token(rt, pool)
+    token_key = await pool_key(rt, namespace, name, pool.uid)
     read_token = await rt.platform_read_token()
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
-    seen = await asyncio.gather(*(_observe_space(rt, entries[i], token, read_token) for i in wanted))
+    seen = await asyncio.gather(*(_observe_space(rt, entries[i], token_key, read_token) for i in wanted))
     policy_problem = None
     secret_values: dict[str, str] = {}
     secrets_problem = None
@@ -533,7 +576,7 @@ async def pool_pass(
     follow_spaces(rt, key, pool.uid, plan.status)
     for note in plan.events:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
-    await asyncio.gather(*(_act(rt, pool, action, token, secret_values) for action in plan.actions))
+    await asyncio.gather(*(_act(rt, pool, action, token_key, secret_values) for action in plan.actions))
     return plan
 
 
@@ -559,7 +602,7 @@ def follow_spaces(
 
 
 async def _act(
-    rt: Runtime, pool: core.Pool, action: core.PoolAction, token: str, secret_values: dict[str, str]
+    rt: Runtime, pool: core.Pool, action: core.PoolAction, key: str, secret_values: dict[str, str]
 ) -> None:
     """One action; a Hub failure is logged and left to the next pass (the status already says why)."""
     rt.observer.acted(action.space_id)  # listings asked for before now do not show this action
@@ -570,7 +613,7 @@ async def _act(
                     template=template,
                     space_id=space_id,
                     private=True,
-                    token=token,
+                    token=core.pooled_token(key, space_id),
                     secrets=secret_values,
                     session_uid=pool.uid,
                     session_ref=f"{pool.namespace}/{pool.name}",

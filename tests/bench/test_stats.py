@@ -155,6 +155,8 @@ def test_pool_table_shows_warm_claims_beside_cold_creates_per_batch_size() -> No
                 "ready_p50_ms": 120.0,
                 "ready_p99_ms": 480.0,
                 "ready_max_ms": 500.0,
+                "answers_p50_ms": 130.0,
+                "answers_p99_ms": 520.0,
                 "launch_types": {"warm": 50},
             },
             "cold": {"ready_p50_ms": 61000.0, "ready_p99_ms": 64000.0, "launch_types": {"cold": 50}},
@@ -172,6 +174,7 @@ def test_pool_table_shows_warm_claims_beside_cold_creates_per_batch_size() -> No
     assert [row["claims"] for row in rows] == [1, 50]
     assert rows[1]["warm_launched"] == 50 and rows[1]["cold_p99_ms"] == 64000.0
     assert rows[0]["cold_p50_ms"] is None
+    assert (rows[1]["answers_p50_ms"], rows[1]["answers_p99_ms"]) == (130.0, 520.0)
     table = stats.pool_table("pool of 50", batches)
     assert table.splitlines()[1].split()[:3] == ["claims", "warm", "p50"]
     assert "480" in table and "64,000" in table

@@ -23,7 +23,7 @@ def _health(url: str, token: str | None, hub_token: str | None = None) -> httpx2
 
 
 def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, template: str) -> None:
-    admin.set_delays(build=0.2)
+    admin.set_delays(build=1.0)  # long enough to be read while building on a busy machine
     alice.duplicate_repo(
         template, "alice/box", repo_type="space", space_secrets=[{"key": "SANDBOX_API_TOKEN", "value": "tok"}]
     )
@@ -31,7 +31,7 @@ def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, templ
     assert host is not None
     assert _health(host, "tok").status_code == 503  # still building
 
-    time.sleep(0.25)
+    time.sleep(1.05)
     ok = _health(host, "tok")
     assert (ok.status_code, ok.json()["status"]) == (200, "ok")
     assert ok.headers["X-Request-Id"]
@@ -39,6 +39,7 @@ def test_health_checks_the_sandbox_token(alice: HfApi, admin: HubSimAdmin, templ
     assert _health(host, None).status_code == 401
 
     alice.add_space_secret("alice/box", "SANDBOX_API_TOKEN", "rotated")
+    time.sleep(1.05)  # the change restarted the app (F42)
     assert _health(host, "rotated").status_code == 200
 
     alice.pause_space("alice/box")

@@ -97,6 +97,48 @@ def test_hardware_request_while_paused_waits_for_restart(state: HubState, clock:
     assert _observe(state, "alice/a") == ("RUNNING", "t4-small", "t4-small")
 
 
+def test_a_secret_change_restarts_a_running_app_and_a_variable_change_does_not(
+    state: HubState, clock: ManualClock
+) -> None:
+    """fidelity: F42. A running app reads its secrets at its start, and the Hub restarts it for any
+    change: the new token is never live in the running app, which answers nothing until it is back."""
+
+    def answers(token: str) -> int:
+        try:
+            state.check_sandbox("alice/a", token)
+        except HubSimError as error:
+            return error.status
+        return 200
+
+    state.duplicate(
+        "alice", TEMPLATE, target_id="alice/a", visibility=None, hardware=None, sleep_time=None,
+        secrets=[KeyValue(key="SANDBOX_API_TOKEN", value="built")], variables=[],
+    )  # fmt: skip
+    clock.now += 10
+    assert answers("built") == 200
+
+    state.set_entry("alice", "alice/a", "variables", KeyValue(key="ANY", value="v"))
+    assert (_observe(state, "alice/a")[0], answers("built")) == ("RUNNING", 200)
+
+    state.set_entry("alice", "alice/a", "secrets", KeyValue(key="SANDBOX_API_TOKEN", value="new"))
+    assert _observe(state, "alice/a") == ("BUILDING", None, "cpu-basic")  # a restart, as POST /restart
+    assert (answers("built"), answers("new")) == (503, 503)
+    clock.now += 10
+    assert (answers("built"), answers("new")) == (401, 200)
+
+    state.delete_entry("alice", "alice/a", "secrets", "OTHER")  # nothing to delete: no change
+    assert _observe(state, "alice/a")[0] == "RUNNING"
+    state.delete_entry("alice", "alice/a", "secrets", "SANDBOX_API_TOKEN")
+    assert (_observe(state, "alice/a")[0], answers("new")) == ("BUILDING", 503)
+    clock.now += 10
+    state.pause("alice", "alice/a")
+    state.set_entry("alice", "alice/a", "secrets", KeyValue(key="SANDBOX_API_TOKEN", value="later"))
+    assert _observe(state, "alice/a")[0] == "PAUSED"  # not running: taken at its next start
+    state.restart("alice", "alice/a")
+    clock.now += 10
+    assert answers("later") == 200
+
+
 def test_build_failures_only_consume_builds_that_would_run(state: HubState, clock: ManualClock) -> None:
     state.build_failures.count = 1
     state.create_space(

@@ -68,9 +68,12 @@ def health(sandbox_url: str, token: str) -> int:
     return httpx2.get(f"{sandbox_url}/health", headers=headers, timeout=10).status_code
 
 
-def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
+def test_a_claims_ready_means_the_sandbox_answers_the_sessions_token(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
+    """A running app sees a new secret only once the Hub has restarted it (fidelity: F42): each pooled
+    Space is built with a token of its own, which the claim hands over whole, so the sandbox answers
+    the session's token the moment the session is Ready, and the Space is never rebuilt for it."""
     kubectl("apply", "-f", "-", stdin=pool_manifest("warm", namespace, replicas=2))
     pool = wait_pool_ready(kubectl, "warm", namespace, 2)
     pool_uid = pool["metadata"]["uid"]
@@ -78,21 +81,29 @@ def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
     assert len(spaces) == 2
     assert all(s["private"] and s["hardware"]["current"] == "cpu-basic" for s in spaces)
     assert all(s["variables"][MARKER_SESSION] == f"{namespace}/warm" for s in spaces)
+    tokens = {s["id"]: s["secrets"]["SANDBOX_API_TOKEN"] for s in spaces}
+    assert len(set(tokens.values())) == 2  # a token per Space, not one for the pool
+    assert set(tokens.values()).isdisjoint(secret_data(kubectl, "warm-pool-token", namespace).values())
     printed = kubectl("get", "agsp", "warm", "-n", namespace).stdout.split()
     assert printed[:6] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "AGE"]
     wide = kubectl("get", "agsp", "warm", "-n", namespace, "-o", "wide").stdout.split()
     assert (wide[6], wide[13]) == ("UNCLAIMED", "2")
-    old_token = secret_data(kubectl, "warm-pool-token", namespace)["token"]
 
     kubectl("apply", "-f", "-", stdin=session_manifest("agent", namespace, poolRef={"name": "warm"}))
     session = wait_ready(kubectl, "agent", namespace, timeout=30)
     status = session["status"]
+    connection = secret_data(kubectl, status["connectionSecret"], namespace)
+    # Ready means the sandbox answers the connection Secret's token through the edge, already.
+    assert health(connection["sandboxUrl"], connection["token"]) == 200
+    assert connection["hubToken"] == READ_TOKEN
     assert status["launchType"] == "warm"
     assert status["template"] == TEMPLATE  # the pool's, the operator's default
-    assert status["spaceId"] in {s["id"] for s in spaces}
+    assert status["spaceId"] in tokens
     assert (condition(session, "WarmClaim") or {}).get("reason") == "WarmSpaceClaimed"
+    other = next(token for space_id, token in tokens.items() if space_id != status["spaceId"])
+    assert health(status["sandboxUrl"], other) == 401  # another pooled Space's token opens only that one
 
-    # The handover: the session's own token on the Space, its marker moved to the session.
+    # The handover moves the marker only: the Space keeps the token it was built with, unrestarted.
     def handed_over() -> dict[str, Any] | None:
         found = get_session(kubectl, "agent", namespace)
         return found if (found or {}).get("status", {}).get("spaceConfirmedTime") else None
@@ -101,10 +112,9 @@ def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
     space = hub_admin.space(status["spaceId"])
     assert space["variables"][MARKER_SESSION_UID] == session["metadata"]["uid"]
     assert space["variables"][MARKER_SESSION] == f"{namespace}/agent"
-    connection = secret_data(kubectl, status["connectionSecret"], namespace)
-    assert connection["token"] == space["secrets"]["SANDBOX_API_TOKEN"] != old_token
+    assert space["secrets"]["SANDBOX_API_TOKEN"] == connection["token"] == tokens[status["spaceId"]]
+    assert [sample["stage"] for sample in space["timeline"]].count("BUILDING") == 1
     assert health(status["sandboxUrl"], connection["token"]) == 200
-    assert health(status["sandboxUrl"], old_token) == 401  # whoever held the pooled Space is out
 
     # The pool replenishes: two unclaimed Spaces again, one claimed.
     pool = wait_pool_ready(kubectl, "warm", namespace, 2)
@@ -254,3 +264,35 @@ def test_a_pool_status_written_from_a_stale_read_is_refused(
 
     asyncio.run(race())
     assert (get_pool(kubectl, "cas", namespace) or {})["status"]["claimed"] == 1
+
+
+def test_a_pool_whose_secrets_change_retires_its_spaces_and_claims_get_only_new_ones(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str, approval_policy: None
+) -> None:
+    """Hostile: a pool that drops a Secret must not hand out the Spaces built while it named it, to a
+    session whose author may not read that Secret; they are replaced, then deleted."""
+    kubectl("create", "secret", "generic", "db-password", "-n", namespace, "--from-literal=password=hunter2")
+    secret = {"name": "DB", "secretKeyRef": {"name": "db-password", "key": "password"}}
+    kubectl("apply", "-f", "-", stdin=pool_manifest("moving", namespace, replicas=2, secrets=[secret]))
+    pool = wait_pool_ready(kubectl, "moving", namespace, 2)
+    uid = pool["metadata"]["uid"]
+    old = {s["id"] for s in pool_spaces(hub_admin, uid)}
+    assert len(old) == 2
+
+    patch = json.dumps({"spec": {"secrets": None}})
+    kubectl("patch", "agsp", "moving", "-n", namespace, "--type=merge", "-p", patch)
+    # A claim right after the change (before the pool's loop may have run) gets no Space built for the
+    # old spec: a new one, or one of its own.
+    kubectl("apply", "-f", "-", stdin=session_manifest("early", namespace, poolRef={"name": "moving"}))
+    early = wait_ready(kubectl, "early", namespace, timeout=60)
+    assert early["status"]["spaceId"] not in old
+    assert "DB" not in hub_admin.space(early["status"]["spaceId"])["secrets"]
+
+    # Replacements are built for the new spec, then the old Spaces are deleted.
+    pool = wait_pool_ready(kubectl, "moving", namespace, 2)
+    wait_for(lambda: old.isdisjoint(s["id"] for s in hub_admin.spaces()), 30, "the old Spaces deleted")
+    fresh = pool_spaces(hub_admin, uid)
+    assert len(fresh) == 2 and all("DB" not in s["secrets"] for s in fresh)
+    kubectl("apply", "-f", "-", stdin=session_manifest("later", namespace, poolRef={"name": "moving"}))
+    later = wait_ready(kubectl, "later", namespace, timeout=30)
+    assert later["status"]["launchType"] == "warm" and later["status"]["spaceId"] in {s["id"] for s in fresh}

@@ -23,6 +23,7 @@ def _space(i: int, *, ready: bool = True) -> dict[str, Any]:
         "state": "Ready" if ready else "Creating",
         "requestedTime": f"2026-01-01T00:00:{i:02d}Z",
         "sandboxUrl": f"https://org-sbx-{i}.hf.space",
+        "specHash": core.build_hash(api.AgentSessionPoolSpec(), OperatorConfig()),
     }
 
 

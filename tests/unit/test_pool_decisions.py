@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from sandbox_operator import pools as pools_shell
 from sandbox_operator.api import (
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,
@@ -21,6 +22,8 @@ from tests.support.core import CONFIG, NOW, new_session
 
 POOL_UID = "9f9f9f9f-1111-2222-3333-444455556666"
 HEALTHY = HealthResult(True, "200 OK", 200)
+#: What the default pool spec's Spaces are built for.
+CURRENT = core.build_hash(AgentSessionPoolSpec(), CONFIG)
 
 
 def ids() -> Iterator[str]:
@@ -47,6 +50,7 @@ def entry(n: int, state: str = "Ready", age: float = 600.0, **extra: Any) -> dic
         "state": state,
         "requestedTime": rfc3339(NOW - timedelta(seconds=age), precise=True),
         "sandboxUrl": f"http://hub/_sandbox/agents/ags-p{n}",
+        "specHash": CURRENT,
         **extra,
     }
 
@@ -160,13 +164,13 @@ def test_the_same_allow_lists_refuse_a_pool_as_a_session() -> None:
 def test_claims_hand_each_ready_space_to_one_session_and_repeat_the_same_answer() -> None:
     status = pool({"replicas": 2}, [entry(1, age=100), entry(2, age=200), entry(3, "Creating")]).status
     requests = [core.ClaimRequest(f"s{n}", f"uid-{n}") for n in range(3)]
-    claimed, answers = core.assign_claims(status, requests, NOW)
+    claimed, answers = core.assign_claims(status, requests, NOW, CURRENT)
     assert answers["uid-0"] is not None and answers["uid-0"].space_id == "agents/ags-p2"  # oldest first
     assert answers["uid-1"] is not None and answers["uid-1"].space_id == "agents/ags-p1"
     assert answers["uid-2"] is None  # the building one is never handed out
     assert (claimed.ready, claimed.claimed) == (0, 2)
     # A retry (after a crash between the claim and the session's own record) gets the same Space.
-    again, repeat = core.assign_claims(claimed, [core.ClaimRequest("s1", "uid-1")], NOW)
+    again, repeat = core.assign_claims(claimed, [core.ClaimRequest("s1", "uid-1")], NOW, CURRENT)
     assert again == claimed
     assert repeat["uid-1"] is not None and repeat["uid-1"].space_id == "agents/ags-p1"
 
@@ -176,7 +180,7 @@ def test_many_claims_never_share_a_space() -> None:
     answers: dict[str, Any] = {}
     for batch in range(10):  # ten batches of twenty, each on the status the previous one wrote
         requests = [core.ClaimRequest(f"s{n}", f"uid-{batch}-{n}") for n in range(20)]
-        status, got = core.assign_claims(status, requests, NOW)
+        status, got = core.assign_claims(status, requests, NOW, CURRENT)
         answers |= got
     handed = [a.space_id for a in answers.values() if a is not None]
     assert len(handed) == 50 == len(set(handed))
@@ -244,19 +248,93 @@ def test_a_pool_with_secrets_serves_only_sessions_that_name_them_themselves() ->
     assert core.claim_mismatch(same, pool_spec, CONFIG) is None
 
 
-def test_claimed_session_is_ready_at_once_and_hands_over_afterwards() -> None:
+def test_claimed_session_is_ready_once_its_sandbox_answers_its_token_and_hands_over_afterwards() -> None:
     session = new_session({"poolRef": {"name": "warm"}})
     status = pool({}, [entry(1)]).status
-    _, answers = core.assign_claims(status, [core.ClaimRequest("demo", session.uid)], NOW)
+    _, answers = core.assign_claims(status, [core.ClaimRequest("demo", session.uid)], NOW, CURRENT)
     answer = answers[session.uid]
     assert answer is not None
-    claimed = core.claimed_status(session.status, answer, "warm", "demo-sandbox", 1, NOW, "templates/agent")
+    args = (session.status, answer, "warm", "demo-sandbox", 1, NOW, "templates/agent")
+    claimed = core.claimed_status(*args, HEALTHY)
     assert claimed.space_id == "agents/ags-p1" and claimed.launch_type == LaunchType.WARM
     assert claimed.template == "templates/agent"
     ready = next(c for c in claimed.conditions if c.type == READY)
     assert (ready.status, ready.reason) == ("True", Reason.WARM_SPACE_CLAIMED)
     assert core.handover_pending(claimed)
     assert not core.handover_pending(core.handed_over_status(claimed, "cluster-a", NOW))
+    # Its sandbox does not answer the token (restarting, asleep): claimed, but not Ready yet.
+    waiting = core.claimed_status(*args, HealthResult(False, "answered 503", 503))
+    ready = next(c for c in waiting.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("False", Reason.STARTING) and "503" in ready.message
+    assert next(c for c in waiting.conditions if c.type == core.WARM_CLAIM).status == "True"
+    assert waiting.space_id == "agents/ags-p1" and core.handover_pending(waiting)
+
+
+def test_each_pooled_space_has_a_token_of_its_own_derived_from_the_pools_key() -> None:
+    token = core.pooled_token("key", "agents/ags-p1")
+    assert token == core.pooled_token("key", "agents/ags-p1")  # derived again after any restart
+    assert token.startswith("sbx_") and len(token) > 40
+    assert token != core.pooled_token("key", "agents/ags-p2")
+    assert token != core.pooled_token("other-key", "agents/ags-p1")
+
+
+SECRET = {"name": "API_KEY", "secretKeyRef": {"name": "team-key", "key": "token"}}
+
+
+def test_the_build_hash_follows_what_a_space_is_built_from_not_the_replicas() -> None:
+    def built(spec: dict[str, Any]) -> str:
+        return core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG)
+
+    assert built({"replicas": 7}) == CURRENT
+    assert built({"secrets": [SECRET]}) != CURRENT
+    assert built({"secrets": [{**SECRET, "secretKeyRef": {"name": "team-key", "key": "other"}}]}) != built(
+        {"secrets": [SECRET]}
+    )
+    assert built({"sleepTimeSeconds": 600}) != CURRENT
+    moved = CONFIG.model_copy(update={"default_template": "templates/next"})
+    assert core.build_hash(AgentSessionPoolSpec(), moved) != CURRENT  # the default template changed
+
+
+def test_a_space_built_for_an_earlier_spec_is_never_claimed() -> None:
+    """Hostile: the pool dropped a Secret; Spaces built while it named it must not reach a claimant."""
+    status = pool({}, [entry(1, specHash="earlier"), entry(2, specHash=None), entry(3, age=5)]).status
+    requests = [core.ClaimRequest(f"s{n}", f"uid-{n}") for n in range(3)]
+    claimed, answers = core.assign_claims(status, requests, NOW, CURRENT)
+    assert [a.space_id if a else None for a in answers.values()] == ["agents/ags-p3", None, None]
+    assert claimed.ready == 0
+
+
+def test_a_changed_spec_replaces_its_spaces_keeping_ready_ones_until_their_replacements_are() -> None:
+    spec = {"replicas": 2, "secrets": [SECRET]}
+    old = [entry(1, age=900), entry(2, age=800), entry(3, "Creating", age=5)]
+    plan = decide(pool(spec, old), policy_problem=None)
+    deleted = [a.space_id for a in plan.actions if isinstance(a, core.DeletePooledSpace)]
+    created = [a for a in plan.actions if isinstance(a, core.CreatePooledSpace)]
+    assert deleted == ["agents/ags-p3"]  # not ready: nothing to keep it for
+    assert len(created) == 2  # replacements at once, built for the new spec
+    new_hash = core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG)
+    fresh = [e for e in plan.status.spaces if e.space_id in {a.space_id for a in created}]
+    assert {e.spec_hash for e in fresh} == {new_hash}
+    assert plan.status.ready == 0  # the old ready ones are not claimable
+    ready = next(c for c in plan.status.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("False", Reason.POOL_FILLING)
+
+    # One replacement ready: the oldest old one goes; the other waits for the second replacement.
+    spaces = [e.model_dump(by_alias=True) for e in plan.status.spaces if e.state != PooledSpaceState.DELETING]
+    first = fresh[0].space_id
+    spaces = [{**e, "state": "Ready"} if e["spaceId"] == first else e for e in spaces]
+    step = decide(pool(spec, spaces), policy_problem=None)
+    assert [a for a in step.actions if isinstance(a, core.DeletePooledSpace)] == [
+        core.DeletePooledSpace("agents/ags-p1")
+    ]
+    assert not [a for a in step.actions if isinstance(a, core.CreatePooledSpace)]
+
+    # The spec changed back within the build: the old ready ones are current again, the surplus goes.
+    back = decide(pool({"replicas": 2}, spaces))
+    kept = {e.space_id for e in back.status.spaces if e.state == PooledSpaceState.READY}
+    assert kept == {"agents/ags-p1", "agents/ags-p2"}
+    assert {a.space_id for a in back.actions} == {e.space_id for e in fresh}
+    assert all(isinstance(a, core.DeletePooledSpace) for a in back.actions)
 
 
 def test_no_ready_space_falls_back_to_cold_and_says_so() -> None:
@@ -266,3 +344,23 @@ def test_no_ready_space_falls_back_to_cold_and_says_so() -> None:
     claim = next(c for c in cold.conditions if c.type == core.WARM_CLAIM)
     assert claim.status == "False" and "no ready Space" in claim.message
     assert not core.handover_pending(cold)
+
+
+def test_an_unreadable_pool_spec_is_a_stalled_condition_and_touches_no_space() -> None:
+    """A spec the API server admitted but the operator cannot read (an older CRD) stops nothing: the
+    pool says why, keeps its Spaces as they are (none built, retired or scaled on half a spec)."""
+    body = {
+        "metadata": {"name": "warm", "namespace": "team-a", "uid": POOL_UID, "generation": 4},
+        "spec": {"replicas": 3, "sleepTimeSeconds": "soon"},
+        "status": {"spaces": [entry(1), entry(2, specHash="earlier")]},
+    }
+    unreadable = pools_shell.pool_from_body(body)
+    assert unreadable.spec_problem is not None and "sleepTimeSeconds" in unreadable.spec_problem
+    assert unreadable.spec.replicas == 3  # what parses is kept
+    plan = decide(unreadable, spaces={"agents/ags-p1": seen(running("agents/ags-p1"))})
+    assert plan.actions == []
+    found = {c.type: (c.status, c.reason) for c in plan.status.conditions}
+    assert found[READY] == ("False", Reason.SPEC_INVALID)
+    assert found["Stalled"] == ("True", Reason.SPEC_INVALID)
+    assert plan.status.observed_generation == 4
+    assert plan.requeue_after is None or plan.requeue_after > 0

@@ -21,7 +21,13 @@ from sandbox_operator.core.conditions import (
     Reason,
 )
 from sandbox_operator.core.lifecycle import decide, decide_failure
-from sandbox_operator.core.model import DeleteSession, DeletionObservation, FailureKind, HubFailure
+from sandbox_operator.core.model import (
+    DeleteSession,
+    DeletionObservation,
+    FailureKind,
+    HealthResult,
+    HubFailure,
+)
 from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, observed, paid, space
 from tests.support.stages import APPROVAL, pool_objects, session_objects
 
@@ -115,8 +121,9 @@ def test_a_warm_claim_is_concluded_like_any_decision() -> None:
     entry = pools.PooledSpace.model_validate(
         {"spaceId": "agents/ags-p1", "state": "Ready", "requestedTime": "2026-11-26T11:00:00Z"}
     )
+    healthy = HealthResult(True, "200 OK", 200)
     claimed = pools.claimed_status(
-        AgentSessionStatus(), entry, "warm", "demo-sandbox", 2, NOW, "templates/agent-sandbox"
+        AgentSessionStatus(), entry, "warm", "demo-sandbox", 2, NOW, "templates/agent-sandbox", healthy
     )
     assert claimed.observed_generation == 2
     assert conditions(claimed)[RECONCILING] == ("False", Reason.WARM_SPACE_CLAIMED)

@@ -4,12 +4,24 @@ Space each claiming session gets, and the statuses that record both.
 Every fact lives on the objects: a pooled Space is recorded in the pool's status (its id chosen
 before its duplicate is sent), and a claim is a `claimedBy` written into that status with the
 pool's resourceVersion, so two writers can never hand one Space to two sessions. The session then
-records `status.spaceId` and `launchType: warm`; its token is replaced on the Space and the
-ownership marker moved to it afterwards (`handover_pending` says that is still to do).
+records `status.spaceId` and `launchType: warm`, and the ownership marker is moved to it afterwards
+(`handover_pending` says that is still to do).
+
+A running app reads its secrets only when it starts, and the Hub restarts it for any change (fidelity
+row F42): a claim must not touch the Space's secrets, or the session would wait a whole rebuild. So
+each pooled Space is built with a sandbox token of its own (`pooled_token`, derived from the pool's
+key and the Space's id, so it needs no record of its own and survives any restart), and the claim
+hands that token over whole in the session's connection Secret. Each Space also records the digest
+of the pool spec it was built for (`build_hash`): one built for another spec is never claimed, and
+is replaced.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +69,8 @@ class Pool:
     status: AgentSessionPoolStatus
     #: metadata.deletionTimestamp is set: its unclaimed Spaces go, then its finalizer.
     deleting: bool = False
+    #: Why the spec cannot be read (`spec` then holds what of it parses); None when it can.
+    spec_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,28 @@ def pool_refusal(
     return creation_refusal(pool_spec_as_session(spec), as_session, config)
 
 
+def build_hash(spec: AgentSessionPoolSpec, config: OperatorConfig) -> str:
+    """Digest of everything a pooled Space is built from: a Space whose digest differs holds another
+    template, owner or flavor, or secrets the pool no longer names, and is never handed out."""
+    built = {
+        "owner": spec.owner or config.default_owner,
+        "template": spec.template or config.default_template,
+        "hardware": POOL_HARDWARE,
+        "private": True,
+        "secrets": sorted(_secret_refs(spec.secrets)),
+        "sleepTimeSeconds": spec.sleep_time_seconds,
+    }
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def pooled_token(pool_key: str, space_id: str) -> str:
+    """The sandbox token a pooled Space is built with, and that its claimant's connection Secret gets:
+    derived from the pool's key (kept in a Secret only the operator and namespace admins read), so
+    no per-Space record can be lost between a duplicate and its claim."""
+    digest = hmac.new(pool_key.encode(), space_id.encode(), hashlib.sha256).digest()
+    return "sbx_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def desired_replicas(spec: AgentSessionPoolSpec, config: OperatorConfig) -> int:
     return min(spec.replicas, config.pool_max_replicas)
 
@@ -171,8 +207,12 @@ def decide_pool(
 ) -> PoolPlan:
     """The pool's next status and actions: judge each recorded Space, then create or delete to reach
     the desired number of unclaimed Spaces. `new_ids` yields fresh Space ids for creates."""
+    unreadable = pool.spec_problem is not None and not pool.deleting
     refusal = None if pool.deleting else pool_refusal(pool.spec, observed, config)
-    if refusal is None and observed.secrets_problem is not None and not pool.deleting:
+    if unreadable:
+        # Nothing is built, retired or scaled on a spec half read; a fixed spec wakes the pool.
+        refusal = Refusal(Reason.SPEC_INVALID, f"the pool's spec cannot be read: {pool.spec_problem}", None)
+    elif refusal is None and observed.secrets_problem is not None and not pool.deleting:
         refusal = Refusal(Reason.SECRET_NOT_FOUND, observed.secrets_problem, config.poll_interval)
     actions: list[PoolAction] = []
     kept: list[PooledSpace] = []
@@ -181,7 +221,16 @@ def decide_pool(
         if judged is not None:
             kept.append(judged)
     desired = 0 if pool.deleting else desired_replicas(pool.spec, config)
+    current = build_hash(pool.spec, config)
     unclaimed = [e for e in kept if e.claimed_by is None and e.state != PooledSpaceState.DELETING]
+    if unreadable:
+        desired = len(unclaimed)
+    for entry in [] if unreadable else _outdated(unclaimed, current, desired):
+        kept[kept.index(entry)] = entry.model_copy(
+            update={"state": PooledSpaceState.DELETING, "message": "built for an earlier spec of the pool"}
+        )
+        actions.append(DeletePooledSpace(entry.space_id))
+    unclaimed = unclaimed if unreadable else [e for e in unclaimed if e.spec_hash == current]
     if len(unclaimed) > desired:
         # Scale down: the least useful first (not ready, then the youngest).
         youngest_first = sorted(unclaimed, key=lambda e: e.requested_time, reverse=True)
@@ -203,6 +252,7 @@ def decide_pool(
                         "spaceId": space_id,
                         "state": PooledSpaceState.CREATING,
                         "requestedTime": rfc3339(now, True),
+                        "specHash": current,
                     }
                 )
             )
@@ -210,7 +260,7 @@ def decide_pool(
     status = pool.status.model_copy(deep=True)
     status.spaces = kept
     status.selector = f"{POOL_LABEL}={pool.name}"
-    _summarize(status)
+    _summarize(status, current)
     _pool_condition(pool, status, desired, refusal, now)
     conclude_pool(status, pool.generation, now, deleting=pool.deleting)
     done = pool.deleting and all(
@@ -281,10 +331,26 @@ def _judge(
     return entry.model_copy(update={**update, "state": state})
 
 
-def _summarize(status: AgentSessionPoolStatus) -> None:
+def _outdated(unclaimed: list[PooledSpace], current: str, desired: int) -> list[PooledSpace]:
+    """The unclaimed Spaces built for another spec to retire now: at once those not ready, and the
+    ready ones as their replacements become ready (the youngest kept longest), so a spec changed
+    back within a build hands them out again instead of having deleted the pool."""
+    stale = [e for e in unclaimed if e.spec_hash != current]
+    ready = sorted((e for e in stale if e.state == PooledSpaceState.READY), key=lambda e: e.requested_time)
+    replaced = sum(e.spec_hash == current and e.state == PooledSpaceState.READY for e in unclaimed)
+    kept = ready[max(0, len(ready) - max(0, desired - replaced)) :]
+    return [e for e in stale if e not in kept]
+
+
+def claimable(entry: PooledSpace, current: str) -> bool:
+    """Unclaimed, ready, and built for the pool's current spec."""
+    return entry.claimed_by is None and entry.state == PooledSpaceState.READY and entry.spec_hash == current
+
+
+def _summarize(status: AgentSessionPoolStatus, current: str) -> None:
     unclaimed = [e for e in status.spaces if e.claimed_by is None]
     status.replicas = sum(e.state != PooledSpaceState.DELETING for e in unclaimed)
-    status.ready = sum(e.state == PooledSpaceState.READY for e in unclaimed)
+    status.ready = sum(claimable(e, current) for e in unclaimed)
     status.claimed = sum(e.claimed_by is not None for e in status.spaces)
 
 
@@ -354,17 +420,15 @@ class ClaimRequest:
 
 
 def assign_claims(
-    status: AgentSessionPoolStatus, requests: Iterable[ClaimRequest], now: datetime
+    status: AgentSessionPoolStatus, requests: Iterable[ClaimRequest], now: datetime, current: str
 ) -> tuple[AgentSessionPoolStatus, dict[str, PooledSpace | None]]:
     """Each request's Space: the one it already claimed (a retry after a crash gets the same Space),
-    else a ready unclaimed one, oldest first; None when none is left. Returns the status to write
-    (with the pool's resourceVersion) and the answer per session UID."""
+    else a ready unclaimed one built for the pool's `current` spec (`build_hash`), oldest first;
+    None when none is left. Returns the status to write (with the pool's resourceVersion) and the
+    answer per session UID."""
     updated = status.model_copy(deep=True)
     by_uid = {e.claimed_by.uid: e for e in updated.spaces if e.claimed_by is not None}
-    free = sorted(
-        (e for e in updated.spaces if e.claimed_by is None and e.state == PooledSpaceState.READY),
-        key=lambda e: e.requested_time,
-    )
+    free = sorted((e for e in updated.spaces if claimable(e, current)), key=lambda e: e.requested_time)
     answers: dict[str, PooledSpace | None] = {}
     for request in requests:
         if request.uid in answers:
@@ -384,7 +448,7 @@ def assign_claims(
         )
         updated.spaces[updated.spaces.index(entry)] = claimed
         answers[request.uid] = claimed
-    _summarize(updated)
+    _summarize(updated, current)
     return updated, answers
 
 
@@ -410,7 +474,7 @@ def _secret_refs(secrets: Iterable[SpaceSecretSource]) -> frozenset[tuple[str, s
 
 
 def handover_pending(status: AgentSessionStatus) -> bool:
-    """A warm claim is recorded but the Space does not carry the session's token and marker yet."""
+    """A warm claim is recorded but the Space does not carry the session's marker yet."""
     return status.launch_type == LaunchType.WARM and status.space_confirmed_time is None
 
 
@@ -422,9 +486,11 @@ def claimed_status(
     generation: int,
     now: datetime,
     template: str,
+    health: HealthResult,
 ) -> AgentSessionStatus:
-    """The session once its claim is recorded: Ready at once, the Space already built and healthy
-    (duplicated from `template`, the session's as the claim required)."""
+    """The session once its claim is recorded: the Space already built (duplicated from `template`,
+    the session's as the claim required), Ready when it answered `health`, checked through the edge
+    with the token the session's connection Secret now holds; else it is waited for like any other."""
     claimed = status.model_copy(deep=True)
     claimed.space_id = entry.space_id
     claimed.template = template
@@ -435,12 +501,21 @@ def claimed_status(
     claimed.sandbox_url = entry.sandbox_url
     claimed.stage = "RUNNING"
     claimed.hardware = HardwareStatus(current=POOL_HARDWARE, requested=POOL_HARDWARE)
-    claimed.phase = Phase.READY
-    message = f"claimed Space {entry.space_id} from pool {pool_name}, built and healthy"
-    for type_, reason in ((WARM_CLAIM, Reason.WARM_SPACE_CLAIMED), (READY, Reason.WARM_SPACE_CLAIMED)):
-        claimed.conditions = set_condition(
-            claimed.conditions, type_, "True", reason, message, generation, now
+    message = f"claimed Space {entry.space_id} from pool {pool_name}, built"
+    claimed.conditions = set_condition(
+        claimed.conditions, WARM_CLAIM, "True", Reason.WARM_SPACE_CLAIMED, message, generation, now
+    )
+    if health.ok:
+        claimed.phase = Phase.READY
+        ready = ("True", Reason.WARM_SPACE_CLAIMED, f"{message}; it answers the session's token")
+    else:
+        claimed.phase = Phase.STARTING
+        ready = (
+            "False",
+            Reason.STARTING,
+            f"{message}; waiting for it to answer the session's token: {health.detail}",
         )
+    claimed.conditions = set_condition(claimed.conditions, READY, *ready, generation, now)
     conclude(claimed, generation, now)
     return claimed
 

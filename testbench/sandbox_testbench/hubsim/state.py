@@ -607,13 +607,21 @@ class HubState:
         """Adds the key or updates the one there (fidelity: F24, F25)."""
         space = self.writable_space(user, space_id)
         self._store(space, kind)[item.key] = Entry(item.value, item.description, self.now())
+        self._secrets_changed(space, kind)
         return space
 
     def delete_entry(self, user: str | None, space_id: str, kind: str, key: str) -> Space:
         """Deleting a missing key succeeds, as on the Hub (fidelity: F24, F25)."""
         space = self.writable_space(user, space_id)
-        self._store(space, kind).pop(key, None)
+        if self._store(space, kind).pop(key, None) is not None:
+            self._secrets_changed(space, kind)
         return space
+
+    def _secrets_changed(self, space: Space, kind: str) -> None:
+        """A running app sees a secret only from its next start, and the Hub restarts it for any
+        change: the app rebuilds as on a restart (fidelity: F42). Variables restart nothing."""
+        if kind == "secrets" and space.stage in SERVING_STAGES:
+            self._start_build(space, self.now())
 
     @staticmethod
     def _store(space: Space, kind: str) -> dict[str, Entry]:
