@@ -334,7 +334,7 @@ class OperatorConfig(BaseModel):
     )
     sweep_owners: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
-        description="Hub namespaces swept besides the default owner and those sessions name.",
+        description="Hub namespaces swept besides the default owner and the allowed owners sessions name.",
     )
 
     @field_validator("hub_endpoint")

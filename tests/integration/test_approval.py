@@ -144,9 +144,13 @@ def test_approved_upgrade_runs_on_the_flavor_and_downgrade_needs_no_approval(
     kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s4", team, hardware="a10g-small"))
     space_id = wait_ready(kubectl, "s4", team)["status"]["spaceId"]
 
-    cli = run_cli(alice_kubeconfig, "approve", "s4", "-n", team, "--reason", "benchmark run")
+    unnamed = run_cli(alice_kubeconfig, "approve", "s4", "-n", team)  # no terminal to confirm it on
+    assert unnamed.returncode == 1 and "--hardware a10g-small" in unnamed.stderr, unnamed.stderr
+    cli = run_cli(
+        alice_kubeconfig, "approve", "s4", "-n", team, "--hardware", "a10g-small", "--reason", "run"
+    )
     assert cli.returncode == 0, cli.stderr
-    assert "approved a10g-small" in cli.stdout and "as alice" in cli.stdout
+    assert "approved a10g-small ($1.00/h)" in cli.stdout and "as alice" in cli.stdout
 
     def upgraded() -> dict[str, object] | None:
         session = get_session(kubectl, "s4", team)
@@ -248,6 +252,46 @@ def test_approve_cli_refuses_a_flavor_that_is_not_requested(
     assert "requests a10g-small, not a100-large" in cli.stderr
 
 
+def test_an_approval_grants_only_the_flavor_the_approver_saw(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str, alice_kubeconfig: Path
+) -> None:
+    """alice sees t4-small ($0.40/h) waiting; bob switches to a100x8 ($20/h) before she approves. Her
+    approval of what she saw is refused, by the command and by the API server (as when bob's switch
+    lands between the command's read and its write); approving without naming a flavor is refused too;
+    and bob's switch after her approval is not approved by it."""
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s12", team, hardware="t4-small"))
+    space_id = wait_ready(kubectl, "s12", team)["status"]["spaceId"]
+    seen = run_cli(alice_kubeconfig, "approvals", "-n", team)
+    assert seen.returncode == 0 and "t4-small" in seen.stdout and "0.40" in seen.stdout, seen.stdout
+
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"a100x8"}}')
+    named = run_cli(alice_kubeconfig, "approve", "s12", "-n", team, "--hardware", "t4-small")
+    assert named.returncode == 1 and "requests a100x8, not t4-small" in named.stderr, named.stderr
+    unnamed = run_cli(alice_kubeconfig, "approve", "s12", "-n", team)
+    assert unnamed.returncode == 1 and "--hardware a100x8" in unnamed.stderr, unnamed.stderr
+    raced = patch_as(kubectl, "alice", "s12", team, approve_patch("t4-small", "alice"), check=False)
+    assert raced.returncode != 0
+    assert (
+        "spec.approval.hardware t4-small is not the flavor the session requests now (a100x8)" in raced.stderr
+    )
+    session = get_session(kubectl, "s12", team)
+    assert session is not None and "approval" not in session["spec"]
+
+    # Approved as seen, then switched: the approval names t4-small, so a100x8 waits for its own.
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"t4-small"}}')
+    approved = run_cli(alice_kubeconfig, "approve", "s12", "-n", team, "--hardware", "t4-small")
+    assert approved.returncode == 0 and "approved t4-small ($0.40/h)" in approved.stdout, approved.stderr
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"a100x8"}}')
+
+    def judged_a100x8() -> dict[str, Any] | None:
+        found = condition(get_session(kubectl, "s12", team), "HardwareApproved")
+        return found if found and "spec.hardware is a100x8" in found["message"] else None
+
+    waiting = wait_for(judged_a100x8, 60, "the a100x8 request judged")
+    assert waiting["reason"] == "AwaitingApproval" and "the approval names t4-small" in waiting["message"]
+    assert "a100x8" not in paid_hardware_calls(hub_admin, space_id)
+
+
 def upgraded_to(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:
     return bool(hub_admin.space(space_id)["hardware"]["current"] == flavor)
 
@@ -339,7 +383,7 @@ def test_rights_held_through_a_group_count_when_the_approval_names_it(
 
     # `sandbox-operator approve` names erin's groups (from a SelfSubjectReview): acted on.
     erin = control_plane.write_user_kubeconfig(tmp_path / "erin.kubeconfig", "erin", ["gpu-approvers"])
-    cli = run_cli(erin, "approve", "s11", "-n", team)
+    cli = run_cli(erin, "approve", "s11", "-n", team, "--hardware", "t4-small")
     assert cli.returncode == 0, cli.stderr
     wait_for(lambda: upgraded_to(hub_admin, space_id, "t4-small"), 60, "the t4-small erin approved")
     session = get_session(kubectl, "s11", team)

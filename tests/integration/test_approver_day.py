@@ -159,7 +159,19 @@ def test_the_approvers_day(
     wait_for(lambda: listed("t4-small"), 30, "day to wait again, for t4-small")
 
     # An approval for two minutes: the GPU, a notice a minute ahead, then cpu-basic on time.
-    approved = sandbox(control_plane, "approve", "day", "-n", team, "--expires-in", "2m", "--as", "alice")
+    approved = sandbox(
+        control_plane,
+        "approve",
+        "day",
+        "-n",
+        team,
+        "--hardware",
+        "t4-small",
+        "--expires-in",
+        "2m",
+        "--as",
+        "alice",
+    )
     assert approved.returncode == 0, approved.stderr
     wait_for(lambda: on(hub_admin, space_id, "t4-small"), 60, "the approved t4-small")
     expires = moment(get_session(kubectl, "day", team)["spec"]["approval"]["expiresAt"])  # type: ignore[index]
@@ -186,7 +198,8 @@ def test_the_approvers_day(
 
     # Approved again, then the session is deleted: the receipt is in status before the Space goes
     # (the Hub refuses the delete for now) and in the Event stream.
-    assert sandbox(control_plane, "approve", "day", "-n", team, "--as", "alice").returncode == 0
+    again = sandbox(control_plane, "approve", "day", "-n", team, "--hardware", "t4-small", "--as", "alice")
+    assert again.returncode == 0, again.stderr
     wait_for(lambda: on(hub_admin, space_id, "t4-small"), 60, "the approved t4-small again")
 
     def paid_stretch() -> dict[str, Any] | None:  # the operator has seen the GPU run and says so

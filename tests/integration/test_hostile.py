@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -431,3 +432,28 @@ def test_a_spec_the_operator_cannot_read_stalls_gives_up_the_gpu_and_is_still_de
     assert space_id not in [space["id"] for space in hub_admin.spaces()]
     receipts = [e["message"] for e in events_of(kubectl, "odd", mallory) if e["reason"] == "HardwareReceipt"]
     assert any("SessionDeleted" in message for message in receipts), receipts
+
+
+def test_the_sweeper_lists_no_owner_the_allow_list_does_not_name(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    """Sessions naming owners the allow-list refuses get no Space, and the sweeper does not list those
+    owners either: a tenant cannot make every pass list Hub namespaces of its choosing."""
+    disallowed = [f"victim-org-{n}" for n in range(3)]
+    for n, owner in enumerate(disallowed):
+        assert create(kubectl, mallory, f"elsewhere-{n}", owner=owner).returncode == 0
+    assert create(kubectl, mallory, "allowed", owner="someone-else").returncode == 0
+    wait_condition_reason(kubectl, "elsewhere-0", mallory, "Ready", "OwnerNotAllowed")
+    hub_admin.clear_calls()
+
+    subprocess.run(
+        [sys.executable, "-m", "sandbox_operator", "sweep", "--dry-run"],
+        env=operator.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    listed = [call["query"] for call in hub_admin.calls() if call["route"] == "list_spaces"]
+    assert any("author=someone-else" in query for query in listed), listed
+    assert not [query for query in listed if "victim-org" in query]
