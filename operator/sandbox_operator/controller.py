@@ -653,8 +653,11 @@ def _follow_listing(rt: Runtime, uid: str, loop: SessionLoop, plan: Plan) -> flo
     waiting = delay is not None and listed and not plan.failed
     rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)
     if delay is not None and waiting:
-        # The next listing wakes it; this is only the fallback should listings fail.
+        # The next listing wakes it; this is only the fallback should listings fail. Not past a
+        # deadline, though: a budget or an expiry is read on time, not at the listing's cadence.
         delay = max(delay, 2 * rt.observer.interval)
+        if plan.deadline is not None:
+            delay = min(delay, plan.deadline)
     return delay
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from sandbox_operator.config import OperatorConfig
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
-from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
 
 from harness import (
@@ -481,3 +482,53 @@ def test_an_approved_gpu_space_sleeps_and_costs_nothing_while_asleep(
     assert hub_admin.space(space_id)["stage"] == "SLEEPING"
     touched = [call["route"] for call in hub_admin.calls() if space_id in call["path"]]
     assert "health" not in touched and "restart" not in touched and "hardware" not in touched
+
+
+#: The operator's cadence out of the box: how often it polls a Space that changes and lists the owner's.
+DEFAULT_CADENCE = {
+    f"SANDBOX_OPERATOR_{name.upper()}": str(OperatorConfig.model_fields[name].default)
+    for name in ("poll_interval", "observe_interval", "spend_interval")
+}
+#: How long after the Hub's bill reaches a budget the paid hardware may still bill.
+BUDGET_SLACK_SECONDS = 10
+
+
+@pytest.fixture
+def default_cadence_operator(
+    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator with its default cadence, in place of the shared (fast) one, and the Hub switching
+    hardware in its own default time."""
+    operator_process.stop()
+    own = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path, **DEFAULT_CADENCE)
+    before = hub.admin.delays()["hardwareSwitch"]
+    hub.admin.set_delays(hardware_switch=HubSimConfig.model_fields["hardware_switch_seconds"].default)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+        hub.admin.set_delays(hardware_switch=before)
+        operator_process.start()
+
+
+def test_a_budget_is_enforced_within_seconds_of_being_spent_on_the_hubs_clock(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, default_cadence_operator: OperatorProcess, team: str
+) -> None:
+    """$0.02 on a10g-small ($1/h) is 72 s of the Hub's billing; the Space leaves it within 10 s more."""
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s13", team, hardware="a10g-small"))
+    space_id = wait_ready(kubectl, "s13", team)["status"]["spaceId"]
+    patch_as(kubectl, "alice", "s13", team, approve_patch("a10g-small", "alice", budgetUsd=0.02))
+    wait_for(lambda: upgraded_to(hub_admin, space_id, "a10g-small"), 60, "the upgrade")
+    wait_for(
+        lambda: upgraded_to(hub_admin, space_id, "cpu-basic"), 150, "the return to cpu-basic", interval=0.5
+    )
+
+    billed = hub_admin.space(space_id)["billing"]["seconds"]["a10g-small"]
+    budget_seconds = 0.02 / 1.0 * 3600
+    print(f"a10g-small billed {billed:.1f} s for a budget of {budget_seconds:.0f} s")  # the figure, with -s
+    assert billed <= budget_seconds + BUDGET_SLACK_SECONDS, billed
+    receipts = wait_for(
+        lambda: ((get_session(kubectl, "s13", team) or {}).get("status") or {}).get("receipts"), 60, "receipt"
+    )
+    assert receipts[-1]["endedBy"] == "BudgetSpent"
