@@ -123,11 +123,22 @@ class Runtime:
     #: Turns for duplicates, so each can leave by its send deadline (create_slots.py).
     create_slots: CreateSlots = field(default_factory=CreateSlots)
 
-    async def platform_read_token(self) -> str | None:
-        """The Hub read token the platform team configured (a Secret in the operator's namespace), if any."""
-        if not self.config.hub_read_token_secret:
+    def platform_read_token_secret(self, namespace: str) -> tuple[str, str] | None:
+        """Where the platform keeps the Hub read token for sessions of `namespace` (namespace, name): that
+        namespace's own Secret when the platform gives each namespace one, else the operator's shared
+        one; None: no read token is configured. A namespace without its own never gets the shared one."""
+        if self.config.hub_read_token_namespace_secret:
+            return namespace, self.config.hub_read_token_namespace_secret
+        if self.config.hub_read_token_secret:
+            return self.config.operator_namespace, self.config.hub_read_token_secret
+        return None
+
+    async def platform_read_token(self, namespace: str) -> str | None:
+        """The Hub read token the platform configured for sessions (and pools) of `namespace`, if any."""
+        where = self.platform_read_token_secret(namespace)
+        if where is None:
             return None
-        data = await self.secrets.get(self.config.operator_namespace, self.config.hub_read_token_secret)
+        data = await self.secrets.get(*where)
         return (data or {}).get(self.config.hub_read_token_key) or None
 
 
@@ -159,8 +170,9 @@ def _post(body: kopf.Body, notes: list[EventNote]) -> None:
 
 
 async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | None]:
-    """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the operator's
-    configured one; with a message when the one that applies cannot be read."""
+    """The Hub read token for agent pods: the session's `spec.hubTokenSecretRef`, else the one the platform
+    configured for its namespace (`Runtime.platform_read_token_secret`); with a message when the one
+    that applies cannot be read."""
     ref = session.spec.hub_token_secret_ref
     if ref is not None:
         problem = await rt.kube.approval_policy_problem(time.monotonic())
@@ -176,11 +188,12 @@ async def read_token(rt: Runtime, session: Session) -> tuple[str | None, str | N
                 f"key {ref.key!r}; agent pods will not pass the Hub's edge of this private Space"
             )
         return data[ref.key], None
-    token = await rt.platform_read_token()
-    if token is None and rt.config.hub_read_token_secret:
-        where = f"{rt.config.operator_namespace}/{rt.config.hub_read_token_secret}"
+    token = await rt.platform_read_token(session.namespace)
+    where = rt.platform_read_token_secret(session.namespace)
+    if token is None and where is not None:
+        whose = "this namespace's" if where[0] == session.namespace else "the operator's"
         return None, (
-            f"the operator's read token Secret {where} does not exist or has no key "
+            f"{whose} read token Secret {'/'.join(where)} does not exist or has no key "
             f"{rt.config.hub_read_token_key!r}; agent pods will not pass the Hub's edge of this private Space"
         )
     return token, None
@@ -902,7 +915,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLER)
     async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Feeds metrics, liveness and readiness, and wakes the session's loop when its spec changed."""
+        """Feeds metrics, liveness and readiness, and wakes the session's loop when its spec changed.
+        First, it trims the object kopf keeps to what the operator reads (its live body is this event's)."""
+        api.keep_only_what_is_read(event["object"])
         rt.monitor.on_event(event["type"], event["object"])
         rt.sync.on_event(api.PLURAL, event["object"])
         for tally in metrics.SESSION_TALLIES:

@@ -25,6 +25,7 @@ from harness import (
     install_approval_policy,
     readme_block,
     remove_approval_policy,
+    replacing,
     run_shell,
     session_manifest,
     wait_condition_reason,
@@ -428,18 +429,10 @@ def test_namespace_scoped_approver_works_as_the_readme_documents(
 
 
 @pytest.fixture
-def fast_spend_operator(
-    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
-) -> Iterator[OperatorProcess]:
+def fast_spend_operator(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator with spend brought up to date every second, in place of the shared one."""
-    operator_process.stop()  # a clean stop hands the Lease over at once
-    fast = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_SPEND_INTERVAL="1")
-    fast.start()
-    try:
+    with replacing(operator_process, tmp_path, SANDBOX_OPERATOR_SPEND_INTERVAL="1") as fast:
         yield fast
-    finally:
-        fast.stop()
-        operator_process.start()
 
 
 def test_an_approved_gpu_space_sleeps_and_costs_nothing_while_asleep(
@@ -495,21 +488,17 @@ BUDGET_SLACK_SECONDS = 10
 
 @pytest.fixture
 def default_cadence_operator(
-    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
+    operator_process: OperatorProcess, hub: HubSimServer, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     """The operator with its default cadence, in place of the shared (fast) one, and the Hub switching
     hardware in its own default time."""
-    operator_process.stop()
-    own = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path, **DEFAULT_CADENCE)
     before = hub.admin.delays()["hardwareSwitch"]
     hub.admin.set_delays(hardware_switch=HubSimConfig.model_fields["hardware_switch_seconds"].default)
-    own.start()
     try:
-        yield own
+        with replacing(operator_process, tmp_path, **DEFAULT_CADENCE) as own:
+            yield own
     finally:
-        own.stop()
         hub.admin.set_delays(hardware_switch=before)
-        operator_process.start()
 
 
 def test_a_budget_is_enforced_within_seconds_of_being_spent_on_the_hubs_clock(

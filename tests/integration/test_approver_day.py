@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
-from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 
 from harness import (
     REPO,
     OperatorProcess,
     get_session,
+    replacing,
     session_manifest,
     wait_condition_reason,
     wait_ready,
@@ -34,24 +35,14 @@ NOTICE = 60
 
 
 @pytest.fixture
-def day_operator(
-    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
-) -> Iterator[OperatorProcess]:
+def day_operator(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator announcing expiries a minute ahead, in place of the shared one."""
-    operator_process.stop()  # a clean stop hands the Lease over at once
-    own = OperatorProcess(
-        control_plane.kubeconfig,
-        hub.url,
-        tmp_path,
-        SANDBOX_OPERATOR_APPROVAL_EXPIRY_NOTICE=str(NOTICE),
-        SANDBOX_OPERATOR_SPEND_INTERVAL="5",
-    )
-    own.start()
-    try:
+    settings = {
+        "SANDBOX_OPERATOR_APPROVAL_EXPIRY_NOTICE": str(NOTICE),
+        "SANDBOX_OPERATOR_SPEND_INTERVAL": "5",
+    }
+    with replacing(operator_process, tmp_path, **settings) as own:
         yield own
-    finally:
-        own.stop()
-        operator_process.start()
 
 
 @pytest.fixture

@@ -414,7 +414,8 @@ def _agent_access(draft: _Draft, observed: Observation) -> None:
             "False",
             Reason.NO_READ_TOKEN,
             "no Hub read token is configured (the operator's --hub-read-token-secret or "
-            "spec.hubTokenSecretRef): agent pods will not pass the Hub's edge of this private Space",
+            "--hub-read-token-namespace-secret, or spec.hubTokenSecretRef): agent pods will not pass the "
+            "Hub's edge of this private Space",
         )
     else:
         draft.condition(
