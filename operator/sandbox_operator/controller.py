@@ -576,17 +576,21 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     return plan
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> Plan:
-    """One reconcile pass of a live session; returns its last plan (when to come back, what it holds)."""
+async def reconcile(rt: Runtime, body: kopf.Body, loop: SessionLoop) -> Plan:
+    """One reconcile pass of a live session; returns its last plan (when to come back, what it holds).
+    A pass that starts before the watch delivered the previous pass's status write decides on that
+    status, not the older one (which would post its Events, e.g. an expiry notice, a second time)."""
     # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
-    plan = await drive(rt, body, session_from_body(body))
-    written = session_from_body(body)
+    plan = await drive(rt, body, loop.latest(body))
+    written = loop.latest(body)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return plan  # the finalizer owns status now: its receipt must not be overwritten
     pools.record_launch(written.status, plan.status, body)
     if status_patch(plan.status) != status_patch(written.status):
+        before = str(body.get("metadata", {}).get("resourceVersion", ""))
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
+        loop.unseen_write = (before, plan.status)
     return plan
 
 
@@ -599,6 +603,18 @@ class SessionLoop:
     #: Set by the observer when a listing has news for this session (its own, so a stale one can be
     #: dropped without losing a spec change).
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The status the last pass wrote, and the object's resourceVersion before that write.
+    unseen_write: tuple[str, api.AgentSessionStatus] | None = None
+
+    def latest(self, body: kopf.Body) -> Session:
+        """The session from kopf's live body, with the status this loop last wrote while the body is
+        still the version that write replaced (the watch has not delivered it yet)."""
+        session = session_from_body(body)
+        unseen = self.unseen_write
+        if unseen is not None and unseen[0] == str(body.get("metadata", {}).get("resourceVersion", "")):
+            return replace(session, status=unseen[1].model_copy(deep=True))
+        self.unseen_write = None
+        return session
 
 
 def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
@@ -680,7 +696,7 @@ async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: 
     loop.listed.clear()
     delay: float | None
     try:
-        plan = await reconcile(rt, body)
+        plan = await reconcile(rt, body, loop)
         delay = _follow_listing(rt, uid, loop, plan)
         succeeded = True
     except ApiError as error:
