@@ -7,7 +7,7 @@ API server enforces and the types the code relies on cannot drift apart.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -44,6 +44,23 @@ FINALIZER = f"{GROUP}/finalizer"
 #: of this name, which only the operator writes (the status subresource). In annotations, which anyone
 #: who may edit a session writes, a forged "success" of the finalizer would skip the Space's deletion.
 HANDLER_PROGRESS = "kopf"
+
+#: What the operator (and kopf, for its finalizer, patches and Events) reads of a session's or pool's
+#: metadata. The rest (annotations, labels, managedFields: as large as a tenant likes) is dropped from
+#: kopf's copy of the object as each watch event arrives, so memory per object stays bounded.
+READ_METADATA = frozenset(
+    {"name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+     "finalizers"}
+)  # fmt: skip
+
+
+def keep_only_what_is_read(obj: Mapping[str, object]) -> None:
+    """Drop, in place, the metadata the operator never reads from an object kopf keeps (its live body)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, MutableMapping):  # the dict itself: kopf's views of the object read through it
+        for key in [key for key in meta if key not in READ_METADATA]:
+            del meta[key]
+
 
 #: The Space secret that carries the sandbox's API token.
 SANDBOX_TOKEN_SECRET = "SANDBOX_API_TOKEN"

@@ -1,18 +1,22 @@
 """`sandbox-operator approve`: write spec.approval as the caller, with the caller's own identity.
 
 The API server decides whether the caller may approve (the chart's ValidatingAdmissionPolicy);
-this only saves approvers from typing their username and from approving the wrong flavor.
+this only saves approvers from typing their username and from approving the wrong flavor: it writes
+the flavor the approver names (or confirms, shown with its price), never whatever the session asks
+for by the time it runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
 
 from . import api
 from .approvals_command import CommandError, Identity, current_identity, get_session, patch_spec
+from .pricing import FALLBACK_USD_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -28,21 +32,40 @@ class ApprovalRequest:
     warn_at_usd: float | None = None
 
 
-def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Identity) -> dict[str, Any]:
-    """The full spec.approval to write; absent fields are null so a merge patch clears old ones."""
+def price_of(session: Mapping[str, Any], flavor: str) -> float | None:
+    """The hourly price to show for `flavor`: the one the operator recorded from the Hub's catalog for the
+    request waiting (status.pendingApproval), else the published price."""
+    pending = (session.get("status") or {}).get("pendingApproval") or {}
+    if pending.get("hardware") == flavor and pending.get("usdPerHour") is not None:
+        return float(pending["usdPerHour"])
+    return FALLBACK_USD_PER_HOUR.get(flavor)
+
+
+def priced(flavor: str, price: float | None) -> str:
+    """A flavor with its price, as the approver is shown it: `a10g-small ($1.00/h)`."""
+    return f"{flavor} (${price:,.2f}/h)" if price is not None else f"{flavor} (price unknown)"
+
+
+def build_approval(request: ApprovalRequest, spec: Mapping[str, Any], identity: Identity) -> dict[str, Any]:
+    """The full spec.approval to write; absent fields are null so a merge patch clears old ones. It names
+    the flavor the approver named: the admission policy refuses it, and the operator ignores it, while
+    the session asks for another."""
     requested = spec.get("hardware", api.Hardware.CPU_BASIC.value)
     hardware = request.hardware
+    where = f"{request.namespace}/{request.session}"
     if hardware is None and request.max_usd_per_hour is None:
-        hardware = requested
+        raise CommandError(
+            f"name the flavor you approve: {where} requests {requested} now; `approve {request.session} "
+            f"--hardware {requested}` approves it (or --max-usd-per-hour grants a standing budget)"
+        )
     if hardware is not None and hardware != requested:
         raise CommandError(
-            f"{request.namespace}/{request.session} requests {requested}, not {hardware}: an approval is for "
-            f"the requested flavor; approve {requested}, or have spec.hardware set to {hardware} first"
+            f"{where} requests {requested}, not {hardware}: an approval is for the requested flavor; look at "
+            f"the session again and approve {requested} if you mean to, or have spec.hardware set to "
+            f"{hardware} first"
         )
     if hardware == api.Hardware.CPU_BASIC.value and request.max_usd_per_hour is None:
-        raise CommandError(
-            f"{request.namespace}/{request.session} requests free hardware: nothing to approve"
-        )
+        raise CommandError(f"{where} requests free hardware: nothing to approve")
     return {
         "hardware": hardware,
         "approvedBy": identity.username,
@@ -57,14 +80,30 @@ def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Ide
     }
 
 
-def approve(api_client: client.ApiClient, request: ApprovalRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+def approve(
+    api_client: client.ApiClient,
+    request: ApprovalRequest,
+    confirm: Callable[[str], bool] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], float | None]:
     """Patch the session's spec.approval as the caller (and lift a denial of that flavor); returns the
-    approval written and the session as the API server stored it."""
+    approval written, the session as the API server stored it, and the flavor's price shown.
+
+    Without a flavor (nor a standing budget) named, `confirm` (an interactive caller's) is asked
+    whether to approve the flavor requested now, shown with its price; without it, the command fails."""
     session = get_session(api_client, request.namespace, request.session)
     spec = session.get("spec", {})
+    requested = str(spec.get("hardware", api.Hardware.CPU_BASIC.value))
+    if request.hardware is None and request.max_usd_per_hour is None and confirm is not None:
+        shown = priced(requested, price_of(session, requested))
+        question = f"{request.namespace}/{request.session} requests {shown}: approve it?"
+        if not confirm(question):
+            raise CommandError("not approved")
+        request = replace(request, hardware=requested)
     approval = build_approval(request, spec, current_identity(api_client))
     patch: dict[str, Any] = {"approval": approval}
     denial = spec.get("denial") or {}
     if denial and denial.get("hardware") == approval["hardware"]:
         patch["denial"] = None
-    return approval, patch_spec(api_client, request.namespace, request.session, patch)
+    stored = patch_spec(api_client, request.namespace, request.session, patch)
+    price = price_of(session, approval["hardware"]) if approval["hardware"] else None
+    return approval, stored, price

@@ -115,11 +115,18 @@ def approvals(all_namespaces: bool, output: str | None, **params: Any) -> None:
     click.echo(table(found, now, all_namespaces=all_namespaces, wide=output == "wide"))
 
 
+def _confirm(question: str) -> bool:
+    return click.confirm(question, default=False, err=True)
+
+
 @click.command()
 @click.argument("session", shell_complete=_complete_session)
 @caller_options
 @click.option(
-    "--hardware", default=None, help="The flavor to approve (default: the one the session requests)."
+    "--hardware",
+    default=None,
+    help="The flavor you approve: the session must request it (without it, and without "
+    "--max-usd-per-hour, a terminal is asked to confirm the flavor requested, shown with its price).",
 )
 @click.option(
     "--max-usd-per-hour", type=float, default=None, help="Grant a standing budget up to this hourly price."
@@ -143,7 +150,7 @@ def approve(
 ) -> None:
     """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
     from .approvals_command import CommandError, connect, kubeconfig_namespace, parse_duration
-    from .approve_command import ApprovalRequest
+    from .approve_command import ApprovalRequest, priced
     from .approve_command import approve as write_approval
 
     caller = _caller(params)
@@ -157,13 +164,15 @@ def approve(
         request = ApprovalRequest(
             session, namespace, hardware, max_usd_per_hour, budget_usd, reason, expires_at, warn_at_usd
         )
-        written, stored = write_approval(connect(caller), request)
+        confirm = _confirm if sys.stdin.isatty() else None
+        written, stored, price = write_approval(connect(caller), request, confirm)
     except CommandError as error:
         _fail(error)
     if output in ("json", "yaml"):
         _dump(stored, output)
         return
-    what = written["hardware"] or f"any flavor up to ${written['maxUsdPerHour']}/h"
+    flavor = written["hardware"]
+    what = priced(flavor, price) if flavor else f"any flavor up to ${written['maxUsdPerHour']}/h"
     budget = f" within ${written['budgetUsd']}" if written["budgetUsd"] else ""
     until = f" until {written['expiresAt']}" if written["expiresAt"] else ""
     click.echo(f"approved {what}{budget}{until} for {namespace}/{session} as {written['approvedBy']}")

@@ -240,8 +240,15 @@ class OperatorConfig(BaseModel):
         "Spaces (e.g. a fine-grained read-only token), published to agent pods as hubToken to pass the "
         "Hub's edge; empty: none.",
     )
+    hub_read_token_namespace_secret: Annotated[str, OPTION] = Field(
+        default="",
+        description="For platforms that give each namespace (team) its own Hub read token: the name of a "
+        "Secret in each session's namespace holding it (key: hub_read_token_key), published to that "
+        "namespace's agent pods instead of the shared one; a namespace without it gets none. Empty: the "
+        "shared hub_read_token_secret for every namespace.",
+    )
     hub_read_token_key: Annotated[str, OPTION] = Field(
-        default="token", description="Key of the read token in that Secret."
+        default="token", description="Key of the read token in that Secret (or in each namespace's)."
     )
     sleep_time_default: Annotated[int, OPTION] = Field(
         default=3600,
@@ -346,7 +353,7 @@ class OperatorConfig(BaseModel):
     )
     sweep_owners: Annotated[frozenset[str], OPTION] = Field(
         default=frozenset(),
-        description="Hub namespaces swept besides the default owner and those sessions name.",
+        description="Hub namespaces swept besides the default owner and the allowed owners sessions name.",
     )
 
     @field_validator("hub_endpoint")

@@ -15,12 +15,15 @@ from typing import Any
 
 from . import api, policy
 from .api import SpaceSecretSource
-from .kube_json import COMPONENT, ApiError, KubeApi
+from .kube_json import COMPONENT, ApiError, KubeApi, Page
 from .policy import ApproverQuestion
 
 # Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
 # never among them.
 KEY_SPACE_ID = "spaceId"
+#: Objects per page when the operator lists sessions or pools (the watch checks, pools, the sweeper):
+#: with a tenant's metadata near the API server's 256 KB limit, a page is about 12 MB while it is read.
+LIST_PAGE_SIZE = 50
 #: Base URL of the sandbox app, behind the Hub's edge.
 KEY_SANDBOX_URL = "sandboxUrl"
 #: The sandbox API token, sent as `X-Sandbox-Authorization: Bearer <token>`.
@@ -302,14 +305,27 @@ class KubeClient:
                 raise
 
     async def list_sessions(self, namespaces: list[str], plural: str = api.PLURAL) -> list[dict[str, Any]]:
-        """AgentSessions (or `plural`: pools) in `namespaces` (all namespaces if empty), as plain objects."""
-        if not namespaces:
-            found: Any = await self._api.list_cluster_custom_object(api.GROUP, api.VERSION, plural)
-            return list(found["items"])
+        """AgentSessions (or `plural`: pools) in `namespaces` (all namespaces if empty), as plain objects
+        with only the metadata the operator reads: listed a page at a time, so a listing of objects
+        whose tenants filled their metadata holds one page of it at once, never the whole fleet's."""
         sessions: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            found = await self._api.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, plural)
-            sessions += found["items"]
+        where: list[str | None] = [*namespaces] or [None]
+        for namespace in where:
+            page: Page | None = Page(LIST_PAGE_SIZE)
+            while page is not None:
+                if namespace is None:
+                    found: Any = await self._api.list_cluster_custom_object(
+                        api.GROUP, api.VERSION, plural, page
+                    )
+                else:
+                    found = await self._api.list_namespaced_custom_object(
+                        api.GROUP, api.VERSION, namespace, plural, page=page
+                    )
+                for item in found["items"]:
+                    api.keep_only_what_is_read(item)
+                sessions += found["items"]
+                after = (found.get("metadata") or {}).get("continue")
+                page = Page(LIST_PAGE_SIZE, after) if after else None
         return sessions
 
     async def read_session(self, namespace: str, name: str) -> dict[str, Any] | None:

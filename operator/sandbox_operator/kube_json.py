@@ -111,6 +111,17 @@ def _error(status: int, reason: str, text: bytes) -> ApiError:
     return ApiError(status, reason, message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of a listing: at most `limit` objects, from where the previous page's `continue` said."""
+
+    limit: int
+    after: str | None = None
+
+    def query(self) -> dict[str, str]:
+        return {"limit": str(self.limit), **({"continue": self.after} if self.after else {})}
+
+
 class KubeApi:
     """Async calls that answer plain objects, as the API server sends them. The session is made at the
     first call, in the running event loop; `close` it in the same loop."""
@@ -221,13 +232,23 @@ class KubeApi:
         return await self.call("GET", _custom(group, version, namespace, plural, name))
 
     async def list_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, field_selector: str | None = None
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        field_selector: str | None = None,
+        page: Page | None = None,
     ) -> Any:
-        query = {"fieldSelector": field_selector} if field_selector else None
-        return await self.call("GET", _custom(group, version, namespace, plural), query=query)
+        query = {"fieldSelector": field_selector} if field_selector else {}
+        query |= page.query() if page is not None else {}
+        return await self.call("GET", _custom(group, version, namespace, plural), query=query or None)
 
-    async def list_cluster_custom_object(self, group: str, version: str, plural: str) -> Any:
-        return await self.call("GET", _custom(group, version, None, plural))
+    async def list_cluster_custom_object(
+        self, group: str, version: str, plural: str, page: Page | None = None
+    ) -> Any:
+        query = page.query() if page is not None else None
+        return await self.call("GET", _custom(group, version, None, plural), query=query)
 
     async def patch_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any

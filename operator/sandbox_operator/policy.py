@@ -43,6 +43,8 @@ def _secret_names(obj: str) -> str:
 
 
 _HARDWARE = f"authorizer.group('{api.GROUP}').resource('hardware').namespace(request.namespace)"
+#: The flavor a session requests (the schema defaults it; a pool has none).
+_REQUESTED = f"(has(object.spec.hardware) ? object.spec.hardware : '{api.Hardware.CPU_BASIC.value}')"
 _SECRETS = "authorizer.group('').resource('secrets').namespace(request.namespace)"
 
 VARIABLES: list[dict[str, str]] = [
@@ -112,6 +114,17 @@ VALIDATIONS: list[dict[str, str]] = [
         "budget in namespace ' + request.namespace + ': it needs the verb \"approve\" on every hardware "
         f"flavor in {api.GROUP} (ClusterRole sandbox-operator-approver)'",
         "reason": "Forbidden",
+    },
+    {
+        # An approval grants what the approver saw: the flavor the session asks for as it is written. An
+        # editor's switch to another flavor between the approver's look and the write makes it refused
+        # here; a switch after it, the operator's verdict (the approval names another flavor).
+        "expression": "!variables.approvalChanged || !has(object.spec.approval.hardware) || "
+        f"object.spec.approval.hardware == {_REQUESTED}",
+        "messageExpression": "'spec.approval.hardware ' + object.spec.approval.hardware + ' is not the "
+        f"flavor the session requests now (' + {_REQUESTED} + '): an approval is for the requested flavor; "
+        "look at the session again and approve what it asks for'",
+        "reason": "Invalid",
     },
     {
         "expression": "!variables.denialChanged || object.spec.denial.deniedBy == request.userInfo.username",

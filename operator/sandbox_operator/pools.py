@@ -537,7 +537,7 @@ async def pool_pass(
     pool = pool_from_body(body, deleting=deleting)
     live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
     token_key = await pool_key(rt, namespace, name, pool.uid)
-    read_token = await rt.platform_read_token()
+    read_token = await rt.platform_read_token(namespace)
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
     seen = await asyncio.gather(*(_observe_space(rt, entries[i], token_key, read_token) for i in wanted))
@@ -692,7 +692,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, backoff: float) -> No
     resource = (api.GROUP, api.VERSION, api.POOL_PLURAL)
 
     @kopf.on.event(*resource, registry=registry, id=TRACKING_HANDLERS[0])
-    async def track_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def track_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        api.keep_only_what_is_read(event["object"])  # kopf keeps this event's object: only what is read
         rt.sync.on_event(api.POOL_PLURAL, body)
         generation = body.get("metadata", {}).get("generation")
         if memo.get("pool_generation") != generation:

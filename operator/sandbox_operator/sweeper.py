@@ -4,7 +4,8 @@ Finalizers make leaks rare, but not impossible: a finalizer removed by hand, a s
 restored from a backup without its status, a namespace force-deleted from etcd. A pass:
 
 1. lists each owner's Spaces named like ours (`<owner>/<prefix>-<uid>`), one paginated call (owners:
-   the default one, the sweep owners, the literal entries of the owner allow-list, those sessions name);
+   the default one, the sweep owners, the literal entries of the owner allow-list, and the owners
+   sessions name that the allow-list matches: never one a session could not create a Space in);
 2. then lists the AgentSessions: a session always exists before its Space (the intent is
    recorded first), so any session whose Space was in the first list is in the second;
 3. reads the ownership marker only of Spaces older than the grace period and not claimed by
@@ -34,6 +35,7 @@ from typing import Any
 
 from . import api, metrics
 from .config import OperatorConfig
+from .core.creation import owner_allowed
 from .hub import HubClient, HubError, ListedSpace, Ownership
 from .kube import KubeClient, resolve_cluster_id
 from .kube_json import ApiError
@@ -228,6 +230,18 @@ def literal(pattern: str) -> bool:
     return not any(char in pattern for char in "*?[")
 
 
+def owners_to_sweep(sessions: list[dict[str, Any]], config: OperatorConfig) -> list[str]:
+    """The Hub namespaces a pass lists: the default owner, the sweep owners, the literal entries of the
+    owner allow-list, and the owners sessions name that the allow-list matches. A session naming any
+    other owner never got a Space there (creation refuses it), so listing it would only let a tenant
+    make every pass longer."""
+    owners = {config.default_owner, *config.sweep_owners}
+    owners |= {owner for owner in config.allowed_owners if literal(owner)}
+    named = {s["spec"]["owner"] for s in sessions if s.get("spec", {}).get("owner")}
+    owners |= {owner for owner in named if owner_allowed(owner, config)}
+    return sorted(owner for owner in owners if owner)
+
+
 class Sweeper:
     """One pass on demand (`sandbox-operator sweep`) or every `sweep_interval` inside the operator."""
 
@@ -261,11 +275,8 @@ class Sweeper:
         config = self._config
         policy = self.policy(config)
         sessions = await self._kube.list_sessions(self._namespaces)
-        owners = {config.default_owner, *config.sweep_owners}
-        owners |= {owner for owner in config.allowed_owners if literal(owner)}
-        owners |= {s["spec"]["owner"] for s in sessions if s.get("spec", {}).get("owner")}
         listed: list[ListedSpace] = []
-        for owner in sorted(o for o in owners if o):
+        for owner in owners_to_sweep(sessions, config):
             listed += ours_by_name(await self._hub.list_spaces(owner, f"{policy.prefix}-"), policy)
         # Listed after the Spaces: every session (and pool) whose Space was listed is in here.
         claimed = claims(await self._kube.list_sessions(self._namespaces))

@@ -208,6 +208,20 @@ def readiness(process: OperatorProcess) -> tuple[int, dict[str, str]]:
 _probes = itertools.count()
 
 
+@contextmanager
+def replacing(shared: OperatorProcess, log_dir: Path, **env: str) -> Iterator[OperatorProcess]:
+    """An operator with settings of its own (`env`) running in place of the suite's shared one, which
+    is back afterwards. A clean stop hands the Lease over at once."""
+    shared.stop()
+    own = OperatorProcess(shared.kubeconfig, shared.hub_url, log_dir, **env)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+        shared.start()
+
+
 def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
     """The chart's admission policy and approver roles, exactly as `helm install` renders them, once
     the API server enforces them. Sessions whose approvals the operator should act on need this.

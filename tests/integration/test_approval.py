@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from sandbox_operator.config import OperatorConfig
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
-from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
 
 from harness import (
@@ -24,6 +25,7 @@ from harness import (
     install_approval_policy,
     readme_block,
     remove_approval_policy,
+    replacing,
     run_shell,
     session_manifest,
     wait_condition_reason,
@@ -144,9 +146,13 @@ def test_approved_upgrade_runs_on_the_flavor_and_downgrade_needs_no_approval(
     kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s4", team, hardware="a10g-small"))
     space_id = wait_ready(kubectl, "s4", team)["status"]["spaceId"]
 
-    cli = run_cli(alice_kubeconfig, "approve", "s4", "-n", team, "--reason", "benchmark run")
+    unnamed = run_cli(alice_kubeconfig, "approve", "s4", "-n", team)  # no terminal to confirm it on
+    assert unnamed.returncode == 1 and "--hardware a10g-small" in unnamed.stderr, unnamed.stderr
+    cli = run_cli(
+        alice_kubeconfig, "approve", "s4", "-n", team, "--hardware", "a10g-small", "--reason", "run"
+    )
     assert cli.returncode == 0, cli.stderr
-    assert "approved a10g-small" in cli.stdout and "as alice" in cli.stdout
+    assert "approved a10g-small ($1.00/h)" in cli.stdout and "as alice" in cli.stdout
 
     def upgraded() -> dict[str, object] | None:
         session = get_session(kubectl, "s4", team)
@@ -248,6 +254,46 @@ def test_approve_cli_refuses_a_flavor_that_is_not_requested(
     assert "requests a10g-small, not a100-large" in cli.stderr
 
 
+def test_an_approval_grants_only_the_flavor_the_approver_saw(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, team: str, alice_kubeconfig: Path
+) -> None:
+    """alice sees t4-small ($0.40/h) waiting; bob switches to a100x8 ($20/h) before she approves. Her
+    approval of what she saw is refused, by the command and by the API server (as when bob's switch
+    lands between the command's read and its write); approving without naming a flavor is refused too;
+    and bob's switch after her approval is not approved by it."""
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s12", team, hardware="t4-small"))
+    space_id = wait_ready(kubectl, "s12", team)["status"]["spaceId"]
+    seen = run_cli(alice_kubeconfig, "approvals", "-n", team)
+    assert seen.returncode == 0 and "t4-small" in seen.stdout and "0.40" in seen.stdout, seen.stdout
+
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"a100x8"}}')
+    named = run_cli(alice_kubeconfig, "approve", "s12", "-n", team, "--hardware", "t4-small")
+    assert named.returncode == 1 and "requests a100x8, not t4-small" in named.stderr, named.stderr
+    unnamed = run_cli(alice_kubeconfig, "approve", "s12", "-n", team)
+    assert unnamed.returncode == 1 and "--hardware a100x8" in unnamed.stderr, unnamed.stderr
+    raced = patch_as(kubectl, "alice", "s12", team, approve_patch("t4-small", "alice"), check=False)
+    assert raced.returncode != 0
+    assert (
+        "spec.approval.hardware t4-small is not the flavor the session requests now (a100x8)" in raced.stderr
+    )
+    session = get_session(kubectl, "s12", team)
+    assert session is not None and "approval" not in session["spec"]
+
+    # Approved as seen, then switched: the approval names t4-small, so a100x8 waits for its own.
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"t4-small"}}')
+    approved = run_cli(alice_kubeconfig, "approve", "s12", "-n", team, "--hardware", "t4-small")
+    assert approved.returncode == 0 and "approved t4-small ($0.40/h)" in approved.stdout, approved.stderr
+    patch_as(kubectl, "bob", "s12", team, '{"spec":{"hardware":"a100x8"}}')
+
+    def judged_a100x8() -> dict[str, Any] | None:
+        found = condition(get_session(kubectl, "s12", team), "HardwareApproved")
+        return found if found and "spec.hardware is a100x8" in found["message"] else None
+
+    waiting = wait_for(judged_a100x8, 60, "the a100x8 request judged")
+    assert waiting["reason"] == "AwaitingApproval" and "the approval names t4-small" in waiting["message"]
+    assert "a100x8" not in paid_hardware_calls(hub_admin, space_id)
+
+
 def upgraded_to(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:
     return bool(hub_admin.space(space_id)["hardware"]["current"] == flavor)
 
@@ -339,7 +385,7 @@ def test_rights_held_through_a_group_count_when_the_approval_names_it(
 
     # `sandbox-operator approve` names erin's groups (from a SelfSubjectReview): acted on.
     erin = control_plane.write_user_kubeconfig(tmp_path / "erin.kubeconfig", "erin", ["gpu-approvers"])
-    cli = run_cli(erin, "approve", "s11", "-n", team)
+    cli = run_cli(erin, "approve", "s11", "-n", team, "--hardware", "t4-small")
     assert cli.returncode == 0, cli.stderr
     wait_for(lambda: upgraded_to(hub_admin, space_id, "t4-small"), 60, "the t4-small erin approved")
     session = get_session(kubectl, "s11", team)
@@ -383,18 +429,10 @@ def test_namespace_scoped_approver_works_as_the_readme_documents(
 
 
 @pytest.fixture
-def fast_spend_operator(
-    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
-) -> Iterator[OperatorProcess]:
+def fast_spend_operator(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator with spend brought up to date every second, in place of the shared one."""
-    operator_process.stop()  # a clean stop hands the Lease over at once
-    fast = OperatorProcess(control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_SPEND_INTERVAL="1")
-    fast.start()
-    try:
+    with replacing(operator_process, tmp_path, SANDBOX_OPERATOR_SPEND_INTERVAL="1") as fast:
         yield fast
-    finally:
-        fast.stop()
-        operator_process.start()
 
 
 def test_an_approved_gpu_space_sleeps_and_costs_nothing_while_asleep(
@@ -437,3 +475,49 @@ def test_an_approved_gpu_space_sleeps_and_costs_nothing_while_asleep(
     assert hub_admin.space(space_id)["stage"] == "SLEEPING"
     touched = [call["route"] for call in hub_admin.calls() if space_id in call["path"]]
     assert "health" not in touched and "restart" not in touched and "hardware" not in touched
+
+
+#: The operator's cadence out of the box: how often it polls a Space that changes and lists the owner's.
+DEFAULT_CADENCE = {
+    f"SANDBOX_OPERATOR_{name.upper()}": str(OperatorConfig.model_fields[name].default)
+    for name in ("poll_interval", "observe_interval", "spend_interval")
+}
+#: How long after the Hub's bill reaches a budget the paid hardware may still bill.
+BUDGET_SLACK_SECONDS = 10
+
+
+@pytest.fixture
+def default_cadence_operator(
+    operator_process: OperatorProcess, hub: HubSimServer, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator with its default cadence, in place of the shared (fast) one, and the Hub switching
+    hardware in its own default time."""
+    before = hub.admin.delays()["hardwareSwitch"]
+    hub.admin.set_delays(hardware_switch=HubSimConfig.model_fields["hardware_switch_seconds"].default)
+    try:
+        with replacing(operator_process, tmp_path, **DEFAULT_CADENCE) as own:
+            yield own
+    finally:
+        hub.admin.set_delays(hardware_switch=before)
+
+
+def test_a_budget_is_enforced_within_seconds_of_being_spent_on_the_hubs_clock(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, default_cadence_operator: OperatorProcess, team: str
+) -> None:
+    """$0.02 on a10g-small ($1/h) is 72 s of the Hub's billing; the Space leaves it within 10 s more."""
+    kubectl("apply", "-f", "-", "--as=bob", stdin=session_manifest("s13", team, hardware="a10g-small"))
+    space_id = wait_ready(kubectl, "s13", team)["status"]["spaceId"]
+    patch_as(kubectl, "alice", "s13", team, approve_patch("a10g-small", "alice", budgetUsd=0.02))
+    wait_for(lambda: upgraded_to(hub_admin, space_id, "a10g-small"), 60, "the upgrade")
+    wait_for(
+        lambda: upgraded_to(hub_admin, space_id, "cpu-basic"), 150, "the return to cpu-basic", interval=0.5
+    )
+
+    billed = hub_admin.space(space_id)["billing"]["seconds"]["a10g-small"]
+    budget_seconds = 0.02 / 1.0 * 3600
+    print(f"a10g-small billed {billed:.1f} s for a budget of {budget_seconds:.0f} s")  # the figure, with -s
+    assert billed <= budget_seconds + BUDGET_SLACK_SECONDS, billed
+    receipts = wait_for(
+        lambda: ((get_session(kubectl, "s13", team) or {}).get("status") or {}).get("receipts"), 60, "receipt"
+    )
+    assert receipts[-1]["endedBy"] == "BudgetSpent"

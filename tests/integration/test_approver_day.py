@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
-from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
+from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 
 from harness import (
     REPO,
     OperatorProcess,
     get_session,
+    replacing,
     session_manifest,
     wait_condition_reason,
     wait_ready,
@@ -34,24 +35,14 @@ NOTICE = 60
 
 
 @pytest.fixture
-def day_operator(
-    operator_process: OperatorProcess, control_plane: ControlPlane, hub: HubSimServer, tmp_path: Path
-) -> Iterator[OperatorProcess]:
+def day_operator(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator announcing expiries a minute ahead, in place of the shared one."""
-    operator_process.stop()  # a clean stop hands the Lease over at once
-    own = OperatorProcess(
-        control_plane.kubeconfig,
-        hub.url,
-        tmp_path,
-        SANDBOX_OPERATOR_APPROVAL_EXPIRY_NOTICE=str(NOTICE),
-        SANDBOX_OPERATOR_SPEND_INTERVAL="5",
-    )
-    own.start()
-    try:
+    settings = {
+        "SANDBOX_OPERATOR_APPROVAL_EXPIRY_NOTICE": str(NOTICE),
+        "SANDBOX_OPERATOR_SPEND_INTERVAL": "5",
+    }
+    with replacing(operator_process, tmp_path, **settings) as own:
         yield own
-    finally:
-        own.stop()
-        operator_process.start()
 
 
 @pytest.fixture
@@ -159,7 +150,19 @@ def test_the_approvers_day(
     wait_for(lambda: listed("t4-small"), 30, "day to wait again, for t4-small")
 
     # An approval for two minutes: the GPU, a notice a minute ahead, then cpu-basic on time.
-    approved = sandbox(control_plane, "approve", "day", "-n", team, "--expires-in", "2m", "--as", "alice")
+    approved = sandbox(
+        control_plane,
+        "approve",
+        "day",
+        "-n",
+        team,
+        "--hardware",
+        "t4-small",
+        "--expires-in",
+        "2m",
+        "--as",
+        "alice",
+    )
     assert approved.returncode == 0, approved.stderr
     wait_for(lambda: on(hub_admin, space_id, "t4-small"), 60, "the approved t4-small")
     expires = moment(get_session(kubectl, "day", team)["spec"]["approval"]["expiresAt"])  # type: ignore[index]
@@ -186,7 +189,8 @@ def test_the_approvers_day(
 
     # Approved again, then the session is deleted: the receipt is in status before the Space goes
     # (the Hub refuses the delete for now) and in the Event stream.
-    assert sandbox(control_plane, "approve", "day", "-n", team, "--as", "alice").returncode == 0
+    again = sandbox(control_plane, "approve", "day", "-n", team, "--hardware", "t4-small", "--as", "alice")
+    assert again.returncode == 0, again.stderr
     wait_for(lambda: on(hub_admin, space_id, "t4-small"), 60, "the approved t4-small again")
 
     def paid_stretch() -> dict[str, Any] | None:  # the operator has seen the GPU run and says so

@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -17,6 +20,7 @@ import pytest
 
 from sandbox_operator import api
 from sandbox_operator.crd import build_crd
+from sandbox_operator.kube import KEY_HUB_TOKEN
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.dev import install_crd
@@ -25,6 +29,7 @@ from tests.support import wait_for
 
 from harness import (
     ADMIN_GROUP,
+    SECOND_OPERATOR_TOKEN,
     TEMPLATE,
     OperatorProcess,
     condition,
@@ -32,6 +37,7 @@ from harness import (
     install_approval_policy,
     pool_manifest,
     remove_approval_policy,
+    replacing,
     session_manifest,
     wait_condition_reason,
     wait_ready,
@@ -431,3 +437,96 @@ def test_a_spec_the_operator_cannot_read_stalls_gives_up_the_gpu_and_is_still_de
     assert space_id not in [space["id"] for space in hub_admin.spaces()]
     receipts = [e["message"] for e in events_of(kubectl, "odd", mallory) if e["reason"] == "HardwareReceipt"]
     assert any("SessionDeleted" in message for message in receipts), receipts
+
+
+def test_the_sweeper_lists_no_owner_the_allow_list_does_not_name(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    """Sessions naming owners the allow-list refuses get no Space, and the sweeper does not list those
+    owners either: a tenant cannot make every pass list Hub namespaces of its choosing."""
+    disallowed = [f"victim-org-{n}" for n in range(3)]
+    for n, owner in enumerate(disallowed):
+        assert create(kubectl, mallory, f"elsewhere-{n}", owner=owner).returncode == 0
+    assert create(kubectl, mallory, "allowed", owner="someone-else").returncode == 0
+    wait_condition_reason(kubectl, "elsewhere-0", mallory, "Ready", "OwnerNotAllowed")
+    hub_admin.clear_calls()
+
+    subprocess.run(
+        [sys.executable, "-m", "sandbox_operator", "sweep", "--dry-run"],
+        env=operator.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    listed = [call["query"] for call in hub_admin.calls() if call["route"] == "list_spaces"]
+    assert any("author=someone-else" in query for query in listed), listed
+    assert not [query for query in listed if "victim-org" in query]
+
+
+def test_a_session_with_metadata_as_large_as_the_api_server_takes_is_served_and_deleted(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, mallory: str
+) -> None:
+    """250 KB of annotations (near the API server's 256 KB limit) and a heap of labels: the operator,
+    which keeps none of it, serves the session, changes it and deletes it as any other, and leaves the
+    tenant's metadata as written."""
+    blob = "x" * 250_000
+    manifest = json.loads(session_manifest("heavy", mallory))
+    manifest["metadata"]["annotations"] = {"tenant.example/blob": blob}
+    manifest["metadata"]["labels"] = {f"tenant.example/l{n}": "v" for n in range(50)}
+    as_mallory(kubectl, "create", "-f", "-", stdin=json.dumps(manifest)).check_returncode()
+    space_id = wait_ready(kubectl, "heavy", mallory)["status"]["spaceId"]
+    as_mallory(kubectl, "patch", "ags", "heavy", "-n", mallory, "--type=merge", "-p",
+               '{"spec":{"paused":true}}').check_returncode()  # fmt: skip
+    wait_condition_reason(kubectl, "heavy", mallory, "Ready", "Paused")
+    session = get_session(kubectl, "heavy", mallory)
+    assert session is not None and session["metadata"]["annotations"]["tenant.example/blob"] == blob
+    assert len(session["metadata"]["labels"]) == 50
+
+    as_mallory(kubectl, "delete", "ags", "heavy", "-n", mallory, "--wait=false").check_returncode()
+    wait_for(lambda: get_session(kubectl, "heavy", mallory) is None, 60, "the session to go")
+    assert space_id not in [space["id"] for space in hub_admin.spaces()]
+
+
+#: The Secret the platform puts in each team's namespace, with that team's own Hub read token.
+TEAM_READ_TOKEN_SECRET = "team-hub-read"
+
+
+@pytest.fixture
+def per_team_tokens(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator configured for a read token per namespace, in place of the shared one."""
+    settings = {"SANDBOX_OPERATOR_HUB_READ_TOKEN_NAMESPACE_SECRET": TEAM_READ_TOKEN_SECRET}
+    with replacing(operator_process, tmp_path, **settings) as own:
+        yield own
+
+
+def hub_token_published(kubectl: Kubectl, session: str, namespace: str) -> str:
+    secret = kubectl.json("get", "secret", f"{session}-sandbox", "-n", namespace)
+    return base64.b64decode(secret["data"].get(KEY_HUB_TOKEN, "")).decode()
+
+
+def test_each_team_gets_its_own_read_token_and_never_the_shared_one(
+    kubectl: Kubectl, per_team_tokens: OperatorProcess, mallory: str
+) -> None:
+    """mallory's namespace holds its team's read token: her agent pods get that one. A team whose
+    namespace holds none gets none (AgentAccess=False), not the operator's shared one, which reads
+    every team's Spaces."""
+    kubectl("create", "secret", "generic", TEAM_READ_TOKEN_SECRET, "-n", mallory,
+            f"--from-literal=token={SECOND_OPERATOR_TOKEN}")  # fmt: skip
+    assert create(kubectl, mallory, "own-token").returncode == 0
+    wait_ready(kubectl, "own-token", mallory)
+    assert hub_token_published(kubectl, "own-token", mallory) == SECOND_OPERATOR_TOKEN
+
+    other = f"team-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", other)
+    try:
+        kubectl("create", "rolebinding", "mallory-edits", "-n", other, f"--clusterrole={EDITOR_ROLE}",
+                "--user=mallory")  # fmt: skip
+        assert create(kubectl, other, "no-token").returncode == 0
+        access = wait_condition_reason(kubectl, "no-token", other, "AgentAccess", "ReadTokenSecretNotFound")
+        assert access["status"] == "False" and f"{other}/{TEAM_READ_TOKEN_SECRET}" in access["message"]
+        connection = ("get", "secret", "no-token-sandbox", "-n", other)
+        wait_for(lambda: kubectl(*connection, check=False).returncode == 0, 60, "the connection Secret")
+        assert hub_token_published(kubectl, "no-token", other) == ""
+    finally:
+        kubectl("delete", "namespace", other, "--wait=false")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from huggingface_hub import SpaceHardware
@@ -87,3 +88,49 @@ def test_template_follows_the_hub_repo_id_rule(template: str) -> None:
 @pytest.mark.parametrize("template", ["templates/agent-sandbox", "org_1/my.space", "a/b"])
 def test_valid_templates(template: str) -> None:
     assert AgentSessionSpec.model_validate({"template": template}).template == template
+
+
+def test_kopfs_copy_of_an_object_keeps_only_what_the_operator_reads() -> None:
+    """A tenant's 250 KB annotation (or labels, or managedFields) is not kept per session: the object
+    kopf keeps for the session's loop (its live body, a view of the event's object) loses them."""
+    import kopf
+
+    from sandbox_operator.api import keep_only_what_is_read
+
+    blob = "x" * 250_000
+    raw: dict[str, Any] = {
+        "apiVersion": "agents.sandbox-operator.dev/v1alpha1",
+        "kind": "AgentSession",
+        "metadata": {
+            "name": "s",
+            "namespace": "team",
+            "uid": "u",
+            "generation": 2,
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-26T12:00:00Z",
+            "finalizers": ["agents.sandbox-operator.dev/finalizer"],
+            "annotations": {"tenant/blob": blob},
+            "labels": {"tenant/label": "x"},
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {f"f:{blob[:100]}": {}}}],
+        },
+        "spec": {"hardware": "cpu-basic"},
+        "status": {"phase": "Ready"},
+    }
+    body = kopf.Body(raw)
+    keep_only_what_is_read(raw)
+    assert set(body.metadata) == {
+        "name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "finalizers"
+    }  # fmt: skip
+    assert body.meta.annotations == {} and body.meta.labels == {}
+    assert body.spec == {"hardware": "cpu-basic"} and body.status == {"phase": "Ready"}
+    assert body.metadata.uid == "u" and body.metadata["finalizers"] == [
+        "agents.sandbox-operator.dev/finalizer"
+    ]
+
+
+def test_the_operator_gives_large_allocations_their_own_mappings() -> None:
+    """glibc's threshold is fixed at start (this machine's C library has mallopt), so the parsed
+    objects of tenants' large metadata do not leave heap holes the process keeps."""
+    from sandbox_operator.controller import fixed_mmap_threshold
+
+    assert fixed_mmap_threshold()

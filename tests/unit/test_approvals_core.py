@@ -274,3 +274,42 @@ def test_an_operator_config_without_limits_keeps_approvals_open_ended() -> None:
         session({"hardware": "a10g-small", "approval": APPROVAL}).spec, None, CONFIG, NOW
     )
     assert record is not None and record.expires_at is None
+
+
+# Budgets on time -------------------------------------------------------------------------------
+
+
+def budgeted(spent_usd: float) -> Session:
+    spend = {"estimatedUsd": spent_usd, "usdPerHour": 1.0, "lastObservedTime": rfc3339(NOW, precise=True)}
+    spec = {"hardware": "a10g-small", "approval": {**APPROVAL, "budgetUsd": 0.02}}
+    return session(spec, spend=spend)
+
+
+def test_the_budget_is_a_deadline_no_listing_cadence_may_stretch() -> None:
+    """$0.005 left at $1/h is 18 s: the session looks again then, whatever listings of its Space show."""
+    plan = decide(budgeted(0.015), observed(paid()), CONFIG, NOW)
+    assert plan.action is None
+    assert plan.deadline is not None and plan.deadline == pytest.approx(18.0, abs=0.01)
+    assert plan.requeue_after == plan.deadline
+    spent = decide(budgeted(0.015), observed(paid()), CONFIG, NOW + timedelta(seconds=18))
+    assert isinstance(spent.action, RequestHardware) and spent.action.flavor == "cpu-basic"
+
+
+@pytest.mark.parametrize(
+    ("current", "requested"),
+    [("cpu-basic", "a10g-small"), ("a10g-small", "cpu-basic"), ("t4-small", "a10g-small")],
+)
+def test_a_switch_onto_or_off_paid_hardware_is_looked_at_on_the_poll_cadence(
+    current: str, requested: str
+) -> None:
+    """The Hub starts or stops billing when the switch completes: the session looks itself, not at the
+    next listing, so spend starts (and a receipt ends) when the bill does."""
+    spec = {"hardware": requested, "approval": {**APPROVAL, "hardware": requested}}
+    switching = space("RUNNING_APP_STARTING", current, requested)
+    plan = decide(session(spec), observed(switching), CONFIG, NOW)
+    assert plan.deadline is not None and plan.deadline <= plan.requeue_after <= CONFIG.poll_interval  # type: ignore[operator]
+
+
+def test_a_free_space_that_is_not_switching_has_no_deadline() -> None:
+    plan = decide(session({"hardware": "cpu-basic"}), observed(space("RUNNING_APP_STARTING")), CONFIG, NOW)
+    assert plan.deadline is None

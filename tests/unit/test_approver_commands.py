@@ -68,7 +68,9 @@ def test_a_denial_is_for_the_requested_paid_flavor(
 
 
 def test_an_approval_carries_its_expiry_and_warning() -> None:
-    request = ApprovalRequest("demo", "team-a", None, None, 20.0, "eval", "2026-11-26T12:02:00Z", 15.0)
+    request = ApprovalRequest(
+        "demo", "team-a", "a10g-small", None, 20.0, "eval", "2026-11-26T12:02:00Z", 15.0
+    )
     approval = build_approval(request, {"hardware": "a10g-small"}, ALICE)
     assert approval["expiresAt"] == "2026-11-26T12:02:00Z" and approval["warnAtUsd"] == 15.0
     assert approval["hardware"] == "a10g-small" and approval["approvedBy"] == "alice"
@@ -222,10 +224,69 @@ def test_approving_lifts_a_denial_of_that_flavor_only(monkeypatch: pytest.Monkey
     monkeypatch.setattr(approve_command, "get_session", lambda *_: {"spec": spec})
     monkeypatch.setattr(approve_command, "current_identity", lambda _: ALICE)
     monkeypatch.setattr(approve_command, "patch_spec", lambda _a, _n, _s, patch: patches.append(patch) or {})
-    request = ApprovalRequest("demo", "team-a", None, None, None, "ok after all")
+    request = ApprovalRequest("demo", "team-a", "a10g-small", None, None, "ok after all")
     approve_command.approve(object(), request)  # type: ignore[arg-type]
     assert patches[-1]["denial"] is None and patches[-1]["approval"]["hardware"] == "a10g-small"
 
     spec["denial"]["hardware"] = "t4-small"
     approve_command.approve(object(), request)  # type: ignore[arg-type]
     assert "denial" not in patches[-1]
+
+
+def test_an_approval_names_the_flavor_the_approver_named_never_whatever_is_asked_by_then() -> None:
+    """The approver saw t4-small; the editor switched to a100x8 since: approving without naming a flavor,
+    or naming the one seen, approves nothing."""
+    switched = {"hardware": "a100x8"}
+    for hardware, says in ((None, "name the flavor you approve: team-a/demo requests a100x8 now"),
+                           ("t4-small", "requests a100x8, not t4-small")):  # fmt: skip
+        with pytest.raises(CommandError, match=says):
+            build_approval(ApprovalRequest("demo", "team-a", hardware, None, None, None), switched, ALICE)
+    standing = build_approval(ApprovalRequest("demo", "team-a", None, 1.0, None, None), switched, ALICE)
+    assert standing["hardware"] is None and standing["maxUsdPerHour"] == 1.0
+
+
+def _approving(monkeypatch: pytest.MonkeyPatch, session: dict[str, Any]) -> list[dict[str, Any]]:
+    from sandbox_operator import approve_command
+
+    patches: list[dict[str, Any]] = []
+    monkeypatch.setattr(approve_command, "get_session", lambda *_: session)
+    monkeypatch.setattr(approve_command, "current_identity", lambda _: ALICE)
+    monkeypatch.setattr(approve_command, "patch_spec", lambda _a, _n, _s, patch: patches.append(patch) or {})
+    return patches
+
+
+def test_an_interactive_approver_confirms_the_flavor_shown_with_its_price(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sandbox_operator import approve_command
+
+    session = {
+        "spec": {"hardware": "t4-small"},
+        "status": {"pendingApproval": {"hardware": "t4-small", "usdPerHour": 0.45}},
+    }
+    patches = _approving(monkeypatch, session)
+    asked: list[str] = []
+    request = ApprovalRequest("demo", "team-a", None, None, None, None)
+    written, _, price = approve_command.approve(object(), request, lambda q: asked.append(q) or True)  # type: ignore[arg-type]
+    assert asked == ["team-a/demo requests t4-small ($0.45/h): approve it?"]
+    assert written["hardware"] == "t4-small" == patches[-1]["approval"]["hardware"] and price == 0.45
+
+    with pytest.raises(CommandError, match="not approved"):
+        approve_command.approve(object(), request, lambda _: False)  # type: ignore[arg-type]
+    assert len(patches) == 1
+
+
+def test_approve_prints_the_flavor_and_its_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: the flavor must be named; the line printed says what was approved at what price
+    (the published one when the operator recorded none for it)."""
+    from sandbox_operator import approvals_command, approve_command
+
+    _approving(monkeypatch, {"spec": {"hardware": "a100x8"}})
+    monkeypatch.setattr(approvals_command, "connect", lambda _: object())
+    runner = CliRunner()
+    named = runner.invoke(plugin, ["approve", "demo", "-n", "team-a", "--hardware", "a100x8"])
+    assert named.exit_code == 0, named.output
+    assert named.output == "approved a100x8 ($20.00/h) for team-a/demo as alice\n"
+    unnamed = runner.invoke(plugin, ["approve", "demo", "-n", "team-a"])
+    assert unnamed.exit_code == 1 and "--hardware a100x8" in unnamed.output
+    assert approve_command.price_of({}, "no-such-flavor") is None

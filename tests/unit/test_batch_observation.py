@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
+from sandbox_operator.api import AgentSessionStatus
+from sandbox_operator.controller import SessionLoop, _follow_listing
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
-from sandbox_operator.core.model import FailureKind, HubFailure, Observation, RecordIntent, SpaceView
+from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Plan, RecordIntent, SpaceView
 from sandbox_operator.hub import HubError, Listing
 from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
 from sandbox_operator.secret_cache import SecretCache
@@ -256,3 +260,15 @@ def test_the_intent_writes_the_read_token_with_the_connection_secret() -> None:
     session = new_session(spec={"private": True})
     plan = lifecycle.decide(session, Observation(read_token="hf_read", **TRUSTED), CONFIG, NOW)
     assert isinstance(plan.action, RecordIntent) and plan.action.hub_token == "hf_read"
+
+
+def test_a_deadline_is_kept_while_the_listing_wakes_a_waiting_session() -> None:
+    """A waiting session's timer is only the fallback of listings, stretched to two intervals, but never
+    past a deadline (a budget running out, an expiry): that is read on time."""
+    hub = Hub()
+    rt: Any = SimpleNamespace(observer=observer(hub, ManualClock(100.0)))
+    status = AgentSessionStatus.model_validate(
+        {"spaceId": "agents/ags-1", "spaceConfirmedTime": "2026-11-26T12:00:00Z"}
+    )
+    assert _follow_listing(rt, "u", SessionLoop(), Plan(None, status, 2.0)) == 60.0
+    assert _follow_listing(rt, "u", SessionLoop(), Plan(None, status, 12.0, deadline=12.0)) == 12.0

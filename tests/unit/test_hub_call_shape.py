@@ -61,3 +61,26 @@ def test_only_a_new_generation_wakes_a_session_loop_not_its_first_sight() -> Non
     assert not spec_changed(loop, 1)
     assert not spec_changed(loop, 1)  # a status write
     assert spec_changed(loop, 2)  # a spec change
+
+
+def test_a_pass_before_the_watch_delivered_the_last_status_write_decides_on_that_write() -> None:
+    """The loop wrote status onto version 5; kopf's live body still shows version 5 (the watch is
+    behind): the next pass sees what was written, not the older status. Once the body moves on, the
+    body is what counts."""
+    import kopf
+
+    from sandbox_operator.api import AgentSessionStatus
+
+    raw = {
+        "metadata": {"name": "s", "namespace": "team", "uid": "u", "generation": 1, "resourceVersion": "5"},
+        "spec": {},
+        "status": {"phase": "Ready"},
+    }
+    body = kopf.Body(raw)
+    loop = SessionLoop()
+    written = AgentSessionStatus.model_validate({"phase": "Paused"})
+    loop.unseen_write = ("5", written)
+    assert loop.latest(body).status.phase == "Paused"
+    raw["metadata"]["resourceVersion"] = "6"  # type: ignore[index]
+    raw["status"] = {"phase": "Sleeping"}
+    assert loop.latest(body).status.phase == "Sleeping" and loop.unseen_write is None

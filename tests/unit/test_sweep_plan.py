@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sandbox_operator.config import OperatorConfig
 from sandbox_operator.hub import ListedSpace, Ownership
 from sandbox_operator.sweeper import (
     Policy,
@@ -12,6 +13,7 @@ from sandbox_operator.sweeper import (
     markers_needed,
     name_uid,
     ours_by_name,
+    owners_to_sweep,
     plan,
     pool_claims,
 )
@@ -118,3 +120,17 @@ def test_a_live_pool_claims_its_unclaimed_spaces_and_those_it_records() -> None:
     # The pool gone, its Spaces are orphans like any other.
     gone = verdicts(plan(spaces, claims([]), markers, NOW, POLICY))
     assert set(gone.values()) == {Verdict.DELETE}
+
+
+def test_lists_only_owners_a_session_may_create_spaces_in() -> None:
+    """A session naming a disallowed owner got no Space there: its owner is never listed, so a tenant
+    cannot make every pass list (and wait on) Hub namespaces of its choosing."""
+    config = OperatorConfig(
+        default_owner="agents",
+        default_template="t/t",
+        allowed_owners=frozenset({"team-*", "shared"}),
+        sweep_owners=frozenset({"legacy"}),
+    )
+    named = ["team-a", "someone-else", "team-b", "", "victim-org"]
+    sessions = [{"spec": {"owner": owner}} for owner in named] + [{"spec": {}}]
+    assert owners_to_sweep(sessions, config) == ["agents", "legacy", "shared", "team-a", "team-b"]

@@ -149,6 +149,8 @@ or none (""). */}}
 {{- define "sandbox-operator.readTokenSecretName" -}}
 {{- if and .Values.hub.readToken.token .Values.hub.readToken.existingSecret }}
 {{- fail "hub.readToken.token and hub.readToken.existingSecret are both set: set one of them" }}
+{{- else if and .Values.hub.readToken.namespaceSecret (or .Values.hub.readToken.token .Values.hub.readToken.existingSecret) }}
+{{- fail "hub.readToken.namespaceSecret gives each namespace its own read token: unset hub.readToken.token and hub.readToken.existingSecret" }}
 {{- else if .Values.hub.readToken.existingSecret }}
 {{- .Values.hub.readToken.existingSecret }}
 {{- else if .Values.hub.readToken.token }}
@@ -157,7 +159,7 @@ or none (""). */}}
 {{- end }}
 
 {{- define "sandbox-operator.readTokenSecretKey" -}}
-{{- if .Values.hub.readToken.existingSecret }}{{ .Values.hub.readToken.existingSecretKey }}{{ else }}token{{ end }}
+{{- if or .Values.hub.readToken.existingSecret .Values.hub.readToken.namespaceSecret }}{{ .Values.hub.readToken.existingSecretKey }}{{ else }}token{{ end }}
 {{- end }}
 
 {{/*

@@ -23,6 +23,12 @@ def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:
     return value == default or any(fnmatchcase(value, pattern) for pattern in patterns)
 
 
+def owner_allowed(owner: str, config: OperatorConfig) -> bool:
+    """May a session's Space live under this Hub namespace (the default owner, or one the allow-list
+    matches)? The sweeper asks too: it lists no owner a session could not create Spaces in."""
+    return _allowed(owner, config.allowed_owners, config.default_owner)
+
+
 def _listed(default: str, patterns: frozenset[str]) -> str:
     return ", ".join([default, *sorted(patterns)])
 
@@ -51,7 +57,7 @@ def creation_refusal(spec: AgentSessionSpec, observed: Observation, config: Oper
             "extended",
         )
     owner = spec.owner or config.default_owner
-    if not _allowed(owner, config.allowed_owners, config.default_owner):
+    if not owner_allowed(owner, config):
         return Refusal(
             Reason.OWNER_NOT_ALLOWED,
             f"spec.owner {owner} is not a Hub namespace this operator may create Spaces in (allowed: "

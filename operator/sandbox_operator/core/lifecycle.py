@@ -227,26 +227,40 @@ def decide_live(
         action, idle_requeue = lifetime.idle_step(session, draft.status, observed, config, now)
         requeue = _sooner(requeue, idle_requeue)
     conclude(draft.status, session.generation, now)
-    requeue = _sooner(requeue, clock.requeue)
+    # Clocks that must be read on time, whatever a listing of the Space says: the lifetime, the
+    # budget (and spend accrual), an approval's expiry or the notice before it.
+    deadline = _sooner(clock.requeue, books.requeue_after)
     if draft.status.spend is not None:
-        recheck = spend_recheck_delay(draft.status.spend, config)
-        if recheck is not None:
-            requeue = recheck if requeue is None else min(requeue, recheck)
+        deadline = _sooner(deadline, spend_recheck_delay(draft.status.spend, config))
+    if paid_switch(observed.space, config):
+        # The bill starts or stops when the switch completes, which only a look of its own sees soon.
+        deadline = _sooner(deadline, requeue)
+    requeue = _sooner(requeue, deadline)
     if verdict.reason in UNTRUSTED_APPROVAL_REASONS:
         # Lifts without a spec change (the policy installed, a role granted): look again.
-        recheck = config.approval_recheck_interval
-        requeue = recheck if requeue is None else min(requeue, recheck)
-    if books.requeue_after is not None:  # an approval's expiry, or the notice before it
-        requeue = books.requeue_after if requeue is None else min(requeue, books.requeue_after)
+        requeue = _sooner(requeue, config.approval_recheck_interval)
     if not draft.failed:
         draft.status.failures = None
         draft.status.next_retry_time = None
     events = transition_events(session.status, draft.status) + books.events + draft.notes
-    return Plan(action, draft.status, requeue, events)
+    return Plan(action, draft.status, requeue, events, deadline=deadline)
 
 
 def _sooner(requeue: float | None, other: float | None) -> float | None:
     return other if requeue is None else requeue if other is None else min(requeue, other)
+
+
+def paid_switch(space: SpaceView | None, config: OperatorConfig) -> bool:
+    """The Hub moves the Space onto or off paid hardware: billing changes once the switch completes."""
+    if (
+        space is None
+        or space.requested_hardware is None
+        or space.requested_hardware == space.current_hardware
+    ):
+        return False
+    return not is_free(space.requested_hardware, config) or (
+        space.current_hardware is not None and not is_free(space.current_hardware, config)
+    )
 
 
 def decide_failure(
@@ -400,7 +414,8 @@ def _agent_access(draft: _Draft, observed: Observation) -> None:
             "False",
             Reason.NO_READ_TOKEN,
             "no Hub read token is configured (the operator's --hub-read-token-secret or "
-            "spec.hubTokenSecretRef): agent pods will not pass the Hub's edge of this private Space",
+            "--hub-read-token-namespace-secret, or spec.hubTokenSecretRef): agent pods will not pass the "
+            "Hub's edge of this private Space",
         )
     else:
         draft.condition(

@@ -322,6 +322,9 @@ class Plan:
     events: list[EventNote] = field(default_factory=list)
     #: The session is being deleted and nothing of it is left to do: the finalizer may go.
     done: bool = False
+    #: The latest time (seconds) to look again even while listings of the Space show nothing new: a
+    #: budget, lifetime or approval clock, or a switch of paid hardware whose bill changes unseen.
+    deadline: float | None = None
 
     @property
     def converged(self) -> bool:
