@@ -7,6 +7,7 @@ this only saves approvers from typing their username and from approving the wron
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -28,21 +29,41 @@ class ApprovalRequest:
     warn_at_usd: float | None = None
 
 
-def build_approval(request: ApprovalRequest, spec: dict[str, Any], identity: Identity) -> dict[str, Any]:
+#: The flavors an approval may name: every one but the free cpu-basic.
+PAID_FLAVORS = tuple(flavor.value for flavor in api.Hardware if flavor is not api.Hardware.CPU_BASIC)
+
+
+def _check_expiry(expires_at: str, now: datetime) -> None:
+    """A typed end of the approval must be a time, and a future one: a past one would approve nothing."""
+    try:
+        ends = api.parse_rfc3339(expires_at)
+    except ValueError as error:
+        raise CommandError(f"--expires-at {expires_at!r} is not an RFC 3339 time: {error}") from error
+    if ends <= now:
+        raise CommandError(f"--expires-at {expires_at} is in the past (now: {now:%Y-%m-%dT%H:%M:%SZ})")
+
+
+def build_approval(
+    request: ApprovalRequest, spec: dict[str, Any], identity: Identity, now: datetime
+) -> dict[str, Any]:
     """The full spec.approval to write; absent fields are null so a merge patch clears old ones."""
     requested = spec.get("hardware", api.Hardware.CPU_BASIC.value)
+    where = f"{request.namespace}/{request.session}"
     hardware = request.hardware
     if hardware is None and request.max_usd_per_hour is None:
         hardware = requested
+    if hardware is not None and hardware not in PAID_FLAVORS and hardware != requested:
+        raise CommandError(f"{hardware!r} is not a paid flavor: approve one of {', '.join(PAID_FLAVORS)}")
     if hardware is not None and hardware != requested:
+        instead = f"approve {requested}, or " if requested in PAID_FLAVORS else ""
         raise CommandError(
-            f"{request.namespace}/{request.session} requests {requested}, not {hardware}: an approval is for "
-            f"the requested flavor; approve {requested}, or have spec.hardware set to {hardware} first"
+            f"{where} requests {requested}, not {hardware}: an approval is for the requested flavor; "
+            f"{instead}have spec.hardware set to {hardware} first"
         )
     if hardware == api.Hardware.CPU_BASIC.value and request.max_usd_per_hour is None:
-        raise CommandError(
-            f"{request.namespace}/{request.session} requests free hardware: nothing to approve"
-        )
+        raise CommandError(f"{where} requests free hardware: nothing to approve")
+    if request.expires_at is not None:
+        _check_expiry(request.expires_at, now)
     return {
         "hardware": hardware,
         "approvedBy": identity.username,
@@ -62,7 +83,7 @@ def approve(api_client: client.ApiClient, request: ApprovalRequest) -> tuple[dic
     approval written and the session as the API server stored it."""
     session = get_session(api_client, request.namespace, request.session)
     spec = session.get("spec", {})
-    approval = build_approval(request, spec, current_identity(api_client))
+    approval = build_approval(request, spec, current_identity(api_client), datetime.now(UTC))
     patch: dict[str, Any] = {"approval": approval}
     denial = spec.get("denial") or {}
     if denial and denial.get("hardware") == approval["hardware"]:
