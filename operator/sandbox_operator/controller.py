@@ -30,7 +30,7 @@ from kopf._core.engines.peering import Identity as KopfIdentity
 
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
-from .core import creation, lifecycle, model, money
+from .core import creation, lifecycle, lifetime, model, money
 from .core.conditions import EventNote, Reason
 from .core.model import (
     Action,
@@ -137,6 +137,7 @@ def session_from_body(body: kopf.Body) -> Session:
     to report, and what of the spec parses, for the finalizer to delete the Space."""
     meta = body.get("metadata") or {}
     spec, problem = api.read_spec(body.get("spec") or {})
+    created = api.parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None
     return Session(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -144,8 +145,8 @@ def session_from_body(body: kopf.Body) -> Session:
         generation=int(meta.get("generation", 1)),
         spec=spec,
         status=api.AgentSessionStatus.model_validate(body.get("status") or {}),
-        created=api.parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None,
-        spec_problem=problem,
+        created=created,
+        spec_problem=problem or lifetime.lifetime_problem(spec, created),
     )
 
 

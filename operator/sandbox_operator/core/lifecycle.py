@@ -804,7 +804,10 @@ def decide_deletion(
             f"keeping Space {space_id} (deletionPolicy Orphan)",
         )
     if observed.marker is None:
-        return _deletion_plan(draft, None, Reason.SPACE_DELETED, f"Space {space_id} is deleted", done=True)
+        gone = (
+            f"Space {space_id} is deleted" if space_may_exist(session.status) else "no Space was ever created"
+        )
+        return _deletion_plan(draft, None, Reason.SPACE_DELETED, gone, done=True)
     if observed.marker != session.uid:
         return _deletion_plan(
             draft,

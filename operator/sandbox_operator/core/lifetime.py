@@ -64,6 +64,18 @@ def lifetime_seconds(spec: AgentSessionSpec, created: datetime, config: Operator
     return (lifetime.expires_at - created).total_seconds()
 
 
+def lifetime_problem(spec: AgentSessionSpec, created: datetime | None) -> str | None:
+    """Why `spec.lifetime` cannot be meant: an expiresAt before the session was created (a typo; the
+    schema cannot compare it with now). A later time that has passed means "expire now"."""
+    expires_at = spec.lifetime.expires_at if spec.lifetime else None
+    if expires_at is None or created is None or expires_at >= created:
+        return None
+    return (
+        f"spec.lifetime.expiresAt: {rfc3339(expires_at)} is before the session was created "
+        f"({rfc3339(created)}), a lifetime that ended before it began; set a later time, or ttlSeconds"
+    )
+
+
 def pause_after(spec: AgentSessionSpec, config: OperatorConfig) -> int:
     """Seconds unused before an idle session is paused; 0: never."""
     own = spec.idle.pause_after_seconds if spec.idle else None
@@ -134,7 +146,9 @@ def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfi
     elif lifetime is not None and paused_since is None:
         paused = status.paused_seconds or 0.0
         extended = f", extended by {paused:.0f}s paused" if paused else ""
-        why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time {counted}{extended})"
+        own_end = session.spec.lifetime.expires_at if session.spec.lifetime else None
+        length = f"spec.lifetime.expiresAt {rfc3339(own_end)}" if own_end else None
+        why = f"the end of its lifetime ({length or f'{lifetime:.0f}s of unpaused time {counted}'}{extended})"
         found.append(Deadline(shifted(origin, lifetime + paused), *_LIFETIME, why, longer))
     if config.lifetime_max:
         why = (
