@@ -724,6 +724,15 @@ class AgentSessionStatus(_Model):
             "visibility grace may mean 'not visible yet', not 'gone'."
         ),
     )
+    duplicate_failure: str | None = Field(
+        default=None,
+        alias="duplicateFailure",
+        description=(
+            "The Hub's error answer to the last duplicate, until one is sent again: then a 'not found' is "
+            "not waited out as 'not visible yet', the duplicate is sent again after the backoff (a Space "
+            "that landed anyway answers 409 and is adopted)."
+        ),
+    )
     space_confirmed_time: str | None = Field(
         default=None,
         alias="spaceConfirmedTime",

@@ -543,10 +543,11 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
             if applied.sent:
                 rt.create_slots.sent(session.uid)
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
+            answered = creation.create_failure(session.status, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
-            session = replace(
-                session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
-            )
+            plan.status.duplicate_failure = answered
+            record = {"duplicate_requested_time": recorded, "duplicate_failure": answered}
+            session = replace(session, status=session.status.model_copy(update=record))
         if applied.failure is not None:
             plan = lifecycle.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()

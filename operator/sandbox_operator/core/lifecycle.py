@@ -238,7 +238,9 @@ def decide_live(
         requeue = recheck if requeue is None else min(requeue, recheck)
     if books.requeue_after is not None:  # an approval's expiry, or the notice before it
         requeue = books.requeue_after if requeue is None else min(requeue, books.requeue_after)
-    if not draft.failed:
+    # A duplicate sent again after the Hub's error keeps counting attempts (and backing off) until one
+    # is answered without an error.
+    if not draft.failed and draft.status.duplicate_failure is None:
         draft.status.failures = None
         draft.status.next_retry_time = None
     events = transition_events(session.status, draft.status) + books.events + draft.notes
@@ -465,7 +467,7 @@ def _next_step(
         # between the record and the send. That cannot make a second Space: the name is the
         # session's, so one that landed answers 409 and is adopted after its marker is checked.
         resent = duplicate_may_land(status, config, now)
-        if resent and not observed.create_record_inherited:
+        if resent and not observed.create_record_inherited and status.duplicate_failure is None:
             return _await_visibility(draft, space_id, "not found", config)
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
@@ -485,6 +487,14 @@ def _next_step(
         if lost:
             draft.ready(
                 "False", Reason.SPACE_LOST, f"Space {space_id} disappeared from the Hub; creating it again"
+            )
+        elif resent and status.duplicate_failure is not None:
+            draft.ready(
+                "False",
+                Reason.CREATING,
+                f"duplicating {template} into {space_id} again (attempt {(status.failures or 0) + 1}): "
+                f"the Hub answered the last duplicate with an error ({status.duplicate_failure}); a Space "
+                "that landed anyway answers 409 and is adopted",
             )
         elif resent:
             draft.ready(
