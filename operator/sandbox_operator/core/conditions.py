@@ -58,6 +58,8 @@ class Reason(StrEnum):
     WITHIN_BUDGET = "WithinBudget"
     PUBLIC_SPACE = "PublicSpace"
     READ_TOKEN_PUBLISHED = "ReadTokenPublished"
+    #: No connection Secret yet (none is written before the Space is asked for): nothing to mount.
+    NO_CONNECTION_SECRET = "NoConnectionSecret"
     CREATING = "Creating"
     PROVISIONING = "Provisioning"
     ROTATING_TOKEN = "RotatingToken"

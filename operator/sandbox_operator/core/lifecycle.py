@@ -385,24 +385,32 @@ def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None
 def _agent_access(draft: _Draft, observed: Observation) -> None:
     """Say whether agent pods can pass the Hub's edge with the connection Secret (not part of Ready:
     the sandbox itself may be fine)."""
-    if not draft.session.spec.private:
-        draft.condition(
-            AGENT_ACCESS,
-            "True",
-            Reason.PUBLIC_SPACE,
-            "the Space is public: the sandbox token alone reaches it",
-        )
-    elif observed.read_token_problem is not None:
+    private = draft.session.spec.private
+    if private and observed.read_token_problem is not None:
         draft.condition(
             AGENT_ACCESS, "False", Reason.READ_TOKEN_SECRET_NOT_FOUND, observed.read_token_problem
         )
-    elif not observed.read_token:
+    elif private and not observed.read_token:
         draft.condition(
             AGENT_ACCESS,
             "False",
             Reason.NO_READ_TOKEN,
             "no Hub read token is configured (the operator's --hub-read-token-secret or "
             "spec.hubTokenSecretRef): agent pods will not pass the Hub's edge of this private Space",
+        )
+    elif observed.token is None:
+        draft.condition(
+            AGENT_ACCESS,
+            "False",
+            Reason.NO_CONNECTION_SECRET,
+            "no connection Secret yet: the operator writes it (hubToken, token) once it asks for the Space",
+        )
+    elif not private:
+        draft.condition(
+            AGENT_ACCESS,
+            "True",
+            Reason.PUBLIC_SPACE,
+            "the Space is public: the sandbox token alone reaches it",
         )
     else:
         draft.condition(
