@@ -183,6 +183,11 @@ def test_warn_at_usd_raises_a_warning_before_the_budget_is_spent() -> None:
     assert condition(above.status, "BudgetExhausted")[0] == "False"  # type: ignore[index]
     assert any(e.reason == "BudgetNearlySpent" and e.type == "Warning" for e in above.events)
     assert isinstance(above.action, type(None))  # still on the GPU: a warning, not a limit
+    # Cents apart, small amounts read apart: not "$0.01 reached the warning at $0.01 of the $0.01 budget".
+    small = {**spec, "approval": {**APPROVAL, "budgetUsd": 0.01, "warnAtUsd": 0.005}}
+    near = decide(session(small, spend={"estimatedUsd": 0.0061}), observed(paid()), CONFIG, NOW)
+    message = next(c.message for c in near.status.conditions if c.type == "BudgetWarning")
+    assert "$0.0061 reached the warning at $0.005" in message and "$0.01" in message
 
 
 def test_warn_at_usd_must_be_below_the_budget() -> None:
