@@ -695,6 +695,8 @@ class Phase(StrEnum):
     STARTING = "Starting"
     READY = "Ready"
     UPGRADING = "Upgrading"
+    #: Going back to free hardware (a downgrade, a spent budget, an ended approval).
+    DOWNGRADING = "Downgrading"
     SLEEPING = "Sleeping"
     PAUSED = "Paused"
     FAILED = "Failed"

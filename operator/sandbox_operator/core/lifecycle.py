@@ -543,7 +543,7 @@ def _next_step(
     sleep_time = sleep_time_for(session.spec, config) if not is_free(target, config) else None
     held = space.requested_hardware or space.current_hardware
     if held is not None and not is_free(held, config) and held != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready(
             "False",
             Reason.HARDWARE_SWITCHING,
@@ -599,19 +599,21 @@ def _next_step(
         return RestartSpace(space_id), config.poll_interval
     if space.stage in STARTING_STAGES or space.stage != "RUNNING":
         switching = space.requested_hardware not in (None, space.current_hardware) and space.current_hardware
-        draft.status.phase = Phase.UPGRADING if switching else Phase.STARTING
+        draft.status.phase = (
+            _switching_phase(space.requested_hardware or target, config) if switching else Phase.STARTING
+        )
         reason = Reason.BUILDING if "BUILDING" in space.stage else Reason.STARTING
         draft.ready("False", reason, f"the Hub reports stage {space.stage}")
         return None, waiting_delay(draft.status, config, now)
 
     if space.requested_hardware != target and space.current_hardware != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready(
             "False", Reason.HARDWARE_SWITCHING, f"requesting {target} (now on {space.current_hardware})"
         )
         return RequestHardware(space_id, target, sleep_time), config.poll_interval
     if space.current_hardware != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready("False", Reason.HARDWARE_SWITCHING, f"waiting for the Hub to move the Space to {target}")
         return None, waiting_delay(draft.status, config, now)
 
@@ -655,6 +657,11 @@ def _refuse(draft: _Draft, refusal: Refusal) -> float | None:
     draft.status.phase = Phase.FAILED
     draft.ready("False", refusal.reason, refusal.message)
     return refusal.recheck_after
+
+
+def _switching_phase(target: str, config: OperatorConfig) -> Phase:
+    """The phase of a hardware switch, named by where it goes: up to paid hardware, or back down."""
+    return Phase.DOWNGRADING if is_free(target, config) else Phase.UPGRADING
 
 
 def _await_visibility(
