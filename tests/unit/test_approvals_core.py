@@ -227,6 +227,15 @@ def test_an_expired_approval_says_so_in_its_receipt() -> None:
     assert [r.ended_by for r in plan.status.receipts or []] == ["ApprovalExpired"]
 
 
+def test_a_pause_says_so_in_its_receipt() -> None:
+    spec = {"hardware": "a10g-small", "approval": APPROVAL}
+    start = session(spec)
+    on_gpu = decide(start, observed(paid()), CONFIG, NOW)
+    paused = replace(then(on_gpu, start), spec=start.spec.model_copy(update={"paused": True}))
+    plan = decide(paused, observed(space("PAUSED", None)), CONFIG, NOW + timedelta(minutes=2))
+    assert [r.ended_by for r in plan.status.receipts or []] == ["Paused"]
+
+
 def test_receipts_are_bounded() -> None:
     old = [
         {"hardware": "t4-small", "startTime": rfc3339(NOW), "endTime": rfc3339(NOW), "hours": 1,
