@@ -667,7 +667,8 @@ class Receipt(_Model):
     ended_by: str = Field(
         alias="endedBy",
         description="Why it ended: Downgraded, BudgetSpent, ApprovalExpired, Denied, ApprovalWithdrawn, "
-        "HardwareChanged, Paused (spec.paused, by a user or idle pause), SessionDeleted, SpecInvalid (a spec the operator cannot read), NotJudged (an "
+        "HardwareChanged, Paused (spec.paused, by a user or idle pause), SessionDeleted, SpecInvalid (a "
+        "spec the operator cannot read), NotJudged (an "
         "approval changed during a failed pass), or the HardwareApproved reason that ended it (e.g. "
         "ApproverNotAuthorized).",
     )
