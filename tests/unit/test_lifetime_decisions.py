@@ -383,3 +383,21 @@ def test_deleting_a_session_that_never_asked_for_a_space_says_none_was_created()
     assert plan.done and [note.message for note in plan.events] == ["no Space was ever created"]
     plan = decide(session(), DeletionObservation(), CONFIG, NOW)
     assert [note.message for note in plan.events] == [f"Space {SPACE_ID} is deleted"]
+
+
+def test_a_lifetime_past_the_operators_maximum_says_so_at_once(clock: Clock) -> None:
+    demo = session({"lifetime": {"ttlSeconds": 30 * 86400}})
+    plan = decide(demo, observed(), CONFIG, clock.at())
+    assert expiring(plan) == ("False", Reason.LIFETIME_CAPPED)
+    message = next(c.message for c in plan.status.conditions if c.type == EXPIRING)
+    assert message == (
+        "spec.lifetime (2592000s of unpaused time from creation) ends after the operator's maximum age of a "
+        f"session ({CONFIG.lifetime_max}s, --lifetime-max), so the session is deleted at "
+        f"{plan.status.expires_at}"
+    )
+    assert [note.reason for note in plan.events if note.reason == Reason.LIFETIME_CAPPED] == [
+        "LifetimeCapped"
+    ]
+    # Within the maximum: nothing to say until the warning.
+    plan = decide(session({"lifetime": {"ttlSeconds": 7200}}), observed(), CONFIG, clock.at())
+    assert EXPIRING not in {c.type for c in plan.status.conditions}

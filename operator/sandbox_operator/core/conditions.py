@@ -82,6 +82,8 @@ class Reason(StrEnum):
     LIFETIME_EXPIRED = "LifetimeExpired"
     RETENTION_EXPIRED = "RetentionExpired"
     LIFETIME_ENDING = "LifetimeEnding", Severity.WARNING
+    #: spec.lifetime asks for longer than the operator's maximum age: the maximum is used (Expiring=False).
+    LIFETIME_CAPPED = "LifetimeCapped", Severity.WARNING
     RETENTION_ENDING = "RetentionEnding", Severity.WARNING
     APPROVAL_REQUESTED = "ApprovalRequested"
     HARDWARE_RECEIPT = "HardwareReceipt"

@@ -97,6 +97,8 @@ class Deadline:
     expired: Reason
     why: str
     hint: str
+    #: Why this comes before the end spec.lifetime asks for (the operator's maximum age), if it does.
+    capped: str | None = None
 
 
 def predates_lifetimes(status: AgentSessionStatus) -> bool:
@@ -156,7 +158,16 @@ def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfi
             "paused or not)"
         )
         hint = "a new session must replace it"
-        found.append(Deadline(shifted(start, config.lifetime_max), *_LIFETIME, why, hint))
+        oldest = shifted(start, config.lifetime_max)
+        asked = found[0] if found and session.spec.lifetime is not None else None
+        capped = (
+            f"spec.lifetime {asked.why.removeprefix('the end of its lifetime ')} ends after the operator's "
+            f"maximum age of a session ({config.lifetime_max}s, --lifetime-max), so the session is deleted "
+            f"at {rfc3339(oldest)}"
+            if asked is not None and asked.at > oldest
+            else None
+        )
+        found.append(Deadline(oldest, *_LIFETIME, why, hint, capped))
     keep = retention(session.spec, config) if readable else 0
     if paused_since is not None and keep:
         why = f"the end of its retention ({keep}s paused, since {status.paused_since})"
@@ -213,14 +224,18 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
         return Clock(None, None)
     status.expires_at = rfc3339(due.at)
     left = (due.at - now).total_seconds()
-    if left > config.lifetime_warning:
-        status.conditions = [c for c in status.conditions if c.type != EXPIRING]
-        return Clock(None, _wake(left - config.lifetime_warning, config))
 
     def expiring(state: str, reason: Reason, message: str) -> None:
         status.conditions = set_condition(
             status.conditions, EXPIRING, state, reason, message, session.generation, now
         )
+
+    if left > config.lifetime_warning:
+        if due.capped is not None:  # said at once (a Warning Event), not only at the warning
+            expiring("False", Reason.LIFETIME_CAPPED, due.capped)
+        else:
+            status.conditions = [c for c in status.conditions if c.type != EXPIRING]
+        return Clock(None, _wake(left - config.lifetime_warning, config))
 
     if left <= 0:
         expiring("True", due.expired, f"deleting the session at {due.why}")
