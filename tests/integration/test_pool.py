@@ -79,9 +79,10 @@ def test_pool_fills_and_a_claim_is_ready_with_a_rotated_token(
     assert all(s["private"] and s["hardware"]["current"] == "cpu-basic" for s in spaces)
     assert all(s["variables"][MARKER_SESSION] == f"{namespace}/warm" for s in spaces)
     printed = kubectl("get", "agsp", "warm", "-n", namespace).stdout.split()
-    assert printed[:6] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "AGE"]
+    assert printed[:7] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "REASON", "AGE"]
+    assert printed[12] == "PoolReady"
     wide = kubectl("get", "agsp", "warm", "-n", namespace, "-o", "wide").stdout.split()
-    assert (wide[6], wide[13]) == ("UNCLAIMED", "2")
+    assert (wide[7], wide[15]) == ("UNCLAIMED", "2")
     old_token = secret_data(kubectl, "warm-pool-token", namespace)["token"]
 
     kubectl("apply", "-f", "-", stdin=session_manifest("agent", namespace, poolRef={"name": "warm"}))
