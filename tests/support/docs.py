@@ -32,6 +32,8 @@ def table(path: Path, header: str) -> list[list[str]]:
 NOT_RUN = re.compile(r"<!-- not run: (.+?) -->")
 #: A trailing comment that shows what the command prints (`# → ...`); `...` stands for anything.
 OUTPUT = "→ "
+#: Where a command line's trailing comment starts: two spaces or more, then `# `.
+TRAILING_COMMENT = re.compile(r"\s{2,}#\s")
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,7 @@ class ShellBlock:
                     last = commands[-1]
                     commands[-1] = Command(last.line, last.text, (*last.prints, comment[len(OUTPUT) :]))
                 continue
-            if re.search(r"\s{2,}#\s", text):
-                command, comment = re.split(r"\s{2,}#\s", text, maxsplit=1)
-            else:
-                command, comment = text, ""
+            command, comment = (*TRAILING_COMMENT.split(text, maxsplit=1), "")[:2]
             prints = (comment[len(OUTPUT) :],) if comment.startswith(OUTPUT) else ()
             line = self.line + 1 + start
             commands.append(Command(line, command.rstrip(), prints, refused=comment.strip() == "refused"))
