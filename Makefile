@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup binaries dev test unit lint crd bench soak image image-test clean
+.PHONY: setup binaries dev dev-reset test unit lint crd bench soak image image-test clean
 
 # The operator and, beside it, its test bench and offline demo (testbench/, a distribution of its own).
 $(STAMP): pyproject.toml testbench/pyproject.toml
@@ -20,6 +20,10 @@ setup: $(STAMP) binaries
 
 dev: setup  ## control plane + Hub emulator + operator, in the foreground
 	$(BIN)/sandbox-testbench dev
+
+dev-reset: $(STAMP)  ## stop what a killed `make dev` left running and remove its state (.state/dev)
+	$(BIN)/sandbox-testbench dev down
+	rm -rf .state/dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator testbench tests bench

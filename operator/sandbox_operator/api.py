@@ -697,7 +697,8 @@ class Receipt(_Model):
     ended_by: str = Field(
         alias="endedBy",
         description="Why it ended: Downgraded, BudgetSpent, ApprovalExpired, Denied, ApprovalWithdrawn, "
-        "HardwareChanged, SessionDeleted, SpecInvalid (a spec the operator cannot read), NotJudged (an "
+        "HardwareChanged, Paused (spec.paused, by a user or idle pause), SessionDeleted, SpecInvalid (a "
+        "spec the operator cannot read), NotJudged (an "
         "approval changed during a failed pass), or the HardwareApproved reason that ended it (e.g. "
         "ApproverNotAuthorized).",
     )
@@ -725,6 +726,8 @@ class Phase(StrEnum):
     STARTING = "Starting"
     READY = "Ready"
     UPGRADING = "Upgrading"
+    #: Going back to free hardware (a downgrade, a spent budget, an ended approval).
+    DOWNGRADING = "Downgrading"
     SLEEPING = "Sleeping"
     PAUSED = "Paused"
     FAILED = "Failed"
@@ -752,6 +755,15 @@ class AgentSessionStatus(_Model):
             "recorded before the request is sent. A request not sent within the operator's send deadline "
             "is dropped, so a 'not found' until this time plus that deadline, the Hub timeout and the "
             "visibility grace may mean 'not visible yet', not 'gone'."
+        ),
+    )
+    duplicate_failure: str | None = Field(
+        default=None,
+        alias="duplicateFailure",
+        description=(
+            "The Hub's error answer to the last duplicate, until one is sent again: then a 'not found' is "
+            "not waited out as 'not visible yet', the duplicate is sent again after the backoff (a Space "
+            "that landed anyway answers 409 and is adopted)."
         ),
     )
     space_confirmed_time: str | None = Field(

@@ -138,9 +138,15 @@ def _items(listed: Any) -> list[dict[str, Any]]:
     return list(listed.get("items", []))
 
 
+class NamespacesHidden(CommandError):
+    """The caller may list sessions neither cluster-wide nor namespaces, so which namespaces they may read
+    is unknown: only the one they name (or their context's) can be listed."""
+
+
 def list_sessions(api_client: client.ApiClient, namespace: str | None) -> list[dict[str, Any]]:
     """Sessions in `namespace`, or (None) in every namespace the caller may list them in: cluster-wide
-    if allowed, else namespace by namespace where the caller may list namespaces."""
+    if allowed, else namespace by namespace where the caller may list namespaces (NamespacesHidden if
+    they may do neither)."""
     custom = client.CustomObjectsApi(api_client)
     try:
         if namespace is not None:
@@ -153,7 +159,7 @@ def list_sessions(api_client: client.ApiClient, namespace: str | None) -> list[d
     try:
         namespaces = client.CoreV1Api(api_client).list_namespace().items
     except ApiException:
-        raise server_error(refused) from refused
+        raise NamespacesHidden(str(server_error(refused))) from refused
     found: list[dict[str, Any]] = []
     for name in [str(item.metadata.name) for item in namespaces if item.metadata]:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -32,6 +33,20 @@ class ApprovalRequest:
     warn_at_usd: float | None = None
 
 
+#: The flavors an approval may name: every one but the free cpu-basic.
+PAID_FLAVORS = tuple(flavor.value for flavor in api.Hardware if flavor is not api.Hardware.CPU_BASIC)
+
+
+def _check_expiry(expires_at: str, now: datetime) -> None:
+    """A typed end of the approval must be a time, and a future one: a past one would approve nothing."""
+    try:
+        ends = api.parse_rfc3339(expires_at)
+    except ValueError as error:
+        raise CommandError(f"--expires-at {expires_at!r} is not an RFC 3339 time: {error}") from error
+    if ends <= now:
+        raise CommandError(f"--expires-at {expires_at} is in the past (now: {now:%Y-%m-%dT%H:%M:%SZ})")
+
+
 def price_of(session: Mapping[str, Any], flavor: str) -> float | None:
     """The hourly price to show for `flavor`: the one the operator recorded from the Hub's catalog for the
     request waiting (status.pendingApproval), else the published price."""
@@ -46,26 +61,32 @@ def priced(flavor: str, price: float | None) -> str:
     return f"{flavor} (${price:,.2f}/h)" if price is not None else f"{flavor} (price unknown)"
 
 
-def build_approval(request: ApprovalRequest, spec: Mapping[str, Any], identity: Identity) -> dict[str, Any]:
+def build_approval(
+    request: ApprovalRequest, spec: Mapping[str, Any], identity: Identity, now: datetime
+) -> dict[str, Any]:
     """The full spec.approval to write; absent fields are null so a merge patch clears old ones. It names
     the flavor the approver named: the admission policy refuses it, and the operator ignores it, while
     the session asks for another."""
     requested = spec.get("hardware", api.Hardware.CPU_BASIC.value)
-    hardware = request.hardware
     where = f"{request.namespace}/{request.session}"
+    hardware = request.hardware
     if hardware is None and request.max_usd_per_hour is None:
         raise CommandError(
             f"name the flavor you approve: {where} requests {requested} now; `approve {request.session} "
             f"--hardware {requested}` approves it (or --max-usd-per-hour grants a standing budget)"
         )
+    if hardware is not None and hardware not in PAID_FLAVORS and hardware != requested:
+        raise CommandError(f"{hardware!r} is not a paid flavor: approve one of {', '.join(PAID_FLAVORS)}")
     if hardware is not None and hardware != requested:
+        instead = f"approve {requested}, or " if requested in PAID_FLAVORS else ""
         raise CommandError(
-            f"{where} requests {requested}, not {hardware}: an approval is for the requested flavor; look at "
-            f"the session again and approve {requested} if you mean to, or have spec.hardware set to "
-            f"{hardware} first"
+            f"{where} requests {requested}, not {hardware}: an approval is for the requested flavor; "
+            f"{instead}have spec.hardware set to {hardware} first"
         )
     if hardware == api.Hardware.CPU_BASIC.value and request.max_usd_per_hour is None:
         raise CommandError(f"{where} requests free hardware: nothing to approve")
+    if request.expires_at is not None:
+        _check_expiry(request.expires_at, now)
     return {
         "hardware": hardware,
         "approvedBy": identity.username,
@@ -99,7 +120,7 @@ def approve(
         if not confirm(question):
             raise CommandError("not approved")
         request = replace(request, hardware=requested)
-    approval = build_approval(request, spec, current_identity(api_client))
+    approval = build_approval(request, spec, current_identity(api_client), datetime.now(UTC))
     patch: dict[str, Any] = {"approval": approval}
     denial = spec.get("denial") or {}
     if denial and denial.get("hardware") == approval["hardware"]:

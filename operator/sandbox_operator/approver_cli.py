@@ -94,12 +94,31 @@ def _dump(obj: Any, output: str) -> None:
 )
 def approvals(all_namespaces: bool, output: str | None, **params: Any) -> None:
     """List sessions waiting for an approver: flavor, price per hour, who asked, how long it waits."""
-    from .approvals_command import CommandError, connect, kubeconfig_namespace, list_sessions, table, waiting
+    from .approvals_command import (
+        CommandError,
+        NamespacesHidden,
+        connect,
+        kubeconfig_namespace,
+        list_sessions,
+        table,
+        waiting,
+    )
 
     caller = _caller(params)
     try:
         namespace = None if all_namespaces else params["namespace"] or kubeconfig_namespace(caller)
-        found = waiting(list_sessions(connect(caller), namespace))
+        api_client = connect(caller)
+        try:
+            found = waiting(list_sessions(api_client, namespace))
+        except NamespacesHidden:
+            # Which namespaces they may read is unknown: their context's is the one they work in.
+            namespace = params["namespace"] or kubeconfig_namespace(caller)
+            click.echo(
+                f"You may not list sessions across namespaces (nor the namespaces); "
+                f"listing the {namespace} namespace only (-n names another).",
+                err=True,
+            )
+            found = waiting(list_sessions(api_client, namespace))
     except CommandError as error:
         _fail(error)
     if output in ("json", "yaml"):

@@ -31,7 +31,7 @@ from kopf._core.engines.peering import Identity as KopfIdentity
 
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
-from .core import creation, lifecycle, model, money
+from .core import creation, lifecycle, lifetime, model, money
 from .core.conditions import READY, EventNote, Reason, condition_of
 from .core.model import (
     Action,
@@ -154,6 +154,7 @@ def session_from_body(body: kopf.Body) -> Session:
     to report, and what of the spec parses, for the finalizer to delete the Space."""
     meta = body.get("metadata") or {}
     spec, problem = api.read_spec(body.get("spec") or {})
+    created = api.parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None
     return Session(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -161,8 +162,8 @@ def session_from_body(body: kopf.Body) -> Session:
         generation=int(meta.get("generation", 1)),
         spec=spec,
         status=api.AgentSessionStatus.model_validate(body.get("status") or {}),
-        created=api.parse_rfc3339(meta["creationTimestamp"]) if meta.get("creationTimestamp") else None,
-        spec_problem=problem,
+        created=created,
+        spec_problem=problem or lifetime.lifetime_problem(spec, created),
     )
 
 
@@ -601,10 +602,11 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
             if applied.sent:
                 rt.create_slots.sent(session.uid)
             recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
+            answered = creation.create_failure(session.status, applied.sent, applied.failure)
             plan.status.duplicate_requested_time = recorded
-            session = replace(
-                session, status=session.status.model_copy(update={"duplicate_requested_time": recorded})
-            )
+            plan.status.duplicate_failure = answered
+            record = {"duplicate_requested_time": recorded, "duplicate_failure": answered}
+            session = replace(session, status=session.status.model_copy(update=record))
         if applied.failure is not None:
             plan = lifecycle.decide(
                 session, replace(observed, hub_failure=applied.failure), rt.config, _now(), random.random()

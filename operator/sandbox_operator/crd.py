@@ -19,10 +19,15 @@ _DROPPED_KEYS = {"title", "$defs"}
 #: The status the API server gives an object until the operator writes one (a default on read).
 UNOBSERVED_STATUS = {"observedGeneration": 0}
 
+#: The Ready condition's reason, which says why an object is not Ready (or how it is).
+_READY_REASON = '.status.conditions[?(@.type=="Ready")].reason'
+
 #: Printer columns for `kubectl get agentsessions`.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    # Why it is (not) Ready: Building, HubUnavailable, TemplateNotAllowed, Paused, ...
+    {"name": "Reason", "type": "string", "jsonPath": _READY_REASON},
     {"name": "Hardware", "type": "string", "jsonPath": ".status.hardware.current"},
     {"name": "Space", "type": "string", "jsonPath": ".status.spaceId"},
     # A string, not a date: kubectl prints a date in the future as "<invalid>".
@@ -41,6 +46,7 @@ POOL_PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "integer", "jsonPath": ".status.ready"},
     {"name": "Claimed", "type": "integer", "jsonPath": ".status.claimed"},
     {"name": "Available", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Reason", "type": "string", "jsonPath": _READY_REASON},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     # `-o wide` only: unclaimed Spaces in any state, those still building too. (Not spec.owner or
     # spec.template: empty for the operator's defaults, so the column would say nothing.)

@@ -59,11 +59,13 @@ VARIABLES: list[dict[str, str]] = [
         "oldObject.spec.denial != object.spec.denial)",
     },
     {
-        # Who asks for a flavor is shown to approvers: it must be whoever sets it, or changes the flavor.
+        # Who asks for a flavor is shown to approvers: it must be whoever sets it, or changes the flavor to
+        # a paid one. Going back to free hardware asks nobody for anything, so anyone may, beside it.
         "name": "requesterChanged",
         "expression": "has(object.spec.requestedBy) && (oldObject == null || "
         "!has(oldObject.spec.requestedBy) || oldObject.spec.requestedBy != object.spec.requestedBy || "
-        "oldObject.spec.hardware != object.spec.hardware)",
+        "(oldObject.spec.hardware != object.spec.hardware && "
+        f"object.spec.hardware != '{api.Hardware.CPU_BASIC}'))",
     },
     {
         # Without the finalizer the object goes at once: its Space is neither deleted nor its paid

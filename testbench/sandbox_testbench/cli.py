@@ -133,15 +133,19 @@ def dev(
     """Local control plane + Hub emulator + operator, in the foreground until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    from .dev import run_dev
+    from .dev import DevError, run_dev
 
-    run_dev(
-        state_dir.resolve(),
-        with_operator=not without_operator,
-        build_seconds=build_seconds,
-        hardware_seconds=hardware_seconds,
-        announce=not quiet,
-    )
+    try:
+        run_dev(
+            state_dir.resolve(),
+            with_operator=not without_operator,
+            build_seconds=build_seconds,
+            hardware_seconds=hardware_seconds,
+            announce=not quiet,
+        )
+    except DevError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
 
 
 @dev.command("up")

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from sandbox_operator.crd import render_crd, render_pool_crd
 
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm
-from .controlplane.processes import free_ports, launch, log_tail
+from .controlplane.plane import ADMIN_USER
+from .controlplane.processes import free_ports, launch, log_path, log_tail
 from .hubsim import HubSimConfig, HubSimServer
 from .hubsim.views import sandbox_url_template
 
@@ -44,6 +46,8 @@ DEV_OUTSIDER_TOKEN = "hf_sim_outsider"
 DEV_TOKENS = {DEV_TOKEN: DEV_OWNER, DEV_READ_TOKEN: DEV_OWNER, DEV_OUTSIDER_TOKEN: "outsider"}
 ENV_FILE = "env.sh"
 SUPERVISOR_PID = "dev.pid"
+#: How often the foreground supervisor checks that every process it started still runs.
+PROCESS_CHECK_SECONDS = 1.0
 RELEASE = "sandbox-operator"
 #: The operator's default namespace: with the chart's default Lease name, `sandbox-operator run`
 #: needs no Lease flag to find the Lease of the chart's Deployment.
@@ -74,8 +78,12 @@ def install_crd(plane: ControlPlane) -> None:
 
 
 def wait_crd_established(plane: ControlPlane) -> None:
+    """Each CRD Established and served: until the API server's watch cache of a new resource has listed it,
+    a list answers 429 "storage is (re)initializing", which an operator started then would log as an
+    error. kubectl's list waits that out (it honours the answer's Retry-After)."""
     for plural in (api.PLURAL, api.POOL_PLURAL):
         plane.kubectl()("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.{api.GROUP}")
+        plane.kubectl()("get", f"{plural}.{api.GROUP}", "--all-namespaces", "--output=name")
 
 
 def chart_dir() -> Path:
@@ -173,11 +181,39 @@ def write_env_file(state_dir: Path, plane: ControlPlane, hub_url: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class DevEnvironment:
+    """What `dev_environment` started: its env file, and a look at whether each process still runs."""
+
+    state_dir: Path
+    env_file: Path
+    plane: ControlPlane
+    operator: subprocess.Popen[bytes] | None
+
+    def death(self) -> str | None:
+        """What has died (component, exit code, the end of its log), or None while everything runs."""
+        exited = {name: (code, self.plane.state_dir) for name, code in self.plane.exited().items()}
+        if self.operator is not None and self.operator.poll() is not None:
+            exited["operator"] = (self.operator.returncode, self.state_dir)
+        if not exited:
+            return None
+        return "\n".join(
+            f"{name} exited (code {code}); the end of {log_path(where, name)}:\n{log_tail(where, name)}"
+            for name, (code, where) in exited.items()
+        )
+
+
 @contextmanager
 def dev_environment(
-    state_dir: Path, *, with_operator: bool, build_seconds: float = 3.0, hardware_seconds: float = 3.0
-) -> Iterator[Path]:
-    """Start everything, yield the env file, and stop everything on exit."""
+    state_dir: Path,
+    *,
+    with_operator: bool,
+    build_seconds: float = 3.0,
+    hardware_seconds: float = 3.0,
+    operator_settings: Mapping[str, str] | None = None,
+) -> Iterator[DevEnvironment]:
+    """Start everything, yield what runs, and stop everything on exit; `operator_settings` (environment
+    variables of `run`) override dev mode's."""
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / ENV_FILE).unlink(missing_ok=True)
     plane = ControlPlane(state_dir / "controlplane", find_binaries())
@@ -188,8 +224,8 @@ def dev_environment(
         hub.start()
         install_chart(plane, hub.url, state_dir)
         if with_operator:
-            operator, _ = start_operator(plane, hub.url, state_dir)
-        yield write_env_file(state_dir, plane, hub.url)
+            operator, _ = start_operator(plane, hub.url, state_dir, operator_settings)
+        yield DevEnvironment(state_dir, write_env_file(state_dir, plane, hub.url), plane, operator)
     finally:
         (state_dir / ENV_FILE).unlink(missing_ok=True)
         if operator is not None:
@@ -201,16 +237,22 @@ def dev_environment(
 def run_dev(
     state_dir: Path, *, with_operator: bool, build_seconds: float, hardware_seconds: float, announce: bool
 ) -> None:
-    """Foreground: run until SIGINT or SIGTERM."""
+    """Foreground: run until SIGINT or SIGTERM, or until a process it started dies (DevError: a dev
+    environment without its operator or API server would only look ready)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with dev_environment(
         state_dir, with_operator=with_operator, build_seconds=build_seconds, hardware_seconds=hardware_seconds
-    ) as env_file:
+    ) as running:
         if announce:
-            print(_instructions(state_dir, env_file, with_operator), flush=True)
-        stop.wait()
+            print(_instructions(state_dir, running.env_file, with_operator), flush=True)
+        while not stop.wait(PROCESS_CHECK_SECONDS):
+            death = running.death()
+            if death is not None:
+                raise DevError(f"{death}\nStopping the dev environment; `make dev` starts a fresh one.")
+    if announce:
+        print("Stopped. Nothing is kept: the next `make dev` starts a fresh control plane and emulator.")
 
 
 def _instructions(state_dir: Path, env_file: Path, with_operator: bool) -> str:
@@ -228,7 +270,9 @@ sandbox-operator dev environment is ready.
 
 {operator_line}
 The Hub emulator's admin API is at $HUBSIM_ADMIN_URL (try: curl -s $HUBSIM_ADMIN_URL/spaces).
-Press Ctrl-C to stop everything.
+You are the cluster admin "{ADMIN_USER}" (group system:masters); --as=<user> acts as another.
+Press Ctrl-C to stop everything. Nothing is kept: the next run starts with no sessions and no Spaces,
+the emulator on a new port, and a new env file to source.
 """
 
 

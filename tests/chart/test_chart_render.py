@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tomllib
 from typing import Any
 from urllib.parse import urlsplit
@@ -555,3 +556,13 @@ def test_readme_documents_every_value() -> None:
     }
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert leaves(values) - rows == set()
+
+
+def test_the_notes_list_every_key_of_the_connection_secret() -> None:
+    from sandbox_operator import kube
+
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    listed = re.search(r'connection Secret "demo-sandbox" \(keys ([^)]*)\)', notes)
+    assert listed is not None, "NOTES.txt no longer names the connection Secret's keys"
+    keys = {value for name, value in vars(kube).items() if name.startswith("KEY_")}
+    assert sorted(listed.group(1).split(", ")) == sorted(keys)

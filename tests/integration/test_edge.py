@@ -39,8 +39,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kubectl, dic
     saved = dict(os.environ)  # dev mode sets the operator's environment in this process
     state = tmp_path_factory.mktemp("dev")
     try:
-        with dev_environment(state, with_operator=True, build_seconds=0.2, hardware_seconds=0.2) as env_file:
-            env = _env(env_file)
+        with dev_environment(state, with_operator=True, build_seconds=0.2, hardware_seconds=0.2) as running:
+            env = _env(running.env_file)
             yield Kubectl(find_binaries() / "kubectl", Path(env["KUBECONFIG"])), env
     finally:
         os.environ.clear()

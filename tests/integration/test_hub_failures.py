@@ -174,3 +174,31 @@ def test_owner_the_token_cannot_write_is_reported_and_creates_nothing(
     assert "HubForbidden" in reasons_of_events(kubectl, "foreign", namespace)
     # Deleting it needs no Hub write: there is no Space.
     kubectl("delete", "ags", "foreign", "-n", namespace, "--timeout=60s")
+
+
+def test_a_duplicate_the_hub_answers_with_503_is_sent_again_with_attempts_counted(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """The Hub's error answer is recorded (status.duplicateFailure), so the next try sends the duplicate
+    again instead of waiting out the window in which a sent duplicate may still appear."""
+    hub_admin.clear_calls()
+    hub_admin.add_fault("duplicate", 503, count=3)
+    try:
+        kubectl("apply", "-f", "-", stdin=session_manifest("flaky", namespace))
+        seen: list[str] = []
+
+        def attempts() -> bool:
+            session = get_session(kubectl, "flaky", namespace) or {}
+            ready = next(
+                (c for c in (session.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {}
+            )
+            seen.append(ready.get("message", ""))
+            return ready.get("status") == "True"
+
+        wait_for(attempts, 120, "flaky Ready", 0.2)
+    finally:
+        hub_admin.clear_faults()
+    duplicates = [call["status"] for call in hub_api_calls(hub_admin) if call["route"] == "duplicate"]
+    assert duplicates == [503, 503, 503, 200]
+    assert any("503" in message and "attempt 3" in message for message in seen), seen
+    assert not any("does not show" in message for message in seen), seen

@@ -13,6 +13,7 @@ import pytest
 from sandbox_operator import api
 from sandbox_operator.kube_json import COMPONENT
 from sandbox_testbench.controlplane import Kubectl
+from tests.support import wait_for
 
 from harness import TEMPLATE, OperatorProcess, pool_manifest, session_manifest, wait_ready
 
@@ -73,10 +74,22 @@ def test_get_wide_shows_what_was_asked_for_and_what_it_costs(
     wait_ready(kubectl, "lambda", namespace)  # on cpu-basic, while t4-small waits for an approval
 
     wide = columns(kubectl("get", "ags", "lambda", "-n", namespace, "-o", "wide").stdout)
-    assert list(wide)[:7] == ["NAME", "READY", "PHASE", "HARDWARE", "SPACE", "EXPIRES", "AGE"]
+    assert list(wide)[:8] == ["NAME", "READY", "PHASE", "REASON", "HARDWARE", "SPACE", "EXPIRES", "AGE"]
     assert (wide["HARDWARE"], wide["REQUESTED"], wide["USD/HOUR"]) == ("cpu-basic", "t4-small", "0")
     assert wide["TEMPLATE"] == TEMPLATE  # the operator's default, as recorded
     assert wide["LAUNCH"] == ""  # no pool named
+
+
+def test_get_says_why_a_session_is_not_ready(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", stdin=session_manifest("mu", namespace, template="elsewhere/template"))
+    reason = '{.status.conditions[?(@.type=="Ready")].reason}'
+    wait_for(
+        lambda: kubectl("get", "ags", "mu", "-n", namespace, f"-o=jsonpath={reason}").stdout, 30, "a reason"
+    )
+    row = columns(kubectl("get", "ags", "mu", "-n", namespace).stdout)
+    assert (row["READY"], row["REASON"]) == ("False", "TemplateNotAllowed")
 
 
 def _secret(name: str, key: str) -> dict[str, Any]:

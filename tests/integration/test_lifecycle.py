@@ -67,8 +67,8 @@ def test_session_becomes_ready_on_a_private_cpu_basic_space(
     assert "SandboxReady" in reasons and not {"Provisioning", "Creating", "FreeHardware"} & reasons, reasons
 
     printed = kubectl("get", "ags", "alpha", "-n", namespace).stdout
-    assert printed.split()[:5] == ["NAME", "READY", "PHASE", "HARDWARE", "SPACE"]
-    assert "True" in printed and "Ready" in printed and "cpu-basic" in printed
+    assert printed.split()[:6] == ["NAME", "READY", "PHASE", "REASON", "HARDWARE", "SPACE"]
+    assert "True" in printed and "SandboxReady" in printed and "cpu-basic" in printed
 
 
 def test_delete_removes_the_space_then_the_session(

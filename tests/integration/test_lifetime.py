@@ -176,3 +176,22 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
     assert spaces_of(hub_admin, uid) == []
     reasons = {event["reason"] for event in events(kubectl, "quiet", namespace)}
     assert {"IdlePaused", "RetentionEnding", "RetentionExpired"} <= reasons
+
+
+def test_an_expiry_typed_before_the_creation_is_refused_not_obeyed(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """A past expiresAt on create is a typo (the schema cannot know now): the session says so, Stalled,
+    with one Event, creates no Space and is not deleted."""
+    typo = {"expiresAt": "2020-01-01T00:00:00Z"}
+    kubectl("apply", "-f", "-", stdin=session_manifest("typo", namespace, lifetime=typo))
+    ready = wait_condition_reason(kubectl, "typo", namespace, "Ready", "SpecInvalid")
+    assert (
+        "spec.lifetime.expiresAt: 2020-01-01T00:00:00Z is before the session was created" in ready["message"]
+    )
+    session = get_session(kubectl, "typo", namespace)
+    assert session is not None and not spaces_of(hub_admin, session["metadata"]["uid"])
+    stalled = next(c for c in session["status"]["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "SpecInvalid")
+    reasons = [event["reason"] for event in events(kubectl, "typo", namespace)]
+    assert "SpaceDeleted" not in reasons and "LifetimeExpired" not in reasons

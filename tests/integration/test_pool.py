@@ -85,9 +85,10 @@ def test_a_claims_ready_means_the_sandbox_answers_the_sessions_token(
     assert len(set(tokens.values())) == 2  # a token per Space, not one for the pool
     assert set(tokens.values()).isdisjoint(secret_data(kubectl, "warm-pool-token", namespace).values())
     printed = kubectl("get", "agsp", "warm", "-n", namespace).stdout.split()
-    assert printed[:6] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "AGE"]
+    assert printed[:7] == ["NAME", "DESIRED", "READY", "CLAIMED", "AVAILABLE", "REASON", "AGE"]
+    assert printed[12] == "PoolReady"
     wide = kubectl("get", "agsp", "warm", "-n", namespace, "-o", "wide").stdout.split()
-    assert (wide[6], wide[13]) == ("UNCLAIMED", "2")
+    assert (wide[7], wide[15]) == ("UNCLAIMED", "2")
 
     kubectl("apply", "-f", "-", stdin=session_manifest("agent", namespace, poolRef={"name": "warm"}))
     session = wait_ready(kubectl, "agent", namespace, timeout=30)

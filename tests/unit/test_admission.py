@@ -263,6 +263,11 @@ def test_sessions_outside_the_allow_lists_get_no_intent_and_no_action(
     assert result.action is None and result.status.space_id is None
     assert ready(result.status)[:2] == ("False", reason)
     assert result.status.phase == Phase.FAILED
+    # No connection Secret is written, so none is claimed to hold what agent pods need.
+    observed = Observation(policy_problem="the policy is not installed", read_token="hf_reader")
+    result = decide(session(spec), observed, CONFIG, NOW)
+    access = next(c for c in result.status.conditions if c.type == "AgentAccess")
+    assert (access.status, access.reason) == ("False", "NoConnectionSecret")
 
 
 @pytest.mark.parametrize(

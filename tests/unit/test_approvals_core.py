@@ -183,6 +183,11 @@ def test_warn_at_usd_raises_a_warning_before_the_budget_is_spent() -> None:
     assert condition(above.status, "BudgetExhausted")[0] == "False"  # type: ignore[index]
     assert any(e.reason == "BudgetNearlySpent" and e.type == "Warning" for e in above.events)
     assert isinstance(above.action, type(None))  # still on the GPU: a warning, not a limit
+    # Cents apart, small amounts read apart: not "$0.01 reached the warning at $0.01 of the $0.01 budget".
+    small = {**spec, "approval": {**APPROVAL, "budgetUsd": 0.01, "warnAtUsd": 0.005}}
+    near = decide(session(small, spend={"estimatedUsd": 0.0061}), observed(paid()), CONFIG, NOW)
+    message = next(c.message for c in near.status.conditions if c.type == "BudgetWarning")
+    assert "$0.0061 reached the warning at $0.005" in message and "$0.01" in message
 
 
 def test_warn_at_usd_must_be_below_the_budget() -> None:
@@ -220,6 +225,15 @@ def test_an_expired_approval_says_so_in_its_receipt() -> None:
     on_gpu = decide(start, observed(paid()), CONFIG, NOW)
     plan = decide(then(on_gpu, start), observed(space()), CONFIG, NOW + timedelta(minutes=2))
     assert [r.ended_by for r in plan.status.receipts or []] == ["ApprovalExpired"]
+
+
+def test_a_pause_says_so_in_its_receipt() -> None:
+    spec = {"hardware": "a10g-small", "approval": APPROVAL}
+    start = session(spec)
+    on_gpu = decide(start, observed(paid()), CONFIG, NOW)
+    paused = replace(then(on_gpu, start), spec=start.spec.model_copy(update={"paused": True}))
+    plan = decide(paused, observed(space("PAUSED", None)), CONFIG, NOW + timedelta(minutes=2))
+    assert [r.ended_by for r in plan.status.receipts or []] == ["Paused"]
 
 
 def test_receipts_are_bounded() -> None:

@@ -71,9 +71,53 @@ def test_an_approval_carries_its_expiry_and_warning() -> None:
     request = ApprovalRequest(
         "demo", "team-a", "a10g-small", None, 20.0, "eval", "2026-11-26T12:02:00Z", 15.0
     )
-    approval = build_approval(request, {"hardware": "a10g-small"}, ALICE)
+    approval = build_approval(request, {"hardware": "a10g-small"}, ALICE, NOW)
     assert approval["expiresAt"] == "2026-11-26T12:02:00Z" and approval["warnAtUsd"] == 15.0
     assert approval["hardware"] == "a10g-small" and approval["approvedBy"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("spec", "hardware", "expires_at", "says"),
+    [
+        ({}, "gpu", None, "'gpu' is not a paid flavor: approve one of cpu-upgrade, zero-a10g, t4-small"),
+        ({}, "a10g-small", None, "requests cpu-basic, not a10g-small: .* have spec.hardware set to a10g"),
+        ({"hardware": "t4-small"}, "a10g-small", None, "approve t4-small, or have spec.hardware set"),
+        (
+            {"hardware": "t4-small"},
+            None,
+            "2020-01-01T00:00:00Z",
+            "--expires-at 2020-01-01T00:00:00Z is in the past",
+        ),
+        ({"hardware": "t4-small"}, None, "tomorrow", "--expires-at 'tomorrow' is not an RFC 3339 time"),
+    ],
+)
+def test_an_approval_that_cannot_hold_says_why(
+    spec: dict[str, Any], hardware: str | None, expires_at: str | None, says: str
+) -> None:
+    request = ApprovalRequest("demo", "team-a", hardware, None, None, None, expires_at)
+    with pytest.raises(CommandError, match=says):
+        build_approval(request, spec, ALICE, NOW)
+
+
+def test_approvals_everywhere_falls_back_to_the_context_namespace_when_nothing_wider_is_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox_operator import approvals_command
+
+    asked: list[str | None] = []
+
+    def list_sessions(_: Any, namespace: str | None) -> list[dict[str, Any]]:
+        asked.append(namespace)
+        if namespace is None:
+            raise approvals_command.NamespacesHidden("Error from server (Forbidden): cluster scope")
+        return [waiting_session("demo", namespace, "2026-11-26T11:59:00Z", requestedBy="bob")]
+
+    monkeypatch.setattr(approvals_command, "list_sessions", list_sessions)
+    result = CliRunner().invoke(plugin, ["approvals", "-A", "--kubeconfig", str(kubeconfig(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert asked == [None, "team-one"]
+    assert "listing the team-one namespace only" in result.output
+    assert result.output.splitlines()[-1].split()[:2] == ["team-one", "demo"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from sandbox_operator.api import Phase
 from sandbox_operator.config import OperatorConfig
+from sandbox_operator.core.creation import create_failure
 from sandbox_operator.core.lifecycle import decide, decide_deletion
 from sandbox_operator.core.model import (
     CreateSpace,
@@ -62,6 +63,22 @@ def test_a_duplicate_an_earlier_process_recorded_is_sent_again_not_waited_out() 
     # Once seen, the Space is the session's as ever: nothing is sent again.
     seen = decide(session(**JUST_DUPLICATED), replace(inherited, space=space("BUILDING", None)), CONFIG, NOW)
     assert not isinstance(seen.action, CreateSpace)
+
+
+def test_a_duplicate_the_hub_answered_with_an_error_is_sent_again_counting_attempts_not_waited_out() -> None:
+    """A 503 to the duplicate cost 80 s of "the Hub does not show it yet" per attempt, each "attempt 1".
+    The answer is recorded: the next pass after the backoff sends it again (a Space that landed anyway
+    answers 409 and is adopted), and the attempts count on until a duplicate is answered without error."""
+    failed = {**JUST_DUPLICATED, "duplicateFailure": "503 Service Unavailable", "failures": 2}
+    plan = decide(session(**failed), Observation(token="t"), CONFIG, NOW)
+    assert isinstance(plan.action, CreateSpace)
+    assert plan.status.failures == 2  # kept while the duplicate is retried
+    ready = next(c for c in plan.status.conditions if c.type == "Ready")
+    assert "again (attempt 3)" in ready.message and "503 Service Unavailable" in ready.message
+    answer = HubFailure(FailureKind.UNAVAILABLE, "503 Service Unavailable")
+    assert create_failure(plan.status, True, answer) == "503 Service Unavailable"
+    assert create_failure(plan.status, True, None) is None
+    assert create_failure(plan.status, False, None) == plan.status.duplicate_failure
 
 
 def test_rate_limit_retry_time_is_never_before_the_pause_ends() -> None:

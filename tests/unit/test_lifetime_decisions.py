@@ -14,9 +14,10 @@ from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.config import OperatorConfig
 from sandbox_operator.core.conditions import EXPIRING, Reason, Severity, rfc3339
 from sandbox_operator.core.lifecycle import decide
-from sandbox_operator.core.lifetime import resume_command
+from sandbox_operator.core.lifetime import lifetime_problem, resume_command
 from sandbox_operator.core.model import (
     DeleteSession,
+    DeletionObservation,
     FailureKind,
     HealthResult,
     HubFailure,
@@ -131,9 +132,31 @@ def test_expires_at_is_the_lifetime_from_creation_and_the_default_applies_withou
 
 
 def test_an_expiry_in_the_past_deletes_at_once_even_while_the_hub_fails(clock: Clock) -> None:
-    demo = session({"lifetime": {"expiresAt": "2026-11-26T11:00:00Z"}})
+    demo = replace(
+        session({"lifetime": {"expiresAt": "2026-11-26T11:00:00Z"}}), created=NOW - timedelta(hours=2)
+    )
     failing = observed(space=None, hub_failure=HubFailure(FailureKind.UNAVAILABLE, "503"))
-    assert decide(demo, failing, CONFIG, clock.at()).action == DeleteSession(Reason.LIFETIME_EXPIRED)
+    plan = decide(demo, failing, CONFIG, clock.at())
+    assert plan.action == DeleteSession(Reason.LIFETIME_EXPIRED)
+    message = next(c.message for c in plan.status.conditions if c.type == EXPIRING)
+    assert message == (
+        "deleting the session at the end of its lifetime (spec.lifetime.expiresAt 2026-11-26T11:00:00Z)"
+    )
+
+
+def test_an_expiry_before_the_creation_is_a_typo_not_an_order_to_delete() -> None:
+    typo = AgentSessionSpec.model_validate({"lifetime": {"expiresAt": "2020-01-01T00:00:00Z"}})
+    problem = lifetime_problem(typo, NOW)
+    assert problem == (
+        "spec.lifetime.expiresAt: 2020-01-01T00:00:00Z is before the session was created "
+        "(2026-11-26T12:00:00Z), a lifetime that ended before it began; set a later time, or ttlSeconds"
+    )
+    later = AgentSessionSpec.model_validate({"lifetime": {"expiresAt": "2026-11-26T12:30:00Z"}})
+    assert lifetime_problem(later, NOW) is None and lifetime_problem(typo, None) is None
+    # The shell reads it as a spec that cannot be acted on: nothing is created, nothing is deleted.
+    plan = decide(replace(session({}, {}), spec_problem=problem), observed(space=None), CONFIG, NOW)
+    assert plan.action is None
+    assert (plan.status.phase, ready_reason(plan)) == (Phase.FAILED, "SpecInvalid")
 
 
 def test_no_lifetime_outlives_the_operators_maximum_age(clock: Clock) -> None:
@@ -348,3 +371,33 @@ def test_an_expired_session_is_deleted_by_its_uid_never_a_same_named_successor(a
     ((args, kwargs),) = recorder.deleted
     assert args[-2:] == ("agentsessions", "demo") and args[2] == "team-a"
     assert kwargs["body"] == {"preconditions": {"uid": "uid-1"}}
+
+
+def ready_reason(plan: Plan) -> str:
+    return next(c.reason for c in plan.status.conditions if c.type == "Ready")
+
+
+def test_deleting_a_session_that_never_asked_for_a_space_says_none_was_created() -> None:
+    never = session({}, {"conditions": []})
+    plan = decide(never, DeletionObservation(), CONFIG, NOW)
+    assert plan.done and [note.message for note in plan.events] == ["no Space was ever created"]
+    plan = decide(session(), DeletionObservation(), CONFIG, NOW)
+    assert [note.message for note in plan.events] == [f"Space {SPACE_ID} is deleted"]
+
+
+def test_a_lifetime_past_the_operators_maximum_says_so_at_once(clock: Clock) -> None:
+    demo = session({"lifetime": {"ttlSeconds": 30 * 86400}})
+    plan = decide(demo, observed(), CONFIG, clock.at())
+    assert expiring(plan) == ("False", Reason.LIFETIME_CAPPED)
+    message = next(c.message for c in plan.status.conditions if c.type == EXPIRING)
+    assert message == (
+        "spec.lifetime (2592000s of unpaused time from creation) ends after the operator's maximum age of a "
+        f"session ({CONFIG.lifetime_max}s, --lifetime-max), so the session is deleted at "
+        f"{plan.status.expires_at}"
+    )
+    assert [note.reason for note in plan.events if note.reason == Reason.LIFETIME_CAPPED] == [
+        "LifetimeCapped"
+    ]
+    # Within the maximum: nothing to say until the warning.
+    plan = decide(session({"lifetime": {"ttlSeconds": 7200}}), observed(), CONFIG, clock.at())
+    assert EXPIRING not in {c.type for c in plan.status.conditions}

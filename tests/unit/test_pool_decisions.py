@@ -146,6 +146,10 @@ def test_replicas_are_capped_by_the_operator() -> None:
     config = CONFIG.model_copy(update={"pool_max_replicas": 2})
     plan = core.decide_pool(pool({"replicas": 50}), core.PoolObservation(), config, NOW, ids())
     assert len(plan.actions) == 2
+    # Said in the condition and its Event, with the value used and the option that caps it.
+    said = "(spec.replicas 50 is capped at 2, the operator's --pool-max-replicas)"
+    assert said in next(c.message for c in plan.status.conditions if c.type == READY)
+    assert [note.message.endswith(said) for note in plan.events] == [True]
 
 
 def test_the_same_allow_lists_refuse_a_pool_as_a_session() -> None:
@@ -219,6 +223,7 @@ def test_deleting_the_pool_deletes_unclaimed_spaces_and_leaves_claimed_ones() ->
     )
     assert plan.actions == [core.DeletePooledSpace("agents/ags-p1")]
     assert not plan.done
+    assert [note.message for note in plan.events] == ["Ready=False: deleting 1 unclaimed Spaces"]
     after = pool({"replicas": 2}, [entry(1, "Deleting"), claimed], deleting=True)
     done = decide(after, live_sessions=frozenset({"uid-s"}), spaces={"agents/ags-p1": seen(None)})
     assert done.done and [e.space_id for e in done.status.spaces] == ["agents/ags-p2"]

@@ -186,6 +186,12 @@ def test_approved_hardware_is_requested() -> None:
     plan = decide(session(spec, RECORDED), observed, CONFIG, NOW)
     assert plan.action == RequestHardware(SPACE_ID, "a10g-small", CONFIG.sleep_time_default)
     assert plan.status.phase == Phase.UPGRADING
+    # Back to free hardware is a downgrade, and its phase says so.
+    back = {"hardware": "cpu-basic", "approval": spec["approval"]}
+    observed = replace(observed, space=paid())
+    plan = decide(session(back, RECORDED), observed, CONFIG, NOW)
+    assert plan.action == RequestHardware(SPACE_ID, "cpu-basic", None)
+    assert plan.status.phase == Phase.DOWNGRADING
 
 
 def test_approval_for_another_flavor_does_not_count() -> None:

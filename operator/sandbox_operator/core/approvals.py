@@ -50,6 +50,7 @@ INHERITED_NOTE = (
 #: Why a receipt's stretch of paid hardware ended, when no verdict names it.
 ENDED_DOWNGRADED = "Downgraded"
 ENDED_HARDWARE_CHANGED = "HardwareChanged"
+ENDED_PAUSED = "Paused"
 ENDED_APPROVAL_WITHDRAWN = "ApprovalWithdrawn"
 ENDED_SESSION_DELETED = "SessionDeleted"
 
@@ -299,6 +300,8 @@ def ending_reason(
         return str(Reason.BUDGET_SPENT)
     if not verdict.approved and verdict.reason in (Reason.APPROVAL_EXPIRED, Reason.DENIED):
         return str(verdict.reason)
+    if spec.paused:  # the Hub bills nothing while the Space is paused
+        return ENDED_PAUSED
     if wanted != period.hardware or verdict.approved:  # another flavor, or the Hub moved it
         return ENDED_HARDWARE_CHANGED
     if spec.approval is None:

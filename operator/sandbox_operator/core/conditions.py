@@ -58,6 +58,8 @@ class Reason(StrEnum):
     WITHIN_BUDGET = "WithinBudget"
     PUBLIC_SPACE = "PublicSpace"
     READ_TOKEN_PUBLISHED = "ReadTokenPublished"
+    #: No connection Secret yet (none is written before the Space is asked for): nothing to mount.
+    NO_CONNECTION_SECRET = "NoConnectionSecret"
     CREATING = "Creating"
     PROVISIONING = "Provisioning"
     ROTATING_TOKEN = "RotatingToken"
@@ -80,6 +82,8 @@ class Reason(StrEnum):
     LIFETIME_EXPIRED = "LifetimeExpired"
     RETENTION_EXPIRED = "RetentionExpired"
     LIFETIME_ENDING = "LifetimeEnding", Severity.WARNING
+    #: spec.lifetime asks for longer than the operator's maximum age: the maximum is used (Expiring=False).
+    LIFETIME_CAPPED = "LifetimeCapped", Severity.WARNING
     RETENTION_ENDING = "RetentionEnding", Severity.WARNING
     APPROVAL_REQUESTED = "ApprovalRequested"
     HARDWARE_RECEIPT = "HardwareReceipt"

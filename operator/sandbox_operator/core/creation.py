@@ -171,3 +171,11 @@ def create_record(
     if failure is not None and failure.kind in CREATE_REFUSED_KINDS:
         return None
     return action.requested_time
+
+
+def create_failure(status: AgentSessionStatus, sent: bool, failure: HubFailure | None) -> str | None:
+    """status.duplicateFailure after a create attempt: what the Hub answered a duplicate that was sent
+    and failed, cleared by one that did not fail, unchanged if none was sent."""
+    if not sent:
+        return status.duplicate_failure
+    return failure.message if failure is not None else None

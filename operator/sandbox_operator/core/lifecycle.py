@@ -239,7 +239,9 @@ def decide_live(
     if verdict.reason in UNTRUSTED_APPROVAL_REASONS:
         # Lifts without a spec change (the policy installed, a role granted): look again.
         requeue = _sooner(requeue, config.approval_recheck_interval)
-    if not draft.failed:
+    # A duplicate sent again after the Hub's error keeps counting attempts (and backing off) until one
+    # is answered without an error.
+    if not draft.failed and draft.status.duplicate_failure is None:
         draft.status.failures = None
         draft.status.next_retry_time = None
     events = transition_events(session.status, draft.status) + books.events + draft.notes
@@ -397,18 +399,12 @@ def _money(draft: _Draft, observed: Observation, config: OperatorConfig) -> None
 def _agent_access(draft: _Draft, observed: Observation) -> None:
     """Say whether agent pods can pass the Hub's edge with the connection Secret (not part of Ready:
     the sandbox itself may be fine)."""
-    if not draft.session.spec.private:
-        draft.condition(
-            AGENT_ACCESS,
-            "True",
-            Reason.PUBLIC_SPACE,
-            "the Space is public: the sandbox token alone reaches it",
-        )
-    elif observed.read_token_problem is not None:
+    private = draft.session.spec.private
+    if private and observed.read_token_problem is not None:
         draft.condition(
             AGENT_ACCESS, "False", Reason.READ_TOKEN_SECRET_NOT_FOUND, observed.read_token_problem
         )
-    elif not observed.read_token:
+    elif private and not observed.read_token:
         draft.condition(
             AGENT_ACCESS,
             "False",
@@ -416,6 +412,20 @@ def _agent_access(draft: _Draft, observed: Observation) -> None:
             "no Hub read token is configured (the operator's --hub-read-token-secret or "
             "--hub-read-token-namespace-secret, or spec.hubTokenSecretRef): agent pods will not pass the "
             "Hub's edge of this private Space",
+        )
+    elif observed.token is None:
+        draft.condition(
+            AGENT_ACCESS,
+            "False",
+            Reason.NO_CONNECTION_SECRET,
+            "no connection Secret yet: the operator writes it (hubToken, token) once it asks for the Space",
+        )
+    elif not private:
+        draft.condition(
+            AGENT_ACCESS,
+            "True",
+            Reason.PUBLIC_SPACE,
+            "the Space is public: the sandbox token alone reaches it",
         )
     else:
         draft.condition(
@@ -480,7 +490,7 @@ def _next_step(
         # between the record and the send. That cannot make a second Space: the name is the
         # session's, so one that landed answers 409 and is adopted after its marker is checked.
         resent = duplicate_may_land(status, config, now)
-        if resent and not observed.create_record_inherited:
+        if resent and not observed.create_record_inherited and status.duplicate_failure is None:
             return _await_visibility(draft, space_id, "not found", config)
         if observed.secrets_problem is not None:
             draft.status.phase = Phase.FAILED
@@ -500,6 +510,14 @@ def _next_step(
         if lost:
             draft.ready(
                 "False", Reason.SPACE_LOST, f"Space {space_id} disappeared from the Hub; creating it again"
+            )
+        elif resent and status.duplicate_failure is not None:
+            draft.ready(
+                "False",
+                Reason.CREATING,
+                f"duplicating {template} into {space_id} again (attempt {(status.failures or 0) + 1}): "
+                f"the Hub answered the last duplicate with an error ({status.duplicate_failure}); a Space "
+                "that landed anyway answers 409 and is adopted",
             )
         elif resent:
             draft.ready(
@@ -540,7 +558,7 @@ def _next_step(
     sleep_time = sleep_time_for(session.spec, config) if not is_free(target, config) else None
     held = space.requested_hardware or space.current_hardware
     if held is not None and not is_free(held, config) and held != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready(
             "False",
             Reason.HARDWARE_SWITCHING,
@@ -596,19 +614,21 @@ def _next_step(
         return RestartSpace(space_id), config.poll_interval
     if space.stage in STARTING_STAGES or space.stage != "RUNNING":
         switching = space.requested_hardware not in (None, space.current_hardware) and space.current_hardware
-        draft.status.phase = Phase.UPGRADING if switching else Phase.STARTING
+        draft.status.phase = (
+            _switching_phase(space.requested_hardware or target, config) if switching else Phase.STARTING
+        )
         reason = Reason.BUILDING if "BUILDING" in space.stage else Reason.STARTING
         draft.ready("False", reason, f"the Hub reports stage {space.stage}")
         return None, waiting_delay(draft.status, config, now)
 
     if space.requested_hardware != target and space.current_hardware != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready(
             "False", Reason.HARDWARE_SWITCHING, f"requesting {target} (now on {space.current_hardware})"
         )
         return RequestHardware(space_id, target, sleep_time), config.poll_interval
     if space.current_hardware != target:
-        draft.status.phase = Phase.UPGRADING
+        draft.status.phase = _switching_phase(target, config)
         draft.ready("False", Reason.HARDWARE_SWITCHING, f"waiting for the Hub to move the Space to {target}")
         return None, waiting_delay(draft.status, config, now)
 
@@ -652,6 +672,11 @@ def _refuse(draft: _Draft, refusal: Refusal) -> float | None:
     draft.status.phase = Phase.FAILED
     draft.ready("False", refusal.reason, refusal.message)
     return refusal.recheck_after
+
+
+def _switching_phase(target: str, config: OperatorConfig) -> Phase:
+    """The phase of a hardware switch, named by where it goes: up to paid hardware, or back down."""
+    return Phase.DOWNGRADING if is_free(target, config) else Phase.UPGRADING
 
 
 def _await_visibility(
@@ -819,7 +844,10 @@ def decide_deletion(
             f"keeping Space {space_id} (deletionPolicy Orphan)",
         )
     if observed.marker is None:
-        return _deletion_plan(draft, None, Reason.SPACE_DELETED, f"Space {space_id} is deleted", done=True)
+        gone = (
+            f"Space {space_id} is deleted" if space_may_exist(session.status) else "no Space was ever created"
+        )
+        return _deletion_plan(draft, None, Reason.SPACE_DELETED, gone, done=True)
     if observed.marker != session.uid:
         return _deletion_plan(
             draft,

@@ -64,6 +64,18 @@ def lifetime_seconds(spec: AgentSessionSpec, created: datetime, config: Operator
     return (lifetime.expires_at - created).total_seconds()
 
 
+def lifetime_problem(spec: AgentSessionSpec, created: datetime | None) -> str | None:
+    """Why `spec.lifetime` cannot be meant: an expiresAt before the session was created (a typo; the
+    schema cannot compare it with now). A later time that has passed means "expire now"."""
+    expires_at = spec.lifetime.expires_at if spec.lifetime else None
+    if expires_at is None or created is None or expires_at >= created:
+        return None
+    return (
+        f"spec.lifetime.expiresAt: {rfc3339(expires_at)} is before the session was created "
+        f"({rfc3339(created)}), a lifetime that ended before it began; set a later time, or ttlSeconds"
+    )
+
+
 def pause_after(spec: AgentSessionSpec, config: OperatorConfig) -> int:
     """Seconds unused before an idle session is paused; 0: never."""
     own = spec.idle.pause_after_seconds if spec.idle else None
@@ -85,6 +97,8 @@ class Deadline:
     expired: Reason
     why: str
     hint: str
+    #: Why this comes before the end spec.lifetime asks for (the operator's maximum age), if it does.
+    capped: str | None = None
 
 
 def predates_lifetimes(status: AgentSessionStatus) -> bool:
@@ -134,7 +148,9 @@ def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfi
     elif lifetime is not None and paused_since is None:
         paused = status.paused_seconds or 0.0
         extended = f", extended by {paused:.0f}s paused" if paused else ""
-        why = f"the end of its lifetime ({lifetime:.0f}s of unpaused time {counted}{extended})"
+        own_end = session.spec.lifetime.expires_at if session.spec.lifetime else None
+        length = f"spec.lifetime.expiresAt {rfc3339(own_end)}" if own_end else None
+        why = f"the end of its lifetime ({length or f'{lifetime:.0f}s of unpaused time {counted}'}{extended})"
         found.append(Deadline(shifted(origin, lifetime + paused), *_LIFETIME, why, longer))
     if config.lifetime_max:
         why = (
@@ -142,7 +158,16 @@ def deadline(session: Session, status: AgentSessionStatus, config: OperatorConfi
             "paused or not)"
         )
         hint = "a new session must replace it"
-        found.append(Deadline(shifted(start, config.lifetime_max), *_LIFETIME, why, hint))
+        oldest = shifted(start, config.lifetime_max)
+        asked = found[0] if found and session.spec.lifetime is not None else None
+        capped = (
+            f"spec.lifetime {asked.why.removeprefix('the end of its lifetime ')} ends after the operator's "
+            f"maximum age of a session ({config.lifetime_max}s, --lifetime-max), so the session is deleted "
+            f"at {rfc3339(oldest)}"
+            if asked is not None and asked.at > oldest
+            else None
+        )
+        found.append(Deadline(oldest, *_LIFETIME, why, hint, capped))
     keep = retention(session.spec, config) if readable else 0
     if paused_since is not None and keep:
         why = f"the end of its retention ({keep}s paused, since {status.paused_since})"
@@ -199,14 +224,18 @@ def keep_time(session: Session, status: AgentSessionStatus, config: OperatorConf
         return Clock(None, None)
     status.expires_at = rfc3339(due.at)
     left = (due.at - now).total_seconds()
-    if left > config.lifetime_warning:
-        status.conditions = [c for c in status.conditions if c.type != EXPIRING]
-        return Clock(None, _wake(left - config.lifetime_warning, config))
 
     def expiring(state: str, reason: Reason, message: str) -> None:
         status.conditions = set_condition(
             status.conditions, EXPIRING, state, reason, message, session.generation, now
         )
+
+    if left > config.lifetime_warning:
+        if due.capped is not None:  # said at once (a Warning Event), not only at the warning
+            expiring("False", Reason.LIFETIME_CAPPED, due.capped)
+        else:
+            status.conditions = [c for c in status.conditions if c.type != EXPIRING]
+        return Clock(None, _wake(left - config.lifetime_warning, config))
 
     if left <= 0:
         expiring("True", due.expired, f"deleting the session at {due.why}")

@@ -47,7 +47,12 @@ class HardwareVerdict:
 
 
 def usd(amount: float) -> str:
-    return f"${amount:,.2f}"
+    """Dollars and cents, and below a dollar the fractions of a cent that tell small amounts apart
+    (a $0.0133 spend is past a $0.01 budget, not equal to it)."""
+    finer = f"{amount:.4f}".rstrip("0")
+    if abs(amount) >= 1 or len(finer.split(".")[1]) <= 2:
+        return f"${amount:,.2f}"
+    return f"${finer}"
 
 
 #: An approval that names the flavor but is not trusted (yet): re-checked every approval_recheck_interval.

@@ -362,20 +362,24 @@ def _pool_condition(
             status.conditions, READY, value, reason, message, pool.generation, now
         )
 
+    capped = (
+        f" (spec.replicas {pool.spec.replicas} is capped at {desired}, the operator's --pool-max-replicas)"
+        if desired < pool.spec.replicas
+        else ""
+    )
     if pool.deleting:
-        ready("False", Reason.DELETING_SPACE, f"deleting {status.replicas} unclaimed Spaces")
+        # Every unclaimed Space goes, those already being deleted too (status.replicas leaves them out).
+        unclaimed = sum(entry.claimed_by is None for entry in status.spaces)
+        ready("False", Reason.DELETING_SPACE, f"deleting {unclaimed} unclaimed Spaces")
     elif refusal is not None:
         ready("False", refusal.reason, refusal.message)
     elif status.ready >= desired:
-        capped = (
-            f" (spec.replicas {pool.spec.replicas} is capped at {desired})"
-            if desired < pool.spec.replicas
-            else ""
-        )
         ready("True", Reason.POOL_READY, f"{status.ready} of {desired} Spaces ready{capped}")
     else:
         ready(
-            "False", Reason.POOL_FILLING, f"{status.ready} of {desired} Spaces ready, {status.replicas} held"
+            "False",
+            Reason.POOL_FILLING,
+            f"{status.ready} of {desired} Spaces ready, {status.replicas} held{capped}",
         )
 
 

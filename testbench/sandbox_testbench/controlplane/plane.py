@@ -184,6 +184,10 @@ class ControlPlane:
                 break
         _log.info("local control plane ready at %s in %.1fs", self._server_url, time.monotonic() - began)
 
+    def exited(self) -> dict[str, int]:
+        """The components that have exited since they started, with their exit codes."""
+        return {name: code for name, proc in self._procs.items() if (code := proc.poll()) is not None}
+
     def stop(self) -> None:
         """Stop what this instance started, newest first; safe to call repeatedly."""
         try:
