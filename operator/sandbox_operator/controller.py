@@ -59,8 +59,8 @@ from .core.model import (
     SpaceView,
 )
 from .create_slots import CreateSlots
-from .fairness import serve_session
 from .edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
+from .fairness import serve_session
 from .health import (
     HealthMonitor,
     WatchSync,

@@ -384,7 +384,7 @@ async def _record_claim(
     assert entry is not None
     key = await pool_key(rt, session.namespace, pool_name, answer.pool_uid)
     token = core.pooled_token(key, entry.space_id)
-    read_token = await rt.platform_read_token()
+    read_token = await rt.platform_read_token(session.namespace)
     secret = connection_secret_name(session)
     values = {
         KEY_SPACE_ID: entry.space_id,
