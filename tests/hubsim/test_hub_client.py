@@ -128,10 +128,12 @@ def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_obser
     priorities: list[Priority] = []
     before = client.gate.before_request
 
-    def recording(priority: Priority = Priority.OBSERVE, not_after: float | None = None) -> None:
+    def recording(
+        priority: Priority = Priority.OBSERVE, not_after: float | None = None, tenant: str = ""
+    ) -> None:
         priorities.append(priority)
         time.sleep(0.2)  # waits at the gate behind other calls
-        before(priority, not_after)
+        before(priority, not_after, tenant)
 
     client.gate.before_request = recording  # type: ignore[method-assign]
     asked = time.monotonic()

@@ -127,6 +127,7 @@ def pool_objects() -> dict[str, dict[str, Any]]:
         "spaceId": "agents/ags-p1",
         "state": "Creating",
         "requestedTime": rfc3339(NOW - timedelta(minutes=5)),
+        "specHash": pools.build_hash(api.AgentSessionPoolSpec(replicas=1), CONFIG),
     }
     building = pools.Pool(
         "warm", "team-a", UID, 1, api.AgentSessionPoolSpec(replicas=1), AgentSessionPoolStatus()

@@ -84,11 +84,11 @@ def test_an_approval_carries_its_expiry_and_warning() -> None:
         ({"hardware": "t4-small"}, "a10g-small", None, "approve t4-small, or have spec.hardware set"),
         (
             {"hardware": "t4-small"},
-            None,
+            "t4-small",
             "2020-01-01T00:00:00Z",
             "--expires-at 2020-01-01T00:00:00Z is in the past",
         ),
-        ({"hardware": "t4-small"}, None, "tomorrow", "--expires-at 'tomorrow' is not an RFC 3339 time"),
+        ({"hardware": "t4-small"}, "t4-small", "tomorrow", "--expires-at 'tomorrow' is not an RFC 3339 time"),
     ],
 )
 def test_an_approval_that_cannot_hold_says_why(
@@ -284,8 +284,10 @@ def test_an_approval_names_the_flavor_the_approver_named_never_whatever_is_asked
     for hardware, says in ((None, "name the flavor you approve: team-a/demo requests a100x8 now"),
                            ("t4-small", "requests a100x8, not t4-small")):  # fmt: skip
         with pytest.raises(CommandError, match=says):
-            build_approval(ApprovalRequest("demo", "team-a", hardware, None, None, None), switched, ALICE)
-    standing = build_approval(ApprovalRequest("demo", "team-a", None, 1.0, None, None), switched, ALICE)
+            build_approval(
+                ApprovalRequest("demo", "team-a", hardware, None, None, None), switched, ALICE, NOW
+            )
+    standing = build_approval(ApprovalRequest("demo", "team-a", None, 1.0, None, None), switched, ALICE, NOW)
     assert standing["hardware"] is None and standing["maxUsdPerHour"] == 1.0
 
 
