@@ -12,7 +12,8 @@ session, so the budget is global: every HTTP request to the Hub passes this gate
   would be refused as well and would only extend the penalty.
 - Requests that wait are served by priority, then in arrival order: deletions (and the
   finalizer's reads) first, then creates and other changes, then observation, so sessions
-  that keep polling never hold back a deletion.
+  that keep polling never hold back a deletion. Deletions do not wait for the bucket either,
+  only for the Hub's window: `kubectl delete` returns as soon as the Hub answers.
 - The leader fence: no request is sent once this process may have lost its Lease, and none is
   given more time than is left before it must stop acting (`lease_left`).
 
@@ -125,8 +126,9 @@ class TokenBucket:
         return 0.0 if missing <= 1e-9 else missing / self.rate  # rounding must not wait forever
 
     def take(self, now: float) -> None:
+        """Spend a token; a request sent without one (a deletion) spends what is saved, no more."""
         self._refill(now)
-        self._tokens -= 1.0
+        self._tokens = max(0.0, self._tokens - 1.0)
 
 
 def _default_wait(condition: threading.Condition, seconds: float) -> None:
@@ -216,7 +218,12 @@ class HubGate:
             return 0.0
         return (self._reset_at - now) / max(1, self._remaining)
 
-    def _wait_time(self, now: float) -> float:
+    def _wait_time(self, now: float, priority: Priority) -> float:
+        if priority is Priority.DELETE:
+            # Owed, not chosen: a Space that should be gone keeps billing, and there is one deletion
+            # per session. Only the Hub's window holds it back, not the operator's own pace.
+            spent = self._remaining is not None and self._remaining <= 0
+            return max(0.0, self._reset_at - now) if spent else 0.0
         bucket = self._bucket.wait_time(now) if self._bucket is not None else 0.0
         paced = max(0.0, self._next_paced - now) if self._pacing(now) > 0 else 0.0
         return max(bucket, paced)
@@ -244,7 +251,7 @@ class HubGate:
                     if self._queue[0] != ticket:
                         self._wait(self._changed, _RECHECK)
                         continue
-                    wait = self._wait_time(now)
+                    wait = self._wait_time(now, priority)
                     if wait <= 0:
                         self._take(now)
                         metrics.RATE_LIMIT_WAIT.observe(now - arrived)
