@@ -773,7 +773,7 @@ async def observe_deletion(rt: Runtime, session: Session) -> DeletionObservation
     marker the session already saw (core/reads.py) is not read again: the delete itself then says
     whether the Space was still there, one Hub call in all."""
     space_id = model.deletion_space_id(session, rt.config)
-    if reads.marker_known(session.status, session.spec, rt.config):
+    if reads.marker_known(session, rt.config):
         return DeletionObservation(marker=session.uid, marker_cluster=session.status.marker_cluster_id or "")
     try:
         ownership = await rt.hub.ownership(space_id, deleting=True)

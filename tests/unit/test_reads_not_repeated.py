@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from test_batch_observation import Hub, observer
 
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus
+from sandbox_operator.api import AgentSessionSpec
 from sandbox_operator.core.model import HealthResult
 from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marker_known
 from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
-from tests.support.core import CONFIG, HEALTHY, NOW, SANDBOX, SPACE_ID, space
+from tests.support.core import CONFIG, HEALTHY, NOW, SANDBOX, SPACE_ID, new_session, space
 
 SPEC = AgentSessionSpec()
 CHECKED = CheckedHealth(HEALTHY, NOW, "t", "r", SANDBOX, space())
@@ -74,11 +74,7 @@ def test_an_idle_pause_is_decided_on_a_fresh_answer_only() -> None:
     assert holds(used, spec=SPEC, now=NOW + timedelta(seconds=600))  # no idle pause: no matter
 
 
-def status(**fields: str) -> AgentSessionStatus:
-    return AgentSessionStatus.model_validate({"spaceId": SPACE_ID, **fields})
-
-
-CONFIRMED = {"spaceConfirmedTime": "2026-11-26T12:00:00.000000Z"}
+CONFIRMED = {"spaceId": SPACE_ID, "spaceConfirmedTime": "2026-11-26T12:00:00.000000Z"}
 
 
 @pytest.mark.parametrize(
@@ -88,15 +84,19 @@ CONFIRMED = {"spaceConfirmedTime": "2026-11-26T12:00:00.000000Z"}
         ({**CONFIRMED, "markerClusterId": "default"}, {}, True),  # 0.1.0's id: still this installation's
         ({**CONFIRMED, "markerClusterId": "another-cluster"}, {}, False),
         (CONFIRMED, {}, False),  # the cluster the marker names was never seen
-        ({"markerClusterId": "c1"}, {}, False),  # never seen carrying the session's marker
+        ({"spaceId": SPACE_ID, "markerClusterId": "c1"}, {}, False),  # never seen carrying the marker
         ({**CONFIRMED, "markerClusterId": "c1"}, {"deletionPolicy": "Orphan"}, False),  # kept: read it
+        # A Space whose name is not the session's own: claimed from a pool, or a status copied from
+        # another session (a restore): its marker is read before anything is deleted.
+        ({**CONFIRMED, "spaceId": "agents/warm-pool-3", "markerClusterId": "c1"}, {}, False),
+        ({**CONFIRMED, "spaceId": "agents/ags-another-uid", "markerClusterId": "c1"}, {}, False),
+        ({"spaceConfirmedTime": CONFIRMED["spaceConfirmedTime"], "markerClusterId": "c1"}, {}, False),
     ],
 )
-def test_a_deletion_skips_the_marker_read_only_for_a_space_seen_carrying_it(
+def test_a_deletion_skips_the_marker_read_only_for_its_own_space_seen_carrying_it(
     fields: dict[str, str], spec: dict[str, str], known: bool
 ) -> None:
-    assert marker_known(status(**fields), AgentSessionSpec.model_validate(spec), CONFIG) is known
-    assert not marker_known(AgentSessionStatus.model_validate({**fields}), SPEC, CONFIG)  # no spaceId
+    assert marker_known(new_session(spec, fields), CONFIG) is known
 
 
 def test_a_read_of_its_own_serves_the_next_passes_until_a_newer_listing() -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..api import AgentSessionSpec, AgentSessionStatus, DeletionPolicy
+from ..api import AgentSessionSpec, DeletionPolicy
 from ..config import OperatorConfig
 from .lifetime import pause_after
-from .model import HealthResult, SpaceView, own_cluster
+from .model import HealthResult, Session, SpaceView, own_cluster, space_id_for
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,17 @@ def health_still_holds(
     return not idle_after or active is None or active + timedelta(seconds=idle_after) > now
 
 
-def marker_known(status: AgentSessionStatus, spec: AgentSessionSpec, config: OperatorConfig) -> bool:
+def marker_known(session: Session, config: OperatorConfig) -> bool:
     """Whether a deleting session may delete its Space without reading its ownership marker first:
-    the session saw that Space carrying its marker (its UID, which no other session has) with one of
-    this installation's cluster ids, and nothing since said it was lost (that clears the record). A
-    Space to be kept (deletionPolicy Orphan) is read all the same: its hardware is freed first."""
+    the Space's name carries the session's UID (created for this session and no other: a status
+    copied onto another session, as a restore from a backup does, names a Space that is not its
+    own), the session saw it carrying its marker with one of this installation's cluster ids, and
+    nothing since said it was lost (that clears the record). A Space claimed from a pool, or one to
+    be kept (deletionPolicy Orphan, whose hardware is freed first), is read all the same."""
+    status = session.status
     return (
-        spec.deletion_policy == DeletionPolicy.DELETE
-        and status.space_id is not None
+        session.spec.deletion_policy == DeletionPolicy.DELETE
+        and status.space_id == space_id_for(session, config)
         and status.space_confirmed_time is not None
         and status.marker_cluster_id is not None
         and own_cluster(status.marker_cluster_id, config)
