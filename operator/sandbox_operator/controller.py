@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -133,7 +133,7 @@ class Runtime:
         return (data or {}).get(self.config.hub_read_token_key) or None
 
 
-def session_from_body(body: kopf.Body) -> Session:
+def session_from_body(body: Mapping[str, Any]) -> Session:
     """The session as the operator reads it. A spec that does not parse is no error that would stop
     its loop or its finalizer: the session carries the problem (`Session.spec_problem`), for the core
     to report, and what of the spec parses, for the finalizer to delete the Space."""
@@ -584,17 +584,21 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
     return plan
 
 
-async def reconcile(rt: Runtime, body: kopf.Body) -> Plan:
+async def reconcile(rt: Runtime, body: kopf.Body, loop: SessionLoop | None = None) -> Plan:
     """One reconcile pass of a live session; returns its last plan (when to come back, what it holds)."""
     # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
-    plan = await drive(rt, body, session_from_body(body))
-    written = session_from_body(body)
+    current = loop.latest(body) if loop is not None else body
+    plan = await drive(rt, body, session_from_body(current))
+    written = session_from_body(current)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return plan  # the finalizer owns status now: its receipt must not be overwritten
     pools.record_launch(written.status, plan.status, body)
     if status_patch(plan.status) != status_patch(written.status):
-        await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
+        before = body.get("metadata", {}).get("resourceVersion")
+        result = await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
+        if loop is not None:
+            loop.wrote(result, before)
     return plan
 
 
@@ -607,6 +611,21 @@ class SessionLoop:
     #: Set by the observer when a listing has news for this session (its own, so a stale one can be
     #: dropped without losing a spec change).
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The session as this loop's last status write returned it, and the resourceVersion kopf's body
+    #: showed just before that write: while the body still shows it, the watch has not delivered the
+    #: write yet, and a pass starting now would decide on the status before it (an Event posted twice).
+    written: Mapping[str, Any] | None = None
+    written_over: str | None = None
+
+    def wrote(self, written: Mapping[str, Any], over: str | None) -> None:
+        self.written, self.written_over = written, over
+
+    def latest(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The newer of kopf's body and this loop's last write."""
+        if self.written is not None and body.get("metadata", {}).get("resourceVersion") == self.written_over:
+            return self.written
+        self.written = self.written_over = None
+        return body
 
 
 def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
@@ -685,7 +704,7 @@ async def _reconcile_once(rt: Runtime, body: kopf.Body, loop: SessionLoop, uid: 
     loop.listed.clear()
     delay: float | None
     try:
-        plan = await reconcile(rt, body)
+        plan = await reconcile(rt, body, loop)
         delay = _follow_listing(rt, uid, loop, plan)
         succeeded = True
     except ApiError as error:
@@ -930,6 +949,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         for tally in metrics.SESSION_TALLIES:
             tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
+        loop.latest(body)  # the watch delivered a newer version: the loop's copy of its write goes
         if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 

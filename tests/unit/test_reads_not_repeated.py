@@ -12,6 +12,7 @@ import pytest
 from test_batch_observation import Hub, observer
 
 from sandbox_operator.api import AgentSessionSpec
+from sandbox_operator.controller import SessionLoop
 from sandbox_operator.core.model import HealthResult
 from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marker_known
 from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
@@ -158,3 +159,18 @@ def test_with_observation_by_the_batch_off_nothing_is_kept() -> None:
     off.read(SPACE_ID, space(), clock.now)
     off.checked(SPACE_ID, CHECKED)
     assert off.view(SPACE_ID) is None and off.health(SPACE_ID) is None
+
+
+def test_a_pass_decides_on_its_own_last_write_until_the_watch_delivers_it() -> None:
+    """A pass no longer waits on a health check before it reads the session: one starting right after
+    the last pass's status write (a listing woke it meanwhile) must not decide on the status before
+    that write, or it posts the same Event (an approval's expiry notice) twice."""
+    loop = SessionLoop()
+    before = {"metadata": {"resourceVersion": "7"}, "status": {}}
+    written = {"metadata": {"resourceVersion": "8"}, "status": {"phase": "Ready"}}
+    assert loop.latest(before) is before
+    loop.wrote(written, "7")
+    assert loop.latest(before) is written  # kopf's body has not caught up yet
+    delivered = {"metadata": {"resourceVersion": "8"}, "status": {"phase": "Ready"}}
+    assert loop.latest(delivered) is delivered and loop.written is None  # caught up: the copy goes
+    assert loop.latest(before) is before
