@@ -16,7 +16,7 @@ import ctypes
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -31,7 +31,7 @@ from kopf._core.engines.peering import Identity as KopfIdentity
 
 from . import api, metrics, pools
 from .config import OperatorConfig, RunSettings
-from .core import creation, lifecycle, lifetime, model, money
+from .core import creation, lifecycle, lifetime, model, money, reads
 from .core.conditions import READY, EventNote, Reason, condition_of
 from .core.model import (
     Action,
@@ -58,6 +58,7 @@ from .core.model import (
     SetSleepTime,
     SpaceView,
 )
+from .core.reads import CheckedHealth
 from .create_slots import CreateSlots
 from .edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
 from .fairness import serve_session
@@ -148,7 +149,7 @@ class Runtime:
         return (data or {}).get(self.config.hub_read_token_key) or None
 
 
-def session_from_body(body: kopf.Body) -> Session:
+def session_from_body(body: Mapping[str, Any]) -> Session:
     """The session as the operator reads it. A spec that does not parse is no error that would stop
     its loop or its finalizer: the session carries the problem (`Session.spec_problem`), for the core
     to report, and what of the spec parses, for the finalizer to delete the Space."""
@@ -274,8 +275,9 @@ async def observe(
         if listed is not None:
             space: SpaceView | None = listed
         else:
+            asked_at = rt.observer.clock()
             space = await rt.hub.space(space_id, with_marker=unread and not ours)
-            rt.observer.acted(space_id)
+            rt.observer.read(space_id, space, asked_at)
         if space is not None and ours:
             space = replace(space, marker_uid=session.uid, marker_cluster=rt.config.cluster_id)
         if space is None and confirmed:
@@ -298,7 +300,7 @@ async def observe(
         and space.current_hardware == space.requested_hardware
         and (hub_token or not session.spec.private)  # the core says why a private one is not checked
     ):
-        health = await rt.hub.health(space.sandbox_url, token, hub_token or "")
+        health = await _health(rt, session, space, space.sandbox_url, token, hub_token or "")
     return replace(
         base,
         space=space,
@@ -338,6 +340,21 @@ def _probed(
     edge = ProbeTarget(space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template)
     rt.prober.offer(session.uid, edge)
     return space, None
+
+
+async def _health(
+    rt: Runtime, session: Session, space: SpaceView, sandbox_url: str, token: str, hub_token: str
+) -> HealthResult:
+    """The sandbox's health: its last answer where that still holds (core/reads.py), else asked now."""
+    now = _now()
+    checked = rt.observer.health(space.space_id)
+    if checked is not None and reads.health_still_holds(
+        checked, space, token, hub_token, session.spec, rt.config, now
+    ):
+        return checked.result
+    result = await rt.hub.health(sandbox_url, token, hub_token)
+    rt.observer.checked(space.space_id, CheckedHealth(result, now, token, hub_token, sandbox_url, space))
+    return result
 
 
 async def _secrets_problem(rt: Runtime, session: Session) -> str | None:
@@ -555,8 +572,11 @@ async def apply_deletion(rt: Runtime, action: Action) -> Applied:
     try:
         match action:
             case DeleteSpace(space_id=space_id):
-                await rt.hub.delete(space_id)
-                return Applied(known=DeletionObservation(deleted=True))
+                if await rt.hub.delete(space_id):
+                    return Applied(known=DeletionObservation(deleted=True))
+                # Not found: gone, or not visible yet (a fresh duplicate) or to this token any more.
+                await rt.hub.check_owner_access(space_id)
+                return Applied(known=DeletionObservation())
             case ReleaseSpace(space_id=space_id):
                 await rt.hub.release(space_id)
             case RequestHardware(space_id=space_id, flavor=flavor, sleep_time=sleep_time):
@@ -596,7 +616,7 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
                 plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
             applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
         acted_on = getattr(plan.action, "space_id", None)
-        if acted_on is not None:
+        if acted_on is not None and not session.deleting:  # a deleting session reads no listing
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
         if isinstance(plan.action, CreateSpace):
             if applied.sent:
@@ -833,8 +853,12 @@ async def _write_failure(rt: Runtime, session: Session, body: kopf.Body, fields:
 
 
 async def observe_deletion(rt: Runtime, session: Session) -> DeletionObservation:
-    """The Space's marker, and its hardware when it is to be kept; "not found" only with access."""
+    """The Space's marker, and its hardware when it is to be kept; "not found" only with access. A
+    marker the session already saw (core/reads.py) is not read again: the delete itself then says
+    whether the Space was still there, one Hub call in all."""
     space_id = model.deletion_space_id(session, rt.config)
+    if reads.marker_known(session, rt.config):
+        return DeletionObservation(marker=session.uid, marker_cluster=session.status.marker_cluster_id or "")
     try:
         ownership = await rt.hub.ownership(space_id, deleting=True)
         space = None
@@ -994,6 +1018,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         for tally in metrics.SESSION_TALLIES:
             tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
+        loop.latest(body)  # the watch delivered a newer version: the loop's copy of its write goes
         if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 

@@ -599,12 +599,20 @@ class HubClient:
             if error.failure.kind is not FailureKind.NOT_FOUND:
                 raise
 
-    async def delete(self, space_id: str) -> None:
-        await self._call(
-            "delete",
-            lambda: self._api.delete_repo(space_id, repo_type="space", missing_ok=True),
-            priority=Priority.DELETE,
-        )
+    async def delete(self, space_id: str) -> bool:
+        """Delete the Space; False when the Hub does not show it (deleted already, or not visible to
+        the token: a caller that must know which checks the owner's access)."""
+        try:
+            await self._call(
+                "delete",
+                lambda: self._api.delete_repo(space_id, repo_type="space"),
+                priority=Priority.DELETE,
+            )
+        except HubError as error:
+            if error.failure.kind is FailureKind.NOT_FOUND:
+                return False
+            raise
+        return True
 
     async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
         """GET the sandbox's health endpoint; anything but 200 is unhealthy.

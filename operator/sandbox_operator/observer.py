@@ -14,8 +14,11 @@ A listing is used for a Space only when it was sent (its first page left the Hub
 operator last acted on that Space (an older one would not show the action), and not when it is
 older than a few intervals (the Hub failed to answer: better ask per Space; a listing under way is
 waited for first). A Space missing from a listing is only a hint:
-the session confirms it with its own read before it concludes anything. This is I/O, in the shell:
-what the core receives is still an `Observation` with a `SpaceView`.
+the session confirms it with its own read before it concludes anything. A session's own read of
+its Space serves its next passes as a listing asked for at that time would (a session polling an
+unhealthy sandbox reads its Space once, not once a poll), and the sandbox's last health answer is
+kept beside it while it holds (core/reads.py). This is I/O, in the shell: what the core receives is
+still an `Observation` with a `SpaceView`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .core.model import SpaceView
+from .core.reads import CheckedHealth
 from .hub import HubError, Listing
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,11 @@ class FleetObserver:
     #: Spaces this process duplicated (the Hub answered 200): they carry our marker, set in the same
     #: request. Lost on a restart, after which the marker is read as before.
     _created: set[str] = field(default_factory=set)
+    #: Each Space as the operator last read it itself (monotonic time the read was asked): as good as
+    #: a listing asked for then, until a newer listing or an action replaces it.
+    _read: dict[str, tuple[float, SpaceView]] = field(default_factory=dict)
+    #: Each Space's last health answer, reused while it still holds (core/reads.py).
+    _health: dict[str, CheckedHealth] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -102,11 +111,11 @@ class FleetObserver:
         """Feed the loop of session `uid` (its Space, whether it waits for the Hub) from now on.
 
         Called after each pass: a wake-up set during the pass by a listing sent before the pass's
-        own last action on the Space is dropped, since that listing could not be used (the session
-        would read its Space itself); the next listing wakes it."""
+        own last action on (or read of) the Space is dropped, since that listing would not be used;
+        the next listing wakes it."""
         self._watched[uid] = Watched(space_id, wakeup, waiting)
         listing = self._listings.get(_owner(space_id))
-        if listing is not None and listing.taken_at <= self._acted.get(space_id, -1.0):
+        if listing is not None and listing.taken_at <= self._known_since(space_id):
             wakeup.clear()
 
     def forget(self, uid: str) -> None:
@@ -115,6 +124,8 @@ class FleetObserver:
             self._acted.pop(watched.space_id, None)
             self._seen.pop(watched.space_id, None)
             self._created.discard(watched.space_id)
+            self._read.pop(watched.space_id, None)
+            self._health.pop(watched.space_id, None)
 
     def created(self, space_id: str) -> None:
         """This process's duplicate made the Space: until it is confirmed, a read after the Hub's
@@ -129,21 +140,56 @@ class FleetObserver:
         self._seen[space_id] = _state(view)
 
     def acted(self, space_id: str) -> None:
-        """This operator just changed the Space (or read it itself): listings asked for before now
-        do not show that, so they are not used for it."""
+        """This operator just changed the Space: listings and reads asked for before now do not show
+        that, so they are not used for it, nor is its last health answer."""
         self._acted[space_id] = self.clock()
+        self._read.pop(space_id, None)
+        self._health.pop(space_id, None)
+
+    def read(self, space_id: str, view: SpaceView | None, asked_at: float) -> None:
+        """The session read its Space itself, asked at `asked_at` (this observer's clock): until a
+        newer listing, later passes use that read as they would a listing asked for then. A Space not
+        found is not kept: the next pass asks again (it may be a fresh duplicate not visible yet)."""
+        if view is None or not self.enabled:
+            self._read.pop(space_id, None)
+        elif asked_at > self._acted.get(space_id, -1.0):
+            self._read[space_id] = (asked_at, view)
+
+    def _known_since(self, space_id: str) -> float:
+        """When the newest of the last action on the Space and the session's own read of it was
+        asked: a listing asked for before then is not used for it."""
+        read = self._read.get(space_id)
+        return max(self._acted.get(space_id, -1.0), read[0] if read is not None else -1.0)
+
+    def _fresh(self, taken_at: float) -> bool:
+        return self.clock() - taken_at <= STALE_INTERVALS * self.interval
 
     def view(self, space_id: str) -> SpaceView | None:
-        """The Space as the latest usable listing shows it; None: ask the Hub for this Space itself
-        (no listing yet, one older than the last action on it, one too old, or the Space not in it)."""
+        """The Space as the latest usable listing, or the session's own newer read, shows it; None:
+        ask the Hub for this Space itself (nothing asked for since the last action on it, only what
+        is too old, or the Space not in the listing)."""
+        if not self.enabled:
+            return None
+        read = self._read.get(space_id)
         listing = self._listings.get(_owner(space_id))
-        if listing is None or not self.enabled:
-            return None
-        if listing.taken_at <= self._acted.get(space_id, -1.0):
-            return None
-        if self.clock() - listing.taken_at > STALE_INTERVALS * self.interval:
-            return None
-        return listing.spaces.get(space_id)
+        if (
+            listing is not None
+            and listing.taken_at > self._known_since(space_id)
+            and self._fresh(listing.taken_at)
+        ):
+            return listing.spaces.get(space_id)
+        if read is not None and self._fresh(read[0]):
+            return read[1]
+        return None
+
+    def health(self, space_id: str) -> CheckedHealth | None:
+        """The Space's last health answer since the operator last acted on it (none is kept while
+        observation by the batch is off: each pass then asks the Hub and the sandbox itself)."""
+        return self._health.get(space_id)
+
+    def checked(self, space_id: str, health: CheckedHealth) -> None:
+        if self.enabled:
+            self._health[space_id] = health
 
     async def listed(self, space_id: str) -> SpaceView | None:
         """`view`, after listing the owner's Spaces first if no listing of them was made yet and this
@@ -211,8 +257,8 @@ class FleetObserver:
         spaces = listing.spaces
         for watched in list(self._watched.values()):
             space_id = watched.space_id
-            if _owner(space_id) != owner or listing.taken_at <= self._acted.get(space_id, -1.0):
-                continue  # acted on since this listing was sent: it would not use it
+            if _owner(space_id) != owner or listing.taken_at <= self._known_since(space_id):
+                continue  # acted on or read since this listing was sent: it would not use it
             now = spaces.get(space_id)
             if space_id in self._seen:
                 changed = self._seen[space_id] != _state(now)

@@ -17,6 +17,8 @@ session, so the budget is global: every HTTP request to the Hub passes this gate
   creates and other changes, then observation, so sessions that keep polling never hold back a
   deletion. Within a priority, namespaces take turns (fairness.py: one namespace's burst does not
   starve another's session), and each namespace's requests go in arrival order.
+  Deletions do not wait for the bucket either, only for the Hub's window: `kubectl delete`
+  returns as soon as the Hub answers.
 - The leader fence: no request is sent once this process may have lost its Lease, and none is
   given more time than is left before it must stop acting (`lease_left`).
 
@@ -130,8 +132,9 @@ class TokenBucket:
         return 0.0 if missing <= 1e-9 else missing / self.rate  # rounding must not wait forever
 
     def take(self, now: float) -> None:
+        """Spend a token; a request sent without one (a deletion) spends what is saved, no more."""
         self._refill(now)
-        self._tokens -= 1.0
+        self._tokens = max(0.0, self._tokens - 1.0)
 
 
 def _default_wait(condition: threading.Condition, seconds: float) -> None:
@@ -233,7 +236,12 @@ class HubGate:
             return 0.0
         return (self._reset_at - now) / max(1, self._remaining)
 
-    def _wait_time(self, now: float) -> float:
+    def _wait_time(self, now: float, priority: Priority) -> float:
+        if priority is Priority.DELETE:
+            # Owed, not chosen: a Space that should be gone keeps billing, and there is one deletion
+            # per session. Only the Hub's window holds it back, not the operator's own pace.
+            spent = self._remaining is not None and self._remaining <= 0
+            return max(0.0, self._reset_at - now) if spent else 0.0
         bucket = self._bucket.wait_time(now) if self._bucket is not None and not self._room(now) else 0.0
         paced = max(0.0, self._next_paced - now) if self._pacing(now) > 0 else 0.0
         return max(bucket, paced)
@@ -264,7 +272,7 @@ class HubGate:
                     if self._queue.peek() != ticket:
                         self._wait(self._changed, _RECHECK)
                         continue
-                    wait = self._wait_time(now)
+                    wait = self._wait_time(now, priority)
                     if wait <= 0:
                         self._take(now)
                         self._queue.pop()

@@ -204,6 +204,24 @@ def test_pacing_ends_with_the_window() -> None:
     assert fake.slept == []
 
 
+def test_deletions_wait_for_no_bucket_and_no_pacing_only_for_the_windows_end() -> None:
+    """A Space that should be gone keeps billing: deletions go as fast as the Hub's window allows,
+    and spend only what the bucket has saved (the operator's own calls do not wait off a debt)."""
+    hub, fake = gate(rate=1.0, burst=2.0)
+    for _ in range(10):
+        hub.before_request(Priority.DELETE)
+    assert fake.slept == []
+    hub.before_request(Priority.CHANGE)
+    assert fake.slept == [1.0]  # one token's refill, not ten
+    hub.after_response(200, {"RateLimit": '"api";r=5;t=100', **WINDOW})  # low: others are spread out
+    for _ in range(5):
+        hub.before_request(Priority.DELETE)
+    assert fake.slept == [1.0]
+    start = fake.now
+    hub.before_request(Priority.DELETE)  # the window counted down to nothing: its reset
+    assert fake.now - start == pytest.approx(100.0)
+
+
 # Priorities: deletions before observation ---------------------------------------------------------
 
 
@@ -233,6 +251,7 @@ def serve_one_token_at_a_time(
 
 
 def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
+    """And without a token: only the change and the observations wait for theirs."""
     shared = SharedClock()
     hub = HubGate(1.0, 1.0, clock=shared.clock, wall=shared.clock, wait=shared.wait)
     hub.before_request()  # the only token
@@ -246,9 +265,14 @@ def test_a_deletion_goes_before_observations_that_waited_longer() -> None:
     threads = [request(f"observe-{i}", Priority.OBSERVE) for i in range(3)]
     wait_for(lambda: hub.waiting() == 3, 10, "three observations to wait", interval=0.005)
     threads.append(request("create", Priority.CHANGE))
+    wait_for(lambda: hub.waiting() == 4, 10, "all four to wait", interval=0.005)
     threads.append(request("delete", Priority.DELETE))
-    wait_for(lambda: hub.waiting() == 5, 10, "all five to wait", interval=0.005)
-    serve_one_token_at_a_time(shared, threads, served)
+    wait_for(lambda: served == ["delete"], 10, "the deletion to go at once", interval=0.005)
+    for expected in range(2, 6):
+        shared.now += 1.0  # one token per step
+        wait_for(lambda n=expected: len(served) == n, 10, f"request {expected} to be served", interval=0.005)
+    for thread in threads:
+        thread.join(timeout=5)
     assert served == ["delete", "create", "observe-0", "observe-1", "observe-2"]
 
 
