@@ -1018,7 +1018,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         for tally in metrics.SESSION_TALLIES:
             tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
-        loop.latest(body)  # the watch delivered a newer version: the loop's copy of its write goes
         if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 
