@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .core.model import SpaceView
-from .core.reads import CheckedHealth
+from .core.reads import CheckedHealth, read_still_serves
 from .hub import HubError, Listing
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class FleetObserver:
 
     def read(self, space_id: str, view: SpaceView | None, asked_at: float) -> None:
         """The session read its Space itself, asked at `asked_at` (this observer's clock): until a
-        newer listing, later passes use that read as they would a listing asked for then. A Space not
+        newer listing, later passes use that read as they would a listing asked for then, while it
+        shows the Space running as asked (`core.reads.read_still_serves`). A Space not
         found is not kept: the next pass asks again (it may be a fresh duplicate not visible yet)."""
         if view is None or not self.enabled:
             self._read.pop(space_id, None)
@@ -178,7 +179,7 @@ class FleetObserver:
             and self._fresh(listing.taken_at)
         ):
             return listing.spaces.get(space_id)
-        if read is not None and self._fresh(read[0]):
+        if read is not None and self._fresh(read[0]) and read_still_serves(read[1]):
             return read[1]
         return None
 

@@ -12,7 +12,7 @@ import pytest
 from test_batch_observation import Hub, observer
 
 from sandbox_operator.api import AgentSessionSpec
-from sandbox_operator.core.model import HealthResult
+from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marker_known
 from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
@@ -118,6 +118,20 @@ def test_a_read_of_its_own_serves_the_next_passes_until_a_newer_listing() -> Non
     assert watcher.view(SPACE_ID) == space("PAUSED")  # a newer listing wins
     watcher.read(SPACE_ID, space("RUNNING"), clock.now - 10)  # asked before that listing was sent
     assert watcher.view(SPACE_ID) == space("PAUSED")
+
+
+@pytest.mark.parametrize(
+    "moving",
+    [space("BUILDING", None), space("APP_STARTING", None), space("RUNNING", "cpu-basic", "a10g-small")],
+)
+def test_a_read_of_a_space_in_transition_is_asked_again_at_each_poll(moving: SpaceView) -> None:
+    """A paid switch's end starts its bill, and a budget is enforced on time only if that end is seen
+    on time: a read showing the Space on its way serves no later pass."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.read(SPACE_ID, moving, clock.now)
+    clock.now += 2
+    assert watcher.view(SPACE_ID) is None
 
 
 def test_a_read_is_not_used_after_an_action_when_stale_or_when_it_found_nothing() -> None:

@@ -41,6 +41,14 @@ def _same_runtime(before: SpaceView, now: SpaceView) -> bool:
     )
 
 
+def read_still_serves(view: SpaceView) -> bool:
+    """Whether a session's own read of its Space may stand in for the next ones until a newer listing:
+    only while the Space runs as asked (a spec flap then costs nothing). A Space in transition (building,
+    starting, switching hardware) is read again at each poll: a paid switch's end starts its bill, and
+    a budget is enforced on time only if that end is seen on time."""
+    return view.stage == "RUNNING" and view.current_hardware == view.requested_hardware
+
+
 def health_still_holds(
     checked: CheckedHealth,
     space: SpaceView,
