@@ -221,9 +221,12 @@ class HubGate:
 
     def spare(self) -> int | None:
         """Calls the Hub's window has left above its low mark, which creates may spend; None when the
-        Hub has stated no window that is still open (the bucket paces then)."""
+        Hub has stated no window that is still open (the bucket paces then), or while every call is
+        paused: a create then meets the pause at once and its session says it is rate limited, rather
+        than waiting for a turn unseen."""
         with self._lock:
-            if self._remaining is None or self._clock() >= self._reset_at:
+            now = self._clock()
+            if self._remaining is None or now >= self._reset_at or now < self._paused_until:
                 return None
             return max(0, self._remaining - math.ceil(self._low()))
 

@@ -347,3 +347,14 @@ def test_a_request_that_waits_at_the_gate_past_its_send_deadline_is_not_sent() -
     with pytest.raises(SendDeadlinePassed):
         hub.before_request(not_after=fake.now)
     hub.before_request()  # no deadline: waits as long as it takes
+
+
+def test_while_paused_creates_are_not_held_for_room_but_meet_the_pause() -> None:
+    """A 429 with no calls left: a create waiting for room would wait unseen; it goes to the gate,
+    which refuses it at once, and its session says it is rate limited."""
+    now = [0.0]
+    gate = HubGate(0, 1, clock=lambda: now[0], wall=lambda: now[0])
+    gate.after_response(429, {"Retry-After": "20", "RateLimit": '"api";r=0;t=20'})
+    assert gate.spare() is None
+    with pytest.raises(HubPaused):
+        gate.before_request(Priority.CHANGE)
