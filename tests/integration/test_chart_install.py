@@ -240,7 +240,9 @@ def test_install_notes_say_what_to_do_next(cluster_wide: Release) -> None:
         "get agentsessions -w",
         "describe agentsession demo",
         "--clusterrole=sandbox-operator-approver",
-        '{"spec":{"approval":{"hardware":"t4-small"',
+        '{"spec":{"hardware":"t4-small"}}',
+        "sandbox approve demo -n",
+        "--hardware t4-small --reason",
         "delete agentsession demo",
     ]
     for step in steps:
