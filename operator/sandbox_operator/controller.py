@@ -287,6 +287,9 @@ async def observe(
     health = None
     if space is not None:
         space, health = _probed(rt, session, space, token, hub_token)
+        if health is not None and token and space.sandbox_url:  # the edge's answer is a health check too
+            checked = CheckedHealth(health, _now(), token, hub_token or "", space.sandbox_url, space)
+            rt.observer.checked(space.space_id, checked)
     # What the session acts on (a Space its app shows running included): a listing that shows the
     # same is no news, and wakes no pass.
     rt.observer.saw(space_id, space)
