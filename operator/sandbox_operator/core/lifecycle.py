@@ -418,7 +418,8 @@ def _agent_access(draft: _Draft, observed: Observation) -> None:
             AGENT_ACCESS,
             "False",
             Reason.NO_CONNECTION_SECRET,
-            "no connection Secret yet: the operator writes it (hubToken, token) once it asks for the Space",
+            "no connection Secret yet: the operator writes it (hubToken, token) once the Hub reports the "
+            "sandbox's URL",
         )
     elif not private:
         draft.condition(
