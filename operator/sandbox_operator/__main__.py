@@ -1,5 +1,5 @@
 """`python -m sandbox_operator` is the `sandbox-operator` command."""
 
-from .cli import main
+from sandbox_operator.cli.main import main
 
 main()

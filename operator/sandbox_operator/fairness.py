@@ -9,7 +9,7 @@ they were created. Calls made for no session (the finalizer, leases, listings, t
 before any session's: they are few, and a deletion or a lease renewal must not wait for a burst.
 
 The order is kept wherever the calls of many sessions queue: the Kubernetes API client's
-connections and the Hub client's workers (`FairLimiter`), and the Hub gate's queue (ratelimit.py,
+connections and the Hub client's workers (`FairLimiter`), and the Hub gate's queue (hub/gate.py,
 which orders by its own priorities first). A session's loop says who it is with `serve_session`.
 """
 

@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from . import api, metrics
-from .config import OperatorConfig
-from .core.creation import owner_allowed
-from .hub import HubClient, HubError, ListedSpace, Ownership
-from .kube import KubeClient, resolve_cluster_id
-from .kube_json import ApiError
+from sandbox_operator.api import session as api
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.creation import owner_allowed
+from sandbox_operator.hub.client import HubClient, HubError, ListedSpace, Ownership
+from sandbox_operator.k8s.client import KubeClient, resolve_cluster_id
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.observability import metrics
 
 log = logging.getLogger(__name__)
 

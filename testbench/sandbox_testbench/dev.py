@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox_operator import api
-from sandbox_operator.config import DEFAULT_OPERATOR_NAMESPACE
-from sandbox_operator.crd import render_crd, render_pool_crd
+from sandbox_operator.api import session as api
+from sandbox_operator.api.crd import render_crd, render_pool_crd
+from sandbox_operator.config.settings import DEFAULT_OPERATOR_NAMESPACE
 
 from .controlplane import ControlPlane, find_binaries, stop_from_state_dir
 from .controlplane.helm import Helm

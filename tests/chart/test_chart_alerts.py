@@ -14,7 +14,7 @@ import yaml
 from helm_chart import REQUIRED_VALUES, Helm, merged, one
 from prometheus_client.metrics import MetricWrapperBase
 
-from sandbox_operator import metrics
+from sandbox_operator.observability import metrics
 
 ALERTS = merged(REQUIRED_VALUES, {"metrics": {"enabled": True, "prometheusRule": {"enabled": True}}})
 #: The job label of the release "so" as the chart's ServiceMonitor scrapes it: the rules' default selector.

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from helm_chart import CHART, REQUIRED_VALUES, Helm, by_kind, container_env, merged, one, permissions
 
-from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE, OperatorConfig
-from sandbox_operator.lease import LeaseSettings
+from sandbox_operator.config.settings import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE, OperatorConfig
+from sandbox_operator.k8s.lease import LeaseSettings
 
 
 def env(objects: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The chart against the one definition of the operator's options (config.py): the Deployment sets
+"""The chart against the one definition of the operator's options (config/settings.py): the Deployment sets
 every option the chart may set and nothing else, and its defaults are the model's."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from helm_chart import REQUIRED_VALUES, Helm, container_env, merged, one
 
-from sandbox_operator.cli import run
-from sandbox_operator.config import OperatorConfig, OptionSpec, RunSettings, options_of
+from sandbox_operator.cli.main import run
+from sandbox_operator.config.settings import OperatorConfig, OptionSpec, RunSettings, options_of
 
 OPTIONS: list[OptionSpec] = options_of(OperatorConfig) + options_of(RunSettings)
 # Read by libraries, not by the `run` command.

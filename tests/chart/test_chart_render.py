@@ -28,7 +28,7 @@ from helm_chart import (
     rbac_objects,
 )
 
-from sandbox_operator.api import GROUP, PLURAL, Hardware
+from sandbox_operator.api.session import GROUP, PLURAL, Hardware
 
 EXISTING_SECRET = merged(
     REQUIRED_VALUES,
@@ -559,7 +559,7 @@ def test_readme_documents_every_value() -> None:
 
 
 def test_the_notes_list_every_key_of_the_connection_secret() -> None:
-    from sandbox_operator import kube
+    from sandbox_operator.k8s import client as kube
 
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     listed = re.search(r'connection Secret "demo-sandbox" \(keys ([^)]*)\)', notes)

@@ -23,7 +23,7 @@ from helm_chart import (
     rbac_objects,
 )
 
-from sandbox_operator import api
+from sandbox_operator.api import session as api
 
 PACKAGE = REPO / "operator" / "sandbox_operator"
 KOPF_PERMISSIONS = {
@@ -49,7 +49,7 @@ CLIENT_VERBS = {
 }
 # Kubernetes client type names -> (API group, resource). `custom_object` is an AgentSession, except in
 # the warm pools' module (POOL_MODULE), whose custom objects are AgentSessionPools; the sweeper lists
-# pools through kube.py's listing (granted with kopf's watch of them).
+# pools through k8s/client.py's listing (granted with kopf's watch of them).
 RESOURCES = {
     "custom_object": (api.GROUP, api.PLURAL),
     "secret": ("", "secrets"),
@@ -70,29 +70,36 @@ CLUSTER_RESOURCES = {
 
 
 def runtime_modules() -> set[Path]:
-    """controller.py and the package modules it imports, transitively: what `run` executes.
+    """sessions/controller.py and the package modules it imports, transitively: what `run` executes.
 
     Approver tooling (`sandbox-operator approve`) and dev/test helpers are not reached from here,
     and their calls are made with other identities.
     """
-    todo, seen = [PACKAGE / "controller.py"], set()
+    todo, seen = [PACKAGE / "sessions" / "controller.py"], set()
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level >= 1:
-                base = path.parents[node.level - 1]
-                names = [node.module] if node.module else [alias.name for alias in node.names]
-                if node.module:  # `from .core import lifecycle` names modules of a subpackage
-                    names += [f"{node.module}.{alias.name}" for alias in node.names]
-                modules = [base.joinpath(*name.split(".")).with_suffix(".py") for name in names]
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("sandbox_operator")
+            ):
+                # `from sandbox_operator.core import lifecycle` names modules of a subpackage
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                modules = [PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py") for name in names]
                 todo += [module for module in modules if module.is_file()]
     return seen
 
 
-POOL_MODULE = "pools.py"
+def relative(path: Path) -> str:
+    """A module's path inside the package: `hub/client.py`."""
+    return path.relative_to(PACKAGE).as_posix()
+
+
+POOL_MODULE = "pools/reconcile.py"
 
 
 def permission(method: str, module: str = "") -> tuple[str, str, str]:
@@ -130,13 +137,21 @@ def client_methods(path: Path) -> set[str]:
 
 
 def test_runtime_modules_are_the_operators() -> None:
-    names = {path.name for path in runtime_modules()}
-    assert {"controller.py", "kube.py", "lifecycle.py", "model.py", "hub.py"} <= names
-    assert "approve_command.py" not in names  # run by approvers, as themselves
+    names = {relative(path) for path in runtime_modules()}
+    assert {
+        "sessions/controller.py",
+        "k8s/client.py",
+        "core/lifecycle.py",
+        "core/model.py",
+        "hub/client.py",
+    } <= names
+    assert "approver/approve.py" not in names  # run by approvers, as themselves
 
 
 def test_code_calls_are_exactly_the_granted_permissions(helm: Helm) -> None:
-    called = {permission(method, path.name) for path in runtime_modules() for method in client_methods(path)}
+    called = {
+        permission(method, relative(path)) for path in runtime_modules() for method in client_methods(path)
+    }
     needed = KOPF_PERMISSIONS | called
     assert needed == OPERATOR_PERMISSIONS | LEADER_ELECTION_PERMISSIONS | CLUSTER_READ_PERMISSIONS
     granted = set().union(*(permissions(obj.get("rules", [])) for obj in rbac_objects(helm, REQUIRED_VALUES)))

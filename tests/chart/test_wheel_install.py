@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helm_chart import REPO, copied_sources, dockerfile_stages
 
-from sandbox_operator.cli import main as operator
+from sandbox_operator.cli.main import main as operator
 from sandbox_testbench.cli import main as bench_command
 
 # Installing the dependencies from PyPI into a fresh venv takes a while on a cold cache.

@@ -19,7 +19,7 @@ import pytest
 from huggingface_hub import HfApi, constants, set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
-from sandbox_operator.hub import HubClient
+from sandbox_operator.hub.client import HubClient
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support.clock import ManualClock
 from tests.support.hub import client_for

@@ -1,8 +1,8 @@
 """Offline proof that the emulator speaks to the unmodified huggingface_hub client the operator uses.
 
 Every HfApi method the operator calls (and those the brief lists for sleep time and pausing) is
-driven here with the argument shapes of operator/sandbox_operator/hub.py, with no client patching:
-each answer must parse into the client's own types. A guard fails when hub.py starts calling a
+driven here with the argument shapes of operator/sandbox_operator/hub/client.py, with no client patching:
+each answer must parse into the client's own types. A guard fails when hub/client.py starts calling a
 method this test does not drive.
 """
 
@@ -15,9 +15,9 @@ import warnings
 from huggingface_hub import HfApi, SpaceHardware, SpaceInfo, SpaceRuntime, SpaceVariable
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from sandbox_operator import hub as operator_hub
-from sandbox_operator.api import SANDBOX_TOKEN_SECRET
+from sandbox_operator.api.session import SANDBOX_TOKEN_SECRET
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION_UID
+from sandbox_operator.hub import client as operator_hub
 from sandbox_testbench.hubsim import HubSimAdmin
 
 DRIVEN = frozenset(
@@ -42,7 +42,7 @@ DRIVEN = frozenset(
 
 
 def _methods_the_operator_calls() -> set[str]:
-    """Every `self._api.<name>(...)` in hub.py."""
+    """Every `self._api.<name>(...)` in hub/client.py."""
     tree = ast.parse(inspect.getsource(operator_hub))
     return {
         node.attr
@@ -55,7 +55,7 @@ def _methods_the_operator_calls() -> set[str]:
 
 def test_every_client_method_the_operator_calls_is_driven_here() -> None:
     called = _methods_the_operator_calls()
-    assert called, "hub.py no longer calls self._api: update this guard"
+    assert called, "hub/client.py no longer calls self._api: update this guard"
     assert called <= DRIVEN, f"drive these too: {sorted(called - DRIVEN)}"
     assert all(callable(getattr(HfApi, name)) for name in DRIVEN)
 

@@ -12,8 +12,8 @@ from huggingface_hub.utils._http import default_client_factory
 from prometheus_client import REGISTRY
 
 from sandbox_operator.core.model import FailureKind
-from sandbox_operator.hub import HubClient
-from sandbox_operator.ratelimit import Priority
+from sandbox_operator.hub.client import HubClient
+from sandbox_operator.hub.gate import Priority
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support.hub import client_for, duplicate, failure_of
 

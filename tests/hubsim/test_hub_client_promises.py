@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from sandbox_operator.core.model import FailureKind, HealthResult
-from sandbox_operator.hub import HubClient
+from sandbox_operator.hub.client import HubClient
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support.hub import duplicate, failure_of
 

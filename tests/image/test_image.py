@@ -59,7 +59,7 @@ TAKEOVER_TIMEOUT = 90.0
 #: Asked inside the container: who the API server says the operator's own transport authenticates as.
 WHOAMI = """
 import asyncio, json
-from sandbox_operator.kube_json import KubeApi, credentials
+from sandbox_operator.k8s.transport import KubeApi, credentials
 async def main():
     api = KubeApi()
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for

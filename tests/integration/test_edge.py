@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from sandbox_operator.kube import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN
+from sandbox_operator.k8s.client import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN
 from sandbox_testbench.controlplane import Kubectl, find_binaries
 from sandbox_testbench.dev import DEV_OUTSIDER_TOKEN, DEV_READ_TOKEN, DEV_TOKEN, dev_environment
 

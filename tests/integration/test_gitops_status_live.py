@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from sandbox_operator import api
-from sandbox_operator.crd import UNOBSERVED_STATUS
+from sandbox_operator.api import session as api
+from sandbox_operator.api.crd import UNOBSERVED_STATUS
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from tests.support import wait_for
 from tests.support.docs import fenced

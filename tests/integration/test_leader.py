@@ -9,7 +9,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandbox_operator.config import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
+from sandbox_operator.config.settings import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for

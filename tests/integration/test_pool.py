@@ -13,11 +13,11 @@ from typing import Any
 import httpx2
 import pytest
 
-from sandbox_operator import api
+from sandbox_operator.api import session as api
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
-from sandbox_operator.hub import SANDBOX_AUTH_HEADER
-from sandbox_operator.kube_json import ApiError
-from sandbox_operator.pools import PoolBook, read_pool, write_pool_status
+from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.pools.reconcile import PoolBook, read_pool, write_pool_status
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for

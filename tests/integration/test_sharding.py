@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import sandbox_operator.crd
+import sandbox_operator.api.crd
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.core.shards import ALL_NAMESPACES, SERVED_NAMESPACES_ANNOTATION, SHARD_LEASE_LABEL
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
@@ -150,7 +150,7 @@ def test_two_shards_each_act_only_on_their_own_namespace(
         assert exists(hub_admin, orphan_a)
         untouched = get_session(kubectl, "while-a-is-down", ns_a) or {}
         assert (
-            untouched["status"] == sandbox_operator.crd.UNOBSERVED_STATUS
+            untouched["status"] == sandbox_operator.api.crd.UNOBSERVED_STATUS
             and "finalizers" not in untouched["metadata"]
         ), untouched
         assert len(api_calls(hub_admin, user_b, "duplicate")) == 2
@@ -210,7 +210,7 @@ def test_overlapping_shards_never_both_act_and_the_loser_takes_over_when_the_win
         assert api_calls(hub_admin, SECOND_OPERATOR) == []
         untouched = get_session(kubectl, "agent", only_b) or {}
         assert (
-            untouched["status"] == sandbox_operator.crd.UNOBSERVED_STATUS
+            untouched["status"] == sandbox_operator.api.crd.UNOBSERVED_STATUS
             and "finalizers" not in untouched["metadata"]
         ), untouched
         assert "acquired the leader Lease" not in b.current_log()

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator import policy
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import creation_refusal
 from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
@@ -23,8 +22,9 @@ from sandbox_operator.core.model import (
     SpaceView,
 )
 from sandbox_operator.core.money import INSECURE_TRUST_WARNING, judge_hardware
-from sandbox_operator.hub import ListedSpace, Ownership
-from sandbox_operator.kube import connection_claim
+from sandbox_operator.hub.client import ListedSpace, Ownership
+from sandbox_operator.k8s import admission as policy
+from sandbox_operator.k8s.client import connection_claim
 from sandbox_operator.sweeper import Policy, Verdict, claims, plan
 from tests.support.core import NOW, SPACE_ID, UID, new_session
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api import MAX_RECEIPTS, AgentSessionStatus
+from sandbox_operator.api.session import MAX_RECEIPTS, AgentSessionStatus
 from sandbox_operator.core.approvals import approval_record, fingerprint
 from sandbox_operator.core.conditions import EventNote, rfc3339
 from sandbox_operator.core.lifecycle import decide
@@ -191,7 +191,7 @@ def test_warn_at_usd_raises_a_warning_before_the_budget_is_spent() -> None:
 
 
 def test_warn_at_usd_must_be_below_the_budget() -> None:
-    from sandbox_operator.crd import build_crd
+    from sandbox_operator.api.crd import build_crd
 
     rules = str(build_crd())
     assert "self.warnAtUsd < self.budgetUsd" in rules
@@ -266,8 +266,8 @@ def test_deletion_records_the_receipt_in_status_before_the_space_goes() -> None:
 
 
 def test_pending_approvals_gauge_counts_waiting_sessions_per_namespace() -> None:
-    from sandbox_operator import metrics
-    from sandbox_operator.metrics import SessionTally, pending_approval_since
+    from sandbox_operator.observability import metrics
+    from sandbox_operator.observability.metrics import SessionTally, pending_approval_since
 
     tracker = SessionTally(metrics.PENDING_APPROVALS, pending_approval_since)
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sandbox_operator.approvals_command import (
+from sandbox_operator.approver.approvals import (
     Caller,
     CommandError,
     DenialRequest,
@@ -24,9 +24,9 @@ from sandbox_operator.approvals_command import (
     table,
     waiting,
 )
-from sandbox_operator.approve_command import ApprovalRequest, build_approval
-from sandbox_operator.approver_cli import plugin
-from sandbox_operator.cli import main
+from sandbox_operator.approver.approve import ApprovalRequest, build_approval
+from sandbox_operator.approver.cli import plugin
+from sandbox_operator.cli.main import main
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ALICE = Identity("alice", ["gpu-leads"])
@@ -102,7 +102,7 @@ def test_an_approval_that_cannot_hold_says_why(
 def test_approvals_everywhere_falls_back_to_the_context_namespace_when_nothing_wider_is_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sandbox_operator import approvals_command
+    from sandbox_operator.approver import approvals as approvals_command
 
     asked: list[str | None] = []
 
@@ -227,7 +227,7 @@ def test_a_group_without_a_user_is_refused_as_kubectl_refuses_it() -> None:
 
 
 def test_the_context_picks_the_namespace(tmp_path: Path) -> None:
-    from sandbox_operator.approvals_command import kubeconfig_namespace
+    from sandbox_operator.approver.approvals import kubeconfig_namespace
 
     path = str(kubeconfig(tmp_path))
     assert kubeconfig_namespace(Caller(path)) == "team-one"
@@ -258,7 +258,7 @@ def test_deny_needs_a_reason() -> None:
 
 
 def test_approving_lifts_a_denial_of_that_flavor_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sandbox_operator import approve_command
+    from sandbox_operator.approver import approve as approve_command
 
     patches: list[dict[str, Any]] = []
     spec = {
@@ -292,7 +292,7 @@ def test_an_approval_names_the_flavor_the_approver_named_never_whatever_is_asked
 
 
 def _approving(monkeypatch: pytest.MonkeyPatch, session: dict[str, Any]) -> list[dict[str, Any]]:
-    from sandbox_operator import approve_command
+    from sandbox_operator.approver import approve as approve_command
 
     patches: list[dict[str, Any]] = []
     monkeypatch.setattr(approve_command, "get_session", lambda *_: session)
@@ -304,7 +304,7 @@ def _approving(monkeypatch: pytest.MonkeyPatch, session: dict[str, Any]) -> list
 def test_an_interactive_approver_confirms_the_flavor_shown_with_its_price(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sandbox_operator import approve_command
+    from sandbox_operator.approver import approve as approve_command
 
     session = {
         "spec": {"hardware": "t4-small"},
@@ -325,7 +325,8 @@ def test_an_interactive_approver_confirms_the_flavor_shown_with_its_price(
 def test_approve_prints_the_flavor_and_its_price(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not a terminal: the flavor must be named; the line printed says what was approved at what price
     (the published one when the operator recorded none for it)."""
-    from sandbox_operator import approvals_command, approve_command
+    from sandbox_operator.approver import approvals as approvals_command
+    from sandbox_operator.approver import approve as approve_command
 
     _approving(monkeypatch, {"spec": {"hardware": "a100x8"}})
     monkeypatch.setattr(approvals_command, "connect", lambda _: object())

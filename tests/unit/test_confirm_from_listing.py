@@ -7,7 +7,7 @@ import asyncio
 
 from test_batch_observation import Hub, observer
 
-from sandbox_operator.observer import LISTING_SPACING, FleetObserver
+from sandbox_operator.hub.listing import LISTING_SPACING, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
 

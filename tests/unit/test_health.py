@@ -13,9 +13,10 @@ from unittest.mock import patch
 
 import pytest
 
-from sandbox_operator import metrics
 from sandbox_operator.core.conditions import BUDGET_EXHAUSTED, STALLED
-from sandbox_operator.health import (
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.observability import metrics
+from sandbox_operator.observability.health import (
     HealthMonitor,
     Standby,
     WatchSync,
@@ -23,8 +24,7 @@ from sandbox_operator.health import (
     serving_readiness,
     sync_checks,
 )
-from sandbox_operator.kube_json import ApiError
-from sandbox_operator.metrics import SessionTally, condition_true_since, pending_approval_since
+from sandbox_operator.observability.metrics import SessionTally, condition_true_since, pending_approval_since
 from sandbox_testbench.controlplane.processes import free_ports
 from tests.support.clock import ManualClock
 
@@ -145,7 +145,7 @@ def test_the_sync_check_lists_until_the_watches_delivered_and_then_stops() -> No
         }
         await asyncio.wait_for(sync_checks(sync, listers), 5)
 
-    with patch("sandbox_operator.health.SYNC_CHECK_INTERVAL", 0.001):
+    with patch("sandbox_operator.observability.health.SYNC_CHECK_INTERVAL", 0.001):
         asyncio.run(check())
     assert sync.pending() == []
     assert lists == ["agentsessionpools", "agentsessions", "agentsessions"]
@@ -161,7 +161,7 @@ def test_the_sync_check_retries_a_listing_the_api_refuses() -> None:
             raise error
         return []
 
-    with patch("sandbox_operator.health.SYNC_CHECK_INTERVAL", 0.001):
+    with patch("sandbox_operator.observability.health.SYNC_CHECK_INTERVAL", 0.001):
         asyncio.run(asyncio.wait_for(sync_checks(sync, {"agentsessions": listing}), 5))
     assert answers == [] and sync.pending() == []
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sandbox_operator import api
-from sandbox_operator.api import (
+from sandbox_operator.api import session as api
+from sandbox_operator.api.crd import build_crd, build_pool_crd
+from sandbox_operator.api.session import (
     EARLIEST,
     LATEST,
     MAX_DURATION_SECONDS,
@@ -25,7 +26,7 @@ from sandbox_operator.api import (
     read_spec,
     shifted,
 )
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.lifecycle import decide, decide_failure
 from sandbox_operator.core.model import (
@@ -40,8 +41,7 @@ from sandbox_operator.core.model import (
     RequestHardware,
     Session,
 )
-from sandbox_operator.crd import build_crd, build_pool_crd
-from sandbox_operator.hub import last_activity
+from sandbox_operator.hub.client import last_activity
 from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SPACE_ID, UID, observed, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}

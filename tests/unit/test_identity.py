@@ -14,10 +14,10 @@ import kopf
 import pytest
 from kopf._core.engines.peering import detect_own_id
 
-from sandbox_operator import controller
-from sandbox_operator.config import OperatorConfig, RunSettings
-from sandbox_operator.kube_json import credentials, in_cluster_server
-from sandbox_operator.startup import lease_settings, own_identity
+from sandbox_operator.config.settings import OperatorConfig, RunSettings
+from sandbox_operator.config.startup import lease_settings, own_identity
+from sandbox_operator.k8s.transport import credentials, in_cluster_server
+from sandbox_operator.sessions import controller
 
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 

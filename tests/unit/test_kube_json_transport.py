@@ -1,4 +1,4 @@
-"""The operator's own Kubernetes transport (kube_json.py): kopf's credentials, a fresh login on a 401
+"""The operator's own Kubernetes transport (k8s/transport.py): kopf's credentials, a fresh login on a 401
 (a rotated token), `ApiError` with the API server's status, reason and message, a bounded pool, the
 operator's name on every call and write, and no official client on `run`'s import path."""
 
@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from sandbox_operator import __version__
-from sandbox_operator.kube import KubeClient
-from sandbox_operator.kube_json import COMPONENT, ApiError, KubeApi
+from sandbox_operator.k8s.client import KubeClient
+from sandbox_operator.k8s.transport import COMPONENT, ApiError, KubeApi
 
 
 def _kubeconfig(path: Path, server: str, token: str) -> None:
@@ -238,9 +238,9 @@ def test_run_never_imports_the_kubernetes_client() -> None:
     """`sandbox-operator run` up to its start: kopf, the controller, the sweeper, the Lease."""
     code = (
         "import sys\n"
-        "from sandbox_operator import cli\n"
+        "from sandbox_operator.cli import main as cli\n"
         "cli._import_kopf_without_kubernetes_client()\n"
-        "import sandbox_operator.controller, sandbox_operator.sweeper, sandbox_operator.lease\n"
+        "import sandbox_operator.sessions.controller, sandbox_operator.sweeper, sandbox_operator.k8s.lease\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

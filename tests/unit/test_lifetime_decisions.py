@@ -10,8 +10,8 @@ from typing import Any, cast
 
 import pytest
 
-from sandbox_operator.api import AgentSessionSpec, Phase
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.api.session import AgentSessionSpec, Phase
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import EXPIRING, Reason, Severity, rfc3339
 from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.lifetime import lifetime_problem, resume_command
@@ -29,8 +29,8 @@ from sandbox_operator.core.model import (
     Session,
 )
 from sandbox_operator.core.money import accrue_spend
-from sandbox_operator.kube import KubeClient
-from sandbox_operator.kube_json import ApiError, KubeApi
+from sandbox_operator.k8s.client import KubeClient
+from sandbox_operator.k8s.transport import ApiError, KubeApi
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SANDBOX, SPACE_ID, TRUSTED, paid, ready, space
 from tests.support.core import new_session as plain_session

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from sandbox_operator import startup
-from sandbox_operator.cli import main, run
-from sandbox_operator.config import OperatorConfig, RunSettings, options_of
+from sandbox_operator.cli.main import main, run
+from sandbox_operator.config import startup
+from sandbox_operator.config.settings import OperatorConfig, RunSettings, options_of
 
 
 def test_run_help_shows_every_option_with_its_flag_and_environment_variable() -> None:

@@ -8,11 +8,12 @@ import asyncio
 import copy
 from typing import Any
 
-from sandbox_operator import api, pools
-from sandbox_operator.config import OperatorConfig
+from sandbox_operator.api import session as api
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import Reason
-from sandbox_operator.kube_json import ApiError
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.pools import reconcile as pools
 
 NS, POOL = "team", "warm"
 

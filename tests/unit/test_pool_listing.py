@@ -8,10 +8,11 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from sandbox_operator import api, pools
+from sandbox_operator.api import session as api
 from sandbox_operator.core.model import HealthResult, SpaceView
-from sandbox_operator.hub import Listing
-from sandbox_operator.observer import FleetObserver
+from sandbox_operator.hub.client import Listing
+from sandbox_operator.hub.listing import FleetObserver
+from sandbox_operator.pools import reconcile as pools
 
 NS, POOL = "team", "warm"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sandbox_operator.pricing import FALLBACK_USD_PER_HOUR, PriceCatalog, hourly_prices
+from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR, PriceCatalog, hourly_prices
 from sandbox_testbench.hubsim import HARDWARE_CATALOG
 
 

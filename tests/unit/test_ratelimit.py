@@ -8,7 +8,7 @@ import threading
 import httpx2
 import pytest
 
-from sandbox_operator.ratelimit import (
+from sandbox_operator.hub.gate import (
     LOW_REMAINING_SHARE,
     HubGate,
     HubPaused,
@@ -322,7 +322,7 @@ def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
 
 
 def test_no_hub_request_is_given_more_time_than_the_leader_has_left() -> None:
-    from sandbox_operator.hub import _client_factory
+    from sandbox_operator.hub.client import _client_factory
 
     hub, _ = gate()
     client = _client_factory(20.0, hub)()

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from test_batch_observation import Hub, observer
 
-from sandbox_operator.api import AgentSessionSpec
+from sandbox_operator.api.session import AgentSessionSpec
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marker_known
-from sandbox_operator.observer import STALE_INTERVALS, FleetObserver
+from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, HEALTHY, NOW, SANDBOX, SPACE_ID, new_session, space
 

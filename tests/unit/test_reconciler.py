@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox_operator.api import Phase
+from sandbox_operator.api.session import Phase
 from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
 from sandbox_operator.core.model import (
     CreateSpace,
@@ -352,7 +352,7 @@ def test_prices_come_from_the_observation() -> None:
 @pytest.mark.parametrize("stage", ["BUILDING", "APP_STARTING"])
 def test_a_waiting_free_session_decides_the_same_status_on_every_wake_up(stage: str) -> None:
     """Nothing a user acts on changes while a free Space builds: the next pass writes no status."""
-    from sandbox_operator.kube import status_patch
+    from sandbox_operator.k8s.client import status_patch
 
     confirmed = {**RECORDED, "spaceConfirmedTime": "2026-11-26T11:59:00Z"}
     seen = observed(space(stage, None, "cpu-basic"), health=None)
@@ -363,7 +363,7 @@ def test_a_waiting_free_session_decides_the_same_status_on_every_wake_up(stage: 
 
 
 def test_paid_hardware_still_brings_spend_up_to_date_on_every_pass() -> None:
-    from sandbox_operator.kube import status_patch
+    from sandbox_operator.k8s.client import status_patch
 
     approved = {"hardware": "a10g-small", "approval": {"approvedBy": "ops", "hardware": "a10g-small"}}
     seen = observed(paid())

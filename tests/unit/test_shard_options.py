@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from sandbox_operator.cli import main
-from sandbox_operator.config import RunSettings
+from sandbox_operator.cli.main import main
+from sandbox_operator.config.settings import RunSettings
 
 
 def test_namespace_names_are_taken() -> None:

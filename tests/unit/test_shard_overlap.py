@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator import metrics
 from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.shards import (
     ALL_NAMESPACES,
@@ -29,10 +28,11 @@ from sandbox_operator.core.shards import (
     ranks_first,
     unrenewed_past_duration,
 )
-from sandbox_operator.health import Standby
-from sandbox_operator.kube_json import ApiError
-from sandbox_operator.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
-from sandbox_operator.ratelimit import HubGate
+from sandbox_operator.hub.gate import HubGate
+from sandbox_operator.k8s.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.observability import metrics
+from sandbox_operator.observability.health import Standby
 
 
 def shard(name: str, serves: frozenset[str] | None, created: str = "2026-11-29T04:00:00Z") -> Shard:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from sandbox_operator.api import AgentSessionSpec, Phase
+from sandbox_operator.api.session import AgentSessionSpec, Phase
 from sandbox_operator.core.conditions import AGENT_ACCESS
 from sandbox_operator.core.lifecycle import NO_EDGE_TOKEN, decide
 from sandbox_operator.core.model import (
@@ -19,7 +19,7 @@ from sandbox_operator.core.model import (
     SetSleepTime,
 )
 from sandbox_operator.core.money import accrue_spend, sleep_time_for
-from sandbox_operator.lease import LeaseSettings
+from sandbox_operator.k8s.lease import LeaseSettings
 from tests.support.core import (
     CONFIG,
     HEALTHY,
@@ -207,7 +207,7 @@ def test_a_hub_timeout_that_cannot_fit_in_the_lease_is_refused() -> None:
 def test_run_refuses_a_hub_timeout_that_cannot_fit_before_acting() -> None:
     from click.testing import CliRunner
 
-    from sandbox_operator.cli import main
+    from sandbox_operator.cli.main import main
 
     result = CliRunner().invoke(
         main, ["run", "--default-template", "t/t", "--hub-timeout", "30"], env={"KUBECONFIG": "/nonexistent"}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api import AgentSessionSpec
-from sandbox_operator.config import LEGACY_CLUSTER_ID
+from sandbox_operator.api.session import AgentSessionSpec
+from sandbox_operator.config.settings import LEGACY_CLUSTER_ID
 from sandbox_operator.core.approvals import INHERITED_NOTE, fingerprint
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.creation import marker_unread, space_unrequested
@@ -29,7 +29,7 @@ from sandbox_operator.core.model import (
     Session,
     SpaceView,
 )
-from sandbox_operator.hub import ListedSpace, Ownership
+from sandbox_operator.hub.client import ListedSpace, Ownership
 from sandbox_operator.sweeper import Policy, Verdict, plan
 from tests.support.core import (
     CONFIG,

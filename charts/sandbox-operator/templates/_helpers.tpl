@@ -84,7 +84,7 @@ own defaults (lint turns `required` and `fail` into notes); install, upgrade and
 
 {{/*
 The operator's permissions, exactly the calls it makes (kopf 1.45 standalone with scanning off,
-plus sandbox_operator/kube.py; tests/chart/test_rbac_matches_code.py keeps them in step):
+plus sandbox_operator/k8s/client.py; tests/chart/test_rbac_matches_code.py keeps them in step):
 - agentsessions: list + watch (kopf's watch, the session listing), patch (finalizer, annotations, idle
   pause), delete (the end of a lifetime or retention);
 - agentsessions/status: patch (kopf's status patch and the intent write before each Hub call);
@@ -163,7 +163,7 @@ or none (""). */}}
 {{- end }}
 
 {{/*
-Leader election (sandbox_operator/lease.py): create the Lease, then read and renew only that one;
+Leader election (sandbox_operator/k8s/lease.py): create the Lease, then read and renew only that one;
 list the other shards' Leases (found by label, in this namespace only), to notice a release whose
 namespaces overlap this one's (README, "Running several operators"). RBAC cannot restrict `create`
 or `list` by name (the name is not known when they are authorized).

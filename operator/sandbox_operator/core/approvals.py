@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ..api import (
+from sandbox_operator.api.session import (
     MAX_RECEIPTS,
     AgentSessionSpec,
     AgentSessionStatus,
@@ -27,9 +27,8 @@ from ..api import (
     parse_rfc3339,
     shifted,
 )
-from ..config import OperatorConfig
-from ..pricing import FALLBACK_USD_PER_HOUR
-from .conditions import (
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.conditions import (
     BUDGET_WARNING,
     HARDWARE_APPROVED,
     EventNote,
@@ -38,8 +37,9 @@ from .conditions import (
     rfc3339,
     set_condition,
 )
-from .model import Session, SpaceView
-from .money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
+from sandbox_operator.core.model import Session, SpaceView
+from sandbox_operator.core.money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
+from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
 
 #: Said of an approval inherited from 0.1.0 that this version's review of its approver does not confirm.
 INHERITED_NOTE = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ..api import (
+from sandbox_operator.api.session import (
     AgentSessionStatus,
     DeletionPolicy,
     Hardware,
@@ -16,9 +16,9 @@ from ..api import (
     Phase,
     parse_rfc3339,
 )
-from ..config import OperatorConfig
-from . import approvals, lifetime
-from .conditions import (
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core import approvals, lifetime
+from sandbox_operator.core.conditions import (
     AGENT_ACCESS,
     BUDGET_EXHAUSTED,
     HARDWARE_APPROVED,
@@ -31,7 +31,7 @@ from .conditions import (
     set_condition,
     transition_events,
 )
-from .creation import (
+from sandbox_operator.core.creation import (
     Refusal,
     creation_refusal,
     duplicate_may_land,
@@ -39,7 +39,7 @@ from .creation import (
     space_may_be_hidden,
     space_may_exist,
 )
-from .model import (
+from sandbox_operator.core.model import (
     ERROR_STAGES,
     NOT_VISIBLE_KINDS,
     SLEEPING,
@@ -71,7 +71,7 @@ from .model import (
     previous_cluster,
     space_id_for,
 )
-from .money import (
+from sandbox_operator.core.money import (
     UNTRUSTED_APPROVAL_REASONS,
     HardwareVerdict,
     accrue_spend,
@@ -83,7 +83,7 @@ from .money import (
     target_hardware,
     usd,
 )
-from .progress import conclude
+from sandbox_operator.core.progress import conclude
 
 #: While a session stays starting or unhealthy, the poll delay is this fraction of the time it has
 #: not been Ready: polls thin out geometrically (x1.25 each), up to `waiting_poll_max`.

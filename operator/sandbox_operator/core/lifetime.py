@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..api import (
+from sandbox_operator.api.session import (
     AgentSessionSpec,
     AgentSessionStatus,
     PausedBy,
@@ -30,9 +30,9 @@ from ..api import (
     parse_rfc3339,
     shifted,
 )
-from ..config import OperatorConfig
-from .conditions import EXPIRING, READY, Reason, condition_of, rfc3339, set_condition
-from .model import (
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.conditions import EXPIRING, READY, Reason, condition_of, rfc3339, set_condition
+from sandbox_operator.core.model import (
     SLEEPING,
     STOPPED_STAGES,
     Action,

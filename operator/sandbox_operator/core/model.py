@@ -10,14 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from ..api import (
-    AgentSessionSpec,
-    AgentSessionStatus,
-    Condition,
-)
-from ..config import OperatorConfig
-from ..pricing import FALLBACK_USD_PER_HOUR
-from .conditions import READY, EventNote, Reason
+from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, Condition
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.conditions import READY, EventNote, Reason
+from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
 
 # Hub stages, as huggingface_hub's SpaceStage names them.
 STARTING_STAGES = frozenset({"BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING"})

@@ -8,16 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..api import (
-    AgentSessionSpec,
-    Hardware,
-    Spend,
-    parse_rfc3339,
-)
-from ..config import OperatorConfig
-from ..policy import HOW_TO_FIX
-from .conditions import Reason, rfc3339
-from .model import UNBILLED_STAGES, SpaceView
+from sandbox_operator.api.session import AgentSessionSpec, Hardware, Spend, parse_rfc3339
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.conditions import Reason, rfc3339
+from sandbox_operator.core.model import UNBILLED_STAGES, SpaceView
+from sandbox_operator.k8s.admission import HOW_TO_FIX
 
 
 def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..api import (
+from sandbox_operator.api.session import (
     POOL_LABEL,
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,
@@ -42,11 +42,19 @@ from ..api import (
     SpaceSecretSource,
     parse_rfc3339,
 )
-from ..config import OperatorConfig
-from .conditions import READY, EventNote, Reason, rfc3339, set_condition
-from .creation import Refusal, creation_refusal
-from .model import ERROR_STAGES, STOPPED_STAGES, HealthResult, HubFailure, Observation, SpaceView, own_cluster
-from .progress import conclude, conclude_pool
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.conditions import READY, EventNote, Reason, rfc3339, set_condition
+from sandbox_operator.core.creation import Refusal, creation_refusal
+from sandbox_operator.core.model import (
+    ERROR_STAGES,
+    STOPPED_STAGES,
+    HealthResult,
+    HubFailure,
+    Observation,
+    SpaceView,
+    own_cluster,
+)
+from sandbox_operator.core.progress import conclude, conclude_pool
 
 #: The session's condition that says how it got its Space (warm claim, or why it fell back to cold).
 WARM_CLAIM = "WarmClaim"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..api import AgentSessionPoolStatus, AgentSessionStatus, Condition, Phase
-from .conditions import (
+from sandbox_operator.api.session import AgentSessionPoolStatus, AgentSessionStatus, Condition, Phase
+from sandbox_operator.core.conditions import (
     BUDGET_EXHAUSTED,
     HARDWARE_APPROVED,
     READY,

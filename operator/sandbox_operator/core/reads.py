@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..api import AgentSessionSpec, DeletionPolicy
-from ..config import OperatorConfig
-from .lifetime import pause_after
-from .model import HealthResult, Session, SpaceView, own_cluster, space_id_for
+from sandbox_operator.api.session import AgentSessionSpec, DeletionPolicy
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.lifetime import pause_after
+from sandbox_operator.core.model import HealthResult, Session, SpaceView, own_cluster, space_id_for
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Each leader publishes on its own Lease the namespaces it serves. Two live Leases
 overlap would both act on the same sessions; exactly one of them may: the Lease created first
 (its `creationTimestamp`, set by the API server's one clock), then the lower namespace/name.
 Both sides compute the same winner from the same Lease objects. Pure functions; the I/O (writing
-the claim, listing the Leases, judging their liveness) is in lease.py.
+the claim, listing the Leases, judging their liveness) is in k8s/lease.py.
 
 A Lease is judged live on our own clock, as client-go judges its own Lease: for its duration
 from when we first saw its record. A Lease that a killed shard left behind would so hold back every
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..api import parse_rfc3339
+from sandbox_operator.api.session import parse_rfc3339
 
 #: Annotation on a shard's Lease: the namespaces its leader serves, sorted and comma-separated,
 #: or ALL_NAMESPACES for a deployment that watches the whole cluster.

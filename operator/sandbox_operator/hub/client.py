@@ -37,10 +37,9 @@ from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import hf_request_event_hook
 from huggingface_hub.utils._pagination import paginate
 
-from . import metrics
-from .api import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
-from .config import OperatorConfig
-from .core.model import (
+from sandbox_operator.api.session import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core.model import (
     MARKER_CLUSTER_ID,
     MARKER_SESSION,
     MARKER_SESSION_UID,
@@ -49,10 +48,18 @@ from .core.model import (
     HubFailure,
     SpaceView,
 )
-from .fairness import CURRENT_TURN, FairLimiter
-from .pricing import hourly_prices
-from .ratelimit import HubGate, HubPaused, NotLeader, Priority, SendDeadlinePassed, retry_after_seconds
-from .sandbox_url import sandbox_url
+from sandbox_operator.fairness import CURRENT_TURN, FairLimiter
+from sandbox_operator.hub.gate import (
+    HubGate,
+    HubPaused,
+    NotLeader,
+    Priority,
+    SendDeadlinePassed,
+    retry_after_seconds,
+)
+from sandbox_operator.hub.prices import hourly_prices
+from sandbox_operator.hub.urls import sandbox_url
+from sandbox_operator.observability import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,7 +69,7 @@ READ_RETRY_BASE = 0.5
 #: (packages/hub/src/lib/list-spaces.ts, `limit: "500"`); 1,000 Spaces are two calls.
 LIST_PAGE_SIZE = 500
 #: The properties the fleet listing asks for: the runtime (stage, hardware, sleep time), privacy, and
-#: the subdomain the Space's app answers at (`host` is not expandable: sandbox_url.py builds it).
+#: the subdomain the Space's app answers at (`host` is not expandable: hub/urls.py builds it).
 LIST_EXPAND = ("runtime", "private", "subdomain")
 #: Seconds a whoami answer (the token's user and orgs) is reused; the Hub rate-limits whoami hard.
 WHOAMI_CACHE_SECONDS = 60.0

@@ -35,9 +35,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
-from .core.conditions import READY
-from .kube_json import ApiError
+from sandbox_operator.core.conditions import READY
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.observability import metrics
 
 log = logging.getLogger(__name__)
 

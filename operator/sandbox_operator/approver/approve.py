@@ -15,9 +15,15 @@ from typing import Any
 
 from kubernetes import client
 
-from . import api
-from .approvals_command import CommandError, Identity, current_identity, get_session, patch_spec
-from .pricing import FALLBACK_USD_PER_HOUR
+from sandbox_operator.api import session as api
+from sandbox_operator.approver.approvals import (
+    CommandError,
+    Identity,
+    current_identity,
+    get_session,
+    patch_spec,
+)
+from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
 
 
 @dataclass(frozen=True)

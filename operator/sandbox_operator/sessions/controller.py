@@ -29,11 +29,12 @@ import uvloop
 # The type of kopf.operator's `identity`, which kopf does not re-export (its own CLI builds it so).
 from kopf._core.engines.peering import Identity as KopfIdentity
 
-from . import api, metrics, pools
-from .config import OperatorConfig, RunSettings
-from .core import creation, lifecycle, lifetime, model, money, reads
-from .core.conditions import READY, EventNote, Reason, condition_of
-from .core.model import (
+from sandbox_operator.api import session as api
+from sandbox_operator.config.settings import OperatorConfig, RunSettings
+from sandbox_operator.config.startup import lease_settings, own_identity, resolve_config
+from sandbox_operator.core import creation, lifecycle, lifetime, model, money, reads
+from sandbox_operator.core.conditions import READY, EventNote, Reason, condition_of
+from sandbox_operator.core.model import (
     Action,
     CreateSpace,
     DeleteSession,
@@ -58,21 +59,15 @@ from .core.model import (
     SetSleepTime,
     SpaceView,
 )
-from .core.reads import CheckedHealth
-from .create_slots import CreateSlots
-from .edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
-from .fairness import serve_session
-from .health import (
-    HealthMonitor,
-    WatchSync,
-    readiness,
-    serving_readiness,
-    stall_after,
-    sync_checks,
-    watch_checks,
-)
-from .hub import HubClient, HubError, SpaceExistsError
-from .kube import (
+from sandbox_operator.core.reads import CheckedHealth
+from sandbox_operator.fairness import serve_session
+from sandbox_operator.hub.client import HubClient, HubError, SpaceExistsError
+from sandbox_operator.hub.create_turns import CreateSlots
+from sandbox_operator.hub.edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
+from sandbox_operator.hub.listing import FleetObserver
+from sandbox_operator.hub.prices import PriceCatalog
+from sandbox_operator.k8s.admission import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
+from sandbox_operator.k8s.client import (
     KEY_HUB_TOKEN,
     KEY_PAUSED_SINCE,
     KEY_RESUME,
@@ -85,14 +80,21 @@ from .kube import (
     new_token,
     status_patch,
 )
-from .kube_json import COMPONENT, USER_AGENT, ApiError, credentials
-from .lease import LeaderElector, run_as_leader
-from .observer import FleetObserver
-from .policy import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
-from .pricing import PriceCatalog
-from .secret_cache import SecretCache
-from .startup import lease_settings, own_identity, resolve_config
-from .sweeper import Sweeper
+from sandbox_operator.k8s.lease import LeaderElector, run_as_leader
+from sandbox_operator.k8s.secret_cache import SecretCache
+from sandbox_operator.k8s.transport import COMPONENT, USER_AGENT, ApiError, credentials
+from sandbox_operator.observability import metrics
+from sandbox_operator.observability.health import (
+    HealthMonitor,
+    WatchSync,
+    readiness,
+    serving_readiness,
+    stall_after,
+    sync_checks,
+    watch_checks,
+)
+from sandbox_operator.pools import reconcile as pools
+from sandbox_operator.sweeper import Sweeper
 
 #: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
@@ -114,7 +116,7 @@ class Runtime:
     prices: PriceCatalog
     #: The latest listing of each owner's Spaces, read by every session's loop.
     observer: FleetObserver
-    #: Building Spaces' apps, asked at the edge whether they answer yet (edge_probe.py).
+    #: Building Spaces' apps, asked at the edge whether they answer yet (hub/edge_probe.py).
     prober: EdgeProber
     #: The read token Secrets, read once per short while for every session's pass.
     secrets: SecretCache
@@ -127,7 +129,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
     pools: pools.PoolBook = field(default_factory=pools.PoolBook)
-    #: Turns for duplicates, so each can leave by its send deadline (create_slots.py).
+    #: Turns for duplicates, so each can leave by its send deadline (hub/create_turns.py).
     create_slots: CreateSlots = field(default_factory=CreateSlots)
 
     def platform_read_token_secret(self, namespace: str) -> tuple[str, str] | None:
@@ -911,7 +913,7 @@ def bounded_session(
     thousand sessions (their finalizers, their Events) opened hundreds of TLS connections at once, each
     with its buffers: the biggest part of the operator's peak memory. Must run in the event loop.
     It carries the operator's User-Agent, so kopf's writes (finalizers, annotations, status, Events)
-    have the operator's field manager, as its own calls do (kube_json.py)."""
+    have the operator's field manager, as its own calls do (k8s/transport.py)."""
     if info is None:
         return None
     limit = KUBE_CONNECTIONS + max(1, watch_streams)

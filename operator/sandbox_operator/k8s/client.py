@@ -2,7 +2,7 @@
 and what it checks before it trusts an approval (the admission policy, SubjectAccessReviews).
 
 kopf handles the watch, the finalizer and the end-of-handler status patch itself. Every call here
-is async JSON (kube_json.py), not the official client, which the operator never imports.
+is async JSON (k8s/transport.py), not the official client, which the operator never imports.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from . import api, policy
-from .api import SpaceSecretSource
-from .kube_json import COMPONENT, ApiError, KubeApi, Page
-from .policy import ApproverQuestion
+from sandbox_operator.api import session as api
+from sandbox_operator.api.session import SpaceSecretSource
+from sandbox_operator.k8s import admission as policy
+from sandbox_operator.k8s.admission import ApproverQuestion
+from sandbox_operator.k8s.transport import COMPONENT, ApiError, KubeApi, Page
 
 # Keys of the connection Secret, a stable interface for agent pods. The operator's own Hub token is
 # never among them.

@@ -1,4 +1,4 @@
-"""Click options generated from the settings models (config.py), so a flag's type, default, help and
+"""Click options generated from the settings models (config/settings.py), so a flag's type, default, help and
 environment variable are never written a second time."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import annotated_types
 import click
 from pydantic import BaseModel
 
-from .config import OptionSpec, options_of
+from sandbox_operator.config.settings import OptionSpec, options_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from . import api
+from sandbox_operator.api import session as api
 
 
 class CommandError(Exception):

@@ -1,5 +1,5 @@
 """The `sandbox-operator` command: run the operator, sweep, print the CRD and policy; and the approver's
-`approvals`, `approve` and `deny` (approver_cli.py, also the kubectl plugin)."""
+`approvals`, `approve` and `deny` (approver/cli.py, also the kubectl plugin)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, approver_cli
-from .config import OperatorConfig, RunSettings
-from .options import model_options, option_values
+from sandbox_operator import __version__
+from sandbox_operator.approver import cli as approver_cli
+from sandbox_operator.config.options import model_options, option_values
+from sandbox_operator.config.settings import OperatorConfig, RunSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
@@ -47,7 +48,7 @@ def _settings(model: type[M], values: dict[str, Any]) -> M:
 def _import_kopf_without_kubernetes_client() -> None:
     """kopf imports the official Kubernetes client whenever it is installed (to recognise its models
     among handler results), and that import alone holds 25 MiB for the process's life. The operator
-    calls the API without it (kube_json.py), so `run` imports kopf while the client is marked absent
+    calls the API without it (k8s/transport.py), so `run` imports kopf while the client is marked absent
     (kopf then skips it as if uninstalled); later imports of the client, if any, work as usual."""
     if "kubernetes" in sys.modules or "kopf" in sys.modules:
         return
@@ -65,9 +66,9 @@ def run(**values: Any) -> None:
     """Run the operator until SIGINT or SIGTERM."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     _import_kopf_without_kubernetes_client()
-    from .controller import run_operator
-    from .lease import LeaseNamespaceMissing
-    from .startup import lease_settings
+    from sandbox_operator.config.startup import lease_settings
+    from sandbox_operator.k8s.lease import LeaseNamespaceMissing
+    from sandbox_operator.sessions.controller import run_operator
 
     config = _settings(OperatorConfig, values)
     settings = _settings(RunSettings, values)
@@ -93,9 +94,9 @@ def sweep(**values: Any) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import asyncio
 
-    from .hub import HubError
-    from .kube_json import ApiError
-    from .sweeper import ORPHAN_VERDICTS, sweep_once
+    from sandbox_operator.hub.client import HubError
+    from sandbox_operator.k8s.transport import ApiError
+    from sandbox_operator.sweeper import ORPHAN_VERDICTS, sweep_once
 
     config = _settings(OperatorConfig, values)
     namespaces = list(_settings(RunSettings, values).namespaces)
@@ -114,7 +115,7 @@ def sweep(**values: Any) -> None:
 @click.option("--pool", is_flag=True, help="The AgentSessionPool CRD (crds/agentsessionpools.yaml) instead.")
 def crd(pool: bool) -> None:
     """Print the AgentSession CustomResourceDefinition (what crds/agentsessions.yaml holds)."""
-    from .crd import render_crd, render_pool_crd
+    from sandbox_operator.api.crd import render_crd, render_pool_crd
 
     click.echo(render_pool_crd() if pool else render_crd(), nl=False)
 
@@ -122,7 +123,7 @@ def crd(pool: bool) -> None:
 @main.command("approval-policy")
 def approval_policy() -> None:
     """Print the approval admission policy and its binding (what deploy/approval-policy.yaml holds)."""
-    from .policy import render_policy
+    from sandbox_operator.k8s.admission import render_policy
 
     click.echo(render_policy(), nl=False)
 

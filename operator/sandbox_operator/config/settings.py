@@ -1,5 +1,5 @@
 """Operator configuration, each option defined once: its type, default, constraints, description and
-environment variable are here; `run`'s flags and `--help` are generated from it (options.py) and a
+environment variable are here; `run`'s flags and `--help` are generated from it (config/options.py) and a
 test checks that the chart's Deployment sets every option (tests/chart/test_chart_options.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from .api import (
+from sandbox_operator.api.session import (
     MAX_APPROVAL_BUDGET_USD,
     MAX_APPROVAL_USD_PER_HOUR,
     MAX_DURATION_SECONDS,
@@ -19,7 +19,7 @@ from .api import (
     MIN_SLEEP_TIME_SECONDS,
     Hardware,
 )
-from .sandbox_url import DEFAULT_TEMPLATE, check_template
+from sandbox_operator.hub.urls import DEFAULT_TEMPLATE, check_template
 
 #: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
 #: finds the Lease (and the read token Secret) of the chart's Deployment.

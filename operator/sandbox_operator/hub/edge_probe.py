@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from .core.builds import BuildTimes, probe_delay
-from .core.model import HealthResult
+from sandbox_operator.core.builds import BuildTimes, probe_delay
+from sandbox_operator.core.model import HealthResult
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from . import __version__
-from .fairness import FairLimiter
+from sandbox_operator import __version__
+from sandbox_operator.fairness import FairLimiter
 
 #: The operator's name to the API server, defined once: the field manager of every write (its own
 #: calls name it; kopf's get it from USER_AGENT, whose product the API server takes as the manager

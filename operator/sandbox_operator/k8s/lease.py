@@ -32,9 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
-from .config import DEFAULT_OPERATOR_NAMESPACE
-from .core.shards import (
+from sandbox_operator.config.settings import DEFAULT_OPERATOR_NAMESPACE
+from sandbox_operator.core.shards import (
     SERVED_NAMESPACES_ANNOTATION,
     SHARD_LEASE_LABEL,
     Shard,
@@ -46,9 +45,10 @@ from .core.shards import (
     parse_claim,
     unrenewed_past_duration,
 )
-from .health import Standby, serve_json
-from .kube_json import ApiError, KubeApi
-from .ratelimit import HubGate
+from sandbox_operator.hub.gate import HubGate
+from sandbox_operator.k8s.transport import ApiError, KubeApi
+from sandbox_operator.observability import metrics
+from sandbox_operator.observability.health import Standby, serve_json
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ back, and the refusals and re-reads crowd the gate. So a session takes a turn be
 its request (and its deadline), and the turns in flight are what the gate sends in half a deadline.
 
 While the Hub's window runs low, a create waits for a turn until the window resets: the calls left
-are what observation and deletions need until then (ratelimit.py), and a create sent now would be
+are what observation and deletions need until then (hub/gate.py), and a create sent now would be
 paced behind them anyway.
 
 It also remembers whose duplicates this process sent: a create record on a session it sent none for
@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from .config import OperatorConfig
+from sandbox_operator.config.settings import OperatorConfig
 
 #: How often a create waiting for the Hub's window to have room looks again.
 ROOM_RECHECK = 0.5

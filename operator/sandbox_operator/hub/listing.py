@@ -29,9 +29,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .core.model import SpaceView
-from .core.reads import CheckedHealth, read_still_serves
-from .hub import HubError, Listing
+from sandbox_operator.core.model import SpaceView
+from sandbox_operator.core.reads import CheckedHealth, read_still_serves
+from sandbox_operator.hub.client import HubError, Listing
 
 log = logging.getLogger(__name__)
 

@@ -48,15 +48,22 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from . import api, metrics
-from .config import OperatorConfig
-from .core import lifecycle
-from .core import pool as core
-from .core.conditions import READY, Reason
-from .core.creation import creation_refusal
-from .core.model import FailureKind, HealthResult, Observation, Plan, Session, connection_secret_name
-from .hub import HubError, SpaceExistsError
-from .kube import (
+from sandbox_operator.api import session as api
+from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core import lifecycle
+from sandbox_operator.core import pool as core
+from sandbox_operator.core.conditions import READY, Reason
+from sandbox_operator.core.creation import creation_refusal
+from sandbox_operator.core.model import (
+    FailureKind,
+    HealthResult,
+    Observation,
+    Plan,
+    Session,
+    connection_secret_name,
+)
+from sandbox_operator.hub.client import HubError, SpaceExistsError
+from sandbox_operator.k8s.client import (
     KEY_HUB_TOKEN,
     KEY_SANDBOX_URL,
     KEY_SPACE_ID,
@@ -67,10 +74,11 @@ from .kube import (
     owned_secret,
     status_patch,
 )
-from .kube_json import ApiError, KubeApi
+from sandbox_operator.k8s.transport import ApiError, KubeApi
+from sandbox_operator.observability import metrics
 
 if TYPE_CHECKING:
-    from .controller import Runtime
+    from sandbox_operator.sessions.controller import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from huggingface_hub import HfApi
 
-from .config import OperatorConfig, RunSettings
-from .core.model import FailureKind
-from .hub import classify
-from .kube import resolve_cluster_id
-from .lease import LeaseSettings, default_identity, installed_namespace
+from sandbox_operator.config.settings import OperatorConfig, RunSettings
+from sandbox_operator.core.model import FailureKind
+from sandbox_operator.hub.client import classify
+from sandbox_operator.k8s.client import resolve_cluster_id
+from sandbox_operator.k8s.lease import LeaseSettings, default_identity, installed_namespace
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import yaml
 from click.shell_completion import CompletionItem
 
 if TYPE_CHECKING:  # the commands import it (and the Kubernetes client) when they run, not the operator
-    from .approvals_command import Caller
+    from sandbox_operator.approver.approvals import Caller
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUTS = click.Choice(["json", "yaml", "wide"])
 
 
 def _caller(params: dict[str, Any]) -> Caller:
-    from .approvals_command import Caller
+    from sandbox_operator.approver.approvals import Caller
 
     return Caller(
         kubeconfig=params.get("kubeconfig"),
@@ -38,7 +38,7 @@ def _caller(params: dict[str, Any]) -> Caller:
 
 def _complete_session(ctx: click.Context, _: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Session names in the namespace given so far, those waiting for an approver first."""
-    from .approvals_command import connect, kubeconfig_namespace, list_sessions
+    from sandbox_operator.approver.approvals import connect, kubeconfig_namespace, list_sessions
 
     caller = _caller(ctx.params)
     try:
@@ -94,7 +94,7 @@ def _dump(obj: Any, output: str) -> None:
 )
 def approvals(all_namespaces: bool, output: str | None, **params: Any) -> None:
     """List sessions waiting for an approver: flavor, price per hour, who asked, how long it waits."""
-    from .approvals_command import (
+    from sandbox_operator.approver.approvals import (
         CommandError,
         NamespacesHidden,
         connect,
@@ -168,9 +168,14 @@ def approve(
     **params: Any,
 ) -> None:
     """Approve paid hardware for SESSION as yourself (approvedBy is your Kubernetes username)."""
-    from .approvals_command import CommandError, connect, kubeconfig_namespace, parse_duration
-    from .approve_command import ApprovalRequest, priced
-    from .approve_command import approve as write_approval
+    from sandbox_operator.approver.approvals import (
+        CommandError,
+        connect,
+        kubeconfig_namespace,
+        parse_duration,
+    )
+    from sandbox_operator.approver.approve import ApprovalRequest, priced
+    from sandbox_operator.approver.approve import approve as write_approval
 
     caller = _caller(params)
     try:
@@ -205,8 +210,8 @@ def approve(
 def deny(session: str, output: str | None, reason: str, hardware: str | None, **params: Any) -> None:
     """Deny the paid hardware SESSION requests, as yourself; it stays on free hardware and does not ask
     again until spec.hardware names another flavor."""
-    from .approvals_command import CommandError, DenialRequest, connect, kubeconfig_namespace
-    from .approvals_command import deny as write_denial
+    from sandbox_operator.approver.approvals import CommandError, DenialRequest, connect, kubeconfig_namespace
+    from sandbox_operator.approver.approvals import deny as write_denial
 
     caller = _caller(params)
     try:

@@ -1,0 +1,1 @@
+"""Kinds and the CRD generated from them."""

@@ -1,0 +1,1 @@
+"""The approver's commands: `approvals`, `approve`, `deny` (also the kubectl plugin)."""

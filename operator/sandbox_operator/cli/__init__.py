@@ -1,0 +1,1 @@
+"""The `sandbox-operator` command."""

@@ -1,0 +1,1 @@
+"""Health and metrics: liveness that means progress, Prometheus metrics."""

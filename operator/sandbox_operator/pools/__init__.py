@@ -1,0 +1,1 @@
+"""The I/O shell of AgentSessionPools: the pool's loop, its finalizer, and claims."""
