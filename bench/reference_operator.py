@@ -27,7 +27,7 @@ import kopf
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 
 POLL_SECONDS: Final = 5.0
 #: Stages after which polling is pointless (the handler fails and kopf retries it).

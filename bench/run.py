@@ -40,7 +40,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from bench import stats
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.client import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_TOKEN

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import owner_allowed
 from sandbox_operator.hub.client import HubClient, HubError, ListedSpace, Ownership

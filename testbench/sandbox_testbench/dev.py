@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.api.crd import render_crd, render_pool_crd
 from sandbox_operator.config.settings import DEFAULT_OPERATOR_NAMESPACE
 

@@ -28,7 +28,7 @@ from helm_chart import (
     rbac_objects,
 )
 
-from sandbox_operator.api.session import GROUP, PLURAL, Hardware
+from sandbox_operator.api import GROUP, PLURAL, Hardware
 
 EXISTING_SECRET = merged(
     REQUIRED_VALUES,

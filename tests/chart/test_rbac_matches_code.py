@@ -23,7 +23,7 @@ from helm_chart import (
     rbac_objects,
 )
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 
 PACKAGE = REPO / "operator" / "sandbox_operator"
 KOPF_PERMISSIONS = {

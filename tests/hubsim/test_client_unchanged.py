@@ -15,7 +15,7 @@ import warnings
 from huggingface_hub import HfApi, SpaceHardware, SpaceInfo, SpaceRuntime, SpaceVariable
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from sandbox_operator.api.session import SANDBOX_TOKEN_SECRET
+from sandbox_operator.api import SANDBOX_TOKEN_SECRET
 from sandbox_operator.core.model import MARKER_CLUSTER_ID, MARKER_SESSION_UID
 from sandbox_operator.hub import client as operator_hub
 from sandbox_testbench.hubsim import HubSimAdmin

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import ControlPlane, ControlPlaneError, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.api.crd import UNOBSERVED_STATUS
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from tests.support import wait_for

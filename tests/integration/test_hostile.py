@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 import pytest
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.api.crd import build_crd
 from sandbox_operator.k8s.client import KEY_HUB_TOKEN
 from sandbox_testbench.controlplane import ControlPlane, Kubectl

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.k8s.transport import COMPONENT
 from sandbox_testbench.controlplane import Kubectl
 from tests.support import wait_for

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.transport import ApiError

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.hub.client import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin

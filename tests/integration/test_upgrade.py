@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api.session import parse_rfc3339
+from sandbox_operator.api import parse_rfc3339
 from sandbox_operator.config.settings import LEGACY_CLUSTER_ID
 from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.model import MARKER_CLUSTER_ID

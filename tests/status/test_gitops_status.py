@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from tests.support.docs import fenced, table
 from tests.support.gitops import FLUX_KUSTOMIZATION, REPO, Reading, read
 from tests.support.stages import pool_objects, served, session_objects

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.model import HealthResult, Observation, Session, SpaceView
 

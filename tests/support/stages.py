@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from sandbox_operator.api import session as api
-from sandbox_operator.api.session import AgentSessionPoolStatus, AgentSessionStatus
+from sandbox_operator import api
+from sandbox_operator.api import AgentSessionPoolStatus, AgentSessionStatus
 from sandbox_operator.core import pool as pools
 from sandbox_operator.core.conditions import rfc3339
 from sandbox_operator.core.lifecycle import decide

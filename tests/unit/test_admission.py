@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import creation_refusal
 from sandbox_operator.core.lifecycle import decide

@@ -9,8 +9,8 @@ import pytest
 from huggingface_hub import SpaceHardware
 from pydantic import ValidationError
 
+from sandbox_operator.api import AgentSessionSpec, Hardware
 from sandbox_operator.api.crd import build_crd, build_pool_crd, render_crd, render_pool_crd
-from sandbox_operator.api.session import AgentSessionSpec, Hardware
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +95,7 @@ def test_kopfs_copy_of_an_object_keeps_only_what_the_operator_reads() -> None:
     kopf keeps for the session's loop (its live body, a view of the event's object) loses them."""
     import kopf
 
-    from sandbox_operator.api.session import keep_only_what_is_read
+    from sandbox_operator.api import keep_only_what_is_read
 
     blob = "x" * 250_000
     raw: dict[str, Any] = {

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api.session import MAX_RECEIPTS, AgentSessionStatus
+from sandbox_operator.api import MAX_RECEIPTS, AgentSessionStatus
 from sandbox_operator.core.approvals import approval_record, fingerprint
 from sandbox_operator.core.conditions import EventNote, rfc3339
 from sandbox_operator.core.lifecycle import decide

@@ -9,7 +9,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-from sandbox_operator.api.session import AgentSessionStatus
+from sandbox_operator.api import AgentSessionStatus
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
 from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Plan, RecordIntent, SpaceView

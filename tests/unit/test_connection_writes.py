@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.k8s.client import MANAGED_BY, ConnectionSecretConflict, KubeClient
 from sandbox_operator.k8s.transport import ApiError, KubeApi
 

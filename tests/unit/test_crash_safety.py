@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sandbox_operator.api.session import Phase
+from sandbox_operator.api import Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_failure
 from sandbox_operator.core.lifecycle import decide, decide_deletion

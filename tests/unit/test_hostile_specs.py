@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sandbox_operator.api import session as api
-from sandbox_operator.api.crd import build_crd, build_pool_crd
-from sandbox_operator.api.session import (
+from sandbox_operator import api
+from sandbox_operator.api import (
     EARLIEST,
     LATEST,
     MAX_DURATION_SECONDS,
@@ -26,6 +25,7 @@ from sandbox_operator.api.session import (
     read_spec,
     shifted,
 )
+from sandbox_operator.api.crd import build_crd, build_pool_crd
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.lifecycle import decide, decide_failure

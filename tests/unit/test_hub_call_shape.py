@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from sandbox_operator.api.session import AgentSessionStatus
+from sandbox_operator.api import AgentSessionStatus
 from sandbox_operator.core.creation import create_record, duplicate_may_land, space_unrequested
 from sandbox_operator.core.model import CreateSpace
 from sandbox_operator.hub.client import classify
@@ -69,7 +69,7 @@ def test_a_pass_before_the_watch_delivered_the_last_status_write_decides_on_that
     body is what counts."""
     import kopf
 
-    from sandbox_operator.api.session import AgentSessionStatus
+    from sandbox_operator.api import AgentSessionStatus
 
     raw = {
         "metadata": {"name": "s", "namespace": "team", "uid": "u", "generation": 1, "resourceVersion": "5"},

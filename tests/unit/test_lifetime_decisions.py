@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionSpec, Phase
+from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import EXPIRING, Reason, Severity, rfc3339
 from sandbox_operator.core.lifecycle import decide

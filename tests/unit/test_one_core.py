@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, Phase
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, Severity
 from sandbox_operator.core.lifecycle import decide, decide_failure

@@ -8,7 +8,7 @@ import asyncio
 import copy
 from typing import Any
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import Reason

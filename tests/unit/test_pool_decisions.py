@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,
     AgentSessionSpec,

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.client import Listing
 from sandbox_operator.hub.listing import FleetObserver

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import itertools
 
+from sandbox_operator import api
 from sandbox_operator.api import crd
-from sandbox_operator.api import session as api
 from sandbox_operator.core import pool as core
 from tests.support.core import CONFIG, NOW
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionStatus, Condition
+from sandbox_operator.api import AgentSessionStatus, Condition
 from sandbox_operator.core import pool as pools
 from sandbox_operator.core.conditions import (
     BUDGET_EXHAUSTED,

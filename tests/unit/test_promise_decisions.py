@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionStatus, Phase
+from sandbox_operator.api import AgentSessionStatus, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_record, duplicate_window_end
 from sandbox_operator.core.lifecycle import decide, decide_deletion, decide_failure, waiting_delay

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_batch_observation import Hub, observer
 
-from sandbox_operator.api.session import AgentSessionSpec
+from sandbox_operator.api import AgentSessionSpec
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marker_known
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver

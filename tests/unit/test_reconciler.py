@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox_operator.api.session import Phase
+from sandbox_operator.api import Phase
 from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
 from sandbox_operator.core.model import (
     CreateSpace,

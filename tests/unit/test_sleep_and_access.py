@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionSpec, Phase
+from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.core.conditions import AGENT_ACCESS
 from sandbox_operator.core.lifecycle import NO_EDGE_TOKEN, decide
 from sandbox_operator.core.model import (

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.hub.client import ListedSpace, Ownership
 from sandbox_operator.sweeper import Sweeper, Verdict

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api.session import AgentSessionSpec
+from sandbox_operator.api import AgentSessionSpec
 from sandbox_operator.config.settings import LEGACY_CLUSTER_ID
 from sandbox_operator.core.approvals import INHERITED_NOTE, fingerprint
 from sandbox_operator.core.conditions import Reason, rfc3339

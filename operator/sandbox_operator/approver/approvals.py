@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 
 
 class CommandError(Exception):

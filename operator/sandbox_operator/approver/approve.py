@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.approver.approvals import (
     CommandError,
     Identity,

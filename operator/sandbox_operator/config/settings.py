@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     MAX_APPROVAL_BUDGET_USD,
     MAX_APPROVAL_USD_PER_HOUR,
     MAX_DURATION_SECONDS,

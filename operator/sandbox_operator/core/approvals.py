@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     MAX_RECEIPTS,
     AgentSessionSpec,
     AgentSessionStatus,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sandbox_operator.api.session import AgentSessionStatus, Condition
+from sandbox_operator.api import AgentSessionStatus, Condition
 
 # Condition types.
 READY = "Ready"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, parse_rfc3339
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason
 from sandbox_operator.core.model import CreateSpace, FailureKind, HubFailure, Observation, previous_cluster

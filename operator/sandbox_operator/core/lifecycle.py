@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     AgentSessionStatus,
     DeletionPolicy,
     Hardware,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     AgentSessionSpec,
     AgentSessionStatus,
     PausedBy,

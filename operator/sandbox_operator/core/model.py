@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sandbox_operator.api.session import AgentSessionSpec, AgentSessionStatus, Condition
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Condition
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import READY, EventNote, Reason
 from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sandbox_operator.api.session import AgentSessionSpec, Hardware, Spend, parse_rfc3339
+from sandbox_operator.api import AgentSessionSpec, Hardware, Spend, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.model import UNBILLED_STAGES, SpaceView

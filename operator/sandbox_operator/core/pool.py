@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sandbox_operator.api.session import (
+from sandbox_operator.api import (
     POOL_LABEL,
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,

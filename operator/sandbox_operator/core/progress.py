@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sandbox_operator.api.session import AgentSessionPoolStatus, AgentSessionStatus, Condition, Phase
+from sandbox_operator.api import AgentSessionPoolStatus, AgentSessionStatus, Condition, Phase
 from sandbox_operator.core.conditions import (
     BUDGET_EXHAUSTED,
     HARDWARE_APPROVED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sandbox_operator.api.session import AgentSessionSpec, DeletionPolicy
+from sandbox_operator.api import AgentSessionSpec, DeletionPolicy
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.lifetime import pause_after
 from sandbox_operator.core.model import HealthResult, Session, SpaceView, own_cluster, space_id_for

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sandbox_operator.api.session import parse_rfc3339
+from sandbox_operator.api import parse_rfc3339
 
 #: Annotation on a shard's Lease: the namespaces its leader serves, sorted and comma-separated,
 #: or ALL_NAMESPACES for a deployment that watches the whole cluster.

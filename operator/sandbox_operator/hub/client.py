@@ -37,7 +37,7 @@ from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import hf_request_event_hook
 from huggingface_hub.utils._pagination import paginate
 
-from sandbox_operator.api.session import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
+from sandbox_operator.api import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.model import (
     MARKER_CLUSTER_ID,

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 
 POLICY_NAME = "sandbox-operator-approval"
 #: Where the policy is shipped on its own, for clusters that run the operator without the chart.

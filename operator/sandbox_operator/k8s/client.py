@@ -13,8 +13,8 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_operator.api import session as api
-from sandbox_operator.api.session import SpaceSecretSource
+from sandbox_operator import api
+from sandbox_operator.api import SpaceSecretSource
 from sandbox_operator.k8s import admission as policy
 from sandbox_operator.k8s.admission import ApproverQuestion
 from sandbox_operator.k8s.transport import COMPONENT, ApiError, KubeApi, Page

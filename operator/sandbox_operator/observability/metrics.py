@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from sandbox_operator.api.session import parse_rfc3339
+from sandbox_operator.api import parse_rfc3339
 from sandbox_operator.core.conditions import BUDGET_EXHAUSTED, STALLED
 
 _PREFIX = "sandbox_operator"

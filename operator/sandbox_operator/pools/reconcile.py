@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core import pool as core

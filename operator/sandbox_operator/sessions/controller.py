@@ -29,7 +29,7 @@ import uvloop
 # The type of kopf.operator's `identity`, which kopf does not re-export (its own CLI builds it so).
 from kopf._core.engines.peering import Identity as KopfIdentity
 
-from sandbox_operator.api import session as api
+from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig, RunSettings
 from sandbox_operator.config.startup import lease_settings, own_identity, resolve_config
 from sandbox_operator.core import creation, lifecycle, lifetime, model, money, reads
