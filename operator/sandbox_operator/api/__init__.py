@@ -167,9 +167,6 @@ from sandbox_operator.api.meta import (
     keep_only_what_is_read as keep_only_what_is_read,
 )
 from sandbox_operator.api.pool import (
-    AgentSessionPool as AgentSessionPool,
-)
-from sandbox_operator.api.pool import (
     AgentSessionPoolSpec as AgentSessionPoolSpec,
 )
 from sandbox_operator.api.pool import (
@@ -186,9 +183,6 @@ from sandbox_operator.api.pool import (
 )
 from sandbox_operator.api.pool import (
     read_pool_spec as read_pool_spec,
-)
-from sandbox_operator.api.session import (
-    AgentSession as AgentSession,
 )
 from sandbox_operator.api.session import (
     AgentSessionSpec as AgentSessionSpec,

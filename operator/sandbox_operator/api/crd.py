@@ -132,27 +132,36 @@ def _spec_schema() -> dict[str, Any]:
     return schema
 
 
-def build_crd() -> dict[str, Any]:
-    """The whole AgentSession CustomResourceDefinition object."""
-    status = _unobserved_by_default(_status_schema())
-    status["description"] = "Observed state of the session, written by the operator."
-    root: dict[str, Any] = {
+def _object_schema(description: str, spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """A kind's top-level schema: type meta, metadata, spec and status."""
+    return {
         "type": "object",
-        "description": "A sandbox for one AI-agent session: a Hugging Face Space owned by this object.",
+        "description": description,
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": _spec_schema(),
+            "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": "self.metadata.name.size() <= 63",
-                "message": "metadata.name must be at most 63 characters (it names the connection Secret)",
-            }
-        ],
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The whole AgentSession CustomResourceDefinition object."""
+    status = _unobserved_by_default(_status_schema())
+    status["description"] = "Observed state of the session, written by the operator."
+    root = _object_schema(
+        "A sandbox for one AI-agent session: a Hugging Face Space owned by this object.",
+        _spec_schema(),
+        status,
+    )
+    root["x-kubernetes-validations"] = [
+        {
+            "rule": "self.metadata.name.size() <= 63",
+            "message": "metadata.name must be at most 63 characters (it names the connection Secret)",
+        }
+    ]
     root["properties"]["spec"]["default"] = {}
     names = (api.KIND, api.PLURAL, api.SINGULAR, api.SHORT_NAMES)
     return _crd(names, root, {"status": {}}, PRINTER_COLUMNS)
@@ -165,17 +174,9 @@ def build_pool_crd() -> dict[str, Any]:
     spec["default"] = {}
     status = _unobserved_by_default(_status_schema(api.AgentSessionPoolStatus))
     status["description"] = "Observed state of the pool, written by the operator."
-    root: dict[str, Any] = {
-        "type": "object",
-        "description": "A warm pool of Spaces built ahead, each handed to one AgentSession naming the pool.",
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
-    }
+    root = _object_schema(
+        "A warm pool of Spaces built ahead, each handed to one AgentSession naming the pool.", spec, status
+    )
     scale = {
         "specReplicasPath": ".spec.replicas",
         "statusReplicasPath": ".status.replicas",

@@ -162,6 +162,14 @@ class SpaceSecretSource(ApiModel):
     )
 
 
+def space_secrets_field(description: str) -> Any:
+    """The `secrets` field a session and a pool share: Space secrets read from Secrets in the object's
+    namespace, one per name (the API server refuses a repeated name)."""
+    return Field(
+        default_factory=list, description=description, max_length=64, json_schema_extra=list_map("name")
+    )
+
+
 #: Shortest sleep time a session may ask for: shorter would put a sandbox to sleep between an agent's
 #: steps (every wake-up restarts the app).
 MIN_SLEEP_TIME_SECONDS = 60

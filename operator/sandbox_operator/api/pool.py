@@ -21,8 +21,9 @@ from sandbox_operator.api.fields import (
     SpaceSecretSource,
     list_map,
     read_fields,
+    space_secrets_field,
 )
-from sandbox_operator.api.meta import API_VERSION, POOL_KIND, POOL_LABEL
+from sandbox_operator.api.meta import POOL_LABEL
 from sandbox_operator.api.session import immutable
 
 
@@ -94,12 +95,9 @@ class AgentSessionPoolSpec(ApiModel):
     template: RepoId | None = Field(
         default=None, description="Space to duplicate, as 'namespace/name'. Empty: the default template."
     )
-    secrets: list[SpaceSecretSource] = Field(
-        default_factory=list,
-        description="Space secrets every pooled Space gets, one per name, read from Secrets in the pool's "
-        "namespace (checked by the same admission policy as a session's spec.secrets).",
-        max_length=64,
-        json_schema_extra=list_map("name"),
+    secrets: list[SpaceSecretSource] = space_secrets_field(
+        "Space secrets every pooled Space gets, one per name, read from Secrets in the pool's "
+        "namespace (checked by the same admission policy as a session's spec.secrets)."
     )
     sleep_time_seconds: SleepSeconds | None = Field(
         default=None,
@@ -131,13 +129,3 @@ class AgentSessionPoolStatus(ApiModel):
         description="Latest observations of the pool.",
         json_schema_extra=list_map("type"),
     )
-
-
-class AgentSessionPool(ApiModel):
-    """A parsed AgentSessionPool object, as the operator reads it."""
-
-    api_version: str = Field(default=API_VERSION, alias="apiVersion")
-    kind: str = POOL_KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: AgentSessionPoolSpec = Field(default_factory=AgentSessionPoolSpec)
-    status: AgentSessionPoolStatus = Field(default_factory=AgentSessionPoolStatus)

@@ -28,11 +28,9 @@ from sandbox_operator.api.fields import (
     SleepSeconds,
     SpaceSecretSource,
     Timestamp,
-    list_map,
     read_fields,
+    space_secrets_field,
 )
-from sandbox_operator.api.meta import API_VERSION, KIND
-from sandbox_operator.api.session_status import AgentSessionStatus
 
 _APPROVAL_RULES: list[JsonValue] = [
     {
@@ -239,12 +237,8 @@ class AgentSessionSpec(ApiModel):
         ),
     )
     private: bool = Field(default=True, description="Whether the Space is private to its owner.")
-    secrets: list[SpaceSecretSource] = Field(
-        default_factory=list,
-        description="Extra Space secrets, one per name, read from Secrets in the session's namespace at "
-        "Space creation.",
-        max_length=64,
-        json_schema_extra=list_map("name"),
+    secrets: list[SpaceSecretSource] = space_secrets_field(
+        "Extra Space secrets, one per name, read from Secrets in the session's namespace at Space creation."
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
@@ -326,13 +320,3 @@ def read_spec(raw: Mapping[str, Any]) -> tuple[AgentSessionSpec, str | None]:
     what parses on its own is kept, the rest defaults, so the finalizer still knows the owner and the
     deletionPolicy; the operator acts on nothing else of it."""
     return read_fields(AgentSessionSpec, raw)
-
-
-class AgentSession(ApiModel):
-    """A parsed AgentSession object, as the operator reads it."""
-
-    api_version: str = Field(default=API_VERSION, alias="apiVersion")
-    kind: str = KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: AgentSessionSpec = Field(default_factory=AgentSessionSpec)
-    status: AgentSessionStatus = Field(default_factory=AgentSessionStatus)
