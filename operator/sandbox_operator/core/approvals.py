@@ -39,7 +39,7 @@ from sandbox_operator.core.conditions import (
 )
 from sandbox_operator.core.model import Session, SpaceView
 from sandbox_operator.core.money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
-from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
+from sandbox_operator.core.prices import FALLBACK_USD_PER_HOUR
 
 #: Said of an approval inherited from 0.1.0 that this version's review of its approver does not confirm.
 INHERITED_NOTE = (

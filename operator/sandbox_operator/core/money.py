@@ -11,8 +11,8 @@ from datetime import datetime
 from sandbox_operator.api import AgentSessionSpec, Hardware, Spend, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, rfc3339
+from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import UNBILLED_STAGES, SpaceView
-from sandbox_operator.k8s.admission import HOW_TO_FIX
 
 
 def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:
