@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sandbox_operator.api import DeletionPolicy, Phase
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.core import approvals
+from sandbox_operator.core import receipts
 from sandbox_operator.core.conditions import READY, EventNote, Reason, condition_of, rfc3339
 from sandbox_operator.core.creation import duplicate_window_end, space_may_be_hidden, space_may_exist
 from sandbox_operator.core.draft import Draft, hub_failure_delay, record_failure
@@ -80,7 +80,7 @@ DeletionStep = Callable[[Deleting], Plan | None]
 
 def record_receipt(gone: Deleting) -> Plan | None:
     """What paid hardware cost goes into status before the Space (and the session) go."""
-    receipt = approvals.close_for_deletion(gone.draft.status, gone.draft.now)
+    receipt = receipts.close_for_deletion(gone.draft.status, gone.draft.now)
     if receipt is None:
         return None
     message = f"recording what {gone.space_id} cost"
@@ -236,7 +236,7 @@ def decide_deletion(
     draft.status.phase = Phase.DELETING
     if draft.status.paid_period is None:  # the Space is not read: its hardware as last recorded
         held = session.status.hardware.current if session.status.hardware else None
-        draft.status.paid_period = approvals.inherited_period(session.status, held, config)
+        draft.status.paid_period = receipts.inherited_period(session.status, held, config)
     gone = Deleting(draft, observed, config, jitter, deletion_space_id(session, config))
     for step in DELETION_STEPS:
         plan = step(gone)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sandbox_operator.api import AgentSessionStatus, HardwareStatus, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.core import approvals
+from sandbox_operator.core import receipts
 from sandbox_operator.core.conditions import READY, EventNote, Reason, condition_of, rfc3339, set_condition
 from sandbox_operator.core.model import FailureKind, HubFailure, RequestHardware, Session
 from sandbox_operator.core.money import HardwareVerdict, free_flavor, is_free
@@ -99,12 +99,12 @@ def give_up_paid(
     hand): the request, and the receipt of the paid stretch in progress. `record`: the status says
     the free flavor was requested (it is written only once it was)."""
     status = draft.status
-    held = approvals.held_flavor(status)
+    held = receipts.held_flavor(status)
     if status.space_id is None or held is None or is_free(held, config):
         return None
     current = status.hardware.current if status.hardware is not None else None
     free = free_flavor(current, config)
-    receipt = approvals.close_now(status, ended_by, draft.now)
+    receipt = receipts.close_now(status, ended_by, draft.now)
     draft.notes += [receipt] if receipt is not None else []
     if record:
         status.hardware = HardwareStatus(current=current, requested=free)

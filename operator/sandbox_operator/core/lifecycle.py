@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sandbox_operator.api import Hardware, Phase
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.core import approvals, lifetime
+from sandbox_operator.core import approvals, lifetime, receipts
 from sandbox_operator.core.conditions import (
     AGENT_ACCESS,
     BUDGET_EXHAUSTED,
@@ -143,7 +143,7 @@ def _judged(session: Session, observed: Observation, config: OperatorConfig, now
         c for c in draft.status.conditions if not (c.type == STALLED and c.reason == Reason.SPEC_INVALID)
     ]
     if draft.status.paid_period is None and observed.space is not None:
-        draft.status.paid_period = approvals.inherited_period(
+        draft.status.paid_period = receipts.inherited_period(
             session.status, observed.space.current_hardware, config
         )
     _money(draft, observed, config)

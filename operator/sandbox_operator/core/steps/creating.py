@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sandbox_operator.api import Phase
-from sandbox_operator.core import approvals
+from sandbox_operator.core import receipts
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.creation import creation_refusal, duplicate_may_land, duplicate_window_end
 from sandbox_operator.core.draft import give_up_paid, hub_failure_delay
@@ -67,12 +67,12 @@ def hub_failure(given: Given) -> Decision | None:
     delay = given.fail(failure.kind.reason, failure.message, hub_failure_delay(failure, config))
     spec = draft.session.spec
     target = target_hardware(spec, None, config, draft.verdict, draft.exhausted)
-    held = approvals.held_flavor(draft.status)
+    held = receipts.held_flavor(draft.status)
     if held is None or is_free(held, config) or held == target:
         return None, delay
     period = draft.status.paid_period
     ended = (
-        approvals.ending_reason(period, spec, draft.verdict, draft.exhausted, config)
+        receipts.ending_reason(period, spec, draft.verdict, draft.exhausted, config)
         if period is not None
         else ""
     )
