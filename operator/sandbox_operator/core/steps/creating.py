@@ -32,10 +32,7 @@ def refuse_before_intent(given: Given) -> Decision | None:
 
 def connection_secret_conflict(given: Given) -> Decision | None:
     """A Secret of the connection Secret's name that this session does not own: nothing is written over it."""
-    conflict = given.observed.connection_conflict
-    if conflict is None:
-        return None
-    return None, given.fail(Reason.CONNECTION_SECRET_CONFLICT, conflict)
+    return given.fail_on(Reason.CONNECTION_SECRET_CONFLICT, given.observed.connection_conflict)
 
 
 def record_intent(given: Given) -> Decision | None:
@@ -94,10 +91,7 @@ def await_duplicate_landing(given: Given) -> Decision | None:
 
 def secrets_missing(given: Given) -> Decision | None:
     """A `spec.secrets` reference that does not resolve: no Space is created without it."""
-    problem = given.observed.secrets_problem
-    if problem is None:
-        return None
-    return None, given.fail(Reason.SECRET_NOT_FOUND, problem)
+    return given.fail_on(Reason.SECRET_NOT_FOUND, given.observed.secrets_problem)
 
 
 def record_intent_again(given: Given) -> Decision | None:

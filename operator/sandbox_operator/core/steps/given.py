@@ -52,6 +52,10 @@ class Given:
         self.draft.status.phase = Phase.FAILED
         return record_failure(self.draft, reason, message, self.config, self.jitter, minimum)
 
+    def fail_on(self, reason: Reason, problem: str | None) -> Decision | None:
+        """A failed try, no action, when there is a problem; passes when there is none."""
+        return None if problem is None else (None, self.fail(reason, problem))
+
 
 Step = Callable[[Given], Decision | None]
 #: A step about the Space the Hub shows.
