@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator testbench tests bench
 	$(BIN)/ruff format --check operator testbench tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: setup lint  ## the whole suite, integration tests included
 	$(BIN)/pytest

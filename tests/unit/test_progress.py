@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api import AgentSessionStatus, Condition
+from sandbox_operator.api import AgentSessionStatus, Condition, PooledSpace
 from sandbox_operator.core import pool as pools
 from sandbox_operator.core.conditions import (
     BUDGET_EXHAUSTED,
@@ -118,7 +118,7 @@ def test_ready_is_unknown_while_no_step_reported_on_the_session() -> None:
 
 
 def test_a_warm_claim_is_concluded_like_any_decision() -> None:
-    entry = pools.PooledSpace.model_validate(
+    entry = PooledSpace.model_validate(
         {"spaceId": "agents/ags-p1", "state": "Ready", "requestedTime": "2026-11-26T11:00:00Z"}
     )
     healthy = HealthResult(True, "200 OK", 200)

@@ -23,7 +23,7 @@ from sandbox_operator.approver.approvals import (
     get_session,
     patch_spec,
 )
-from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
+from sandbox_operator.core.prices import FALLBACK_USD_PER_HOUR
 
 
 @dataclass(frozen=True)

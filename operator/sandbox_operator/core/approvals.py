@@ -1,10 +1,11 @@
 """The approver's side of paid hardware: denials, approvals that expire, what waits for an approver,
-the soft budget warning, and receipts of what each stretch of paid hardware cost.
+and the soft budget warning.
 
 `judge_request` wraps `money.judge_hardware` (a denial of the requested flavor wins over any approval;
 an approval past its expiry no longer counts); `keep_books` brings the status facts that outlive a
 single decision up to date (the approval's expiry clock, the pending request, the paid stretch in
-progress and its receipt) and says which Events that posts. Pure: the controller gathers the inputs.
+progress and its receipt, `core/receipts.py`) and says which Events that posts. Pure: the controller
+gathers the inputs.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sandbox_operator.api import (
-    MAX_RECEIPTS,
     AgentSessionSpec,
     AgentSessionStatus,
     ApprovalRecord,
     PaidPeriod,
     PendingApproval,
-    Receipt,
-    Spend,
     parse_rfc3339,
     shifted,
 )
 from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.core import receipts
 from sandbox_operator.core.conditions import (
     BUDGET_WARNING,
     HARDWARE_APPROVED,
@@ -39,7 +38,6 @@ from sandbox_operator.core.conditions import (
 )
 from sandbox_operator.core.model import Session, SpaceView
 from sandbox_operator.core.money import HardwareVerdict, budget_exhausted, is_free, judge_hardware, usd
-from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
 
 #: Said of an approval inherited from 0.1.0 that this version's review of its approver does not confirm.
 INHERITED_NOTE = (
@@ -47,12 +45,6 @@ INHERITED_NOTE = (
     "this flavor until spec.approval or spec.hardware changes (re-approve with `sandbox-operator approve` "
     "to have the approver's groups checked)"
 )
-#: Why a receipt's stretch of paid hardware ended, when no verdict names it.
-ENDED_DOWNGRADED = "Downgraded"
-ENDED_HARDWARE_CHANGED = "HardwareChanged"
-ENDED_PAUSED = "Paused"
-ENDED_APPROVAL_WITHDRAWN = "ApprovalWithdrawn"
-ENDED_SESSION_DELETED = "SessionDeleted"
 
 
 def fingerprint(spec: AgentSessionSpec) -> str | None:
@@ -141,46 +133,6 @@ def inherited_record(
     assert digest is not None
     seen = parse_rfc3339(verdict.last_transition_time)
     return _record(spec, digest, config, seen, inherited=str(spec.hardware))
-
-
-def inherited_period(
-    status: AgentSessionStatus, current: str | None, config: OperatorConfig
-) -> PaidPeriod | None:
-    """The paid stretch in progress that a version without paid periods (0.1.0) left unrecorded, from
-    what its status holds; None for any status this version wrote (it opens the period in the write
-    that first shows paid hardware, and a closed one leaves a receipt).
-
-    That version accrued status.spend at the hourly price from its first observation on paid hardware:
-    spend over price, back from its last observation, is when the stretch began, if it was the only
-    one; an earlier stretch would make that too early, so never before the approval was acted on (the
-    HardwareApproved transition to True). The approver is the one that version recorded."""
-    spend = status.spend
-    recorded = status.hardware.current if status.hardware else None
-    if (
-        status.paid_period is not None
-        or status.receipts
-        or current is None
-        or is_free(current, config)
-        or recorded != current
-        or spend is None
-        or spend.last_observed_time is None
-        or spend.usd_per_hour <= 0
-    ):
-        return None
-    last = parse_rfc3339(spend.last_observed_time)
-    start = last - timedelta(hours=spend.estimated_usd / spend.usd_per_hour)
-    verdict = condition_of(status, HARDWARE_APPROVED)
-    if verdict is not None and (verdict.status, verdict.reason) == ("True", Reason.APPROVED):
-        start = max(start, parse_rfc3339(verdict.last_transition_time))
-    before = spend.usd_per_hour * (last - start).total_seconds() / 3600
-    return PaidPeriod.model_validate(
-        {
-            "hardware": current,
-            "approvedBy": status.approved_by,
-            "startTime": rfc3339(start),
-            "startUsd": round(max(0.0, spend.estimated_usd - before), 6),
-        }
-    )
 
 
 def _expires(record: ApprovalRecord | None) -> datetime | None:
@@ -285,72 +237,6 @@ class Books:
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
-def ending_reason(
-    period: PaidPeriod,
-    spec: AgentSessionSpec,
-    verdict: HardwareVerdict,
-    exhausted: bool,
-    config: OperatorConfig,
-) -> str:
-    """Why the paid stretch `period` ended, for its receipt."""
-    wanted = str(spec.hardware)
-    if is_free(wanted, config):
-        return ENDED_DOWNGRADED
-    if exhausted:
-        return str(Reason.BUDGET_SPENT)
-    if not verdict.approved and verdict.reason in (Reason.APPROVAL_EXPIRED, Reason.DENIED):
-        return str(verdict.reason)
-    if spec.paused:  # the Hub bills nothing while the Space is paused
-        return ENDED_PAUSED
-    if wanted != period.hardware or verdict.approved:  # another flavor, or the Hub moved it
-        return ENDED_HARDWARE_CHANGED
-    if spec.approval is None:
-        return ENDED_APPROVAL_WITHDRAWN
-    return str(verdict.reason)  # e.g. ApproverNotAuthorized: the approver's role was revoked
-
-
-def close_period(
-    status: AgentSessionStatus, prices: Mapping[str, float], ended_by: str, now: datetime
-) -> EventNote | None:
-    """End the paid stretch in progress: its receipt goes into status (the last MAX_RECEIPTS) and an
-    Event, so what it cost outlives the Space."""
-    period = status.paid_period
-    if period is None:
-        return None
-    spent = max(0.0, (status.spend.estimated_usd if status.spend else 0.0) - period.start_usd)
-    price = prices.get(period.hardware)
-    hours = spent / price if price else 0.0
-    receipt = Receipt.model_validate(
-        {
-            "hardware": period.hardware,
-            "approvedBy": period.approved_by,
-            "startTime": period.start_time,
-            "endTime": rfc3339(now),
-            "hours": round(hours, 4),
-            "estimatedUsd": round(spent, 6),
-            "endedBy": ended_by,
-        }
-    )
-    status.receipts = [*(status.receipts or []), receipt][-MAX_RECEIPTS:]
-    status.paid_period = None
-    by = period.approved_by or "nobody"
-    return EventNote(
-        Reason.HARDWARE_RECEIPT.severity,
-        Reason.HARDWARE_RECEIPT,
-        f"{period.hardware} approved by {by}: {hours:.2f} h billed, estimated {usd(spent)}, from "
-        f"{period.start_time} to {rfc3339(now)} ({ended_by})",
-    )
-
-
-def spend_until(spend: Spend | None, now: datetime) -> Spend | None:
-    """Spend brought up to `now` at the rate last observed (for a session whose Space is not observed)."""
-    if spend is None or spend.last_observed_time is None:
-        return spend
-    elapsed = max(0.0, (now - parse_rfc3339(spend.last_observed_time)).total_seconds())
-    total = round(spend.estimated_usd + spend.usd_per_hour * elapsed / 3600, 6)
-    return spend.model_copy(update={"estimated_usd": total, "last_observed_time": rfc3339(now, precise=True)})
-
-
 def keep_books(
     status: AgentSessionStatus,
     spec: AgentSessionSpec,
@@ -370,86 +256,66 @@ def keep_books(
         status.pending_approval, spec, verdict, prices, config, now
     )
     books.events += notes
+    if verdict.reason == Reason.APPROVED:
+        _notice_expiry(books, status, spec, config, now)
+    _warn_of_budget(status, spec, generation, now)
+    if space is not None:
 
-    record = status.approval
-    expires = _expires(record)
-    if record is not None and expires is not None and verdict.reason == Reason.APPROVED:
-        notice_at = shifted(expires, -config.approval_expiry_notice)
-        if record.notice_time is None and now >= notice_at:
-            status.approval = record.model_copy(update={"notice_time": rfc3339(now)})
-            books.events.append(
-                EventNote(
-                    Reason.APPROVAL_EXPIRING.severity,
-                    Reason.APPROVAL_EXPIRING,
-                    f"the approval of {spec.hardware} by {record.approved_by} expires at {rfc3339(expires)}; "
-                    "the Space then returns to free hardware unless an approver approves again",
-                )
-            )
-        elif record.notice_time is None:
-            books.wake_in((notice_at - now).total_seconds())
-        books.wake_in((expires - now).total_seconds())
+        def ended_by(period: PaidPeriod) -> str:
+            return receipts.ending_reason(period, spec, verdict, exhausted, config)
 
-    warn = spec.approval.warn_at_usd if spec.approval else None
-    if warn is None:
-        status.conditions = [c for c in status.conditions if c.type != BUDGET_WARNING]
-    else:
-        spent = status.spend.estimated_usd if status.spend else 0.0
-        budget = spec.approval.budget_usd if spec.approval else None
-        of = f" of the {usd(budget)} budget" if budget is not None else ""
-        reached = spent >= warn
-        status.conditions = set_condition(
-            status.conditions,
-            BUDGET_WARNING,
-            "True" if reached else "False",
-            Reason.BUDGET_NEARLY_SPENT if reached else Reason.BELOW_WARNING,
-            f"estimated spend {usd(spent)} {'reached' if reached else 'is below'} the warning at "
-            f"{usd(warn)}{of}",
-            generation,
-            now,
-        )
-
-    if space is None:
-        return books
-    current = space.current_hardware
-    paid_now = current is not None and not is_free(current, config)
-    period = status.paid_period
-    if period is not None and current != period.hardware:
-        note = close_period(status, prices, ending_reason(period, spec, verdict, exhausted, config), now)
-        books.events += [note] if note else []
-    if paid_now and status.paid_period is None:
-        status.paid_period = PaidPeriod.model_validate(
-            {
-                "hardware": current,
-                "approvedBy": status.approved_by,
-                "startTime": rfc3339(now),
-                "startUsd": status.spend.estimated_usd if status.spend else 0.0,
-            }
+        books.events += receipts.track_paid_period(
+            status, space.current_hardware, prices, config, now, ended_by
         )
     return books
 
 
-def close_now(status: AgentSessionStatus, ended_by: str, now: datetime) -> EventNote | None:
-    """End the paid stretch now, without a new look at the Space (the session is being deleted, or the
-    operator gives the hardware up after a failed pass): spend counted up to now at the last rate (its
-    hours at that rate too; the published price if it was asleep)."""
-    period = status.paid_period
-    if period is None:
-        return None
-    status.spend = spend_until(status.spend, now)
-    rate = status.spend.usd_per_hour if status.spend else 0.0
-    prices = {**FALLBACK_USD_PER_HOUR, **({period.hardware: rate} if rate > 0 else {})}
-    return close_period(status, prices, ended_by, now)
+def _notice_expiry(
+    books: Books, status: AgentSessionStatus, spec: AgentSessionSpec, config: OperatorConfig, now: datetime
+) -> None:
+    """An approval that expires is noticed once, `approval_expiry_notice` before it does (an Event);
+    the books wake for the notice and for the expiry."""
+    record = status.approval
+    expires = _expires(record)
+    if record is None or expires is None:
+        return
+    notice_at = shifted(expires, -config.approval_expiry_notice)
+    if record.notice_time is None and now >= notice_at:
+        status.approval = record.model_copy(update={"notice_time": rfc3339(now)})
+        books.events.append(
+            EventNote(
+                Reason.APPROVAL_EXPIRING.severity,
+                Reason.APPROVAL_EXPIRING,
+                f"the approval of {spec.hardware} by {record.approved_by} expires at {rfc3339(expires)}; "
+                "the Space then returns to free hardware unless an approver approves again",
+            )
+        )
+    elif record.notice_time is None:
+        books.wake_in((notice_at - now).total_seconds())
+    books.wake_in((expires - now).total_seconds())
 
 
-def close_for_deletion(status: AgentSessionStatus, now: datetime) -> EventNote | None:
-    """A session being deleted ends its paid stretch now."""
-    return close_now(status, ENDED_SESSION_DELETED, now)
-
-
-def held_flavor(status: AgentSessionStatus) -> str | None:
-    """The flavor the Space held when last observed: the one requested, else the one it ran on."""
-    hardware = status.hardware
-    return (hardware.requested or hardware.current) if hardware is not None else None
+def _warn_of_budget(
+    status: AgentSessionStatus, spec: AgentSessionSpec, generation: int, now: datetime
+) -> None:
+    """The BudgetWarning condition: whether estimated spend reached the approval's warning threshold."""
+    warn = spec.approval.warn_at_usd if spec.approval else None
+    if warn is None:
+        status.conditions = [c for c in status.conditions if c.type != BUDGET_WARNING]
+        return
+    spent = status.spend.estimated_usd if status.spend else 0.0
+    budget = spec.approval.budget_usd if spec.approval else None
+    of = f" of the {usd(budget)} budget" if budget is not None else ""
+    reached = spent >= warn
+    status.conditions = set_condition(
+        status.conditions,
+        BUDGET_WARNING,
+        "True" if reached else "False",
+        Reason.BUDGET_NEARLY_SPENT if reached else Reason.BELOW_WARNING,
+        f"estimated spend {usd(spent)} {'reached' if reached else 'is below'} the warning at {usd(warn)}{of}",
+        generation,
+        now,
+    )
 
 
 def approval_lapse(
@@ -459,16 +325,16 @@ def approval_lapse(
     for a pass that failed before it could ask the Hub or the API server (a receipt's endedBy); None
     while it holds free hardware, or the approval the operator last judged approved stands: the same
     one (its fingerprint), for that flavor, not expired, not denied, within its budget."""
-    held = held_flavor(status)
+    held = receipts.held_flavor(status)
     if held is None or is_free(held, config):
         return None
     wanted = str(spec.hardware)
     if is_free(wanted, config):
-        return ENDED_DOWNGRADED
+        return receipts.ENDED_DOWNGRADED
     if wanted != held:
-        return ENDED_HARDWARE_CHANGED
+        return receipts.ENDED_HARDWARE_CHANGED
     if spec.approval is None:
-        return ENDED_APPROVAL_WITHDRAWN
+        return receipts.ENDED_APPROVAL_WITHDRAWN
     if spec.denial is not None and str(spec.denial.hardware) == held:
         return str(Reason.DENIED)
     record = status.approval
@@ -478,6 +344,6 @@ def approval_lapse(
     expires = _expires(record)
     if expires is not None and now >= expires:
         return str(Reason.APPROVAL_EXPIRED)
-    if budget_exhausted(spec, spend_until(status.spend, now)):
+    if budget_exhausted(spec, receipts.spend_until(status.spend, now)):
         return str(Reason.BUDGET_SPENT)
     return None

@@ -11,8 +11,8 @@ from fnmatch import fnmatchcase
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason
+from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import CreateSpace, FailureKind, HubFailure, Observation, previous_cluster
-from sandbox_operator.k8s.admission import HOW_TO_FIX
 
 
 def _allowed(value: str, patterns: frozenset[str], default: str) -> bool:

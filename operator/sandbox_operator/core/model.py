@@ -13,7 +13,7 @@ from enum import StrEnum
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Condition
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import READY, EventNote, Reason
-from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR
+from sandbox_operator.core.prices import FALLBACK_USD_PER_HOUR
 
 # Hub stages, as huggingface_hub's SpaceStage names them.
 STARTING_STAGES = frozenset({"BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING"})

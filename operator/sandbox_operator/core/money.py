@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sandbox_operator.api import AgentSessionSpec, Hardware, Spend, parse_rfc3339
+from sandbox_operator.api import AgentSessionSpec, Approval, Hardware, Spend, parse_rfc3339
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import Reason, rfc3339
+from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import UNBILLED_STAGES, SpaceView
-from sandbox_operator.k8s.admission import HOW_TO_FIX
 
 
 def sleep_time_for(spec: AgentSessionSpec, config: OperatorConfig) -> int:
@@ -86,6 +86,23 @@ def judge_hardware(
             Reason.AWAITING_APPROVAL,
             f"{priced} is paid hardware; it is requested once an approver sets spec.approval",
         )
+    refusal = (
+        _not_covered(approval, wanted, price, priced)
+        or _over_limits(approval, price, priced, config)
+        or _not_trusted(approval, priced, config, policy_problem, approver_authorized)
+    )
+    if refusal is not None:
+        return refusal
+    reason = f": {approval.reason}" if approval.reason else ""
+    budget = f", budget {usd(approval.budget_usd)}" if approval.budget_usd is not None else ""
+    warning = f"; WARNING: {INSECURE_TRUST_WARNING}" if config.insecure_trust_approvals else ""
+    return HardwareVerdict(
+        True, Reason.APPROVED, f"{priced} approved by {approval.approved_by}{budget}{reason}{warning}"
+    )
+
+
+def _not_covered(approval: Approval, wanted: str, price: float | None, priced: str) -> HardwareVerdict | None:
+    """An approval covers the flavor it names, or one whose price its maxUsdPerHour covers."""
     if approval.hardware is not None and str(approval.hardware) != wanted:
         return HardwareVerdict(
             False,
@@ -93,14 +110,20 @@ def judge_hardware(
             f"the approval names {approval.hardware} but spec.hardware is {wanted}; an approval is for one "
             f"flavor: approve {wanted}, or set spec.hardware back to {approval.hardware}",
         )
-    if approval.hardware is None:
-        limit = approval.max_usd_per_hour or 0.0
-        if price is None or price > limit:
-            return HardwareVerdict(
-                False,
-                Reason.AWAITING_APPROVAL,
-                f"{priced} is above the approved maxUsdPerHour of {usd(limit)}; approve it by name",
-            )
+    limit = approval.max_usd_per_hour or 0.0
+    if approval.hardware is None and (price is None or price > limit):
+        return HardwareVerdict(
+            False,
+            Reason.AWAITING_APPROVAL,
+            f"{priced} is above the approved maxUsdPerHour of {usd(limit)}; approve it by name",
+        )
+    return None
+
+
+def _over_limits(
+    approval: Approval, price: float | None, priced: str, config: OperatorConfig
+) -> HardwareVerdict | None:
+    """The operator's own ceilings on an hourly price and on a budget bind every approval."""
     ceiling = config.max_usd_per_hour
     if ceiling is not None and ((price or 0.0) > ceiling or (approval.max_usd_per_hour or 0.0) > ceiling):
         return HardwareVerdict(
@@ -114,33 +137,38 @@ def judge_hardware(
             Reason.APPROVAL_EXCEEDS_LIMIT,
             f"this operator requires spec.approval.budgetUsd of at most {usd(config.max_budget_usd)}",
         )
-    insecure = config.insecure_trust_approvals
-    if policy_problem is not None and not insecure:
+    return None
+
+
+def _not_trusted(
+    approval: Approval,
+    priced: str,
+    config: OperatorConfig,
+    policy_problem: str | None,
+    approver_authorized: bool | None,
+) -> HardwareVerdict | None:
+    """An approval is trusted only while the policy is enforced and its approver's right is confirmed."""
+    if config.insecure_trust_approvals:
+        return None
+    if policy_problem is not None:
         return HardwareVerdict(
             False,
             Reason.APPROVAL_NOT_ENFORCED,
             f"{priced} is not requested: approvals cannot be trusted because {policy_problem}, so anyone "
             f"who may edit this session could have written spec.approval; {HOW_TO_FIX}",
         )
-    if approver_authorized is not True and not insecure:
-        scope = f"hardware/{approval.hardware}" if approval.hardware is not None else "every hardware flavor"
-        groups = f" (groups {', '.join(approval.approver_groups)})" if approval.approver_groups else ""
-        said = (
-            "was not confirmed yet" if approver_authorized is None else "was denied by a SubjectAccessReview"
-        )
-        return HardwareVerdict(
-            False,
-            Reason.APPROVER_NOT_AUTHORIZED,
-            f"{priced} is not requested: the approver {approval.approved_by}{groups} needs the verb "
-            f'"approve" on {scope} in this namespace, and that {said} (a revoked role, or rights held '
-            "through a group that spec.approval.approverGroups does not name); an approver must approve "
-            "again",
-        )
-    reason = f": {approval.reason}" if approval.reason else ""
-    budget = f", budget {usd(approval.budget_usd)}" if approval.budget_usd is not None else ""
-    warning = f"; WARNING: {INSECURE_TRUST_WARNING}" if insecure else ""
+    if approver_authorized is True:
+        return None
+    scope = f"hardware/{approval.hardware}" if approval.hardware is not None else "every hardware flavor"
+    groups = f" (groups {', '.join(approval.approver_groups)})" if approval.approver_groups else ""
+    said = "was not confirmed yet" if approver_authorized is None else "was denied by a SubjectAccessReview"
     return HardwareVerdict(
-        True, Reason.APPROVED, f"{priced} approved by {approval.approved_by}{budget}{reason}{warning}"
+        False,
+        Reason.APPROVER_NOT_AUTHORIZED,
+        f"{priced} is not requested: the approver {approval.approved_by}{groups} needs the verb "
+        f'"approve" on {scope} in this namespace, and that {said} (a revoked role, or rights held '
+        "through a group that spec.approval.approverGroups does not name); an approver must approve "
+        "again",
     )
 
 

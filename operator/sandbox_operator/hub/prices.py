@@ -1,7 +1,8 @@
-"""Hardware prices: the Hub's live catalog, cached, with a static fallback.
+"""Hardware prices: the Hub's live catalog, cached, with the static fallback of
+`core/prices.py`.
 
 Budgets and the price shown to approvers must not depend on the catalog being reachable at
-the moment, so a failed fetch falls back to the published prices below and is retried later.
+the moment, so a failed fetch falls back to the published prices and is retried later.
 """
 
 from __future__ import annotations
@@ -11,32 +12,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-log = logging.getLogger(__name__)
+from sandbox_operator.core.prices import FALLBACK_USD_PER_HOUR
 
-#: Published Spaces prices (USD per hour); used only when the live catalog cannot be read.
-FALLBACK_USD_PER_HOUR: dict[str, float] = {
-    "cpu-basic": 0.0,
-    "cpu-upgrade": 0.03,
-    "zero-a10g": 0.0,
-    "t4-small": 0.40,
-    "t4-medium": 0.60,
-    "l4x1": 0.80,
-    "l4x4": 3.80,
-    "l40sx1": 1.80,
-    "l40sx4": 8.30,
-    "l40sx8": 23.50,
-    "a10g-small": 1.00,
-    "a10g-large": 1.50,
-    "a10g-largex2": 3.00,
-    "a10g-largex4": 5.00,
-    "a100-large": 2.50,
-    "a100x4": 10.00,
-    "a100x8": 20.00,
-    "rtx-pro-6000": 2.50,
-    "rtx-pro-6000x2": 5.00,
-    "rtx-pro-6000x4": 10.00,
-    "rtx-pro-6000x8": 20.00,
-}
+log = logging.getLogger(__name__)
 
 _SECONDS_PER_UNIT = {"second": 1 / 3600, "minute": 1 / 60, "hour": 1.0, "day": 24.0}
 

@@ -19,16 +19,10 @@ from typing import Any
 import yaml
 
 from sandbox_operator import api
+from sandbox_operator.core.fixes import HOW_TO_FIX as HOW_TO_FIX
+from sandbox_operator.core.fixes import POLICY_FILE as POLICY_FILE
 
 POLICY_NAME = "sandbox-operator-approval"
-#: Where the policy is shipped on its own, for clusters that run the operator without the chart.
-POLICY_FILE = "deploy/approval-policy.yaml"
-#: How to install it: the chart, or the policy alone.
-HOW_TO_FIX = (
-    "install the Helm chart with approval.enabled=true, or the policy alone: "
-    f"`kubectl apply -f {POLICY_FILE}` "
-    "(the same as `sandbox-operator approval-policy | kubectl apply -f -`)"
-)
 
 #: Every Secret an AgentSession may name, one CEL list of names per line; `{o}` is the object.
 #: A new Secret reference in the spec is one more line here.
