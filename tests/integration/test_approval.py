@@ -19,7 +19,6 @@ from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
 
 from harness import (
-    REPO,
     OperatorProcess,
     condition,
     get_session,
@@ -399,10 +398,12 @@ def test_namespace_scoped_approver_works_as_documented(
     hub_admin: HubSimAdmin,
     operator: OperatorProcess,
     team: str,
+    pytestconfig: pytest.Config,
 ) -> None:
     """The RBAC lines of docs/approvals.md as written: carol may approve t4-small in team-a only."""
     kubectl("create", "namespace", "team-a")
-    commands = readme_block("kubectl create rolebinding carol-t4 -n team-a", REPO / "docs" / "approvals.md")
+    page = pytestconfig.rootpath / "docs" / "approvals.md"
+    commands = readme_block("kubectl create rolebinding carol-t4 -n team-a", page)
     try:
         for command in commands:
             run_shell(control_plane, command)
