@@ -49,7 +49,7 @@ bench: setup  ## SCENARIO=overhead|hub-shape N=<sessions> JSON=<file>: ours vs t
 soak: setup  ## MINUTES=<m> N=<sessions>: continuous spec patches; RSS slope, errors, watch stalls
 	$(BIN)/python -m bench.run --scenario soak --sessions $(N) --minutes $(MINUTES) --json $(JSON) $(BENCH_ARGS)
 
-image: $(STAMP)  ## the operator's image from the Dockerfile, with buildah (root; README "Deploy with Helm")
+image: $(STAMP)  ## the operator's image from the Dockerfile, with buildah (root; docs/operations.md)
 	PYTHON=$(BIN)/python bash hack/image.sh
 
 image-test: setup  ## build the image and run it as the chart does (runc): sessions, a leader hand-over

@@ -392,16 +392,18 @@ def test_rights_held_through_a_group_count_when_the_approval_names_it(
     assert session is not None and "gpu-approvers" in session["spec"]["approval"]["approverGroups"]
 
 
-def test_namespace_scoped_approver_works_as_the_readme_documents(
+def test_namespace_scoped_approver_works_as_documented(
     control_plane: ControlPlane,
     kubectl: Kubectl,
     hub_admin: HubSimAdmin,
     operator: OperatorProcess,
     team: str,
+    pytestconfig: pytest.Config,
 ) -> None:
-    """The README's RBAC lines as written: carol's RoleBinding lets her approve t4-small in team-a only."""
+    """The RBAC lines of docs/approvals.md as written: carol may approve t4-small in team-a only."""
     kubectl("create", "namespace", "team-a")
-    commands = readme_block("kubectl create rolebinding carol-t4 -n team-a")
+    page = pytestconfig.rootpath / "docs" / "approvals.md"
+    commands = readme_block("kubectl create rolebinding carol-t4 -n team-a", page)
     try:
         for command in commands:
             run_shell(control_plane, command)

@@ -1,8 +1,8 @@
 """The documents' shell blocks, run as a reader runs them: every ```sh block (and `$ ` transcript) of the
-README and docs/*.md, in order, as written, in `make dev`'s environment (the local control plane, the
-Hub emulator, the chart installed and the operator running with its ServiceAccount). A block a reader
-is not meant to run as it stands says so and why, `<!-- not run: why -->` on the line before it, so no
-block is skipped silently.
+README and docs/*.md, in reading order (DOCUMENTS), as written, in `make dev`'s environment (the local
+control plane, the Hub emulator, the chart installed and the operator running with its ServiceAccount). A
+block a reader is not meant to run as it stands says so and why, `<!-- not run: why -->` on the line
+before it, so no block is skipped silently.
 
 What a block shows is checked loosely, never its timing: `# → text` after a command (or on the comment
 lines below it) is what it prints, whitespace-insensitive with `...` for anything, re-run until it shows
@@ -31,7 +31,27 @@ from tests.support.docs import Command, ShellBlock, loosely_matches, shell_block
 
 from harness import REPO
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+#: The documents in reading order, the order their commands run in: a page that uses what another
+#: makes (a session, a namespace, a role) comes after it.
+DOCUMENTS = [
+    REPO / path
+    for path in (
+        "README.md",
+        "docs/reference.md",
+        "docs/status.md",
+        "docs/approvals.md",
+        "docs/pools-and-lifetimes.md",
+        "docs/security.md",
+        "docs/sharding.md",
+        "docs/operations.md",
+        "docs/correctness.md",
+        "docs/architecture.md",
+        "docs/development.md",
+        "docs/hub-fidelity.md",
+        "docs/performance.md",
+        "docs/memory.md",
+    )
+]
 #: Where the documents say `make dev` keeps its state (its env file is there).
 DEV_STATE = ".state/dev/"
 #: How long a command may take, and how long a shown output may take to show.
@@ -151,6 +171,12 @@ class Reader:
         printed = "\n".join(" ".join(row) for row in seen)
         assert shown, f"{where}: no row {awaited} in\n{printed}"
         assert seen[0] == header, f"{where}: columns {seen[0]}, the sample shows {header}"
+
+
+def test_every_page_has_its_place_in_the_reading_order() -> None:
+    """A page added to docs/ runs too: it is listed once, where its commands can run."""
+    pages = {REPO / "README.md", *(REPO / "docs").glob("*.md")}
+    assert sorted(DOCUMENTS) == sorted(pages)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)

@@ -90,6 +90,6 @@ def test_the_docs_show_the_shipped_flux_expressions_and_argo_cd_keys_of_both_kin
     assert all(key in fenced(docs, "sh", "argocd-cm") for key in keys)
 
 
-def test_the_readme_table_says_what_the_tools_say() -> None:
-    shown = {cells[0]: Reading(*cells[2:5]) for cells in table(REPO / "README.md", "| stage |")}
+def test_the_status_page_table_says_what_the_tools_say() -> None:
+    shown = {cells[0]: Reading(*cells[2:5]) for cells in table(REPO / "docs" / "status.md", "| stage |")}
     assert shown == SESSION_READINGS

@@ -139,7 +139,7 @@ kube-system namespace, whose UID is the default cluster id.
 {{- end }}
 
 {{/* The leader-election Lease, in the release namespace: one per release, so releases sharding a
-cluster never wait for each other's Lease. The README's release name gives the CLI's default. */}}
+cluster never wait for each other's Lease. The release name of docs/operations.md gives the CLI's default. */}}
 {{- define "sandbox-operator.leaseName" -}}
 {{- .Values.leaderElection.leaseName | default (include "sandbox-operator.fullname" .) }}
 {{- end }}
@@ -165,7 +165,7 @@ or none (""). */}}
 {{/*
 Leader election (sandbox_operator/k8s/lease.py): create the Lease, then read and renew only that one;
 list the other shards' Leases (found by label, in this namespace only), to notice a release whose
-namespaces overlap this one's (README, "Running several operators"). RBAC cannot restrict `create`
+namespaces overlap this one's (docs/sharding.md). RBAC cannot restrict `create`
 or `list` by name (the name is not known when they are authorized).
 */}}
 {{- define "sandbox-operator.leaderElectionRules" -}}
