@@ -19,8 +19,7 @@ import pytest
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     REPO,
     OperatorProcess,
     get_session,

@@ -17,8 +17,7 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     ADMIN_GROUP,
     OperatorProcess,
     condition,

@@ -7,8 +7,7 @@ import uuid
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
+from tests.support.harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
 
 
 def test_session_deleted_while_the_operator_is_down_is_cleaned_up_when_it_starts(

@@ -28,8 +28,7 @@ import pytest
 
 from sandbox_testbench.dev import dev_environment
 from tests.support.docs import Command, ShellBlock, loosely_matches, shell_blocks
-
-from harness import REPO
+from tests.support.harness import REPO
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Where the documents say `make dev` keeps its state (its env file is there).

@@ -15,8 +15,7 @@ from huggingface_hub import HfApi
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OPERATOR_TOKEN,
     OperatorProcess,
     get_session,

@@ -26,8 +26,7 @@ from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     ADMIN_GROUP,
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,

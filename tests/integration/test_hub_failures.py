@@ -9,8 +9,7 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OperatorProcess,
     get_session,
     session_manifest,

@@ -11,8 +11,7 @@ from sandbox_operator.core.conditions import rfc3339
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OWNER,
     OperatorProcess,
     condition,

@@ -17,8 +17,7 @@ import pytest
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     READ_TOKEN,
     OperatorProcess,
     get_session,

@@ -21,8 +21,7 @@ from sandbox_operator.pools.reconcile import PoolBook, read_pool, write_pool_sta
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     READ_TOKEN,
     TEMPLATE,
     OperatorProcess,

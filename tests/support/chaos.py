@@ -45,8 +45,7 @@ from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     ADMIN_GROUP,
     OPERATOR_TOKEN,
     OWNER,
