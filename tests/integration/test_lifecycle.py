@@ -62,7 +62,7 @@ def test_session_becomes_ready_on_a_private_cpu_basic_space(
 
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=alpha")
     reasons = {event["reason"] for event in events["items"]}
-    # Events only for what a user acts on (issue 11): progress (Provisioning, Creating) is in the conditions.
+    # Events only for what a user acts on: progress (Provisioning, Creating) is in the conditions.
     assert "SandboxReady" in reasons and not {"Provisioning", "Creating", "FreeHardware"} & reasons, reasons
 
     printed = kubectl("get", "ags", "alpha", "-n", namespace).stdout

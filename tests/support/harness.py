@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ from sandbox_testbench.hubsim import HubSimAdmin
 from sandbox_testbench.hubsim.views import sandbox_url_template
 from tests.support import wait_for
 from tests.support.docs import fenced
+from tests.support.kube import ApiError, api_reader, namespaced_path
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"
@@ -43,6 +45,8 @@ TEMPLATE = "templates/agent-sandbox"
 #: The admin kubeconfig's group, through which it may approve any flavor (named in approverGroups,
 #: so the operator's SubjectAccessReview sees it).
 ADMIN_GROUP = "system:masters"
+#: Seconds between the Hub polls of a starting session, in every operator the tests start.
+POLL_INTERVAL = 0.2
 T = TypeVar("T")
 
 
@@ -114,7 +118,7 @@ class OperatorProcess:
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,
             "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": TEMPLATE,
-            "SANDBOX_OPERATOR_POLL_INTERVAL": "0.2",
+            "SANDBOX_OPERATOR_POLL_INTERVAL": str(POLL_INTERVAL),
             # Sessions read their Spaces from a listing of the owner's Spaces made this often.
             "SANDBOX_OPERATOR_OBSERVE_INTERVAL": "1",
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
@@ -302,10 +306,13 @@ def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
 
 
 def get_session(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kubectl("get", "ags", name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
+    """The session as `kubectl` may read it, or None: not there, not readable, or no API server."""
+    try:
+        session: dict[str, Any] | None = api_reader(kubectl).get(
+            namespaced_path(api.API_VERSION, api.PLURAL, namespace, name)
+        )
+    except (ApiError, OSError, http.client.HTTPException):
         return None
-    session: dict[str, Any] = json.loads(result.stdout)
     return session
 
 

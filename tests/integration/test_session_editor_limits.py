@@ -41,6 +41,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 EDITOR_ROLE = "sandbox-operator-session-editor"
 
@@ -366,11 +367,6 @@ def older_crd(control_plane: ControlPlane, kubectl: Kubectl) -> Iterator[None]:
         yield
     finally:
         install_crd(control_plane)
-
-
-def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return list(found["items"])
 
 
 def on_hardware(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
 from tests.support.harness import (
     ADMIN_GROUP,
+    POLL_INTERVAL,
     OperatorProcess,
     condition,
     fresh_duplicates_hidden,
@@ -29,14 +30,10 @@ from tests.support.harness import (
     wait_duplicate_sent,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 #: A Hub user of the emulator that is neither the owner nor in an org that owns the Spaces.
 OUTSIDER_TOKEN = "hf_test_outsider"
-
-
-def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return list(found["items"])
 
 
 def patch(kubectl: Kubectl, name: str, namespace: str, body: dict[str, Any]) -> None:
@@ -60,9 +57,6 @@ def hardware_calls(hub_admin: HubSimAdmin, space_id: str) -> list[str | None]:
     return [c["flavor"] for c in hub_admin.calls() if c["route"] == "hardware" and space_id in c["path"]]
 
 
-# Item 3 ----------------------------------------------------------------------------------------
-
-
 @pytest.mark.usefixtures("approval_policy")
 def test_an_orphaned_space_is_kept_on_free_hardware_and_released(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
@@ -82,9 +76,6 @@ def test_an_orphaned_space_is_kept_on_free_hardware_and_released(
     )
     events = events_of(kubectl, "kept", namespace)
     assert any(e["reason"] == "FreeingHardware" for e in events)
-
-
-# Item 4 ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("approval_policy")
@@ -121,9 +112,6 @@ def test_a_removed_approval_downgrades_whatever_the_stage(
     assert "t4-small" not in hardware_calls(hub_admin, space_id)
 
 
-# Item 7 ----------------------------------------------------------------------------------------
-
-
 def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -146,9 +134,6 @@ def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
     assert session["status"].get("duplicateRequestedTime")
     waited = [e for e in events_of(kubectl, "racy", namespace) if e["reason"] == "WaitingForHub"]
     assert waited and "does not show it yet" in waited[0]["message"]
-
-
-# Item 8 ----------------------------------------------------------------------------------------
 
 
 def test_not_found_without_access_to_the_owner_keeps_the_finalizer(
@@ -187,9 +172,6 @@ def test_not_found_without_access_to_the_owner_keeps_the_finalizer(
     assert spaces_of(hub_admin, uid) == []
 
 
-# Item 9 ----------------------------------------------------------------------------------------
-
-
 def test_a_session_whose_health_keeps_failing_polls_the_hub_less_and_less(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -199,16 +181,28 @@ def test_a_session_whose_health_keeps_failing_polls_the_hub_less_and_less(
     failing = wait_condition_reason(kubectl, "sick", namespace, "Ready", "HealthCheckFailing")
     space_id = get_session(kubectl, "sick", namespace)["status"]["spaceId"]  # type: ignore[index]
     assert failing["status"] == "False"
-    time.sleep(15)
-    polls = [c for c in hub_admin.calls() if c["route"] == "space_info" and c["path"].endswith(space_id)]
-    # At the 0.2 s poll interval 15 s would take about 75 polls; the backoff takes about 20.
-    assert len(polls) < 35, len(polls)
-    print(f"health backoff: {len(polls)} space_info polls of a session unhealthy for 15s")
+
+    def thinned_out() -> list[float] | None:
+        """When the session's polls were, once two of them are five poll intervals apart."""
+        polls = [
+            c["monotonic"]
+            for c in hub_admin.calls()
+            if c["route"] == "space_info" and c["path"].endswith(space_id)
+        ]
+        return (
+            polls if any(later - earlier >= 5 * POLL_INTERVAL for earlier, later in pairwise(polls)) else None
+        )
+
+    # At a fixed interval the polls would stay POLL_INTERVAL apart as long as the session is unhealthy;
+    # the backoff spaces them by a share of the time it has not been Ready.
+    polls = wait_for(thinned_out, 60, "the health polls to thin out", interval=0.5)
+    at_fixed_interval = (polls[-1] - polls[0]) / POLL_INTERVAL
+    assert len(polls) < at_fixed_interval / 2, (len(polls), at_fixed_interval)
+    print(
+        f"health backoff: {len(polls)} space_info polls where a fixed interval makes {at_fixed_interval:.0f}"
+    )
     hub_admin.clear_faults()
     wait_ready(kubectl, "sick", namespace)
-
-
-# Item 11 ---------------------------------------------------------------------------------------
 
 
 def test_a_secret_that_is_not_text_is_a_condition_not_a_crash_loop(
@@ -264,7 +258,7 @@ def test_a_token_the_sandbox_rejects_is_rotated_once_not_in_a_loop(
     assert any(e["reason"] == "RotatingToken" for e in events_of(kubectl, "rejected", namespace))
 
 
-# Issue 9: a fresh private Space is not visible at once ---------------------------------------
+# A fresh private Space is not visible at once -------------------------------------------------
 
 
 def test_a_401_right_after_the_duplicate_is_waited_out_not_reported(

@@ -1,4 +1,4 @@
-"""The approver's day, end to end (issue 13): real API server, RBAC and admission policy, the Hub
+"""The approver's day, end to end: real API server, RBAC and admission policy, the Hub
 emulator, the operator as a process, and the kubectl plugin run by kubectl itself as `--as` users
 bound to the shipped roles."""
 
