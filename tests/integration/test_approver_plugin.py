@@ -28,6 +28,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 #: Seconds before an approval's expiry at which the test operator announces it.
 NOTICE = 60
@@ -75,8 +76,7 @@ def sandbox(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProc
 
 
 def events(kubectl: Kubectl, name: str, namespace: str, reason: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return [e for e in found["items"] if e["reason"] == reason]
+    return [e for e in events_of(kubectl, name, namespace) if e["reason"] == reason]
 
 
 def moment(value: str) -> float:

@@ -17,6 +17,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 #: Hub calls the operator has in flight at once (OperatorConfig.hub_concurrency): when the first
 #: 429 is answered, at most this many others can already be on their way.
@@ -31,8 +32,7 @@ def hub_api_calls(admin: HubSimAdmin) -> list[dict[str, Any]]:
 
 
 def reasons_of_events(kubectl: Kubectl, name: str, namespace: str) -> set[str]:
-    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return {event["reason"] for event in events["items"]}
+    return {event["reason"] for event in events_of(kubectl, name, namespace)}
 
 
 def parse_time(value: str) -> datetime:

@@ -31,11 +31,14 @@ from tests.support.harness import (
     session_manifest,
     wait_ready,
 )
+from tests.support.kube import api_reader, namespaced_path
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kubectl("get", "agsp", name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+    pool: dict[str, Any] | None = api_reader(kubectl).get(
+        namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace, name)
+    )
+    return pool
 
 
 def wait_pool_ready(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -182,25 +181,20 @@ def test_a_session_whose_health_keeps_failing_polls_the_hub_less_and_less(
     space_id = get_session(kubectl, "sick", namespace)["status"]["spaceId"]  # type: ignore[index]
     assert failing["status"] == "False"
 
-    def thinned_out() -> list[float] | None:
-        """When the session's polls were, once two of them are five poll intervals apart."""
-        polls = [
-            c["monotonic"]
-            for c in hub_admin.calls()
-            if c["route"] == "space_info" and c["path"].endswith(space_id)
-        ]
-        return (
-            polls if any(later - earlier >= 5 * POLL_INTERVAL for earlier, later in pairwise(polls)) else None
-        )
+    hub_admin.clear_calls()
 
-    # At a fixed interval the polls would stay POLL_INTERVAL apart as long as the session is unhealthy;
-    # the backoff spaces them by a share of the time it has not been Ready.
-    polls = wait_for(thinned_out, 60, "the health polls to thin out", interval=0.5)
-    at_fixed_interval = (polls[-1] - polls[0]) / POLL_INTERVAL
+    def after_listings() -> list[dict[str, Any]] | None:
+        """The Hub's calls, once the operator has listed the owner's Spaces five times more."""
+        calls = hub_admin.calls()
+        return calls if sum(c["route"] == "list_spaces" for c in calls) >= 5 else None
+
+    calls = wait_for(after_listings, 60, "five listings of the owner's Spaces", interval=0.5)
+    polls = [c for c in calls if c["route"] == "space_info" and c["path"].endswith(space_id)]
+    at_fixed_interval = (calls[-1]["monotonic"] - calls[0]["monotonic"]) / POLL_INTERVAL
+    # At a fixed poll interval the session would ask for its Space all along; the backoff (and the
+    # listing) make it less than half as often.
     assert len(polls) < at_fixed_interval / 2, (len(polls), at_fixed_interval)
-    print(
-        f"health backoff: {len(polls)} space_info polls where a fixed interval makes {at_fixed_interval:.0f}"
-    )
+    print(f"health backoff: {len(polls)} space_info polls, {at_fixed_interval:.0f} at a fixed interval")
     hub_admin.clear_faults()
     wait_ready(kubectl, "sick", namespace)
 
