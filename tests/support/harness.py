@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import itertools
 import json
@@ -226,20 +227,23 @@ def replacing(shared: OperatorProcess, log_dir: Path, **env: str) -> Iterator[Op
         shared.start()
 
 
+#: The chart's admission policy and its binding, as `helm install` names them.
+APPROVAL_POLICY = "sandbox-operator-approval"
+#: The chart whose policy each control plane (by API server URL) enforces, as installed here.
+_policies_installed: dict[str, Path] = {}
+
+
 def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
     """The chart's admission policy and approver roles, exactly as `helm install` renders them, once
     the API server enforces them. Sessions whose approvals the operator should act on need this.
-    `chart`: another release's chart (the upgrade test installs the previous release's)."""
-    rendered = subprocess.run(
-        [
-            str(plane.bin_dir / "helm"), "template", "sandbox-operator", str(chart),
-            "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
-            "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
-        ],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    `chart`: another release's chart (the upgrade test installs the previous release's).
+
+    A fast no-op when this chart's policy is in place already (many tests ask for it)."""
     kubectl = plane.kubectl()
-    kubectl("apply", "-f", "-", stdin=rendered)
+    binding = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{APPROVAL_POLICY}"
+    if _policies_installed.get(plane.server_url) == chart and api_reader(kubectl).get(binding) is not None:
+        return
+    kubectl("apply", "-f", "-", stdin=_approval_policy_manifests(plane.bin_dir / "helm", chart))
     # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
     probe = f"policy-probe-{uuid.uuid4().hex[:6]}"
     kubectl("apply", "-f", "-", stdin=session_manifest(probe, "default", hardware="t4-small"))
@@ -253,12 +257,27 @@ def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
 
     wait_for(enforced, 30, "the approval policy to be enforced")
     kubectl("delete", "ags", probe, "--wait=false")
+    _policies_installed[plane.server_url] = chart
+
+
+@functools.cache
+def _approval_policy_manifests(helm: Path, chart: Path) -> str:
+    """The chart's approval policy and approver roles as `helm template` renders them."""
+    return subprocess.run(
+        [
+            str(helm), "template", "sandbox-operator", str(chart),
+            "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
+            "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
 
 
 def remove_approval_policy(plane: ControlPlane) -> None:
     """Delete the policy (roles stay), as on a cluster where only the CRD was installed."""
+    _policies_installed.pop(plane.server_url, None)
     plane.kubectl()(
-        "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "sandbox-operator-approval",
+        "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", APPROVAL_POLICY,
         "--ignore-not-found",
     )  # fmt: skip
 
