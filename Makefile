@@ -30,8 +30,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator testbench tests bench
 	$(BIN)/mypy
 
-test: setup lint  ## the whole suite, integration tests included
-	$(BIN)/pytest
+# Workers: the integration tests mostly wait on the operator, the API server and the Hub emulator, so
+# more workers than cores pay off. Each worker starts its own shared control plane, Hub emulator and
+# operator when a test first needs them; a test file stays in one worker (--dist loadfile), so module
+# fixtures, e.g. a control plane of the module's own, start once.
+TEST_WORKERS ?= 4
+
+test: setup lint  ## the whole suite, integration tests included; TEST_WORKERS=<n> parallel workers
+	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=20
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/hubsim tests/bench
