@@ -31,8 +31,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup lint  ## the whole suite, integration tests included
-	$(BIN)/pytest
+# Workers: the integration tests mostly wait on the operator, the API server and the Hub emulator, so
+# more workers than cores pay off. Each worker starts its own shared control plane, Hub emulator and
+# operator when a test first needs them; a test file stays in one worker (--dist loadfile), so module
+# fixtures, e.g. a control plane of the module's own, start once.
+TEST_WORKERS ?= 4
+
+test: setup lint  ## the whole suite, integration tests included; TEST_WORKERS=<n> parallel workers
+	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=20
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/hubsim tests/bench

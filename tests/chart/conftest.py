@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helm_chart import Helm, built_tool
+
+from tests.support.helm_chart import Helm, built_tool
 
 
 @pytest.fixture(scope="session")

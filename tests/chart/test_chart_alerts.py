@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_chart import REQUIRED_VALUES, Helm, merged, one
 from prometheus_client.metrics import MetricWrapperBase
 
 from sandbox_operator.observability import metrics
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, merged, one
 
 ALERTS = merged(REQUIRED_VALUES, {"metrics": {"enabled": True, "prometheusRule": {"enabled": True}}})
 #: The job label of the release "so" as the chart's ServiceMonitor scrapes it: the rules' default selector.

@@ -6,10 +6,19 @@ import base64
 from typing import Any
 
 import yaml
-from helm_chart import CHART, REQUIRED_VALUES, Helm, by_kind, container_env, merged, one, permissions
 
 from sandbox_operator.config.settings import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE, OperatorConfig
 from sandbox_operator.k8s.lease import LeaseSettings
+from tests.support.helm_chart import (
+    CHART,
+    REQUIRED_VALUES,
+    Helm,
+    by_kind,
+    container_env,
+    merged,
+    one,
+    permissions,
+)
 
 
 def env(objects: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helm_chart import REQUIRED_VALUES, Helm, container_env, merged, one
 
 from sandbox_operator.cli.main import run
 from sandbox_operator.config.settings import OperatorConfig, OptionSpec, RunSettings, options_of
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, container_env, merged, one
 
 OPTIONS: list[OptionSpec] = options_of(OperatorConfig) + options_of(RunSettings)
 # Read by libraries, not by the `run` command.

@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from helm_chart import (
+
+from sandbox_operator.api import GROUP, PLURAL, Hardware
+from tests.support.helm_chart import (
     CHART,
     CI_VALUES,
     CLUSTER_READ_PERMISSIONS,
@@ -27,8 +29,6 @@ from helm_chart import (
     permissions,
     rbac_objects,
 )
-
-from sandbox_operator.api import GROUP, PLURAL, Hardware
 
 EXISTING_SECRET = merged(
     REQUIRED_VALUES,

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helm_chart import CHART, CI_VALUES, Helm
+
+from tests.support.helm_chart import CHART, CI_VALUES, Helm
 
 #: kube-score's grade of a CRITICAL finding.
 CRITICAL = 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helm_chart import REQUIRED_VALUES, Helm, container_env, merged, one, rbac_objects
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, container_env, merged, one, rbac_objects
 
 NAMESPACE = "sandbox-operator"
 SHARDS: dict[str, dict[str, Any]] = {

@@ -8,7 +8,8 @@ import tomllib
 
 import yaml
 from dockerfile_parse import DockerfileParser
-from helm_chart import CHART, REPO, copied_sources, dockerfile_stages, instruction_values
+
+from tests.support.helm_chart import CHART, REPO, copied_sources, dockerfile_stages, instruction_values
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helm_chart import REQUIRED_VALUES, Helm, merged, one
 
 from sandbox_testbench.container import (
     SERVICE_ACCOUNT_MOUNT,
@@ -17,6 +16,7 @@ from sandbox_testbench.container import (
     quantity,
     runtime_spec,
 )
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, merged, one
 
 #: The Dockerfile's runtime configuration, as buildah reports it.
 IMAGE = Image(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from helm_chart import (
+from sandbox_operator import api
+from tests.support.helm_chart import (
     CLUSTER_READ_PERMISSIONS,
     LEADER_ELECTION_PERMISSIONS,
     OPERATOR_PERMISSIONS,
@@ -22,8 +23,6 @@ from helm_chart import (
     permissions,
     rbac_objects,
 )
-
-from sandbox_operator import api
 
 PACKAGE = REPO / "operator" / "sandbox_operator"
 KOPF_PERMISSIONS = {

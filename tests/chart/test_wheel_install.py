@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helm_chart import REPO, copied_sources, dockerfile_stages
 
 from sandbox_operator.cli.main import main as operator
 from sandbox_testbench.cli import main as bench_command
+from tests.support.helm_chart import REPO, copied_sources, dockerfile_stages
 
 # Installing the dependencies from PyPI into a fresh venv takes a while on a cold cache.
 TIMEOUT = 900.0

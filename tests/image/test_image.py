@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
-from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlsplit, urlunsplit
@@ -39,11 +37,8 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import get_session, running_control_plane, session_manifest, spaces_of, wait_ready
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from helm_chart import container_env
+from tests.support.harness import get_session, running_control_plane, session_manifest, spaces_of, wait_ready
+from tests.support.helm_chart import container_env
 
 Timed = Callable[[str], AbstractContextManager[None]]
 

@@ -16,9 +16,7 @@ from sandbox_operator.core.shards import SHARD_LEASE_LABEL
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
-from tests.support.kube import wait_for_service_account
-
-from harness import (
+from tests.support.harness import (
     OPERATOR_TOKEN,
     OWNER,
     READ_TOKEN,
@@ -30,6 +28,7 @@ from harness import (
     install_read_token,
     running_control_plane,
 )
+from tests.support.kube import wait_for_service_account
 
 HERE = Path(__file__).parent
 _LOG_SIZES_AT_START = pytest.StashKey[dict[Path, int]]()

@@ -17,8 +17,7 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OperatorProcess,
     condition,
     get_session,

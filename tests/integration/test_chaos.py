@@ -1,4 +1,4 @@
-"""A short chaos run in the suite; `hack/chaos.py` runs the long one (see chaos.py).
+"""A short chaos run in the suite; `hack/chaos.py` runs the long one (see tests/support/chaos.py).
 
 The suite runs a fixed list of seeds, so a failure in CI replays exactly (`CHAOS_SEED=<seed>` runs
 one seed only); the long run draws a new seed each time and prints it for replay.
@@ -12,9 +12,8 @@ import pytest
 
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
-
-from chaos import ChaosConfig, run_chaos
-from harness import OperatorProcess
+from tests.support.chaos import ChaosConfig, run_chaos
+from tests.support.harness import OperatorProcess
 
 #: The schedules the suite replays on every run.
 SEEDS = (7, 424242)

@@ -10,24 +10,17 @@ what the operator's pod would be allowed, not what impersonation suggests.
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
-from tests.support.kube import wait_for_service_account
-
-from harness import running_control_plane
-
-# The chart helpers live with the chart tests; only tests/ and tests/integration are on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from helm_chart import (
+from tests.support.harness import running_control_plane
+from tests.support.helm_chart import (
     CHART,
     CI_VALUES,
     CLUSTER_READ_PERMISSIONS,
@@ -42,6 +35,7 @@ from helm_chart import (
     pod_from_deployment,
     service_account_kubectl,
 )
+from tests.support.kube import wait_for_service_account
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

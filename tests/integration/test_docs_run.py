@@ -28,8 +28,7 @@ import pytest
 
 from sandbox_testbench.dev import dev_environment
 from tests.support.docs import Command, ShellBlock, loosely_matches, shell_blocks
-
-from harness import REPO
+from tests.support.harness import REPO
 
 #: The documents in reading order, the order their commands run in: a page that uses what another
 #: makes (a session, a namespace, a role) comes after it.

@@ -9,8 +9,7 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OperatorProcess,
     get_session,
     session_manifest,
@@ -18,6 +17,7 @@ from harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 #: Hub calls the operator has in flight at once (OperatorConfig.hub_concurrency): when the first
 #: 429 is answered, at most this many others can already be on their way.
@@ -32,8 +32,7 @@ def hub_api_calls(admin: HubSimAdmin) -> list[dict[str, Any]]:
 
 
 def reasons_of_events(kubectl: Kubectl, name: str, namespace: str) -> set[str]:
-    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return {event["reason"] for event in events["items"]}
+    return {event["reason"] for event in events_of(kubectl, name, namespace)}
 
 
 def parse_time(value: str) -> datetime:

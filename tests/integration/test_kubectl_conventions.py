@@ -14,8 +14,7 @@ from sandbox_operator import api
 from sandbox_operator.k8s.transport import COMPONENT
 from sandbox_testbench.controlplane import Kubectl
 from tests.support import wait_for
-
-from harness import TEMPLATE, OperatorProcess, pool_manifest, session_manifest, wait_ready
+from tests.support.harness import TEMPLATE, OperatorProcess, pool_manifest, session_manifest, wait_ready
 
 #: The field manager of `kubectl apply` (client-side), as a user creates a session.
 KUBECTL_APPLY = "kubectl-client-side-apply"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -13,8 +12,7 @@ from sandbox_operator.config.settings import DEFAULT_LEASE_NAME, DEFAULT_OPERATO
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     SECOND_OPERATOR,
     SECOND_OPERATOR_TOKEN,
     OperatorProcess,
@@ -23,9 +21,7 @@ from harness import (
     session_manifest,
     wait_ready,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from helm_chart import REQUIRED_VALUES, Helm, container_env, one
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, container_env, one
 
 LEASE = ("lease", DEFAULT_LEASE_NAME, "-n", "default")
 

@@ -11,8 +11,7 @@ from sandbox_operator.core.conditions import rfc3339
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OWNER,
     OperatorProcess,
     condition,
@@ -24,10 +23,11 @@ from harness import (
     wait_duplicate_sent,
     wait_ready,
 )
+from tests.support.kube import api_reader, namespaced_path
 
 
 def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
-    secret = kubectl.json("get", "secret", name, "-n", namespace)
+    secret = api_reader(kubectl).get(namespaced_path("v1", "secrets", namespace, name))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
@@ -63,7 +63,7 @@ def test_session_becomes_ready_on_a_private_cpu_basic_space(
 
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=alpha")
     reasons = {event["reason"] for event in events["items"]}
-    # Events only for what a user acts on (issue 11): progress (Provisioning, Creating) is in the conditions.
+    # Events only for what a user acts on: progress (Provisioning, Creating) is in the conditions.
     assert "SandboxReady" in reasons and not {"Provisioning", "Creating", "FreeHardware"} & reasons, reasons
 
     printed = kubectl("get", "ags", "alpha", "-n", namespace).stdout

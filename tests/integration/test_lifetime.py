@@ -17,8 +17,7 @@ import pytest
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     READ_TOKEN,
     OperatorProcess,
     get_session,
@@ -27,6 +26,7 @@ from harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import api_reader, events_of, namespaced_path
 
 #: An approver of every flavor, in every namespace (the chart's role), for the paid pause test.
 APPROVER = "lifetime-approver"
@@ -37,14 +37,8 @@ def parse_time(value: str) -> datetime:
 
 
 def connection(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
-    secret = kubectl.json("get", "secret", f"{name}-sandbox", "-n", namespace)
+    secret = api_reader(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-
-
-def events(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    items: list[dict[str, Any]] = found["items"]
-    return items
 
 
 def event_time(event: dict[str, Any]) -> datetime:
@@ -77,7 +71,7 @@ def test_an_expired_session_is_deleted_on_time_with_a_warning_before(
     assert (deleted - expires).total_seconds() > -1.0, "deleted before its expiry"
     assert (deleted - expires).total_seconds() < 10.0, "deleted late"
     assert spaces_of(hub_admin, uid) == []  # the finalizer deleted the Space (deletionPolicy Delete)
-    notes = {event["reason"]: event for event in events(kubectl, "brief", namespace)}
+    notes = {event["reason"]: event for event in events_of(kubectl, "brief", namespace)}
     assert notes["LifetimeEnding"]["type"] == "Warning"
     assert notes["LifetimeExpired"]["type"] == "Normal"
     assert event_time(notes["LifetimeEnding"]) <= event_time(notes["LifetimeExpired"]) <= deleted
@@ -118,7 +112,7 @@ def test_a_paused_space_is_paused_at_the_hub_bills_nothing_and_resumes_to_ready(
     status = (get_session(kubectl, "gpu", namespace) or {})["status"]
     assert status["phase"] == "Paused" and status["pausedBy"] == "User"
     assert status["spend"]["usdPerHour"] == 0
-    events_seen = {(e["reason"], e["type"]) for e in events(kubectl, "gpu", namespace)}
+    events_seen = {(e["reason"], e["type"]) for e in events_of(kubectl, "gpu", namespace)}
     assert ("Paused", "Normal") in events_seen
     published = connection(kubectl, "gpu", namespace)
     assert published["pausedSince"] == status["pausedSince"]
@@ -174,7 +168,7 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
     deleted = gone(kubectl, "quiet", namespace, 60)
     assert (deleted - paused_since).total_seconds() > 5.0, "deleted before its retention ended"
     assert spaces_of(hub_admin, uid) == []
-    reasons = {event["reason"] for event in events(kubectl, "quiet", namespace)}
+    reasons = {event["reason"] for event in events_of(kubectl, "quiet", namespace)}
     assert {"IdlePaused", "RetentionEnding", "RetentionExpired"} <= reasons
 
 
@@ -193,5 +187,5 @@ def test_an_expiry_typed_before_the_creation_is_refused_not_obeyed(
     assert session is not None and not spaces_of(hub_admin, session["metadata"]["uid"])
     stalled = next(c for c in session["status"]["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "SpecInvalid")
-    reasons = [event["reason"] for event in events(kubectl, "typo", namespace)]
+    reasons = [event["reason"] for event in events_of(kubectl, "typo", namespace)]
     assert "SpaceDeleted" not in reasons and "LifetimeExpired" not in reasons

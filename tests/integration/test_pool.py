@@ -21,8 +21,7 @@ from sandbox_operator.pools.reconcile import PoolBook, read_pool, write_pool_sta
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     READ_TOKEN,
     TEMPLATE,
     OperatorProcess,
@@ -32,11 +31,14 @@ from harness import (
     session_manifest,
     wait_ready,
 )
+from tests.support.kube import api_reader, namespaced_path
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kubectl("get", "agsp", name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+    pool: dict[str, Any] | None = api_reader(kubectl).get(
+        namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace, name)
+    )
+    return pool
 
 
 def wait_pool_ready(

@@ -20,8 +20,7 @@ from sandbox_operator.core.shards import ALL_NAMESPACES, SERVED_NAMESPACES_ANNOT
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OWNER,
     SECOND_OPERATOR,
     SECOND_OPERATOR_TOKEN,

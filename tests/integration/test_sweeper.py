@@ -18,8 +18,7 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import OWNER, OperatorProcess, get_session, session_manifest, wait_ready
+from tests.support.harness import OWNER, OperatorProcess, get_session, session_manifest, wait_ready
 
 
 def plant(admin: HubSimAdmin, variables: dict[str, str] | None = None, uid: str | None = None) -> str:

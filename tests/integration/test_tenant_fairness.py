@@ -12,8 +12,7 @@ from sandbox_operator.hub.client import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import OperatorProcess, condition, readiness
+from tests.support.harness import OperatorProcess, condition, readiness
 
 #: Sessions one namespace has waiting, besides the other namespace's one session.
 BURST = 40

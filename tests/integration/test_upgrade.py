@@ -27,8 +27,7 @@ from sandbox_operator.core.model import MARKER_CLUSTER_ID
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OPERATOR_TOKEN,
     OWNER,
     READ_TOKEN,

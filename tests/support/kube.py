@@ -1,17 +1,120 @@
-"""Waits on the control plane that more than one test module needs."""
+"""Reads and waits on the control plane that more than one test module needs.
+
+Tests poll what they wait for every tenth of a second; `ApiReader` does those reads in this process
+over one kept-alive connection, where a `kubectl get` would start a process and redo discovery
+each time (on two shared cores, hundreds of them slowed the whole suite).
+"""
 
 from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import yaml
 
 from sandbox_testbench.controlplane import Kubectl
 
 from .polling import wait_for
 
 
+class ApiError(RuntimeError):
+    """The API server answered a GET with neither 200 nor 404."""
+
+
+class ApiReader:
+    """GETs as the identity of one kubeconfig (client certificate or bearer token)."""
+
+    def __init__(self, kubeconfig: bytes) -> None:
+        config = yaml.safe_load(kubeconfig)
+        cluster = config["clusters"][0]["cluster"]
+        user = config["users"][0]["user"]
+        context = ssl.create_default_context(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+        )
+        self._headers = {"Accept": "application/json"}
+        if "token" in user:
+            self._headers["Authorization"] = f"Bearer {user['token']}"
+        else:
+            _load_client_certificate(
+                context,
+                base64.b64decode(user["client-certificate-data"]),
+                base64.b64decode(user["client-key-data"]),
+            )
+        server = urlsplit(cluster["server"])
+        self._connection = http.client.HTTPSConnection(server.netloc, context=context, timeout=30)
+        self._lock = threading.Lock()
+
+    def get(self, path: str, **query: str) -> Any:
+        """The decoded object (or list) at `path`, or None when it does not exist (404)."""
+        url = f"{path}?{urlencode(query)}" if query else path
+        with self._lock:
+            status, body = self._request(url)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ApiError(f"GET {url}: {status} {body[:300]!r}")
+        return json.loads(body)
+
+    def _request(self, url: str) -> tuple[int, bytes]:
+        try:
+            return self._send(url)
+        except (http.client.HTTPException, OSError):
+            self._connection.close()  # the server closed an idle connection: once more, on a new one
+            return self._send(url)
+
+    def _send(self, url: str) -> tuple[int, bytes]:
+        self._connection.request("GET", url, headers=self._headers)
+        response = self._connection.getresponse()
+        return response.status, response.read()
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """`ssl` loads a certificate only from files: written to a private directory, gone once loaded."""
+    with tempfile.TemporaryDirectory() as directory:
+        cert, key = Path(directory, "client.crt"), Path(directory, "client.key")
+        cert.write_bytes(cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(key_pem)
+        context.load_cert_chain(cert, key)
+
+
+_readers: dict[bytes, ApiReader] = {}
+_readers_lock = threading.Lock()
+
+
+def api_reader(kubectl: Kubectl) -> ApiReader:
+    """The reader for the identity and cluster `kubectl` uses: one per kubeconfig content, so a
+    control plane started again at the same path (new certificates, new port) gets a new one."""
+    content = kubectl.kubeconfig.read_bytes()
+    with _readers_lock:
+        if content not in _readers:
+            _readers[content] = ApiReader(content)
+        return _readers[content]
+
+
+def namespaced_path(api_version: str, plural: str, namespace: str, name: str = "") -> str:
+    """The REST path of a namespaced resource (`v1` is the core group), or of one object of it."""
+    prefix = "/api" if api_version == "v1" else "/apis"
+    path = f"{prefix}/{api_version}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The Events about the object called `name` in `namespace`."""
+    found = api_reader(kubectl).get(
+        namespaced_path("v1", "events", namespace), fieldSelector=f"involvedObject.name={name}"
+    )
+    return list(found["items"])
+
+
 def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeout: float = 30.0) -> None:
     """The ServiceAccount exists (a fresh namespace's `default` comes from a controller, later)."""
-    wait_for(
-        lambda: kubectl("get", "serviceaccount", name, "-n", namespace, check=False).returncode == 0,
-        timeout,
-        f"ServiceAccount {namespace}/{name}",
-        interval=0.2,
-    )
+    path = namespaced_path("v1", "serviceaccounts", namespace, name)
+    wait_for(lambda: api_reader(kubectl).get(path) is not None, timeout, f"ServiceAccount {namespace}/{name}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
 import itertools
 import json
 import os
@@ -26,6 +28,7 @@ from sandbox_testbench.hubsim import HubSimAdmin
 from sandbox_testbench.hubsim.views import sandbox_url_template
 from tests.support import wait_for
 from tests.support.docs import fenced
+from tests.support.kube import ApiError, api_reader, namespaced_path
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"
@@ -43,6 +46,8 @@ TEMPLATE = "templates/agent-sandbox"
 #: The admin kubeconfig's group, through which it may approve any flavor (named in approverGroups,
 #: so the operator's SubjectAccessReview sees it).
 ADMIN_GROUP = "system:masters"
+#: Seconds between the Hub polls of a starting session, in every operator the tests start.
+POLL_INTERVAL = 0.2
 T = TypeVar("T")
 
 
@@ -114,7 +119,7 @@ class OperatorProcess:
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "SANDBOX_OPERATOR_DEFAULT_OWNER": OWNER,
             "SANDBOX_OPERATOR_DEFAULT_TEMPLATE": TEMPLATE,
-            "SANDBOX_OPERATOR_POLL_INTERVAL": "0.2",
+            "SANDBOX_OPERATOR_POLL_INTERVAL": str(POLL_INTERVAL),
             # Sessions read their Spaces from a listing of the owner's Spaces made this often.
             "SANDBOX_OPERATOR_OBSERVE_INTERVAL": "1",
             # A free port each start: kopf takes port 0 for "default" (80), and tests run side by side.
@@ -222,20 +227,23 @@ def replacing(shared: OperatorProcess, log_dir: Path, **env: str) -> Iterator[Op
         shared.start()
 
 
+#: The chart's admission policy and its binding, as `helm install` names them.
+APPROVAL_POLICY = "sandbox-operator-approval"
+#: The chart whose policy each control plane (by API server URL) enforces, as installed here.
+_policies_installed: dict[str, Path] = {}
+
+
 def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
     """The chart's admission policy and approver roles, exactly as `helm install` renders them, once
     the API server enforces them. Sessions whose approvals the operator should act on need this.
-    `chart`: another release's chart (the upgrade test installs the previous release's)."""
-    rendered = subprocess.run(
-        [
-            str(plane.bin_dir / "helm"), "template", "sandbox-operator", str(chart),
-            "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
-            "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
-        ],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    `chart`: another release's chart (the upgrade test installs the previous release's).
+
+    A fast no-op when this chart's policy is in place already (many tests ask for it)."""
     kubectl = plane.kubectl()
-    kubectl("apply", "-f", "-", stdin=rendered)
+    binding = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{APPROVAL_POLICY}"
+    if _policies_installed.get(plane.server_url) == chart and api_reader(kubectl).get(binding) is not None:
+        return
+    kubectl("apply", "-f", "-", stdin=_approval_policy_manifests(plane.bin_dir / "helm", chart))
     # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
     probe = f"policy-probe-{uuid.uuid4().hex[:6]}"
     kubectl("apply", "-f", "-", stdin=session_manifest(probe, "default", hardware="t4-small"))
@@ -249,12 +257,27 @@ def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
 
     wait_for(enforced, 30, "the approval policy to be enforced")
     kubectl("delete", "ags", probe, "--wait=false")
+    _policies_installed[plane.server_url] = chart
+
+
+@functools.cache
+def _approval_policy_manifests(helm: Path, chart: Path) -> str:
+    """The chart's approval policy and approver roles as `helm template` renders them."""
+    return subprocess.run(
+        [
+            str(helm), "template", "sandbox-operator", str(chart),
+            "--set", "hub.token=unused", "--set", f"defaultTemplate={TEMPLATE}",
+            "--show-only", "templates/approval-policy.yaml", "--show-only", "templates/approver-roles.yaml",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
 
 
 def remove_approval_policy(plane: ControlPlane) -> None:
     """Delete the policy (roles stay), as on a cluster where only the CRD was installed."""
+    _policies_installed.pop(plane.server_url, None)
     plane.kubectl()(
-        "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "sandbox-operator-approval",
+        "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", APPROVAL_POLICY,
         "--ignore-not-found",
     )  # fmt: skip
 
@@ -302,10 +325,13 @@ def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
 
 
 def get_session(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kubectl("get", "ags", name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
+    """The session as `kubectl` may read it, or None: not there, not readable, or no API server."""
+    try:
+        session: dict[str, Any] | None = api_reader(kubectl).get(
+            namespaced_path(api.API_VERSION, api.PLURAL, namespace, name)
+        )
+    except (ApiError, OSError, http.client.HTTPException):
         return None
-    session: dict[str, Any] = json.loads(result.stdout)
     return session
 
 

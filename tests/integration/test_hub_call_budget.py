@@ -15,8 +15,7 @@ from typing import Any
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
+from tests.support.harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
 
 
 def _about(admin: HubSimAdmin, space_id: str, app: str) -> list[dict[str, Any]]:

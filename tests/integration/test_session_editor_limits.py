@@ -26,8 +26,7 @@ from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     ADMIN_GROUP,
     SECOND_OPERATOR_TOKEN,
     TEMPLATE,
@@ -42,6 +41,7 @@ from harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 EDITOR_ROLE = "sandbox-operator-session-editor"
 
@@ -367,11 +367,6 @@ def older_crd(control_plane: ControlPlane, kubectl: Kubectl) -> Iterator[None]:
         yield
     finally:
         install_crd(control_plane)
-
-
-def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return list(found["items"])
 
 
 def on_hardware(hub_admin: HubSimAdmin, space_id: str, flavor: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OWNER,
     READ_TOKEN_SECRET,
     TEMPLATE,
@@ -34,9 +32,7 @@ from harness import (
     session_manifest,
     wait_ready,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from helm_chart import REQUIRED_VALUES, Helm, merged, rbac_objects
+from tests.support.helm_chart import REQUIRED_VALUES, Helm, merged, rbac_objects
 
 RELEASE = "so"
 RELEASE_NAMESPACE = "sandbox-operator"

@@ -38,6 +38,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION as SESSION
 from sandbox_operator.core.model import MARKER_SESSION_UID as UID
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
@@ -45,8 +46,7 @@ from sandbox_testbench.controlplane.plane import ADMIN_USER
 from sandbox_testbench.dev import install_crd
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimConfig, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     ADMIN_GROUP,
     OPERATOR_TOKEN,
     OWNER,
@@ -59,6 +59,7 @@ from harness import (
     pool_manifest,
     session_manifest,
 )
+from tests.support.kube import api_reader, namespaced_path
 
 FREE = "cpu-basic"
 PAID = "t4-small"
@@ -202,12 +203,25 @@ class Chaos:
         self.result.elapsed = time.monotonic() - began
         return self.result
 
+    def _items(self, plural: str) -> list[dict[str, Any]]:
+        """The run's sessions or pools, read in-process: the run reads them every tick."""
+        listed = api_reader(self.kubectl).get(namespaced_path(api.API_VERSION, plural, self.namespace))
+        return list(listed["items"])
+
+    def _pool(self) -> dict[str, Any]:
+        pool: dict[str, Any] = api_reader(self.kubectl).get(
+            namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
+        )
+        return pool
+
     def _start_pool(self) -> None:
         """The warm pool, filled before the kills begin (so the first claims find ready Spaces)."""
         self.kubectl("apply", "-f", "-", stdin=pool_manifest(POOL, self.namespace, replicas=self.config.pool))
 
         def filled() -> bool:
-            pool = self.kubectl.json("get", "agsp", POOL, "-n", self.namespace)
+            pool = api_reader(self.kubectl).get(
+                namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
+            )
             self.pool_uid = pool["metadata"]["uid"]
             return bool((pool.get("status") or {}).get("ready", 0) >= self.config.pool)
 
@@ -230,10 +244,7 @@ class Chaos:
             self.operator.start()
 
     def _tick(self, *, keep: bool) -> None:
-        sessions = {
-            item["metadata"]["name"]: item
-            for item in self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
-        }
+        sessions = {item["metadata"]["name"]: item for item in self._items(api.PLURAL)}
         self._watch_spaces(sessions)
         for life in self.lives:
             if life.step not in (Step.KEPT, Step.DONE):
@@ -373,7 +384,7 @@ class Chaos:
                 )
 
     def _final_checks(self) -> None:
-        sessions = self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
+        sessions = self._items(api.PLURAL)
         live = {s["metadata"]["uid"] for s in sessions}
         spaces = self._ours()
         for session in sessions:
@@ -382,7 +393,9 @@ class Chaos:
                 self.result.problems.append(f"{session['metadata']['name']} has {len(mine)} Spaces")
         pooled: set[str] = set()
         if self.config.pool:
-            pool = self.kubectl.json("get", "agsp", POOL, "-n", self.namespace)
+            pool = api_reader(self.kubectl).get(
+                namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
+            )
             pooled = {e["spaceId"] for e in (pool.get("status") or {}).get("spaces") or []}
         self.result.warm = len(self.warm)
         # A Space is accounted for by a live session's marker or by the pool's record of it.
@@ -394,19 +407,19 @@ class Chaos:
         self.kubectl("delete", "ags", "--all", "-n", self.namespace, "--wait=false")
         try:
             wait_for(
-                lambda: not self.kubectl.json("get", "ags", "-n", self.namespace)["items"],
+                lambda: not self._items(api.PLURAL),
                 self.config.step_timeout,
                 "every session of the run to be deleted",
                 interval=0.5,
             )
         except AssertionError:
-            left = self.kubectl.json("get", "ags", "-n", self.namespace)["items"]
+            left = self._items(api.PLURAL)
             self.result.stuck |= {s["metadata"]["name"] for s in left}
         if self.config.pool:  # deleting the pool deletes its unclaimed Spaces
             self.kubectl("delete", "agsp", POOL, "-n", self.namespace, "--wait=false")
             try:
                 wait_for(
-                    lambda: not self.kubectl.json("get", "agsp", "-n", self.namespace)["items"],
+                    lambda: not self._items(api.POOL_PLURAL),
                     self.config.step_timeout,
                     "the warm pool to be deleted",
                     interval=0.5,

@@ -1,4 +1,4 @@
-"""The approver's day, end to end (issue 13): real API server, RBAC and admission policy, the Hub
+"""The approver's day, end to end: real API server, RBAC and admission policy, the Hub
 emulator, the operator as a process, and the kubectl plugin run by kubectl itself as `--as` users
 bound to the shipped roles."""
 
@@ -19,8 +19,7 @@ import pytest
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     REPO,
     OperatorProcess,
     get_session,
@@ -29,6 +28,7 @@ from harness import (
     wait_condition_reason,
     wait_ready,
 )
+from tests.support.kube import events_of
 
 #: Seconds before an approval's expiry at which the test operator announces it.
 NOTICE = 60
@@ -76,8 +76,7 @@ def sandbox(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProc
 
 
 def events(kubectl: Kubectl, name: str, namespace: str, reason: str) -> list[dict[str, Any]]:
-    found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    return [e for e in found["items"] if e["reason"] == reason]
+    return [e for e in events_of(kubectl, name, namespace) if e["reason"] == reason]
 
 
 def moment(value: str) -> float:

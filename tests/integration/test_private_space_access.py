@@ -20,8 +20,7 @@ import pytest
 from sandbox_operator.k8s.client import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_SPACE_ID, KEY_TOKEN
 from sandbox_testbench.controlplane import Kubectl, find_binaries
 from sandbox_testbench.dev import DEV_OUTSIDER_TOKEN, DEV_READ_TOKEN, DEV_TOKEN, dev_environment
-
-from harness import condition, get_session, session_manifest, wait_condition_reason, wait_ready
+from tests.support.harness import condition, get_session, session_manifest, wait_condition_reason, wait_ready
 
 
 def _env(env_file: Path) -> dict[str, str]:

@@ -12,8 +12,7 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from tests.support import wait_for
 from tests.support.docs import fenced
 from tests.support.gitops import ARGOCD_HEALTH, REPO, Reading, read
-
-from harness import OperatorProcess, get_session, run_shell, wait_ready
+from tests.support.harness import OperatorProcess, get_session, run_shell, wait_ready
 
 #: Keeps the deleted session readable after the operator's finalizer is done.
 HOLD = f"test.{api.GROUP}/hold"

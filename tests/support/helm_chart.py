@@ -1,6 +1,6 @@
 """Helpers for the chart and image tests: render the chart with the real `helm`, read the Dockerfile.
 
-Not a conftest: tests/integration imports it too (after putting this directory on sys.path),
+Not a conftest: tests/integration and tests/image import it too,
 e.g. to apply the chart's RBAC objects and run the operator with exactly those permissions.
 """
 

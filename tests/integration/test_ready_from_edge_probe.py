@@ -15,8 +15,7 @@ import pytest
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
-
-from harness import OperatorProcess, session_manifest, wait_ready
+from tests.support.harness import OperatorProcess, session_manifest, wait_ready
 
 #: Long enough that the Space is seen building first, short enough for a test.
 BUILD_SECONDS = 3.0

@@ -1,4 +1,4 @@
-"""Issue 11: drift behind the operator's back is noticed from the owner's listing, within its interval.
+"""Drift behind the operator's back is noticed from the owner's listing, within its interval.
 
 The shared operator lists the owner's Spaces every second (SANDBOX_OPERATOR_OBSERVE_INTERVAL=1 in the
 harness) and resyncs converged sessions only every 30 minutes (the default): whatever a test sees
@@ -15,8 +15,7 @@ from huggingface_hub import HfApi
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-
-from harness import (
+from tests.support.harness import (
     OPERATOR_TOKEN,
     OperatorProcess,
     get_session,
