@@ -240,7 +240,7 @@ def test_run_never_imports_the_kubernetes_client() -> None:
         "import sys\n"
         "from sandbox_operator.cli import main as cli\n"
         "cli._import_kopf_without_kubernetes_client()\n"
-        "import sandbox_operator.sessions.controller, sandbox_operator.sweeper, sandbox_operator.k8s.lease\n"
+        "import sandbox_operator.registry, sandbox_operator.sweeper, sandbox_operator.k8s.lease\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
