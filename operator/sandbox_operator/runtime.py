@@ -100,10 +100,8 @@ def fixed_mmap_threshold() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
-def build_runtime(config: OperatorConfig, run: RunSettings) -> Runtime:
-    """The clients, caches and coordinators every handler shares, each built once."""
-    hub = HubClient(config)
-    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=own_identity(run))
+def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, namespaces: list[str]) -> Runtime:
+    """The caches and coordinators every handler shares, each built once around the two clients."""
     return Runtime(
         config=config,
         hub=hub,
@@ -112,7 +110,7 @@ def build_runtime(config: OperatorConfig, run: RunSettings) -> Runtime:
         observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
         prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
-        namespaces=list(run.namespaces),
+        namespaces=namespaces,
         create_slots=CreateSlots.for_config(config, hub.gate.spare),
     )
 
@@ -133,7 +131,8 @@ def run_operator(
     if config.insecure_trust_approvals:
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
-    rt = build_runtime(config, run)
+    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=own_identity(run))
+    rt = build_runtime(config, HubClient(config), kube, list(run.namespaces))
     stop_flag = asyncio.Event()  # set on SIGINT/SIGTERM by kopf's handlers, or by the Lease wait's before
     operator = kopf.operator(
         registry=handlers(rt),

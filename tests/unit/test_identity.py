@@ -14,11 +14,11 @@ import kopf
 import pytest
 from kopf._core.engines.peering import detect_own_id
 
-from sandbox_operator.config.settings import OperatorConfig, RunSettings
-from sandbox_operator.startup import lease_settings, own_identity
-from sandbox_operator.k8s.transport import credentials, in_cluster_server
 from sandbox_operator import runtime
+from sandbox_operator.config.settings import OperatorConfig, RunSettings
+from sandbox_operator.k8s.transport import credentials, in_cluster_server
 from sandbox_operator.registry import build_registry
+from sandbox_operator.startup import lease_settings, own_identity
 
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 
