@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.config.startup import token_user
+from sandbox_operator.startup import token_user
 from sandbox_testbench.hubsim import HubSimServer
 
 

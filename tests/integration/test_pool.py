@@ -17,7 +17,7 @@ from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.transport import ApiError
-from sandbox_operator.pools.reconcile import PoolBook, read_pool, write_pool_status
+from sandbox_operator.pools.book import PoolBook, read_pool, write_pool_status
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for

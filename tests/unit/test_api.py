@@ -131,6 +131,6 @@ def test_kopfs_copy_of_an_object_keeps_only_what_the_operator_reads() -> None:
 def test_the_operator_gives_large_allocations_their_own_mappings() -> None:
     """glibc's threshold is fixed at start (this machine's C library has mallopt), so the parsed
     objects of tenants' large metadata do not leave heap holes the process keeps."""
-    from sandbox_operator.sessions.controller import fixed_mmap_threshold
+    from sandbox_operator.runtime import fixed_mmap_threshold
 
     assert fixed_mmap_threshold()

@@ -16,7 +16,7 @@ from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Pl
 from sandbox_operator.hub.client import HubError, Listing
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
 from sandbox_operator.k8s.secret_cache import SecretCache
-from sandbox_operator.sessions.controller import SessionLoop, _follow_listing
+from sandbox_operator.sessions.loop import SessionLoop, _follow_listing
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, NOW, SPACE_ID, TRUSTED, new_session, space
 

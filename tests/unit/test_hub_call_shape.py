@@ -11,7 +11,7 @@ from sandbox_operator.core.creation import create_record, duplicate_may_land, sp
 from sandbox_operator.core.model import CreateSpace
 from sandbox_operator.hub.client import classify
 from sandbox_operator.hub.gate import HubPaused, NotLeader, SendDeadlinePassed
-from sandbox_operator.sessions.controller import SessionLoop, spec_changed
+from sandbox_operator.sessions.loop import SessionLoop, spec_changed
 from tests.support.core import CONFIG, NOW, SPACE_ID
 
 

@@ -14,10 +14,11 @@ import kopf
 import pytest
 from kopf._core.engines.peering import detect_own_id
 
+from sandbox_operator import runtime
 from sandbox_operator.config.settings import OperatorConfig, RunSettings
-from sandbox_operator.config.startup import lease_settings, own_identity
 from sandbox_operator.k8s.transport import credentials, in_cluster_server
-from sandbox_operator.sessions import controller
+from sandbox_operator.registry import build_registry
+from sandbox_operator.startup import lease_settings, own_identity
 
 CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 
@@ -62,10 +63,10 @@ def test_kopf_is_given_the_identity(
 
     monkeypatch.setattr(kopf, "configure", lambda **_: None)
     monkeypatch.setattr(kopf, "operator", operator)
-    monkeypatch.setattr(controller, "resolve_config", lambda config: config)
-    monkeypatch.setattr(controller, "run_as_leader", lambda elector, gate, main, *_: main)
+    monkeypatch.setattr(runtime, "resolve_config", lambda config: config)
+    monkeypatch.setattr(runtime, "run_as_leader", lambda elector, gate, main, *_: main)
     settings = RunSettings(lease_name=lease_name, identity="pod-a", metrics_port=0, liveness="")
-    controller.run_operator(CONFIG, settings)
+    runtime.run_operator(CONFIG, settings, build_registry)
     assert given["identity"] == "pod-a"
 
 

@@ -8,7 +8,7 @@ import asyncio
 import kopf
 
 from sandbox_operator.k8s.transport import USER_AGENT
-from sandbox_operator.sessions.controller import KUBE_CONNECTIONS, bounded_session
+from sandbox_operator.registry import KUBE_CONNECTIONS, bounded_session
 
 
 def test_kopfs_api_pool_is_bounded_with_room_for_every_watch_stream() -> None:

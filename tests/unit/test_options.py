@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from sandbox_operator import startup
 from sandbox_operator.cli.main import main, run
-from sandbox_operator.config import startup
 from sandbox_operator.config.settings import OperatorConfig, RunSettings, options_of
 
 

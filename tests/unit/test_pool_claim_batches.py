@@ -13,7 +13,8 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import Reason
 from sandbox_operator.k8s.transport import ApiError
-from sandbox_operator.pools import reconcile as pools
+from sandbox_operator.pools import book as pools
+from sandbox_operator.pools import claim as claims
 
 NS, POOL = "team", "warm"
 
@@ -72,7 +73,7 @@ async def _claims(book: pools.PoolBook, uids: list[str]) -> dict[str, str | None
 
     async def one(uid: str) -> tuple[str, str | None]:
         async with pools.claiming(book, (NS, POOL)):
-            answer = await pools.claim(book, config, NS, POOL, core.ClaimRequest(uid, uid), spec)
+            answer = await claims.claim(book, config, NS, POOL, core.ClaimRequest(uid, uid), spec)
         return uid, answer.entry.space_id if answer.entry else None
 
     return dict(await asyncio.gather(*(one(uid) for uid in uids)))
@@ -159,5 +160,5 @@ async def _gone() -> None:
     fake.get_namespaced_custom_object = gone  # type: ignore[method-assign]
     spec = api.AgentSessionSpec.model_validate({"private": True})
     request = core.ClaimRequest("b", "b")
-    answer = await pools.claim(book, OperatorConfig(), NS, POOL, request, spec)
+    answer = await claims.claim(book, OperatorConfig(), NS, POOL, request, spec)
     assert answer.entry is None and answer.reason == Reason.POOL_NOT_FOUND

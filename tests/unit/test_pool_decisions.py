@@ -17,7 +17,7 @@ from sandbox_operator.api import (
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import READY, Reason, rfc3339
 from sandbox_operator.core.model import HealthResult, SpaceView
-from sandbox_operator.pools import reconcile as pools_shell
+from sandbox_operator.pools import book as pools_shell
 from tests.support.core import CONFIG, NOW, new_session
 
 POOL_UID = "9f9f9f9f-1111-2222-3333-444455556666"

@@ -12,7 +12,8 @@ from sandbox_operator import api
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.client import Listing
 from sandbox_operator.hub.listing import FleetObserver
-from sandbox_operator.pools import reconcile as pools
+from sandbox_operator.pools import loop as pools
+from sandbox_operator.pools.book import PoolBook
 
 NS, POOL = "team", "warm"
 
@@ -52,7 +53,7 @@ class FakeHub:
 
 def _runtime(hub: FakeHub) -> Any:
     observer = FleetObserver(hub.list_spaces, "sbx-", 30.0)
-    return SimpleNamespace(observer=observer, hub=hub, pools=pools.PoolBook())
+    return SimpleNamespace(observer=observer, hub=hub, pools=PoolBook())
 
 
 def test_building_spaces_are_read_from_one_listing_not_one_call_each() -> None:

@@ -66,9 +66,10 @@ def run(**values: Any) -> None:
     """Run the operator until SIGINT or SIGTERM."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     _import_kopf_without_kubernetes_client()
-    from sandbox_operator.config.startup import lease_settings
     from sandbox_operator.k8s.lease import LeaseNamespaceMissing
-    from sandbox_operator.sessions.controller import run_operator
+    from sandbox_operator.registry import build_registry
+    from sandbox_operator.runtime import run_operator
+    from sandbox_operator.startup import lease_settings
 
     config = _settings(OperatorConfig, values)
     settings = _settings(RunSettings, values)
@@ -81,7 +82,7 @@ def run(**values: Any) -> None:
         except ValueError as error:
             raise click.UsageError(str(error)) from None
     try:
-        run_operator(config, settings)
+        run_operator(config, settings, build_registry)
     except LeaseNamespaceMissing as error:
         raise click.ClickException(str(error)) from None
 

@@ -341,7 +341,7 @@ class KubeClient:
     async def post_event(self, *, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved` (apiVersion, kind, namespace, name, uid), which may be gone:
         used where no kopf handler runs, e.g. for a Space whose session no longer exists. Reported as
-        kopf reports the handlers' Events (controller.configure): from COMPONENT and this instance."""
+        kopf reports the handlers' Events (registry._configure): from COMPONENT and this instance."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         namespace = involved["namespace"]
         body: Any = {

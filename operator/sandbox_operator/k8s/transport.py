@@ -28,7 +28,7 @@ from sandbox_operator.fairness import FairLimiter
 #: calls name it; kopf's get it from USER_AGENT, whose product the API server takes as the manager
 #: when a write names none) and the component its Events are reported from.
 COMPONENT = "sandbox-operator"
-#: The User-Agent of every call the operator makes, kopf's included (controller.bounded_session).
+#: The User-Agent of every call the operator makes, kopf's included (registry.bounded_session).
 USER_AGENT = f"{COMPONENT}/{__version__}"
 #: The methods that write, and so name their field manager.
 WRITES = frozenset({"POST", "PUT", "PATCH"})

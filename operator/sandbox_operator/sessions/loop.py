@@ -1,0 +1,256 @@
+"""A session's one reconcile loop, a kopf daemon (an asyncio task, not a thread), and its finalizer.
+
+A pass loops observe -> decide -> apply until the core asks for nothing more now, writes status if
+it changed, and sleeps for the core's requeue delay, or until the spec changes: a watch
+event with a new metadata.generation wakes the loop at once, as controller-runtime's
+GenerationChangedPredicate would. Status writes do not wake it, so a pass costs no extra
+calls. kopf's change handlers are not used for this: a delayed kopf retry would hold back
+a spec change until the delay ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import kopf
+
+from sandbox_operator import api
+from sandbox_operator.core import creation, lifecycle
+from sandbox_operator.core.model import CreateSpace, DeleteSession, Observation, Plan, Session
+from sandbox_operator.fairness import serve_session
+from sandbox_operator.k8s.client import status_patch
+from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.pools import claim as pools
+from sandbox_operator.sessions.apply import Applied, apply, post_events
+from sandbox_operator.sessions.failures import failure_reason, report_failure
+from sandbox_operator.sessions.observe import SessionRuntime, observe_session, session_from_body
+
+#: Decide-apply steps in one reconcile pass before the loop sleeps.
+MAX_STEPS = 8
+#: The shortest sleep between passes (and kopf retry of a finalizer), so "again now" still yields.
+MIN_REQUEUE = 0.05
+
+
+log = logging.getLogger(__name__)
+
+
+async def drive(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
+    """The one loop for a session's whole life: observe, decide, apply, until the core asks for
+    nothing more now (or a failure); posts the core's Events and returns the last plan."""
+    session, claimed = await pools.claim_step(rt, body, session)  # a warm pool's Space, if it names one
+    if claimed is not None:
+        return claimed
+    observed = await observe_session(rt, session)
+    plan: Plan | None = None
+    for _ in range(MAX_STEPS):
+        plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
+        if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
+            post_events(body, plan.events)
+            plan = replace(plan, events=[])
+        async with rt.create_slots.turn(isinstance(plan.action, CreateSpace)) as waited:
+            if waited:  # decide again, with a fresh deadline
+                plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
+            applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        acted_on = getattr(plan.action, "space_id", None)
+        if acted_on is not None and not session.deleting:  # a deleting session reads no listing
+            rt.observer.acted(acted_on)  # listings asked for before now do not show this action
+        if isinstance(plan.action, CreateSpace):
+            if applied.sent:
+                rt.create_slots.sent(session.uid)
+            recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
+            answered = creation.create_failure(session.status, applied.sent, applied.failure)
+            plan.status.duplicate_requested_time = recorded
+            plan.status.duplicate_failure = answered
+            record = {"duplicate_requested_time": recorded, "duplicate_failure": answered}
+            session = replace(session, status=session.status.model_copy(update=record))
+        if applied.failure is not None:
+            plan = lifecycle.decide(
+                session,
+                replace(observed, hub_failure=applied.failure),
+                rt.config,
+                datetime.now(UTC),
+                random.random(),
+            )
+        post_events(body, plan.events)
+        session = replace(session, status=plan.status)
+        if plan.action is None or plan.status.failures or applied.deleting or applied.respecified:
+            break
+        # The connection Secret is not read again: every write of it returned `known` above.
+        seen = observed if isinstance(observed, Observation) else None
+        observed = applied.known or await observe_session(
+            rt, session, verify_marker=not applied.created, connection_seen=seen
+        )
+    assert plan is not None
+    return plan
+
+
+async def reconcile(rt: SessionRuntime, body: kopf.Body, loop: SessionLoop) -> Plan:
+    """One reconcile pass of a live session; returns its last plan (when to come back, what it holds).
+    A pass that starts before the watch delivered the previous pass's status write decides on that
+    status, not the older one (which would post its Events, e.g. an expiry notice, a second time)."""
+    # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
+    # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
+    plan = await drive(rt, body, loop.latest(body))
+    written = loop.latest(body)
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return plan  # the finalizer owns status now: its receipt must not be overwritten
+    pools.record_launch(written.status, plan.status, body)
+    if status_patch(plan.status) != status_patch(written.status):
+        before = str(body.get("metadata", {}).get("resourceVersion", ""))
+        await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
+        loop.unseen_write = (before, plan.status)
+    return plan
+
+
+@dataclass
+class SessionLoop:
+    """Per-session state kept in kopf's per-object memo: the wake-up signal of its loop."""
+
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int | None = None
+    #: Set by the observer when a listing has news for this session (its own, so a stale one can be
+    #: dropped without losing a spec change).
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The status the last pass wrote, and the object's resourceVersion before that write.
+    unseen_write: tuple[str, api.AgentSessionStatus] | None = None
+
+    def latest(self, body: kopf.Body) -> Session:
+        """The session from kopf's live body, with the status this loop last wrote while the body is
+        still the version that write replaced (the watch has not delivered it yet)."""
+        session = session_from_body(body)
+        unseen = self.unseen_write
+        if unseen is not None and unseen[0] == str(body.get("metadata", {}).get("resourceVersion", "")):
+            return replace(session, status=unseen[1].model_copy(deep=True))
+        self.unseen_write = None
+        return session
+
+
+def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
+    """Record the generation a watch event shows; True when it differs from the last one seen. The
+    first event only records it: the loop's first pass reads that same object, and a wake-up
+    arriving during that pass would only repeat it (and its Hub reads)."""
+    changed = loop.generation is not None and generation != loop.generation
+    loop.generation = generation
+    return changed
+
+
+def session_loop(memo: kopf.Memo) -> SessionLoop:
+    loop: SessionLoop = memo.setdefault("session_loop", SessionLoop())
+    return loop
+
+
+async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | None) -> None:
+    """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
+    waiters = {
+        asyncio.ensure_future(loop.wakeup.wait()),
+        asyncio.ensure_future(loop.listed.wait()),
+        asyncio.ensure_future(stopped.wait()),
+    }
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def run_session(
+    rt: SessionRuntime, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped
+) -> None:
+    """The session's reconcile loop: `body` is kopf's live view, always the latest object. Its calls
+    wait their turn behind those of sessions created before it, namespaces in turn (fairness.py)."""
+    loop = session_loop(memo)
+    failures = 0
+    meta = body.get("metadata", {})
+    uid = str(meta.get("uid", ""))
+    serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
+    rt.prober.bind(uid, loop.listed)
+    try:
+        while not stopped:
+            delay = await _reconcile_once(rt, body, loop, uid, failures)
+            failures = 0 if delay.succeeded else failures + 1
+            await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
+    finally:
+        rt.observer.forget(uid)
+        rt.prober.forget(uid)
+        rt.kube.forget(uid)
+        rt.create_slots.forget(uid)
+
+
+@dataclass(frozen=True)
+class _Delay:
+    """When a session's loop looks again, and whether its pass got through."""
+
+    seconds: float | None
+    succeeded: bool
+
+
+def _follow_listing(rt: SessionRuntime, uid: str, loop: SessionLoop, plan: Plan) -> float | None:
+    """Hand the session to the observer once its Space can be read from a listing: a waiting session
+    (building, starting) is woken by each listing instead of polling the Hub; a converged one by a
+    listing that shows its Space changed or gone (drift), besides the resync."""
+    status = plan.status
+    delay = plan.requeue_after
+    if not rt.observer.enabled or status.space_id is None:
+        return delay
+    listed = status.space_confirmed_time is not None
+    # A failing session keeps its backoff: only a change the listing shows wakes it early.
+    waiting = delay is not None and listed and not plan.failed
+    rt.observer.watch(uid, status.space_id, loop.listed, waiting=waiting)
+    if delay is not None and waiting:
+        # The next listing wakes it; this is only the fallback should listings fail. Not past a
+        # deadline, though: a budget or an expiry is read on time, not at the listing's cadence.
+        delay = max(delay, 2 * rt.observer.interval)
+        if plan.deadline is not None:
+            delay = min(delay, plan.deadline)
+    return delay
+
+
+async def _reconcile_once(
+    rt: SessionRuntime, body: kopf.Body, loop: SessionLoop, uid: str, failures: int
+) -> _Delay:
+    """One pass, its failures caught: Kubernetes API errors back off, the rest become conditions."""
+    loop.wakeup.clear()
+    loop.listed.clear()
+    delay: float | None
+    try:
+        plan = await reconcile(rt, body, loop)
+        delay = _follow_listing(rt, uid, loop, plan)
+        succeeded = True
+    except ApiError as error:
+        # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient: no
+        # condition, but money first all the same.
+        succeeded = False
+        delay = lifecycle.backoff_delay(failures + 1, rt.config, random.random())
+        log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
+                    body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
+                    error.status, error.reason, delay)  # fmt: skip
+        await report_failure(rt, body, error, transient=True)
+    except Exception as error:  # every other failure ends in a condition, never a crash loop
+        succeeded = True
+        delay = await report_failure(rt, body, error)
+    if delay is None and rt.config.resync_interval > 0:
+        delay = rt.config.resync_interval
+    return _Delay(delay, succeeded)
+
+
+async def finalize(rt: SessionRuntime, body: kopf.Body, patch: kopf.Patch) -> None:
+    """The finalizer: the same loop as a live session's, on the deletion branch of the core. It
+    stays (a kopf retry after the core's delay) until the core says the session is done."""
+    session = replace(session_from_body(body), deleting=True)
+    try:
+        plan = await drive(rt, body, session)
+    except Exception as error:  # every failure ends in a condition, never a silent kopf retry
+        reason, message = failure_reason(error)
+        log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
+        plan = lifecycle.decide_failure(
+            session, reason, message, rt.config, datetime.now(UTC), random.random()
+        )
+        post_events(body, plan.events)
+    if plan.done:
+        return
+    patch.status.update(status_patch(plan.status))
+    raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))

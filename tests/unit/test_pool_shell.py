@@ -1,0 +1,47 @@
+"""The pool shell in process (pools/book, claim, loop) on fake Hub and Kubernetes adapters: a pool
+fills with a built, healthy Space, and a session naming the pool claims it instead of creating one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sandbox_operator import api
+from sandbox_operator.core import pool as core
+from sandbox_operator.pools.loop import pool_pass
+from sandbox_operator.sessions import loop
+from tests.support.shell import FakeHub, FakeKube, kopf_events, runtime
+
+NS, POOL, SESSION = "team-a", "warm", "demo"
+
+
+def test_a_pool_fills_and_a_session_claims_its_space() -> None:
+    asyncio.run(_fill_and_claim())
+
+
+async def _fill_and_claim() -> None:
+    hub, kube = FakeHub(), FakeKube()
+    rt = runtime(hub, kube)
+    kube.add(api.POOL_PLURAL, NS, POOL, {"replicas": 1})
+    pool = kube.objects[(api.POOL_PLURAL, NS, POOL)]
+    with kopf_events() as events:
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        [space_id] = hub.called("duplicate")
+        assert kube.writes == [("create_secret", f"{POOL}-pool-token"), ("patch_pool_status", POOL)]
+        key = kube.data(NS, f"{POOL}-pool-token")["token"]
+        assert hub.tokens[space_id] == core.pooled_token(key, space_id)  # built with its own token
+        assert [(e["spaceId"], e["state"]) for e in pool["status"]["spaces"]] == [(space_id, "Creating")]
+        hub.finish_builds()
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        assert pool["status"]["ready"] == 1 and pool["status"]["spaces"][0]["state"] == "Ready"
+        assert events.reasons() == ["PoolFilling", "PoolReady"]
+
+        kube.add(api.PLURAL, NS, SESSION, {"poolRef": {"name": POOL}})
+        await loop.reconcile(rt, kube.body(api.PLURAL, NS, SESSION), loop.SessionLoop())
+    session = kube.objects[(api.PLURAL, NS, SESSION)]["status"]
+    assert pool["status"]["spaces"][0]["claimedBy"] == {"name": SESSION, "uid": f"uid-{SESSION}"}
+    assert (session["spaceId"], session["launchType"], session["phase"]) == (space_id, "warm", "Ready")
+    connection = kube.data(NS, session["connectionSecret"])
+    assert connection is not None and connection["token"] == hub.tokens[space_id]  # handed over as built
+    assert hub.called("claim_marker") == [space_id] and hub.markers[space_id].session_uid == f"uid-{SESSION}"
+    assert hub.called("duplicate") == [space_id] and hub.called("set_token") == []  # no cold create
+    assert "WarmSpaceClaimed" in events.reasons()

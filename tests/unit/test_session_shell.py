@@ -1,0 +1,132 @@
+"""The session shell in process (sessions/observe, apply, loop, failures) on fake Hub and Kubernetes
+adapters: what it writes and asks for over a session's life, each pass run as kopf's daemon runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from sandbox_operator import api
+from sandbox_operator.core.model import FailureKind, HubFailure
+from sandbox_operator.hub.client import HubError
+from sandbox_operator.runtime import Runtime
+from sandbox_operator.sessions import loop
+from tests.support.shell import FakeHub, FakeKube, kopf_events, runtime
+
+NS, NAME = "team-a", "demo"
+PAID = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "alice"}}
+
+
+class Shell:
+    """One session's shell: its passes as the daemon runs them, its finalizer as kopf retries it."""
+
+    def __init__(self, spec: dict[str, Any] | None = None) -> None:
+        self.hub, self.kube = FakeHub(), FakeKube()
+        self.rt: Runtime = runtime(self.hub, self.kube)
+        self.kube.add(api.PLURAL, NS, NAME, spec or {})
+        self.loop = loop.SessionLoop()
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.kube.objects[(api.PLURAL, NS, NAME)]["status"]
+
+    def ready(self) -> tuple[str, str]:
+        condition = next(c for c in self.status["conditions"] if c["type"] == "Ready")
+        return condition["status"], condition["reason"]
+
+    async def run(self, passes: int = 1) -> None:
+        for _ in range(passes):
+            await loop.reconcile(self.rt, self.kube.body(api.PLURAL, NS, NAME), self.loop)
+
+    async def until_ready(self) -> None:
+        for _ in range(6):
+            await self.run()
+            if self.ready()[0] == "True":
+                return
+            self.hub.finish_builds()
+        raise AssertionError(f"not Ready: {self.ready()}")
+
+    async def finalize(self) -> None:
+        for _ in range(6):
+            patch = kopf.Patch()
+            try:
+                await loop.finalize(self.rt, self.kube.body(api.PLURAL, NS, NAME), patch)
+                return
+            except kopf.TemporaryError:
+                self.status.update(patch.get("status") or {})
+        raise AssertionError("the finalizer never let the session go")
+
+
+def test_a_session_gets_a_space_becomes_ready_and_its_space_goes_with_it() -> None:
+    asyncio.run(_lifecycle())
+
+
+async def _lifecycle() -> None:
+    shell = Shell()
+    with kopf_events() as events:
+        await shell.run()
+        [space_id] = shell.hub.called("duplicate")
+        assert shell.status["spaceId"] == space_id and shell.status["phase"] == "Starting"
+        secret = shell.kube.data(NS, shell.status["connectionSecret"])
+        assert secret is not None and secret["token"] == shell.hub.tokens[space_id]  # the Space's own token
+        assert secret["hubToken"] == "hf_read"  # the platform's read token, for the private Space's edge
+        await shell.until_ready()
+        sandbox = shell.hub.spaces[space_id].sandbox_url
+        assert shell.ready() == ("True", "SandboxReady") and shell.status["phase"] == "Ready"
+        assert shell.kube.data(NS, shell.status["connectionSecret"])["sandboxUrl"] == sandbox
+        assert shell.hub.called("health") == [sandbox]
+        assert shell.hub.called("duplicate") == [space_id]  # one create in all
+        shell.kube.mark_deleted(api.PLURAL, NS, NAME)
+        await shell.finalize()
+    assert shell.hub.called("delete") == [space_id] and space_id not in shell.hub.spaces
+    assert events.reasons() == ["SandboxReady", "SpaceDeleted"]
+
+
+def test_an_approved_paid_flavor_is_requested_from_the_hub_and_paid_for() -> None:
+    asyncio.run(_paid_switch())
+
+
+async def _paid_switch() -> None:
+    shell = Shell()
+    with kopf_events() as events:
+        await shell.until_ready()
+        [space_id] = shell.hub.called("duplicate")
+        shell.kube.respec(api.PLURAL, NS, NAME, **PAID)  # the approver's patch: flavor and approval
+        await shell.run()
+        assert shell.hub.called("request_hardware") == [f"{space_id} a10g-small"]
+        assert shell.status["hardware"] == {"current": "cpu-basic", "requested": "a10g-small"}
+        assert shell.ready() == ("False", "Building")
+        await shell.until_ready()  # the Hub moved it
+    assert shell.status["hardware"] == {"current": "a10g-small", "requested": "a10g-small"}
+    assert shell.status["approvedBy"] == "alice" and shell.status["spend"]["usdPerHour"] == 1.0
+    assert shell.status["paidPeriod"]["hardware"] == "a10g-small"
+    assert shell.hub.called("request_hardware") == [f"{space_id} a10g-small"]  # asked once
+    assert events.reasons() == ["SandboxReady", "Approved", "SandboxReady"]
+
+
+def test_a_hub_failure_becomes_a_condition_and_an_event_and_is_retried() -> None:
+    asyncio.run(_hub_failure())
+
+
+async def _hub_failure() -> None:
+    shell = Shell()
+    down = HubFailure(FailureKind.UNAVAILABLE, "503 Service Unavailable")
+    shell.hub.failing["duplicate"] = HubError("duplicate", down)
+    with kopf_events() as events:
+        await shell.run()  # no exception: the failure is the session's status
+        assert shell.ready() == ("False", "HubUnavailable") and shell.status["phase"] == "Failed"
+        assert shell.status["failures"] == 1 and shell.status["nextRetryTime"] is not None
+        assert shell.status["duplicateFailure"] == "503 Service Unavailable"
+        assert events.reasons() == ["HubUnavailable"]
+        del shell.hub.failing["duplicate"]
+        await shell.until_ready()
+    # The create may have landed: the retry looks for the Space before it asks for it again.
+    assert [name for name, _ in shell.hub.calls if name in ("duplicate", "space")][:3] == [
+        "duplicate",
+        "space",
+        "duplicate",
+    ]
+    assert shell.status["failures"] is None and shell.status["duplicateFailure"] is None
+    assert events.reasons() == ["HubUnavailable", "SandboxReady"]
