@@ -85,7 +85,7 @@ class Reason(StrEnum):
     APPROVAL_REQUESTED = "ApprovalRequested"
     HARDWARE_RECEIPT = "HardwareReceipt"
     BELOW_WARNING = "BelowWarning"
-    # Warm pools (core/pool.py).
+    # Warm pools (core/pool/).
     WARM_SPACE_CLAIMED = "WarmSpaceClaimed"
     NO_WARM_SPACE = "NoWarmSpace"
     POOL_READY = "PoolReady"

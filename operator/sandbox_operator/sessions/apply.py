@@ -204,7 +204,7 @@ async def _publish(
                 {KEY_PAUSED_SINCE: since, KEY_RESUME: how},
                 replace(observed, connection_paused_since=since),
             )
-            exists = False
+            exists = False  # not taken as read: a create is tried first
     await rt.kube.write_connection(
         namespace=session.namespace,
         name=model.connection_secret_name(session),
