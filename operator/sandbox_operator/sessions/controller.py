@@ -61,9 +61,10 @@ from sandbox_operator.core.model import (
 )
 from sandbox_operator.core.reads import CheckedHealth
 from sandbox_operator.fairness import serve_session
-from sandbox_operator.hub.client import HubClient, HubError, SpaceExistsError
-from sandbox_operator.hub.create_turns import CreateSlots
+from sandbox_operator.hub.client import HubClient
+from sandbox_operator.hub.creates_in_flight import CreateSlots
 from sandbox_operator.hub.edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
+from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.hub.listing import FleetObserver
 from sandbox_operator.hub.prices import PriceCatalog
 from sandbox_operator.k8s.admission import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
@@ -80,7 +81,8 @@ from sandbox_operator.k8s.client import (
     new_token,
     status_patch,
 )
-from sandbox_operator.k8s.lease import LeaderElector, run_as_leader
+from sandbox_operator.k8s.leadership import run_as_leader
+from sandbox_operator.k8s.lease import LeaderElector
 from sandbox_operator.k8s.secret_cache import SecretCache
 from sandbox_operator.k8s.transport import COMPONENT, USER_AGENT, ApiError, credentials
 from sandbox_operator.observability import metrics
@@ -129,7 +131,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Writers of warm pools' status in this process: one at a time per pool, claims batched.
     pools: pools.PoolBook = field(default_factory=pools.PoolBook)
-    #: Turns for duplicates, so each can leave by its send deadline (hub/create_turns.py).
+    #: Turns for duplicates, so each can leave by its send deadline (hub/creates_in_flight.py).
     create_slots: CreateSlots = field(default_factory=CreateSlots)
 
     def platform_read_token_secret(self, namespace: str) -> tuple[str, str] | None:
