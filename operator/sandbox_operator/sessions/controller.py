@@ -424,6 +424,8 @@ class Applied:
     sent: bool = False
     #: The operator changed the session's spec: this pass stops, the new generation wakes the loop.
     respecified: bool = False
+    #: The spec changed since the pass read it: the plan is void, the new spec decides again.
+    outdated: bool = False
 
 
 async def apply(
@@ -549,7 +551,12 @@ async def apply(
             case PauseSpace(space_id=space_id, for_idle=for_idle):
                 if for_idle:  # the pause is recorded before spec.paused says so, and both before the Hub
                     await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
-                    await rt.kube.pause_session(session.namespace, session.name)
+                    if not await rt.kube.pause_session(session.namespace, session.name, session.generation):
+                        # Its record goes with it: the status is again what the pass read.
+                        await rt.kube.patch_status(
+                            session.namespace, session.name, status_patch(session.status)
+                        )
+                        return Applied(outdated=True)
                 await rt.hub.pause(space_id)
                 return Applied(respecified=for_idle)
             case PublishPause(paused_since=since, resume=how):
@@ -622,6 +629,13 @@ async def drive(rt: Runtime, body: kopf.Body, session: Session) -> Plan:
             if waited:  # decide again, with a fresh deadline
                 plan = lifecycle.decide(session, observed, rt.config, _now(), random.random())
             applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        if applied.outdated:  # decided on a spec changed meanwhile: nothing of it is said or kept
+            plan = replace(plan, action=None, status=session.status, requeue_after=0.0, events=[])
+            fresh = await rt.kube.read_session(session.namespace, session.name)
+            if fresh is None:
+                break
+            session = session_from_body(fresh)
+            continue
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None and not session.deleting:  # a deleting session reads no listing
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
