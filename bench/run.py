@@ -42,7 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from bench import stats
 from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
+from sandbox_operator.hub.sandbox_health import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.client import KEY_HUB_TOKEN, KEY_SANDBOX_URL, KEY_TOKEN
 from sandbox_testbench.controlplane import ControlPlane, find_binaries
 from sandbox_testbench.controlplane.processes import free_ports, launch

@@ -20,12 +20,13 @@ from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig, RunSettings
 from sandbox_operator.core import money
 from sandbox_operator.hub.client import HubClient
-from sandbox_operator.hub.create_turns import CreateSlots
+from sandbox_operator.hub.creates_in_flight import CreateSlots
 from sandbox_operator.hub.edge_probe import EdgeProber
 from sandbox_operator.hub.listing import FleetObserver
 from sandbox_operator.hub.prices import PriceCatalog
 from sandbox_operator.k8s.client import KubeClient
-from sandbox_operator.k8s.lease import LeaderElector, run_as_leader
+from sandbox_operator.k8s.leadership import run_as_leader
+from sandbox_operator.k8s.lease import LeaderElector
 from sandbox_operator.k8s.secret_cache import SecretCache
 from sandbox_operator.observability import metrics
 from sandbox_operator.observability.health import HealthMonitor, WatchSync, readiness, serving_readiness

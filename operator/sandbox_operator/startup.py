@@ -12,7 +12,7 @@ from huggingface_hub import HfApi
 
 from sandbox_operator.config.settings import OperatorConfig, RunSettings
 from sandbox_operator.core.model import FailureKind
-from sandbox_operator.hub.client import classify
+from sandbox_operator.hub.errors import classify
 from sandbox_operator.k8s.client import resolve_cluster_id
 from sandbox_operator.k8s.lease import LeaseSettings, default_identity, installed_namespace
 

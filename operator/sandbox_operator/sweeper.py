@@ -36,7 +36,9 @@ from typing import Any
 from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import owner_allowed
-from sandbox_operator.hub.client import HubClient, HubError, ListedSpace, Ownership
+from sandbox_operator.hub.client import HubClient
+from sandbox_operator.hub.errors import HubError
+from sandbox_operator.hub.spaces import ListedSpace, Ownership
 from sandbox_operator.k8s.client import KubeClient, resolve_cluster_id
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.observability import metrics

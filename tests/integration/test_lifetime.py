@@ -1,10 +1,11 @@
 """Lifetimes, pause and idle on the real control plane, the Hub emulator and the operator process:
 an expired session is deleted on time with a warning before, a paused Space is PAUSED at the Hub and
-bills nothing until it is resumed, an unused session is paused, and a paused one deleted after its
-retention."""
+bills nothing until it is resumed, an unused session is paused (only on the spec that said so), and a
+paused one deleted after its retention."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,7 +15,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from sandbox_testbench.controlplane import Kubectl
+from sandbox_operator.k8s.client import KubeClient
+from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 from tests.support.harness import (
@@ -170,6 +172,30 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
     assert spaces_of(hub_admin, uid) == []
     reasons = {event["reason"] for event in events_of(kubectl, "quiet", namespace)}
     assert {"IdlePaused", "RetentionEnding", "RetentionExpired"} <= reasons
+
+
+def test_the_idle_pause_is_written_only_onto_the_spec_it_was_decided_on(
+    kubectl: Kubectl, control_plane: ControlPlane, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause decided on pauseAfterSeconds 600 is refused once the user set 900 (the API server checks
+    metadata.generation in the same write), and written onto the spec that says 900."""
+    kubectl("apply", "-f", "-", stdin=session_manifest("edited", namespace, idle={"pauseAfterSeconds": 600}))
+    decided_on = (get_session(kubectl, "edited", namespace) or {})["metadata"]["generation"]
+    longer = '{"spec": {"idle": {"pauseAfterSeconds": 900}}}'  # the user's edit while a pass decides
+    kubectl("patch", "ags", "edited", "-n", namespace, "--type=merge", "-p", longer)
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+
+    async def pause(generation: int) -> bool:
+        kube = KubeClient()
+        try:
+            return await kube.pause_session(namespace, "edited", generation)
+        finally:
+            await kube.close()
+
+    assert asyncio.run(pause(decided_on)) is False
+    assert (get_session(kubectl, "edited", namespace) or {})["spec"].get("paused") is not True
+    assert asyncio.run(pause(decided_on + 1)) is True
+    assert (get_session(kubectl, "edited", namespace) or {})["spec"]["paused"] is True
 
 
 def test_an_expiry_typed_before_the_creation_is_refused_not_obeyed(

@@ -15,7 +15,7 @@ import pytest
 
 from sandbox_operator import api
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
-from sandbox_operator.hub.client import SANDBOX_AUTH_HEADER
+from sandbox_operator.hub.sandbox_health import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import PoolBook, read_pool, write_pool_status
 from sandbox_testbench.controlplane import ControlPlane, Kubectl

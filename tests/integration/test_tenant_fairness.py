@@ -8,7 +8,7 @@ import json
 import uuid
 
 from sandbox_operator import api
-from sandbox_operator.hub.client import MARKER_SESSION_UID
+from sandbox_operator.core.model import MARKER_SESSION_UID
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for

@@ -8,7 +8,8 @@ from datetime import datetime
 import pytest
 
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.client import HubClient, HubError
+from sandbox_operator.hub.client import HubClient
+from sandbox_operator.hub.errors import HubError
 from sandbox_testbench.hubsim.views import sandbox_url_template
 
 

@@ -21,7 +21,8 @@ from kopf._core.engines import posting
 from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.model import HealthResult, SpaceView
-from sandbox_operator.hub.client import HubError, Listing, Ownership, SpaceExistsError
+from sandbox_operator.hub.errors import HubError, SpaceExistsError
+from sandbox_operator.hub.spaces import Listing, Ownership
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import PoolBook
 from sandbox_operator.runtime import Runtime, build_runtime

@@ -22,7 +22,7 @@ from sandbox_operator.core.model import (
     SpaceView,
 )
 from sandbox_operator.core.money import INSECURE_TRUST_WARNING, judge_hardware
-from sandbox_operator.hub.client import ListedSpace, Ownership
+from sandbox_operator.hub.spaces import ListedSpace, Ownership
 from sandbox_operator.k8s import admission as policy
 from sandbox_operator.k8s.client import connection_claim
 from sandbox_operator.sweeper import Policy, Verdict, claims, plan

@@ -13,8 +13,9 @@ from sandbox_operator.api import AgentSessionStatus
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
 from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Plan, RecordIntent, SpaceView
-from sandbox_operator.hub.client import HubError, Listing
+from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
+from sandbox_operator.hub.spaces import Listing
 from sandbox_operator.k8s.secret_cache import SecretCache
 from sandbox_operator.sessions.loop import SessionLoop, _follow_listing
 from tests.support.clock import ManualClock

@@ -8,7 +8,8 @@ from dataclasses import replace
 from sandbox_operator.api import Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_failure
-from sandbox_operator.core.lifecycle import decide, decide_deletion
+from sandbox_operator.core.deletion import decide_deletion
+from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.create_turns import ROOM_RECHECK, CreateSlots
+from sandbox_operator.hub.creates_in_flight import ROOM_RECHECK, CreateSlots
 
 
 def test_the_turns_are_what_the_gate_sends_in_half_a_deadline() -> None:

@@ -7,8 +7,8 @@ import asyncio
 
 from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult
-from sandbox_operator.hub.client import sandbox_answer
 from sandbox_operator.hub.edge_probe import EdgeProber, ProbeTarget
+from sandbox_operator.hub.sandbox_health import sandbox_answer
 
 TEMPLATE = "templates/box"
 

@@ -41,7 +41,7 @@ from sandbox_operator.core.model import (
     RequestHardware,
     Session,
 )
-from sandbox_operator.hub.client import last_activity
+from sandbox_operator.hub.sandbox_health import last_activity
 from tests.support.core import CONFIG, HEALTHY, NOW, RECORDED, SPACE_ID, UID, observed, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}

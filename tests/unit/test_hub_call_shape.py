@@ -9,7 +9,7 @@ import pytest
 from sandbox_operator.api import AgentSessionStatus
 from sandbox_operator.core.creation import create_record, duplicate_may_land, space_unrequested
 from sandbox_operator.core.model import CreateSpace
-from sandbox_operator.hub.client import classify
+from sandbox_operator.hub.errors import classify
 from sandbox_operator.hub.gate import HubPaused, NotLeader, SendDeadlinePassed
 from sandbox_operator.sessions.loop import SessionLoop, spec_changed
 from tests.support.core import CONFIG, NOW, SPACE_ID

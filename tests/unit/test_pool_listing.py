@@ -10,8 +10,8 @@ from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.core.model import HealthResult, SpaceView
-from sandbox_operator.hub.client import Listing
 from sandbox_operator.hub.listing import FleetObserver
+from sandbox_operator.hub.spaces import Listing
 from sandbox_operator.pools import loop as pools
 from sandbox_operator.pools.book import PoolBook
 

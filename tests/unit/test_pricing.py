@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sandbox_operator.hub.prices import FALLBACK_USD_PER_HOUR, PriceCatalog, hourly_prices
+from sandbox_operator.core.prices import FALLBACK_USD_PER_HOUR
+from sandbox_operator.hub.prices import PriceCatalog, hourly_prices
 from sandbox_testbench.hubsim import HARDWARE_CATALOG
 
 

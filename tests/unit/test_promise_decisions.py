@@ -12,7 +12,9 @@ import pytest
 from sandbox_operator.api import AgentSessionStatus, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_record, duplicate_window_end
-from sandbox_operator.core.lifecycle import decide, decide_deletion, decide_failure, waiting_delay
+from sandbox_operator.core.deletion import decide_deletion
+from sandbox_operator.core.draft import waiting_delay
+from sandbox_operator.core.lifecycle import decide, decide_failure
 from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,

@@ -322,10 +322,10 @@ def test_a_waiting_request_that_gives_up_lets_the_next_go() -> None:
 
 
 def test_no_hub_request_is_given_more_time_than_the_leader_has_left() -> None:
-    from sandbox_operator.hub.client import _client_factory
+    from sandbox_operator.hub.transport import client_factory
 
     hub, _ = gate()
-    client = _client_factory(20.0, hub)()
+    client = client_factory(20.0, hub)()
     (before, *_) = client.event_hooks["request"]
     request = httpx2.Request("GET", "http://hub.invalid/api/whoami-v2")
     before(request)

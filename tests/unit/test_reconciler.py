@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sandbox_operator.api import Phase
-from sandbox_operator.core.lifecycle import backoff_delay, decide, decide_deletion
+from sandbox_operator.core.deletion import decide_deletion
+from sandbox_operator.core.draft import backoff_delay
+from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
     CreateSpace,
     DeletionObservation,

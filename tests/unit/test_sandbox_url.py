@@ -9,7 +9,7 @@ from huggingface_hub import SpaceInfo
 from pydantic import ValidationError
 
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.client import _space_view
+from sandbox_operator.hub.spaces import space_view
 from sandbox_operator.hub.urls import DEFAULT_TEMPLATE, sandbox_url
 
 HOSTILE = [
@@ -68,11 +68,11 @@ def _info(subdomain: str, host: str) -> SpaceInfo:
 
 def test_the_view_ignores_the_hubs_host_and_a_hostile_subdomain() -> None:
     """Only the template and the subdomain make the address, never `host`."""
-    good = _space_view(
+    good = space_view(
         _info("alice-ags-1", "https://evil.example"), "https://huggingface.co", DEFAULT_TEMPLATE
     )
     assert good.sandbox_url == "https://alice-ags-1.hf.space"
-    hostile = _space_view(
+    hostile = space_view(
         _info("evil.example/x", "https://evil.example"), "https://huggingface.co", DEFAULT_TEMPLATE
     )
     assert hostile.sandbox_url is None

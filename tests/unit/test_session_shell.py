@@ -10,7 +10,7 @@ import kopf
 
 from sandbox_operator import api
 from sandbox_operator.core.model import FailureKind, HubFailure
-from sandbox_operator.hub.client import HubError
+from sandbox_operator.hub.errors import HubError
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
 from tests.support.shell import FakeHub, FakeKube, kopf_events, runtime

@@ -29,7 +29,8 @@ from sandbox_operator.core.shards import (
     unrenewed_past_duration,
 )
 from sandbox_operator.hub.gate import HubGate
-from sandbox_operator.k8s.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap, run_as_leader
+from sandbox_operator.k8s.leadership import run_as_leader
+from sandbox_operator.k8s.lease import LeaderElector, LeaseLost, LeaseSettings, ShardOverlap
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.observability import metrics
 from sandbox_operator.observability.health import Standby

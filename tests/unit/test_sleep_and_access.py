@@ -9,7 +9,7 @@ import pytest
 
 from sandbox_operator.api import AgentSessionSpec, Phase
 from sandbox_operator.core.conditions import AGENT_ACCESS
-from sandbox_operator.core.lifecycle import NO_EDGE_TOKEN, decide
+from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
     UNBILLED_STAGES,
     Observation,
@@ -19,6 +19,7 @@ from sandbox_operator.core.model import (
     SetSleepTime,
 )
 from sandbox_operator.core.money import accrue_spend, sleep_time_for
+from sandbox_operator.core.steps.running import NO_EDGE_TOKEN
 from sandbox_operator.k8s.lease import LeaseSettings
 from tests.support.core import (
     CONFIG,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.client import ListedSpace, Ownership
+from sandbox_operator.hub.spaces import ListedSpace, Ownership
 from sandbox_operator.sweeper import (
     Policy,
     Verdict,

@@ -9,7 +9,7 @@ from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.config.settings import OperatorConfig
-from sandbox_operator.hub.client import ListedSpace, Ownership
+from sandbox_operator.hub.spaces import ListedSpace, Ownership
 from sandbox_operator.sweeper import Sweeper, Verdict
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -29,7 +29,7 @@ from sandbox_operator.core.model import (
     Session,
     SpaceView,
 )
-from sandbox_operator.hub.client import ListedSpace, Ownership
+from sandbox_operator.hub.spaces import ListedSpace, Ownership
 from sandbox_operator.sweeper import Policy, Verdict, plan
 from tests.support.core import (
     CONFIG,

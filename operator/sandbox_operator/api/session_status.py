@@ -116,6 +116,19 @@ class Spend(ApiModel):
         alias="lastObservedTime",
         description="When spend was last brought up to date (RFC 3339).",
     )
+    switch_start_time: str | None = Field(
+        default=None,
+        alias="switchStartTime",
+        description="When a look first showed the Space switching onto paid hardware (RFC 3339); cleared "
+        "once it runs on it.",
+    )
+    switch_back_usd: float = Field(
+        default=0.0,
+        alias="switchBackUsd",
+        description="What the switch back to free hardware is expected to bill: paid hardware bills until "
+        "the Hub completes a switch, taken to last as long as the last switch onto it did. The budget "
+        "counts as spent this much early, so the bill ends within it.",
+    )
 
 
 class Phase(StrEnum):

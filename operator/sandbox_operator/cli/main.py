@@ -95,7 +95,7 @@ def sweep(**values: Any) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import asyncio
 
-    from sandbox_operator.hub.client import HubError
+    from sandbox_operator.hub.errors import HubError
     from sandbox_operator.k8s.transport import ApiError
     from sandbox_operator.sweeper import ORPHAN_VERDICTS, sweep_once
 

@@ -37,6 +37,7 @@ from sandbox_operator.core.money import (
     budget_exhausted,
     is_free,
     spend_recheck_delay,
+    switch_back_note,
     usd,
 )
 from sandbox_operator.core.progress import conclude
@@ -265,8 +266,9 @@ def _money(draft: Draft, observed: Observation, config: OperatorConfig) -> None:
             BUDGET_EXHAUSTED,
             "True",
             Reason.BUDGET_SPENT,
-            f"estimated spend {usd(spent)} reached the budget of {usd(budget)}; the Space is back on "
-            f"{Hardware.CPU_BASIC.value} until an approver raises spec.approval.budgetUsd",
+            f"estimated spend {usd(spent)}{switch_back_note(draft.status.spend)} reached the budget of "
+            f"{usd(budget)}; the Space is back on {Hardware.CPU_BASIC.value} until an approver raises "
+            "spec.approval.budgetUsd",
         )
     else:
         draft.condition(

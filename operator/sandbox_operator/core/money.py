@@ -4,6 +4,7 @@ the spend estimate and budget, and the sleep time of paid hardware.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,8 +174,9 @@ def _not_trusted(
 
 
 def budget_exhausted(spec: AgentSessionSpec, spend: Spend | None) -> bool:
+    """Whether the budget is spent, counting what the switch back to free hardware will still bill."""
     budget = spec.approval.budget_usd if spec.approval else None
-    return budget is not None and spend is not None and spend.estimated_usd >= budget
+    return budget is not None and spend is not None and spend.estimated_usd + spend.switch_back_usd >= budget
 
 
 def target_hardware(
@@ -212,28 +214,58 @@ def accrue_spend(
         rate = 0.0
     else:
         rate = prices.get(current, 0.0)
-    if previous is not None and previous.usd_per_hour == rate == 0.0 and previous.budget_usd == budget:
+    switching = _switching_onto_paid(space, config)
+    if (
+        previous is not None
+        and previous.usd_per_hour == rate == 0.0
+        and previous.budget_usd == budget
+        and (previous.switch_start_time is not None) == switching
+    ):
         return previous
     spent = previous.estimated_usd if previous else 0.0
     if previous is not None and previous.last_observed_time is not None:
         elapsed = max(0.0, (now - parse_rfc3339(previous.last_observed_time)).total_seconds())
         spent += previous.usd_per_hour * elapsed / 3600
+    started = previous.switch_start_time if previous else None
+    switch_back = previous.switch_back_usd if previous else 0.0
+    if started is not None and not switching and rate > 0:
+        # From our look at the switch under way to this one: the Hub's switch and our delay in seeing
+        # it end (unbilled by this estimate, billed by the Hub), both of which a switch back costs; to
+        # the second above, for the moments between a request and the look after it.
+        took = math.ceil((now - parse_rfc3339(started)).total_seconds())
+        switch_back = round(rate * took / 3600, 6)
     return Spend.model_validate(
         {
             "estimatedUsd": round(spent, 6),
             "usdPerHour": rate,
             "budgetUsd": budget,
             "lastObservedTime": rfc3339(now, precise=True),
+            "switchStartTime": (started or rfc3339(now, precise=True)) if switching else None,
+            "switchBackUsd": switch_back,
         }
     )
 
 
+def _switching_onto_paid(space: SpaceView, config: OperatorConfig) -> bool:
+    """The Hub is moving the Space onto paid hardware: its bill starts when the switch completes."""
+    requested = space.requested_hardware
+    return requested is not None and requested != space.current_hardware and not is_free(requested, config)
+
+
+def switch_back_note(spend: Spend | None) -> str:
+    """What the spend counts besides the estimate so far, said beside it."""
+    if spend is None or not spend.switch_back_usd:
+        return ""
+    return f" plus {usd(spend.switch_back_usd)} for the switch back to free hardware"
+
+
 def spend_recheck_delay(spend: Spend, config: OperatorConfig) -> float | None:
-    """While on paid hardware, come back to accrue spend, and exactly when the budget runs out."""
+    """While on paid hardware, come back to accrue spend, and exactly when the budget runs out (the
+    switch back's bill counted)."""
     if spend.usd_per_hour <= 0:
         return None
     delay = config.spend_interval
     if spend.budget_usd is not None:
-        remaining = max(0.0, spend.budget_usd - spend.estimated_usd)
+        remaining = max(0.0, spend.budget_usd - spend.estimated_usd - spend.switch_back_usd)
         delay = min(delay, remaining / spend.usd_per_hour * 3600)
     return max(delay, 0.5)

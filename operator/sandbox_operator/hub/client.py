@@ -3,41 +3,32 @@
 Every Hub call goes through `HubClient`, which runs the unmodified `huggingface_hub`
 client on a small bounded thread pool (the client is synchronous; deletions have a pool of
 their own, so calls waiting at the gate never hold them back) and turns its exceptions into
-`HubError`s the decision core understands. Every HTTP request the client sends, pagination
-included, first passes the process-wide `HubGate` (rate limit, the Hub's window, the pause
-after a 429, priorities, the leader fence) in an httpx request hook, is given no more time
-than the leader may still act, and is counted in the metrics.
-Idempotent reads are retried a few times in the call after a 5xx, timeout or reset; writes
-are not, the decision core requeues the session with backoff instead. The sandbox health
-check is a plain async HTTP call to the Space's app through the Hub's edge, not the Hub API,
-and needs no thread: a private Space's edge wants a Hub token that may read the Space in
-`Authorization`, and the sandbox server reads its own token from `X-Sandbox-Authorization`.
+`HubError`s the decision core understands (hub/errors.py). Every HTTP request the client sends,
+pagination included, first passes the process-wide `HubGate` in an httpx request hook
+(hub/transport.py). Idempotent reads are retried a few times in the call after a 5xx, timeout or
+reset; writes are not, the decision core requeues the session with backoff instead. The sandbox
+health check goes to the Space's app, not the Hub API (hub/sandbox_health.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
 import aiohttp
-import httpx2
 from huggingface_hub import HfApi, SpaceInfo, set_client_factory
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils._headers import build_hf_headers
-from huggingface_hub.utils._http import hf_request_event_hook
 from huggingface_hub.utils._pagination import paginate
 
-from sandbox_operator.api import SANDBOX_TOKEN_SECRET, Hardware, parse_rfc3339
+from sandbox_operator.api import SANDBOX_TOKEN_SECRET, Hardware
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.model import (
     MARKER_CLUSTER_ID,
@@ -49,16 +40,12 @@ from sandbox_operator.core.model import (
     SpaceView,
 )
 from sandbox_operator.fairness import CURRENT_TURN, FairLimiter
-from sandbox_operator.hub.gate import (
-    HubGate,
-    HubPaused,
-    NotLeader,
-    Priority,
-    SendDeadlinePassed,
-    retry_after_seconds,
-)
+from sandbox_operator.hub.errors import HubError, classify, duplicate_failure
+from sandbox_operator.hub.gate import HubGate, NotLeader, Priority
 from sandbox_operator.hub.prices import hourly_prices
-from sandbox_operator.hub.urls import sandbox_url
+from sandbox_operator.hub.sandbox_health import check_health
+from sandbox_operator.hub.spaces import ListedSpace, Listing, Ownership, space_view
+from sandbox_operator.hub.transport import client_factory, in_thread, last_sent
 from sandbox_operator.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -75,229 +62,12 @@ LIST_EXPAND = ("runtime", "private", "subdomain")
 WHOAMI_CACHE_SECONDS = 60.0
 
 
-class HubError(Exception):
-    """A Hub call failed in a way the session must show and retry."""
-
-    def __init__(self, route: str, failure: HubFailure, *, sent: bool = True) -> None:
-        super().__init__(f"{route}: {failure.message}")
-        self.route = route
-        self.failure = failure
-        #: False when the gate refused the request locally: nothing reached the Hub.
-        self.sent = sent
-
-
-class SpaceExistsError(Exception):
-    """The duplicate target already exists (a previous attempt got through)."""
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """A Space's ownership marker variables; "" where a variable is absent."""
-
-    session_uid: str
-    cluster_id: str
-    session: str
-
-
-@dataclass(frozen=True)
-class ListedSpace:
-    """A Space as the list endpoint shows it: enough to pick sweeper candidates without more calls."""
-
-    space_id: str
-    created_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Listing:
-    """One owner's Spaces as one listing showed them, and when its first page left the gate for
-    the Hub (monotonic): what this operator did before then shows in it; a listing that waited at
-    the gate behind other calls is as fresh as its sending, not as its asking."""
-
-    taken_at: float
-    spaces: Mapping[str, SpaceView]
-
-
-#: The header the sandbox server reads its own API token from; `Authorization` belongs to the edge.
-SANDBOX_AUTH_HEADER = "X-Sandbox-Authorization"
-
-
-def classify(route: str, error: Exception) -> HubError:
-    """Map a huggingface_hub / transport exception to a failure kind with a message for people."""
-    if isinstance(error, HubPaused):
-        return HubError(
-            route,
-            HubFailure(
-                FailureKind.RATE_LIMITED,
-                f"not sent: {error} (Retry-After)",
-                error.remaining,
-            ),
-            sent=False,
-        )
-    if isinstance(error, NotLeader | SendDeadlinePassed):
-        return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"not sent: {error}"), sent=False)
-    if isinstance(error, RepositoryNotFoundError):
-        # A 404, or the 401 the Hub answers for a repo the token cannot see (huggingface_hub
-        # turns both into this): the Space does not exist, is not visible yet, or is out of sight.
-        return HubError(
-            route, HubFailure(FailureKind.NOT_FOUND, f"the Hub does not show the Space on {route}")
-        )
-    if isinstance(error, HfHubHTTPError) and error.response is not None:
-        response = error.response
-        code = response.status_code
-        server = (error.server_message or "").strip() or response.reason_phrase
-        if code == 429:
-            retry_after = retry_after_seconds(response.headers, time.time())
-            hint = f"; the Hub asks to wait {retry_after:.0f}s" if retry_after is not None else ""
-            return HubError(
-                route, HubFailure(FailureKind.RATE_LIMITED, f"rate limited on {route}{hint}", retry_after)
-            )
-        if code == 401:
-            return HubError(
-                route,
-                HubFailure(
-                    FailureKind.UNAUTHORIZED, f"the Hub rejected the operator's token on {route}: {server}"
-                ),
-            )
-        if code == 403:
-            return HubError(route, HubFailure(FailureKind.FORBIDDEN, f"the token may not {route}: {server}"))
-        if code == 400:
-            return HubError(route, HubFailure(FailureKind.BAD_REQUEST, f"the Hub refused {route}: {server}"))
-        return HubError(
-            route,
-            HubFailure(
-                FailureKind.UNAVAILABLE,
-                f"the Hub answered {code} on {route}: {server}",
-                retry_after_seconds(response.headers, time.time()),
-            ),
-        )
-    if isinstance(error, httpx2.TimeoutException):
-        return HubError(route, HubFailure(FailureKind.UNAVAILABLE, f"{route} timed out"))
-    if isinstance(error, httpx2.TransportError | OSError):
-        return HubError(
-            route, HubFailure(FailureKind.UNAVAILABLE, f"cannot reach the Hub for {route}: {error}")
-        )
-    raise error
-
-
-#: What the worker thread is calling, for the HTTP-level hooks: route, priority, send time, namespace.
-_current = threading.local()
-
-
-def _client_factory(timeout: float, gate: HubGate) -> Callable[[], httpx2.Client]:
-    def before(request: httpx2.Request) -> None:
-        gate.before_request(
-            getattr(_current, "priority", Priority.OBSERVE),
-            getattr(_current, "not_after", None),
-            getattr(_current, "tenant", ""),
-        )
-        left = gate.time_left()
-        if left < timeout:
-            # No request may outlive the leader's right to act (connect and read each get at most half).
-            request.extensions["timeout"] = httpx2.Timeout(max(0.001, left / 2)).as_dict()
-        _current.sent = time.monotonic()
-
-    def after(response: httpx2.Response) -> None:
-        route = getattr(_current, "route", "other")
-        metrics.HUB_CALLS.labels(route, str(response.status_code)).inc()
-        metrics.HUB_LATENCY.labels(route).observe(time.monotonic() - getattr(_current, "sent", 0.0))
-        gate.after_response(response.status_code, response.headers)
-
-    def factory() -> httpx2.Client:
-        # The default client has no timeout at all; a hung Hub must not hang a session.
-        return httpx2.Client(
-            event_hooks={"request": [before, hf_request_event_hook], "response": [after]},
-            follow_redirects=True,
-            timeout=timeout,
-        )
-
-    return factory
-
-
-def _in_thread(
-    route: str, priority: Priority, fn: Callable[[], T], not_after: float | None, tenant: str
-) -> Callable[[], T]:
-    """`fn` tagged with its route, priority, send deadline and namespace for the hooks; requests that
-    got no response are counted here."""
-
-    def run() -> T:
-        _current.route = route
-        _current.priority = priority
-        _current.not_after = not_after
-        _current.tenant = tenant
-        try:
-            return fn()
-        except HubPaused:
-            metrics.HUB_REFUSED.labels("paused").inc()
-            raise
-        except NotLeader:
-            metrics.HUB_REFUSED.labels("not_leader").inc()
-            raise
-        except SendDeadlinePassed:
-            metrics.HUB_REFUSED.labels("deadline").inc()
-            raise
-        except httpx2.TimeoutException:
-            metrics.HUB_CALLS.labels(route, "timeout").inc()
-            raise
-        except httpx2.TransportError:
-            metrics.HUB_CALLS.labels(route, "network").inc()
-            raise
-
-    return run
-
-
-def _space_view(info: SpaceInfo, endpoint: str, app_template: str) -> SpaceView:
-    """The Space as the core sees it; its app's address only from the operator's template and the
-    Space's own subdomain (never the Hub's `host`, which a listing does not carry)."""
-    runtime = info.runtime
-    app_url = sandbox_url(app_template, info.subdomain)
-    if app_url is None and info.subdomain:
-        log.warning("Space %s: the Hub's subdomain %r is not a DNS label; its app is not addressed",
-                    info.id, info.subdomain)  # fmt: skip
-    stage = str(runtime.stage) if runtime is not None else "UNKNOWN"
-    return SpaceView(
-        space_id=info.id,
-        stage=stage,
-        current_hardware=str(runtime.hardware) if runtime is not None and runtime.hardware else None,
-        requested_hardware=(
-            str(runtime.requested_hardware) if runtime is not None and runtime.requested_hardware else None
-        ),
-        private=info.private,
-        url=f"{endpoint}/spaces/{info.id}",
-        sandbox_url=app_url,
-        sleep_time=runtime.sleep_time if runtime is not None else None,
-    )
-
-
-#: The key of a sandbox's health answer that says when it was last used (RFC 3339), where the template
-#: reports it (an assumption of ours: docs/hub-fidelity.md F41).
-LAST_ACTIVITY_KEY = "lastActivityTime"
-
-
-def last_activity(body: str) -> datetime | None:
-    """When the sandbox was last used, from its health answer; None when it does not say."""
-    value = (sandbox_answer(body) or {}).get(LAST_ACTIVITY_KEY)
-    try:
-        return parse_rfc3339(str(value)) if value else None
-    except ValueError:
-        return None
-
-
-def sandbox_answer(body: str) -> Mapping[str, object] | None:
-    """The sandbox server's health answer, a JSON object; None for anything else (a page of the edge
-    for a Space that does not run yet may come with a 200 too: docs/hub-fidelity.md F36)."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
-
-
 class HubClient:
     """Async facade over `HfApi` for the calls the operator needs, and nothing more."""
 
     def __init__(self, config: OperatorConfig) -> None:
         self.gate = HubGate(config.hub_rate, config.hub_burst)
-        set_client_factory(_client_factory(config.hub_timeout, self.gate))
+        set_client_factory(client_factory(config.hub_timeout, self.gate))
         self._api = HfApi(endpoint=config.hub_endpoint, token=config.hub_token or None)
         self._endpoint = config.hub_endpoint.rstrip("/")
         self._config = config
@@ -324,7 +94,7 @@ class HubClient:
         retries = self._config.hub_read_retries if idempotent else 0
         urgent = priority is Priority.DELETE
         turn = CURRENT_TURN.get()
-        run = _in_thread(route, priority, fn, not_after, turn.namespace if turn is not None else "")
+        run = in_thread(route, priority, fn, not_after, turn.namespace if turn is not None else "")
         for attempt in range(retries + 1):
             try:
                 if urgent:
@@ -409,7 +179,7 @@ class HubClient:
             if error.failure.kind is FailureKind.NOT_FOUND:
                 return None
             raise
-        view = _space_view(info, self._endpoint, self._config.sandbox_url_template)
+        view = space_view(info, self._endpoint, self._config.sandbox_url_template)
         if view.stage == "UNKNOWN":
             runtime = await self._call(
                 "runtime",
@@ -474,13 +244,13 @@ class HubClient:
             headers = build_hf_headers(token=self._config.hub_token or None)
             pages = iter(paginate(url, params, headers))
             first = next(pages, None)
-            sent_at: float = _current.sent  # the first page's (set by the gate's hook as it left)
+            sent_at = last_sent()  # the first page's
             items = [] if first is None else [first, *pages]
             infos = (SpaceInfo(**item) for item in items)  # type: ignore[no-untyped-call]
             return Listing(
                 sent_at,
                 {
-                    info.id: _space_view(info, self._endpoint, self._config.sandbox_url_template)
+                    info.id: space_view(info, self._endpoint, self._config.sandbox_url_template)
                     for info in infos
                 },
             )
@@ -532,22 +302,10 @@ class HubClient:
         try:
             await self._call("duplicate", call, not_after=not_after)
         except HubError as error:
-            if error.failure.kind is FailureKind.NOT_FOUND:
-                raise HubError(
-                    "duplicate",
-                    HubFailure(
-                        FailureKind.TEMPLATE_NOT_FOUND,
-                        f"template Space {template} does not exist or is not visible",
-                    ),
-                ) from error
-            cause = error.__cause__
-            if (
-                isinstance(cause, HfHubHTTPError)
-                and cause.response is not None
-                and cause.response.status_code == 409
-            ):
-                raise SpaceExistsError(space_id) from error
-            raise
+            meant = duplicate_failure(error, template, space_id)
+            if meant is None:
+                raise
+            raise meant from error
 
     async def set_token(self, space_id: str, token: str) -> None:
         await self._call("secrets", lambda: self._api.add_space_secret(space_id, SANDBOX_TOKEN_SECRET, token))
@@ -622,27 +380,11 @@ class HubClient:
         return True
 
     async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
-        """GET the sandbox's health endpoint; anything but 200 is unhealthy.
-
-        `hub_token` passes the Hub's edge of a private Space (`Authorization`); the sandbox server
-        checks `token`, its own API token, in `X-Sandbox-Authorization`.
-        """
+        """The sandbox's answer at its health endpoint (`health_path`) through the Hub's edge."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         url = sandbox_url.rstrip("/") + self._config.health_path
-        headers = {SANDBOX_AUTH_HEADER: f"Bearer {token}"}
-        if hub_token:
-            headers["Authorization"] = f"Bearer {hub_token}"
-        try:
-            async with self._http.get(url, headers=headers) as response:
-                if response.status == 200:
-                    body = await response.text()
-                    if sandbox_answer(body) is None:
-                        return HealthResult(False, f"{url} answered 200 without the sandbox's JSON", 200)
-                    return HealthResult(True, "200 OK", 200, last_activity(body))
-                return HealthResult(False, f"{url} answered {response.status}", response.status)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return HealthResult(False, f"{url} unreachable: {error or type(error).__name__}")
+        return await check_health(self._http, url, token, hub_token)
 
     async def close(self) -> None:
         if self._http is not None:

@@ -7,7 +7,7 @@ session, so the budget is global: every HTTP request to the Hub passes this gate
   t=<seconds to reset>`, `RateLimit-Policy: "fixed window";"api";q=<quota>;w=300`). While it has
   room, requests go as fast as they come: the window is the Hub's limit, not a pace of ours. Once
   the remaining calls run low, they are spread evenly over the time to the reset (creates stop
-  short of that mark: hub/create_turns.py), so observation and deletions keep calls until the window
+  short of that mark: hub/creates_in_flight.py), so observation and deletions keep calls until the window
   ends; with none left, every request waits for the reset.
 - A token bucket paces requests (`rate` per second, `burst` saved up) while the Hub has stated no
   window, or its window runs low.

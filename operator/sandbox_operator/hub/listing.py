@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 
 from sandbox_operator.core.model import SpaceView
 from sandbox_operator.core.reads import CheckedHealth, read_still_serves
-from sandbox_operator.hub.client import HubError, Listing
+from sandbox_operator.hub.errors import HubError
+from sandbox_operator.hub.spaces import Listing
 
 log = logging.getLogger(__name__)
 

@@ -286,12 +286,29 @@ class KubeClient:
         )
         return dict(written)
 
-    async def pause_session(self, namespace: str, name: str) -> None:
+    async def pause_session(self, namespace: str, name: str, generation: int) -> bool:
         """Set spec.paused on a session the operator pauses for idleness: the user resumes it by
-        setting it back to false, as after a pause of their own."""
-        await self._api.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"paused": True}}
-        )
+        setting it back to false, as after a pause of their own. Only onto the spec the pause was
+        decided on (`generation`): False, nothing written, when the spec changed meanwhile."""
+        patch = [
+            {"op": "test", "path": "/metadata/generation", "value": generation},
+            {"op": "add", "path": "/spec/paused", "value": True},
+        ]
+        try:
+            await self._api.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch
+            )
+        except ApiError as error:
+            # A failed `test` is a bare 422 "Invalid", as an invalid object would be: the spec tells.
+            if error.status != 422 or await self._generation(namespace, name) == generation:
+                raise
+            return False
+        return True
+
+    async def _generation(self, namespace: str, name: str) -> int | None:
+        """The session's metadata.generation now; None when it is gone."""
+        found = await self.read_session(namespace, name)
+        return int(found["metadata"]["generation"]) if found is not None else None
 
     async def delete_session(self, namespace: str, name: str, uid: str) -> None:
         """Delete the session (its lifetime or retention ended); only the object with this UID, never a

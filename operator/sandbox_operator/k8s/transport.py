@@ -42,6 +42,8 @@ CONNECTIONS = 8
 #: official client's urllib3 did by default, before a failure is the caller's to retry with backoff.
 CONNECTION_RETRIES = 3
 MERGE_PATCH = "application/merge-patch+json"
+#: A list of operations (RFC 6902), for a write with a `test` precondition.
+JSON_PATCH = "application/json-patch+json"
 
 
 class ApiError(Exception):
@@ -253,8 +255,11 @@ class KubeApi:
     async def patch_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any
     ) -> Any:
+        """A merge patch; a list of operations is a JSON patch."""
         path = _custom(group, version, namespace, plural, name)
-        return await self.call("PATCH", path, body, content_type=MERGE_PATCH)
+        return await self.call(
+            "PATCH", path, body, content_type=JSON_PATCH if isinstance(body, list) else MERGE_PATCH
+        )
 
     async def patch_namespaced_custom_object_status(
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any

@@ -43,7 +43,7 @@ from sandbox_operator.core.model import (
     Session,
     connection_secret_name,
 )
-from sandbox_operator.hub.client import HubError
+from sandbox_operator.hub.errors import HubError
 from sandbox_operator.k8s.client import (
     KEY_HUB_TOKEN,
     KEY_SANDBOX_URL,

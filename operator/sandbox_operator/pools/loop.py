@@ -16,7 +16,7 @@ import kopf
 from sandbox_operator import api
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core import pool as core
-from sandbox_operator.hub.client import HubError, SpaceExistsError
+from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import (
     CAS_ATTEMPTS,

@@ -34,7 +34,7 @@ from sandbox_operator.core.model import (
     Session,
     SetSleepTime,
 )
-from sandbox_operator.hub.client import HubError, SpaceExistsError
+from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.k8s.client import (
     KEY_HUB_TOKEN,
     KEY_PAUSED_SINCE,
@@ -73,6 +73,8 @@ class Applied:
     sent: bool = False
     #: The operator changed the session's spec: this pass stops, the new generation wakes the loop.
     respecified: bool = False
+    #: The spec changed since the pass read it: the plan is void, the new spec decides again.
+    outdated: bool = False
 
 
 async def apply(
@@ -253,7 +255,10 @@ async def _change_session(
         return Applied(deleting=True)
     if action.for_idle:  # the pause is recorded before spec.paused says so, and both before the Hub
         await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
-        await rt.kube.pause_session(session.namespace, session.name)
+        if not await rt.kube.pause_session(session.namespace, session.name, session.generation):
+            # Its record goes with it: the status is again what the pass read.
+            await rt.kube.patch_status(session.namespace, session.name, status_patch(session.status))
+            return Applied(outdated=True)
     await rt.hub.pause(action.space_id)
     return Applied(respecified=action.for_idle)
 

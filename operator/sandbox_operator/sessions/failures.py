@@ -13,7 +13,7 @@ import kopf
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import Reason
 from sandbox_operator.core.model import RequestHardware, Session
-from sandbox_operator.hub.client import HubError
+from sandbox_operator.hub.errors import HubError
 from sandbox_operator.k8s.client import SecretValueError, status_patch
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.sessions.apply import post_events

@@ -55,18 +55,18 @@ async def drive(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
             if waited:  # decide again, with a fresh deadline
                 plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
             applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
+        if applied.outdated:  # decided on a spec changed meanwhile: nothing of it is said or kept
+            plan = replace(plan, action=None, status=session.status, requeue_after=0.0, events=[])
+            fresh = await rt.kube.read_session(session.namespace, session.name)
+            if fresh is None:
+                break
+            session = session_from_body(fresh)
+            continue
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None and not session.deleting:  # a deleting session reads no listing
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
         if isinstance(plan.action, CreateSpace):
-            if applied.sent:
-                rt.create_slots.sent(session.uid)
-            recorded = creation.create_record(session.status, plan.action, applied.sent, applied.failure)
-            answered = creation.create_failure(session.status, applied.sent, applied.failure)
-            plan.status.duplicate_requested_time = recorded
-            plan.status.duplicate_failure = answered
-            record = {"duplicate_requested_time": recorded, "duplicate_failure": answered}
-            session = replace(session, status=session.status.model_copy(update=record))
+            session = _record_create(rt, session, plan, plan.action, applied)
         if applied.failure is not None:
             plan = lifecycle.decide(
                 session,
@@ -86,6 +86,21 @@ async def drive(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
         )
     assert plan is not None
     return plan
+
+
+def _record_create(
+    rt: SessionRuntime, session: Session, plan: Plan, action: CreateSpace, applied: Applied
+) -> Session:
+    """Keep what a duplicate's sending says on the plan's status and the session (when it was asked
+    for, the Hub's refusal), so the next step and the next pass decide on it."""
+    if applied.sent:
+        rt.create_slots.sent(session.uid)
+    recorded = creation.create_record(session.status, action, applied.sent, applied.failure)
+    answered = creation.create_failure(session.status, applied.sent, applied.failure)
+    plan.status.duplicate_requested_time = recorded
+    plan.status.duplicate_failure = answered
+    record = {"duplicate_requested_time": recorded, "duplicate_failure": answered}
+    return replace(session, status=session.status.model_copy(update=record))
 
 
 async def reconcile(rt: SessionRuntime, body: kopf.Body, loop: SessionLoop) -> Plan:
