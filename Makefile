@@ -34,7 +34,7 @@ test: setup lint  ## the whole suite, integration tests included
 	$(BIN)/pytest
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/hubsim tests/bench
+	$(BIN)/pytest tests/unit tests/hub tests/bench tests/status testbench/tests
 
 SCENARIO ?= overhead
 N ?= 10
