@@ -100,7 +100,7 @@ def test_running_healthy_space_is_ready_and_converged() -> None:
     assert ready(plan.status) == ("True", "SandboxReady")
     assert plan.status.phase == Phase.READY
     assert plan.status.observed_generation == 1
-    # progress (FreeHardware) is no Event: only what a user acts on (issue 11)
+    # progress (FreeHardware) is no Event: only what a user acts on is
     assert [e.reason for e in plan.events] == ["NoReadToken", "SandboxReady"]
 
 
