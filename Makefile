@@ -30,8 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator testbench tests bench
 	$(BIN)/mypy
 
-test: setup lint  ## the whole suite, integration tests included
-	$(BIN)/pytest
+test: setup lint  ## the whole suite, integration tests included, then the operator's line and branch coverage
+	$(BIN)/pytest --cov
+	@$(BIN)/python hack/coverage_total.py
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/hub tests/bench tests/status testbench/tests
