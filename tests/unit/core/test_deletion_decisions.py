@@ -1,4 +1,4 @@
-"""One core for the whole life of a session: `decide` takes a deleting session's observation too,
+"""A deleting session in the decision core: `decide` takes a deleting session's observation too,
 every status field of a deletion is decided by it, and each reason knows its Event severity."""
 
 from __future__ import annotations

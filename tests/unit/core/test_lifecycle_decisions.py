@@ -1,4 +1,5 @@
-"""The decision core, driven with plain values: no server, no clock, no randomness."""
+"""A session's life in the decision core (core/lifecycle.py): creation, readiness, failures and backoff,
+hardware, deletion, approvals and spend, driven with plain values: no server, no clock, no randomness."""
 
 from __future__ import annotations
 
