@@ -37,11 +37,12 @@ lint: $(STAMP)
 # fixtures, e.g. a control plane of the module's own, start once.
 TEST_WORKERS ?= 4
 
-test: setup lint  ## the whole suite, integration tests included; TEST_WORKERS=<n> parallel workers
-	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=20
+test: setup lint  ## the whole suite, integration tests included; TEST_WORKERS=<n> parallel workers; then coverage
+	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=20 --cov
+	@$(BIN)/python hack/coverage_total.py
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/hubsim tests/bench
+	$(BIN)/pytest tests/unit tests/hub tests/bench tests/status testbench/tests
 
 SCENARIO ?= overhead
 N ?= 10

@@ -1,4 +1,4 @@
-"""The benchmark of issue 11: sandbox-operator and a simple reference operator on one workload.
+"""The benchmark: sandbox-operator and a simple reference operator on one workload.
 
     .venv/bin/python -m bench.run --scenario overhead --sessions 100 --json bench.json
     .venv/bin/python -m bench.run --scenario hub-shape --sessions 1000 --json bench.json

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-#: The figures issue 11 asks for, in table order, with their unit; the JSON uses these names.
+#: The headline figures, in table order, with their unit; the JSON uses these names.
 HEADLINE: Final = (
     ("ready_all_s", "all Ready after the first apply (s)"),
     ("ready_p50_ms", "apply -> Ready p50 (ms)"),

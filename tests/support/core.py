@@ -32,15 +32,21 @@ RECORDED = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "url": SPAC
 HEALTHY = HealthResult(True, "200 OK")
 
 
-def new_session(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> Session:
-    """The session `team-a/demo` with this spec and status."""
+def new_session(
+    spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, **fields: Any
+) -> Session:
+    """The session `team-a/demo` with this spec and status; `fields` sets the others (generation,
+    deleting, created...)."""
     return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=1,
-        spec=AgentSessionSpec.model_validate(spec or {}),
-        status=AgentSessionStatus.model_validate(status or {}),
+        **{
+            "name": "demo",
+            "namespace": "team-a",
+            "uid": UID,
+            "generation": 1,
+            "spec": AgentSessionSpec.model_validate(spec or {}),
+            "status": AgentSessionStatus.model_validate(status or {}),
+            **fields,
+        }
     )
 
 

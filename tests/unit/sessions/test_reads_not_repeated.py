@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from test_batch_observation import Hub, observer
 
 from sandbox_operator.api import AgentSessionSpec
 from sandbox_operator.core.model import HealthResult, SpaceView
@@ -17,6 +16,7 @@ from sandbox_operator.core.reads import CheckedHealth, health_still_holds, marke
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, HEALTHY, NOW, SANDBOX, SPACE_ID, new_session, space
+from tests.support.listing import Hub, observer
 
 SPEC = AgentSessionSpec()
 CHECKED = CheckedHealth(HEALTHY, NOW, "t", "r", SANDBOX, space())

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sandbox_operator.api import Phase
-from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_failure
 from sandbox_operator.core.deletion import decide_deletion
 from sandbox_operator.core.lifecycle import decide
@@ -19,9 +18,7 @@ from sandbox_operator.core.model import (
     ReleaseSpace,
     Session,
 )
-from tests.support.core import NOW, SPACE_ID, UID, new_session, space
-
-CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
+from tests.support.core import CONFIG, NOW, SPACE_ID, UID, new_session, space
 
 
 def session(policy: str = "Delete", **status: object) -> Session:

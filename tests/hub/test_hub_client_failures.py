@@ -1,4 +1,4 @@
-"""The Hub client's part of the core promises, against the emulator: what a 401/404 is, whether
+"""The Hub client's reading of the Hub's failures, against the emulator: what a 401/404 is, whether
 the token can still see an owner, a duplicate that missed its send deadline, the health status."""
 
 from __future__ import annotations

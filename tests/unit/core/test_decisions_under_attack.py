@@ -1,4 +1,4 @@
-"""Promises the decision core keeps under attack: money rules in every stage, Orphan on free
+"""What the decision core holds to under attack: money rules in every stage, Orphan on free
 hardware, "not found" within the duplicate window, backoff of stuck sessions, token rotation,
 and failures met outside the Hub."""
 
@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 
 from sandbox_operator.api import AgentSessionStatus, Phase
-from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import create_record, duplicate_window_end
 from sandbox_operator.core.deletion import decide_deletion
 from sandbox_operator.core.draft import waiting_delay
@@ -29,10 +28,9 @@ from sandbox_operator.core.model import (
     Session,
     SpaceView,
 )
-from tests.support.core import NOW, SANDBOX, SPACE_ID, TRUSTED, UID, new_session
+from tests.support.core import CONFIG, NOW, SANDBOX, SPACE_ID, TRUSTED, UID, new_session
 from tests.support.core import space as space_view
 
-CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
 SEEN = {
     "spaceId": SPACE_ID,
     "connectionSecret": "demo-sandbox",
@@ -75,12 +73,12 @@ def ready(status: AgentSessionStatus) -> tuple[str, str, str]:
 
 
 def observed(view: SpaceView, **extra: object) -> Observation:
-    # Approvals count only while the policy is enforced and the approver confirmed (issue 8, item 1).
+    # Approvals count only while the policy is enforced and the approver confirmed.
     trusted: dict[str, object] = {**TRUSTED, **extra}
     return Observation(space=view, token="t", connection_url=SANDBOX, **trusted)  # type: ignore[arg-type]
 
 
-# Item 4: money rules apply in every stage -----------------------------------------------------
+# Money rules apply in every stage -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -135,7 +133,7 @@ def test_money_comes_before_a_new_token() -> None:
     assert plan.action == RequestHardware(SPACE_ID, "cpu-basic")
 
 
-# Item 3: deletionPolicy Orphan brings the Space back to free hardware --------------------------
+# deletionPolicy Orphan brings the Space back to free hardware ---------------------------------
 
 
 def orphan(**status: object) -> Session:
@@ -170,7 +168,7 @@ def test_an_orphan_never_ours_or_already_released_is_not_touched() -> None:
         assert plan.done and plan.action is None, (marker, cluster)
 
 
-# Item 7 and issue 9: a create in flight, and "not visible yet" ---------------------------------
+# A create in flight, and "not visible yet" ----------------------------------------------------
 
 
 def test_create_is_recorded_with_a_send_deadline_inside_the_window() -> None:
@@ -265,7 +263,7 @@ def test_the_space_is_confirmed_once_seen_with_our_marker() -> None:
     assert decide(fresh, observed(unread), CONFIG, NOW).status.space_confirmed_time is None
 
 
-# Item 8: "not found" is not always gone --------------------------------------------------------
+# "Not found" is not always gone ---------------------------------------------------------------
 
 
 def test_access_lost_does_not_hold_a_session_that_never_had_a_space() -> None:
@@ -288,7 +286,7 @@ def test_access_lost_keeps_the_finalizer_and_retries_with_backoff() -> None:
     assert live.action is None and ready(live.status)[1] == "HubAccessLost"
 
 
-# Item 9: a stuck session backs off ------------------------------------------------------------
+# A stuck session backs off -------------------------------------------------------------------
 
 
 def test_a_session_that_stays_unhealthy_polls_less_and_less_up_to_the_cap() -> None:
@@ -333,7 +331,7 @@ def test_waiting_delay_never_drops_below_the_poll_interval() -> None:
     assert waiting_delay(AgentSessionStatus(), config, NOW) == 90.0
 
 
-# Item 11: a rejected token is rotated, but not in a loop ---------------------------------------
+# A rejected token is rotated, but not in a loop ----------------------------------------------
 
 
 def test_a_token_the_sandbox_rejects_is_rotated_at_most_once_per_interval() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REGISTER = ROOT / "docs" / "hub-fidelity.md"
 HUBSIM = ROOT / "testbench" / "sandbox_testbench" / "hubsim"
+#: The operator's tests and the test bench's own.
+TEST_FILES = [*(ROOT / "tests").rglob("test_*.py"), *(ROOT / "testbench" / "tests").rglob("test_*.py")]
 
 
 def _rows() -> dict[str, str]:
@@ -22,7 +24,7 @@ def _rows() -> dict[str, str]:
 
 def _test_functions() -> set[str]:
     names = set()
-    for path in (ROOT / "tests").rglob("test_*.py"):
+    for path in TEST_FILES:
         names |= set(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE))
     return names
 
@@ -40,7 +42,7 @@ ELSEWHERE = {"test_edge"}
 
 
 def test_every_test_the_register_names_exists() -> None:
-    existing = _test_functions() | {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
+    existing = _test_functions() | {path.stem for path in TEST_FILES}
     for row_id, line in _rows().items():
         tests_cell = line.strip("|").split("|")[3]
         tests_cell = re.sub(r"\[test_\w+\]", "", tests_cell)  # cassette names, not our tests

@@ -1,4 +1,4 @@
-"""Issue 11: kopf's connections to the API server are bounded (its own pool has no limit, and a burst
+"""Kopf's connections to the API server are bounded (its own pool has no limit, and a burst
 of a thousand sessions opened hundreds of TLS connections: most of the operator's peak memory)."""
 
 from __future__ import annotations

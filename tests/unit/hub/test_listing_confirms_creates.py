@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from test_batch_observation import Hub, observer
-
 from sandbox_operator.hub.listing import LISTING_SPACING, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
+from tests.support.listing import Hub, observer
 
 
 def test_a_fresh_duplicate_waits_for_a_listing_sent_after_it() -> None:

@@ -1,10 +1,9 @@
-"""Issue 11: observation by the batch (the observer), the shared read of the read token, and Events
+"""Observation by the batch (the observer), the shared read of the read token, and Events
 only for what a user acts on."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -13,43 +12,14 @@ from sandbox_operator.api import AgentSessionStatus
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
 from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Plan, RecordIntent, SpaceView
-from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
-from sandbox_operator.hub.spaces import Listing
 from sandbox_operator.k8s.secret_cache import SecretCache
 from sandbox_operator.sessions.loop import SessionLoop, _follow_listing
 from tests.support.clock import ManualClock
 from tests.support.core import CONFIG, NOW, SPACE_ID, TRUSTED, new_session, space
+from tests.support.listing import Hub, observer
 
 OTHER = "agents/ags-other"
-
-
-class Hub:
-    """A listing that answers what the test sets, and counts the calls."""
-
-    def __init__(self) -> None:
-        self.spaces: dict[str, SpaceView] = {}
-        self.calls: list[str] = []
-        self.failing = False
-        self.clock = ManualClock(0.0)
-        #: Seconds each listing waits at the gate before it is sent (the clock moves on meanwhile).
-        self.gate_wait = 0.0
-        #: Runs while the listing waits at the gate (what the operator does meanwhile).
-        self.meanwhile: Callable[[], None] = lambda: None
-
-    async def list_spaces(self, owner: str, prefix: str) -> Listing:
-        self.calls.append(owner)
-        self.meanwhile()
-        self.clock.now += self.gate_wait
-        if self.failing:
-            raise HubError("list_spaces", HubFailure(FailureKind.UNAVAILABLE, "down"))
-        sent = self.clock.now
-        return Listing(sent, {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")})
-
-
-def observer(hub: Hub, clock: ManualClock) -> FleetObserver:
-    hub.clock = clock
-    return FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock)
 
 
 def test_sessions_read_their_space_from_one_listing_per_owner() -> None:
@@ -114,7 +84,7 @@ def test_a_listing_older_than_the_last_action_or_stale_is_not_used() -> None:
 
 
 def test_a_listing_that_waited_at_the_gate_is_as_fresh_as_its_sending() -> None:
-    """Issue 11: while creates hold the gate, a listing asked for earlier still shows what this
+    """While creates hold the gate, a listing asked for earlier still shows what this
     operator did before it was sent, so sessions read it instead of their own Space."""
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)

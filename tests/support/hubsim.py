@@ -1,7 +1,8 @@
-"""Fixtures driving the Hub emulator through the real huggingface_hub client.
+"""The Hub emulator as pytest fixtures, driven through the real huggingface_hub client, and the
+operator's Hub client on it.
 
-Helpers are fixtures rather than importable names: test dirs here have no __init__.py, so
-`from conftest import ...` would depend on which conftest Python imported first.
+Shared by the emulator's own tests (testbench/tests/hubsim) and the operator's Hub client tests
+(tests/hub): each conftest.py there imports the fixtures it offers from here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pytest
 from huggingface_hub import HfApi, constants, set_client_factory
@@ -26,8 +27,6 @@ from tests.support.hub import client_for
 
 TEMPLATE = "sandbox-templates/agent-sandbox"
 TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}
-
-T = TypeVar("T")
 
 
 class HubFactory(Protocol):
@@ -50,7 +49,7 @@ def _config(**overrides: Any) -> HubSimConfig:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _no_telemetry() -> None:
+def no_telemetry() -> None:
     """Also flip the module constant, in case another test package imported huggingface_hub first."""
     constants.HF_HUB_DISABLE_TELEMETRY = True
 

@@ -1,4 +1,4 @@
-"""Issue 12: the pool's scale subresource publishes a label selector, so a HorizontalPodAutoscaler can
+"""The pool's scale subresource publishes a label selector, so a HorizontalPodAutoscaler can
 drive spec.replicas (the HPA requires one; a pool has no pods, so it scales on Object or External
 metrics)."""
 

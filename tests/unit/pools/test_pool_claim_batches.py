@@ -1,4 +1,4 @@
-"""Issue 12: a burst of claims costs one pool write per batch, on the resourceVersion this process last
+"""A burst of claims costs one pool write per batch, on the resourceVersion this process last
 wrote (no read first); another writer in between (409) or a pool that may have filled makes it read
 again, so a Space is never handed out twice and no claim falls back to cold on a stale view."""
 

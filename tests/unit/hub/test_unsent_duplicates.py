@@ -1,4 +1,4 @@
-"""Issue 11, the real Hub's shape: a duplicate the gate never let out cannot land, so the session
+"""The real Hub's shape: a duplicate the gate never let out cannot land, so the session
 neither waits out a visibility window for it nor reads a Space it never asked for."""
 
 from __future__ import annotations

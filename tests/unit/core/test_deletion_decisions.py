@@ -1,12 +1,9 @@
-"""One core for the whole life of a session: `decide` takes a deleting session's observation too,
+"""A deleting session in the decision core: `decide` takes a deleting session's observation too,
 every status field of a deletion is decided by it, and each reason knows its Event severity."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
-from sandbox_operator.config.settings import OperatorConfig
+from sandbox_operator.api import Phase
 from sandbox_operator.core.conditions import Reason, Severity
 from sandbox_operator.core.lifecycle import decide, decide_failure
 from sandbox_operator.core.model import (
@@ -16,25 +13,13 @@ from sandbox_operator.core.model import (
     HubFailure,
     Session,
 )
-
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-UID = "0b0e5a4e-1111-2222-3333-444455556666"
-SPACE_ID = f"agents/ags-{UID}"
-CONFIG = OperatorConfig(default_owner="agents", default_template="templates/agent-sandbox", cluster_id="c1")
+from tests.support.core import CONFIG, NOW, SPACE_ID, UID, new_session
 
 
 def deleting(**status: object) -> Session:
-    return Session(
-        name="demo",
-        namespace="team-a",
-        uid=UID,
-        generation=2,
-        spec=AgentSessionSpec.model_validate({}),
-        status=AgentSessionStatus.model_validate(
-            {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "phase": "Ready", **status}
-        ),
-        deleting=True,
-    )
+    """The session, its Space recorded, once it is being deleted."""
+    recorded = {"spaceId": SPACE_ID, "connectionSecret": "demo-sandbox", "phase": "Ready", **status}
+    return new_session({}, recorded, generation=2, deleting=True)
 
 
 def test_deletion_is_decided_by_the_same_entry_and_sets_phase_and_ready() -> None:

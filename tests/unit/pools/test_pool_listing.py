@@ -1,4 +1,4 @@
-"""Issue 12: a pool's unclaimed Spaces are observed through the owner's shared listing (the observer's),
+"""A pool's unclaimed Spaces are observed through the owner's shared listing (the observer's),
 not with a Hub read per building Space per pass; a listing wakes the pool's loop while they build."""
 
 from __future__ import annotations

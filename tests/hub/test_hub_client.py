@@ -118,7 +118,7 @@ def test_missing_template_and_foreign_owner_are_told_apart(client: HubClient, te
 def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_observation(
     hub_factory: Callable[..., HubSimServer], template: str
 ) -> None:
-    """Issue 11: one paginated listing per owner, with each Space's runtime, waiting behind
+    """One paginated listing per owner, with each Space's runtime, waiting behind
     deletions and creates at the gate (it is observation)."""
     hub = hub_factory(page_size=2, page_size_max=500)
     for index in range(7):

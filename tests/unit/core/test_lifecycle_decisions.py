@@ -1,4 +1,5 @@
-"""The decision core, driven with plain values: no server, no clock, no randomness."""
+"""A session's life in the decision core (core/lifecycle.py): creation, readiness, failures and backoff,
+hardware, deletion, approvals and spend, driven with plain values: no server, no clock, no randomness."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def test_running_healthy_space_is_ready_and_converged() -> None:
     assert ready(plan.status) == ("True", "SandboxReady")
     assert plan.status.phase == Phase.READY
     assert plan.status.observed_generation == 1
-    # progress (FreeHardware) is no Event: only what a user acts on (issue 11)
+    # progress (FreeHardware) is no Event: only what a user acts on is
     assert [e.reason for e in plan.events] == ["NoReadToken", "SandboxReady"]
 
 
