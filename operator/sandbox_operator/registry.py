@@ -16,8 +16,9 @@ import kopf
 
 from sandbox_operator import api
 from sandbox_operator.k8s.transport import COMPONENT, USER_AGENT, credentials
+from sandbox_operator.k8s.watch_checks import sync_checks, watch_checks
 from sandbox_operator.observability import metrics
-from sandbox_operator.observability.health import stall_after, sync_checks, watch_checks
+from sandbox_operator.observability.health import stall_after
 from sandbox_operator.pools.loop import finalize_pool, run_pool
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions.loop import finalize, run_session, session_loop, spec_changed

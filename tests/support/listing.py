@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sandbox_operator.core.model import FailureKind, HubFailure, SpaceView
-from sandbox_operator.hub.client import HubError, Listing
+from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.listing import FleetObserver
+from sandbox_operator.hub.spaces import Listing
 from tests.support.clock import ManualClock
 
 

@@ -19,7 +19,7 @@ from sandbox_operator.api import (
     MIN_SLEEP_TIME_SECONDS,
     Hardware,
 )
-from sandbox_operator.hub.urls import DEFAULT_TEMPLATE, check_template
+from sandbox_operator.config.sandbox_url import DEFAULT_TEMPLATE, check_template
 
 #: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
 #: finds the Lease (and the read token Secret) of the chart's Deployment.

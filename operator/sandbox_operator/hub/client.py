@@ -56,7 +56,7 @@ READ_RETRY_BASE = 0.5
 #: (packages/hub/src/lib/list-spaces.ts, `limit: "500"`); 1,000 Spaces are two calls.
 LIST_PAGE_SIZE = 500
 #: The properties the fleet listing asks for: the runtime (stage, hardware, sleep time), privacy, and
-#: the subdomain the Space's app answers at (`host` is not expandable: hub/urls.py builds it).
+#: the subdomain the Space's app answers at (`host` is not expandable: config/sandbox_url.py builds it).
 LIST_EXPAND = ("runtime", "private", "subdomain")
 #: Seconds a whoami answer (the token's user and orgs) is reused; the Hub rate-limits whoami hard.
 WHOAMI_CACHE_SECONDS = 60.0

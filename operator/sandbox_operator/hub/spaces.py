@@ -10,8 +10,8 @@ from datetime import datetime
 
 from huggingface_hub import SpaceInfo
 
+from sandbox_operator.config.sandbox_url import sandbox_url
 from sandbox_operator.core.model import SpaceView
-from sandbox_operator.hub.urls import sandbox_url
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import pytest
 from huggingface_hub import SpaceInfo
 from pydantic import ValidationError
 
+from sandbox_operator.config.sandbox_url import DEFAULT_TEMPLATE, sandbox_url
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.hub.spaces import space_view
-from sandbox_operator.hub.urls import DEFAULT_TEMPLATE, sandbox_url
 
 HOSTILE = [
     "evil.example",

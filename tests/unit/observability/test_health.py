@@ -15,6 +15,7 @@ import pytest
 
 from sandbox_operator.core.conditions import BUDGET_EXHAUSTED, STALLED
 from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.k8s.watch_checks import sync_checks
 from sandbox_operator.observability import metrics
 from sandbox_operator.observability.health import (
     HealthMonitor,
@@ -22,7 +23,6 @@ from sandbox_operator.observability.health import (
     WatchSync,
     readiness,
     serving_readiness,
-    sync_checks,
 )
 from sandbox_operator.observability.metrics import SessionTally, condition_true_since, pending_approval_since
 from sandbox_testbench.controlplane.processes import free_ports
@@ -145,7 +145,7 @@ def test_the_sync_check_lists_until_the_watches_delivered_and_then_stops() -> No
         }
         await asyncio.wait_for(sync_checks(sync, listers), 5)
 
-    with patch("sandbox_operator.observability.health.SYNC_CHECK_INTERVAL", 0.001):
+    with patch("sandbox_operator.k8s.watch_checks.SYNC_CHECK_INTERVAL", 0.001):
         asyncio.run(check())
     assert sync.pending() == []
     assert lists == ["agentsessionpools", "agentsessions", "agentsessions"]
@@ -161,7 +161,7 @@ def test_the_sync_check_retries_a_listing_the_api_refuses() -> None:
             raise error
         return []
 
-    with patch("sandbox_operator.observability.health.SYNC_CHECK_INTERVAL", 0.001):
+    with patch("sandbox_operator.k8s.watch_checks.SYNC_CHECK_INTERVAL", 0.001):
         asyncio.run(asyncio.wait_for(sync_checks(sync, {"agentsessions": listing}), 5))
     assert answers == [] and sync.pending() == []
 
