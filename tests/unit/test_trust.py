@@ -12,6 +12,7 @@ import pytest
 from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus, Phase
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.creation import creation_refusal
+from sandbox_operator.core.fixes import POLICY_FILE
 from sandbox_operator.core.lifecycle import decide
 from sandbox_operator.core.model import (
     HealthResult,
@@ -209,7 +210,7 @@ def test_approval_is_not_trusted_without_the_enforced_policy() -> None:
         spec, CONFIG, PRICES, policy_problem="the policy is not installed", approver_authorized=None
     )
     assert (verdict.approved, verdict.reason) == (False, "ApprovalNotEnforced")
-    assert "the policy is not installed" in verdict.message and policy.POLICY_FILE in verdict.message
+    assert "the policy is not installed" in verdict.message and POLICY_FILE in verdict.message
 
 
 @pytest.mark.parametrize("authorized", [False, None])

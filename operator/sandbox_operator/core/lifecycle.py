@@ -22,12 +22,10 @@ from sandbox_operator.core.conditions import (
 from sandbox_operator.core.deletion import decide_deletion, deletion_plan
 from sandbox_operator.core.draft import (
     Draft,
-    backoff_delay,
     give_up_paid,
     hub_failure_delay,
     record_failure,
     sooner,
-    waiting_delay,
 )
 from sandbox_operator.core.model import Action, DeletionObservation, Observation, Plan, Session, SpaceView
 from sandbox_operator.core.money import (
@@ -42,20 +40,6 @@ from sandbox_operator.core.money import (
 )
 from sandbox_operator.core.progress import conclude
 from sandbox_operator.core.steps import next_step
-from sandbox_operator.core.steps.running import NO_EDGE_TOKEN
-
-#: What callers of the state machine use from the modules it is made of.
-__all__ = [
-    "NO_EDGE_TOKEN",
-    "backoff_delay",
-    "decide",
-    "decide_deletion",
-    "decide_failure",
-    "decide_live",
-    "decide_unreadable",
-    "paid_switch",
-    "waiting_delay",
-]
 
 
 def decide(

@@ -19,8 +19,6 @@ from typing import Any
 import yaml
 
 from sandbox_operator import api
-from sandbox_operator.core.fixes import HOW_TO_FIX as HOW_TO_FIX
-from sandbox_operator.core.fixes import POLICY_FILE as POLICY_FILE
 
 POLICY_NAME = "sandbox-operator-approval"
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import kopf
 
 from sandbox_operator import api
-from sandbox_operator.core import lifecycle
 from sandbox_operator.core import pool as core
+from sandbox_operator.core.draft import backoff_delay
 from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import (
@@ -190,7 +190,7 @@ async def run_pool(rt: PoolRuntime, body: kopf.Body, stopped: kopf.DaemonStopped
                     delay = max(delay, 2 * rt.observer.interval)
             except (ApiError, PoolTokenConflict, HubError) as error:
                 failures += 1
-                delay = lifecycle.backoff_delay(failures, rt.config, random.random())
+                delay = backoff_delay(failures, rt.config, random.random())
                 log.warning(
                     "pool %s/%s: %s; retrying in %.1fs", meta.get("namespace"), meta.get("name"), error, delay
                 )

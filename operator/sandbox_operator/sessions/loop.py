@@ -20,6 +20,7 @@ import kopf
 
 from sandbox_operator import api
 from sandbox_operator.core import creation, lifecycle
+from sandbox_operator.core.draft import backoff_delay
 from sandbox_operator.core.model import CreateSpace, DeleteSession, Observation, Plan, Session
 from sandbox_operator.fairness import serve_session
 from sandbox_operator.k8s.client import status_patch
@@ -239,7 +240,7 @@ async def _reconcile_once(
         # Kubernetes API errors (conflicts, throttling, a restarting apiserver) are transient: no
         # condition, but money first all the same.
         succeeded = False
-        delay = lifecycle.backoff_delay(failures + 1, rt.config, random.random())
+        delay = backoff_delay(failures + 1, rt.config, random.random())
         log.warning("session %s/%s: Kubernetes API error %s %s; retrying in %.1fs",
                     body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                     error.status, error.reason, delay)  # fmt: skip

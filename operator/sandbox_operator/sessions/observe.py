@@ -14,13 +14,14 @@ from typing import Any, Protocol
 from sandbox_operator import api
 from sandbox_operator.core import creation, lifetime, model, money, reads
 from sandbox_operator.core.conditions import READY, Reason, condition_of
+from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import DeletionObservation, HealthResult, Observation, Session, SpaceView
 from sandbox_operator.core.reads import CheckedHealth
 from sandbox_operator.hub.creates_in_flight import CreateSlots
 from sandbox_operator.hub.edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
 from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.prices import PriceCatalog
-from sandbox_operator.k8s.admission import HOW_TO_FIX, ApproverQuestion, approver_question, denier_question
+from sandbox_operator.k8s.admission import ApproverQuestion, approver_question, denier_question
 from sandbox_operator.k8s.client import (
     KEY_HUB_TOKEN,
     KEY_PAUSED_SINCE,
