@@ -1,6 +1,7 @@
 """Warm pools on the real control plane, the Hub emulator and the operator as a process: a pool
 becomes Ready, sessions claim its Spaces with tokens of their own, concurrent claims never share a
-Space, `kubectl scale` resizes it, and deleting it deletes its unclaimed Spaces."""
+Space, `kubectl scale` resizes it, a new key replaces its Spaces, and deleting it deletes its
+unclaimed Spaces."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx2
 import pytest
 
 from sandbox_operator import api
+from sandbox_operator.core import pool as core
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.hub.sandbox_health import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.transport import ApiError
@@ -31,7 +33,7 @@ from tests.support.harness import (
     session_manifest,
     wait_ready,
 )
-from tests.support.kube import api_reader, namespaced_path
+from tests.support.kube import api_reader, events_of, namespaced_path
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
@@ -299,3 +301,46 @@ def test_a_pool_whose_secrets_change_retires_its_spaces_and_claims_get_only_new_
     kubectl("apply", "-f", "-", stdin=session_manifest("later", namespace, poolRef={"name": "moving"}))
     later = wait_ready(kubectl, "later", namespace, timeout=30)
     assert later["status"]["launchType"] == "warm" and later["status"]["spaceId"] in {s["id"] for s in fresh}
+
+
+def test_a_pool_key_made_anew_rolls_the_pools_spaces_and_a_claim_answers_the_new_token(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """The key's Secret is deleted (here while no operator runs, the way a restart meets it; a running
+    operator reads it again on its next full pass) and the operator makes a new key: the Spaces built
+    with tokens of the old key are replaced like those of an earlier spec, never handed out with a
+    token they reject, and a claim afterwards is Ready with a token its sandbox answers."""
+    kubectl("apply", "-f", "-", stdin=pool_manifest("rekeyed", namespace, replicas=2))
+    pool = wait_pool_ready(kubectl, "rekeyed", namespace, 2)
+    old = {s["id"] for s in pool_spaces(hub_admin, pool["metadata"]["uid"])}
+    old_key = secret_data(kubectl, "rekeyed-pool-token", namespace)["token"]
+
+    operator.stop()
+    kubectl("delete", "secret", "rekeyed-pool-token", "-n", namespace)
+    operator.start()
+
+    def rolled() -> dict[str, Any] | None:
+        found = get_pool(kubectl, "rekeyed", namespace) or {}
+        ready = {e["spaceId"] for e in (found.get("status") or {}).get("spaces", []) if e["state"] == "Ready"}
+        done = (found.get("status") or {}).get("ready") == 2 and len(ready) == 2 and ready.isdisjoint(old)
+        return found if done and (condition(found, "Ready") or {}).get("status") == "True" else None
+
+    pool = wait_for(rolled, 90, "the pool's Spaces rebuilt with the new key")
+    key = secret_data(kubectl, "rekeyed-pool-token", namespace)["token"]
+    assert key != old_key
+    wait_for(lambda: old.isdisjoint(s["id"] for s in hub_admin.spaces()), 30, "the old Spaces deleted")
+    # The roll is seen as the pool's Ready condition going False (PoolFilling), then True again.
+    reasons = [e["reason"] for e in sorted(events_of(kubectl, "rekeyed", namespace), key=_event_time)]
+    assert reasons[-2:] == ["PoolFilling", "PoolReady"] and reasons.count("PoolFilling") == 2
+
+    kubectl("apply", "-f", "-", stdin=session_manifest("after", namespace, poolRef={"name": "rekeyed"}))
+    session = wait_ready(kubectl, "after", namespace, timeout=30)
+    status = session["status"]
+    assert status["launchType"] == "warm" and status["spaceId"] not in old
+    connection = secret_data(kubectl, status["connectionSecret"], namespace)
+    assert connection["token"] == core.pooled_token(key, status["spaceId"])
+    assert health(connection["sandboxUrl"], connection["token"]) == 200
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    return str(event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"])

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
 EXPIRED = {**APPROVAL, "expiresAt": "2026-11-26T11:00:00Z"}
 DENIAL = {"hardware": "a10g-small", "deniedBy": "alice", "reason": "use a t4"}
+#: The key of the pools the stages are drawn from.
+POOL_KEY = "pool-key"
 
 
 def unobserved_status(crd_file: str) -> dict[str, Any]:
@@ -127,7 +129,7 @@ def pool_objects() -> dict[str, dict[str, Any]]:
         "spaceId": "agents/ags-p1",
         "state": "Creating",
         "requestedTime": rfc3339(NOW - timedelta(minutes=5)),
-        "specHash": pools.build_hash(api.AgentSessionPoolSpec(replicas=1), CONFIG),
+        "specHash": pools.build_hash(api.AgentSessionPoolSpec(replicas=1), CONFIG, POOL_KEY),
     }
     building = pools.Pool(
         "warm", "team-a", UID, 1, api.AgentSessionPoolSpec(replicas=1), AgentSessionPoolStatus()
@@ -135,13 +137,16 @@ def pool_objects() -> dict[str, dict[str, Any]]:
     recorded = replace(building, status=AgentSessionPoolStatus.model_validate({"spaces": [entry]}))
     running = SpaceView("agents/ags-p1", "RUNNING", "cpu-basic", "cpu-basic", True, "url", SANDBOX)
     seen = pools.PoolObservation(
+        pool_key=POOL_KEY,
         spaces={"agents/ags-p1": pools.PooledObservation(space=running, health=HEALTHY)},
         live_sessions=frozenset(),
     )
     refused = replace(building, spec=api.AgentSessionPoolSpec(replicas=1, template="elsewhere/template"))
 
     def status(pool: pools.Pool, observation: pools.PoolObservation | None = None) -> AgentSessionPoolStatus:
-        return pools.decide_pool(pool, observation or pools.PoolObservation(), CONFIG, NOW, ids).status
+        return pools.decide_pool(
+            pool, observation or pools.PoolObservation(pool_key=POOL_KEY), CONFIG, NOW, ids
+        ).status
 
     return {
         "created, no status written yet": served(kind, unobserved_status("agentsessionpools.yaml")),

@@ -72,8 +72,8 @@ class ClaimAnswer:
     entry: api.PooledSpace | None
     reason: Reason = Reason.NO_WARM_SPACE
     message: str = ""
-    #: The pool's UID (whose key derives the Space's token).
-    pool_uid: str = ""
+    #: The pool's key the Space was chosen under (`build_hash`): its token derives from it.
+    pool_key: str = ""
 
 
 #: A claim waiting for its pool: the request, the session's spec, and where its answer goes.
@@ -204,17 +204,18 @@ class PoolRuntime(Protocol):
     async def platform_read_token(self, namespace: str) -> str | None: ...
 
 
-async def pool_key(rt: PoolRuntime, namespace: str, name: str, uid: str) -> str:
+async def pool_key(book: PoolBook, namespace: str, name: str, uid: str) -> str:
     """The key each of the pool's Spaces' tokens is derived from (`core.pooled_token`), kept in a
     Secret the pool owns in its namespace (created once, read after a restart). Session editors
-    cannot read Secrets; whoever can read this one can read every connection Secret beside it."""
-    cached = rt.pools.keys.get((namespace, name, uid))
+    cannot read Secrets; whoever can read this one can read every connection Secret beside it.
+    A Secret made anew holds a new key: the Spaces built with the old one are outdated (`build_hash`)."""
+    cached = book.keys.get((namespace, name, uid))
     if cached is not None:
         return cached
     secret_name = f"{name}{POOL_TOKEN_SUFFIX}"
-    data = await rt.kube.read_secret(namespace, secret_name)
+    data = await book.kube.read_secret(namespace, secret_name)
     if data is not None:
-        owned = await _owned_by(rt.pools.api(), namespace, secret_name, uid)
+        owned = await _owned_by(book.api(), namespace, secret_name, uid)
         if not owned or not data.get(KEY_TOKEN):
             raise PoolTokenConflict(
                 f"Secret {namespace}/{secret_name} exists and is not this pool's; delete or rename it"
@@ -224,8 +225,8 @@ async def pool_key(rt: PoolRuntime, namespace: str, name: str, uid: str) -> str:
         key = new_token()
         owner = (api.POOL_KIND, name, uid)
         body = owned_secret(secret_name, namespace, owner, (api.POOL_LABEL, name), {KEY_TOKEN: key})
-        await rt.pools.api().create_namespaced_secret(namespace, body)
-    rt.pools.keys[(namespace, name, uid)] = key
+        await book.api().create_namespaced_secret(namespace, body)
+    book.keys[(namespace, name, uid)] = key
     return key
 
 

@@ -125,7 +125,8 @@ async def _assign(
             else:
                 why = f"pool {name} cannot serve this session: {mismatch}"
                 results[request.uid] = ClaimAnswer(None, Reason.POOL_MISMATCH, why)
-        current = core.build_hash(pool.spec, config)
+        token_key = await pool_key(book, namespace, name, pool.uid)
+        current = core.build_hash(pool.spec, config, token_key)
         status, answers = core.assign_claims(pool.status, eligible, datetime.now(UTC), current)
         if body["metadata"].get("deletionTimestamp"):
             # A pool being deleted hands out nothing new, but a claim made before it still stands
@@ -134,7 +135,7 @@ async def _assign(
             status = pool.status
         none_left = f"pool {name} has no ready Space"
         results |= {
-            session: ClaimAnswer(a, message=none_left, pool_uid=pool.uid) for session, a in answers.items()
+            session: ClaimAnswer(a, message=none_left, pool_key=token_key) for session, a in answers.items()
         }
         if status == pool.status:
             if key in book.latest and any(a is None for a in answers.values()):
@@ -210,8 +211,7 @@ async def _record_claim(
     through the edge, then record the claim (Ready if it did)."""
     entry = answer.entry
     assert entry is not None
-    key = await pool_key(rt, session.namespace, pool_name, answer.pool_uid)
-    token = core.pooled_token(key, entry.space_id)
+    token = core.pooled_token(answer.pool_key, entry.space_id)
     read_token = await rt.platform_read_token(session.namespace)
     secret = connection_secret_name(session)
     values = {

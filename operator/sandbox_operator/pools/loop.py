@@ -72,7 +72,10 @@ async def pool_pass(
     key = (namespace, name)
     pool = pool_from_body(body, deleting=deleting)
     live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
-    token_key = await pool_key(rt, namespace, name, pool.uid)
+    if full and not pool.deleting:
+        # The key's Secret is read again now and then: one deleted meanwhile is made anew (a new key).
+        book.keys.pop((namespace, name, pool.uid), None)
+    token_key = await pool_key(book, namespace, name, pool.uid)
     read_token = await rt.platform_read_token(namespace)
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
@@ -88,6 +91,7 @@ async def pool_pass(
         live_sessions=live,
         policy_problem=policy_problem,
         secrets_problem=secrets_problem,
+        pool_key=token_key,
     )
     ids = (str(uuid.uuid4()) for _ in iter(int, 1))
     async with book.locks[key]:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from sandbox_operator.api import (
     AgentSessionPoolSpec,
     AgentSessionPoolStatus,
@@ -14,6 +16,7 @@ from sandbox_operator.api import (
     LaunchType,
     PooledSpaceState,
 )
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import READY, Reason, rfc3339
 from sandbox_operator.core.model import HealthResult, SpaceView
@@ -22,8 +25,10 @@ from tests.support.core import CONFIG, NOW, new_session
 
 POOL_UID = "9f9f9f9f-1111-2222-3333-444455556666"
 HEALTHY = HealthResult(True, "200 OK", 200)
+#: The pool's key (from its Secret), from which its Spaces' tokens derive.
+KEY = "pool-key-1"
 #: What the default pool spec's Spaces are built for.
-CURRENT = core.build_hash(AgentSessionPoolSpec(), CONFIG)
+CURRENT = core.build_hash(AgentSessionPoolSpec(), CONFIG, KEY)
 
 
 def ids() -> Iterator[str]:
@@ -67,6 +72,7 @@ def seen(
 
 def decide(p: core.Pool, **observed: Any) -> core.PoolPlan:
     observed.setdefault("live_sessions", frozenset())
+    observed.setdefault("pool_key", KEY)
     return core.decide_pool(p, core.PoolObservation(**observed), CONFIG, NOW, ids())
 
 
@@ -144,7 +150,7 @@ def test_scaling_down_deletes_the_least_useful_unclaimed_spaces_first() -> None:
 
 def test_replicas_are_capped_by_the_operator() -> None:
     config = CONFIG.model_copy(update={"pool_max_replicas": 2})
-    plan = core.decide_pool(pool({"replicas": 50}), core.PoolObservation(), config, NOW, ids())
+    plan = core.decide_pool(pool({"replicas": 50}), core.PoolObservation(pool_key=KEY), config, NOW, ids())
     assert len(plan.actions) == 2
     # Said in the condition and its Event, with the value used and the option that caps it.
     said = "(spec.replicas 50 is capped at 2, the operator's --pool-max-replicas)"
@@ -286,18 +292,53 @@ def test_each_pooled_space_has_a_token_of_its_own_derived_from_the_pools_key() -
 SECRET = {"name": "API_KEY", "secretKeyRef": {"name": "team-key", "key": "token"}}
 
 
-def test_the_build_hash_follows_what_a_space_is_built_from_not_the_replicas() -> None:
-    def built(spec: dict[str, Any]) -> str:
-        return core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG)
+OTHER_SECRET = {**SECRET, "secretKeyRef": {"name": "team-key", "key": "other"}}
+MOVED = CONFIG.model_copy(update={"default_template": "templates/next"})
 
-    assert built({"replicas": 7}) == CURRENT
-    assert built({"secrets": [SECRET]}) != CURRENT
-    assert built({"secrets": [{**SECRET, "secretKeyRef": {"name": "team-key", "key": "other"}}]}) != built(
-        {"secrets": [SECRET]}
-    )
-    assert built({"sleepTimeSeconds": 600}) != CURRENT
-    moved = CONFIG.model_copy(update={"default_template": "templates/next"})
-    assert core.build_hash(AgentSessionPoolSpec(), moved) != CURRENT  # the default template changed
+
+@pytest.mark.parametrize(
+    ("spec", "config", "key", "outdated"),
+    [
+        ({}, CONFIG, KEY, False),
+        ({"replicas": 7}, CONFIG, KEY, False),  # scaling builds nothing differently
+        ({"secrets": [SECRET]}, CONFIG, KEY, True),
+        ({"secrets": [OTHER_SECRET]}, CONFIG, KEY, True),
+        ({"sleepTimeSeconds": 600}, CONFIG, KEY, True),
+        ({}, MOVED, KEY, True),  # the operator's default template changed
+        ({}, CONFIG, "pool-key-2", True),  # the key's Secret was deleted and made anew
+        ({"replicas": 7}, CONFIG, "pool-key-2", True),
+    ],
+)
+def test_the_build_hash_follows_what_a_space_is_built_from_not_the_replicas(
+    spec: dict[str, Any], config: OperatorConfig, key: str, outdated: bool
+) -> None:
+    built = core.build_hash(AgentSessionPoolSpec.model_validate(spec), config, key)
+    assert (built != CURRENT) is outdated
+    assert key not in built and KEY not in built
+
+
+def test_the_build_hash_tells_secret_references_apart() -> None:
+    def built(spec: dict[str, Any]) -> str:
+        return core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG, KEY)
+
+    assert built({"secrets": [OTHER_SECRET]}) != built({"secrets": [SECRET]})
+
+
+def test_a_new_key_replaces_the_spaces_built_with_the_old_one() -> None:
+    """The key's Secret was made anew: tokens of Spaces built before derive from the old key, so a
+    claim would hand over a token the sandbox rejects. They are outdated like a changed spec's."""
+    old = [entry(1, age=900), entry(2, age=800)]
+    plan = decide(pool({"replicas": 2}, old), pool_key="pool-key-2")
+    created = [a for a in plan.actions if isinstance(a, core.CreatePooledSpace)]
+    assert len(created) == 2  # replacements at once; the old ready ones wait for them
+    assert not [a for a in plan.actions if isinstance(a, core.DeletePooledSpace)]
+    assert plan.status.ready == 0  # none of the old ones is claimable
+    renewed = core.build_hash(AgentSessionPoolSpec.model_validate({"replicas": 2}), CONFIG, "pool-key-2")
+    fresh = {a.space_id for a in created}
+    assert {e.space_id for e in plan.status.spaces if e.spec_hash == renewed} == fresh
+    ready = next(c for c in plan.status.conditions if c.type == READY)
+    assert (ready.status, ready.reason) == ("False", Reason.POOL_FILLING)
+    assert "pool-key-2" not in plan.status.model_dump_json()
 
 
 def test_a_space_built_for_an_earlier_spec_is_never_claimed() -> None:
@@ -317,7 +358,7 @@ def test_a_changed_spec_replaces_its_spaces_keeping_ready_ones_until_their_repla
     created = [a for a in plan.actions if isinstance(a, core.CreatePooledSpace)]
     assert deleted == ["agents/ags-p3"]  # not ready: nothing to keep it for
     assert len(created) == 2  # replacements at once, built for the new spec
-    new_hash = core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG)
+    new_hash = core.build_hash(AgentSessionPoolSpec.model_validate(spec), CONFIG, KEY)
     fresh = [e for e in plan.status.spaces if e.space_id in {a.space_id for a in created}]
     assert {e.spec_hash for e in fresh} == {new_hash}
     assert plan.status.ready == 0  # the old ready ones are not claimable

@@ -17,6 +17,8 @@ from sandbox_operator.pools import book as pools
 from sandbox_operator.pools import claim as claims
 
 NS, POOL = "team", "warm"
+#: The pool's key, as its Secret holds it.
+KEY = "pool-key"
 
 
 def _space(i: int, *, ready: bool = True) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def _space(i: int, *, ready: bool = True) -> dict[str, Any]:
         "state": "Ready" if ready else "Creating",
         "requestedTime": f"2026-01-01T00:00:{i:02d}Z",
         "sandboxUrl": f"https://org-sbx-{i}.hf.space",
-        "specHash": core.build_hash(api.AgentSessionPoolSpec(), OperatorConfig()),
+        "specHash": core.build_hash(api.AgentSessionPoolSpec(), OperatorConfig(), KEY),
     }
 
 
@@ -80,7 +82,9 @@ async def _claims(book: pools.PoolBook, uids: list[str]) -> dict[str, str | None
 
 
 def _book(fake: FakePools) -> pools.PoolBook:
-    return pools.PoolBook(custom=fake)  # type: ignore[arg-type]
+    book = pools.PoolBook(custom=fake)  # type: ignore[arg-type]
+    book.keys[(NS, POOL, "pool-uid")] = KEY  # read before: a burst reads no Secret
+    return book
 
 
 def test_a_burst_of_claims_is_answered_in_few_writes_and_never_shares_a_space() -> None:

@@ -24,5 +24,7 @@ def test_the_scale_subresource_has_a_selector_the_pool_status_publishes() -> Non
         status=api.AgentSessionPoolStatus(),
     )
     ids = (str(n) for n in itertools.count())
-    plan = core.decide_pool(pool, core.PoolObservation(live_sessions=frozenset()), CONFIG, NOW, ids)
+    plan = core.decide_pool(
+        pool, core.PoolObservation(pool_key="key", live_sessions=frozenset()), CONFIG, NOW, ids
+    )
     assert plan.status.selector == f"{api.POOL_LABEL}=warm" == "agents.sandbox-operator.dev/pool=warm"

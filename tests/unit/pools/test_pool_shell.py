@@ -4,14 +4,23 @@ fills with a built, healthy Space, and a session naming the pool claims it inste
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
 from sandbox_operator.pools.loop import pool_pass
+from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
 from tests.support.shell import FakeHub, FakeKube, kopf_events, runtime
 
 NS, POOL, SESSION = "team-a", "warm", "demo"
+
+
+def _pool_of_one() -> tuple[FakeHub, FakeKube, Runtime, dict[str, Any]]:
+    """Fakes of the Hub and Kubernetes, the runtime on them, and a pool of one replica in them."""
+    hub, kube = FakeHub(), FakeKube()
+    kube.add(api.POOL_PLURAL, NS, POOL, {"replicas": 1})
+    return hub, kube, runtime(hub, kube), kube.objects[(api.POOL_PLURAL, NS, POOL)]
 
 
 def test_a_pool_fills_and_a_session_claims_its_space() -> None:
@@ -19,10 +28,7 @@ def test_a_pool_fills_and_a_session_claims_its_space() -> None:
 
 
 async def _fill_and_claim() -> None:
-    hub, kube = FakeHub(), FakeKube()
-    rt = runtime(hub, kube)
-    kube.add(api.POOL_PLURAL, NS, POOL, {"replicas": 1})
-    pool = kube.objects[(api.POOL_PLURAL, NS, POOL)]
+    hub, kube, rt, pool = _pool_of_one()
     with kopf_events() as events:
         await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
         [space_id] = hub.called("duplicate")
@@ -45,3 +51,40 @@ async def _fill_and_claim() -> None:
     assert hub.called("claim_marker") == [space_id] and hub.markers[space_id].session_uid == f"uid-{SESSION}"
     assert hub.called("duplicate") == [space_id] and hub.called("set_token") == []  # no cold create
     assert "WarmSpaceClaimed" in events.reasons()
+
+
+def test_a_pool_key_made_anew_replaces_the_spaces_built_with_the_old_one() -> None:
+    asyncio.run(_key_made_anew())
+
+
+async def _key_made_anew() -> None:
+    """The key's Secret deleted while the operator runs: the next full pass makes a new key, and the
+    Spaces whose tokens derive from the old one are replaced before any is handed out again."""
+    hub, kube, rt, pool = _pool_of_one()
+    with kopf_events() as events:
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        hub.finish_builds()
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        [old] = hub.called("duplicate")
+        old_key = kube.data(NS, f"{POOL}-pool-token")
+        del kube.secrets[(NS, f"{POOL}-pool-token")]
+
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL))
+        assert hub.called("duplicate") == [old]  # between full passes the key read before holds
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        key = kube.data(NS, f"{POOL}-pool-token")
+        assert key is not None and key != old_key
+        [_, new] = hub.called("duplicate")
+        assert hub.tokens[new] == core.pooled_token(key["token"], new)
+        assert pool["status"]["ready"] == 0  # the old Space is kept until its replacement is ready
+        hub.finish_builds()
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        assert hub.called("delete") == [old] and pool["status"]["ready"] == 1
+        assert events.reasons() == ["PoolFilling", "PoolReady", "PoolFilling", "PoolReady"]
+
+        kube.add(api.PLURAL, NS, SESSION, {"poolRef": {"name": POOL}})
+        await loop.reconcile(rt, kube.body(api.PLURAL, NS, SESSION), loop.SessionLoop())
+    session = kube.objects[(api.PLURAL, NS, SESSION)]["status"]
+    assert (session["spaceId"], session["launchType"], session["phase"]) == (new, "warm", "Ready")
+    connection = kube.data(NS, session["connectionSecret"])
+    assert connection is not None and connection["token"] == hub.tokens[new]

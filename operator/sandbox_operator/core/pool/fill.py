@@ -76,14 +76,17 @@ def decide_pool(
         if judged is not None:
             kept.append(judged)
     desired = 0 if pool.deleting else desired_replicas(pool.spec, config)
-    current = build_hash(pool.spec, config)
+    current = build_hash(pool.spec, config, observed.pool_key)
     unclaimed = [e for e in kept if e.claimed_by is None and e.state != PooledSpaceState.DELETING]
     if unreadable:
         # Nothing is built, retired or scaled on a spec half read; a fixed spec wakes the pool.
         desired = len(unclaimed)
     else:
         _retire(
-            kept, _outdated(unclaimed, current, desired), "built for an earlier spec of the pool", actions
+            kept,
+            _outdated(unclaimed, current, desired),
+            "built for an earlier spec or key of the pool",
+            actions,
         )
         unclaimed = [e for e in unclaimed if e.spec_hash == current]
     if len(unclaimed) > desired:

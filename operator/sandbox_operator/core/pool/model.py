@@ -70,6 +70,8 @@ class PooledObservation:
 class PoolObservation:
     """Everything `decide_pool` needs, gathered by the shell."""
 
+    #: The pool's key, read from its Secret: the tokens of Spaces built now derive from it.
+    pool_key: str
     #: The Spaces observed this pass (`to_observe` names them); the others are left as recorded.
     spaces: Mapping[str, PooledObservation] = field(default_factory=dict)
     #: UIDs of the AgentSessions in the pool's namespace, read fresh; None: not listed this pass.
@@ -135,10 +137,12 @@ def pool_refusal(
     return creation_refusal(pool_spec_as_session(spec), as_session, config)
 
 
-def build_hash(spec: AgentSessionPoolSpec, config: OperatorConfig) -> str:
+def build_hash(spec: AgentSessionPoolSpec, config: OperatorConfig, pool_key: str) -> str:
     """Digest of everything a pooled Space is built from: a Space whose digest differs holds another
-    template, owner or flavor, or secrets the pool no longer names, and is never handed out."""
+    template, owner or flavor, secrets the pool no longer names, or a token from another key (its
+    Secret was deleted and made anew), and is never handed out. Only a digest of the key goes in."""
     built = {
+        "key": hashlib.sha256(pool_key.encode()).hexdigest(),
         "owner": spec.owner or config.default_owner,
         "template": spec.template or config.default_template,
         "hardware": POOL_HARDWARE,
