@@ -26,7 +26,7 @@ def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_the_charts_lease_is_the_one_the_cli_finds_by_default(helm: Helm) -> None:
-    """`helm install sandbox-operator ... -n sandbox-operator` (the README) and a hand-run `run`."""
+    """`helm install sandbox-operator ... -n sandbox-operator` (docs/operations.md) and a hand-run `run`."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["leaderElection"]["leaseName"] == ""  # the release's full name
     rendered = env(

@@ -1,4 +1,4 @@
-"""Two releases sharding one cluster, as the README's "Running several operators" installs them (both
+"""Two releases sharding one cluster, as docs/sharding.md installs them (both
 in the namespace sandbox-operator): no object of one is an object of the other, each has its own
 Lease, and each may act only in its own namespaces."""
 

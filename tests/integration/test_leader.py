@@ -95,7 +95,7 @@ def test_an_operator_that_loses_the_lease_exits_non_zero(kubectl: Kubectl, opera
 
 
 def chart_lease_env(control_plane: ControlPlane, tmp_path: Path) -> dict[str, str]:
-    """The Lease settings of the chart's Deployment as the README's `helm install sandbox-operator ...
+    """The Lease settings of the chart's Deployment as docs/operations.md's `helm install sandbox-operator ...
     -n sandbox-operator` renders them."""
     helm = Helm(control_plane.bin_dir / "helm", tmp_path / "helm")
     rendered = helm.render(REQUIRED_VALUES, release="sandbox-operator", namespace=DEFAULT_OPERATOR_NAMESPACE)

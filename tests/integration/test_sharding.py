@@ -1,4 +1,4 @@
-"""Two operator deployments sharding one cluster by namespace (README: "Running several operators"):
+"""Two operator deployments sharding one cluster by namespace (docs/sharding.md):
 each holds a Lease of its own, reconciles and sweeps only its own namespace's sessions and Spaces,
 though both share the Hub owner and the cluster id; one killed, the other goes on alone. A tenant's
 Lease made up as a shard's counts for nothing."""

@@ -21,7 +21,7 @@ from sandbox_operator.api import (
 )
 from sandbox_operator.config.sandbox_url import DEFAULT_TEMPLATE, check_template
 
-#: The operator's namespace outside a pod: the README's install namespace, so a hand-run operator
+#: The operator's namespace outside a pod: the install namespace of docs/operations.md, so a hand-run operator
 #: finds the Lease (and the read token Secret) of the chart's Deployment.
 DEFAULT_OPERATOR_NAMESPACE = "sandbox-operator"
 #: The leader Lease's name unless configured; the chart's `leaderElection.leaseName` defaults to it
