@@ -58,7 +58,7 @@ def default_identity() -> str:
 
 
 def installed_namespace() -> str:
-    """The pod's namespace in a cluster, else the install namespace of docs/operations.md (where the chart runs)."""
+    """The pod's namespace in a cluster, else the install namespace of docs/operations.md."""
     try:
         return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_OPERATOR_NAMESPACE
     except OSError:
