@@ -160,7 +160,12 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
 
     paused = wait_condition_reason(kubectl, "quiet", namespace, "Ready", "IdlePaused", timeout=30)
     assert "kubectl patch agentsession quiet" in paused["message"]
-    session = get_session(kubectl, "quiet", namespace) or {}
+    # The condition and spec.paused are two writes: the test may read between them.
+    session = wait_for(
+        lambda: (found := get_session(kubectl, "quiet", namespace)) and found["spec"].get("paused") and found,
+        30,
+        "spec.paused after the idle pause",
+    )
     assert session["spec"]["paused"] is True and session["status"]["pausedBy"] == "Idle"
     wait_for(lambda: hub_admin.space(space_id)["stage"] == "PAUSED", 30, "the Space to be paused")
     paused_since = parse_time(session["status"]["pausedSince"])
