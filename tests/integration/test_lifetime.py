@@ -26,7 +26,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import api_reader, events_of, namespaced_path
+from tests.support.kube import api_client, events_of, namespaced_path
 
 #: An approver of every flavor, in every namespace (the chart's role), for the paid pause test.
 APPROVER = "lifetime-approver"
@@ -37,7 +37,7 @@ def parse_time(value: str) -> datetime:
 
 
 def connection(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
-    secret = api_reader(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
+    secret = api_client(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
