@@ -26,8 +26,8 @@ dev-reset: $(STAMP)  ## stop what a killed `make dev` left running and remove it
 	rm -rf .state/dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator testbench tests bench
-	$(BIN)/ruff format --check operator testbench tests bench
+	$(BIN)/ruff check operator testbench tests bench conftest.py
+	$(BIN)/ruff format --check operator testbench tests bench conftest.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -28,7 +28,7 @@ from tests.support.harness import (
     install_read_token,
     running_control_plane,
 )
-from tests.support.kube import wait_for_service_account
+from tests.support.kube import api_client, wait_for_service_account
 
 HERE = Path(__file__).parent
 _LOG_SIZES_AT_START = pytest.StashKey[dict[Path, int]]()
@@ -82,10 +82,11 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 def namespace(kubectl: Kubectl) -> Iterator[str]:
     """A fresh namespace, yielded once its `default` ServiceAccount exists (pods need it)."""
     name = f"test-{uuid.uuid4().hex[:10]}"
-    kubectl("create", "namespace", name)
+    api = api_client(kubectl)
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     wait_for_service_account(kubectl, name, "default")
     yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    api.delete(f"/api/v1/namespaces/{name}")
 
 
 @pytest.fixture(scope="session")

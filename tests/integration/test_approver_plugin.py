@@ -31,12 +31,14 @@ from tests.support.harness import (
 from tests.support.kube import events_of
 
 #: Seconds before an approval's expiry at which the test operator announces it.
-NOTICE = 60
+NOTICE = 15
+#: How long the approval that expires lasts: past the notice, and short, since the test waits it out.
+EXPIRES_IN = "45s"
 
 
 @pytest.fixture
 def day_operator(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """The operator announcing expiries a minute ahead, in place of the shared one."""
+    """The operator announcing expiries NOTICE seconds ahead, in place of the shared one."""
     settings = {
         "SANDBOX_OPERATOR_APPROVAL_EXPIRY_NOTICE": str(NOTICE),
         "SANDBOX_OPERATOR_SPEND_INTERVAL": "5",
@@ -148,7 +150,7 @@ def test_the_approvers_day(
     kubectl(*ask, '{"spec":{"hardware":"t4-small","requestedBy":"bob"}}')
     wait_for(lambda: listed("t4-small"), 30, "day to wait again, for t4-small")
 
-    # An approval for two minutes: the GPU, a notice a minute ahead, then cpu-basic on time.
+    # A short approval: the GPU, a notice NOTICE seconds ahead, then cpu-basic on time.
     approved = sandbox(
         control_plane,
         "approve",
@@ -158,7 +160,7 @@ def test_the_approvers_day(
         "--hardware",
         "t4-small",
         "--expires-in",
-        "2m",
+        EXPIRES_IN,
         "--as",
         "alice",
     )

@@ -8,7 +8,7 @@ from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
 from tests.support.harness import OperatorProcess, get_session, session_manifest, spaces_of, wait_ready
-from tests.support.kube import api_reader
+from tests.support.kube import api_client
 
 
 def test_session_deleted_while_the_operator_is_down_is_cleaned_up_when_it_starts(
@@ -40,7 +40,7 @@ def test_deleting_a_namespace_deletes_the_spaces_of_its_sessions(
         uids.append(wait_ready(kubectl, name, namespace)["metadata"]["uid"])
     kubectl("delete", "namespace", namespace, "--wait=false")
     wait_for(
-        lambda: api_reader(kubectl).get(f"/api/v1/namespaces/{namespace}") is None,
+        lambda: api_client(kubectl).get(f"/api/v1/namespaces/{namespace}") is None,
         120,
         f"namespace {namespace} to be gone",
         interval=0.5,

@@ -23,11 +23,11 @@ from tests.support.harness import (
     wait_duplicate_sent,
     wait_ready,
 )
-from tests.support.kube import api_reader, namespaced_path
+from tests.support.kube import api_client, namespaced_path
 
 
 def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
-    secret = api_reader(kubectl).get(namespaced_path("v1", "secrets", namespace, name))
+    secret = api_client(kubectl).get(namespaced_path("v1", "secrets", namespace, name))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 

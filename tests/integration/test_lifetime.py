@@ -28,7 +28,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import api_reader, events_of, namespaced_path
+from tests.support.kube import api_client, events_of, namespaced_path
 
 #: An approver of every flavor, in every namespace (the chart's role), for the paid pause test.
 APPROVER = "lifetime-approver"
@@ -39,7 +39,7 @@ def parse_time(value: str) -> datetime:
 
 
 def connection(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
-    secret = api_reader(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
+    secret = api_client(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
@@ -162,7 +162,12 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
 
     paused = wait_condition_reason(kubectl, "quiet", namespace, "Ready", "IdlePaused", timeout=30)
     assert "kubectl patch agentsession quiet" in paused["message"]
-    session = get_session(kubectl, "quiet", namespace) or {}
+    # The condition and spec.paused are two writes: the test may read between them.
+    session = wait_for(
+        lambda: (found := get_session(kubectl, "quiet", namespace)) and found["spec"].get("paused") and found,
+        30,
+        "spec.paused after the idle pause",
+    )
     assert session["spec"]["paused"] is True and session["status"]["pausedBy"] == "Idle"
     wait_for(lambda: hub_admin.space(space_id)["stage"] == "PAUSED", 30, "the Space to be paused")
     paused_since = parse_time(session["status"]["pausedSince"])

@@ -33,11 +33,11 @@ from tests.support.harness import (
     session_manifest,
     wait_ready,
 )
-from tests.support.kube import api_reader, events_of, namespaced_path
+from tests.support.kube import api_client, events_of, namespaced_path
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    pool: dict[str, Any] | None = api_reader(kubectl).get(
+    pool: dict[str, Any] | None = api_client(kubectl).get(
         namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace, name)
     )
     return pool

@@ -59,7 +59,7 @@ from tests.support.harness import (
     pool_manifest,
     session_manifest,
 )
-from tests.support.kube import api_reader, namespaced_path
+from tests.support.kube import api_client, namespaced_path
 
 FREE = "cpu-basic"
 PAID = "t4-small"
@@ -205,11 +205,11 @@ class Chaos:
 
     def _items(self, plural: str) -> list[dict[str, Any]]:
         """The run's sessions or pools, read in-process: the run reads them every tick."""
-        listed = api_reader(self.kubectl).get(namespaced_path(api.API_VERSION, plural, self.namespace))
+        listed = api_client(self.kubectl).get(namespaced_path(api.API_VERSION, plural, self.namespace))
         return list(listed["items"])
 
     def _pool(self) -> dict[str, Any]:
-        pool: dict[str, Any] = api_reader(self.kubectl).get(
+        pool: dict[str, Any] = api_client(self.kubectl).get(
             namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
         )
         return pool
@@ -219,7 +219,7 @@ class Chaos:
         self.kubectl("apply", "-f", "-", stdin=pool_manifest(POOL, self.namespace, replicas=self.config.pool))
 
         def filled() -> bool:
-            pool = api_reader(self.kubectl).get(
+            pool = api_client(self.kubectl).get(
                 namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
             )
             self.pool_uid = pool["metadata"]["uid"]
@@ -393,7 +393,7 @@ class Chaos:
                 self.result.problems.append(f"{session['metadata']['name']} has {len(mine)} Spaces")
         pooled: set[str] = set()
         if self.config.pool:
-            pool = api_reader(self.kubectl).get(
+            pool = api_client(self.kubectl).get(
                 namespaced_path(api.API_VERSION, api.POOL_PLURAL, self.namespace, POOL)
             )
             pooled = {e["spaceId"] for e in (pool.get("status") or {}).get("spaces") or []}

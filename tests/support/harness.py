@@ -28,7 +28,7 @@ from sandbox_testbench.hubsim import HubSimAdmin
 from sandbox_testbench.hubsim.views import sandbox_url_template
 from tests.support import wait_for
 from tests.support.docs import fenced
-from tests.support.kube import ApiError, api_reader, namespaced_path
+from tests.support.kube import ApiError, api_client, namespaced_path
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sandbox-operator"
@@ -241,7 +241,7 @@ def install_approval_policy(plane: ControlPlane, chart: Path = CHART) -> None:
     A fast no-op when this chart's policy is in place already (many tests ask for it)."""
     kubectl = plane.kubectl()
     binding = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{APPROVAL_POLICY}"
-    if _policies_installed.get(plane.server_url) == chart and api_reader(kubectl).get(binding) is not None:
+    if _policies_installed.get(plane.server_url) == chart and api_client(kubectl).get(binding) is not None:
         return
     kubectl("apply", "-f", "-", stdin=_approval_policy_manifests(plane.bin_dir / "helm", chart))
     # A policy takes effect once the API server has loaded it; probe until a spoofed approval is refused.
@@ -327,7 +327,7 @@ def pool_manifest(name: str, namespace: str, **spec: Any) -> str:
 def get_session(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
     """The session as `kubectl` may read it, or None: not there, not readable, or no API server."""
     try:
-        session: dict[str, Any] | None = api_reader(kubectl).get(
+        session: dict[str, Any] | None = api_client(kubectl).get(
             namespaced_path(api.API_VERSION, api.PLURAL, namespace, name)
         )
     except (ApiError, OSError, http.client.HTTPException):

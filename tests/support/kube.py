@@ -1,6 +1,6 @@
 """Reads and waits on the control plane that more than one test module needs.
 
-Tests poll what they wait for every tenth of a second; `ApiReader` does those reads in this process
+Tests poll what they wait for every tenth of a second; `ApiClient` does those reads in this process
 over one kept-alive connection, where a `kubectl get` would start a process and redo discovery
 each time (on two shared cores, hundreds of them slowed the whole suite).
 """
@@ -28,8 +28,8 @@ class ApiError(RuntimeError):
     """The API server answered a GET with neither 200 nor 404."""
 
 
-class ApiReader:
-    """GETs as the identity of one kubeconfig (client certificate or bearer token)."""
+class ApiClient:
+    """Requests as the identity of one kubeconfig (client certificate or bearer token)."""
 
     def __init__(self, kubeconfig: bytes) -> None:
         config = yaml.safe_load(kubeconfig)
@@ -54,23 +54,36 @@ class ApiReader:
     def get(self, path: str, **query: str) -> Any:
         """The decoded object (or list) at `path`, or None when it does not exist (404)."""
         url = f"{path}?{urlencode(query)}" if query else path
-        with self._lock:
-            status, body = self._request(url)
+        status, body = self._request("GET", url)
         if status == 404:
             return None
         if status != 200:
             raise ApiError(f"GET {url}: {status} {body[:300]!r}")
         return json.loads(body)
 
-    def _request(self, url: str) -> tuple[int, bytes]:
-        try:
-            return self._send(url)
-        except (http.client.HTTPException, OSError):
-            self._connection.close()  # the server closed an idle connection: once more, on a new one
-            return self._send(url)
+    def create(self, path: str, manifest: dict[str, Any]) -> None:
+        """POST `manifest` to the collection at `path`."""
+        status, body = self._request("POST", path, json.dumps(manifest).encode())
+        if status != 201:
+            raise ApiError(f"POST {path}: {status} {body[:300]!r}")
 
-    def _send(self, url: str) -> tuple[int, bytes]:
-        self._connection.request("GET", url, headers=self._headers)
+    def delete(self, path: str) -> None:
+        """DELETE the object at `path` if it is there, without waiting for it to go (--wait=false)."""
+        status, body = self._request("DELETE", path)
+        if status not in (200, 202, 404):
+            raise ApiError(f"DELETE {path}: {status} {body[:300]!r}")
+
+    def _request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+        with self._lock:
+            try:
+                return self._send(method, url, body)
+            except (http.client.HTTPException, OSError):
+                self._connection.close()  # the server closed an idle connection: once more, on a new one
+                return self._send(method, url, body)
+
+    def _send(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        headers = {**self._headers, "Content-Type": "application/json"} if body else self._headers
+        self._connection.request(method, url, body=body, headers=headers)
         response = self._connection.getresponse()
         return response.status, response.read()
 
@@ -85,18 +98,18 @@ def _load_client_certificate(context: ssl.SSLContext, cert_pem: bytes, key_pem: 
         context.load_cert_chain(cert, key)
 
 
-_readers: dict[bytes, ApiReader] = {}
-_readers_lock = threading.Lock()
+_clients: dict[bytes, ApiClient] = {}
+_clients_lock = threading.Lock()
 
 
-def api_reader(kubectl: Kubectl) -> ApiReader:
-    """The reader for the identity and cluster `kubectl` uses: one per kubeconfig content, so a
+def api_client(kubectl: Kubectl) -> ApiClient:
+    """The client for the identity and cluster `kubectl` uses: one per kubeconfig content, so a
     control plane started again at the same path (new certificates, new port) gets a new one."""
     content = kubectl.kubeconfig.read_bytes()
-    with _readers_lock:
-        if content not in _readers:
-            _readers[content] = ApiReader(content)
-        return _readers[content]
+    with _clients_lock:
+        if content not in _clients:
+            _clients[content] = ApiClient(content)
+        return _clients[content]
 
 
 def namespaced_path(api_version: str, plural: str, namespace: str, name: str = "") -> str:
@@ -108,7 +121,7 @@ def namespaced_path(api_version: str, plural: str, namespace: str, name: str = "
 
 def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
     """The Events about the object called `name` in `namespace`."""
-    found = api_reader(kubectl).get(
+    found = api_client(kubectl).get(
         namespaced_path("v1", "events", namespace), fieldSelector=f"involvedObject.name={name}"
     )
     return list(found["items"])
@@ -117,4 +130,4 @@ def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any
 def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeout: float = 30.0) -> None:
     """The ServiceAccount exists (a fresh namespace's `default` comes from a controller, later)."""
     path = namespaced_path("v1", "serviceaccounts", namespace, name)
-    wait_for(lambda: api_reader(kubectl).get(path) is not None, timeout, f"ServiceAccount {namespace}/{name}")
+    wait_for(lambda: api_client(kubectl).get(path) is not None, timeout, f"ServiceAccount {namespace}/{name}")
