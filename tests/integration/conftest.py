@@ -6,7 +6,6 @@ integration suite would look green while testing nothing.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -26,9 +25,7 @@ from tests.support.harness import (
     OperatorProcess,
     install_approval_policy,
     install_read_token,
-    running_control_plane,
 )
-from tests.support.kube import api_client, wait_for_service_account
 
 HERE = Path(__file__).parent
 _LOG_SIZES_AT_START = pytest.StashKey[dict[Path, int]]()
@@ -57,36 +54,6 @@ def pytest_runtest_makereport(
         for path, text in OperatorProcess.logs_since(item.stash[_LOG_SIZES_AT_START]):
             report.sections.append((f"operator log {path}", text))
     return report
-
-
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """One control plane per session: starting one takes seconds, tests isolate by namespace."""
-    with running_control_plane(tmp_path_factory.mktemp("control-plane")) as plane:
-        yield plane
-
-
-@pytest.fixture(scope="session")
-def kubeconfig(control_plane: ControlPlane) -> Path:
-    """The admin (system:masters) kubeconfig."""
-    return control_plane.kubeconfig
-
-
-@pytest.fixture(scope="session")
-def kubectl(control_plane: ControlPlane) -> Kubectl:
-    """kubectl as the admin; `kubectl("get", "ns")` returns the CompletedProcess."""
-    return control_plane.kubectl()
-
-
-@pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A fresh namespace, yielded once its `default` ServiceAccount exists (pods need it)."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    api = api_client(kubectl)
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    wait_for_service_account(kubectl, name, "default")
-    yield name
-    api.delete(f"/api/v1/namespaces/{name}")
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sandbox_testbench.controlplane import ControlPlane, Kubectl, stop_from_state_dir
 from sandbox_testbench.controlplane.processes import COMPONENTS, recorded_pid
 from tests.support import wait_for
+
+pytestmark = pytest.mark.integration  # needs the local control plane
 
 # Controllers react within seconds; the garbage collector first syncs an informer per resource.
 CONTROLLER_TIMEOUT = 60.0
