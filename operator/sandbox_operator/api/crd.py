@@ -1,4 +1,4 @@
-"""Generates the AgentSession CustomResourceDefinition from the pydantic models in `api`.
+"""Generates both kinds' CustomResourceDefinitions (AgentSession, AgentSessionPool) from the models in `api`.
 
 Pydantic emits JSON Schema with `$ref`s, `anyOf` for optionals and titles; the API server
 wants a structural OpenAPI v3 schema. This module inlines and trims it, so `crds/` is a

@@ -1,4 +1,4 @@
-"""The AgentSession kind: its spec (hardware, approvals, lifetime, idle pause, secrets) ."""
+"""The AgentSession kind and its spec: hardware, approvals, lifetime, idle pause, secrets."""
 
 from __future__ import annotations
 

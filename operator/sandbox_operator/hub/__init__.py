@@ -1,1 +1,1 @@
-"""The only code that talks to the Hugging Face Hub: client, gate, listing, URLs, prices."""
+"""The only code that talks to the Hugging Face Hub: client, gate, listing, edge probe, health, prices."""
