@@ -168,6 +168,7 @@ def _register_operator(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await rt.observer.close()
         await rt.hub.close()
         await rt.kube.close()
         await rt.pools.close()

@@ -271,6 +271,14 @@ class FleetObserver:
             if watched.waiting or changed:
                 watched.wakeup.set()
 
+    async def close(self) -> None:
+        """Stop the listings in flight, before the Hub client closes under them: a listing that outlived
+        its callers (they wait shielded) would otherwise call a closed client as the process stops."""
+        listings = list(self._listing.values())
+        for task in listings:
+            task.cancel()
+        await asyncio.gather(*listings, return_exceptions=True)
+
     async def run(self) -> None:
         """Every interval, one listing per watched owner (the owners one after another)."""
         while True:

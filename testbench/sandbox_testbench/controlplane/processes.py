@@ -12,6 +12,7 @@ import collections
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,16 +29,28 @@ _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 40
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel reports free on loopback; held together so that they are distinct.
+#: Where free ports are looked for: below the kernel's ephemeral range (Linux: 32768-60999), so that a
+#: port found free is not handed to an outgoing connection before its server binds it.
+_PORTS_FROM, _PORTS_TO = 20000, 32767
 
-    They are released before the components bind them, hence the retry on PortInUseError.
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback now, outside the ephemeral range; held together so that they are distinct.
+
+    They are released before the components bind them, hence the retry on PortInUseError. A port the
+    kernel picked (bind to port 0) would come from the ephemeral range, where the many connections of
+    tests run side by side take ports as sources: the component's bind then finds it in use.
     """
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("127.0.0.1", random.randint(_PORTS_FROM, _PORTS_TO)))
+            except OSError:
+                continue  # taken: try another
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def run_script(script: Path, *args: str, env: Mapping[str, str] | None = None) -> str:

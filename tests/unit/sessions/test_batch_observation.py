@@ -13,6 +13,7 @@ from sandbox_operator.core import lifecycle
 from sandbox_operator.core.conditions import NOTIFIED_REASONS, Reason, Severity
 from sandbox_operator.core.model import FailureKind, HubFailure, Observation, Plan, RecordIntent, SpaceView
 from sandbox_operator.hub.listing import STALE_INTERVALS, FleetObserver
+from sandbox_operator.hub.spaces import Listing
 from sandbox_operator.k8s.secret_cache import SecretCache
 from sandbox_operator.sessions.loop import SessionLoop, _follow_listing
 from tests.support.clock import ManualClock
@@ -182,6 +183,35 @@ def test_a_forgotten_session_is_not_listed_for() -> None:
     watcher.forget("1")
     assert watcher.owners() == set()
     assert not FleetObserver(hub.list_spaces, "ags-", 0.0).enabled
+
+
+def test_closing_the_observer_stops_a_listing_in_flight_before_the_hub_client_closes() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    sent = asyncio.Event()
+    stopped: list[str] = []
+
+    async def slow_listing(owner: str, prefix: str) -> Listing:
+        sent.set()
+        try:
+            await asyncio.sleep(3600)  # a closed Hub client would be called after this
+        except asyncio.CancelledError:
+            stopped.append(owner)
+            raise
+        return Listing(clock.now, {})
+
+    watcher.list_spaces = slow_listing
+
+    async def scenario() -> None:
+        waiting = asyncio.ensure_future(watcher.observe_owner("agents"))
+        await sent.wait()
+        waiting.cancel()  # the session's loop stops; the listing goes on, shielded
+        await asyncio.sleep(0)
+        assert stopped == []  # still in flight
+        await watcher.close()
+        assert stopped == ["agents"]
+
+    asyncio.run(scenario())
 
 
 def test_the_read_token_secret_is_read_once_for_many_sessions_and_again_after_its_ttl() -> None:
