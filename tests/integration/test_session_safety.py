@@ -161,7 +161,11 @@ def test_not_found_without_access_to_the_owner_keeps_the_finalizer(
         session = get_session(kubectl, "hidden", namespace)
         assert session is not None and session["metadata"].get("deletionTimestamp")
         assert [s["id"] for s in spaces_of(hub_admin, uid)] == [space_id]
-        assert any(e["reason"] == "HubAccessLost" for e in events_of(kubectl, "hidden", namespace))
+        wait_for(  # Events are posted after the status write, from kopf's queue
+            lambda: any(e["reason"] == "HubAccessLost" for e in events_of(kubectl, "hidden", namespace)),
+            30,
+            "the HubAccessLost Event",
+        )
         # Nor was the "lost" Space created again under the outsider's token.
         assert not any(c["route"] == "duplicate" for c in hub_admin.calls())
     finally:

@@ -68,7 +68,7 @@ def test_health_reports_the_last_use_and_health_checks_are_not_use(
     alice.duplicate_repo(template, "alice/used", repo_type="space", space_secrets=secret)
     host = alice.space_info("alice/used").host
     assert host is not None
-    time.sleep(0.15)
+    _health_once_built(host, "tok")
 
     def last_activity() -> datetime:
         return datetime.fromisoformat(_health(host, "tok").json()["lastActivityTime"].replace("Z", "+00:00"))
@@ -84,7 +84,7 @@ def test_health_reports_the_last_use_and_health_checks_are_not_use(
     assert last_activity() == used
 
     alice.restart_space("alice/used")  # a fresh app process remembers no use
-    time.sleep(0.15)
+    _health_once_built(host, "tok")
     assert last_activity() > used
 
 
