@@ -107,11 +107,12 @@ def test_delete_while_the_hub_is_down_keeps_the_finalizer_and_completes_when_it_
 def test_transient_404_after_duplicate_is_waited_out_without_a_second_duplicate(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
-    hub_admin.set_delays(transient_errors=2.0)
+    # Windows long enough for the session's own read to fall inside them on a busy machine.
+    hub_admin.set_delays(transient_errors=6.0)
     try:
         hub_admin.clear_calls()
         # A fresh duplicate is confirmed by the next listing; when that fails, the session reads its Space.
-        hub_admin.add_fault("list_spaces", 401, seconds=3)
+        hub_admin.add_fault("list_spaces", 401, seconds=10)
         kubectl("apply", "-f", "-", stdin=session_manifest("fresh", namespace))
         session = wait_ready(kubectl, "fresh", namespace)
     finally:
