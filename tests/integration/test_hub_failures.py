@@ -17,7 +17,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import events_of
+from tests.support.kube import wait_for_events
 
 #: Hub calls the operator has in flight at once (OperatorConfig.hub_concurrency): when the first
 #: 429 is answered, at most this many others can already be on their way.
@@ -29,10 +29,6 @@ RETRY_AFTER = 20
 def hub_api_calls(admin: HubSimAdmin) -> list[dict[str, Any]]:
     """The emulator's log without the sandbox health checks, which go to the Space, not the Hub API."""
     return [call for call in admin.calls() if call["route"] != "health"]
-
-
-def reasons_of_events(kubectl: Kubectl, name: str, namespace: str) -> set[str]:
-    return {event["reason"] for event in events_of(kubectl, name, namespace)}
 
 
 def parse_time(value: str) -> datetime:
@@ -54,7 +50,7 @@ def test_429_pauses_every_hub_call_until_retry_after_then_all_sessions_get_ready
     session = get_session(kubectl, names[-1], namespace)
     assert session is not None
     next_try = parse_time(session["status"]["nextRetryTime"])
-    assert "HubRateLimited" in reasons_of_events(kubectl, names[-1], namespace)
+    wait_for_events(kubectl, names[-1], namespace, "HubRateLimited")
 
     for name in names:
         wait_ready(kubectl, name, namespace, timeout=RETRY_AFTER + 90)
@@ -96,7 +92,7 @@ def test_delete_while_the_hub_is_down_keeps_the_finalizer_and_completes_when_it_
         session = get_session(kubectl, "outage", namespace)
         assert session is not None and session["metadata"].get("deletionTimestamp")
         assert session["status"]["phase"] == "Deleting"
-        assert "HubUnavailable" in reasons_of_events(kubectl, "outage", namespace)
+        wait_for_events(kubectl, "outage", namespace, "HubUnavailable")
         assert len(spaces_of(hub_admin, uid)) == 1
     finally:
         hub_admin.clear_faults()
@@ -159,7 +155,7 @@ def test_missing_template_is_reported_and_creates_nothing(
     assert session is not None and session["status"]["phase"] == "Failed"
     assert spaces_of(hub_admin, session["metadata"]["uid"]) == []
     assert not any(space["id"].endswith(session["metadata"]["uid"]) for space in hub_admin.spaces())
-    assert "TemplateNotFound" in reasons_of_events(kubectl, "no-template", namespace)
+    wait_for_events(kubectl, "no-template", namespace, "TemplateNotFound")
 
 
 def test_owner_the_token_cannot_write_is_reported_and_creates_nothing(
@@ -171,7 +167,7 @@ def test_owner_the_token_cannot_write_is_reported_and_creates_nothing(
     session = get_session(kubectl, "foreign", namespace)
     assert session is not None
     assert not any(space["id"].endswith(session["metadata"]["uid"]) for space in hub_admin.spaces())
-    assert "HubForbidden" in reasons_of_events(kubectl, "foreign", namespace)
+    wait_for_events(kubectl, "foreign", namespace, "HubForbidden")
     # Deleting it needs no Hub write: there is no Space.
     kubectl("delete", "ags", "foreign", "-n", namespace, "--timeout=60s")
 

@@ -28,7 +28,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import api_client, events_of, namespaced_path
+from tests.support.kube import api_client, events_of, namespaced_path, wait_for_events
 
 #: An approver of every flavor, in every namespace (the chart's role), for the paid pause test.
 APPROVER = "lifetime-approver"
@@ -73,7 +73,7 @@ def test_an_expired_session_is_deleted_on_time_with_a_warning_before(
     assert (deleted - expires).total_seconds() > -1.0, "deleted before its expiry"
     assert (deleted - expires).total_seconds() < 10.0, "deleted late"
     assert spaces_of(hub_admin, uid) == []  # the finalizer deleted the Space (deletionPolicy Delete)
-    notes = {event["reason"]: event for event in events_of(kubectl, "brief", namespace)}
+    notes = wait_for_events(kubectl, "brief", namespace, "LifetimeEnding", "LifetimeExpired")
     assert notes["LifetimeEnding"]["type"] == "Warning"
     assert notes["LifetimeExpired"]["type"] == "Normal"
     assert event_time(notes["LifetimeEnding"]) <= event_time(notes["LifetimeExpired"]) <= deleted
@@ -114,8 +114,7 @@ def test_a_paused_space_is_paused_at_the_hub_bills_nothing_and_resumes_to_ready(
     status = (get_session(kubectl, "gpu", namespace) or {})["status"]
     assert status["phase"] == "Paused" and status["pausedBy"] == "User"
     assert status["spend"]["usdPerHour"] == 0
-    events_seen = {(e["reason"], e["type"]) for e in events_of(kubectl, "gpu", namespace)}
-    assert ("Paused", "Normal") in events_seen
+    assert wait_for_events(kubectl, "gpu", namespace, "Paused")["Paused"]["type"] == "Normal"
     published = connection(kubectl, "gpu", namespace)
     assert published["pausedSince"] == status["pausedSince"]
     assert published["resume"].startswith(f"kubectl patch agentsession gpu -n {namespace}")
@@ -175,8 +174,7 @@ def test_an_idle_session_is_paused_and_retention_deletes_it(
     deleted = gone(kubectl, "quiet", namespace, 60)
     assert (deleted - paused_since).total_seconds() > 5.0, "deleted before its retention ended"
     assert spaces_of(hub_admin, uid) == []
-    reasons = {event["reason"] for event in events_of(kubectl, "quiet", namespace)}
-    assert {"IdlePaused", "RetentionEnding", "RetentionExpired"} <= reasons
+    wait_for_events(kubectl, "quiet", namespace, "IdlePaused", "RetentionEnding", "RetentionExpired")
 
 
 def test_the_idle_pause_is_written_only_onto_the_spec_it_was_decided_on(

@@ -41,7 +41,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import events_of
+from tests.support.kube import events_of, wait_for_events
 
 EDITOR_ROLE = "sandbox-operator-session-editor"
 
@@ -408,7 +408,7 @@ def test_a_spec_the_operator_cannot_read_stalls_gives_up_the_gpu_and_is_still_de
     assert session is not None and session["status"]["observedGeneration"] == generation
     assert condition(session, "Ready")["reason"] == "SpecInvalid"  # type: ignore[index]
     assert [r["endedBy"] for r in session["status"]["receipts"]] == ["SpecInvalid"]
-    assert {"SpecInvalid", "HardwareReceipt"} <= {e["reason"] for e in events_of(kubectl, "odd", mallory)}
+    wait_for_events(kubectl, "odd", mallory, "SpecInvalid", "HardwareReceipt")
 
     # The next change is read at once: fixed, the session runs again (its approval still stands).
     as_mallory(kubectl, "patch", "ags", "odd", "-n", mallory, "--type=merge", "-p",

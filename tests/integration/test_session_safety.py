@@ -29,7 +29,7 @@ from tests.support.harness import (
     wait_duplicate_sent,
     wait_ready,
 )
-from tests.support.kube import events_of
+from tests.support.kube import events_of, wait_for_events
 
 #: A Hub user of the emulator that is neither the owner nor in an org that owns the Spaces.
 OUTSIDER_TOKEN = "hf_test_outsider"
@@ -73,8 +73,7 @@ def test_an_orphaned_space_is_kept_on_free_hardware_and_released(
     wait_for(
         lambda: hub_admin.space(space_id)["hardware"]["current"] == "cpu-basic", 30, "the move to cpu-basic"
     )
-    events = events_of(kubectl, "kept", namespace)
-    assert any(e["reason"] == "FreeingHardware" for e in events)
+    wait_for_events(kubectl, "kept", namespace, "FreeingHardware")
 
 
 @pytest.mark.usefixtures("approval_policy")
@@ -161,11 +160,7 @@ def test_not_found_without_access_to_the_owner_keeps_the_finalizer(
         session = get_session(kubectl, "hidden", namespace)
         assert session is not None and session["metadata"].get("deletionTimestamp")
         assert [s["id"] for s in spaces_of(hub_admin, uid)] == [space_id]
-        wait_for(  # Events are posted after the status write, from kopf's queue
-            lambda: any(e["reason"] == "HubAccessLost" for e in events_of(kubectl, "hidden", namespace)),
-            30,
-            "the HubAccessLost Event",
-        )
+        wait_for_events(kubectl, "hidden", namespace, "HubAccessLost")
         # Nor was the "lost" Space created again under the outsider's token.
         assert not any(c["route"] == "duplicate" for c in hub_admin.calls())
     finally:
@@ -218,7 +213,7 @@ def test_a_secret_that_is_not_text_is_a_condition_not_a_crash_loop(
     invalid = wait_condition_reason(kubectl, "blobby", namespace, "Ready", "SecretInvalid")
     assert f"Secret {namespace}/blob key 'key' is not UTF-8 text" in invalid["message"]
     assert "next try in" in invalid["message"]
-    assert any(e["reason"] == "SecretInvalid" for e in events_of(kubectl, "blobby", namespace))
+    wait_for_events(kubectl, "blobby", namespace, "SecretInvalid")
     assert "Traceback" not in operator.current_log()
     text = {**binary, "data": {"key": base64.b64encode(b"text").decode()}}
     kubectl("apply", "-f", "-", stdin=json.dumps(text))
@@ -253,7 +248,7 @@ def test_a_token_the_sandbox_rejects_is_rotated_once_not_in_a_loop(
         "get", "secret", "rejected-sandbox", "-n", namespace, "-o", "jsonpath={.data.token}"
     ).stdout
     assert hub_admin.space(space_id)["secrets"]["SANDBOX_API_TOKEN"] == base64.b64decode(token).decode()
-    assert any(e["reason"] == "RotatingToken" for e in events_of(kubectl, "rejected", namespace))
+    wait_for_events(kubectl, "rejected", namespace, "RotatingToken")
 
 
 # A fresh private Space is not visible at once -------------------------------------------------

@@ -127,6 +127,22 @@ def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any
     return list(found["items"])
 
 
+def wait_for_events(
+    kubectl: Kubectl, name: str, namespace: str, *reasons: str, timeout: float = 30.0
+) -> dict[str, dict[str, Any]]:
+    """Wait until Events with every one of `reasons` are about `name`; return one Event of each reason.
+
+    The operator posts Events after the status write they go with (kopf's event queue), so a test that
+    has seen a condition waits for its Event rather than reading once.
+    """
+
+    def found() -> dict[str, dict[str, Any]] | None:
+        latest = {event["reason"]: event for event in events_of(kubectl, name, namespace)}
+        return latest if set(reasons) <= latest.keys() else None
+
+    return wait_for(found, timeout, f"Events {', '.join(reasons)} about {namespace}/{name}")
+
+
 def wait_for_service_account(kubectl: Kubectl, namespace: str, name: str, timeout: float = 30.0) -> None:
     """The ServiceAccount exists (a fresh namespace's `default` comes from a controller, later)."""
     path = namespaced_path("v1", "serviceaccounts", namespace, name)
