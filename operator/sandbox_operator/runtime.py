@@ -28,6 +28,7 @@ from sandbox_operator.k8s.client import KubeClient
 from sandbox_operator.k8s.leadership import run_as_leader
 from sandbox_operator.k8s.lease import LeaderElector
 from sandbox_operator.k8s.secret_cache import SecretCache
+from sandbox_operator.k8s.transport import KubeApi
 from sandbox_operator.observability import metrics
 from sandbox_operator.observability.health import HealthMonitor, WatchSync, readiness, serving_readiness
 from sandbox_operator.pools.book import PoolBook
@@ -132,7 +133,11 @@ def run_operator(
     if config.insecure_trust_approvals:
         log.warning("INSECURE: %s", money.INSECURE_TRUST_WARNING)
     metrics.serve(run.metrics_port)
-    kube = KubeClient(recheck_interval=config.approval_recheck_interval, instance=own_identity(run))
+    kube = KubeClient(
+        KubeApi(connections=config.kube_connections),
+        recheck_interval=config.approval_recheck_interval,
+        instance=own_identity(run),
+    )
     rt = build_runtime(config, HubClient(config), kube, list(run.namespaces))
     stop_flag = asyncio.Event()  # set on SIGINT/SIGTERM by kopf's handlers, or by the Lease wait's before
     operator = kopf.operator(

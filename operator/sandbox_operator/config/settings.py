@@ -302,6 +302,14 @@ class OperatorConfig(BaseModel):
         "spec.idle.retentionSeconds says otherwise; 0: never.",
     )
     hub_concurrency: int = Field(default=8, ge=1, description="Hub calls in flight at once.")
+    kube_connections: Annotated[int, OPTION] = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Kubernetes API calls of the session loops in flight at once; more wait in fair order "
+        "(namespaces in turn, the oldest session first). A burst waits on the API server, not here: "
+        "docs/performance.md.",
+    )
     hub_timeout: Annotated[float, OPTION] = Field(
         default=20.0,
         gt=0,

@@ -36,11 +36,9 @@ ADMISSION = ("apis", "admissionregistration.k8s.io", "v1")
 LEASES = ("apis", "coordination.k8s.io", "v1")
 #: Seconds one call may take, connection included (kopf's own request timeout is the same).
 REQUEST_TIMEOUT = 60.0
-#: Connections one `KubeApi` keeps open at most; more calls at once wait for one (in `FairLimiter`
-#: order). A burst of sessions waits on the API server, not on our CPU: at N = 1,000 (make bench
-#: SCENARIO=overhead, docs/performance.md) 8 connections gave apply -> Ready p50 14.5-15.7 s,
-#: 32 gave 10.5-11.7 s, 64 gave 4.7-5.1 s at lower operator CPU, 128 no better than 64.
-CONNECTIONS = 64
+#: Connections one `KubeApi` keeps open at most unless told otherwise (the session loops' client is
+#: sized by `--kube-connections`); more calls at once wait for one, in `FairLimiter` order.
+CONNECTIONS = 8
 #: Retries of a call whose connection broke (a kept connection the server closed): as the
 #: official client's urllib3 did by default, before a failure is the caller's to retry with backoff.
 CONNECTION_RETRIES = 3
