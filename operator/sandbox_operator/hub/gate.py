@@ -49,6 +49,9 @@ _POLICY_QUOTA = re.compile(r";\s*q=(\d+)")
 #: when the Hub states no quota): what observation (a listing of a thousand Spaces is two calls) and
 #: deletions need for the rest of the window; creates do not spend it.
 LOW_REMAINING_SHARE = 0.05
+#: Answers whose reset times differ by at most this (seconds) speak of the same window: the header
+#: gives whole seconds, and answers arrive at different times.
+SAME_WINDOW_SLACK = 2.0
 #: Longest single wait before the fence and the pause are checked again.
 _RECHECK = 1.0
 
@@ -295,8 +298,13 @@ class HubGate:
         window = rate_limit_window(headers)
         if window is not None:
             with self._lock:
-                self._remaining = window.remaining
-                self._reset_at = self._clock() + window.reset_seconds
+                reset_at = self._clock() + window.reset_seconds
+                same = self._remaining is not None and abs(reset_at - self._reset_at) <= SAME_WINDOW_SLACK
+                # Within one window the lower count holds: an answer to a call sent before others still
+                # in flight counts fewer of ours than were sent (taken as it is, the window's last calls
+                # would go out one too many each, and meet a 429).
+                self._remaining = min(self._remaining or 0, window.remaining) if same else window.remaining
+                self._reset_at = max(self._reset_at, reset_at) if same else reset_at
                 self._quota = window.quota or self._quota
         if status == 429:
             seconds = retry_after_seconds(headers, self._wall())

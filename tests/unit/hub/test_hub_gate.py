@@ -174,6 +174,21 @@ def test_creates_may_spend_the_window_down_to_what_observation_keeps() -> None:
     assert hub.spare() is None  # the window reset
 
 
+def test_an_answer_to_an_earlier_call_does_not_give_back_calls_sent_since() -> None:
+    hub, fake = gate(rate=0, burst=20)
+    hub.after_response(200, {"RateLimit": '"api";r=100;t=200', **WINDOW})
+    for _ in range(10):
+        hub.before_request()
+    # The first of the ten is answered: the Hub had counted only it. Ninety are left, not 99.
+    fake.now += 0.5
+    hub.after_response(200, {"RateLimit": '"api";r=99;t=200', **WINDOW})
+    assert hub.spare() == 90 - LOW_REMAINING_SHARE * 1000
+    # The next window's first answer is taken as it is.
+    fake.now += 200.0
+    hub.after_response(200, {"RateLimit": '"api";r=999;t=300', **WINDOW})
+    assert hub.spare() == 999 - LOW_REMAINING_SHARE * 1000
+
+
 def test_few_calls_left_are_spread_over_the_time_to_reset() -> None:
     hub, fake = gate(rate=0, burst=20)
     start = fake.now
