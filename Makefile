@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator testbench tests bench conftest.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python hack/check_sizes.py operator
 
 # Workers: the integration tests mostly wait on the operator, the API server and the Hub emulator, so
 # more workers than cores pay off. Each worker starts its own shared control plane, Hub emulator and

@@ -307,8 +307,7 @@ class OperatorConfig(BaseModel):
         ge=1,
         le=1024,
         description="Kubernetes API calls of the session loops in flight at once; more wait in fair order "
-        "(namespaces in turn, the oldest session first). A burst waits on the API server, not here: "
-        "docs/performance.md.",
+        "(namespaces in turn, the oldest session first): docs/performance.md.",
     )
     hub_timeout: Annotated[float, OPTION] = Field(
         default=20.0,
