@@ -35,11 +35,12 @@ lint: $(STAMP)
 # Workers: the integration tests mostly wait on the operator, the API server and the Hub emulator, so
 # more workers than cores pay off. Each worker starts its own shared control plane, Hub emulator and
 # operator when a test first needs them; a test file stays in one worker (--dist loadfile), so module
-# fixtures, e.g. a control plane of the module's own, start once.
+# fixtures, e.g. a control plane of the module's own, start once. Files are handed out in the order
+# tests/conftest.py sorts them, longest first (--no-loadscope-reorder: not by their number of tests).
 TEST_WORKERS ?= 4
 
 test: setup lint  ## the whole suite, integration tests included; TEST_WORKERS=<n> parallel workers; then coverage
-	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=20 --cov
+	$(BIN)/pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --no-loadscope-reorder --durations=20 --cov
 	@$(BIN)/python hack/coverage_total.py
 
 unit: $(STAMP)

@@ -15,6 +15,9 @@ from sandbox_operator.cli.main import main as operator
 from sandbox_testbench.cli import main as bench_command
 from tests.support.helm_chart import REPO, copied_sources, dockerfile_stages
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 # Installing the dependencies from PyPI into a fresh venv takes a while on a cold cache.
 TIMEOUT = 900.0
 

@@ -31,6 +31,9 @@ from tests.support.harness import (
     wait_ready,
 )
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 FLAVOR_ROLE = "sandbox-operator-approver-t4-small"
 
 

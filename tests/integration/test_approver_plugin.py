@@ -30,6 +30,9 @@ from tests.support.harness import (
 )
 from tests.support.kube import events_of
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 #: Seconds before an approval's expiry at which the test operator announces it.
 NOTICE = 15
 #: How long the approval that expires lasts: past the notice, and short, since the test waits it out.

@@ -1,4 +1,4 @@
-"""A short chaos run in the suite; `hack/chaos.py` runs the long one (see tests/support/chaos.py).
+"""A short chaos run in the suite; `python -m tests.support.chaos` runs the long one (tests/support/chaos.py).
 
 The suite runs a fixed list of seeds, so a failure in CI replays exactly (`CHAOS_SEED=<seed>` runs
 one seed only); the long run draws a new seed each time and prints it for replay.
@@ -14,6 +14,9 @@ from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support.chaos import ChaosConfig, run_chaos
 from tests.support.harness import OperatorProcess
+
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
 
 #: The schedules the suite replays on every run.
 SEEDS = (7, 424242)

@@ -37,6 +37,9 @@ from tests.support.helm_chart import (
 )
 from tests.support.kube import wait_for_service_account
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",

@@ -30,6 +30,9 @@ from sandbox_testbench.dev import dev_environment
 from tests.support.docs import Command, ShellBlock, loosely_matches, shell_blocks
 from tests.support.harness import REPO
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 #: The documents in reading order, the order their commands run in: a page that uses what another
 #: makes (a session, a namespace, a role) comes after it.
 DOCUMENTS = [

@@ -8,6 +8,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from sandbox_operator.config.settings import DEFAULT_LEASE_NAME, DEFAULT_OPERATOR_NAMESPACE
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
@@ -22,6 +24,9 @@ from tests.support.harness import (
     wait_ready,
 )
 from tests.support.helm_chart import REQUIRED_VALUES, Helm, container_env, one
+
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
 
 LEASE = ("lease", DEFAULT_LEASE_NAME, "-n", "default")
 #: How long the suite's operator may take to hold the Lease: a holder a test before left without

@@ -7,6 +7,8 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from sandbox_operator.core.conditions import rfc3339
 from sandbox_testbench.controlplane import Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
@@ -24,6 +26,9 @@ from tests.support.harness import (
     wait_ready,
 )
 from tests.support.kube import api_client, namespaced_path
+
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
 
 
 def secret_data(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:

@@ -43,6 +43,9 @@ from tests.support.harness import (
 )
 from tests.support.kube import events_of, wait_for_events
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 EDITOR_ROLE = "sandbox-operator-session-editor"
 
 

@@ -31,6 +31,9 @@ from tests.support.harness import (
 )
 from tests.support.kube import events_of, wait_for_events
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 #: A Hub user of the emulator that is neither the owner nor in an org that owns the Spaces.
 OUTSIDER_TOKEN = "hf_test_outsider"
 

@@ -30,6 +30,9 @@ from tests.support.harness import (
     wait_ready,
 )
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture
 def shard_namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:

@@ -47,6 +47,9 @@ from tests.support.harness import (
     wait_ready,
 )
 
+# Over a minute in one worker: parallel runs start it first (tests/conftest.py).
+pytestmark = pytest.mark.long
+
 NAMESPACE = "team"
 #: The new operator's default lifetime in the first part of the test: shorter than the old sessions'
 #: age at the upgrade, so counting it from their creation would delete them at once.
