@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 import urllib.request
@@ -510,3 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     if not result.ok:
         print(f"operator logs: {workdir / 'operator'}")
     return 0 if result.ok else 1
+
+
+if __name__ == "__main__":  # the long run, from the repository root: `python -m tests.support.chaos`
+    sys.exit(main())
