@@ -406,6 +406,22 @@ def latency_figures(prefix: str, began: Mapping[str, float], ended: Mapping[str,
     }
 
 
+def notice_drift(st: Stack, spaces: list[dict[str, Any]], deadline: float) -> float | None:
+    """Pause one Ready session's Space behind the operator's back (as the Hub's owner could) and
+    return how long until the operator asked the Hub to restart it; None if not by `deadline`."""
+    space_id = next((s["id"] for s in spaces if s["id"] != DEV_TEMPLATE), None)
+    if space_id is None:
+        return None
+    restarts = st.hub_calls()[("restart", 200)]
+    st.admin.set_stage(space_id, "PAUSED")
+    paused = time.monotonic()
+    while time.monotonic() < deadline:
+        if st.hub_calls()[("restart", 200)] > restarts:
+            return time.monotonic() - paused
+        time.sleep(0.5)
+    return None
+
+
 def run_once(
     st: Stack,
     sc: Scenario,
@@ -460,9 +476,12 @@ def run_once(
         last_built = stats.last_build_end(spaces, exclude={DEV_TEMPLATE})
         after_healthy = stats.ready_after_healthy(ready, watcher.uids, stats.first_running(spaces))
         steady = Counter[tuple[str, int]]()
+        drift_noticed: float | None = None
         if steady_minutes > 0:
-            print(f"  all Ready; {steady_minutes:g} min steady state", flush=True)
-            time.sleep(steady_minutes * 60)
+            print(f"  all Ready; {steady_minutes:g} min steady state, one Space paused behind", flush=True)
+            steady_end = time.monotonic() + steady_minutes * 60
+            drift_noticed = notice_drift(st, spaces, steady_end)
+            time.sleep(max(0.0, steady_end - time.monotonic()))
             steady = st.hub_calls() - calls1
             writes1, calls1 = st.apiserver_writes(), st.hub_calls()  # the deletes' baseline
 
@@ -546,6 +565,7 @@ def run_once(
         **(
             {
                 "steady_minutes": steady_minutes,
+                "drift_noticed_ms": drift_noticed * 1000 if drift_noticed is not None else None,
                 "hub_calls_per_5min_steady": stats.api_calls(steady) * per_5min,
                 "app_health_checks_per_5min_steady": stats.by_route(steady).get("health", 0) * per_5min,
                 "hub_calls_by_route_steady": stats.by_route(steady),

@@ -37,6 +37,7 @@ HEADLINE: Final = (
     ("hub_429s", "429s received"),
     ("hub_calls_per_5min_steady", "Hub API calls per 5 min, all Ready (steady)"),
     ("app_health_checks_per_5min_steady", "sandbox app health checks per 5 min, steady"),
+    ("drift_noticed_ms", "steady: a Space paused behind it -> the operator restarts it (ms)"),
     ("spaces_left", "Spaces left after delete"),
 )
 
