@@ -85,6 +85,13 @@ def test_another_flavor_asks_again_with_who_asked_and_since_when() -> None:
     assert "ApprovalRequested" not in reasons(later)
 
 
+def test_a_request_without_requested_by_waits_without_naming_anyone() -> None:
+    plan = decide(session({"hardware": "t4-small"}), observed(), CONFIG, NOW)
+    assert [e.message for e in plan.events if e.reason == "ApprovalRequested"] == [
+        "t4-small ($0.40/h) waits for an approver"
+    ]
+
+
 @pytest.mark.parametrize(
     ("trust", "why"),
     [
