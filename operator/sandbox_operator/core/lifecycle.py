@@ -282,8 +282,8 @@ def _agent_access(draft: Draft, observed: Observation) -> None:
             AGENT_ACCESS,
             "False",
             Reason.NO_CONNECTION_SECRET,
-            "no connection Secret yet: the operator writes it (hubToken, token) once the Hub reports the "
-            "sandbox's URL",
+            "no connection Secret yet: the operator writes it (hubToken, token) once the session's Space "
+            "exists and the Hub reports the sandbox's URL (the Ready condition says what it waits for)",
         )
     elif not private:
         draft.condition(
