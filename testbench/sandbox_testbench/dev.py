@@ -198,9 +198,19 @@ class DevEnvironment:
         if not exited:
             return None
         return "\n".join(
-            f"{name} exited (code {code}); the end of {log_path(where, name)}:\n{log_tail(where, name)}"
+            f"{name} {_ended(code)}; the end of {log_path(where, name)}:\n{log_tail(where, name)}"
             for name, (code, where) in exited.items()
         )
+
+
+def _ended(code: int) -> str:
+    """How a process ended, as a person reads it: a negative code is the signal that killed it."""
+    if code >= 0:
+        return f"exited (code {code})"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:  # a signal without a name here
+        return f"was killed by signal {-code}"
 
 
 @contextmanager

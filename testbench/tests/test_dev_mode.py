@@ -27,3 +27,8 @@ def test_a_dead_operator_is_named_with_its_exit_code_and_the_end_of_its_log(tmp_
     assert death is not None
     assert "operator exited (code 3)" in death and "lost the Lease" in death
     assert str(tmp_path / "operator.log") in death
+    killed = launch("operator", running, tmp_path, die_with_parent=True)
+    killed.kill()
+    killed.wait()
+    death = DevEnvironment(tmp_path, tmp_path / "env.sh", plane, killed).death()
+    assert death is not None and "operator was killed by SIGKILL" in death

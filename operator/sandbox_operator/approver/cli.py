@@ -176,6 +176,7 @@ def approve(
     )
     from sandbox_operator.approver.approve import ApprovalRequest, priced
     from sandbox_operator.approver.approve import approve as write_approval
+    from sandbox_operator.core.money import usd
 
     caller = _caller(params)
     try:
@@ -196,8 +197,8 @@ def approve(
         _dump(stored, output)
         return
     flavor = written["hardware"]
-    what = priced(flavor, price) if flavor else f"any flavor up to ${written['maxUsdPerHour']}/h"
-    budget = f" within ${written['budgetUsd']}" if written["budgetUsd"] else ""
+    what = priced(flavor, price) if flavor else f"any flavor up to {usd(written['maxUsdPerHour'])}/h"
+    budget = f" within {usd(written['budgetUsd'])}" if written["budgetUsd"] else ""
     until = f" until {written['expiresAt']}" if written["expiresAt"] else ""
     click.echo(f"approved {what}{budget}{until} for {namespace}/{session} as {written['approvedBy']}")
 

@@ -219,9 +219,9 @@ def pending_approval(
     if same:
         return pending, []
     priced = f"{wanted} ({usd(price)}/h)" if price is not None else wanted
-    by = f" by {spec.requested_by}" if spec.requested_by else ""
+    by = f" requested by {spec.requested_by}" if spec.requested_by else ""
     reason = Reason.APPROVAL_REQUESTED
-    note = EventNote(reason.severity, reason, f"{priced} requested{by} waits for an approver")
+    note = EventNote(reason.severity, reason, f"{priced}{by} waits for an approver")
     return pending, [note]
 
 

@@ -15,6 +15,7 @@ from sandbox_operator.core.conditions import (
     AGENT_ACCESS,
     BUDGET_EXHAUSTED,
     HARDWARE_APPROVED,
+    READY,
     STALLED,
     Reason,
     transition_events,
@@ -216,7 +217,11 @@ def decide_unreadable(
     # Stalled (SpecInvalid) and Reconciling come from Ready or HardwareApproved, as for every decision.
     conclude(draft.status, session.generation, now)
     notes = transition_events(session.status, draft.status)
-    said = [note for note in notes if note.reason == Reason.SPEC_INVALID][:1]  # one Event, not one each
+    # One Event, not one each: Ready's, which says what to do (HardwareApproved's while Ready is another).
+    said = sorted(
+        (note for note in notes if note.reason == Reason.SPEC_INVALID),
+        key=lambda note: not note.message.startswith(f"{READY}="),
+    )[:1]
     events = said + [note for note in notes if note.reason != Reason.SPEC_INVALID] + draft.notes
     return Plan(action, draft.status, requeue, events)
 
@@ -282,8 +287,8 @@ def _agent_access(draft: Draft, observed: Observation) -> None:
             AGENT_ACCESS,
             "False",
             Reason.NO_CONNECTION_SECRET,
-            "no connection Secret yet: the operator writes it (hubToken, token) once the Hub reports the "
-            "sandbox's URL",
+            "no connection Secret yet: the operator writes it (hubToken, token) once the session's Space "
+            "exists and the Hub reports the sandbox's URL (the Ready condition says what it waits for)",
         )
     elif not private:
         draft.condition(

@@ -49,6 +49,14 @@ def read_still_serves(view: SpaceView) -> bool:
     return view.stage == "RUNNING" and view.current_hardware == view.requested_hardware
 
 
+def listing_serves(view: SpaceView) -> bool:
+    """Whether a listing's view of a Space may serve a session's passes until the next listing: not
+    while the Hub moves it to another flavor, whose end (a bill that starts or stops, a budget's switch
+    back) is seen on time only by reads of its own at each poll. A building Space's end is seen by the
+    edge prober instead."""
+    return view.current_hardware is None or view.requested_hardware in (None, view.current_hardware)
+
+
 def health_still_holds(
     checked: CheckedHealth,
     space: SpaceView,

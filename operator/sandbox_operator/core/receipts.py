@@ -122,9 +122,19 @@ def close_period(
     return EventNote(
         Reason.HARDWARE_RECEIPT.severity,
         Reason.HARDWARE_RECEIPT,
-        f"{period.hardware} approved by {by}: {hours:.2f} h billed, estimated {usd(spent)}, from "
+        f"{period.hardware} approved by {by}: {billed(hours)} billed, estimated {usd(spent)}, from "
         f"{period.start_time} to {rfc3339(now)} ({ended_by})",
     )
+
+
+def billed(hours: float) -> str:
+    """Time on paid hardware as a person reads it: a 35-second stretch is "35 s", not "0.01 h"."""
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{hours:.2f} h"
 
 
 def spend_until(spend: Spend | None, now: datetime) -> Spend | None:

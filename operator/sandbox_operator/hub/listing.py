@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sandbox_operator.core.model import SpaceView
-from sandbox_operator.core.reads import CheckedHealth, read_still_serves
+from sandbox_operator.core.reads import CheckedHealth, listing_serves, read_still_serves
 from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.spaces import Listing
 
@@ -169,7 +169,7 @@ class FleetObserver:
     def view(self, space_id: str) -> SpaceView | None:
         """The Space as the latest usable listing, or the session's own newer read, shows it; None:
         ask the Hub for this Space itself (nothing asked for since the last action on it, only what
-        is too old, or the Space not in the listing)."""
+        is too old, the Space not in the listing, or switching hardware in it)."""
         if not self.enabled:
             return None
         read = self._read.get(space_id)
@@ -179,7 +179,8 @@ class FleetObserver:
             and listing.taken_at > self._known_since(space_id)
             and self._fresh(listing.taken_at)
         ):
-            return listing.spaces.get(space_id)
+            listed = listing.spaces.get(space_id)
+            return listed if listed is None or listing_serves(listed) else None
         if read is not None and self._fresh(read[0]) and read_still_serves(read[1]):
             return read[1]
         return None

@@ -337,3 +337,18 @@ def test_approve_prints_the_flavor_and_its_price(monkeypatch: pytest.MonkeyPatch
     unnamed = runner.invoke(plugin, ["approve", "demo", "-n", "team-a"])
     assert unnamed.exit_code == 1 and "--hardware a100x8" in unnamed.output
     assert approve_command.price_of({}, "no-such-flavor") is None
+
+
+def test_approve_prints_budgets_in_dollars_and_cents(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox_operator.approver import approvals as approvals_command
+
+    _approving(monkeypatch, {"spec": {"hardware": "a10g-small"}})
+    monkeypatch.setattr(approvals_command, "connect", lambda _: object())
+    runner = CliRunner()
+    budget = ["--hardware", "a10g-small", "--budget-usd", "20", "--reason", "eval run"]
+    result = runner.invoke(plugin, ["approve", "demo", "-n", "team-a", *budget])
+    assert result.exit_code == 0, result.output
+    assert result.output == "approved a10g-small ($1.00/h) within $20.00 for team-a/demo as alice\n"
+    standing = runner.invoke(plugin, ["approve", "demo", "-n", "team-a", "--max-usd-per-hour", "2.5"])
+    assert standing.exit_code == 0, standing.output
+    assert standing.output == "approved any flavor up to $2.50/h for team-a/demo as alice\n"

@@ -21,6 +21,7 @@ from sandbox_operator.core.model import (
     RequestHardware,
     Session,
 )
+from sandbox_operator.core.receipts import billed
 from tests.support.core import CONFIG, NOW, RECORDED, UID, new_session, observed, paid, space
 
 APPROVAL = {"hardware": "a10g-small", "approvedBy": "alice"}
@@ -83,6 +84,13 @@ def test_another_flavor_asks_again_with_who_asked_and_since_when() -> None:
     later = decide(then(plan, first), observed(), CONFIG, NOW + timedelta(minutes=1))
     assert later.status.pending_approval == pending
     assert "ApprovalRequested" not in reasons(later)
+
+
+def test_a_request_without_requested_by_waits_without_naming_anyone() -> None:
+    plan = decide(session({"hardware": "t4-small"}), observed(), CONFIG, NOW)
+    assert [e.message for e in plan.events if e.reason == "ApprovalRequested"] == [
+        "t4-small ($0.40/h) waits for an approver"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -217,7 +225,12 @@ def test_a_paid_stretch_ends_in_a_receipt_with_its_approver_hours_and_cost() -> 
     assert (receipt.start_time, receipt.end_time) == (rfc3339(NOW), rfc3339(later))
     assert plan.status.paid_period is None
     (note,) = [e for e in plan.events if e.reason == "HardwareReceipt"]
-    assert "alice" in note.message and "0.50 h" in note.message and "$0.50" in note.message
+    assert "alice" in note.message and "30.0 min billed" in note.message and "$0.50" in note.message
+
+
+@pytest.mark.parametrize(("hours", "shown"), [(35 / 3600, "35 s"), (0.5, "30.0 min"), (2.25, "2.25 h")])
+def test_a_receipt_says_how_long_was_billed_in_a_unit_that_shows_it(hours: float, shown: str) -> None:
+    assert billed(hours) == shown
 
 
 def test_an_expired_approval_says_so_in_its_receipt() -> None:

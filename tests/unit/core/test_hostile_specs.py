@@ -257,6 +257,7 @@ def test_an_unreadable_spec_stalls_gives_up_paid_hardware_with_its_receipt_and_s
     (receipt,) = plan.status.receipts or []
     assert receipt.ended_by == "SpecInvalid" and receipt.estimated_usd == pytest.approx(0.5)
     assert [e.reason for e in plan.events] == ["SpecInvalid", "HardwareReceipt"]
+    assert plan.events[0].message.startswith("Ready=False: the spec cannot be read")  # what to do
     assert plan.status.hardware is not None and plan.status.hardware.requested == "cpu-basic"
     # Once requested, the next pass asks for nothing (and says nothing again).
     again = decide(replace(unreadable, status=plan.status), Observation(), CONFIG, NOW)

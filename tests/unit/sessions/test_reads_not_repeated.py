@@ -134,6 +134,28 @@ def test_a_read_of_a_space_in_transition_is_asked_again_at_each_poll(moving: Spa
     assert watcher.view(SPACE_ID) is None
 
 
+def test_a_listing_showing_a_hardware_switch_does_not_serve_the_passes_that_wait_for_its_end() -> None:
+    """A listing sent during a switch would otherwise stand for every poll until the next listing (30 s
+    later), and the switch's end, which starts or stops the bill, would be seen that late."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.acted(SPACE_ID)  # the downgrade asked for
+    clock.now += 1
+    watcher.read(SPACE_ID, space("RUNNING_APP_STARTING", "a10g-small", "cpu-basic"), clock.now)
+    clock.now += 1
+    hub.spaces = {SPACE_ID: space("RUNNING_APP_STARTING", "a10g-small", "cpu-basic")}
+    asyncio.run(watcher.observe_owner("agents"))
+    assert watcher.view(SPACE_ID) is None  # the next poll reads the Space itself
+    clock.now += 2
+    watcher.read(SPACE_ID, space("RUNNING", "cpu-basic", "cpu-basic"), clock.now)
+    assert watcher.view(SPACE_ID) == space("RUNNING", "cpu-basic", "cpu-basic")
+    # A building Space (no current flavor yet) is still served by the listing: the edge prober sees its end.
+    clock.now += 1
+    hub.spaces = {SPACE_ID: space("BUILDING", None)}
+    asyncio.run(watcher.observe_owner("agents"))
+    assert watcher.view(SPACE_ID) == space("BUILDING", None)
+
+
 def test_a_read_is_not_used_after_an_action_when_stale_or_when_it_found_nothing() -> None:
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)
