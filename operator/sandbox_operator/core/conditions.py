@@ -92,6 +92,8 @@ class Reason(StrEnum):
     POOL_FILLING = "PoolFilling"
     POOL_NOT_FOUND = "PoolNotFound", Severity.WARNING
     POOL_MISMATCH = "PoolMismatch", Severity.WARNING
+    #: spec.replicas asks for more than the operator's --pool-max-replicas: the maximum is used.
+    REPLICAS_CAPPED = "ReplicasCapped", Severity.WARNING
     # Hub failures (FailureKind): retried with backoff.
     HUB_RATE_LIMITED = "HubRateLimited", Severity.WARNING
     HUB_UNAUTHORIZED = "HubUnauthorized", Severity.WARNING

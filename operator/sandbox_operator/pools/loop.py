@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import cast
 
 import kopf
 
@@ -216,12 +218,17 @@ def _building(status: api.AgentSessionPoolStatus) -> bool:
 
 
 async def finalize_pool(rt: PoolRuntime, body: kopf.Body) -> None:
-    """Deleting a pool deletes its unclaimed Spaces; the finalizer stays until they are gone."""
-    plan = await pool_pass(rt, body, deleting=True, full=True)
-    if plan.done:
-        meta = body.get("metadata", {})
-        follow_spaces(rt, (meta["namespace"], meta["name"]), "", api.AgentSessionPoolStatus())
-    if not plan.done:
-        raise kopf.TemporaryError(
-            "deleting the pool's unclaimed Spaces", delay=max(0.05, rt.config.poll_interval)
-        )
+    """Deleting a pool deletes its unclaimed Spaces; the finalizer stays until they are gone. It
+    waits here, between passes, rather than through a kopf retry, which kopf logs as an ERROR
+    ("failed temporarily") for what is the pool's normal way out."""
+    meta = body.get("metadata", {})
+    key = (meta["namespace"], meta["name"])
+    latest: kopf.Body | None = body
+    while latest is not None and not (await pool_pass(rt, latest, deleting=True, full=True)).done:
+        wakeup = rt.pools.wakeups[key]
+        wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout=max(0.05, rt.config.poll_interval))
+        fresh = await read_pool(rt.pools, *key)
+        latest = kopf.Body(cast(kopf.RawBody, fresh)) if fresh is not None else None
+    follow_spaces(rt, key, "", api.AgentSessionPoolStatus())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -152,10 +153,22 @@ def test_replicas_are_capped_by_the_operator() -> None:
     config = CONFIG.model_copy(update={"pool_max_replicas": 2})
     plan = core.decide_pool(pool({"replicas": 50}), core.PoolObservation(pool_key=KEY), config, NOW, ids())
     assert len(plan.actions) == 2
-    # Said in the condition and its Event, with the value used and the option that caps it.
-    said = "(spec.replicas 50 is capped at 2, the operator's --pool-max-replicas)"
-    assert said in next(c.message for c in plan.status.conditions if c.type == READY)
-    assert [note.message.endswith(said) for note in plan.events] == [True]
+    # Said in the condition, with the value used and the option that caps it, and in a Warning Event.
+    said = "spec.replicas 50 is capped at 2, the operator's --pool-max-replicas"
+    assert f"({said})" in next(c.message for c in plan.status.conditions if c.type == READY)
+    warning, filling = plan.events
+    assert (warning.type, warning.reason, warning.message) == ("Warning", "ReplicasCapped", said)
+    assert filling.reason == "PoolFilling" and filling.message.endswith(f"({said})")
+    # Once per spec: the next pass on the same generation says it only in the condition.
+    again = replace(pool({"replicas": 50}), status=plan.status)
+    later = core.decide_pool(again, core.PoolObservation(pool_key=KEY), config, NOW, ids())
+    assert "ReplicasCapped" not in [note.reason for note in later.events]
+
+
+def test_a_deleting_pool_says_how_many_of_its_spaces_were_already_on_their_way() -> None:
+    p = pool({"replicas": 1}, [entry(1), entry(2, "Deleting")], deleting=True)
+    said = next(c.message for c in decide(p).status.conditions if c.type == READY)
+    assert said == "deleting 2 unclaimed Spaces, 1 of them already on their way"
 
 
 def test_the_same_allow_lists_refuse_a_pool_as_a_session() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
-from sandbox_operator.pools.loop import pool_pass
+from sandbox_operator.pools.loop import finalize_pool, pool_pass
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
 from tests.support.shell import FakeHub, FakeKube, kopf_events, runtime
@@ -88,3 +88,21 @@ async def _key_made_anew() -> None:
     assert (session["spaceId"], session["launchType"], session["phase"]) == (new, "warm", "Ready")
     connection = kube.data(NS, session["connectionSecret"])
     assert connection is not None and connection["token"] == hub.tokens[new]
+
+
+def test_deleting_a_pool_waits_in_its_finalizer_until_its_spaces_are_gone() -> None:
+    asyncio.run(_finalized())
+
+
+async def _finalized() -> None:
+    """The finalizer deletes the unclaimed Spaces and returns once they are gone: it waits between its
+    passes itself, never through a kopf retry (which kopf logs at ERROR level)."""
+    hub, kube, rt, pool = _pool_of_one()
+    with kopf_events() as events:
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        hub.finish_builds()
+        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+        [space_id] = hub.called("duplicate")
+        await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
+    assert hub.called("delete") == [space_id]
+    assert "DeletingSpace" in events.reasons() and pool["status"]["spaces"] == []

@@ -105,7 +105,7 @@ def decide_pool(
     done = pool.deleting and all(
         e.claimed_by is not None and not _claimant_gone(e, observed.live_sessions) for e in kept
     )
-    events = _pool_events(pool.status, status)
+    events = _cap_warning(pool, desired) + _pool_events(pool.status, status)
     return PoolPlan(
         status, actions, None if done else _requeue(status, desired, refusal, config, now), events, done
     )
@@ -252,15 +252,16 @@ def _pool_condition(
             status.conditions, READY, value, reason, message, pool.generation, now
         )
 
-    capped = (
-        f" (spec.replicas {pool.spec.replicas} is capped at {desired}, the operator's --pool-max-replicas)"
-        if desired < pool.spec.replicas
-        else ""
-    )
+    cap = _cap(pool, desired)
+    capped = f" ({cap})" if cap else ""
     if pool.deleting:
         # Every unclaimed Space goes, those already being deleted too (status.replicas leaves them out).
-        unclaimed = sum(entry.claimed_by is None for entry in status.spaces)
-        ready("False", Reason.DELETING_SPACE, f"deleting {unclaimed} unclaimed Spaces")
+        unclaimed = [entry for entry in status.spaces if entry.claimed_by is None]
+        already = sum(
+            e.claimed_by is None and e.state == PooledSpaceState.DELETING for e in pool.status.spaces
+        )
+        on_their_way = f", {already} of them already on their way" if already else ""
+        ready("False", Reason.DELETING_SPACE, f"deleting {len(unclaimed)} unclaimed Spaces{on_their_way}")
     elif refusal is not None:
         ready("False", refusal.reason, refusal.message)
     elif status.ready >= desired:
@@ -271,6 +272,21 @@ def _pool_condition(
             Reason.POOL_FILLING,
             f"{status.ready} of {desired} Spaces ready, {status.replicas} held{capped}",
         )
+
+
+def _cap(pool: Pool, desired: int) -> str | None:
+    """What the operator's maximum makes of spec.replicas, when it caps it."""
+    if pool.deleting or desired >= pool.spec.replicas:
+        return None
+    return f"spec.replicas {pool.spec.replicas} is capped at {desired}, the operator's --pool-max-replicas"
+
+
+def _cap_warning(pool: Pool, desired: int) -> list[EventNote]:
+    """A Warning, once per spec change, when the operator caps the replicas the spec asks for."""
+    cap = _cap(pool, desired)
+    if cap is None or pool.status.observed_generation == pool.generation:
+        return []
+    return [EventNote(Reason.REPLICAS_CAPPED.severity, Reason.REPLICAS_CAPPED, cap)]
 
 
 def _pool_events(old: AgentSessionPoolStatus, new: AgentSessionPoolStatus) -> list[EventNote]:
