@@ -214,8 +214,8 @@ class OperatorConfig(BaseModel):
         default=200.0,
         ge=0,
         description="Health probes a second, for the whole operator, of building Spaces' apps at the "
-        "Hub's edge (no Hub API call): a session is Ready about a second after its app first answers, "
-        "not at the next listing; 0: no probes.",
+        "Hub's edge (no Hub API call): a session or pooled Space is Ready about a second after its app "
+        "first answers, not at the next listing; 0: no probes.",
     )
     edge_probe_cadence: float = Field(
         default=0.5,

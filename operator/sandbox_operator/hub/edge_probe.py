@@ -6,7 +6,8 @@ docs/hub-fidelity.md F36), which is not the Hub API: asking its health endpoint 
 So while a session's Space builds (BUILDING or APP_STARTING: no app of an earlier build serves
 meanwhile), this prober asks the app's health endpoint with the session's own sandbox token, and
 the first healthy answer wakes the session: a Space that was building for a flavor and now answers
-runs on it (F18), which the next listing confirms.
+runs on it (F18), which the next listing confirms. A pool's building Spaces are probed the same way,
+each with its own token (pools/loop.py).
 
 Probes cost CPU here and at the edge, so they are bounded process-wide (`edge_probe_rate` a
 second), and a Space is probed closely only from a little before its template's builds end
@@ -65,7 +66,7 @@ class _Probe:
 
 @dataclass
 class EdgeProber:
-    """The building Spaces of this process's sessions, probed at their edge; `rate` <= 0 turns it off."""
+    """The building Spaces of this process's sessions and pools, probed at their edge; `rate` <= 0: off."""
 
     health: Health
     rate: float

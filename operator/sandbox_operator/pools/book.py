@@ -28,6 +28,7 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import Reason
 from sandbox_operator.hub.client import HubClient
+from sandbox_operator.hub.edge_probe import EdgeProber
 from sandbox_operator.hub.listing import FleetObserver
 from sandbox_operator.k8s.client import KEY_TOKEN, KubeClient, new_token, owned_secret
 from sandbox_operator.k8s.transport import ApiError, KubeApi
@@ -199,6 +200,7 @@ class PoolRuntime(Protocol):
     hub: HubClient
     kube: KubeClient
     observer: FleetObserver
+    prober: EdgeProber
     pools: PoolBook
 
     async def platform_read_token(self, namespace: str) -> str | None: ...

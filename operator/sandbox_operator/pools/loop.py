@@ -18,6 +18,8 @@ import kopf
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.draft import backoff_delay
+from sandbox_operator.core.model import HealthResult, SpaceView
+from sandbox_operator.hub.edge_probe import BUILD_STAGES, ProbeTarget
 from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import (
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 async def _observe_space(
-    rt: PoolRuntime, entry: api.PooledSpace, key: str, read_token: str | None
+    rt: PoolRuntime, pool: core.Pool, entry: api.PooledSpace, key: str, read_token: str | None
 ) -> core.PooledObservation:
     """A pooled Space's state; its health only through the edge with the platform's read token, as a
     session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
@@ -48,20 +50,52 @@ async def _observe_space(
             return core.PooledObservation(
                 space=space, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id
             )
-        # Read from the owner's listing once the Space's URL is known (a listing has none), as a
-        # session's Space is; else, or when the listing does not show it, from the Hub.
-        listed = await rt.observer.listed(entry.space_id) if entry.sandbox_url else None
-        if listed is not None:
-            space = replace(listed, sandbox_url=entry.sandbox_url)
+        # From the owner's listing, as a session's Space is: the latest one once the Space's app
+        # address is recorded, else the first one sent after its create (shared by every Space created
+        # meanwhile; it carries the address); from the Hub when the listing does not show it.
+        if entry.sandbox_url:
+            listed = await rt.observer.listed(entry.space_id)
+            space = replace(listed, sandbox_url=entry.sandbox_url) if listed is not None else None
         else:
+            space = await rt.observer.after_action(entry.space_id)
+        if space is None:
             space = await rt.hub.space(entry.space_id)
             rt.observer.acted(entry.space_id)
     except HubError as error:
         return core.PooledObservation(failure=error.failure)
     health = None
-    if space is not None and space.stage == "RUNNING" and space.sandbox_url and read_token:
+    if space is not None:
+        space, health = _probed(rt, pool, entry, space, core.pooled_token(key, entry.space_id), read_token)
+    if health is None and space is not None and space.stage == "RUNNING" and space.sandbox_url and read_token:
         health = await rt.hub.health(space.sandbox_url, core.pooled_token(key, entry.space_id), read_token)
     return core.PooledObservation(space=space, health=health)
+
+
+def _probed(
+    rt: PoolRuntime,
+    pool: core.Pool,
+    entry: api.PooledSpace,
+    space: SpaceView,
+    token: str,
+    read_token: str | None,
+) -> tuple[SpaceView, HealthResult | None]:
+    """A building pooled Space as its app's edge shows it, as a session's (sessions/observe.py): once
+    it answers with its own token it runs (F18), and the pool is woken for it, not at the next listing."""
+    name = _follow_name(pool.uid, entry.space_id)
+    requested = space.requested_hardware
+    if space.stage not in BUILD_STAGES or requested is None or not space.sandbox_url or not read_token:
+        rt.prober.withdraw(name)
+        return space, None
+    answer = rt.prober.answered(name, space.space_id, requested)
+    if answer is not None:
+        return replace(space, stage="RUNNING", current_hardware=requested), answer
+    rt.prober.bind(name, rt.pools.wakeups[(pool.namespace, pool.name)])
+    since = api.parse_rfc3339(entry.requested_time).timestamp()
+    target = ProbeTarget(
+        space.space_id, requested, space.sandbox_url, token, read_token, since, pool.spec.template
+    )
+    rt.prober.offer(name, target)
+    return space, None
 
 
 async def pool_pass(
@@ -81,7 +115,9 @@ async def pool_pass(
     read_token = await rt.platform_read_token(namespace)
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
-    seen = await asyncio.gather(*(_observe_space(rt, entries[i], token_key, read_token) for i in wanted))
+    seen = await asyncio.gather(
+        *(_observe_space(rt, pool, entries[i], token_key, read_token) for i in wanted)
+    )
     policy_problem = None
     secret_values: dict[str, str] = {}
     secrets_problem = None
@@ -133,14 +169,23 @@ def follow_spaces(
         wakeup = rt.pools.wakeups[key]
         for entry in status.spaces:
             if entry.claimed_by is None:
-                name = f"pool:{pool_uid}:{entry.space_id}"
+                name = _follow_name(pool_uid, entry.space_id)
                 waiting = entry.state != api.PooledSpaceState.READY
                 rt.observer.watch(name, entry.space_id, wakeup, waiting=waiting)
                 followed.add(name)
+    for entry in status.spaces:
+        if entry.claimed_by is not None or entry.state == api.PooledSpaceState.READY:
+            rt.prober.forget(_follow_name(pool_uid, entry.space_id))  # built: no more probes
     for name in rt.pools.followed.pop(key, set()) - followed:
         rt.observer.forget(name)
+        rt.prober.forget(name)
     if followed:
         rt.pools.followed[key] = followed
+
+
+def _follow_name(pool_uid: str, space_id: str) -> str:
+    """The name a pooled Space is followed under, by the observer's listings and the edge prober."""
+    return f"pool:{pool_uid}:{space_id}"
 
 
 async def _act(
@@ -191,8 +236,8 @@ async def run_pool(rt: PoolRuntime, body: kopf.Body, stopped: kopf.DaemonStopped
                 if full:
                     last_full = time.monotonic()
                 if delay is not None and rt.pools.followed.get(key) and _building(plan.status):
-                    # The owner's listings wake the loop while its Spaces build (follow_spaces);
-                    # this is only the fallback should listings fail.
+                    # The owner's listings and the edge prober wake the loop while its Spaces build
+                    # (follow_spaces, _probed); this is only the fallback should both fail.
                     delay = max(delay, 2 * rt.observer.interval)
             except (ApiError, PoolTokenConflict, HubError) as error:
                 failures += 1
@@ -213,8 +258,10 @@ async def run_pool(rt: PoolRuntime, body: kopf.Body, stopped: kopf.DaemonStopped
 
 
 def _building(status: api.AgentSessionPoolStatus) -> bool:
-    """Some unclaimed Space is still being built, started or deleted (a listing wakes the pool for it)."""
-    return any(e.claimed_by is None and e.state != api.PooledSpaceState.READY for e in status.spaces)
+    """Some unclaimed Space is still being built, started or deleted (a listing wakes the pool for it),
+    and each has its app's address: one just created is looked for in the next listing at once."""
+    waiting = [e for e in status.spaces if e.claimed_by is None and e.state != api.PooledSpaceState.READY]
+    return bool(waiting) and all(e.sandbox_url or e.state == api.PooledSpaceState.DELETING for e in waiting)
 
 
 async def finalize_pool(rt: PoolRuntime, body: kopf.Body) -> None:

@@ -18,7 +18,7 @@ from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import DeletionObservation, HealthResult, Observation, Session, SpaceView
 from sandbox_operator.core.reads import CheckedHealth
 from sandbox_operator.hub.creates_in_flight import CreateSlots
-from sandbox_operator.hub.edge_probe import BUILD_STAGES, EdgeProber, ProbeTarget
+from sandbox_operator.hub.edge_probe import BUILD_STAGES, ProbeTarget
 from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.prices import PriceCatalog
 from sandbox_operator.k8s.admission import ApproverQuestion, approver_question, denier_question
@@ -40,7 +40,6 @@ class SessionRuntime(PoolRuntime, Protocol):
     """What the session shell uses of the operator's runtime (built once in runtime.py)."""
 
     prices: PriceCatalog
-    prober: EdgeProber
     secrets: SecretCache
     create_slots: CreateSlots
 
