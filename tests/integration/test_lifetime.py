@@ -10,7 +10,6 @@ import base64
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx2
 import pytest
@@ -28,7 +27,7 @@ from tests.support.harness import (
     wait_condition_reason,
     wait_ready,
 )
-from tests.support.kube import api_client, events_of, namespaced_path, wait_for_events
+from tests.support.kube import api_client, event_time, events_of, namespaced_path, wait_for_events
 
 #: An approver of every flavor, in every namespace (the chart's role), for the paid pause test.
 APPROVER = "lifetime-approver"
@@ -41,10 +40,6 @@ def parse_time(value: str) -> datetime:
 def connection(kubectl: Kubectl, name: str, namespace: str) -> dict[str, str]:
     secret = api_client(kubectl).get(namespaced_path("v1", "secrets", namespace, f"{name}-sandbox"))
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-
-
-def event_time(event: dict[str, Any]) -> datetime:
-    return parse_time(event.get("lastTimestamp") or event.get("eventTime") or event["firstTimestamp"])
 
 
 def gone(kubectl: Kubectl, name: str, namespace: str, timeout: float) -> datetime:

@@ -33,7 +33,7 @@ from tests.support.harness import (
     session_manifest,
     wait_ready,
 )
-from tests.support.kube import api_client, events_of, namespaced_path
+from tests.support.kube import api_client, event_time, events_of, namespaced_path
 
 
 def get_pool(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
@@ -334,10 +334,9 @@ def test_a_pool_key_made_anew_rolls_the_pools_spaces_and_a_claim_answers_the_new
     # times have whole seconds, so the last two may share one; Events follow their status write.
     def rolled_events() -> bool:
         events = events_of(kubectl, "rekeyed", namespace)
-        times = {reason: max((_event_time(e) for e in events if e["reason"] == reason), default="")
-                 for reason in ("PoolFilling", "PoolReady")}  # fmt: skip
-        filling = sum(e["reason"] == "PoolFilling" for e in events)
-        return filling == 2 and times["PoolReady"] >= times["PoolFilling"]
+        filling = [event_time(e) for e in events if e["reason"] == "PoolFilling"]
+        ready = [event_time(e) for e in events if e["reason"] == "PoolReady"]
+        return len(filling) == 2 and bool(ready) and max(ready) >= max(filling)
 
     wait_for(rolled_events, 30, "a second PoolFilling Event, then PoolReady")
 
@@ -348,7 +347,3 @@ def test_a_pool_key_made_anew_rolls_the_pools_spaces_and_a_claim_answers_the_new
     connection = secret_data(kubectl, status["connectionSecret"], namespace)
     assert connection["token"] == core.pooled_token(key, status["spaceId"])
     assert health(connection["sandboxUrl"], connection["token"]) == 200
-
-
-def _event_time(event: dict[str, Any]) -> str:
-    return str(event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"])

@@ -13,6 +13,7 @@ import json
 import ssl
 import tempfile
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -125,6 +126,18 @@ def events_of(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any
         namespaced_path("v1", "events", namespace), fieldSelector=f"involvedObject.name={name}"
     )
     return list(found["items"])
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """When an Event last happened: `lastTimestamp`, else `eventTime` (an events.k8s.io one), else
+    `firstTimestamp`, else when it was created. Whole seconds but for `eventTime`."""
+    value = (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or event["metadata"]["creationTimestamp"]
+    )
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def wait_for_events(
