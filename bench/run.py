@@ -483,7 +483,8 @@ def run_once(
             drift_noticed = notice_drift(st, spaces, steady_end)
             time.sleep(max(0.0, steady_end - time.monotonic()))
             steady = st.hub_calls() - calls1
-            writes1, calls1 = st.apiserver_writes(), st.hub_calls()  # the deletes' baseline
+
+        writes_deleting, calls_deleting = st.apiserver_writes(), st.hub_calls()  # after any steady state
 
         def delete(name: str) -> None:
             st.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
@@ -516,9 +517,9 @@ def run_once(
     # The bench's own creates and deletes are in the counts: take them out.
     ready_writes = writes1 - writes0
     ready_writes[("agentsessions", "", "POST")] -= n
-    delete_writes = writes2 - writes1
+    delete_writes = writes2 - writes_deleting
     delete_writes[("agentsessions", "", "DELETE")] -= n
-    ready_calls, delete_calls = calls1 - calls0, calls2 - calls1
+    ready_calls, delete_calls = calls1 - calls0, calls2 - calls_deleting
     events = sum(v for (resource, _, _), v in ready_writes.items() if resource == "events")
     return {
         "sessions": n,
