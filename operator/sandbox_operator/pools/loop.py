@@ -63,11 +63,12 @@ async def _observe_space(
             rt.observer.acted(entry.space_id)
     except HubError as error:
         return core.PooledObservation(failure=error.failure)
-    health = None
-    if space is not None:
-        space, health = _probed(rt, pool, entry, space, core.pooled_token(key, entry.space_id), read_token)
-    if health is None and space is not None and space.stage == "RUNNING" and space.sandbox_url and read_token:
-        health = await rt.hub.health(space.sandbox_url, core.pooled_token(key, entry.space_id), read_token)
+    if space is None:
+        return core.PooledObservation(space=None)
+    token = core.pooled_token(key, entry.space_id)
+    space, health = _probed(rt, pool, entry, space, token, read_token)
+    if health is None and space.stage == "RUNNING" and space.sandbox_url and read_token:
+        health = await rt.hub.health(space.sandbox_url, token, read_token)
     return core.PooledObservation(space=space, health=health)
 
 
