@@ -23,6 +23,15 @@ def _pool_of_one() -> tuple[FakeHub, FakeKube, Runtime, dict[str, Any]]:
     return hub, kube, runtime(hub, kube), kube.objects[(api.POOL_PLURAL, NS, POOL)]
 
 
+async def _built(hub: FakeHub, kube: FakeKube, rt: Runtime) -> str:
+    """Two passes of the pool of one: its Space created, then built and ready. The Space's id."""
+    await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+    hub.finish_builds()
+    await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
+    [space_id] = hub.called("duplicate")
+    return space_id
+
+
 def test_a_pool_fills_and_a_session_claims_its_space() -> None:
     asyncio.run(_fill_and_claim())
 
@@ -62,10 +71,7 @@ async def _key_made_anew() -> None:
     Spaces whose tokens derive from the old one are replaced before any is handed out again."""
     hub, kube, rt, pool = _pool_of_one()
     with kopf_events() as events:
-        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
-        hub.finish_builds()
-        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
-        [old] = hub.called("duplicate")
+        old = await _built(hub, kube, rt)
         old_key = kube.data(NS, f"{POOL}-pool-token")
         del kube.secrets[(NS, f"{POOL}-pool-token")]
 
@@ -99,10 +105,7 @@ async def _finalized() -> None:
     passes itself, never through a kopf retry (which kopf logs at ERROR level)."""
     hub, kube, rt, pool = _pool_of_one()
     with kopf_events() as events:
-        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
-        hub.finish_builds()
-        await pool_pass(rt, kube.body(api.POOL_PLURAL, NS, POOL), full=True)
-        [space_id] = hub.called("duplicate")
+        space_id = await _built(hub, kube, rt)
         await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
     assert hub.called("delete") == [space_id]
     assert "DeletingSpace" in events.reasons() and pool["status"]["spaces"] == []
