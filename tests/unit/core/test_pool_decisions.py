@@ -423,3 +423,5 @@ def test_an_unreadable_pool_spec_is_a_stalled_condition_and_touches_no_space() -
     assert found["Stalled"] == ("True", Reason.SPEC_INVALID)
     assert plan.status.observed_generation == 4
     assert plan.requeue_after is None or plan.requeue_after > 0
+    # It holds 2 of the 3 asked for because it cannot read its spec, not because the operator caps it.
+    assert Reason.REPLICAS_CAPPED not in [note.reason for note in plan.events]

@@ -100,12 +100,13 @@ def decide_pool(
     status.spaces = kept
     status.selector = f"{POOL_LABEL}={pool.name}"
     summarize(status, current)
-    _pool_condition(pool, status, desired, refusal, now)
+    cap = _cap(pool, config)
+    _pool_condition(pool, status, desired, cap, refusal, now)
     conclude_pool(status, pool.generation, now, deleting=pool.deleting)
     done = pool.deleting and all(
         e.claimed_by is not None and not _claimant_gone(e, observed.live_sessions) for e in kept
     )
-    events = _cap_warning(pool, desired) + _pool_events(pool.status, status)
+    events = _cap_warning(pool, cap) + _pool_events(pool.status, status)
     return PoolPlan(
         status, actions, None if done else _requeue(status, desired, refusal, config, now), events, done
     )
@@ -245,14 +246,18 @@ def summarize(status: AgentSessionPoolStatus, current: str) -> None:
 
 
 def _pool_condition(
-    pool: Pool, status: AgentSessionPoolStatus, desired: int, refusal: Refusal | None, now: datetime
+    pool: Pool,
+    status: AgentSessionPoolStatus,
+    desired: int,
+    cap: str | None,
+    refusal: Refusal | None,
+    now: datetime,
 ) -> None:
     def ready(value: str, reason: Reason, message: str) -> None:
         status.conditions = set_condition(
             status.conditions, READY, value, reason, message, pool.generation, now
         )
 
-    cap = _cap(pool, desired)
     capped = f" ({cap})" if cap else ""
     if pool.deleting:
         # Every unclaimed Space goes, those already being deleted too (status.replicas leaves them out).
@@ -274,16 +279,19 @@ def _pool_condition(
         )
 
 
-def _cap(pool: Pool, desired: int) -> str | None:
-    """What the operator's maximum makes of spec.replicas, when it caps it."""
-    if pool.deleting or desired >= pool.spec.replicas:
+def _cap(pool: Pool, config: OperatorConfig) -> str | None:
+    """What the operator's maximum makes of spec.replicas, when it caps it (not of a spec it cannot read,
+    whose pool keeps what it holds, nor of a pool being deleted)."""
+    if pool.deleting or pool.spec_problem is not None or pool.spec.replicas <= config.pool_max_replicas:
         return None
-    return f"spec.replicas {pool.spec.replicas} is capped at {desired}, the operator's --pool-max-replicas"
+    return (
+        f"spec.replicas {pool.spec.replicas} is capped at {config.pool_max_replicas}, the operator's "
+        "--pool-max-replicas"
+    )
 
 
-def _cap_warning(pool: Pool, desired: int) -> list[EventNote]:
+def _cap_warning(pool: Pool, cap: str | None) -> list[EventNote]:
     """A Warning, once per spec change, when the operator caps the replicas the spec asks for."""
-    cap = _cap(pool, desired)
     if cap is None or pool.status.observed_generation == pool.generation:
         return []
     return [EventNote(Reason.REPLICAS_CAPPED.severity, Reason.REPLICAS_CAPPED, cap)]
