@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from sandbox_operator.core.builds import BuildTimes, probe_delay
-from sandbox_operator.core.model import HealthResult
+from sandbox_operator.core.model import HealthResult, SpaceView
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,36 @@ class EdgeProber:
         now = self.clock()
         wait = probe_delay(now - target.since, self.builds.shortest(target.template), cadence=0.0)
         self._probes[uid] = _Probe(target, due=now + wait)
+
+    def building_view(
+        self,
+        uid: str,
+        space: SpaceView,
+        token: str | None,
+        hub_token: str | None,
+        *,
+        private: bool,
+        since: float,
+        template: str | None,
+    ) -> tuple[SpaceView, HealthResult | None]:
+        """The Space as its app's edge shows it: building for a flavor, yet answering its health check
+        with `token`, it runs on that flavor (F18) before any listing says so, with that answer. A Space
+        building with an app address is offered for probing (its build began at `since`), once a
+        private one has a read token to pass the edge with; any other is withdrawn."""
+        requested = space.requested_hardware
+        if space.stage not in BUILD_STAGES or requested is None or not token or not space.sandbox_url:
+            self.withdraw(uid)
+            return space, None
+        if private and not hub_token:
+            return space, None  # its edge is not passed without a read token: the core says so once it runs
+        answer = self.answered(uid, space.space_id, requested)
+        if answer is not None:
+            return replace(space, stage="RUNNING", current_hardware=requested), answer
+        edge = ProbeTarget(
+            space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template
+        )
+        self.offer(uid, edge)
+        return space, None
 
     def answered(self, uid: str, space_id: str, requested: str | None) -> HealthResult | None:
         """The healthy answer of the session's Space's app while it was building for `requested`."""

@@ -19,7 +19,6 @@ from sandbox_operator import api
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.draft import backoff_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
-from sandbox_operator.hub.edge_probe import BUILD_STAGES, ProbeTarget
 from sandbox_operator.hub.errors import HubError, SpaceExistsError
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.book import (
@@ -80,23 +79,14 @@ def _probed(
     token: str,
     read_token: str | None,
 ) -> tuple[SpaceView, HealthResult | None]:
-    """A building pooled Space as its app's edge shows it, as a session's (sessions/observe.py): once
-    it answers with its own token it runs (F18), and the pool is woken for it, not at the next listing."""
+    """A building pooled Space as its app's edge shows it (`EdgeProber.building_view`), probed with
+    its own token: the pool is woken when it answers, not at the next listing."""
     name = _follow_name(pool.uid, entry.space_id)
-    requested = space.requested_hardware
-    if space.stage not in BUILD_STAGES or requested is None or not space.sandbox_url or not read_token:
-        rt.prober.withdraw(name)
-        return space, None
-    answer = rt.prober.answered(name, space.space_id, requested)
-    if answer is not None:
-        return replace(space, stage="RUNNING", current_hardware=requested), answer
     rt.prober.bind(name, rt.pools.wakeups[(pool.namespace, pool.name)])
     since = api.parse_rfc3339(entry.requested_time).timestamp()
-    target = ProbeTarget(
-        space.space_id, requested, space.sandbox_url, token, read_token, since, pool.spec.template
+    return rt.prober.building_view(
+        name, space, token, read_token, private=True, since=since, template=pool.spec.template
     )
-    rt.prober.offer(name, target)
-    return space, None
 
 
 async def pool_pass(

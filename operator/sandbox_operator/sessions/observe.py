@@ -18,7 +18,6 @@ from sandbox_operator.core.fixes import HOW_TO_FIX
 from sandbox_operator.core.model import DeletionObservation, HealthResult, Observation, Session, SpaceView
 from sandbox_operator.core.reads import CheckedHealth
 from sandbox_operator.hub.creates_in_flight import CreateSlots
-from sandbox_operator.hub.edge_probe import BUILD_STAGES, ProbeTarget
 from sandbox_operator.hub.errors import HubError
 from sandbox_operator.hub.prices import PriceCatalog
 from sandbox_operator.k8s.admission import ApproverQuestion, approver_question, denier_question
@@ -237,19 +236,9 @@ COLD_START_REASONS = frozenset({Reason.PROVISIONING, Reason.CREATING, Reason.BUI
 def _probed(
     rt: SessionRuntime, session: Session, space: SpaceView, token: str | None, hub_token: str | None
 ) -> tuple[SpaceView, HealthResult | None]:
-    """The Space as its app's edge shows it: building for a flavor, yet answering its health check
-    with the session's own token, it runs on that flavor (F18) before any listing says so. A Space
-    building with an app address is offered to the prober (which wakes the session when it answers);
-    any other is withdrawn from it."""
-    requested = space.requested_hardware
-    if space.stage not in BUILD_STAGES or requested is None or not token or not space.sandbox_url:
-        rt.prober.withdraw(session.uid)
-        return space, None
-    if session.spec.private and not hub_token:
-        return space, None  # its edge is not passed without a read token: the core says so once it runs
-    answer = rt.prober.answered(session.uid, space.space_id, requested)
-    if answer is not None:
-        return replace(space, stage="RUNNING", current_hardware=requested), answer
+    """The Space as its app's edge shows it (`EdgeProber.building_view`), probed with the session's own
+    token; the prober wakes the session when it answers. A cold start's build is counted from the
+    duplicate, so that its template's build time is learned."""
     ready = condition_of(session.status, READY)
     requested_at = session.status.duplicate_requested_time
     cold = requested_at is not None and (ready is None or ready.reason in COLD_START_REASONS)
@@ -257,9 +246,9 @@ def _probed(
     if cold and requested_at:
         since = rt.prober.build_began(session.uid) or api.parse_rfc3339(requested_at).timestamp()
     template = session.status.template if cold else None
-    edge = ProbeTarget(space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template)
-    rt.prober.offer(session.uid, edge)
-    return space, None
+    return rt.prober.building_view(
+        session.uid, space, token, hub_token, private=session.spec.private, since=since, template=template
+    )
 
 
 async def _health(
