@@ -21,7 +21,7 @@ from sandbox_operator.observability import metrics
 from sandbox_operator.observability.health import stall_after
 from sandbox_operator.pools.loop import finalize_pool, run_pool
 from sandbox_operator.runtime import Runtime
-from sandbox_operator.sessions.loop import finalize, run_session, session_loop, spec_changed
+from sandbox_operator.sessions.loop import finalize, guarded, run_session, session_loop, spec_changed
 from sandbox_operator.sweeper import Sweeper
 
 #: kopf's retry delay for an error no code path expected (a bug); expected failures set their own.
@@ -188,6 +188,8 @@ def _register_sessions(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         for tally in metrics.SESSION_TALLIES:
             tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
+        if guarded(event["object"]):
+            loop.finalizer_seen.set()
         if spec_changed(loop, body.get("metadata", {}).get("generation")):
             loop.wakeup.set()
 

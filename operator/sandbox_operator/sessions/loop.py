@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 
@@ -133,6 +135,8 @@ class SessionLoop:
     listed: asyncio.Event = field(default_factory=asyncio.Event)
     #: The status the last pass wrote, and the object's resourceVersion before that write.
     unseen_write: tuple[str, api.AgentSessionStatus] | None = None
+    #: Set once a watch event shows the operator's finalizer on the session (`guarded`).
+    finalizer_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     def latest(self, body: kopf.Body) -> Session:
         """The session from kopf's live body, with the status this loop last wrote while the body is
@@ -152,6 +156,11 @@ def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
     changed = loop.generation is not None and generation != loop.generation
     loop.generation = generation
     return changed
+
+
+def guarded(body: Mapping[str, Any]) -> bool:
+    """The operator's finalizer is on the object: its deletion waits for the Space's."""
+    return api.FINALIZER in (body.get("metadata", {}).get("finalizers") or [])
 
 
 def session_loop(memo: kopf.Memo) -> SessionLoop:
@@ -185,6 +194,7 @@ async def run_session(
     serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
     rt.prober.bind(uid, loop.listed)
     try:
+        await _await_finalizer(loop, body, stopped)
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)
             failures = 0 if delay.succeeded else failures + 1
@@ -194,6 +204,20 @@ async def run_session(
         rt.prober.forget(uid)
         rt.kube.forget(uid)
         rt.create_slots.forget(uid)
+
+
+async def _await_finalizer(loop: SessionLoop, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+    """Nothing is written, and no Space asked for, before kopf's finalizer is on the session: a
+    session deleted before then would go without its Space's deletion, and a status write racing
+    the finalizer's patch (a JSON patch tested against the resourceVersion) makes kopf send it again."""
+    if guarded(body):
+        return
+    waiters = {asyncio.ensure_future(loop.finalizer_seen.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 @dataclass(frozen=True)

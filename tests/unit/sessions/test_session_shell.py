@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import kopf
+from kopf._core.intents.stoppers import DaemonStopper, DaemonStoppingReason
 
 from sandbox_operator import api
 from sandbox_operator.core.model import FailureKind, HubFailure
@@ -130,3 +131,26 @@ async def _hub_failure() -> None:
     ]
     assert shell.status["failures"] is None and shell.status["duplicateFailure"] is None
     assert events.reasons() == ["HubUnavailable", "SandboxReady"]
+
+
+def test_a_session_waits_for_the_finalizer_before_anything_is_written_or_asked_for() -> None:
+    asyncio.run(_finalizer_first())
+
+
+async def _finalizer_first() -> None:
+    shell = Shell()
+    body = shell.kube.body(api.PLURAL, NS, NAME)
+    memo = kopf.Memo(session_loop=shell.loop)
+    stopper = DaemonStopper()  # what kopf hands its daemons as `stopped`
+    daemon = asyncio.create_task(loop.run_session(shell.rt, body, memo, stopper.async_waiter))
+    await asyncio.sleep(0.2)
+    assert shell.hub.calls == [] and shell.status == {}  # kopf's finalizer patch has not come back
+    body["metadata"]["finalizers"] = [api.FINALIZER]  # the watch event of that patch
+    shell.loop.finalizer_seen.set()
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if shell.hub.called("duplicate"):
+            break
+    assert shell.hub.called("duplicate") and shell.status["spaceId"]
+    stopper.set(DaemonStoppingReason.RESOURCE_DELETED)
+    await asyncio.wait_for(daemon, 5)
