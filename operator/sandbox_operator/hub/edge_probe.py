@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from sandbox_operator.core.builds import BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
+from sandbox_operator.core.reads import listing_serves
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ProbeTarget:
 class _Probe:
     target: ProbeTarget
     due: float
+    #: The Space as the Hub last showed it building (a listing or a read), when a session offered it.
+    seen: SpaceView | None = None
     answer: HealthResult | None = None
     in_flight: bool = False
 
@@ -103,7 +106,7 @@ class EdgeProber:
         counted from the recorded request would include its wait for a turn and at the gate."""
         return self._duplicated.get(uid)
 
-    def offer(self, uid: str, target: ProbeTarget) -> None:
+    def offer(self, uid: str, target: ProbeTarget, seen: SpaceView | None = None) -> None:
         """Probe this Space from now on (the same build: only the token or address may have changed)."""
         if not self.enabled:
             return
@@ -113,6 +116,7 @@ class EdgeProber:
             target.requested,
         )
         if probe is not None and same:
+            probe.seen = seen
             asked = (probe.target.sandbox_url, probe.target.token, probe.target.hub_token)
             if asked != (target.sandbox_url, target.token, target.hub_token):
                 # An answer to another token proves nothing about this one; the build began as before.
@@ -120,7 +124,7 @@ class EdgeProber:
             return
         now = self.clock()
         wait = probe_delay(now - target.since, self.builds.shortest(target.template), cadence=0.0)
-        self._probes[uid] = _Probe(target, due=now + wait)
+        self._probes[uid] = _Probe(target, due=now + wait, seen=seen)
 
     def building_view(
         self,
@@ -149,7 +153,7 @@ class EdgeProber:
         edge = ProbeTarget(
             space.space_id, requested, space.sandbox_url, token, hub_token or "", since, template
         )
-        self.offer(uid, edge)
+        self.offer(uid, edge, seen=space)
         return space, None
 
     def answered(self, uid: str, space_id: str, requested: str | None) -> HealthResult | None:
@@ -158,6 +162,17 @@ class EdgeProber:
         if probe is None or (probe.target.space_id, probe.target.requested) != (space_id, requested):
             return None
         return probe.answer
+
+    def answered_view(self, uid: str, space_id: str) -> SpaceView | None:
+        """The Space as the Hub last showed it building, once its app answered healthy since: no newer
+        view of the Hub is needed to call it running (the answer is the news). A session whose listing
+        has gone stale, or waits at the gate while creates spend the Hub's window, is Ready on it."""
+        probe = self._probes.get(uid)
+        if probe is None or probe.answer is None or probe.target.space_id != space_id:
+            return None
+        if probe.seen is None or not listing_serves(probe.seen):
+            return None  # a switch of flavor: its end (a bill) is read from the Hub (core/reads.py)
+        return probe.seen
 
     def withdraw(self, uid: str) -> None:
         """The session's Space is not building (any more): no more probes."""

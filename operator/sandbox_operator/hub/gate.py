@@ -46,9 +46,12 @@ _RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
 #: `RateLimit-Policy: "fixed window";"api";q=1000;w=300`: the window's quota.
 _POLICY_QUOTA = re.compile(r";\s*q=(\d+)")
 #: Pace once fewer than this share of the window's quota is left (or fewer than `burst` calls,
-#: when the Hub states no quota): what observation (a listing of a thousand Spaces is two calls) and
-#: deletions need for the rest of the window; creates do not spend it.
-LOW_REMAINING_SHARE = 0.05
+#: when the Hub states no quota): what observation needs for the rest of the window (a listing of a
+#: thousand Spaces is two calls: 20 calls of a free account's 1,000 list it every 30 s for 5 minutes)
+#: and deletions (which go first); creates do not spend it. The more of the window creates may spend,
+#: the fewer sessions of a burst wait for the next one; a session whose app answers is Ready without
+#: a listing (hub/edge_probe.py), so the rest need not be spared for it.
+LOW_REMAINING_SHARE = 0.02
 #: Answers whose reset times differ by at most this (seconds) speak of the same window: the header
 #: gives whole seconds, and answers arrive at different times.
 SAME_WINDOW_SLACK = 2.0

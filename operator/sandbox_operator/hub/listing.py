@@ -172,18 +172,30 @@ class FleetObserver:
         is too old, the Space not in the listing, or switching hardware in it)."""
         if not self.enabled:
             return None
-        read = self._read.get(space_id)
-        listing = self._listings.get(_owner(space_id))
-        if (
-            listing is not None
-            and listing.taken_at > self._known_since(space_id)
-            and self._fresh(listing.taken_at)
-        ):
+        listing = self._usable_listing(space_id)
+        if listing is not None:
             listed = listing.spaces.get(space_id)
             return listed if listed is None or listing_serves(listed) else None
-        if read is not None and self._fresh(read[0]) and read_still_serves(read[1]):
-            return read[1]
-        return None
+        return self._serving_read(space_id)
+
+    def _usable_listing(self, space_id: str) -> Listing | None:
+        """The owner's latest listing, if it is fresh and newer than what the operator knows of the Space."""
+        listing = self._listings.get(_owner(space_id))
+        if listing is None or listing.taken_at <= self._known_since(space_id):
+            return None
+        return listing if self._fresh(listing.taken_at) else None
+
+    def _serving_read(self, space_id: str) -> SpaceView | None:
+        """The session's own read of the Space, while it is fresh and may stand in for the next ones."""
+        read = self._read.get(space_id)
+        return read[1] if read is not None and self._fresh(read[0]) and read_still_serves(read[1]) else None
+
+    def has_news(self, space_id: str) -> bool:
+        """Whether a fresh listing, or a read still serving, is newer than the operator's last action
+        on the Space: `view` then says what the Hub shows of it (a Space gone from the listing too)."""
+        if not self.enabled:
+            return True
+        return self._usable_listing(space_id) is not None or self._serving_read(space_id) is not None
 
     def health(self, space_id: str) -> CheckedHealth | None:
         """The Space's last health answer since the operator last acted on it (none is kept while

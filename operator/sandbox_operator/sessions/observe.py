@@ -180,7 +180,13 @@ async def _read_space(
     unread = creation.marker_unread(session.status, rt.config)
     # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
     ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
-    if not unread:
+    # Its app answered since the Hub last showed it building: that view stands until a newer one, and
+    # the pass waits for no listing (one may queue at the gate while creates spend the Hub's window).
+    answered = rt.prober.answered_view(session.uid, space_id) if ours or not unread else None
+    listed: SpaceView | None
+    if answered is not None:
+        listed = rt.observer.view(space_id) if rt.observer.has_news(space_id) else answered
+    elif not unread:
         listed = await rt.observer.listed(space_id)
     else:  # just duplicated here: the next listing confirms it, shared by the whole burst
         listed = await rt.observer.after_action(space_id) if ours else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
-from sandbox_operator.core.model import HealthResult
+from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.edge_probe import EdgeProber, ProbeTarget
 from sandbox_operator.hub.sandbox_health import sandbox_answer
 
@@ -172,3 +172,31 @@ def test_a_build_begins_when_the_hub_answered_this_processs_duplicate() -> None:
     assert prober.build_began("u0") == clock.now
     prober.forget("u0")
     assert prober.build_began("u0") is None
+
+
+def test_once_its_app_answers_the_space_last_seen_building_stands_without_a_newer_hub_view() -> None:
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+        building = SpaceView("o/s-0", "BUILDING", None, "cpu-basic", sandbox_url="http://edge/s-0")
+        prober.building_view("u0", building, "t", "", private=False, since=clock.now, template=None)
+        assert prober.answered_view("u0", "o/s-0") is None  # offered, not answered yet
+        edge.running.add("http://edge/s-0")
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert prober.answered_view("u0", "o/s-0") == building
+        assert prober.answered_view("u0", "o/s-1") is None  # another Space: not this answer
+        view, health = prober.building_view("u0", building, "t", "", private=False, since=0.0, template=None)
+        assert (view.stage, view.current_hardware) == ("RUNNING", "cpu-basic") and health is not None
+        # A switch of flavor is not called running from the edge alone: its end starts a bill.
+        switching = SpaceView("o/s-2", "BUILDING", "cpu-basic", "t4-small", sandbox_url="http://edge/s-2")
+        edge.running.add("http://edge/s-2")
+        prober.building_view("u2", switching, "t", "", private=False, since=clock.now, template=None)
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert prober.answered("u2", "o/s-2", "t4-small") is not None
+        assert prober.answered_view("u2", "o/s-2") is None
+
+    asyncio.run(scenario())

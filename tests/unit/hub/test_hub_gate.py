@@ -168,7 +168,8 @@ def test_creates_may_spend_the_window_down_to_what_observation_keeps() -> None:
     assert hub.spare() is None  # no window stated: the bucket paces
     hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
     assert hub.spare() == 900 - LOW_REMAINING_SHARE * 1000
-    hub.after_response(200, {"RateLimit": '"api";r=30;t=200', **WINDOW})
+    kept = int(LOW_REMAINING_SHARE * 1000)
+    hub.after_response(200, {"RateLimit": f'"api";r={kept - 1};t=200', **WINDOW})
     assert hub.spare() == 0
     fake.now += 200.0
     assert hub.spare() is None  # the window reset
