@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sandbox_operator.hub.listing import LISTING_SPACING, FleetObserver
+from sandbox_operator.hub.listing import LISTING_SPACING, STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
 from tests.support.listing import Hub, observer
@@ -78,3 +78,18 @@ def test_a_listing_right_after_another_waits_its_spacing_and_is_shared() -> None
     asyncio.run(short.observe_owner("agents"))
     asyncio.run(short.observe_owner("agents"))
     assert slept[-1] == 0.5  # never longer than the interval
+
+
+def test_a_listing_newer_than_the_last_action_is_news_until_it_goes_stale() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.acted(SPACE_ID)
+    assert not watcher.has_news(SPACE_ID)  # nothing asked for since the action
+    clock.now += 1
+    hub.spaces = {}
+    asyncio.run(watcher.observe_owner("agents"))
+    assert watcher.has_news(SPACE_ID) and watcher.view(SPACE_ID) is None  # news: the Space is gone
+    clock.now += STALE_INTERVALS * watcher.interval + 1
+    assert not watcher.has_news(SPACE_ID)
+    off = FleetObserver(hub.list_spaces, "ags-", 0.0, clock=clock)
+    assert off.has_news(SPACE_ID)  # observation by the batch is off: the session reads the Hub itself
