@@ -183,6 +183,7 @@ class FakeKube:
 
     def add(self, plural: str, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         meta = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1}
+        meta["finalizers"] = [api.FINALIZER]  # kopf's, added before the operator's passes act
         meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.objects[(plural, namespace, name)] = {"metadata": meta, "spec": spec, "status": {}}
         return self._bump(self.objects[(plural, namespace, name)])

@@ -41,9 +41,13 @@ MIN_REQUEUE = 0.05
 log = logging.getLogger(__name__)
 
 
-async def drive(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
+async def drive(
+    rt: SessionRuntime, body: kopf.Body, session: Session, finalizer_seen: asyncio.Event | None = None
+) -> Plan:
     """The one loop for a session's whole life: observe, decide, apply, until the core asks for
-    nothing more now (or a failure); posts the core's Events and returns the last plan."""
+    nothing more now (or a failure); posts the core's Events and returns the last plan. No Space is
+    asked for before kopf's finalizer is on the session (`finalizer_seen` is set by its watch event):
+    a session deleted before then would go without its Space's deletion."""
     session, claimed = await pools.claim_step(rt, body, session)  # a warm pool's Space, if it names one
     if claimed is not None:
         return claimed
@@ -54,6 +58,9 @@ async def drive(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
         if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
             post_events(body, plan.events)
             plan = replace(plan, events=[])
+        if isinstance(plan.action, CreateSpace) and finalizer_seen is not None and not guarded(body):
+            await finalizer_seen.wait()  # kopf's finalizer patch, seen by the watch, usually is by now
+            plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
         async with rt.create_slots.turn(isinstance(plan.action, CreateSpace)) as waited:
             if waited:  # decide again, with a fresh deadline
                 plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
@@ -112,7 +119,7 @@ async def reconcile(rt: SessionRuntime, body: kopf.Body, loop: SessionLoop) -> P
     status, not the older one (which would post its Events, e.g. an expiry notice, a second time)."""
     # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
-    plan = await drive(rt, body, loop.latest(body))
+    plan = await drive(rt, body, loop.latest(body), loop.finalizer_seen)
     written = loop.latest(body)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return plan  # the finalizer owns status now: its receipt must not be overwritten
@@ -194,7 +201,6 @@ async def run_session(
     serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
     rt.prober.bind(uid, loop.listed)
     try:
-        await _await_finalizer(loop, body, stopped)
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)
             failures = 0 if delay.succeeded else failures + 1
@@ -204,20 +210,6 @@ async def run_session(
         rt.prober.forget(uid)
         rt.kube.forget(uid)
         rt.create_slots.forget(uid)
-
-
-async def _await_finalizer(loop: SessionLoop, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
-    """Nothing is written, and no Space asked for, before kopf's finalizer is on the session: a
-    session deleted before then would go without its Space's deletion, and a status write racing
-    the finalizer's patch (a JSON patch tested against the resourceVersion) makes kopf send it again."""
-    if guarded(body):
-        return
-    waiters = {asyncio.ensure_future(loop.finalizer_seen.wait()), asyncio.ensure_future(stopped.wait())}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 @dataclass(frozen=True)
