@@ -38,7 +38,10 @@ POOL_TOKEN_SUFFIX = "-pool-token"
 #: Seconds after the last claim of a burst before its pool's loop runs (a burst wakes it once).
 REPLENISH_AFTER = 0.5
 #: Longest a burst of claims holds the pool's replenishing (or the claimed Spaces' handovers) back.
-BURST_LONGEST = 3.0
+#: A replacement takes a whole build (a minute or more) to be claimable, so a few seconds more cost
+#: the pool little; started while 200 claims are still under way on a slow machine, its duplicates
+#: and marker writes took the CPU the claims needed (their p99 went from under 2 s to 5-9 s).
+BURST_LONGEST = 10.0
 #: Kubernetes calls of claims in flight at once (a claim is a few writes; the pool's own are batched).
 CLAIM_WORKERS = 16
 #: Conflicting writes of a pool's status (another writer got there first) retried at once.
