@@ -75,6 +75,7 @@ async def drive(
         acted_on = getattr(plan.action, "space_id", None)
         if acted_on is not None and not session.deleting:  # a deleting session reads no listing
             rt.observer.acted(acted_on)  # listings asked for before now do not show this action
+            rt.prober.withdraw(session.uid)  # nor does an answer of its app (hub/edge_probe.py)
         if isinstance(plan.action, CreateSpace):
             session = _record_create(rt, session, plan, plan.action, applied)
         if applied.failure is not None:

@@ -180,9 +180,11 @@ async def _read_space(
     unread = creation.marker_unread(session.status, rt.config)
     # Created by this pass, or by this process's duplicate and not confirmed yet: it carries our marker.
     ours = not verify_marker or (not confirmed and rt.observer.made_here(space_id))
-    # Its app answered since the Hub last showed it building: that view stands until a newer one, and
-    # the pass waits for no listing (one may queue at the gate while creates spend the Hub's window).
-    answered = rt.prober.answered_view(session.uid, space_id) if ours or not unread else None
+    # A cold start whose app answered since the Hub last showed it building: that view stands until a
+    # newer one, and the pass waits for no listing (one may queue at the gate while creates spend the
+    # Hub's window). Once Ready, or after any change the operator asks of the Space, it does not.
+    cold = _cold_start(session) and (ours or not unread)
+    answered = rt.prober.answered_view(session.uid, space_id) if cold else None
     listed: SpaceView | None
     if answered is not None:
         listed = rt.observer.view(space_id) if rt.observer.has_news(space_id) else answered
@@ -239,15 +241,21 @@ async def _with_space(
 COLD_START_REASONS = frozenset({Reason.PROVISIONING, Reason.CREATING, Reason.BUILDING, Reason.STARTING})
 
 
+def _cold_start(session: Session) -> bool:
+    """The session has not been Ready since its Space was duplicated: its build is a cold start."""
+    ready = condition_of(session.status, READY)
+    duplicated = session.status.duplicate_requested_time is not None
+    return duplicated and (ready is None or ready.reason in COLD_START_REASONS)
+
+
 def _probed(
     rt: SessionRuntime, session: Session, space: SpaceView, token: str | None, hub_token: str | None
 ) -> tuple[SpaceView, HealthResult | None]:
     """The Space as its app's edge shows it (`EdgeProber.building_view`), probed with the session's own
     token; the prober wakes the session when it answers. A cold start's build is counted from the
     duplicate, so that its template's build time is learned."""
-    ready = condition_of(session.status, READY)
     requested_at = session.status.duplicate_requested_time
-    cold = requested_at is not None and (ready is None or ready.reason in COLD_START_REASONS)
+    cold = _cold_start(session)
     since = time.time()
     if cold and requested_at:
         since = rt.prober.build_began(session.uid) or api.parse_rfc3339(requested_at).timestamp()
