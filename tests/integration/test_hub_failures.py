@@ -177,6 +177,9 @@ def test_a_duplicate_the_hub_answers_with_503_is_sent_again_with_attempts_counte
 ) -> None:
     """The Hub's error answer is recorded (status.duplicateFailure), so the next try sends the duplicate
     again instead of waiting out the window in which a sent duplicate may still appear."""
+    # The faults are the Hub's, for every caller: a session of an earlier test (its namespace still
+    # terminating) that duplicates now would take one of them. Wait until this one is alone.
+    wait_for(lambda: not kubectl.json("get", "agentsessions", "-A")["items"], 60, "earlier sessions gone")
     hub_admin.clear_calls()
     hub_admin.add_fault("duplicate", 503, count=3)
     try:
