@@ -231,6 +231,7 @@ async def _with_space(
         and space.sandbox_url
         and space.current_hardware == space.requested_hardware
         and (hub_token or not session.spec.private)  # the core says why a private one is not checked
+        and base.connection_url == space.sandbox_url  # else asked while the Secret gets it (sessions/loop.py)
     ):
         health = await _health(rt, session, space, space.sandbox_url, token, hub_token or "")
     return replace(base, space=space, health=health, secrets_problem=secrets_problem)
