@@ -109,6 +109,8 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound", Severity.WARNING
     SPACE_NOT_OWNED = "SpaceNotOwned", Severity.WARNING
     HEALTH_CHECK_FAILING = "HealthCheckFailing", Severity.WARNING
+    #: The operator's finalizer is not on the session yet: no Space is asked for until it is.
+    FINALIZER_MISSING = "FinalizerMissing", Severity.WARNING
     SPACE_LOST = "SpaceLost", Severity.WARNING
     BUDGET_SPENT = "BudgetSpent", Severity.WARNING
     BUDGET_NEARLY_SPENT = "BudgetNearlySpent", Severity.WARNING

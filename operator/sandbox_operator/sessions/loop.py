@@ -22,6 +22,7 @@ import kopf
 
 from sandbox_operator import api
 from sandbox_operator.core import creation, lifecycle
+from sandbox_operator.core.conditions import Reason
 from sandbox_operator.core.draft import backoff_delay
 from sandbox_operator.core.model import (
     CreateSpace,
@@ -44,6 +45,9 @@ from sandbox_operator.sessions.observe import SessionRuntime, observe, observe_s
 MAX_STEPS = 8
 #: The shortest sleep between passes (and kopf retry of a finalizer), so "again now" still yields.
 MIN_REQUEUE = 0.05
+#: How long a create waits for kopf's finalizer patch to show in a watch event before the session
+#: says so (it takes a second or two even under a burst of a thousand sessions).
+FINALIZER_WAIT = 60.0
 
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,9 @@ async def drive(
             post_events(body, plan.events)
             plan = replace(plan, events=[])
         if isinstance(plan.action, CreateSpace) and finalizer_seen is not None and not guarded(body):
-            await finalizer_seen.wait()  # kopf's finalizer patch, seen by the watch, usually is by now
+            missing = await _await_finalizer(rt, body, session, finalizer_seen)
+            if missing is not None:
+                return missing
             plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
         async with rt.create_slots.turn(isinstance(plan.action, CreateSpace)) as waited:
             if waited:  # decide again, with a fresh deadline
@@ -107,6 +113,28 @@ async def drive(
         )
     assert plan is not None
     return plan
+
+
+async def _await_finalizer(
+    rt: SessionRuntime, body: kopf.Body, session: Session, finalizer_seen: asyncio.Event
+) -> Plan | None:
+    """Wait for the watch event that shows kopf's finalizer on the session (usually there by now);
+    None once it came. Should it not come in time (kopf's patch refused: the operator's RBAC, an
+    admission policy), the session says so, and the next pass, after a backoff, waits again."""
+    try:
+        await asyncio.wait_for(finalizer_seen.wait(), FINALIZER_WAIT)
+        return None
+    except TimeoutError:
+        message = (
+            f"the operator's finalizer {api.FINALIZER} is not on the session after {FINALIZER_WAIT:.0f}s; "
+            "no Space is asked for until it is, or deleting the session would leave the Space behind "
+            "(the operator's log says why its PATCH of the session failed)"
+        )
+        plan = lifecycle.decide_failure(
+            session, Reason.FINALIZER_MISSING, message, rt.config, datetime.now(UTC), random.random()
+        )
+        post_events(body, plan.events)
+        return plan
 
 
 async def _carry_out(

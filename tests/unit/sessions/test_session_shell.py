@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import kopf
+import pytest
 from kopf._core.intents.stoppers import DaemonStopper, DaemonStoppingReason
 
 from sandbox_operator import api
@@ -36,6 +37,9 @@ class Shell:
     def ready(self) -> tuple[str, str]:
         condition = next(c for c in self.status["conditions"] if c["type"] == "Ready")
         return condition["status"], condition["reason"]
+
+    def ready_message(self) -> str:
+        return str(next(c for c in self.status["conditions"] if c["type"] == "Ready")["message"])
 
     async def run(self, passes: int = 1) -> None:
         for _ in range(passes):
@@ -188,3 +192,26 @@ async def _finalizer_first() -> None:
     assert shell.hub.called("duplicate") and shell.status["spaceId"]
     stopper.set(DaemonStoppingReason.RESOURCE_DELETED)
     await asyncio.wait_for(daemon, 5)
+
+
+def test_a_finalizer_that_does_not_come_is_reported_and_still_no_space_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "FINALIZER_WAIT", 0.1)
+    asyncio.run(_finalizer_missing())
+
+
+async def _finalizer_missing() -> None:
+    shell = Shell()
+    body = shell.kube.body(api.PLURAL, NS, NAME)
+    del body["metadata"]["finalizers"]  # kopf's finalizer patch was refused
+    with kopf_events() as events:
+        await loop.reconcile(shell.rt, body, shell.loop)
+        assert shell.ready() == ("False", "FinalizerMissing") and api.FINALIZER in shell.ready_message()
+        assert shell.status["failures"] == 1 and shell.status["nextRetryTime"] is not None
+        assert events.reasons() == ["FinalizerMissing"] and shell.hub.called("duplicate") == []
+        body["metadata"]["finalizers"] = [api.FINALIZER]  # kopf's retry went through
+        shell.loop.finalizer_seen.set()
+        await shell.until_ready()
+    assert len(shell.hub.called("duplicate")) == 1 and shell.status["failures"] is None
+    assert events.reasons() == ["FinalizerMissing", "SandboxReady"]
