@@ -39,7 +39,12 @@ from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools import claim as pools
 from sandbox_operator.sessions.apply import Applied, apply, post_events
 from sandbox_operator.sessions.failures import failure_reason, report_failure
-from sandbox_operator.sessions.observe import SessionRuntime, observe, observe_session, session_from_body
+from sandbox_operator.sessions.observe import (
+    SessionRuntime,
+    health_beside,
+    observe_session,
+    session_from_body,
+)
 
 #: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
@@ -140,23 +145,19 @@ async def _await_finalizer(
 async def _carry_out(
     rt: SessionRuntime, session: Session, plan: Plan, observed: Observation | DeletionObservation
 ) -> tuple[Applied, Observation | None]:
-    """Apply the plan's action. A sandbox URL is published while the next observation is made, which
-    then asks the sandbox's health (observe.py leaves it until the Secret shows the Space's URL): it
-    reads nothing the write changes, so the health check does not wait for the write. Returns that
-    observation too, when the write went through."""
+    """Apply the plan's action. A sandbox URL is published while the sandbox's health is asked (observe
+    leaves it until then), so the health check does not wait for the write; returns that observation
+    too, when the write went through."""
     action = plan.action
     if action is None:
         return Applied(), None
     if not isinstance(action, PublishConnection) or not isinstance(observed, Observation):
         return await apply(rt, session, plan, observed), None
-    written = replace(observed, connection_url=action.sandbox_url)
     async with asyncio.TaskGroup() as tasks:
         applying = tasks.create_task(apply(rt, session, plan, observed))
-        observing = tasks.create_task(
-            observe(rt, replace(session, status=plan.status), connection_seen=written)
-        )
-    applied = applying.result()
-    return applied, observing.result() if applied.known == written else None
+        checking = tasks.create_task(health_beside(rt, session, observed, action.sandbox_url))
+    applied, checked = applying.result(), checking.result()
+    return applied, checked if applied.known == replace(observed, connection_url=action.sandbox_url) else None
 
 
 def _record_create(
