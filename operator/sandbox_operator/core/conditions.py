@@ -138,6 +138,8 @@ class EventNote:
     type: str  # Normal | Warning
     reason: str
     message: str
+    #: The condition whose change the Event tells, if it tells one (transition_events).
+    condition: str | None = None
 
 
 def rfc3339(moment: datetime, precise: bool = False) -> str:
@@ -215,6 +217,11 @@ def transition_events(old: AgentSessionStatus, new: AgentSessionStatus) -> list[
         if kind is Severity.NORMAL and condition.reason not in NOTIFIED_REASONS:
             continue
         events.append(
-            EventNote(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
+            EventNote(
+                kind,
+                condition.reason,
+                f"{condition.type}={condition.status}: {condition.message}",
+                condition=condition.type,
+            )
         )
     return events

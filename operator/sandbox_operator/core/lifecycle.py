@@ -220,7 +220,7 @@ def decide_unreadable(
     # One Event, not one each: Ready's, which says what to do (HardwareApproved's while Ready is another).
     said = sorted(
         (note for note in notes if note.reason == Reason.SPEC_INVALID),
-        key=lambda note: not note.message.startswith(f"{READY}="),
+        key=lambda note: note.condition != READY,
     )[:1]
     events = said + [note for note in notes if note.reason != Reason.SPEC_INVALID] + draft.notes
     return Plan(action, draft.status, requeue, events)
