@@ -24,27 +24,14 @@ from sandbox_operator import api
 from sandbox_operator.core import creation, lifecycle
 from sandbox_operator.core.conditions import Reason
 from sandbox_operator.core.draft import backoff_delay
-from sandbox_operator.core.model import (
-    CreateSpace,
-    DeleteSession,
-    DeletionObservation,
-    Observation,
-    Plan,
-    PublishConnection,
-    Session,
-)
+from sandbox_operator.core.model import CreateSpace, DeleteSession, Observation, Plan, Session
 from sandbox_operator.fairness import serve_session
 from sandbox_operator.k8s.client import status_patch
 from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools import claim as pools
 from sandbox_operator.sessions.apply import Applied, apply, post_events
 from sandbox_operator.sessions.failures import failure_reason, report_failure
-from sandbox_operator.sessions.observe import (
-    SessionRuntime,
-    health_beside,
-    observe_session,
-    session_from_body,
-)
+from sandbox_operator.sessions.observe import SessionRuntime, observe_session, session_from_body
 
 #: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
@@ -83,7 +70,7 @@ async def drive(
         async with rt.create_slots.turn(isinstance(plan.action, CreateSpace)) as waited:
             if waited:  # decide again, with a fresh deadline
                 plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
-            applied, observed_beside = await _carry_out(rt, session, plan, observed)
+            applied = Applied() if plan.action is None else await apply(rt, session, plan, observed)
         if applied.outdated:  # decided on a spec changed meanwhile: nothing of it is said or kept
             plan = replace(plan, action=None, status=session.status, requeue_after=0.0, events=[])
             fresh = await rt.kube.read_session(session.namespace, session.name)
@@ -111,10 +98,8 @@ async def drive(
             break
         # The connection Secret is not read again: every write of it returned `known` above.
         seen = observed if isinstance(observed, Observation) else None
-        observed = (
-            observed_beside
-            or applied.known
-            or await observe_session(rt, session, verify_marker=not applied.created, connection_seen=seen)
+        observed = applied.known or await observe_session(
+            rt, session, verify_marker=not applied.created, connection_seen=seen
         )
     assert plan is not None
     return plan
@@ -140,24 +125,6 @@ async def _await_finalizer(
         )
         post_events(body, plan.events)
         return plan
-
-
-async def _carry_out(
-    rt: SessionRuntime, session: Session, plan: Plan, observed: Observation | DeletionObservation
-) -> tuple[Applied, Observation | None]:
-    """Apply the plan's action. A sandbox URL is published while the sandbox's health is asked (observe
-    leaves it until then), so the health check does not wait for the write; returns that observation
-    too, when the write went through."""
-    action = plan.action
-    if action is None:
-        return Applied(), None
-    if not isinstance(action, PublishConnection) or not isinstance(observed, Observation):
-        return await apply(rt, session, plan, observed), None
-    async with asyncio.TaskGroup() as tasks:
-        applying = tasks.create_task(apply(rt, session, plan, observed))
-        checking = tasks.create_task(health_beside(rt, session, observed, action.sandbox_url))
-    applied, checked = applying.result(), checking.result()
-    return applied, checked if applied.known == replace(observed, connection_url=action.sandbox_url) else None
 
 
 def _record_create(

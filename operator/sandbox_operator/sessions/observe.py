@@ -223,39 +223,17 @@ async def _with_space(
     # same is no news, and wakes no pass.
     rt.observer.saw(space_id, space)
     secrets_problem = await _secrets_problem(rt, session) if space is None else None
-    # A URL the Secret does not publish yet: its health is asked while the Secret gets it (health_beside).
-    published = space is not None and base.connection_url == space.sandbox_url
-    if health is None and published:
-        health = await _health_if_due(rt, session, space, token, hub_token)
-    return replace(base, space=space, health=health, secrets_problem=secrets_problem)
-
-
-async def health_beside(rt: SessionRuntime, session: Session, observed: Observation, url: str) -> Observation:
-    """The observation once the connection Secret publishes `url`: the sandbox's health, which `observe`
-    leaves until then, asked while the Secret is written (sessions/loop.py); nothing is read again."""
-    written = replace(observed, connection_url=url)
-    if observed.health is not None or observed.space is None or observed.space.sandbox_url != url:
-        return written
-    return replace(
-        written, health=await _health_if_due(rt, session, observed.space, observed.token, observed.read_token)
-    )
-
-
-async def _health_if_due(
-    rt: SessionRuntime, session: Session, space: SpaceView | None, token: str | None, hub_token: str | None
-) -> HealthResult | None:
-    """The sandbox's health where it can be asked: a Space running on the flavor it asked for, with a
-    token and an address, and a read token for a private one's edge (the core says why not without)."""
     if (
-        space is None
-        or space.stage != "RUNNING"
-        or not token
-        or not space.sandbox_url
-        or space.current_hardware != space.requested_hardware
-        or not (hub_token or not session.spec.private)
+        health is None
+        and space is not None
+        and space.stage == "RUNNING"
+        and token
+        and space.sandbox_url
+        and space.current_hardware == space.requested_hardware
+        and (hub_token or not session.spec.private)  # the core says why a private one is not checked
     ):
-        return None
-    return await _health(rt, session, space, space.sandbox_url, token, hub_token or "")
+        health = await _health(rt, session, space, space.sandbox_url, token, hub_token or "")
+    return replace(base, space=space, health=health, secrets_problem=secrets_problem)
 
 
 #: The Ready reasons of a session that has not been Ready since its Space was duplicated: its build

@@ -137,39 +137,6 @@ async def _hub_failure() -> None:
     assert events.reasons() == ["HubUnavailable", "SandboxReady"]
 
 
-def test_a_space_running_at_once_has_its_health_asked_while_its_secret_gets_the_url() -> None:
-    asyncio.run(_health_beside_the_secret())
-
-
-async def _health_beside_the_secret() -> None:
-    shell = Shell()
-    duplicate, write = shell.hub.duplicate, shell.kube.write_connection
-
-    async def built_at_once(**kwargs: Any) -> None:  # a build shorter than the first look at it
-        await duplicate(**kwargs)
-        shell.hub.finish_builds()
-
-    health_asked: list[tuple[bool, bool]] = []  # when the URL's write began, and when it ended
-
-    async def slow_write(**kwargs: Any) -> None:
-        if kwargs["values"].get("sandboxUrl"):
-            before = bool(shell.hub.called("health"))
-            for _ in range(100):  # the write takes a while: the health check goes meanwhile
-                if shell.hub.called("health"):
-                    break
-                await asyncio.sleep(0.01)
-            health_asked.append((before, bool(shell.hub.called("health"))))
-        await write(**kwargs)
-
-    shell.hub.duplicate = built_at_once  # type: ignore[method-assign]
-    shell.kube.write_connection = slow_write  # type: ignore[method-assign]
-    with kopf_events() as events:
-        await shell.run()
-    assert shell.ready() == ("True", "SandboxReady")  # in the pass that created it
-    assert health_asked == [(False, True)]  # not before the write, nor after it
-    assert len(shell.hub.called("health")) == 1 and events.reasons() == ["SandboxReady"]
-
-
 def test_a_session_asks_for_no_space_before_its_finalizer_is_on() -> None:
     asyncio.run(_finalizer_first())
 
