@@ -422,6 +422,19 @@ def notice_drift(st: Stack, spaces: list[dict[str, Any]], deadline: float) -> fl
     return None
 
 
+def burst_into_window(admin: HubSimAdmin, offset: float | None) -> float | None:
+    """How far into the Hub's rate-limit window a burst sent now falls (seconds; None: no limit).
+    With `offset`, it first waits until the window is that far in: when a burst spends a whole
+    window, the tail depends on where it falls (docs/performance.md), so runs compare phase for phase."""
+    standing = admin.rate_limit()
+    if standing["quota"] is None:
+        return None
+    if offset is not None:
+        time.sleep((offset - standing["intoWindow"]) % standing["window"])
+        standing = admin.rate_limit()
+    return float(standing["intoWindow"])
+
+
 def run_once(
     st: Stack,
     sc: Scenario,
@@ -430,10 +443,12 @@ def run_once(
     steady_minutes: float = 0.0,
     timeout: float | None = None,
     neighbour: bool = False,
+    window_offset: float | None = None,
 ) -> dict[str, Any]:
     """One operator, one workload: apply N at once, all Ready, (`steady_minutes` of them Ready,
     untouched), delete all, all gone; `timeout` (else the scenario's) bounds each wait. `neighbour`:
-    one more session in a namespace of its own, applied right after the N (a tenant beside a burst)."""
+    one more session in a namespace of its own, applied right after the N (a tenant beside a burst).
+    `window_offset`: the burst waits until the Hub's rate-limit window is that many seconds in."""
     wait = timeout or sc.timeout
     print(f"- {operator.label}: {n} sessions ({sc.name})", flush=True)
     st.admin.reset()
@@ -462,6 +477,9 @@ def run_once(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, manifest(name, namespace)
             )
 
+        into_window = burst_into_window(st.admin, window_offset)
+        if into_window is not None:
+            print(f"  the burst starts {into_window:.0f}s into the Hub's rate-limit window", flush=True)
         applied = in_parallel(create, names)
         neighbour_applied = time.monotonic()
         if neighbour:
@@ -524,6 +542,7 @@ def run_once(
     return {
         "sessions": n,
         "ready_timeout_s": wait,
+        "burst_into_window_s": into_window,
         **latency_figures("ready", applied, ready),
         **latency_figures("delete", deleted, gone),
         # The emulator runs in this process: its timeline and the watch share time.monotonic. Not
@@ -905,6 +924,14 @@ def main() -> None:
         default=0.0,
         help="overhead, hub-shape: once all are Ready, count our calls this long (scaled to 5 min)",
     )
+    parser.add_argument(
+        "--window-offset",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="hub-shape: each operator's burst waits until the Hub's rate-limit window is this far in "
+        "(0: right after a reset); by default it starts wherever the window is, and says where",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="wait this long for all Ready / gone")
     parser.add_argument(
         "--reference-timeout",
@@ -945,7 +972,15 @@ def main() -> None:
                 print(f"  pool filled after {', '.join(f'{s:.0f}s' for s in result['pool_fill_s'])}; "
                       f"Spaces left {result['spaces_left']}; log errors {result['log_errors']}")  # fmt: skip
             else:
-                ours = run_once(st, sc, OURS, args.sessions, args.steady_minutes, neighbour=args.neighbour)
+                ours = run_once(
+                    st,
+                    sc,
+                    OURS,
+                    args.sessions,
+                    args.steady_minutes,
+                    neighbour=args.neighbour,
+                    window_offset=args.window_offset,
+                )
                 result = {**ours, "meta": meta}
                 reference = (
                     None
@@ -957,6 +992,7 @@ def main() -> None:
                         args.sessions,
                         timeout=args.reference_timeout,
                         neighbour=args.neighbour,
+                        window_offset=args.window_offset,
                     )
                 )
                 if reference is not None:

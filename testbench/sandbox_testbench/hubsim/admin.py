@@ -84,7 +84,8 @@ class HubSimAdmin:
         return result
 
     def rate_limit(self) -> dict[str, Any]:
-        """The enforced quota (None: none), its window, and the calls counted per caller in this window."""
+        """The enforced quota (None: none), its window, the calls counted per caller in this window, and
+        the seconds since this window began (`intoWindow`)."""
         result: dict[str, Any] = self._call("GET", "/rate-limit")
         return result
 

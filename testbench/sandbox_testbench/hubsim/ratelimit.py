@@ -52,6 +52,10 @@ class RateLimiter:
         self._counts[caller] = (index, used)
         return Verdict(used <= self.quota, max(0, self.quota - used), reset, self.quota, self.window)
 
+    def into_window(self, now: float) -> float:
+        """Seconds since the current window began: where a burst sent now falls in it."""
+        return now - math.floor(now / self.window) * self.window
+
     def usage(self, now: float) -> dict[str, int]:
         """Calls counted per caller in the current window, for the admin API."""
         index = math.floor(now / self.window)

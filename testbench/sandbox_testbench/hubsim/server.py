@@ -433,14 +433,20 @@ async def _sim_sleep(request: web.Request) -> web.Response:
 
 
 async def _sim_rate_limit(request: web.Request) -> web.Response:
-    """The enforced quota (null: none) and the calls counted per caller in the current window."""
+    """The enforced quota (null: none), the calls counted per caller in the current window, and how
+    far into that window the emulator's clock is."""
     state = _state(request)
     if request.method == "PUT":
         body = await _parse(request, RateLimitBody)
         state.rate_limiter = RateLimiter(body.quota, body.window)
-    limiter = state.rate_limiter
+    limiter, now = state.rate_limiter, state.now()
     return web.json_response(
-        {"quota": limiter.quota, "window": limiter.window, "usage": limiter.usage(state.now())}
+        {
+            "quota": limiter.quota,
+            "window": limiter.window,
+            "usage": limiter.usage(now),
+            "intoWindow": limiter.into_window(now),
+        }
     )
 
 

@@ -56,8 +56,9 @@ def test_quota_per_user_then_429_with_retry_after(
     bob = HfApi(endpoint=hub.url, token="hf_bob")
     assert bob.space_info(template).id == template  # another user has their own quota
     assert HfApi(endpoint=hub.url, token=False).space_info(template).id == template  # so do anonymous callers
-    usage = hub.admin.rate_limit()["usage"]
-    assert usage["alice"] == 4 and usage["bob"] == 1
+    standing = hub.admin.rate_limit()
+    assert standing["usage"]["alice"] == 4 and standing["usage"]["bob"] == 1
+    assert 0 <= standing["intoWindow"] < standing["window"]
 
 
 def test_quota_can_be_switched_on_and_off_at_run_time(
@@ -80,3 +81,4 @@ def test_fixed_windows_reset_on_the_clock() -> None:
     fresh = limiter.charge("a", 900.0)
     assert (fresh.allowed, fresh.remaining, fresh.reset_seconds) == (True, 1, 300)
     assert limiter.charge("b", 900.0).remaining == 1
+    assert (limiter.into_window(900.0), limiter.into_window(1_150.5)) == (0.0, 250.5)
