@@ -470,6 +470,9 @@ def run_once(
         if neighbour:
             next_watcher.start()
         names = [f"s-{i:05d}" for i in range(n)]
+        into_window = burst_into_window(st.admin, window_offset)  # before the counters: a wait is idle
+        if into_window is not None:
+            print(f"  the burst starts {into_window:.0f}s into the Hub's rate-limit window", flush=True)
         writes0, calls0, cpu0 = st.apiserver_writes(), st.hub_calls(), ps.cpu_seconds()
 
         def create(name: str) -> None:
@@ -477,9 +480,6 @@ def run_once(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, manifest(name, namespace)
             )
 
-        into_window = burst_into_window(st.admin, window_offset)
-        if into_window is not None:
-            print(f"  the burst starts {into_window:.0f}s into the Hub's rate-limit window", flush=True)
         applied = in_parallel(create, names)
         neighbour_applied = time.monotonic()
         if neighbour:
