@@ -45,6 +45,7 @@ STALLED_READY_REASONS = frozenset(
         Reason.SECRET_INVALID,
         Reason.TEMPLATE_NOT_FOUND,
         Reason.SPEC_INVALID,
+        Reason.FINALIZER_MISSING,
     }
 )
 #: HardwareApproved reasons that say something went wrong with the paid flavor's approval: it is not

@@ -35,7 +35,10 @@ class Shell:
         return self.kube.objects[(api.PLURAL, NS, NAME)]["status"]
 
     def ready(self) -> tuple[str, str]:
-        condition = next(c for c in self.status["conditions"] if c["type"] == "Ready")
+        return self.condition("Ready")
+
+    def condition(self, kind: str) -> tuple[str, str]:
+        condition = next(c for c in self.status["conditions"] if c["type"] == kind)
         return condition["status"], condition["reason"]
 
     def ready_message(self) -> str:
@@ -176,9 +179,11 @@ async def _finalizer_missing() -> None:
         await loop.reconcile(shell.rt, body, shell.loop)
         assert shell.ready() == ("False", "FinalizerMissing") and api.FINALIZER in shell.ready_message()
         assert shell.status["failures"] == 1 and shell.status["nextRetryTime"] is not None
+        assert shell.condition("Stalled") == ("True", "FinalizerMissing")  # someone has to fix it
         assert events.reasons() == ["FinalizerMissing"] and shell.hub.called("duplicate") == []
         body["metadata"]["finalizers"] = [api.FINALIZER]  # kopf's retry went through
         shell.loop.finalizer_seen.set()
         await shell.until_ready()
     assert len(shell.hub.called("duplicate")) == 1 and shell.status["failures"] is None
+    assert shell.condition("Stalled")[0] == "False"
     assert events.reasons() == ["FinalizerMissing", "SandboxReady"]
