@@ -38,11 +38,14 @@ class Shell:
         return self.condition("Ready")
 
     def condition(self, kind: str) -> tuple[str, str]:
-        condition = next(c for c in self.status["conditions"] if c["type"] == kind)
+        condition = self._condition(kind)
         return condition["status"], condition["reason"]
 
     def ready_message(self) -> str:
-        return str(next(c for c in self.status["conditions"] if c["type"] == "Ready")["message"])
+        return str(self._condition("Ready")["message"])
+
+    def _condition(self, kind: str) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == kind)
 
     async def run(self, passes: int = 1) -> None:
         for _ in range(passes):
