@@ -261,9 +261,12 @@ def test_a_401_right_after_the_duplicate_is_waited_out_not_reported(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
     hub_admin.clear_calls()
-    hub_admin.add_fault("space_info", 401, seconds=3)
+    # Long enough to cover the first reads after the duplicate, which comes only once kopf's finalizer
+    # is on the session (its round trip, a few seconds on a loaded CI machine): with 3 s, a run whose
+    # create waited that long read its Space after the faults had ended.
+    hub_admin.add_fault("space_info", 401, seconds=8)
     # A fresh duplicate is confirmed by the next listing; when that fails, the session reads its Space.
-    hub_admin.add_fault("list_spaces", 401, seconds=3)
+    hub_admin.add_fault("list_spaces", 401, seconds=8)
     kubectl("apply", "-f", "-", stdin=session_manifest("unseen", namespace))
     session = wait_ready(kubectl, "unseen", namespace, timeout=30)
     space_path = f"/api/spaces/{session['status']['spaceId']}"
