@@ -58,6 +58,7 @@ class FakeHub:
         self.spaces: dict[str, SpaceView] = {}
         self.markers: dict[str, Ownership] = {}
         self.tokens: dict[str, str] = {}
+        self.space_secrets: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[str, str]] = []
         self.failing: dict[str, HubError] = {}
 
@@ -101,9 +102,18 @@ class FakeHub:
         return Listing(time.monotonic(), {i: s for i, s in self.spaces.items() if i.startswith(f"{owner}/")})
 
     async def duplicate(
-        self, *, space_id: str, private: bool, token: str, session_uid: str, session_ref: str, **_: Any
+        self,
+        *,
+        space_id: str,
+        private: bool,
+        token: str,
+        session_uid: str,
+        session_ref: str,
+        secrets: dict[str, str] | None = None,
+        **_: Any,
     ) -> None:
         self._call("duplicate", space_id)
+        self.space_secrets[space_id] = dict(secrets or {})
         if space_id in self.spaces:
             raise SpaceExistsError(space_id)
         url = f"https://{space_id.replace('/', '-')}.hf.space"
@@ -232,7 +242,7 @@ class FakeKube:
         self._deferred.pop(owner_uid, None)
 
     async def resolve_secrets(self, namespace: str, sources: list[Any]) -> tuple[dict[str, str], str | None]:
-        return {}, None
+        return {source.name: f"value of {source.name}" for source in sources}, None
 
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

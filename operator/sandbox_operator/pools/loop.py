@@ -92,18 +92,39 @@ def _probed(
 async def pool_pass(
     rt: PoolRuntime, body: kopf.Body, *, deleting: bool = False, full: bool = False
 ) -> core.PoolPlan:
-    """One pass of a pool: observe, decide on the freshest status, write it (CAS), then act."""
-    book: PoolBook = rt.pools
+    """One pass of a pool: observe, decide on the freshest status, write it (CAS), then act. The pool
+    is observed again when the spec read for the decision is newer than the body observed (kopf's
+    view lags a patch): Spaces are built only with the secrets of the spec their digest records."""
     meta = body.get("metadata", {})
     namespace, name = meta["namespace"], meta["name"]
-    key = (namespace, name)
-    pool = pool_from_body(body, deleting=deleting)
-    live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([namespace]))
+    for _ in range(CAS_ATTEMPTS):
+        pool = pool_from_body(body, deleting=deleting)
+        observed, token_key, secret_values = await _observe(rt, pool, full)
+        decided = await _decide_and_write(rt, pool, observed, deleting=deleting)
+        if isinstance(decided, core.PoolPlan):
+            break
+        body = decided
+    else:
+        raise ApiError(409, f"pool {namespace}/{name} kept changing")
+    follow_spaces(rt, (namespace, name), pool.uid, decided.status)
+    for note in decided.events:
+        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+    await asyncio.gather(*(_act(rt, pool, action, token_key, secret_values) for action in decided.actions))
+    return decided
+
+
+async def _observe(
+    rt: PoolRuntime, pool: core.Pool, full: bool
+) -> tuple[core.PoolObservation, str, dict[str, str]]:
+    """What a pass decides on (its Spaces, the live sessions, the policy and the pool's secrets), the
+    pool's key, and the values of the secrets its spec names."""
+    book: PoolBook = rt.pools
+    live = frozenset(s["metadata"]["uid"] for s in await rt.kube.list_sessions([pool.namespace]))
     if full and not pool.deleting:
         # The key's Secret is read again now and then: one deleted meanwhile is made anew (a new key).
-        book.keys.pop((namespace, name, pool.uid), None)
-    token_key = await pool_key(book, namespace, name, pool.uid)
-    read_token = await rt.platform_read_token(namespace)
+        book.keys.pop((pool.namespace, pool.name, pool.uid), None)
+    token_key = await pool_key(book, pool.namespace, pool.name, pool.uid)
+    read_token = await rt.platform_read_token(pool.namespace)
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)
     seen = await asyncio.gather(
@@ -114,7 +135,7 @@ async def pool_pass(
     secrets_problem = None
     if pool.spec.secrets:
         policy_problem = await rt.kube.approval_policy_problem(time.monotonic())
-        secret_values, secrets_problem = await rt.kube.resolve_secrets(namespace, pool.spec.secrets)
+        secret_values, secrets_problem = await rt.kube.resolve_secrets(pool.namespace, pool.spec.secrets)
     observed = core.PoolObservation(
         spaces=dict(zip(wanted, seen, strict=True)),
         live_sessions=live,
@@ -122,31 +143,35 @@ async def pool_pass(
         secrets_problem=secrets_problem,
         pool_key=token_key,
     )
+    return observed, token_key, secret_values
+
+
+async def _decide_and_write(
+    rt: PoolRuntime, pool: core.Pool, observed: core.PoolObservation, *, deleting: bool
+) -> core.PoolPlan | kopf.Body:
+    """The plan on the pool as read now, its status written on that read's resourceVersion; or the
+    pool as read, when its spec is not the one observed (to be observed again)."""
+    book: PoolBook = rt.pools
+    key = (pool.namespace, pool.name)
     ids = (str(uuid.uuid4()) for _ in iter(int, 1))
     async with book.locks[key]:
         for _ in range(CAS_ATTEMPTS):
-            fresh = await read_pool(book, namespace, name)
+            fresh = await read_pool(book, *key)
             if fresh is None:
                 return core.PoolPlan(pool.status, [], None, done=True)
             current = pool_from_body(fresh, deleting=deleting)
+            if (current.spec, current.spec_problem) != (pool.spec, pool.spec_problem):
+                return kopf.Body(cast(kopf.RawBody, fresh))
             plan = core.decide_pool(current, observed, rt.config, datetime.now(UTC), ids)
             if plan.status == current.status:
-                break
+                return plan
             try:
-                await write_pool_status(
-                    book, namespace, name, fresh["metadata"]["resourceVersion"], plan.status
-                )
-                break
+                await write_pool_status(book, *key, fresh["metadata"]["resourceVersion"], plan.status)
+                return plan
             except ApiError as error:
                 if error.status != 409:
                     raise
-        else:
-            raise ApiError(409, f"pool {namespace}/{name} kept changing")
-    follow_spaces(rt, key, pool.uid, plan.status)
-    for note in plan.events:
-        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
-    await asyncio.gather(*(_act(rt, pool, action, token_key, secret_values) for action in plan.actions))
-    return plan
+    raise ApiError(409, f"pool {pool.namespace}/{pool.name} kept changing")
 
 
 def follow_spaces(

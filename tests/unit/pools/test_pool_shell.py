@@ -109,3 +109,24 @@ async def _finalized() -> None:
         await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
     assert hub.called("delete") == [space_id]
     assert "DeletingSpace" in events.reasons() and pool["status"]["spaces"] == []
+
+
+def test_a_pass_on_a_body_older_than_the_spec_builds_with_the_spec_it_decides_on() -> None:
+    asyncio.run(_stale_body())
+
+
+async def _stale_body() -> None:
+    """Hostile: the pool's Secret is dropped from its spec while the loop still holds the body that
+    named it. The pass decides on the spec it reads; a replacement built with the old Secret would
+    carry the new spec's digest and be handed to a session whose author may not read that Secret."""
+    hub, kube, rt, _ = _pool_of_one()
+    secret = {"name": "DB", "secretKeyRef": {"name": "db", "key": "pw"}}
+    kube.respec(api.POOL_PLURAL, NS, POOL, secrets=[secret])
+    with kopf_events():
+        old = await _built(hub, kube, rt)
+        assert hub.space_secrets[old] == {"DB": "value of DB"}
+        stale = kube.body(api.POOL_PLURAL, NS, POOL)
+        kube.respec(api.POOL_PLURAL, NS, POOL, secrets=[])
+        await pool_pass(rt, stale, full=True)
+    [_, new] = hub.called("duplicate")
+    assert hub.space_secrets[new] == {}
