@@ -160,6 +160,10 @@ def decide_failure(
     unjudged = HardwareVerdict(False, Reason.NOT_JUDGED, "no hardware decision is made after this failure")
     draft = Draft(session, now, session.status.model_copy(deep=True), unjudged)
     draft.status.phase = Phase.DELETING if session.deleting else Phase.FAILED
+    if not lifetime.predates_lifetimes(session.status):
+        # From the creation, as a pass that succeeds records it: the observedGeneration this failure
+        # writes must not make the next pass take the session for one older than lifetimes.
+        lifetime.record_lifetime_start(session, draft.status, now)
     delay = record_failure(draft, reason, message, config, jitter)
     conclude(draft.status, session.generation, now)
     if session.deleting:

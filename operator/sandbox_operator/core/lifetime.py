@@ -102,10 +102,11 @@ class Deadline:
 
 
 def predates_lifetimes(status: AgentSessionStatus) -> bool:
-    """An operator reconciled the session (observedGeneration) without giving it a lifetime (no
-    expiresAt), and no warm claim is recorded: the status of a version without lifetimes (0.1.0),
-    or of an operator that ran with neither a default lifetime nor a maximum age."""
-    return status.observed_generation is not None and status.expires_at is None and status.launch_type is None
+    """An operator reconciled the session (observedGeneration 1 or more; the CRD defaults it to 0
+    until then) without giving it a lifetime (no expiresAt), and no warm claim is recorded: the status
+    of a version without lifetimes (0.1.0), or of an operator that ran with neither a default lifetime
+    nor a maximum age."""
+    return bool(status.observed_generation) and status.expires_at is None and status.launch_type is None
 
 
 def record_lifetime_start(session: Session, status: AgentSessionStatus, now: datetime) -> datetime | None:

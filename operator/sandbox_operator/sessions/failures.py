@@ -33,7 +33,14 @@ def failure_reason(error: Exception) -> tuple[Reason, str]:
 
 #: Status fields a failed pass writes: what the failure changes (the body may be older than facts
 #: this pass already recorded), and, once paid hardware was given up, its receipt and the request.
-FAILURE_FIELDS = ("observedGeneration", "phase", "failures", "nextRetryTime", "conditions")
+FAILURE_FIELDS = (
+    "observedGeneration",
+    "phase",
+    "failures",
+    "nextRetryTime",
+    "conditions",
+    "lifetimeStartTime",
+)
 GIVE_UP_FIELDS = ("hardware", "paidPeriod", "receipts", "spend")
 
 

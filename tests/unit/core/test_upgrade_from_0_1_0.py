@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from sandbox_operator.api import AgentSessionSpec
+from sandbox_operator.api import AgentSessionSpec, AgentSessionStatus
 from sandbox_operator.config.settings import LEGACY_CLUSTER_ID
 from sandbox_operator.core.approvals import INHERITED_NOTE, fingerprint
 from sandbox_operator.core.conditions import Reason, rfc3339
 from sandbox_operator.core.creation import marker_unread, space_unrequested
-from sandbox_operator.core.lifecycle import decide
+from sandbox_operator.core.lifecycle import decide, decide_failure
 from sandbox_operator.core.model import (
     DeleteSession,
     DeleteSpace,
@@ -327,10 +327,24 @@ def test_the_maximum_age_counts_from_the_upgrade_too() -> None:
 
 
 def test_sessions_created_under_this_version_count_from_their_creation() -> None:
-    fresh = replace(new_session(), created=NOW - timedelta(days=2))
+    # As the API server creates it: the CRD defaults status.observedGeneration to 0, which says the
+    # session was never reconciled (0.1.0 wrote the generation, 1 or more), so it predates nothing.
+    unreconciled = AgentSessionStatus.model_validate({"observedGeneration": 0})
+    fresh = replace(new_session(), created=NOW - timedelta(days=2), status=unreconciled)
     plan = decide(fresh, first_pass(space=None, token=None), CONFIG, NOW)
     assert plan.status.lifetime_start_time == rfc3339(NOW - timedelta(days=2))
     assert plan.action == DeleteSession(Reason.LIFETIME_EXPIRED)
+
+
+def test_a_first_pass_that_fails_still_counts_the_lifetime_from_creation() -> None:
+    """Its failure writes observedGeneration without expiresAt, as 0.1.0 did: the next pass must not
+    take the session for one older than lifetimes and count from itself."""
+    unreconciled = AgentSessionStatus.model_validate({"observedGeneration": 0})
+    fresh = replace(new_session(), created=NOW - timedelta(hours=2), status=unreconciled)
+    failed = decide_failure(fresh, Reason.INTERNAL_ERROR, "unexpected error", CONFIG, NOW)
+    assert failed.status.lifetime_start_time == rfc3339(NOW - timedelta(hours=2))
+    later = decide(replace(fresh, status=failed.status), first_pass(), CONFIG, NOW + timedelta(minutes=1))
+    assert later.status.lifetime_start_time == rfc3339(NOW - timedelta(hours=2))
 
 
 def test_a_lifetime_the_spec_sets_counts_from_creation_for_an_older_session_too() -> None:
