@@ -141,7 +141,7 @@ def test_concurrent_claims_never_share_a_space_and_the_rest_fall_back_to_cold(
     kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
 ) -> None:
     kubectl("apply", "-f", "-", stdin=pool_manifest("burst", namespace, replicas=6))
-    wait_pool_ready(kubectl, "burst", namespace, 6)
+    before_claims = wait_pool_ready(kubectl, "burst", namespace, 6)["metadata"]["resourceVersion"]
     names = [f"claim-{n}" for n in range(10)]
 
     def create(name: str) -> None:
@@ -157,9 +157,18 @@ def test_concurrent_claims_never_share_a_space_and_the_rest_fall_back_to_cold(
     for session in cold:
         claim = condition(session, "WarmClaim") or {}
         assert claim.get("status") == "False" and "no ready Space" in claim.get("message", "")
-    pool = get_pool(kubectl, "burst", namespace) or {}
-    claimants = [e["claimedBy"]["uid"] for e in pool["status"]["spaces"] if e.get("claimedBy")]
-    assert len(claimants) == len(set(claimants)) == 6
+    # Every status the pool was written with while the claims landed (a claimed entry leaves it once
+    # its Space is handed over, so the last one alone may list none): no Space ever had two claimants,
+    # and each warm session's claim was recorded.
+    claimants: dict[str, set[str]] = {}
+    collection = namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace)
+    for pool in api_client(kubectl).versions(collection, "burst", since=before_claims):
+        for entry in (pool.get("status") or {}).get("spaces") or []:
+            if entry.get("claimedBy"):
+                claimants.setdefault(entry["spaceId"], set()).add(entry["claimedBy"]["uid"])
+    assert all(len(uids) == 1 for uids in claimants.values()), claimants
+    assert set().union(*claimants.values()) == {s["metadata"]["uid"] for s in warm}
+    assert {s["status"]["spaceId"] for s in warm} == set(claimants)
     # Each warm session's Space ends up marked as its own, and only its own.
     for session in warm:
         uid = session["metadata"]["uid"]
