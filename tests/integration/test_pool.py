@@ -19,7 +19,7 @@ from sandbox_operator.core import pool as core
 from sandbox_operator.core.model import MARKER_SESSION, MARKER_SESSION_UID
 from sandbox_operator.hub.sandbox_health import SANDBOX_AUTH_HEADER
 from sandbox_operator.k8s.transport import ApiError
-from sandbox_operator.pools.book import PoolBook, read_pool, write_pool_status
+from sandbox_operator.pools.book import POOL_TOKEN_SUFFIX, PoolBook, read_pool, write_pool_status
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin
 from tests.support import wait_for
@@ -202,6 +202,23 @@ def test_kubectl_scale_resizes_the_pool_and_deleting_it_deletes_unclaimed_spaces
     assert kept["status"]["spaceId"] in {s["id"] for s in hub_admin.spaces()}
     kubectl("delete", "ags", "keeper", "-n", namespace, "--timeout=60s")
     assert kept["status"]["spaceId"] not in {s["id"] for s in hub_admin.spaces()}
+
+
+def test_deleting_a_pools_namespace_finishes_without_its_key_and_deletes_its_spaces(
+    kubectl: Kubectl, hub_admin: HubSimAdmin, operator: OperatorProcess, namespace: str
+) -> None:
+    """`kubectl delete namespace` deletes the pool's key Secret beside the pool, and nothing can be
+    created there any more; an operator that has not read the key (here it was down meanwhile) still
+    lets the namespace go, and deletes the pool's Spaces."""
+    kubectl("apply", "-f", "-", stdin=pool_manifest("doomed", namespace, replicas=1))
+    uid = wait_pool_ready(kubectl, "doomed", namespace, 1)["metadata"]["uid"]
+    operator.stop()
+    kubectl("delete", "namespace", namespace, "--wait=false")
+    key = namespaced_path("v1", "secrets", namespace, f"doomed{POOL_TOKEN_SUFFIX}")
+    wait_for(lambda: api_client(kubectl).get(key) is None, 60, "the namespace's Secrets deleted")
+    operator.start()
+    wait_for(lambda: get_pool(kubectl, "doomed", namespace) is None, 60, "the pool's finalizer to finish")
+    assert pool_spaces(hub_admin, uid) == []
 
 
 def test_a_session_naming_a_missing_pool_is_created_cold(

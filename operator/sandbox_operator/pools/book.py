@@ -209,11 +209,13 @@ class PoolRuntime(Protocol):
     async def platform_read_token(self, namespace: str) -> str | None: ...
 
 
-async def pool_key(book: PoolBook, namespace: str, name: str, uid: str) -> str:
+async def pool_key(book: PoolBook, namespace: str, name: str, uid: str, *, make: bool = True) -> str:
     """The key each of the pool's Spaces' tokens is derived from (`core.pooled_token`), kept in a
     Secret the pool owns in its namespace (created once, read after a restart). Session editors
     cannot read Secrets; whoever can read this one can read every connection Secret beside it.
-    A Secret made anew holds a new key: the Spaces built with the old one are outdated (`build_hash`)."""
+    A Secret made anew holds a new key: the Spaces built with the old one are outdated (`build_hash`).
+    Without `make` (a pool being deleted builds nothing, and its namespace may be terminating, where
+    no Secret can be made) a missing Secret gives no key: ""."""
     cached = book.keys.get((namespace, name, uid))
     if cached is not None:
         return cached
@@ -226,6 +228,8 @@ async def pool_key(book: PoolBook, namespace: str, name: str, uid: str) -> str:
                 f"Secret {namespace}/{secret_name} exists and is not this pool's; delete or rename it"
             )
         key = data[KEY_TOKEN]
+    elif not make:
+        return ""
     else:
         key = new_token()
         owner = (api.POOL_KIND, name, uid)

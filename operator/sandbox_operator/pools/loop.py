@@ -123,7 +123,7 @@ async def _observe(
     if full and not pool.deleting:
         # The key's Secret is read again now and then: one deleted meanwhile is made anew (a new key).
         book.keys.pop((pool.namespace, pool.name, pool.uid), None)
-    token_key = await pool_key(book, pool.namespace, pool.name, pool.uid)
+    token_key = await pool_key(book, pool.namespace, pool.name, pool.uid, make=not pool.deleting)
     read_token = await rt.platform_read_token(pool.namespace)
     entries = {e.space_id: e for e in pool.status.spaces}
     wanted = core.to_observe(pool, live, full)

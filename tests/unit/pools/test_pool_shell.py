@@ -8,6 +8,7 @@ from typing import Any
 
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
+from sandbox_operator.k8s.transport import ApiError
 from sandbox_operator.pools.loop import finalize_pool, pool_pass
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
@@ -130,3 +131,26 @@ async def _stale_body() -> None:
         await pool_pass(rt, stale, full=True)
     [_, new] = hub.called("duplicate")
     assert hub.space_secrets[new] == {}
+
+
+def test_a_pool_deleted_with_its_namespace_needs_no_key_to_delete_its_spaces() -> None:
+    asyncio.run(_namespace_terminating())
+
+
+async def _namespace_terminating() -> None:
+    """Deleting a namespace deletes the pool's key Secret beside the pool, and no Secret can be made
+    there any more: the finalizer of a process that has not read the key (restarted since) deletes
+    the pool's Spaces without it. Making a new key there would fail for as long as the namespace
+    waits on that finalizer."""
+    hub, kube, rt, pool = _pool_of_one()
+    with kopf_events():
+        space_id = await _built(hub, kube, rt)
+        del kube.secrets[(NS, f"{POOL}-pool-token")]
+        rt.pools.keys.clear()  # a restarted operator
+
+        async def terminating(namespace: str, body: dict[str, Any]) -> Any:
+            raise ApiError(403, "Forbidden: namespace is being terminated")
+
+        kube.create_namespaced_secret = terminating  # type: ignore[method-assign]
+        await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
+    assert hub.called("delete") == [space_id] and pool["status"]["spaces"] == []

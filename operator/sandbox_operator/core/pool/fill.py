@@ -81,7 +81,7 @@ def decide_pool(
     if unreadable:
         # Nothing is built, retired or scaled on a spec half read; a fixed spec wakes the pool.
         desired = len(unclaimed)
-    else:
+    elif not pool.deleting:  # (a deleting pool retires every unclaimed Space, with or without its key)
         _retire(
             kept,
             _outdated(unclaimed, current, desired),
