@@ -201,9 +201,9 @@ def _register_sessions(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         await run_session(rt, body, memo, stopped)
 
     @kopf.on.delete(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
-    async def finalize_session(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def finalize_session(body: kopf.Body, **_: Any) -> None:
         with rt.monitor.working(body.meta.uid or ""):
-            await finalize(rt, body, patch)
+            await finalize(rt, body)
 
 
 def _register_pools(registry: kopf.OperatorRegistry, rt: Runtime) -> None:

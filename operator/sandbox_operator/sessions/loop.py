@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -35,7 +35,7 @@ from sandbox_operator.sessions.observe import SessionRuntime, observe_session, s
 
 #: Decide-apply steps in one reconcile pass before the loop sleeps.
 MAX_STEPS = 8
-#: The shortest sleep between passes (and kopf retry of a finalizer), so "again now" still yields.
+#: The shortest sleep between passes (a live one's or the finalizer's), so "again now" still yields.
 MIN_REQUEUE = 0.05
 #: How long a create waits for kopf's finalizer patch to show in a watch event before the session
 #: says so (it takes a second or two even under a burst of a thousand sessions).
@@ -298,20 +298,33 @@ async def _reconcile_once(
     return _Delay(delay, succeeded)
 
 
-async def finalize(rt: SessionRuntime, body: kopf.Body, patch: kopf.Patch) -> None:
-    """The finalizer: the same loop as a live session's, on the deletion branch of the core. It
-    stays (a kopf retry after the core's delay) until the core says the session is done."""
-    session = replace(session_from_body(body), deleting=True)
+async def finalize(rt: SessionRuntime, body: kopf.Body) -> None:
+    """The finalizer: the same loop as a live session's, on the deletion branch of the core, until
+    the core says the session is done. It waits between its passes itself (the core's delay), each
+    pass's status written, rather than through kopf retries: kopf logs each at ERROR level, and a
+    deletion that waits (for a Space just created, or a Hub answering 503) is its normal course,
+    which the status and Events say."""
+    current: kopf.Body | None = body
+    while current is not None:
+        session = replace(session_from_body(current), deleting=True)
+        plan = await _finalize_pass(rt, current, session)
+        if plan.done:
+            return
+        if status_patch(plan.status) != status_patch(session.status):
+            await rt.kube.patch_status(session.namespace, session.name, status_patch(plan.status))
+        await asyncio.sleep(max(MIN_REQUEUE, plan.requeue_after or 0.0))
+        fresh = await rt.kube.read_session(session.namespace, session.name)
+        current = kopf.Body(cast(kopf.RawBody, fresh)) if fresh is not None else None
+
+
+async def _finalize_pass(rt: SessionRuntime, body: kopf.Body, session: Session) -> Plan:
     try:
-        plan = await drive(rt, body, session)
-    except Exception as error:  # every failure ends in a condition, never a silent kopf retry
+        return await drive(rt, body, session)
+    except Exception as error:  # every failure ends in a condition, then another pass after a backoff
         reason, message = failure_reason(error)
         log.error("session %s/%s: %s", session.namespace, session.name, message, exc_info=True)
         plan = lifecycle.decide_failure(
             session, reason, message, rt.config, datetime.now(UTC), random.random()
         )
         post_events(body, plan.events)
-    if plan.done:
-        return
-    patch.status.update(status_patch(plan.status))
-    raise kopf.TemporaryError(plan.message, delay=max(MIN_REQUEUE, plan.requeue_after or 0.0))
+        return plan
