@@ -91,6 +91,19 @@ def quiet_tracking(record: logging.LogRecord) -> bool:
     return True
 
 
+#: kopf's poster of the handlers' Events, which logs every failed attempt at ERROR level.
+EVENT_POSTER_LOGGER = "kopf._core.engines.posting"
+
+
+def events_are_auxiliary(record: logging.LogRecord) -> bool:
+    """An Event the API server refuses is no error of the operator's (kopf itself ignores one it cannot
+    post, with a WARNING), so neither are the attempts before: a namespace being deleted refuses every
+    Event of its sessions' finalizers, with a minute of retries."""
+    if record.levelno > logging.WARNING:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     """Handlers bound to one Runtime, on a registry of their own (no import-time globals)."""
     registry = kopf.OperatorRegistry()
@@ -116,6 +129,7 @@ def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
     settings.posting.reporting_instance = rt.kube.instance
     # Before any watch starts (kopf runs startup handlers first); a filter is added once however often.
     logging.getLogger("kopf.objects").addFilter(quiet_tracking)
+    logging.getLogger(EVENT_POSTER_LOGGER).addFilter(events_are_auxiliary)
 
 
 def _background(settings: kopf.OperatorSettings, rt: Runtime) -> list[asyncio.Task[None]]:

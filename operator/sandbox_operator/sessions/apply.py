@@ -51,10 +51,16 @@ from sandbox_operator.sessions.observe import SessionRuntime
 log = logging.getLogger(__name__)
 
 
+#: How often kopf tries again to post a deleting session's Event: not at all. Its namespace may be
+#: being deleted too, which refuses new Events (403); kopf would try 8 times more, for a minute.
+DELETING_EVENT_BACKOFFS: tuple[float, ...] = ()
+
+
 def post_events(body: kopf.Body, notes: list[EventNote]) -> None:
     """The core's Events, on the session (kopf reports them from the operator)."""
+    backoffs = DELETING_EVENT_BACKOFFS if body.get("metadata", {}).get("deletionTimestamp") else None
     for note in notes:
-        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+        kopf.event(body, type=note.type, reason=note.reason, message=note.message, backoffs=backoffs)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from sandbox_operator.core.model import FailureKind, HubFailure
 from sandbox_operator.hub.errors import HubError
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
+from sandbox_operator.sessions.apply import DELETING_EVENT_BACKOFFS
 from tests.support.shell import CONFIG, FakeHub, FakeKube, kopf_events, runtime
 
 NS, NAME = "team-a", "demo"
@@ -114,6 +115,8 @@ async def _failing_delete() -> None:
     assert space_id not in shell.hub.spaces
     # One Warning per failed attempt (each says which, and when the next one is).
     assert events.reasons() == ["SandboxReady", "HubUnavailable", "HubUnavailable", "SpaceDeleted"]
+    # A deleting session's Events are tried once: its namespace may be being deleted, refusing them.
+    assert [event.backoffs for event in events.posted[1:]] == [DELETING_EVENT_BACKOFFS] * 3
 
 
 def test_an_approved_paid_flavor_is_requested_from_the_hub_and_paid_for() -> None:
