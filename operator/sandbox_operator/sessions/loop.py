@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 
 
 async def drive(
-    rt: SessionRuntime, body: kopf.Body, session: Session, finalizer_seen: asyncio.Event | None = None
+    rt: SessionRuntime, body: kopf.Body, session: Session, loop: SessionLoop | None = None
 ) -> Plan:
     """The one loop for a session's whole life: observe, decide, apply, until the core asks for
     nothing more now (or a failure); posts the core's Events and returns the last plan. No Space is
-    asked for before kopf's finalizer is on the session (`finalizer_seen` is set by its watch event):
+    asked for before kopf's finalizer is on the session (`loop.finalizer_seen` is set by its watch event):
     a session deleted before then would go without its Space's deletion."""
     session, claimed = await pools.claim_step(rt, body, session)  # a warm pool's Space, if it names one
     if claimed is not None:
@@ -62,8 +62,8 @@ async def drive(
         if isinstance(plan.action, DeleteSession):  # the deletion ends this loop: its Events go first
             post_events(body, plan.events)
             plan = replace(plan, events=[])
-        if isinstance(plan.action, CreateSpace) and finalizer_seen is not None and not guarded(body):
-            missing = await _await_finalizer(rt, body, session, finalizer_seen)
+        if isinstance(plan.action, CreateSpace) and loop is not None and not guarded(body):
+            missing = await _await_finalizer(rt, body, session, loop)
             if missing is not None:
                 return missing
             plan = lifecycle.decide(session, observed, rt.config, datetime.now(UTC), random.random())
@@ -106,25 +106,27 @@ async def drive(
 
 
 async def _await_finalizer(
-    rt: SessionRuntime, body: kopf.Body, session: Session, finalizer_seen: asyncio.Event
+    rt: SessionRuntime, body: kopf.Body, session: Session, loop: SessionLoop
 ) -> Plan | None:
     """Wait for the watch event that shows kopf's finalizer on the session (usually there by now);
     None once it came. Should it not come in time (kopf's patch refused: the operator's RBAC, an
-    admission policy), the session says so, and the next pass, after a backoff, waits again."""
-    try:
-        await asyncio.wait_for(finalizer_seen.wait(), FINALIZER_WAIT)
+    admission policy), the session says so, and the next pass, after a backoff, waits again. A loop
+    kopf stops meanwhile ends the pass at once, without the create."""
+    await _until_any((loop.finalizer_seen, loop.stopping), FINALIZER_WAIT)
+    if loop.finalizer_seen.is_set():
         return None
-    except TimeoutError:
-        message = (
-            f"the operator's finalizer {api.FINALIZER} is not on the session after {FINALIZER_WAIT:.0f}s; "
-            "no Space is asked for until it is, or deleting the session would leave the Space behind "
-            "(the operator's log says why its PATCH of the session failed)"
-        )
-        plan = lifecycle.decide_failure(
-            session, Reason.FINALIZER_MISSING, message, rt.config, datetime.now(UTC), random.random()
-        )
-        post_events(body, plan.events)
-        return plan
+    if loop.stopping.is_set():
+        return Plan(None, session.status, None)
+    message = (
+        f"the operator's finalizer {api.FINALIZER} is not on the session after {FINALIZER_WAIT:.0f}s; "
+        "no Space is asked for until it is, or deleting the session would leave the Space behind "
+        "(the operator's log says why its PATCH of the session failed)"
+    )
+    plan = lifecycle.decide_failure(
+        session, Reason.FINALIZER_MISSING, message, rt.config, datetime.now(UTC), random.random()
+    )
+    post_events(body, plan.events)
+    return plan
 
 
 def _record_create(
@@ -148,7 +150,7 @@ async def reconcile(rt: SessionRuntime, body: kopf.Body, loop: SessionLoop) -> P
     status, not the older one (which would post its Events, e.g. an expiry notice, a second time)."""
     # A live pass even when deletion has begun: the finalizer runs the deletion branch; the
     # daemon is stopped by kopf, and a create it was about to send is dropped (Applied.deleting).
-    plan = await drive(rt, body, loop.latest(body), loop.finalizer_seen)
+    plan = await drive(rt, body, loop.latest(body), loop)
     written = loop.latest(body)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return plan  # the finalizer owns status now: its receipt must not be overwritten
@@ -173,6 +175,8 @@ class SessionLoop:
     unseen_write: tuple[str, api.AgentSessionStatus] | None = None
     #: Set once a watch event shows the operator's finalizer on the session (`guarded`).
     finalizer_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once kopf stops the loop's daemon: a pass waiting for the finalizer ends at once.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def latest(self, body: kopf.Body) -> Session:
         """The session from kopf's live body, with the status this loop last wrote while the body is
@@ -204,18 +208,19 @@ def session_loop(memo: kopf.Memo) -> SessionLoop:
     return loop
 
 
-async def _sleep(loop: SessionLoop, stopped: kopf.DaemonStopped, delay: float | None) -> None:
-    """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
-    waiters = {
-        asyncio.ensure_future(loop.wakeup.wait()),
-        asyncio.ensure_future(loop.listed.wait()),
-        asyncio.ensure_future(stopped.wait()),
-    }
+async def _until_any(events: Iterable[asyncio.Event], seconds: float | None) -> None:
+    """Until one of `events` is set, or `seconds` pass (forever if None)."""
+    waiters = {asyncio.ensure_future(event.wait()) for event in events}
     try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def _sleep(loop: SessionLoop, delay: float | None) -> None:
+    """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
+    await _until_any((loop.wakeup, loop.listed, loop.stopping), delay)
 
 
 async def run_session(
@@ -229,12 +234,15 @@ async def run_session(
     uid = str(meta.get("uid", ""))
     serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
     rt.prober.bind(uid, loop.listed)
+    stopping = asyncio.ensure_future(stopped.wait())
+    stopping.add_done_callback(lambda _: loop.stopping.set())
     try:
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)
             failures = 0 if delay.succeeded else failures + 1
-            await _sleep(loop, stopped, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
+            await _sleep(loop, None if delay.seconds is None else max(MIN_REQUEUE, delay.seconds))
     finally:
+        stopping.cancel()
         rt.observer.forget(uid)
         rt.prober.forget(uid)
         rt.kube.forget(uid)

@@ -191,6 +191,26 @@ async def _finalizer_first() -> None:
     await asyncio.wait_for(daemon, 5)
 
 
+def test_a_loop_stopped_while_it_waits_for_its_finalizer_ends_at_once() -> None:
+    asyncio.run(_stopped_waiting())
+
+
+async def _stopped_waiting() -> None:
+    """kopf stops the daemon (the operator shutting down, the session deleted) while its create waits
+    for the finalizer: the pass ends now, without the create, not after the wait (kopf would cancel
+    it half way after its cancellation timeout)."""
+    shell = Shell()
+    body = shell.kube.body(api.PLURAL, NS, NAME)
+    del body["metadata"]["finalizers"]
+    stopper = DaemonStopper()
+    memo = kopf.Memo(session_loop=shell.loop)
+    daemon = asyncio.create_task(loop.run_session(shell.rt, body, memo, stopper.async_waiter))
+    await asyncio.sleep(0.2)
+    stopper.set(DaemonStoppingReason.OPERATOR_EXITING)
+    await asyncio.wait_for(daemon, 1)
+    assert shell.hub.called("duplicate") == [] and shell.status.get("duplicateRequestedTime") is None
+
+
 def test_a_finalizer_that_does_not_come_is_reported_and_still_no_space_is_asked_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
