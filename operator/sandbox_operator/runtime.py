@@ -104,23 +104,16 @@ def fixed_mmap_threshold() -> bool:
 
 def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, namespaces: list[str]) -> Runtime:
     """The caches and coordinators every handler shares, each built once around the two clients."""
-    create_slots = CreateSlots.for_config(config, hub.gate.spare)
-    observer = FleetObserver(
-        hub.list_owner_spaces,
-        f"{config.space_prefix}-",
-        config.observe_interval,
-        creates_first=create_slots.crowded,
-    )
     return Runtime(
         config=config,
         hub=hub,
         kube=kube,
         prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
-        observer=observer,
+        observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
         prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
-        create_slots=create_slots,
+        create_slots=CreateSlots.for_config(config, hub.gate.spare),
     )
 
 

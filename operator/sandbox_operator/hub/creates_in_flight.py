@@ -9,9 +9,7 @@ its request (and its deadline), and the turns in flight are what the gate sends 
 
 While the Hub's window runs low, a create waits for a turn until the window resets: the calls left
 are what observation and deletions need until then (hub/gate.py), and a create sent now would be
-paced behind them anyway. While the creates waiting would spend every call the window has to spare
-(`crowded`), listings wait for them (hub/listing.py): a listing then would push a create, and its
-session, into the next window, minutes later.
+paced behind them anyway.
 
 It also remembers whose duplicates this process sent: a create record on a session it sent none for
 was left by an earlier process, which may have died before sending it (core/lifecycle.py).
@@ -43,8 +41,6 @@ class CreateSlots:
     spare: Callable[[], int | None] = lambda: None
     #: Creates holding a turn: each will spend a call of the window.
     _held: int = field(default=0, init=False, repr=False)
-    #: Creates waiting for a turn.
-    _waiting: int = field(default=0, init=False, repr=False)
     _free: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     #: Sessions (UIDs) whose duplicate this process sent (or may have): their create record is its own.
     _sent: set[str] = field(default_factory=set, init=False, repr=False)
@@ -69,19 +65,11 @@ class CreateSlots:
             yield False
             return
         waited = self._free.locked()
-        self._waiting += 1
+        await self._free.acquire()
         try:
-            await self._free.acquire()
-        except BaseException:
-            self._waiting -= 1
-            raise
-        try:
-            try:
-                while not self._room():
-                    waited = True
-                    await asyncio.sleep(ROOM_RECHECK)
-            finally:
-                self._waiting -= 1
+            while not self._room():
+                waited = True
+                await asyncio.sleep(ROOM_RECHECK)
             self._held += 1
             try:
                 yield waited
@@ -94,13 +82,6 @@ class CreateSlots:
         """Whether the Hub's window has a call to spare for one more create than those holding turns."""
         spare = self.spare()
         return spare is None or spare > self._held
-
-    def crowded(self) -> bool:
-        """The creates waiting for or holding a turn would spend every call the Hub's window has to
-        spare: one more call of another kind now puts one of them into the next window."""
-        spare = self.spare()
-        wanted = self._waiting + self._held
-        return spare is not None and wanted > 0 and wanted >= spare
 
     def sent(self, uid: str) -> None:
         """This process sent the session's duplicate (whatever the answer): it may land, and is waited for."""

@@ -45,11 +45,6 @@ STALE_INTERVALS = 3
 #: Spaces, about 140 listings in a 15-second burst and the operator's peak memory with them).
 LISTING_SPACING = 1.0
 
-#: Longest a listing waits for a burst's creates (`CreateSlots.crowded`), and how often it looks.
-#: Sessions whose app answers need no listing (hub/edge_probe.py); the others wait for this one.
-CREATES_FIRST_LONGEST = 60.0
-CREATES_FIRST_RECHECK = 0.5
-
 ListSpaces = Callable[[str, str], Awaitable[Listing]]
 
 
@@ -90,8 +85,6 @@ class FleetObserver:
     interval: float
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    #: Whether a burst's creates need every call the Hub's window has to spare (listings wait).
-    creates_first: Callable[[], bool] = lambda: False
     _listings: dict[str, Listing] = field(default_factory=dict)
     _watched: dict[str, Watched] = field(default_factory=dict)
     #: When this operator last acted on each Space (monotonic): older listings do not show it.
@@ -267,9 +260,6 @@ class FleetObserver:
         loops whose Space changed or vanished, or that wait."""
         if delay > 0:
             await self.sleep(delay)
-        until = self.clock() + CREATES_FIRST_LONGEST
-        while self.creates_first() and self.clock() < until:
-            await self.sleep(CREATES_FIRST_RECHECK)
         try:
             listing = await self.list_spaces(owner, self.prefix)
         except HubError as error:

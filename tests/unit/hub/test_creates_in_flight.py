@@ -101,33 +101,3 @@ def test_a_create_record_is_this_process_s_own_only_once_it_sent_the_duplicate()
     assert slots.sent_here("uid-1") and not slots.sent_here("uid-2")
     slots.forget("uid-1")  # the session's loop ended
     assert not slots.sent_here("uid-1")
-
-
-def test_creates_that_need_every_spare_call_say_the_window_is_crowded() -> None:
-    """A burst's creates, waiting or sent, against the calls the window has to spare: while they need
-    them all, a listing would push one of them into the next window."""
-
-    async def scenario() -> list[bool]:
-        spare: list[int | None] = [3]
-        slots = CreateSlots(2, spare=lambda: spare[0])
-        seen = [slots.crowded()]  # no create: never crowded
-        release = asyncio.Event()
-
-        async def create() -> None:
-            async with slots.turn(True):
-                await release.wait()
-
-        tasks = [asyncio.ensure_future(create()) for _ in range(3)]
-        await asyncio.sleep(0)
-        seen.append(slots.crowded())  # 2 holding turns and 1 waiting: all 3 spare calls
-        spare[0] = 10
-        seen.append(slots.crowded())  # a window with room for them and more
-        spare[0] = None
-        seen.append(slots.crowded())  # no window stated: the bucket paces
-        release.set()
-        await asyncio.gather(*tasks)
-        spare[0] = 0
-        seen.append(slots.crowded())  # all sent
-        return seen
-
-    assert asyncio.run(scenario()) == [False, True, False, False, False]

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sandbox_operator.hub.listing import (
-    CREATES_FIRST_LONGEST,
-    LISTING_SPACING,
-    STALE_INTERVALS,
-    FleetObserver,
-)
+from sandbox_operator.hub.listing import LISTING_SPACING, STALE_INTERVALS, FleetObserver
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
 from tests.support.listing import Hub, observer
@@ -98,24 +93,3 @@ def test_a_listing_newer_than_the_last_action_is_news_until_it_goes_stale() -> N
     assert not watcher.has_news(SPACE_ID)
     off = FleetObserver(hub.list_spaces, "ags-", 0.0, clock=clock)
     assert off.has_news(SPACE_ID)  # observation by the batch is off: the session reads the Hub itself
-
-
-def test_a_listing_waits_while_a_bursts_creates_need_every_spare_call() -> None:
-    """A listing sent while the creates waiting need every call the window has to spare would push a
-    session into the next window: it goes once they are sent, or after CREATES_FIRST_LONGEST."""
-    hub, clock = Hub(), ManualClock(100.0)
-    crowded = [True]
-
-    async def sleep(seconds: float) -> None:
-        clock.now += seconds
-        if clock.now >= 102.0:
-            crowded[0] = False  # the burst's creates are sent
-
-    watcher = FleetObserver(
-        hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep, creates_first=lambda: crowded[0]
-    )
-    asyncio.run(watcher.observe_owner("agents"))
-    assert hub.calls == ["agents"] and clock.now == 102.0
-    stuck = FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep, creates_first=lambda: True)
-    asyncio.run(stuck.observe_owner("agents"))
-    assert hub.calls == ["agents", "agents"] and clock.now == 102.0 + CREATES_FIRST_LONGEST
