@@ -248,6 +248,7 @@ def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
     kubectl("apply", "-f", "-", stdin=pool_manifest("secretive", namespace, replicas=2, secrets=[secret]))
     pool = wait_pool_ready(kubectl, "secretive", namespace, 2)
     assert all(s["secrets"]["DB"] == "hunter2" for s in pool_spaces(hub_admin, pool["metadata"]["uid"]))
+    before_mallory = pool["metadata"]["resourceVersion"]
 
     # Naming the pool without its secrets: no pooled Space, a Space of her own without them.
     plain = session_manifest("sneaky", namespace, poolRef={"name": "secretive"})
@@ -260,6 +261,11 @@ def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
     named = session_manifest("sneakier", namespace, poolRef={"name": "secretive"}, secrets=[secret])
     refused = kubectl("apply", "-f", "-", "--as=mallory", stdin=named, check=False)
     assert refused.returncode != 0 and "db-password" in refused.stderr
+    # Not one of the pool's statuses written since she came (if any) recorded a claim.
+    collection = namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace)
+    versions = api_client(kubectl).versions(collection, "secretive", since=before_mallory)
+    entries = [e for version in versions for e in (version.get("status") or {}).get("spaces") or []]
+    assert not [e for e in entries if e.get("claimedBy")]
     assert ((get_pool(kubectl, "secretive", namespace) or {}).get("status") or {}).get("claimed") == 0
 
     # Someone who may read the Secret names it and claims a pooled Space.
