@@ -13,6 +13,7 @@ import os
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -113,3 +114,12 @@ def client(hub: HubSimServer, template: str) -> Iterator[HubClient]:
     yield hub_client
     asyncio.run(hub_client.close())
     set_client_factory(default_client_factory)
+
+
+def early_in_a_window(admin: HubSimAdmin, needed: float = 20.0) -> None:
+    """Rate-limit windows are aligned on the emulator's clock: a test counting calls in one window
+    starts with `needed` seconds of it left, rather than across its end (once in a few hundred runs)."""
+    standing = admin.rate_limit()
+    left = standing["window"] - standing["intoWindow"]
+    if left < needed:
+        time.sleep(left + 0.1)

@@ -13,6 +13,7 @@ from huggingface_hub.utils import parse_ratelimit_headers
 
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from sandbox_testbench.hubsim.ratelimit import UNLIMITED, RateLimiter
+from tests.support.hubsim import early_in_a_window
 
 
 def _standing(response: httpx2.Response) -> tuple[int, int, int, int]:
@@ -37,6 +38,7 @@ def test_quota_per_user_then_429_with_retry_after(
     hub_factory: Callable[..., HubSimServer], template: str
 ) -> None:
     hub = hub_factory(rate_limit=3)
+    early_in_a_window(hub.admin)
     alice = HfApi(endpoint=hub.url, token="hf_alice")
     seen = []
     for _ in range(3):
@@ -66,6 +68,7 @@ def test_quota_can_be_switched_on_and_off_at_run_time(
 ) -> None:
     assert admin.rate_limit()["quota"] is None
     admin.set_rate_limit(1, window=60)
+    early_in_a_window(admin, needed=5.0)
     alice.space_info(template)
     with pytest.raises(HfHubHTTPError) as caught:
         alice.space_info(template)

@@ -12,6 +12,7 @@ from huggingface_hub import HfApi, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError
 
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimAdminError, HubSimServer
+from tests.support.hubsim import early_in_a_window
 
 
 def _health(url: str, token: str | None, hub_token: str | None = None) -> httpx2.Response:
@@ -225,6 +226,7 @@ def test_call_log_is_bounded(hub_factory: Callable[..., HubSimServer]) -> None:
 
 def test_call_counts_outlive_the_bounded_log_until_reset(hub_factory: Callable[..., HubSimServer]) -> None:
     hub = hub_factory(call_log_size=2, rate_limit=2)
+    early_in_a_window(hub.admin)
     api = HfApi(endpoint=hub.url, token="hf_alice")
     for _ in range(2):
         api.whoami()
