@@ -234,8 +234,9 @@ async def run_session(
     uid = str(meta.get("uid", ""))
     serve_session(str(meta.get("namespace", "")), str(meta.get("name", "")), meta.get("creationTimestamp"))
     rt.prober.bind(uid, loop.listed)
-    stopping = asyncio.ensure_future(stopped.wait())
-    stopping.add_done_callback(lambda _: loop.stopping.set())
+    # The memo outlives this daemon: one kopf restarts (after a crash) starts with no stop said.
+    loop.stopping.clear()
+    stopping = asyncio.ensure_future(_said_once_stopped(stopped, loop.stopping))
     try:
         while not stopped:
             delay = await _reconcile_once(rt, body, loop, uid, failures)
@@ -247,6 +248,12 @@ async def run_session(
         rt.prober.forget(uid)
         rt.kube.forget(uid)
         rt.create_slots.forget(uid)
+
+
+async def _said_once_stopped(stopped: kopf.DaemonStopped, stopping: asyncio.Event) -> None:
+    """Set `stopping` when kopf stops the daemon (not when this task is cancelled with the loop)."""
+    await stopped.wait()
+    stopping.set()
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,10 @@ async def _finalizer_first() -> None:
     await asyncio.wait_for(daemon, 5)
 
 
-def test_a_loop_stopped_while_it_waits_for_its_finalizer_ends_at_once() -> None:
+def test_a_loop_stopped_while_it_waits_for_its_finalizer_ends_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "FINALIZER_WAIT", 0.5)
     asyncio.run(_stopped_waiting())
 
 
@@ -200,6 +203,7 @@ async def _stopped_waiting() -> None:
     for the finalizer: the pass ends now, without the create, not after the wait (kopf would cancel
     it half way after its cancellation timeout)."""
     shell = Shell()
+    shell.rt.config = CONFIG.model_copy(update={"backoff_base": 0.05})
     body = shell.kube.body(api.PLURAL, NS, NAME)
     del body["metadata"]["finalizers"]
     stopper = DaemonStopper()
@@ -209,6 +213,20 @@ async def _stopped_waiting() -> None:
     stopper.set(DaemonStoppingReason.OPERATOR_EXITING)
     await asyncio.wait_for(daemon, 1)
     assert shell.hub.called("duplicate") == [] and shell.status.get("duplicateRequestedTime") is None
+    # A daemon kopf starts again on the same memo waits as before (the stop was the last one's), and
+    # says so when the finalizer does not come.
+    with kopf_events():
+        again = asyncio.create_task(loop.run_session(shell.rt, body, memo, DaemonStopper().async_waiter))
+        await asyncio.sleep(0.8)
+        assert shell.ready() == ("False", "FinalizerMissing") and shell.hub.called("duplicate") == []
+        body["metadata"]["finalizers"] = [api.FINALIZER]
+        shell.loop.finalizer_seen.set()
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if shell.hub.called("duplicate"):
+                break
+        assert len(shell.hub.called("duplicate")) == 1
+        again.cancel()
 
 
 def test_a_finalizer_that_does_not_come_is_reported_and_still_no_space_is_asked_for(
