@@ -58,6 +58,19 @@ def wait_pool_ready(
     return wait_for(done, timeout, f"pool {namespace}/{name} with {ready} ready Spaces")
 
 
+def claims_recorded(kubectl: Kubectl, name: str, namespace: str, since: str) -> list[tuple[str, str]]:
+    """(Space, claimant UID) of each claim in every status of the pool written after resourceVersion
+    `since`: a claimed entry leaves the status once its Space is handed over, so the last status alone
+    may list none."""
+    collection = namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace)
+    return [
+        (entry["spaceId"], entry["claimedBy"]["uid"])
+        for pool in api_client(kubectl).versions(collection, name, since=since)
+        for entry in (pool.get("status") or {}).get("spaces") or []
+        if entry.get("claimedBy")
+    ]
+
+
 def pool_spaces(admin: HubSimAdmin, uid: str) -> list[dict[str, Any]]:
     return [s for s in admin.spaces() if s["variables"].get(MARKER_SESSION_UID) == uid]
 
@@ -157,15 +170,10 @@ def test_concurrent_claims_never_share_a_space_and_the_rest_fall_back_to_cold(
     for session in cold:
         claim = condition(session, "WarmClaim") or {}
         assert claim.get("status") == "False" and "no ready Space" in claim.get("message", "")
-    # Every status the pool was written with while the claims landed (a claimed entry leaves it once
-    # its Space is handed over, so the last one alone may list none): no Space ever had two claimants,
-    # and each warm session's claim was recorded.
+    # While the claims landed, no Space ever had two claimants, and each warm session's was recorded.
     claimants: dict[str, set[str]] = {}
-    collection = namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace)
-    for pool in api_client(kubectl).versions(collection, "burst", since=before_claims):
-        for entry in (pool.get("status") or {}).get("spaces") or []:
-            if entry.get("claimedBy"):
-                claimants.setdefault(entry["spaceId"], set()).add(entry["claimedBy"]["uid"])
+    for space_id, uid in claims_recorded(kubectl, "burst", namespace, before_claims):
+        claimants.setdefault(space_id, set()).add(uid)
     assert all(len(uids) == 1 for uids in claimants.values()), claimants
     assert set().union(*claimants.values()) == {s["metadata"]["uid"] for s in warm}
     assert {s["status"]["spaceId"] for s in warm} == set(claimants)
@@ -262,10 +270,7 @@ def test_a_pool_lends_neither_its_secrets_nor_a_way_around_the_policy(
     refused = kubectl("apply", "-f", "-", "--as=mallory", stdin=named, check=False)
     assert refused.returncode != 0 and "db-password" in refused.stderr
     # Not one of the pool's statuses written since she came (if any) recorded a claim.
-    collection = namespaced_path(api.API_VERSION, api.POOL_PLURAL, namespace)
-    versions = api_client(kubectl).versions(collection, "secretive", since=before_mallory)
-    entries = [e for version in versions for e in (version.get("status") or {}).get("spaces") or []]
-    assert not [e for e in entries if e.get("claimedBy")]
+    assert claims_recorded(kubectl, "secretive", namespace, before_mallory) == []
     assert ((get_pool(kubectl, "secretive", namespace) or {}).get("status") or {}).get("claimed") == 0
 
     # Someone who may read the Secret names it and claims a pooled Space.
