@@ -154,3 +154,20 @@ async def _namespace_terminating() -> None:
         kube.create_namespaced_secret = terminating  # type: ignore[method-assign]
         await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
     assert hub.called("delete") == [space_id] and pool["status"]["spaces"] == []
+
+
+def test_a_foreign_secret_named_like_the_pools_key_stops_no_deletion() -> None:
+    asyncio.run(_foreign_key_secret())
+
+
+async def _foreign_key_secret() -> None:
+    """Hostile: a tenant replaces the pool's key Secret with one of their own of that name. A pool
+    being built again says PoolTokenConflict; a pool being deleted needs no key, and its finalizer
+    (here of a restarted operator, which has not read the key) still deletes its Spaces."""
+    hub, kube, rt, pool = _pool_of_one()
+    with kopf_events():
+        space_id = await _built(hub, kube, rt)
+        kube.secrets[(NS, f"{POOL}-pool-token")] = {"metadata": {}, "data": {"token": "mallory"}}
+        rt.pools.keys.clear()  # a restarted operator
+        await asyncio.wait_for(finalize_pool(rt, kube.body(api.POOL_PLURAL, NS, POOL)), timeout=10)
+    assert hub.called("delete") == [space_id] and pool["status"]["spaces"] == []
