@@ -25,6 +25,7 @@ HEADLINE: Final = (
     ("delete_p50_ms", "delete -> gone p50 (ms)"),
     ("delete_p99_ms", "delete -> gone p99 (ms)"),
     ("cpu_s", "operator CPU, apply to all gone (s)"),
+    ("apiserver_cpu_s", "API server CPU, apply to all gone (s)"),
     ("rss_peak_mib", "operator peak RSS (MiB)"),
     ("rss_idle_mib", "operator RSS when live, before the first apply (MiB)"),
     ("rss_per_session_kib", "peak RSS above that, per session (KiB)"),
@@ -62,6 +63,8 @@ READY_COUNTS: Final = (
 WRITE_VERBS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY"})
 #: What a session costs the API server: the session (and its status), its Secret, Events about it.
 WRITE_RESOURCES: Final = frozenset({"agentsessions", "secrets", "events"})
+#: The API server's own CPU seconds (the Prometheus process collector's counter).
+_PROCESS_CPU: Final = re.compile(r"^process_cpu_seconds_total\s+(?P<value>\S+)$", re.MULTILINE)
 _SAMPLE: Final = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$")
 _LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -129,6 +132,12 @@ def api_writes(metrics_text: str) -> Counter[WriteKey]:
         if resource in WRITE_RESOURCES and verb in WRITE_VERBS:
             counts[(resource, labels.get("subresource", ""), verb)] += int(float(match["value"]))
     return counts
+
+
+def process_cpu_seconds(metrics_text: str) -> float:
+    """The CPU seconds the API server has used, from its /metrics text (0 if it does not say)."""
+    match = _PROCESS_CPU.search(metrics_text)
+    return float(match["value"]) if match is not None else 0.0
 
 
 def hub_calls(counts: Iterable[Mapping[str, Any]], user: str) -> Counter[tuple[str, int]]:

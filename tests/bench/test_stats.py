@@ -212,3 +212,9 @@ def test_a_run_not_all_ready_within_its_timeout_is_reported_as_bounds() -> None:
     assert rows["all Ready after the first apply (s)"][-3:] == ["400", ">1,200", "<0.33x"]
     assert rows["Hub calls per session, apply -> Ready"][-3:] == ["1.10", "≥70.00", "≤0.02x"]
     assert "reference: not all Ready within 1200s (600 of 1000)" in text
+
+
+def test_the_api_servers_cpu_seconds_come_from_its_process_counter() -> None:
+    text = METRICS + "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 52.71\n"
+    assert stats.process_cpu_seconds(text) == 52.71
+    assert stats.process_cpu_seconds(METRICS) == 0.0
