@@ -4,6 +4,7 @@ adapters: what it writes and asks for over a session's life, each pass run as ko
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -20,6 +21,18 @@ from tests.support.shell import CONFIG, FakeHub, FakeKube, kopf_events, runtime
 
 NS, NAME = "team-a", "demo"
 PAID = {"hardware": "a10g-small", "approval": {"hardware": "a10g-small", "approvedBy": "alice"}}
+
+
+#: How often `_until` looks.
+POLL = 0.01
+
+
+async def _until(check: Callable[[], object], *, seconds: float) -> None:
+    """Until `check` is truthy, or `seconds` pass (the assertion after it then says what is missing)."""
+    for _ in range(round(seconds / POLL)):
+        if check():
+            return
+        await asyncio.sleep(POLL)
 
 
 class Shell:
@@ -105,10 +118,7 @@ async def _failing_delete() -> None:
         shell.hub.failing["delete"] = HubError("delete", HubFailure(FailureKind.UNAVAILABLE, "503"))
         shell.kube.mark_deleted(api.PLURAL, NS, NAME)
         finalizing = asyncio.ensure_future(shell.finalize())
-        for _ in range(500):  # until its second attempt
-            if len(shell.hub.called("delete")) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(shell.hub.called("delete")) >= 2, seconds=5.0)  # its second attempt
         assert not finalizing.done() and shell.ready() == ("False", "HubUnavailable")
         del shell.hub.failing["delete"]
         await finalizing
@@ -182,10 +192,7 @@ async def _finalizer_first() -> None:
     assert shell.hub.called("duplicate") == [] and shell.status == {}
     body["metadata"]["finalizers"] = [api.FINALIZER]  # the watch event of that patch
     shell.loop.finalizer_seen.set()
-    for _ in range(50):
-        await asyncio.sleep(0.05)
-        if shell.hub.called("duplicate"):
-            break
+    await _until(lambda: shell.hub.called("duplicate"), seconds=2.5)
     assert shell.hub.called("duplicate") and shell.status["spaceId"]
     stopper.set(DaemonStoppingReason.RESOURCE_DELETED)
     await asyncio.wait_for(daemon, 5)
@@ -217,14 +224,13 @@ async def _stopped_waiting() -> None:
     # says so when the finalizer does not come.
     with kopf_events():
         again = asyncio.create_task(loop.run_session(shell.rt, body, memo, DaemonStopper().async_waiter))
-        await asyncio.sleep(0.8)
+        await _until(
+            lambda: shell.status.get("conditions") and shell.ready()[1] == "FinalizerMissing", seconds=2.5
+        )
         assert shell.ready() == ("False", "FinalizerMissing") and shell.hub.called("duplicate") == []
         body["metadata"]["finalizers"] = [api.FINALIZER]
         shell.loop.finalizer_seen.set()
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if shell.hub.called("duplicate"):
-                break
+        await _until(lambda: shell.hub.called("duplicate"), seconds=2.5)
         assert len(shell.hub.called("duplicate")) == 1
         again.cancel()
 
