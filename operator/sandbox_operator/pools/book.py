@@ -215,8 +215,8 @@ async def pool_key(book: PoolBook, namespace: str, name: str, uid: str, *, make:
     cannot read Secrets; whoever can read this one can read every connection Secret beside it.
     A Secret made anew holds a new key: the Spaces built with the old one are outdated (`build_hash`).
     Without `make` (a pool being deleted builds nothing, and its namespace may be terminating, where
-    no Secret can be made) a missing Secret, or someone else's of that name, gives no key: "". A
-    tenant's Secret of that name then stops no deletion: the pool still deletes its Spaces."""
+    no Secret can be made) a missing Secret, or someone else's of that name, gives no key: "". Such
+    a Secret then stops no deletion: the pool still deletes its Spaces."""
     cached = book.keys.get((namespace, name, uid))
     if cached is not None:
         return cached

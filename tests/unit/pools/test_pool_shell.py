@@ -161,7 +161,7 @@ def test_a_foreign_secret_named_like_the_pools_key_stops_no_deletion() -> None:
 
 
 async def _foreign_key_secret() -> None:
-    """Hostile: a tenant replaces the pool's key Secret with one of their own of that name. A pool
+    """Hostile: someone who may write Secrets there replaces the pool's key Secret with their own. A pool
     being built again says PoolTokenConflict; a pool being deleted needs no key, and its finalizer
     (here of a restarted operator, which has not read the key) still deletes its Spaces."""
     hub, kube, rt, pool = _pool_of_one()
