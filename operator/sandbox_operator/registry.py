@@ -202,6 +202,7 @@ def _register_sessions(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         for tally in metrics.SESSION_TALLIES:
             tally.on_event(event["type"], event["object"])
         loop = session_loop(memo)
+        loop.delivered(event["object"])
         if guarded(event["object"]):
             loop.finalizer_seen.set()
         if spec_changed(loop, body.get("metadata", {}).get("generation")):

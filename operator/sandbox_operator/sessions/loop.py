@@ -112,7 +112,7 @@ async def _await_finalizer(
     None once it came. Should it not come in time (kopf's patch refused: the operator's RBAC, an
     admission policy), the session says so, and the next pass, after a backoff, waits again. A loop
     kopf stops meanwhile ends the pass at once, without the create."""
-    await _until_any((loop.finalizer_seen, loop.stopping), FINALIZER_WAIT)
+    await _until_any(loop, (loop.finalizer_seen, loop.stopping), FINALIZER_WAIT)
     if loop.finalizer_seen.is_set():
         return None
     if loop.stopping.is_set():
@@ -156,37 +156,74 @@ async def reconcile(rt: SessionRuntime, body: kopf.Body, loop: SessionLoop) -> P
         return plan  # the finalizer owns status now: its receipt must not be overwritten
     pools.record_launch(written.status, plan.status, body)
     if status_patch(plan.status) != status_patch(written.status):
-        before = str(body.get("metadata", {}).get("resourceVersion", ""))
+        before = _resource_version(body)
         await rt.kube.patch_status(written.namespace, written.name, status_patch(plan.status))
         loop.unseen_write = (before, plan.status)
+        loop.delivered(body)  # the watch may have delivered it already
     return plan
+
+
+class Signal(asyncio.Event):
+    """A wake-up of a session's loop: set, it also sets the loop's `any_signal`, so that a sleeping
+    loop waits on that one event rather than on a task per signal (kilobytes per sleeping session,
+    a thousand of them building). Only a change from clear to set counts: the watch says the
+    finalizer is there on every event, and that must not wake a sleeping loop each time."""
+
+    def __init__(self, any_signal: asyncio.Event) -> None:
+        super().__init__()
+        self._any_signal = any_signal
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            self._any_signal.set()
 
 
 @dataclass
 class SessionLoop:
-    """Per-session state kept in kopf's per-object memo: the wake-up signal of its loop."""
+    """Per-session state kept in kopf's per-object memo: the wake-up signals of its loop."""
 
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int | None = None
-    #: Set by the observer when a listing has news for this session (its own, so a stale one can be
-    #: dropped without losing a spec change).
-    listed: asyncio.Event = field(default_factory=asyncio.Event)
     #: The status the last pass wrote, and the object's resourceVersion before that write.
     unseen_write: tuple[str, api.AgentSessionStatus] | None = None
+    #: Set when any of the signals below is (`Signal`).
+    any_signal: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set by a watch event with a new metadata.generation (a spec change).
+    wakeup: Signal = field(init=False)
+    #: Set by the observer when a listing has news for this session (its own, so a stale one can be
+    #: dropped without losing a spec change), and by the edge prober when its app answers.
+    listed: Signal = field(init=False)
     #: Set once a watch event shows the operator's finalizer on the session (`guarded`).
-    finalizer_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    finalizer_seen: Signal = field(init=False)
     #: Set once kopf stops the loop's daemon: a pass waiting for the finalizer ends at once.
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: Signal = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wakeup = Signal(self.any_signal)
+        self.listed = Signal(self.any_signal)
+        self.finalizer_seen = Signal(self.any_signal)
+        self.stopping = Signal(self.any_signal)
 
     def latest(self, body: kopf.Body) -> Session:
         """The session from kopf's live body, with the status this loop last wrote while the body is
         still the version that write replaced (the watch has not delivered it yet)."""
         session = session_from_body(body)
+        self.delivered(body)
         unseen = self.unseen_write
-        if unseen is not None and unseen[0] == str(body.get("metadata", {}).get("resourceVersion", "")):
+        if unseen is not None:
             return replace(session, status=unseen[1].model_copy(deep=True))
-        self.unseen_write = None
         return session
+
+    def delivered(self, obj: Mapping[str, Any]) -> None:
+        """The watch delivered `obj`: unless it is the version the last write replaced, kopf's body
+        holds that write (or newer), and its copy here is let go at once, not kept while the loop
+        sleeps."""
+        if self.unseen_write is not None and self.unseen_write[0] != _resource_version(obj):
+            self.unseen_write = None
+
+
+def _resource_version(body: Mapping[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("resourceVersion", ""))
 
 
 def spec_changed(loop: SessionLoop, generation: int | None) -> bool:
@@ -204,23 +241,29 @@ def guarded(body: Mapping[str, Any]) -> bool:
 
 
 def session_loop(memo: kopf.Memo) -> SessionLoop:
-    loop: SessionLoop = memo.setdefault("session_loop", SessionLoop())
+    """The session's loop state, made at its first watch event (not a throwaway one at every event)."""
+    loop: SessionLoop | None = memo.get("session_loop")
+    if loop is None:
+        loop = memo["session_loop"] = SessionLoop()
     return loop
 
 
-async def _until_any(events: Iterable[asyncio.Event], seconds: float | None) -> None:
-    """Until one of `events` is set, or `seconds` pass (forever if None)."""
-    waiters = {asyncio.ensure_future(event.wait()) for event in events}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+async def _until_any(loop: SessionLoop, signals: Iterable[Signal], seconds: float | None) -> None:
+    """Until one of the loop's `signals` is set, or `seconds` pass (forever if None)."""
+    deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+    signals = tuple(signals)
+    while not any(signal.is_set() for signal in signals):
+        loop.any_signal.clear()  # no await since the check: a signal set from now on sets it again
+        try:
+            async with asyncio.timeout_at(deadline):
+                await loop.any_signal.wait()
+        except TimeoutError:
+            return
 
 
 async def _sleep(loop: SessionLoop, delay: float | None) -> None:
     """Until `delay` passes (forever if None), the spec changes, a listing has news, or the loop stops."""
-    await _until_any((loop.wakeup, loop.listed, loop.stopping), delay)
+    await _until_any(loop, (loop.wakeup, loop.listed, loop.stopping), delay)
 
 
 async def run_session(
