@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -248,10 +248,9 @@ def session_loop(memo: kopf.Memo) -> SessionLoop:
     return loop
 
 
-async def _until_any(loop: SessionLoop, signals: Iterable[Signal], seconds: float | None) -> None:
+async def _until_any(loop: SessionLoop, signals: tuple[Signal, ...], seconds: float | None) -> None:
     """Until one of the loop's `signals` is set, or `seconds` pass (forever if None)."""
     deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
-    signals = tuple(signals)
     while not any(signal.is_set() for signal in signals):
         loop.any_signal.clear()  # no await since the check: a signal set from now on sets it again
         try:
