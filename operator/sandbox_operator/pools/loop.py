@@ -44,10 +44,14 @@ async def _observe_space(
         if entry.claimed_by is not None:
             space = await rt.hub.space(entry.space_id)
             ownership = await rt.hub.ownership(entry.space_id) if space is not None else None
+            claimant = entry.claimed_by.uid
             if ownership is None:
-                return core.PooledObservation(space=None)
+                return core.PooledObservation(space=None, claimant=claimant)
             return core.PooledObservation(
-                space=space, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id
+                space=space,
+                marker_uid=ownership.session_uid,
+                marker_cluster=ownership.cluster_id,
+                claimant=claimant,
             )
         # From the owner's listing, as a session's Space is: the latest one once the Space's app
         # address is recorded, else the first one sent after its create (shared by every Space created

@@ -223,15 +223,30 @@ def test_a_space_whose_claimant_is_gone_is_deleted_unless_it_moved_on() -> None:
     assert core.to_observe(p, frozenset(), full=False) == ["agents/ags-p1"]
     # Handover never finished (marker still the pool's), or finished: nobody else deletes it.
     for marker in (POOL_UID, "uid-s"):
-        space = seen(running("agents/ags-p1"), marker_uid=marker, marker_cluster=CONFIG.cluster_id)
+        space = seen(
+            running("agents/ags-p1"), marker_uid=marker, marker_cluster=CONFIG.cluster_id, claimant="uid-s"
+        )
         plan = decide(p, spaces={"agents/ags-p1": space})
         assert plan.actions == [core.DeletePooledSpace("agents/ags-p1")]
     # Kept by its session's deletionPolicy Orphan (released: no cluster in the marker): left alone.
-    released = seen(running("agents/ags-p1"), marker_uid="uid-s", marker_cluster="")
+    released = seen(running("agents/ags-p1"), marker_uid="uid-s", marker_cluster="", claimant="uid-s")
     plan = decide(p, spaces={"agents/ags-p1": released})
     assert plan.actions == [] and plan.status.spaces == []
     # A live claimant's Space is never looked at nor touched.
     assert core.to_observe(p, frozenset({"uid-s"}), full=True) == []
+
+
+def test_a_space_claimed_after_the_pass_looked_at_it_stays_with_its_new_session() -> None:
+    # A full pass lists the sessions, then looks at every ready Space; a session created after the
+    # list claims one of them before the pass decides. Its claimant is not in the list, but it is not
+    # gone: the Space is the new session's, which is Ready on it.
+    p = pool({"replicas": 1}, [entry(1, claimedBy={"name": "new", "uid": "uid-new"})])
+    looked_at = seen(running("agents/ags-p1"), marker_uid=POOL_UID, marker_cluster=CONFIG.cluster_id)
+    plan = decide(p, live_sessions=frozenset({"uid-old"}), spaces={"agents/ags-p1": looked_at})
+    assert not any(isinstance(a, core.DeletePooledSpace) for a in plan.actions)
+    kept = plan.status.spaces[0]
+    assert kept.claimed_by is not None and kept.claimed_by.uid == "uid-new"
+    assert kept.state == PooledSpaceState.READY
 
 
 def test_deleting_the_pool_deletes_unclaimed_spaces_and_leaves_claimed_ones() -> None:

@@ -30,6 +30,7 @@ from sandbox_operator.core.pool.model import (
     DeletePooledSpace,
     Pool,
     PoolAction,
+    PooledObservation,
     PoolObservation,
     PoolPlan,
     RestartPooledSpace,
@@ -174,15 +175,7 @@ def _judge(
     """One recorded Space after this pass: kept (maybe changed), or None when it leaves the status."""
     seen = observed.spaces.get(entry.space_id)
     if entry.claimed_by is not None:
-        if seen is None or not _claimant_gone(entry, observed.live_sessions) or seen.failure is not None:
-            return entry
-        if seen.space is None or not own_cluster(seen.marker_cluster or "", config):
-            return None  # gone, or kept by its session's deletionPolicy Orphan (released)
-        if seen.marker_uid in (pool.uid, entry.claimed_by.uid):
-            # The claimant went before (or while) the Space became its own: nobody else will delete it.
-            actions.append(DeletePooledSpace(entry.space_id))
-            return entry.model_copy(update={"state": PooledSpaceState.DELETING, "message": "claimant gone"})
-        return None  # another owner's now: not ours to touch
+        return _judge_claimed(pool, entry, seen, observed.live_sessions, config, actions)
     if pool.deleting and entry.state != PooledSpaceState.DELETING:
         actions.append(DeletePooledSpace(entry.space_id))
         return entry.model_copy(update={"state": PooledSpaceState.DELETING, "message": "the pool is deleted"})
@@ -220,6 +213,32 @@ def _judge(
     building = entry.state == PooledSpaceState.CREATING and space.stage != "RUNNING"
     state = PooledSpaceState.CREATING if building else PooledSpaceState.NOT_READY
     return entry.model_copy(update={**update, "state": state})
+
+
+def _judge_claimed(
+    pool: Pool,
+    entry: PooledSpace,
+    seen: PooledObservation | None,
+    live: frozenset[str] | None,
+    config: OperatorConfig,
+    actions: list[PoolAction],
+) -> PooledSpace | None:
+    """A claimed Space is the pool's business only once its claimant is gone before the handover."""
+    assert entry.claimed_by is not None
+    if (
+        seen is None
+        or seen.claimant != entry.claimed_by.uid  # claimed since it was observed: by a newer session
+        or not _claimant_gone(entry, live)
+        or seen.failure is not None
+    ):
+        return entry
+    if seen.space is None or not own_cluster(seen.marker_cluster or "", config):
+        return None  # gone, or kept by its session's deletionPolicy Orphan (released)
+    if seen.marker_uid in (pool.uid, entry.claimed_by.uid):
+        # The claimant went before (or while) the Space became its own: nobody else will delete it.
+        actions.append(DeletePooledSpace(entry.space_id))
+        return entry.model_copy(update={"state": PooledSpaceState.DELETING, "message": "claimant gone"})
+    return None  # another owner's now: not ours to touch
 
 
 def _outdated(unclaimed: list[PooledSpace], current: str, desired: int) -> list[PooledSpace]:

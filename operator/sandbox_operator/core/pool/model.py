@@ -64,6 +64,9 @@ class PooledObservation:
     #: The ownership marker's session UID and cluster id; None when it was not read.
     marker_uid: str | None = None
     marker_cluster: str | None = None
+    #: The session the pool's status said had claimed the Space when it was observed (None: nobody).
+    #: A claim made since was not looked at: its claimant is newer than the pass's list of sessions.
+    claimant: str | None = None
 
 
 @dataclass(frozen=True)
