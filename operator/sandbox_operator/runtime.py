@@ -104,16 +104,23 @@ def fixed_mmap_threshold() -> bool:
 
 def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, namespaces: list[str]) -> Runtime:
     """The caches and coordinators every handler shares, each built once around the two clients."""
+    create_slots = CreateSlots.for_config(config, hub.gate.spare)
     return Runtime(
         config=config,
         hub=hub,
         kube=kube,
         prices=PriceCatalog(hub.hardware_prices, config.catalog_ttl),
-        observer=FleetObserver(hub.list_owner_spaces, f"{config.space_prefix}-", config.observe_interval),
+        observer=FleetObserver(
+            hub.list_owner_spaces,
+            f"{config.space_prefix}-",
+            config.observe_interval,
+            # Listings go closer together only with calls to spare after every create waiting.
+            affords=lambda rate: hub.gate.affords(rate, reserved=create_slots.demand()),
+        ),
         prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
-        create_slots=CreateSlots.for_config(config, hub.gate.spare),
+        create_slots=create_slots,
     )
 
 

@@ -152,4 +152,5 @@ def test_the_fleet_listing_gives_each_space_its_runtime_in_pages_of_500_as_obser
     # No `host` in a listing: each app's address is the operator's template and the Space's subdomain.
     assert listed["alice/ags-0"].sandbox_url == f"{hub.url}/_sandbox/alice-ags-0"
     assert [c["route"] for c in hub.admin.calls()] == ["list_spaces"]  # 7 Spaces: one page of up to 500
+    assert listing.calls == 1  # what the next listing will cost the Hub's window
     assert priorities == [Priority.OBSERVE]

@@ -23,6 +23,8 @@ class Hub:
         self.gate_wait = 0.0
         #: Runs while the listing waits at the gate (what the operator does meanwhile).
         self.meanwhile: Callable[[], None] = lambda: None
+        #: Hub API calls each listing takes (its pages).
+        self.pages = 1
 
     async def list_spaces(self, owner: str, prefix: str) -> Listing:
         self.calls.append(owner)
@@ -31,7 +33,8 @@ class Hub:
         if self.failing:
             raise HubError("list_spaces", HubFailure(FailureKind.UNAVAILABLE, "down"))
         sent = self.clock.now
-        return Listing(sent, {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")})
+        listed = {k: v for k, v in self.spaces.items() if k.startswith(f"{owner}/{prefix}")}
+        return Listing(sent, listed, calls=self.pages)
 
 
 def observer(hub: Hub, clock: ManualClock) -> FleetObserver:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -253,6 +254,7 @@ class HubClient:
                     info.id: space_view(info, self._endpoint, self._config.sandbox_url_template)
                     for info in infos
                 },
+                calls=max(1, math.ceil(len(items) / LIST_PAGE_SIZE)),
             )
 
         return await self._call("list_spaces", call, idempotent=True, priority=Priority.OBSERVE)

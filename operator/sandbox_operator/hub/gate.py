@@ -236,6 +236,18 @@ class HubGate:
                 return None
             return max(0, self._remaining - math.ceil(self._low()))
 
+    def affords(self, calls_per_second: float, reserved: int = 0) -> bool:
+        """Whether the Hub's window, as it last said, has room above its low mark and the `reserved`
+        calls for `calls_per_second` until it resets; with no window stated, whether nothing paces
+        calls (no token bucket)."""
+        with self._lock:
+            now = self._clock()
+            if now < self._paused_until:
+                return False
+            if self._remaining is None or now >= self._reset_at:
+                return self._bucket is None
+            return self._remaining - self._low() - reserved >= calls_per_second * (self._reset_at - now)
+
     def _pacing(self, now: float) -> float:
         """Seconds between requests while the Hub's window runs low (0: no pacing)."""
         if self._remaining is None or now >= self._reset_at:

@@ -41,6 +41,8 @@ class Listing:
 
     taken_at: float
     spaces: Mapping[str, SpaceView]
+    #: Hub API calls it took (its pages): what the next listing of the owner will cost.
+    calls: int = 1
 
 
 def space_view(info: SpaceInfo, endpoint: str, app_template: str) -> SpaceView:

@@ -29,6 +29,7 @@ def test_a_create_waits_for_a_turn_and_says_it_waited() -> None:
         tasks = [asyncio.ensure_future(create(finish)) for finish in finishes]
         await asyncio.sleep(0)
         assert said == [False, False]  # both turns in flight; the third waits
+        assert slots.demand() == 3
         finishes[0].set()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -84,10 +85,12 @@ def test_creates_wait_while_the_hubs_window_has_no_call_to_spare() -> None:
         tasks = [asyncio.ensure_future(create()) for _ in range(3)]
         await asyncio.sleep(0.1)
         assert said == [False]  # one call to spare: one create holds it, the others wait
+        assert slots.demand() == 3  # each will spend a call of the window: listings leave them room
         spare[0] = None  # the window reset: no limit stated until the next answer
         await asyncio.sleep(2 * ROOM_RECHECK)
         release.set()
         await asyncio.gather(*tasks)
+        assert slots.demand() == 0
         return said
 
     assert asyncio.run(scenario()) == [False, True, True]  # they waited: decided again

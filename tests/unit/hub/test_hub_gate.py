@@ -175,6 +175,21 @@ def test_creates_may_spend_the_window_down_to_what_observation_keeps() -> None:
     assert hub.spare() is None  # the window reset
 
 
+def test_the_window_affords_a_rate_of_calls_only_with_room_for_it_until_it_resets() -> None:
+    unpaced, _ = gate(rate=0)
+    assert unpaced.affords(100.0)  # no window stated and no bucket: nothing paces calls
+    hub, fake = gate(rate=3, burst=20)
+    assert not hub.affords(0.1)  # no window stated: the bucket paces every call
+    hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
+    room = 900 - LOW_REMAINING_SHARE * 1000
+    assert hub.affords(room / 200 - 0.01) and not hub.affords(room / 200 + 0.1)
+    fake.now += 150.0  # the same calls left, for a quarter of the time
+    assert hub.affords(room / 50 - 0.01) and not hub.affords(room / 50 + 0.1)
+    assert not hub.affords(room / 50 - 0.01, reserved=10)  # calls the creates waiting will spend
+    hub.pause(10.0)
+    assert not hub.affords(0.1)
+
+
 def test_an_answer_to_an_earlier_call_does_not_give_back_calls_sent_since() -> None:
     hub, fake = gate(rate=0, burst=20)
     hub.after_response(200, {"RateLimit": '"api";r=100;t=200', **WINDOW})

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sandbox_operator.hub.listing import LISTING_SPACING, STALE_INTERVALS, FleetObserver
+from sandbox_operator.hub.listing import (
+    LISTING_SPACING,
+    LISTING_SPACING_WITH_ROOM,
+    STALE_INTERVALS,
+    FleetObserver,
+)
 from tests.support.clock import ManualClock
 from tests.support.core import SPACE_ID, space
 from tests.support.listing import Hub, observer
@@ -78,6 +83,32 @@ def test_a_listing_right_after_another_waits_its_spacing_and_is_shared() -> None
     asyncio.run(short.observe_owner("agents"))
     asyncio.run(short.observe_owner("agents"))
     assert slept[-1] == 0.5  # never longer than the interval
+
+
+def test_listings_follow_each_other_closer_while_the_hubs_window_pays_for_it() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    hub.pages = 2  # a fleet of more than one page: each listing is two calls
+    asked: list[float] = []
+    room = True
+
+    def affords(calls_per_second: float) -> bool:
+        asked.append(calls_per_second)
+        return room
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    watcher = FleetObserver(hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep, affords=affords)
+    asyncio.run(watcher.observe_owner("agents"))
+    asyncio.run(watcher.observe_owner("agents"))
+    assert slept == [LISTING_SPACING_WITH_ROOM]
+    assert asked == [2 / LISTING_SPACING_WITH_ROOM]  # the last listing's calls, that often
+    room = False  # a window that cannot pay for it keeps its calls for creates and the rest of it
+    asyncio.run(watcher.observe_owner("agents"))
+    assert slept[-1] == LISTING_SPACING
 
 
 def test_a_listing_newer_than_the_last_action_is_news_until_it_goes_stale() -> None:
