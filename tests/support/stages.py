@@ -138,7 +138,11 @@ def pool_objects() -> dict[str, dict[str, Any]]:
     running = SpaceView("agents/ags-p1", "RUNNING", "cpu-basic", "cpu-basic", True, "url", SANDBOX)
     seen = pools.PoolObservation(
         pool_key=POOL_KEY,
-        spaces={"agents/ags-p1": pools.PooledObservation(space=running, health=HEALTHY)},
+        spaces={
+            "agents/ags-p1": pools.PooledObservation(
+                space=running, health=HEALTHY, entry=recorded.status.spaces[0]
+            )
+        },
         live_sessions=frozenset(),
     )
     refused = replace(building, spec=api.AgentSessionPoolSpec(replicas=1, template="elsewhere/template"))

@@ -38,20 +38,24 @@ log = logging.getLogger(__name__)
 async def _observe_space(
     rt: PoolRuntime, pool: core.Pool, entry: api.PooledSpace, key: str, read_token: str | None
 ) -> core.PooledObservation:
-    """A pooled Space's state; its health only through the edge with the platform's read token, as a
-    session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
+    """A pooled Space's state, with the record of it this look was taken for."""
+    return replace(await _look(rt, pool, entry, key, read_token), entry=entry)
+
+
+async def _look(
+    rt: PoolRuntime, pool: core.Pool, entry: api.PooledSpace, key: str, read_token: str | None
+) -> core.PooledObservation:
+    """What the Hub shows of a pooled Space; its health only through the edge with the platform's read
+    token, as a session's (without one no pooled Space becomes ready, and claims fall back to cold
+    creates)."""
     try:
         if entry.claimed_by is not None:
             space = await rt.hub.space(entry.space_id)
             ownership = await rt.hub.ownership(entry.space_id) if space is not None else None
-            claimant = entry.claimed_by.uid
             if ownership is None:
-                return core.PooledObservation(space=None, claimant=claimant)
+                return core.PooledObservation(space=None)
             return core.PooledObservation(
-                space=space,
-                marker_uid=ownership.session_uid,
-                marker_cluster=ownership.cluster_id,
-                claimant=claimant,
+                space=space, marker_uid=ownership.session_uid, marker_cluster=ownership.cluster_id
             )
         # From the owner's listing, as a session's Space is: the latest one once the Space's app
         # address is recorded, else the first one sent after its create (shared by every Space created

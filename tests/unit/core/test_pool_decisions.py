@@ -15,6 +15,7 @@ from sandbox_operator.api import (
     AgentSessionPoolStatus,
     AgentSessionSpec,
     LaunchType,
+    PooledSpace,
     PooledSpaceState,
 )
 from sandbox_operator.config.settings import OperatorConfig
@@ -72,8 +73,15 @@ def seen(
 
 
 def decide(p: core.Pool, **observed: Any) -> core.PoolPlan:
+    """The pool's plan; each observation not told otherwise was taken for the record as it is (as
+    the shell's are, when nothing changed the record since)."""
     observed.setdefault("live_sessions", frozenset())
     observed.setdefault("pool_key", KEY)
+    records = {e.space_id: e for e in p.status.spaces}
+    observed["spaces"] = {
+        space_id: look if look.entry is not None else replace(look, entry=records.get(space_id))
+        for space_id, look in observed.get("spaces", {}).items()
+    }
     return core.decide_pool(p, core.PoolObservation(**observed), CONFIG, NOW, ids())
 
 
@@ -223,13 +231,11 @@ def test_a_space_whose_claimant_is_gone_is_deleted_unless_it_moved_on() -> None:
     assert core.to_observe(p, frozenset(), full=False) == ["agents/ags-p1"]
     # Handover never finished (marker still the pool's), or finished: nobody else deletes it.
     for marker in (POOL_UID, "uid-s"):
-        space = seen(
-            running("agents/ags-p1"), marker_uid=marker, marker_cluster=CONFIG.cluster_id, claimant="uid-s"
-        )
+        space = seen(running("agents/ags-p1"), marker_uid=marker, marker_cluster=CONFIG.cluster_id)
         plan = decide(p, spaces={"agents/ags-p1": space})
         assert plan.actions == [core.DeletePooledSpace("agents/ags-p1")]
     # Kept by its session's deletionPolicy Orphan (released: no cluster in the marker): left alone.
-    released = seen(running("agents/ags-p1"), marker_uid="uid-s", marker_cluster="", claimant="uid-s")
+    released = seen(running("agents/ags-p1"), marker_uid="uid-s", marker_cluster="")
     plan = decide(p, spaces={"agents/ags-p1": released})
     assert plan.actions == [] and plan.status.spaces == []
     # A live claimant's Space is never looked at nor touched.
@@ -241,12 +247,31 @@ def test_a_space_claimed_after_the_pass_looked_at_it_stays_with_its_new_session(
     # list claims one of them before the pass decides. Its claimant is not in the list, but it is not
     # gone: the Space is the new session's, which is Ready on it.
     p = pool({"replicas": 1}, [entry(1, claimedBy={"name": "new", "uid": "uid-new"})])
-    looked_at = seen(running("agents/ags-p1"), marker_uid=POOL_UID, marker_cluster=CONFIG.cluster_id)
+    unclaimed = PooledSpace.model_validate(entry(1))
+    looked_at = seen(
+        running("agents/ags-p1"), marker_uid=POOL_UID, marker_cluster=CONFIG.cluster_id, entry=unclaimed
+    )
     plan = decide(p, live_sessions=frozenset({"uid-old"}), spaces={"agents/ags-p1": looked_at})
     assert not any(isinstance(a, core.DeletePooledSpace) for a in plan.actions)
     kept = plan.status.spaces[0]
     assert kept.claimed_by is not None and kept.claimed_by.uid == "uid-new"
     assert kept.state == PooledSpaceState.READY
+
+
+def test_a_ready_space_is_not_made_not_ready_by_a_look_older_than_what_made_it_ready() -> None:
+    # A pass looked at a Space while it was building (the listing it read showed it so); a newer
+    # pass, on the edge's answer, recorded it ready before this one decides. Taken as is, the older
+    # look would make the Space not ready again, and claims meanwhile would find it unclaimable.
+    p = pool({"replicas": 1}, [entry(1)])
+    building = PooledSpace.model_validate(entry(1, "Creating", age=70))
+    older = seen(running("agents/ags-p1", "BUILDING"), None, entry=building)
+    plan = decide(p, spaces={"agents/ags-p1": older})
+    assert plan.status.spaces[0].state == PooledSpaceState.READY and plan.actions == []
+    assert plan.status.ready == 1
+    # The same look, on the record it was taken for, does judge it.
+    p = pool({"replicas": 1}, [entry(1, "Creating", age=70)])
+    plan = decide(p, spaces={"agents/ags-p1": seen(running("agents/ags-p1", "BUILDING"), None)})
+    assert plan.status.spaces[0].state == PooledSpaceState.CREATING
 
 
 def test_deleting_the_pool_deletes_unclaimed_spaces_and_leaves_claimed_ones() -> None:

@@ -174,6 +174,8 @@ def _judge(
 ) -> PooledSpace | None:
     """One recorded Space after this pass: kept (maybe changed), or None when it leaves the status."""
     seen = observed.spaces.get(entry.space_id)
+    if seen is not None and seen.entry != entry:
+        return entry  # changed since this pass looked at it: the next look judges it
     if entry.claimed_by is not None:
         return _judge_claimed(pool, entry, seen, observed.live_sessions, config, actions)
     if pool.deleting and entry.state != PooledSpaceState.DELETING:
@@ -225,12 +227,7 @@ def _judge_claimed(
 ) -> PooledSpace | None:
     """A claimed Space is the pool's business only once its claimant is gone before the handover."""
     assert entry.claimed_by is not None
-    if (
-        seen is None
-        or seen.claimant != entry.claimed_by.uid  # claimed since it was observed: by a newer session
-        or not _claimant_gone(entry, live)
-        or seen.failure is not None
-    ):
+    if seen is None or not _claimant_gone(entry, live) or seen.failure is not None:
         return entry
     if seen.space is None or not own_cluster(seen.marker_cluster or "", config):
         return None  # gone, or kept by its session's deletionPolicy Orphan (released)

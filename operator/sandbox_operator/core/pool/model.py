@@ -17,6 +17,7 @@ from sandbox_operator.api import (
     AgentSessionPoolStatus,
     AgentSessionSpec,
     Hardware,
+    PooledSpace,
     SpaceSecretSource,
 )
 from sandbox_operator.config.settings import OperatorConfig
@@ -64,9 +65,11 @@ class PooledObservation:
     #: The ownership marker's session UID and cluster id; None when it was not read.
     marker_uid: str | None = None
     marker_cluster: str | None = None
-    #: The session the pool's status said had claimed the Space when it was observed (None: nobody).
-    #: A claim made since was not looked at: its claimant is newer than the pass's list of sessions.
-    claimant: str | None = None
+    #: The pool's record of the Space when this pass looked at it. A record changed since (a newer
+    #: pass judged the Space, a session claimed it) is not judged on this look: a ready Space is
+    #: not made not-ready by a listing older than what made it ready, nor a claim taken for a
+    #: claimant gone (the claimant is newer than the pass's list of sessions).
+    entry: PooledSpace | None = None
 
 
 @dataclass(frozen=True)
