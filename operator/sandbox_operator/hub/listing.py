@@ -45,7 +45,7 @@ STALE_INTERVALS = 3
 #: Spaces, about 140 listings in a 15-second burst and the operator's peak memory with them).
 LISTING_SPACING = 1.0
 #: The spacing while the Hub's window can pay for a listing that often until it resets: every session
-#: of a burst waits about the spacing more for the listing that gives its app's address (0.8-1.2 s of
+#: of a burst waits about the spacing more for the listing that gives its app's address (1.1-1.6 s of
 #: a thousand sessions' p50 at 1 s; 0.25 s gained nothing over 0.5: docs/performance.md, round eleven).
 #: A window that cannot pay for it keeps its calls for the creates and the rest of the window.
 LISTING_SPACING_WITH_ROOM = 0.5
