@@ -41,8 +41,8 @@ class CreateSlots:
     spare: Callable[[], int | None] = lambda: None
     #: Creates holding a turn: each will spend a call of the window.
     _held: int = field(default=0, init=False, repr=False)
-    #: Creates waiting for a turn: each will too.
-    _waiting: int = field(default=0, init=False, repr=False)
+    #: Creates holding a turn or waiting for one: each will spend a call of the window.
+    _asking: int = field(default=0, init=False, repr=False)
     _free: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     #: Sessions (UIDs) whose duplicate this process sent (or may have): their create record is its own.
     _sent: set[str] = field(default_factory=set, init=False, repr=False)
@@ -67,30 +67,26 @@ class CreateSlots:
             yield False
             return
         waited = self._free.locked()
-        self._waiting += 1
+        self._asking += 1
         try:
             await self._free.acquire()
-        except BaseException:
-            self._waiting -= 1
-            raise
-        try:
             try:
                 while not self._room():
                     waited = True
                     await asyncio.sleep(ROOM_RECHECK)
+                self._held += 1
+                try:
+                    yield waited
+                finally:
+                    self._held -= 1
             finally:
-                self._waiting -= 1
-            self._held += 1
-            try:
-                yield waited
-            finally:
-                self._held -= 1
+                self._free.release()
         finally:
-            self._free.release()
+            self._asking -= 1
 
     def demand(self) -> int:
         """Creates holding a turn or waiting for one: calls of the Hub's window they will spend."""
-        return self._held + self._waiting
+        return self._asking
 
     def _room(self) -> bool:
         """Whether the Hub's window has a call to spare for one more create than those holding turns."""

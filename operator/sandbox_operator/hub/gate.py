@@ -241,12 +241,10 @@ class HubGate:
         calls for `calls_per_second` until it resets; with no window stated, whether nothing paces
         calls (no token bucket)."""
         with self._lock:
-            now = self._clock()
-            if now < self._paused_until:
-                return False
-            if self._remaining is None or now >= self._reset_at:
-                return self._bucket is None
-            return self._remaining - self._low() - reserved >= calls_per_second * (self._reset_at - now)
+            spare = self.spare()
+            if spare is None:  # no window open, or every call paused
+                return self._bucket is None and self.paused_for() == 0
+            return spare - reserved >= calls_per_second * (self._reset_at - self._clock())
 
     def _pacing(self, now: float) -> float:
         """Seconds between requests while the Hub's window runs low (0: no pacing)."""

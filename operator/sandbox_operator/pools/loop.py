@@ -38,16 +38,8 @@ log = logging.getLogger(__name__)
 async def _observe_space(
     rt: PoolRuntime, pool: core.Pool, entry: api.PooledSpace, key: str, read_token: str | None
 ) -> core.PooledObservation:
-    """A pooled Space's state, with the record of it this look was taken for."""
-    return replace(await _look(rt, pool, entry, key, read_token), entry=entry)
-
-
-async def _look(
-    rt: PoolRuntime, pool: core.Pool, entry: api.PooledSpace, key: str, read_token: str | None
-) -> core.PooledObservation:
-    """What the Hub shows of a pooled Space; its health only through the edge with the platform's read
-    token, as a session's (without one no pooled Space becomes ready, and claims fall back to cold
-    creates)."""
+    """A pooled Space's state; its health only through the edge with the platform's read token, as a
+    session's (without one no pooled Space becomes ready, and claims fall back to cold creates)."""
     try:
         if entry.claimed_by is not None:
             space = await rt.hub.space(entry.space_id)
@@ -145,7 +137,8 @@ async def _observe(
         policy_problem = await rt.kube.approval_policy_problem(time.monotonic())
         secret_values, secrets_problem = await rt.kube.resolve_secrets(pool.namespace, pool.spec.secrets)
     observed = core.PoolObservation(
-        spaces=dict(zip(wanted, seen, strict=True)),
+        # Each look with the record it was taken for: a record changed since is not judged on it.
+        spaces={i: replace(look, entry=entries[i]) for i, look in zip(wanted, seen, strict=True)},
         live_sessions=live,
         policy_problem=policy_problem,
         secrets_problem=secrets_problem,
