@@ -12,8 +12,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-#: Builds remembered per template: recent enough to follow a template that changes.
-RECENT_BUILDS = 20
+#: How long a template's builds count (seconds): a Space is probed closely from a little before the
+#: shortest build of its template that ended within this time. Not the last few builds: a burst's
+#: Spaces end longest build last, so its last builds are its longest, and the Spaces of the next
+#: burst were probed only from 90 % of those (108 s for builds of 60-120 s), after most had
+#: answered (docs/performance.md, round twelve). Long enough to span a burst; short enough to
+#: follow a template whose builds got slower.
+BUILD_MEMORY = 900.0
 #: Close probing starts this share of the shortest recent build early: builds vary.
 EARLY_SHARE = 0.1
 
@@ -22,17 +27,29 @@ EARLY_SHARE = 0.1
 class BuildTimes:
     """The recent build durations of each template (in memory: a restart learns them again)."""
 
-    keep: int = RECENT_BUILDS
-    _recent: dict[str, deque[float]] = field(default_factory=dict)
+    memory: float = BUILD_MEMORY
+    #: Per template, (when it ended, seconds) of the builds that may still be the shortest within
+    #: `memory`: oldest first, each shorter than every later one (a sliding minimum). The last is the
+    #: latest build, kept however old.
+    _recent: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
 
-    def record(self, template: str, seconds: float) -> None:
-        """A Space of `template` answered `seconds` after its build began."""
-        self._recent.setdefault(template, deque(maxlen=self.keep)).append(max(0.0, seconds))
+    def record(self, template: str, seconds: float, ended: float) -> None:
+        """A Space of `template` answered `seconds` after its build began, at time `ended`."""
+        builds = self._recent.setdefault(template, deque())
+        seconds = max(0.0, seconds)
+        while builds and builds[-1][1] >= seconds:
+            builds.pop()  # never the shortest again: this one is as short, and newer
+        builds.append((ended, seconds))
 
-    def shortest(self, template: str | None) -> float | None:
-        """The shortest recent build of `template`; None before the first one was seen."""
-        recent = self._recent.get(template) if template is not None else None
-        return min(recent) if recent else None
+    def shortest(self, template: str | None, now: float) -> float | None:
+        """The shortest build of `template` that ended within `memory` before `now` (else its latest);
+        None before the first one was seen."""
+        builds = self._recent.get(template) if template is not None else None
+        if not builds:
+            return None
+        while len(builds) > 1 and builds[0][0] < now - self.memory:
+            builds.popleft()
+        return builds[0][1]
 
 
 def probe_delay(elapsed: float, shortest: float | None, cadence: float) -> float:

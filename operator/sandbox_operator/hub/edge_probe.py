@@ -123,7 +123,7 @@ class EdgeProber:
                 probe.target, probe.answer = replace(target, since=probe.target.since), None
             return
         now = self.clock()
-        wait = probe_delay(now - target.since, self.builds.shortest(target.template), cadence=0.0)
+        wait = probe_delay(now - target.since, self.builds.shortest(target.template, now), cadence=0.0)
         self._probes[uid] = _Probe(target, due=now + wait, seen=seen)
 
     def building_view(
@@ -223,11 +223,12 @@ class EdgeProber:
         if self._probes.get(uid) is not probe:
             return  # withdrawn, or a new build, meanwhile
         if not answer.ok:
-            probe.due = now + probe_delay(building, self.builds.shortest(target.template), self.cadence)
+            shortest = self.builds.shortest(target.template, now)
+            probe.due = now + probe_delay(building, shortest, self.cadence)
             return
         probe.answer = answer
         if target.template is not None:
-            self.builds.record(target.template, building)
+            self.builds.record(target.template, building, now)
         log.debug("Space %s answers at its edge after %.1fs of build", target.space_id, building)
         wakeup = self._wakeups.get(uid)
         if wakeup is not None:

@@ -13,17 +13,30 @@ from sandbox_operator.hub.sandbox_health import sandbox_answer
 TEMPLATE = "templates/box"
 
 
-def test_build_times_keep_the_shortest_recent_build_per_template() -> None:
-    builds = BuildTimes(keep=3)
-    assert builds.shortest(TEMPLATE) is None
-    assert builds.shortest(None) is None
-    for seconds in (70.0, 61.3, 90.0):
-        builds.record(TEMPLATE, seconds)
-    assert builds.shortest(TEMPLATE) == 61.3
-    builds.record(TEMPLATE, 80.0)  # 70 goes, then 61.3: only recent builds count
-    builds.record(TEMPLATE, 85.0)
-    assert builds.shortest(TEMPLATE) == 80.0
-    assert builds.shortest("templates/other") is None
+def test_build_times_keep_the_shortest_build_that_ended_within_their_memory() -> None:
+    builds = BuildTimes(memory=900.0)
+    assert builds.shortest(TEMPLATE, 0.0) is None
+    assert builds.shortest(None, 0.0) is None
+    for ended, seconds in ((100.0, 70.0), (110.0, 61.3), (120.0, 90.0)):
+        builds.record(TEMPLATE, seconds, ended)
+    assert builds.shortest(TEMPLATE, 120.0) == 61.3
+    assert builds.shortest("templates/other", 120.0) is None
+    # 1,010 s: 61.3 s ended more than 900 s ago; 90 s is the shortest since.
+    assert builds.shortest(TEMPLATE, 1010.0 + 1) == 90.0
+    # Long after the last build, the latest still counts (nothing newer says otherwise).
+    assert builds.shortest(TEMPLATE, 10_000.0) == 90.0
+    builds.record(TEMPLATE, 75.0, 10_001.0)
+    assert builds.shortest(TEMPLATE, 10_001.0) == 75.0
+
+
+def test_the_longest_builds_of_a_burst_ending_last_do_not_hide_its_shortest() -> None:
+    """A burst's Spaces end longest build last: the next burst is probed from before its shortest."""
+    builds = BuildTimes()
+    burst = [60.0 + (i * 37 % 1000) * 0.06 for i in range(1000)]  # builds of 60-120 s
+    ends = sorted((i * 0.04 + seconds, seconds) for i, seconds in enumerate(burst))  # started over 40 s
+    for ended, seconds in ends:  # recorded as they end: the longest last
+        builds.record(TEMPLATE, seconds, ended)
+    assert builds.shortest(TEMPLATE, 300.0) == 60.0
 
 
 def test_probes_are_close_only_from_a_little_before_the_build_may_end() -> None:
@@ -105,7 +118,7 @@ def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time()
         answer = prober.answered("u0", "o/s-0", "cpu-basic")
         assert answer is not None and answer.ok
         assert prober.answered("u0", "o/s-0", "t4-small") is None  # built for another flavor: not that
-        assert prober.builds.shortest(TEMPLATE) == 61.0
+        assert prober.builds.shortest(TEMPLATE, clock.now) == 61.0
         asked = len(edge.asked)
         clock.now += 5.0
         prober.tick()
