@@ -105,6 +105,7 @@ def fixed_mmap_threshold() -> bool:
 def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, namespaces: list[str]) -> Runtime:
     """The caches and coordinators every handler shares, each built once around the two clients."""
     create_slots = CreateSlots.for_config(config, hub.gate.spare)
+    prober = EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence)
     return Runtime(
         config=config,
         hub=hub,
@@ -116,8 +117,10 @@ def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, name
             config.observe_interval,
             # Listings go closer together only with calls to spare after every create waiting.
             affords=lambda rate: hub.gate.affords(rate, reserved=create_slots.demand()),
+            probes_behind=prober.behind,
+            probed=prober.probing,
         ),
-        prober=EdgeProber(hub.health, config.edge_probe_rate, config.edge_probe_cadence),
+        prober=prober,
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),
         namespaces=namespaces,
         create_slots=create_slots,

@@ -85,6 +85,8 @@ class EdgeProber:
     #: Probes that may still go this second (a token bucket of `rate`, one second's worth at most).
     _allowance: float = 0.0
     _last_tick: float | None = None
+    #: Probes that were due at the last tick and that the rate left waiting.
+    _overdue: int = 0
 
     def __post_init__(self) -> None:
         self._allowance = max(0.0, self.rate)
@@ -174,6 +176,17 @@ class EdgeProber:
             return None  # a switch of flavor: its end (a bill) is read from the Hub (core/reads.py)
         return probe.seen
 
+    def probing(self, uid: str) -> bool:
+        """Whether the session's Space is probed at its edge: its app's first answer wakes the session."""
+        probe = self._probes.get(uid)
+        return probe is not None and probe.answer is None
+
+    def behind(self) -> bool:
+        """Whether more probes were due at the last tick than the rate serves in a second: each
+        building Space's app is then asked only every few seconds (a listing shows sooner which
+        builds ended)."""
+        return self._overdue > self.rate
+
     def withdraw(self, uid: str) -> None:
         """The session's Space is not building (any more): no more probes."""
         self._probes.pop(uid, None)
@@ -200,7 +213,9 @@ class EdgeProber:
             for uid, probe in self._probes.items()
             if probe.answer is None and not probe.in_flight and probe.due <= now
         ]
-        for _, _, uid in sorted(due)[: int(self._allowance)]:
+        started = sorted(due)[: int(self._allowance)]
+        self._overdue = len(due) - len(started)
+        for _, _, uid in started:
             self._allowance -= 1
             probe = self._probes[uid]
             probe.in_flight = True

@@ -92,6 +92,12 @@ class FleetObserver:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     #: Whether the Hub's window affords this many calls a second until it resets (`HubGate.affords`).
     affords: Callable[[float], bool] = lambda _: False
+    #: Whether the edge probes of building Spaces fall behind (`EdgeProber.behind`): a listing then
+    #: shows sooner than they do which builds ended.
+    probes_behind: Callable[[], bool] = lambda: False
+    #: Whether session `uid`'s Space is probed at its edge (`EdgeProber.probing`): its app's answer
+    #: wakes the session, and a listing showing its Space as before is no news to it.
+    probed: Callable[[str], bool] = lambda _: False
     _listings: dict[str, Listing] = field(default_factory=dict)
     _watched: dict[str, Watched] = field(default_factory=dict)
     #: When this operator last acted on each Space (monotonic): older listings do not show it.
@@ -285,7 +291,7 @@ class FleetObserver:
         previous = self._listings.get(owner)
         self._listings[owner] = listing
         spaces = listing.spaces
-        for watched in list(self._watched.values()):
+        for uid, watched in list(self._watched.items()):
             space_id = watched.space_id
             if _owner(space_id) != owner or listing.taken_at <= self._known_since(space_id):
                 continue  # acted on or read since this listing was sent: it would not use it
@@ -296,7 +302,9 @@ class FleetObserver:
                 changed = previous is not None and previous.spaces.get(space_id) != now
             # A Space missing is news only to a session that saw it (drift): one whose create was
             # refused or is still in flight would be woken by every listing, out of its backoff.
-            if watched.waiting or changed:
+            # A waiting session whose building Space is probed learns nothing from the same view
+            # again: a burst's thousand would each make a pass on every listing.
+            if changed or (watched.waiting and not self.probed(uid)):
                 watched.wakeup.set()
 
     async def close(self) -> None:
@@ -308,9 +316,24 @@ class FleetObserver:
         await asyncio.gather(*listings, return_exceptions=True)
 
     async def run(self) -> None:
-        """Every interval, one listing per watched owner (the owners one after another)."""
+        """Every interval, one listing per watched owner (the owners one after another); while the
+        edge probes fall behind, every `LISTING_SPACING` where the Hub's window pays for it: a
+        listing shows every Space whose build ended, where the probes reach each only every few
+        seconds."""
         while True:
             started = self.clock()
-            for owner in sorted(self.owners()):
+            owners = sorted(self.owners())
+            for owner in owners:
                 await self.observe_owner(owner)
-            await asyncio.sleep(max(0.0, self.interval - (self.clock() - started)))
+            while (left := self.interval - (self.clock() - started)) > 0:
+                await self.sleep(min(LISTING_SPACING, left))
+                if self._hurried(owners):
+                    break
+
+    def _hurried(self, owners: list[str]) -> bool:
+        """The edge probes fall behind, and the Hub's window affords a listing of `owners` (each as
+        many calls as its last one) every `LISTING_SPACING` until it resets."""
+        if not owners or not self.probes_behind():
+            return False
+        calls = sum(listing.calls for owner in owners if (listing := self._listings.get(owner)))
+        return self.affords(max(calls, len(owners)) / LISTING_SPACING)

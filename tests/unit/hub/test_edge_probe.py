@@ -98,6 +98,35 @@ def test_within_the_rate_the_probe_due_longest_goes_first_then_the_oldest_build(
     asyncio.run(scenario())
 
 
+def test_the_prober_is_behind_when_more_probes_are_due_than_a_second_of_its_rate() -> None:
+    """Then a listing shows sooner which builds ended (hub/listing.py `FleetObserver.run`)."""
+
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        prober = EdgeProber(edge.health, rate=2.0, cadence=1.0, clock=clock)
+        for i in range(4):
+            prober.offer(f"u{i}", _target(i, clock.now))
+        clock.now += 1.0
+        prober.tick()
+        await _settle()
+        assert not prober.behind()  # two asked, two left waiting: a second of the rate
+        assert prober.probing("u0") and not prober.probing("nobody")
+        for i in (4, 5):
+            prober.offer(f"u{i}", _target(i, clock.now))
+        clock.now += 0.5  # the two asked are not due again yet; half a second's allowance: one probe
+        prober.tick()
+        await _settle()
+        assert prober.behind()  # four due, one goes: three wait, more than a second of the rate
+        edge.running.add("http://edge/s-0")
+        for _ in range(4):  # each probe due again, two a second
+            clock.now += 1.0
+            prober.tick()
+            await _settle()
+        assert not prober.probing("u0")  # it answered: its session is woken, the probes end
+
+    asyncio.run(scenario())
+
+
 def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time() -> None:
     async def scenario() -> None:
         clock, edge = Clock(), Edge()

@@ -111,6 +111,49 @@ def test_listings_follow_each_other_closer_while_the_hubs_window_pays_for_it() -
     assert slept[-1] == LISTING_SPACING
 
 
+def test_while_the_edge_probes_fall_behind_owners_are_listed_every_spacing_the_window_pays_for() -> None:
+    hub, clock = Hub(), ManualClock(100.0)
+    hub.pages = 2
+    behind, room = True, True
+    asked: list[float] = []
+
+    def affords(calls_per_second: float) -> bool:
+        asked.append(calls_per_second)
+        return room
+
+    end = 0.0
+    passed: asyncio.Event | None = None  # the wait of `listed_until`, made on the loop it runs on
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if clock.now >= end and passed is not None:
+            passed.set()
+        await asyncio.sleep(0)
+
+    watcher = FleetObserver(
+        hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep, affords=affords, probes_behind=lambda: behind
+    )
+    watcher.watch("1", SPACE_ID, asyncio.Event(), waiting=True)
+
+    async def listed_until(until: float) -> list[float]:
+        """When the observer's own loop listed, from now until the clock reads `until`."""
+        nonlocal end, passed
+        end, times, passed = until, [], asyncio.Event()
+        hub.clock, hub.meanwhile = clock, lambda: times.append(clock.now)
+        task = asyncio.ensure_future(watcher.run())
+        await passed.wait()
+        task.cancel()
+        return times
+
+    times = asyncio.run(listed_until(110.0))
+    assert times == [100.0 + n * LISTING_SPACING for n in range(10)]  # the spacing, not the interval
+    assert asked[0] == 2 / LISTING_SPACING  # both pages of the last listing, that often
+    room = False  # the window keeps its calls for creates: the interval again
+    assert asyncio.run(listed_until(200.0)) == [110.0, 140.0, 170.0]
+    room, behind = True, False  # the probes keep up: nothing to hurry
+    assert len(asyncio.run(listed_until(260.0))) == 2
+
+
 def test_a_listing_newer_than_the_last_action_is_news_until_it_goes_stale() -> None:
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)

@@ -65,6 +65,28 @@ def test_a_listing_wakes_the_loops_whose_space_changed_or_vanished_and_those_tha
     assert watcher.view("agents/ags-gone") is None  # not listed: the session confirms with its own read
 
 
+def test_a_waiting_session_whose_building_space_is_probed_wakes_on_a_change_only() -> None:
+    """Its app's answer wakes it (hub/edge_probe.py): the same view again is no news, nor a pass each
+    for a burst's thousand."""
+    hub, clock = Hub(), ManualClock(100.0)
+    watcher = observer(hub, clock)
+    watcher.probed = lambda uid: uid == "probed"
+    hub.spaces = {SPACE_ID: space("BUILDING"), OTHER: space("BUILDING")}
+    probed, unprobed = asyncio.Event(), asyncio.Event()
+    watcher.watch("probed", SPACE_ID, probed, waiting=True)
+    watcher.watch("other", OTHER, unprobed, waiting=True)
+    watcher.saw(SPACE_ID, space("BUILDING"))
+    watcher.saw(OTHER, space("BUILDING"))
+    clock.now += 1
+    asyncio.run(watcher.observe_owner("agents"))
+    assert not probed.is_set()
+    assert unprobed.is_set()  # not probed (a private Space without a read token): the listing polls it
+    hub.spaces[SPACE_ID] = space("RUNNING")
+    clock.now += 1
+    asyncio.run(watcher.observe_owner("agents"))
+    assert probed.is_set()
+
+
 def test_a_listing_older_than_the_last_action_or_stale_is_not_used() -> None:
     hub, clock = Hub(), ManualClock(100.0)
     watcher = observer(hub, clock)
