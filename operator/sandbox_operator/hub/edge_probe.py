@@ -145,8 +145,9 @@ class EdgeProber:
         private one has a read token to pass the edge with; any other is withdrawn."""
         requested = space.requested_hardware
         if space.stage not in BUILD_STAGES or requested is None or not token or not space.sandbox_url:
+            answer = self._answered_running(uid, space, token, hub_token)
             self.withdraw(uid)
-            return space, None
+            return space, answer
         if private and not hub_token:
             return space, None  # its edge is not passed without a read token: the core says so once it runs
         answer = self.answered(uid, space.space_id, requested)
@@ -157,6 +158,20 @@ class EdgeProber:
         )
         self.offer(uid, edge, seen=space)
         return space, None
+
+    def _answered_running(
+        self, uid: str, space: SpaceView, token: str | None, hub_token: str | None
+    ) -> HealthResult | None:
+        """The healthy answer of the app of a Space a listing now shows running on the flavor it was
+        building for, asked at the same address with the tokens the session holds: that is its health
+        check, not one more (a listing that caught up with the answer before the session's pass)."""
+        probe = self._probes.get(uid)
+        if probe is None or probe.answer is None or space.stage != "RUNNING":
+            return None
+        target = probe.target
+        now = (space.space_id, space.current_hardware, space.sandbox_url, token, hub_token or "")
+        built = (target.space_id, target.requested, target.sandbox_url, target.token, target.hub_token)
+        return probe.answer if now == built else None
 
     def answered(self, uid: str, space_id: str, requested: str | None) -> HealthResult | None:
         """The healthy answer of the session's Space's app while it was building for `requested`."""

@@ -242,3 +242,36 @@ def test_once_its_app_answers_the_space_last_seen_building_stands_without_a_newe
         assert prober.answered_view("u2", "o/s-2") is None
 
     asyncio.run(scenario())
+
+
+def test_a_listing_that_caught_up_with_the_answer_takes_it_as_the_health_check() -> None:
+    """The Space is listed running before the session's pass used its app's answer: no second check."""
+
+    async def scenario() -> None:
+        clock, edge = Clock(), Edge()
+        prober = EdgeProber(edge.health, rate=10.0, cadence=1.0, clock=clock)
+        url = "http://edge/s-0"
+        building = SpaceView("o/s-0", "BUILDING", None, "cpu-basic", sandbox_url=url)
+        running = SpaceView("o/s-0", "RUNNING", "cpu-basic", "cpu-basic", sandbox_url=url)
+        other_flavor = SpaceView("o/s-0", "RUNNING", "t4-small", "t4-small", sandbox_url=url)
+
+        async def answered() -> None:
+            prober.building_view("u0", building, "t", "", private=False, since=clock.now, template=None)
+            edge.running.add(url)
+            clock.now += 1.0
+            prober.tick()
+            await _settle()
+
+        def listed(view: SpaceView, token: str = "t") -> tuple[SpaceView, HealthResult | None]:
+            return prober.building_view("u0", view, token, "", private=False, since=0.0, template=None)
+
+        await answered()
+        view, health = listed(running)
+        assert view == running and health is not None and health.ok
+        assert not prober.probing("u0")  # withdrawn: it runs
+        await answered()
+        assert listed(running, token="t2")[1] is None  # asked with a token the session no longer holds
+        await answered()
+        assert listed(other_flavor)[1] is None  # it runs on another flavor than it was built for
+
+    asyncio.run(scenario())
