@@ -223,12 +223,16 @@ class FleetObserver:
         """`view`, after listing the owner's Spaces first if no listing of them was made yet and this
         process has not acted on the Space: after a restart, a thousand converged sessions share one
         listing instead of a call each, while a Space just created is read at once, never held back
-        behind a listing that waits at the gate. A listing under way is shared too: it costs no call,
-        and a read of this Space alone would queue behind it at the gate anyway (so a session whose
-        listing is stale while the gate is busy waits for the next one instead of asking itself)."""
+        behind a listing that waits at the gate. A listing under way is shared too when the latest one
+        no longer serves the Space (gone stale, or older than the last action on it): it costs no
+        call, and a read of this Space alone would queue behind it at the gate anyway. A session the
+        latest listing still serves does not wait for it: where the Hub's window paces a listing's
+        pages, one takes half a minute, and a building Space's app answering meanwhile would wait
+        with it (docs/performance.md, round twelve)."""
         owner = _owner(space_id)
         if self.enabled and (
-            owner in self._listing or (owner not in self._listings and space_id not in self._acted)
+            (owner in self._listing and not self.has_news(space_id))
+            or (owner not in self._listings and space_id not in self._acted)
         ):
             await self.observe_owner(owner)
         return self.view(space_id)

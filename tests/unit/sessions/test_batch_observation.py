@@ -176,6 +176,37 @@ def test_a_wake_up_by_a_listing_the_pass_itself_made_useless_is_dropped() -> Non
     assert wakeup.is_set()  # a listing sent after the action is kept
 
 
+def test_a_session_the_latest_listing_serves_does_not_wait_for_the_one_under_way() -> None:
+    """Pages paced by the Hub's window: a listing takes half a minute, and an app answering meanwhile
+    would wait with the session's pass."""
+
+    async def scenario() -> tuple[SpaceView | None, bool]:
+        hub, clock = Hub(), ManualClock(100.0)
+        watcher = observer(hub, clock)
+        hub.spaces = {SPACE_ID: space("BUILDING")}
+        watcher.watch("1", SPACE_ID, asyncio.Event(), waiting=True)
+        await watcher.observe_owner("agents")
+        clock.now += 10
+        gate = asyncio.Event()  # the next listing waits at the Hub's gate
+        listing = hub.list_spaces
+
+        async def paced(owner: str, prefix: str) -> Listing:
+            await gate.wait()
+            return await listing(owner, prefix)
+
+        watcher.list_spaces = paced
+        under_way = asyncio.ensure_future(watcher.observe_owner("agents"))
+        await asyncio.sleep(0)
+        seen = await asyncio.wait_for(watcher.listed(SPACE_ID), 1.0)
+        waited = under_way.done()
+        gate.set()
+        await under_way
+        return seen, waited
+
+    seen, waited = asyncio.run(scenario())
+    assert seen == space("BUILDING") and not waited
+
+
 def test_a_session_shares_the_listing_under_way_instead_of_reading_its_own_space() -> None:
     """A listing gone stale while the gate is busy: the session waits for the listing under way."""
 
