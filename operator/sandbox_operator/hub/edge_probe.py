@@ -14,7 +14,9 @@ second), and a Space is probed closely only from a little before its template's 
 (core/builds.py learns how long they take). When more are due than the rate allows, the one due
 longest goes first, then the oldest build: each waiting Space is probed as often as the others
 (a strict oldest-first order would starve a young Space that finished among older ones still
-building), and first come, first served among equals.
+building), and first come, first served among equals. When more are due than a second of the rate
+(`behind`), the observer lists the owners every second where the Hub's window pays for it: one
+listing shows every build that ended (hub/listing.py).
 """
 
 from __future__ import annotations

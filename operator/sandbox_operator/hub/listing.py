@@ -5,10 +5,11 @@ would spend the account's 5-minute budget many times over. Instead, every `obser
 observer lists each watched owner's Spaces with their runtime (`HubClient.list_owner_spaces`,
 one paginated call, 500 Spaces a page), keeps the latest listing, and wakes the loops whose Space
 changed from what their last pass saw, vanished, or that are waiting for the Hub (building,
-starting). A loop then reads its
+starting) without an edge probe to wake them (hub/edge_probe.py). A loop then reads its
 Space from the listing instead of asking the Hub, so converged sessions cost nothing but their
 share of the listing, and drift (a Space deleted, paused or moved to other hardware behind the
-operator's back) is noticed within about one interval.
+operator's back) is noticed within about one interval. While the edge probes fall behind, owners
+are listed every second where the Hub's window pays for it.
 
 A listing is used for a Space only when it was sent (its first page left the Hub gate) after this
 operator last acted on that Space (an older one would not show the action), and not when it is
