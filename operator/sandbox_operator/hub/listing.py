@@ -276,10 +276,13 @@ class FleetObserver:
     def _spacing(self, owner: str) -> float:
         """The shorter spacing while the Hub's window pays for listings of `owner` that often (each
         as many calls as its last one took), else the longer one."""
-        last = self._listings.get(owner)
-        calls = last.calls if last is not None else 1
-        with_room = self.affords(calls / LISTING_SPACING_WITH_ROOM)
+        with_room = self.affords(self._calls(owner) / LISTING_SPACING_WITH_ROOM)
         return LISTING_SPACING_WITH_ROOM if with_room else LISTING_SPACING
+
+    def _calls(self, owner: str) -> int:
+        """Hub API calls the next listing of `owner` takes: as many as its last one (1 before any)."""
+        last = self._listings.get(owner)
+        return last.calls if last is not None else 1
 
     async def _list(self, owner: str, delay: float = 0.0) -> None:
         """List one owner's Spaces (after `delay`, which callers in the meantime share) and wake the
@@ -340,5 +343,4 @@ class FleetObserver:
         many calls as its last one) every `LISTING_SPACING` until it resets."""
         if not owners or not self.probes_behind():
             return False
-        calls = sum(listing.calls for owner in owners if (listing := self._listings.get(owner)))
-        return self.affords(max(calls, len(owners)) / LISTING_SPACING)
+        return self.affords(sum(self._calls(owner) for owner in owners) / LISTING_SPACING)
