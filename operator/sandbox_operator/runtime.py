@@ -119,6 +119,7 @@ def build_runtime(config: OperatorConfig, hub: HubClient, kube: KubeClient, name
             affords=lambda rate: hub.gate.affords(rate, reserved=create_slots.demand()),
             probes_behind=prober.behind,
             probed=prober.probing,
+            creates_sending=create_slots.sending,
         ),
         prober=prober,
         secrets=SecretCache(kube.read_secret, config.secret_cache_ttl),

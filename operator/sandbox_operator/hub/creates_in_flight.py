@@ -88,6 +88,11 @@ class CreateSlots:
         """Creates holding a turn or waiting for one: calls of the Hub's window they will spend."""
         return self._asking
 
+    def sending(self) -> bool:
+        """Whether creates are being sent: some hold turns, or queue for turns the Hub's window has
+        room for (not those waiting for it to reset). A listing started now would miss their Spaces."""
+        return self._held > 0 or (self._asking > self._held and self._room())
+
     def _room(self) -> bool:
         """Whether the Hub's window has a call to spare for one more create than those holding turns."""
         spare = self.spare()

@@ -9,7 +9,8 @@ starting) without an edge probe to wake them (hub/edge_probe.py). A loop then re
 Space from the listing instead of asking the Hub, so converged sessions cost nothing but their
 share of the listing, and drift (a Space deleted, paused or moved to other hardware behind the
 operator's back) is noticed within about one interval. While the edge probes fall behind, owners
-are listed every second where the Hub's window pays for it.
+are listed every second where the Hub's window pays for it; while creates are being sent, a listing
+waits for them (one after them shows all their Spaces, and its calls are the creates').
 
 A listing is used for a Space only when it was sent (its first page left the Hub gate) after this
 operator last acted on that Space (an older one would not show the action), and not when it is
@@ -50,6 +51,9 @@ LISTING_SPACING = 1.0
 #: a thousand sessions' p50 at 1 s; 0.25 s gained nothing over 0.5: docs/performance.md, round eleven).
 #: A window that cannot pay for it keeps its calls for the creates and the rest of the window.
 LISTING_SPACING_WITH_ROOM = 0.5
+
+#: How often a listing held back while creates are sent looks again (seconds).
+CREATES_SENT_RECHECK = 0.25
 
 ListSpaces = Callable[[str, str], Awaitable[Listing]]
 
@@ -99,6 +103,9 @@ class FleetObserver:
     #: Whether session `uid`'s Space is probed at its edge (`EdgeProber.probing`): its app's answer
     #: wakes the session, and a listing showing its Space as before is no news to it.
     probed: Callable[[str], bool] = lambda _: False
+    #: Whether creates are being sent (`CreateSlots.sending`): a listing then waits for them, at most
+    #: an interval.
+    creates_sending: Callable[[], bool] = lambda: False
     _listings: dict[str, Listing] = field(default_factory=dict)
     _watched: dict[str, Watched] = field(default_factory=dict)
     #: When this operator last acted on each Space (monotonic): older listings do not show it.
@@ -289,6 +296,7 @@ class FleetObserver:
         loops whose Space changed or vanished, or that wait."""
         if delay > 0:
             await self.sleep(delay)
+        await self._after_creates()
         try:
             listing = await self.list_spaces(owner, self.prefix)
         except HubError as error:
@@ -314,6 +322,16 @@ class FleetObserver:
             # again: a burst's thousand would each make a pass on every listing.
             if changed or (watched.waiting and not self.probed(uid)):
                 watched.wakeup.set()
+
+    async def _after_creates(self) -> None:
+        """Wait while creates are being sent, at most an interval: each call of a listing meanwhile is
+        one a create could have had, and one listing after them shows every Space they made. A burst
+        of 1,000 at the window's start listed every second while its creates went, and the 37 calls
+        meant as many sessions waited for the next window (docs/performance.md, round thirteen).
+        Creates that wait for the window to reset do not hold a listing back."""
+        until = self.clock() + self.interval
+        while self.creates_sending() and self.clock() < until:
+            await self.sleep(CREATES_SENT_RECHECK)
 
     async def close(self) -> None:
         """Stop the listings in flight, before the Hub client closes under them: a listing that outlived

@@ -96,6 +96,34 @@ def test_creates_wait_while_the_hubs_window_has_no_call_to_spare() -> None:
     assert asyncio.run(scenario()) == [False, True, True]  # they waited: decided again
 
 
+def test_creates_are_being_sent_while_they_hold_turns_or_queue_for_turns_with_room() -> None:
+    """A listing waits for the creates being sent, not for those that wait for the window's reset."""
+
+    async def scenario() -> list[bool]:
+        spare: list[int | None] = [10]
+        slots = CreateSlots(1, spare=lambda: spare[0])
+        release = asyncio.Event()
+        seen = [slots.sending()]  # nothing asks
+
+        async def create() -> None:
+            async with slots.turn(True):
+                await release.wait()
+
+        tasks = [asyncio.ensure_future(create()) for _ in range(2)]
+        await asyncio.sleep(0)
+        seen.append(slots.sending())  # one in flight, one waits for its turn
+        release.set()
+        spare[0] = 0  # the first spent the window's last spare call: the second waits for the reset
+        await asyncio.sleep(ROOM_RECHECK / 2)
+        seen.append(slots.sending())
+        spare[0] = None  # the window reset
+        await asyncio.gather(*tasks)
+        seen.append(slots.sending())
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, False]
+
+
 def test_a_create_record_is_this_process_s_own_only_once_it_sent_the_duplicate() -> None:
     """A record on the object that this process did not send is an earlier process's: sent again."""
     slots = CreateSlots(2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from sandbox_operator.hub.listing import (
+    CREATES_SENT_RECHECK,
     LISTING_SPACING,
     LISTING_SPACING_WITH_ROOM,
     STALE_INTERVALS,
@@ -152,6 +153,38 @@ def test_while_the_edge_probes_fall_behind_owners_are_listed_every_spacing_the_w
     assert asyncio.run(listed_until(200.0)) == [110.0, 140.0, 170.0]
     room, behind = True, False  # the probes keep up: nothing to hurry
     assert len(asyncio.run(listed_until(260.0))) == 2
+
+
+def test_a_listing_waits_for_the_creates_being_sent_and_then_shows_them_all() -> None:
+    """Every call of a listing while creates are sent is a create the Hub's window loses."""
+    hub, clock = Hub(), ManualClock(100.0)
+    hub.clock = clock
+    rechecks = [3]  # while creates are still being sent
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+        rechecks[0] -= 1
+        await asyncio.sleep(0)
+
+    watcher = FleetObserver(
+        hub.list_spaces, "ags-", 30.0, clock=clock, sleep=sleep, creates_sending=lambda: rechecks[0] > 0
+    )
+    ids = [f"agents/ags-{n}" for n in range(3)]
+    hub.spaces = {space_id: space("BUILDING") for space_id in ids}
+    for space_id in ids:
+        watcher.created(space_id)
+        watcher.acted(space_id)
+
+    async def burst() -> list[object]:
+        return list(await asyncio.gather(*(watcher.after_action(space_id) for space_id in ids)))
+
+    assert all(view is not None for view in asyncio.run(burst()))
+    assert hub.calls == ["agents"] and clock.now == 100.0 + 3 * CREATES_SENT_RECHECK
+    rechecks[0] = 10_000  # creates that never stop hold a listing back an interval at most
+    watcher.acted(ids[0])
+    asyncio.run(watcher.after_action(ids[0]))
+    held = clock.now - (100.0 + 3 * CREATES_SENT_RECHECK + LISTING_SPACING)  # after its spacing
+    assert hub.calls == ["agents", "agents"] and held == 30.0
 
 
 def test_a_listing_newer_than_the_last_action_is_news_until_it_goes_stale() -> None:
