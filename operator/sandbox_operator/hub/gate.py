@@ -46,12 +46,13 @@ _RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
 #: `RateLimit-Policy: "fixed window";"api";q=1000;w=300`: the window's quota.
 _POLICY_QUOTA = re.compile(r";\s*q=(\d+)")
 #: Pace once fewer than this share of the window's quota is left (or fewer than `burst` calls,
-#: when the Hub states no quota): what observation needs for the rest of the window (a listing of a
-#: thousand Spaces is two calls: 20 calls of a free account's 1,000 list it every 30 s for 5 minutes)
-#: and deletions (which go first); creates do not spend it. The more of the window creates may spend,
-#: the fewer sessions of a burst wait for the next one; a session whose app answers is Ready without
-#: a listing (hub/edge_probe.py), so the rest need not be spared for it.
-LOW_REMAINING_SHARE = 0.02
+#: when the Hub states no quota): what observation needs for the rest of a window its creates spent,
+#: and deletions (which go first); creates do not spend it. Sessions are Ready on their apps' answers
+#: at the edge (hub/edge_probe.py), not on listings: such a window needs a listing after its creates
+#: (two calls at a thousand Spaces: their apps' addresses) and little more. Every call kept here is a
+#: create the next window sends: at 1,000 sessions on a free account's 1,000 calls, 2 % kept 20
+#: sessions of a burst waiting 5 minutes for it (docs/performance.md, round thirteen).
+LOW_REMAINING_SHARE = 0.005
 #: Answers whose reset times differ by at most this (seconds) speak of the same window: the header
 #: gives whole seconds, and answers arrive at different times.
 SAME_WINDOW_SLACK = 2.0
@@ -219,7 +220,7 @@ class HubGate:
             raise SendDeadlinePassed("the request waited past its send deadline; it was not sent")
 
     def _low(self) -> float:
-        return max(self._burst, LOW_REMAINING_SHARE * self._quota) if self._quota else self._burst
+        return max(1.0, LOW_REMAINING_SHARE * self._quota) if self._quota else self._burst
 
     def _room(self, now: float) -> bool:
         """The Hub's window, as it last said, has more than its low mark left."""

@@ -208,11 +208,11 @@ def test_an_answer_to_an_earlier_call_does_not_give_back_calls_sent_since() -> N
 def test_few_calls_left_are_spread_over_the_time_to_reset() -> None:
     hub, fake = gate(rate=0, burst=20)
     start = fake.now
-    hub.after_response(200, {"RateLimit": '"api";r=10;t=100', **WINDOW})
-    for _ in range(10):
+    hub.after_response(200, {"RateLimit": '"api";r=4;t=100', **WINDOW})  # below the low mark
+    for _ in range(4):
         hub.before_request()
-    # Ten calls over the 100 s left, not ten at once followed by a 429.
-    assert fake.now - start == pytest.approx(90.0)
+    # Four calls over the 100 s left, not four at once followed by a 429.
+    assert fake.now - start == pytest.approx(75.0)
     assert max(fake.slept) <= 1.0  # waits in short steps, so the fence and pause are rechecked
 
 
