@@ -210,12 +210,12 @@ class OperatorConfig(BaseModel):
         "starts or sits converged: a Space deleted, paused or moved behind the operator's back is "
         "noticed within about this time; 0: each session polls its own Space.",
     )
-    edge_probe_rate: float = Field(
+    edge_probe_rate: Annotated[float, OPTION] = Field(
         default=200.0,
         ge=0,
         description="Health probes a second, for the whole operator, of building Spaces' apps at the "
-        "Hub's edge (no Hub API call): a session or pooled Space is Ready about a second after its app "
-        "first answers, not at the next listing; 0: no probes.",
+        "Hub's edge (no Hub API call; each costs CPU): a session or pooled Space is Ready about a "
+        "second after its app first answers, not at the next listing; 0: no probes.",
     )
     edge_probe_cadence: float = Field(
         default=0.5,
