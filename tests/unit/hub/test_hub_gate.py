@@ -175,6 +175,17 @@ def test_creates_may_spend_the_window_down_to_what_observation_keeps() -> None:
     assert hub.spare() is None  # the window reset
 
 
+def test_the_calls_kept_are_a_share_of_the_windows_quota_not_the_buckets_burst() -> None:
+    """Sessions are Ready on their apps' answers, not on listings: a free account's window keeps 5
+    calls from creates (a listing after them and a little more), whatever `--hub-burst` says."""
+    hub, _ = gate(rate=3, burst=20)
+    hub.after_response(200, {"RateLimit": '"api";r=900;t=200', **WINDOW})
+    assert hub.spare() == 895
+    small = {"RateLimit-Policy": '"fixed window";"api";q=100;w=300'}
+    hub.after_response(200, {"RateLimit": '"api";r=50;t=200', **small})
+    assert hub.spare() == 49  # one call at least
+
+
 def test_the_window_affords_a_rate_of_calls_only_with_room_for_it_until_it_resets() -> None:
     unpaced, _ = gate(rate=0)
     assert unpaced.affords(100.0)  # no window stated and no bucket: nothing paces calls
