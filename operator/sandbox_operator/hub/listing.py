@@ -326,9 +326,9 @@ class FleetObserver:
     async def _after_creates(self) -> None:
         """Wait while creates are being sent, at most an interval: each call of a listing meanwhile is
         one a create could have had, and one listing after them shows every Space they made. A burst
-        of 1,000 at the window's start listed every second while its creates went, and the 37 calls
-        meant as many sessions waited for the next window (docs/performance.md, round thirteen).
-        Creates that wait for the window to reset do not hold a listing back."""
+        of 1,000 at the window's start spent 37 calls so (listings, and reads where the listing had
+        left before a duplicate was answered): as many of its sessions waited for the next window
+        (docs/performance.md, round thirteen). Creates waiting for the window's reset hold nothing."""
         until = self.clock() + self.interval
         while self.creates_sending() and self.clock() < until:
             await self.sleep(CREATES_SENT_RECHECK)
