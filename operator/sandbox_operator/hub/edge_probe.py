@@ -171,9 +171,9 @@ class EdgeProber:
         if probe is None or probe.answer is None or space.stage != "RUNNING":
             return None
         target = probe.target
-        now = (space.space_id, space.current_hardware, space.sandbox_url, token, hub_token or "")
+        running = (space.space_id, space.current_hardware, space.sandbox_url, token, hub_token or "")
         built = (target.space_id, target.requested, target.sandbox_url, target.token, target.hub_token)
-        return probe.answer if now == built else None
+        return probe.answer if running == built else None
 
     def answered(self, uid: str, space_id: str, requested: str | None) -> HealthResult | None:
         """The healthy answer of the session's Space's app while it was building for `requested`."""
