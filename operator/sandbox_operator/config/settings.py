@@ -211,11 +211,11 @@ class OperatorConfig(BaseModel):
         "noticed within about this time; 0: each session polls its own Space.",
     )
     edge_probe_rate: Annotated[float, OPTION] = Field(
-        default=200.0,
+        default=600.0,
         ge=0,
-        description="Health probes a second, for the whole operator, of building Spaces' apps at the "
-        "Hub's edge (no Hub API call; each costs CPU): a session or pooled Space is Ready about a "
-        "second after its app first answers, not at the next listing; 0: no probes.",
+        description="Most health probes a second of building Spaces' apps at the Hub's edge, for the whole "
+        "operator (no Hub API call; each costs CPU; an edge answering 429 halves it for a while): a session "
+        "is Ready about a second after its app first answers, not at the next listing; 0: none.",
     )
     edge_probe_cadence: float = Field(
         default=0.5,

@@ -10,8 +10,9 @@ runs on it (F18), which the next listing confirms. A pool's building Spaces are 
 each with its own token (pools/loop.py).
 
 Probes cost CPU here and at the edge, so they are bounded process-wide (`edge_probe_rate` a
-second), and a Space is probed closely only from a little before its template's builds end
-(core/builds.py learns how long they take). When more are due than the rate allows, the one due
+second; an edge that answers 429, a limit no public source names, halves the rate in use), and a
+Space is probed closely only from a little before its template's builds end (core/builds.py learns
+how long they take). When more are due than the rate allows, the one due
 longest goes first, then the oldest build: each waiting Space is probed as often as the others
 (a strict oldest-first order would starve a young Space that finished among older ones still
 building), and first come, first served among equals. When more are due than a second of the rate
@@ -26,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 
 from sandbox_operator.core.builds import BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
@@ -39,6 +41,10 @@ TICK = 0.1
 PROBE_TIMEOUT = 5.0
 #: The stages of a build with no app serving meanwhile: an app answering now is the new build's.
 BUILD_STAGES = frozenset({"BUILDING", "APP_STARTING"})
+#: After the edge answered a probe 429, the rate in use climbs back to `rate` over this many seconds.
+EDGE_RECOVERY = 60.0
+#: The lowest rate in use after 429s (probes a second): a few building Spaces still see their apps answer.
+RATE_FLOOR = 1.0
 
 Health = Callable[[str, str, str], Awaitable[HealthResult]]
 
@@ -89,9 +95,13 @@ class EdgeProber:
     _last_tick: float | None = None
     #: Probes that were due at the last tick and that the rate left waiting.
     _overdue: int = 0
+    #: The rate probes go at now: `rate`, or less for a while after the edge answered 429.
+    _rate_in_use: float = 0.0
+    #: When a 429 last cut the rate in use.
+    _last_cut: float | None = None
 
     def __post_init__(self) -> None:
-        self._allowance = max(0.0, self.rate)
+        self._allowance = self._rate_in_use = max(0.0, self.rate)
 
     @property
     def enabled(self) -> bool:
@@ -202,7 +212,7 @@ class EdgeProber:
         """Whether more probes were due at the last tick than the rate serves in a second: each
         building Space's app is then asked only every few seconds (a listing shows sooner which
         builds ended)."""
-        return self._overdue > self.rate
+        return self._overdue > self._rate_in_use
 
     def withdraw(self, uid: str) -> None:
         """The session's Space is not building (any more): no more probes."""
@@ -224,7 +234,8 @@ class EdgeProber:
         now = self.clock()
         elapsed = TICK if self._last_tick is None else max(0.0, now - self._last_tick)
         self._last_tick = now
-        self._allowance = min(self.rate, self._allowance + elapsed * self.rate)
+        self._rate_in_use = min(self.rate, self._rate_in_use + elapsed * self.rate / EDGE_RECOVERY)
+        self._allowance = min(self._rate_in_use, self._allowance + elapsed * self._rate_in_use)
         due = [
             (probe.due, probe.target.since, uid)
             for uid, probe in self._probes.items()
@@ -252,6 +263,8 @@ class EdgeProber:
             probe.in_flight = False
         now = self.clock()
         building = now - target.since
+        if answer.status == HTTPStatus.TOO_MANY_REQUESTS:
+            self._refused(now)
         if self._probes.get(uid) is not probe:
             return  # withdrawn, or a new build, meanwhile
         if not answer.ok:
@@ -265,3 +278,16 @@ class EdgeProber:
         wakeup = self._wakeups.get(uid)
         if wakeup is not None:
             wakeup.set()
+
+    def _refused(self, now: float) -> None:
+        """The edge refused a probe for its rate: probe half as fast, at most once a second (the probes
+        in flight when it began refusing answer 429 too), and climb back over `EDGE_RECOVERY`."""
+        if self._last_cut is not None and now - self._last_cut < 1.0:
+            return
+        self._last_cut = now
+        self._rate_in_use = max(min(RATE_FLOOR, self.rate), self._rate_in_use / 2)
+        self._allowance = min(self._allowance, self._rate_in_use)
+        log.warning(
+            "the Hub's edge answered a health probe 429: probing building Spaces at %.0f a second for now",
+            self._rate_in_use,
+        )

@@ -127,6 +127,41 @@ def test_the_prober_is_behind_when_more_probes_are_due_than_a_second_of_its_rate
     asyncio.run(scenario())
 
 
+def test_an_edge_answering_429_halves_the_rate_in_use_and_it_climbs_back() -> None:
+    """No public source names a limit of the apps' edge; one that answers 429 is obeyed, not fought."""
+
+    class RefusingEdge(Edge):
+        refusing = True
+
+        async def health(self, sandbox_url: str, token: str, hub_token: str) -> HealthResult:
+            self.asked.append(sandbox_url)
+            if self.refusing:
+                return HealthResult(False, f"{sandbox_url} answered 429", 429)
+            return HealthResult(False, f"{sandbox_url} answered 503", 503)
+
+    async def probed_in(prober: EdgeProber, clock: Clock, edge: Edge, seconds: int) -> int:
+        asked = len(edge.asked)
+        for _ in range(seconds * 10):
+            clock.now += 0.1
+            prober.tick()
+            await _settle()
+        return len(edge.asked) - asked
+
+    async def scenario() -> None:
+        clock, edge = Clock(), RefusingEdge()
+        prober = EdgeProber(edge.health, rate=40.0, cadence=0.5, clock=clock)
+        for i in range(200):
+            prober.offer(f"u{i}", _target(i, clock.now))
+        # Refused all along: halved once a second (40, 20, 10, ... 1): a quarter of the 400 unrefused.
+        assert await probed_in(prober, clock, edge, 10) < 100
+        assert prober.behind()  # 200 due, a probe or two a second serve them
+        edge.refusing = False
+        await probed_in(prober, clock, edge, 60)  # the rate climbs back over EDGE_RECOVERY
+        assert await probed_in(prober, clock, edge, 10) == 400  # the whole rate again
+
+    asyncio.run(scenario())
+
+
 def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time() -> None:
     async def scenario() -> None:
         clock, edge = Clock(), Edge()
