@@ -254,9 +254,8 @@ class EdgeProber:
     async def _probe(self, uid: str, probe: _Probe) -> None:
         target = probe.target
         try:
-            answer = await asyncio.wait_for(
-                self.health(target.sandbox_url, target.token, target.hub_token), PROBE_TIMEOUT
-            )
+            async with asyncio.timeout(PROBE_TIMEOUT):  # not wait_for: no second task per probe
+                answer = await self.health(target.sandbox_url, target.token, target.hub_token)
         except TimeoutError:
             answer = HealthResult(False, f"{target.sandbox_url} did not answer in {PROBE_TIMEOUT:.0f}s")
         finally:
