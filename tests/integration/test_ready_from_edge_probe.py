@@ -16,6 +16,7 @@ import pytest
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support.harness import OperatorProcess, session_manifest, wait_ready
+from tests.support.polling import wait_for
 
 #: Long enough that the Space is seen building first, short enough for a test.
 BUILD_SECONDS = 3.0
@@ -65,5 +66,32 @@ def test_a_session_is_ready_from_its_apps_answer_without_another_listing(
     routes = [call["route"] for call in hub_admin.calls()]
     assert "health" in routes, "the app was never asked at its edge"
     assert routes.count("list_spaces") <= 1, "more than the listing that confirmed the duplicate"
+    own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
+    assert own_reads == [], "the session read its Space from the Hub to learn that it runs"
+
+
+def test_an_edge_refusing_probes_with_429_is_obeyed_and_the_session_is_ready_once_it_lets_them_by(
+    kubectl: Kubectl,
+    hub_admin: HubSimAdmin,
+    slow_builds: None,
+    slow_listing_operator: OperatorProcess,
+    namespace: str,
+) -> None:
+    """No public source names a limit of the apps' edge (F36); should it answer 429, the prober
+    halves its rate (hub/edge_probe.py) and the session is still Ready from its app's answer."""
+    hub_admin.clear_calls()
+    hub_admin.add_fault("health", 429)  # until cleared: the edge refuses every probe meanwhile
+    try:
+        kubectl("apply", "-f", "-", stdin=session_manifest("refused", namespace))
+        wait_for(
+            lambda: [c for c in hub_admin.calls() if c["route"] == "health" and c["status"] == 429],
+            timeout=60,
+            what="a probe the edge refused",
+        )
+    finally:
+        hub_admin.clear_faults()
+    session = wait_ready(kubectl, "refused", namespace, timeout=60)
+    assert "the Hub's edge answered a health probe 429" in slow_listing_operator.current_log()
+    space_id = session["status"]["spaceId"]
     own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
     assert own_reads == [], "the session read its Space from the Hub to learn that it runs"
