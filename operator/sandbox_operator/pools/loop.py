@@ -80,12 +80,14 @@ def _probed(
     read_token: str | None,
 ) -> tuple[SpaceView, HealthResult | None]:
     """A building pooled Space as its app's edge shows it (`EdgeProber.building_view`), probed with
-    its own token: the pool is woken when it answers, not at the next listing."""
+    its own token: the pool is woken when it answers, not at the next listing. Its build teaches the
+    template's build time under the template's name, the default one included, as sessions' do."""
     name = _follow_name(pool.uid, entry.space_id)
     rt.prober.bind(name, rt.pools.wakeups[(pool.namespace, pool.name)])
     since = api.parse_rfc3339(entry.requested_time).timestamp()
+    template = pool.spec.template or rt.config.default_template
     return rt.prober.building_view(
-        name, space, token, read_token, private=True, since=since, template=pool.spec.template
+        name, space, token, read_token, private=True, since=since, template=template
     )
 
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sandbox_operator import api
+from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.edge_probe import EdgeProber
@@ -19,6 +20,8 @@ from sandbox_operator.pools import loop as pools
 from sandbox_operator.pools.book import PoolBook
 
 NS, POOL = "team", "warm"
+#: The template a pool with none in its spec duplicates.
+DEFAULT_TEMPLATE = "templates/agent-sandbox"
 
 
 def _entry(i: int, *, url: bool = True, state: str = "Creating", claimed: bool = False) -> api.PooledSpace:
@@ -65,7 +68,8 @@ def _url(space_id: str) -> str:
 def _runtime(hub: FakeHub, probes_per_second: float = 0.0) -> Any:
     observer = FleetObserver(hub.list_spaces, "sbx-", 30.0)
     prober = EdgeProber(hub.health, rate=probes_per_second, cadence=0.5)
-    return SimpleNamespace(observer=observer, hub=hub, pools=PoolBook(), prober=prober)
+    config = OperatorConfig(default_template=DEFAULT_TEMPLATE)
+    return SimpleNamespace(observer=observer, hub=hub, pools=PoolBook(), prober=prober, config=config)
 
 
 def _pool() -> core.Pool:
@@ -132,6 +136,9 @@ def test_a_building_space_whose_app_answers_its_own_token_wakes_the_pool_and_is_
 
     seen = asyncio.run(scenario())
     assert (seen.space.stage, seen.space.current_hardware) == ("RUNNING", "cpu-basic") and seen.health.ok
+    # Its build time is learned for the template it was duplicated from, the default one (the pool
+    # names none): the sessions' cold Spaces of that template are then probed only near its end.
+    assert rt.prober.builds.shortest(DEFAULT_TEMPLATE, time.time()) is not None
     # Asked with the Space's own token, derived from the pool's key, never the read token alone.
     assert hub.asked == [("https://org-sbx-1.hf.space", core.pooled_token("key", "org/sbx-1"))]
     pools.follow_spaces(
