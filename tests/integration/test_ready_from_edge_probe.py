@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,32 +51,30 @@ def slow_builds(hub_admin: HubSimAdmin) -> Iterator[None]:
         hub_admin.set_delays(build=before)
 
 
+def _read_no_space_of_its_own(hub_admin: HubSimAdmin, session: dict[str, Any]) -> None:
+    space_id = session["status"]["spaceId"]
+    own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
+    assert own_reads == [], "the session read its Space from the Hub to learn that it runs"
+
+
+@pytest.mark.usefixtures("slow_builds", "slow_listing_operator")
 def test_a_session_is_ready_from_its_apps_answer_without_another_listing(
-    kubectl: Kubectl,
-    hub_admin: HubSimAdmin,
-    slow_builds: None,
-    slow_listing_operator: OperatorProcess,
-    namespace: str,
+    kubectl: Kubectl, hub_admin: HubSimAdmin, namespace: str
 ) -> None:
     hub_admin.clear_calls()
     kubectl("apply", "-f", "-", stdin=session_manifest("cold", namespace))
     session = wait_ready(kubectl, "cold", namespace, timeout=60)
-    space_id = session["status"]["spaceId"]
     assert session["status"]["stage"] == "RUNNING"
     assert session["status"]["hardware"]["current"] == "cpu-basic"
     routes = [call["route"] for call in hub_admin.calls()]
     assert "health" in routes, "the app was never asked at its edge"
     assert routes.count("list_spaces") <= 1, "more than the listing that confirmed the duplicate"
-    own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
-    assert own_reads == [], "the session read its Space from the Hub to learn that it runs"
+    _read_no_space_of_its_own(hub_admin, session)
 
 
+@pytest.mark.usefixtures("slow_builds")
 def test_an_edge_refusing_probes_with_429_is_obeyed_and_the_session_is_ready_once_it_lets_them_by(
-    kubectl: Kubectl,
-    hub_admin: HubSimAdmin,
-    slow_builds: None,
-    slow_listing_operator: OperatorProcess,
-    namespace: str,
+    kubectl: Kubectl, hub_admin: HubSimAdmin, slow_listing_operator: OperatorProcess, namespace: str
 ) -> None:
     """No public source names a limit of the apps' edge (F36); should it answer 429, the prober
     halves its rate (hub/edge_probe.py) and the session is still Ready from its app's answer."""
@@ -92,6 +91,4 @@ def test_an_edge_refusing_probes_with_429_is_obeyed_and_the_session_is_ready_onc
         hub_admin.clear_faults()
     session = wait_ready(kubectl, "refused", namespace, timeout=60)
     assert "the Hub's edge answered a health probe 429" in slow_listing_operator.current_log()
-    space_id = session["status"]["spaceId"]
-    own_reads = [c["route"] for c in hub_admin.calls() if space_id in c["path"] and c["route"] in SPACE_READS]
-    assert own_reads == [], "the session read its Space from the Hub to learn that it runs"
+    _read_no_space_of_its_own(hub_admin, session)
