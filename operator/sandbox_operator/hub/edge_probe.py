@@ -97,8 +97,9 @@ class EdgeProber:
     _overdue: int = 0
     #: The rate probes go at now: `rate`, or less for a while after the edge answered 429.
     _rate_in_use: float = 0.0
-    #: When a 429 last cut the rate in use.
+    #: When a 429 last cut the rate in use, and when that was last logged.
     _last_cut: float | None = None
+    _last_warned: float | None = None
 
     def __post_init__(self) -> None:
         self._allowance = self._rate_in_use = max(0.0, self.rate)
@@ -286,7 +287,10 @@ class EdgeProber:
         self._last_cut = now
         self._rate_in_use = max(min(RATE_FLOOR, self.rate), self._rate_in_use / 2)
         self._allowance = min(self._allowance, self._rate_in_use)
-        log.warning(
-            "the Hub's edge answered a health probe 429: probing building Spaces at %.0f a second for now",
-            self._rate_in_use,
-        )
+        if self._last_warned is None or now - self._last_warned >= EDGE_RECOVERY:  # a line a minute
+            self._last_warned = now
+            log.warning(
+                "the Hub's edge answered a health probe 429: probing building Spaces at %.0f a second "
+                "for now",
+                self._rate_in_use,
+            )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.edge_probe import EdgeProber, ProbeTarget
@@ -127,7 +129,9 @@ def test_the_prober_is_behind_when_more_probes_are_due_than_a_second_of_its_rate
     asyncio.run(scenario())
 
 
-def test_an_edge_answering_429_halves_the_rate_in_use_and_it_climbs_back() -> None:
+def test_an_edge_answering_429_halves_the_rate_in_use_and_it_climbs_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """No public source names a limit of the apps' edge; one that answers 429 is obeyed, not fought."""
 
     class RefusingEdge(Edge):
@@ -154,6 +158,8 @@ def test_an_edge_answering_429_halves_the_rate_in_use_and_it_climbs_back() -> No
             prober.offer(f"u{i}", _target(i, clock.now))
         # Refused all along: halved once a second (40, 20, 10, ... 1): a quarter of the 400 unrefused.
         assert await probed_in(prober, clock, edge, 10) < 100
+        cuts = [r for r in caplog.records if "answered a health probe 429" in r.getMessage()]
+        assert len(cuts) == 1  # a line a minute at most, not one a cut
         assert prober.behind()  # 200 due, a probe or two a second serve them
         edge.refusing = False
         await probed_in(prober, clock, edge, 60)  # the rate climbs back over EDGE_RECOVERY
