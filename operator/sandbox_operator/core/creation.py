@@ -25,6 +25,11 @@ def owner_allowed(owner: str, config: OperatorConfig) -> bool:
     return _allowed(owner, config.allowed_owners, config.default_owner)
 
 
+def template_of(named: str | None, config: OperatorConfig) -> str:
+    """The Space a session or a pool duplicates: the one its spec names, else the operator's default."""
+    return named or config.default_template
+
+
 def _listed(default: str, patterns: frozenset[str]) -> str:
     return ", ".join([default, *sorted(patterns)])
 
@@ -43,7 +48,7 @@ def creation_refusal(spec: AgentSessionSpec, observed: Observation, config: Oper
     """The operator's Hub token must not be lent: a session gets only templates, owners and
     visibility the operator's allow-lists permit, and Secrets only while the API server checks
     that the session's author may read them."""
-    template = spec.template or config.default_template
+    template = template_of(spec.template, config)
     if not _allowed(template, config.allowed_templates, config.default_template):
         return Refusal(
             Reason.TEMPLATE_NOT_ALLOWED,

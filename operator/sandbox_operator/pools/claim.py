@@ -34,7 +34,7 @@ from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core import lifecycle
 from sandbox_operator.core import pool as core
 from sandbox_operator.core.conditions import READY, Reason
-from sandbox_operator.core.creation import creation_refusal
+from sandbox_operator.core.creation import creation_refusal, template_of
 from sandbox_operator.core.model import (
     FailureKind,
     HealthResult,
@@ -236,7 +236,7 @@ async def _record_claim(
         ),
         checked(),
     )
-    template = session.spec.template or rt.config.default_template  # the pool's too: the claim checked
+    template = template_of(session.spec.template, rt.config)  # the pool's too: the claim checked
     status = core.claimed_status(
         session.status, entry, pool_name, secret, session.generation, now, template, health
     )

@@ -17,6 +17,7 @@ import kopf
 
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
+from sandbox_operator.core.creation import template_of
 from sandbox_operator.core.draft import backoff_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.hub.errors import HubError, SpaceExistsError
@@ -85,7 +86,7 @@ def _probed(
     name = _follow_name(pool.uid, entry.space_id)
     rt.prober.bind(name, rt.pools.wakeups[(pool.namespace, pool.name)])
     since = api.parse_rfc3339(entry.requested_time).timestamp()
-    template = pool.spec.template or rt.config.default_template
+    template = template_of(pool.spec.template, rt.config)
     return rt.prober.building_view(
         name, space, token, read_token, private=True, since=since, template=template
     )

@@ -21,6 +21,7 @@ from sandbox_operator.api import (
 )
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import READY, Reason, rfc3339, set_condition
+from sandbox_operator.core.creation import template_of
 from sandbox_operator.core.model import (
     HealthResult,
 )
@@ -76,8 +77,8 @@ def claim_mismatch(
     spec: AgentSessionSpec, pool_spec: AgentSessionPoolSpec, config: OperatorConfig
 ) -> str | None:
     """Why a pooled Space cannot serve this session (it then gets a Space of its own); None if it can."""
-    mine = (spec.owner or config.default_owner, spec.template or config.default_template)
-    pools = (pool_spec.owner or config.default_owner, pool_spec.template or config.default_template)
+    mine = (spec.owner or config.default_owner, template_of(spec.template, config))
+    pools = (pool_spec.owner or config.default_owner, template_of(pool_spec.template, config))
     if mine != pools:
         return f"the session asks for {mine[1]} under {mine[0]}, the pool holds {pools[1]} under {pools[0]}"
     if not spec.private:

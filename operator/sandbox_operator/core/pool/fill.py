@@ -16,7 +16,7 @@ from sandbox_operator.api import (
 )
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import READY, EventNote, Reason, rfc3339, set_condition
-from sandbox_operator.core.creation import Refusal
+from sandbox_operator.core.creation import Refusal, template_of
 from sandbox_operator.core.draft import sooner
 from sandbox_operator.core.model import (
     ERROR_STAGES,
@@ -144,7 +144,7 @@ def _create(
     actions: list[PoolAction],
 ) -> list[PooledSpace]:
     """`count` new pooled Spaces, recorded (their ids chosen) before their duplicates are sent."""
-    template = pool.spec.template or config.default_template
+    template = template_of(pool.spec.template, config)
     send_by = now + timedelta(seconds=config.duplicate_send_deadline)
     owner = pool.spec.owner or config.default_owner
     created = []

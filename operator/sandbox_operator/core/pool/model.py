@@ -22,7 +22,7 @@ from sandbox_operator.api import (
 )
 from sandbox_operator.config.settings import OperatorConfig
 from sandbox_operator.core.conditions import EventNote
-from sandbox_operator.core.creation import Refusal, creation_refusal
+from sandbox_operator.core.creation import Refusal, creation_refusal, template_of
 from sandbox_operator.core.model import (
     HealthResult,
     HubFailure,
@@ -150,7 +150,7 @@ def build_hash(spec: AgentSessionPoolSpec, config: OperatorConfig, pool_key: str
     built = {
         "key": hashlib.sha256(pool_key.encode()).hexdigest(),
         "owner": spec.owner or config.default_owner,
-        "template": spec.template or config.default_template,
+        "template": template_of(spec.template, config),
         "hardware": POOL_HARDWARE,
         "private": True,
         "secrets": sorted(secret_refs(spec.secrets)),

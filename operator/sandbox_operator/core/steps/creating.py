@@ -10,7 +10,12 @@ from datetime import timedelta
 from sandbox_operator.api import Phase
 from sandbox_operator.core import receipts
 from sandbox_operator.core.conditions import Reason, rfc3339
-from sandbox_operator.core.creation import creation_refusal, duplicate_may_land, duplicate_window_end
+from sandbox_operator.core.creation import (
+    creation_refusal,
+    duplicate_may_land,
+    duplicate_window_end,
+    template_of,
+)
 from sandbox_operator.core.draft import give_up_paid, hub_failure_delay
 from sandbox_operator.core.model import (
     NOT_VISIBLE_KINDS,
@@ -117,7 +122,7 @@ def create_space(given: Given) -> Decision | None:
     status.stage = None
     status.hardware = None
     status.space_confirmed_time = None
-    template = spec.template or config.default_template
+    template = template_of(spec.template, config)
     if lost:
         draft.ready(
             "False", Reason.SPACE_LOST, f"Space {space_id} disappeared from the Hub; creating it again"
