@@ -51,7 +51,7 @@ def test_promtool_accepts_the_rules(
 ) -> None:
     result = run(promtool, "check", "rules", str(write_rules(helm, tmp_path, values)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout + result.stderr
+    assert f"SUCCESS: {len(SCENARIOS)} rules found" in result.stdout + result.stderr
 
 
 def test_no_rule_unless_enabled(helm: Helm) -> None:
@@ -99,7 +99,7 @@ def test_every_metric_the_rules_read_is_one_the_operator_exports(helm: Helm) -> 
         for alert in alerts(helm, ALERTS).values()
         for name in re.findall(r"\bsandbox_operator_\w+", alert["expr"])
     }
-    assert len(read) == 5
+    assert len(read) == len(SCENARIOS)  # one metric each
     assert read - exported == set()
 
 
@@ -125,6 +125,14 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], list[tuple[str, list[str]]]]] =
             series("hub_calls_total", "0+10x60", route="space", code="200"),
             series("hub_calls_total", "0x20 1x40", route="space", code="429"),
             series("hub_calls_total", "0+1x60", OTHER_JOB, route="space", code="429"),
+        ],
+        [("15m", []), ("25m", ["{}"]), ("60m", [])],
+    ),
+    "SandboxOperatorEdgeRefusingProbes": (
+        [
+            series("edge_probes_total", "0+100x60", answer="other"),
+            series("edge_probes_total", "0x20 40x40", answer="refused"),
+            series("edge_probes_total", "0+5x60", OTHER_JOB, answer="refused"),
         ],
         [("15m", []), ("25m", ["{}"]), ("60m", [])],
     ),

@@ -8,6 +8,7 @@ edge probe, not from the Hub.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from sandbox_testbench.controlplane import ControlPlane, Kubectl
+from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
-from tests.support.harness import OperatorProcess, session_manifest, wait_ready
+from tests.support.harness import OperatorProcess, scrape_metrics, session_manifest, wait_ready
 from tests.support.polling import wait_for
 
 #: Long enough that the Space is seen building first, short enough for a test.
@@ -32,7 +34,11 @@ def slow_listing_operator(
     control_plane: ControlPlane, hub: HubSimServer, without_shared_operator: None, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
-        control_plane.kubeconfig, hub.url, tmp_path, SANDBOX_OPERATOR_OBSERVE_INTERVAL=OBSERVE_INTERVAL
+        control_plane.kubeconfig,
+        hub.url,
+        tmp_path,
+        SANDBOX_OPERATOR_OBSERVE_INTERVAL=OBSERVE_INTERVAL,
+        SANDBOX_OPERATOR_METRICS_PORT=str(free_ports(1)[0]),
     )
     process.start()
     try:
@@ -91,4 +97,8 @@ def test_an_edge_refusing_probes_with_429_is_obeyed_and_the_session_is_ready_onc
         hub_admin.clear_faults()
     session = wait_ready(kubectl, "refused", namespace, timeout=60)
     assert "the Hub's edge answered a health probe 429" in slow_listing_operator.current_log()
+    # What the chart's SandboxOperatorEdgeRefusingProbes alert and a dashboard read.
+    metrics = scrape_metrics(slow_listing_operator)
+    assert re.search(r'sandbox_operator_edge_probes_total\{answer="refused"\} [1-9]', metrics), metrics
+    assert 'sandbox_operator_edge_probes_total{answer="healthy"} 1.0' in metrics
     _read_no_space_of_its_own(hub_admin, session)

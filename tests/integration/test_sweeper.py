@@ -18,7 +18,14 @@ from sandbox_testbench.controlplane import ControlPlane, Kubectl
 from sandbox_testbench.controlplane.processes import free_ports
 from sandbox_testbench.hubsim import HubSimAdmin, HubSimServer
 from tests.support import wait_for
-from tests.support.harness import OWNER, OperatorProcess, get_session, session_manifest, wait_ready
+from tests.support.harness import (
+    OWNER,
+    OperatorProcess,
+    get_session,
+    scrape_metrics,
+    session_manifest,
+    wait_ready,
+)
 
 
 def plant(admin: HubSimAdmin, variables: dict[str, str] | None = None, uid: str | None = None) -> str:
@@ -130,14 +137,10 @@ def test_the_operator_sweeps_in_the_background_and_reports_metrics_and_liveness(
         kubectl("apply", "-f", "-", stdin=session_manifest("live", namespace))
         wait_ready(kubectl, "live", namespace)
         wait_for(lambda: orphan not in {s["id"] for s in hub_admin.spaces()}, 30, "the sweeper to delete it")
-
-        def scrape() -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text: str = response.read().decode()
-                return text
-
         metrics = wait_for(
-            lambda: (text := scrape()) and 'phase="Ready"} 1.0' in text and text, 30, "metrics"
+            lambda: (text := scrape_metrics(sweeping)) and 'phase="Ready"} 1.0' in text and text,
+            30,
+            "metrics",
         )
         for expected in (
             "sandbox_operator_orphans_swept_total 1.0",

@@ -210,6 +210,14 @@ def readiness(process: OperatorProcess) -> tuple[int, dict[str, str]]:
         return 0, {"error": str(error)}
 
 
+def scrape_metrics(process: OperatorProcess) -> str:
+    """What Prometheus would read from the process's metrics port (SANDBOX_OPERATOR_METRICS_PORT)."""
+    port = process.started_env["SANDBOX_OPERATOR_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
 _probes = itertools.count()
 
 

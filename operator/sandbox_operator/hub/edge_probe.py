@@ -32,6 +32,7 @@ from http import HTTPStatus
 from sandbox_operator.core.builds import BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
 from sandbox_operator.core.reads import listing_serves
+from sandbox_operator.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class EdgeProber:
 
     def __post_init__(self) -> None:
         self._allowance = self._rate_in_use = max(0.0, self.rate)
+        metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
 
     @property
     def enabled(self) -> bool:
@@ -235,7 +237,9 @@ class EdgeProber:
         now = self.clock()
         elapsed = TICK if self._last_tick is None else max(0.0, now - self._last_tick)
         self._last_tick = now
-        self._rate_in_use = min(self.rate, self._rate_in_use + elapsed * self.rate / EDGE_RECOVERY)
+        if self._rate_in_use < self.rate:
+            self._rate_in_use = min(self.rate, self._rate_in_use + elapsed * self.rate / EDGE_RECOVERY)
+            metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
         self._allowance = min(self._rate_in_use, self._allowance + elapsed * self._rate_in_use)
         due = [
             (probe.due, probe.target.since, uid)
@@ -263,7 +267,9 @@ class EdgeProber:
             probe.in_flight = False
         now = self.clock()
         building = now - target.since
-        if answer.status == HTTPStatus.TOO_MANY_REQUESTS:
+        refused = answer.status == HTTPStatus.TOO_MANY_REQUESTS
+        metrics.EDGE_PROBES.labels("healthy" if answer.ok else "refused" if refused else "other").inc()
+        if refused:
             self._refused(now)
         if self._probes.get(uid) is not probe:
             return  # withdrawn, or a new build, meanwhile
@@ -287,6 +293,7 @@ class EdgeProber:
         self._last_cut = now
         self._rate_in_use = max(min(RATE_FLOOR, self.rate), self._rate_in_use / 2)
         self._allowance = min(self._allowance, self._rate_in_use)
+        metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
         if self._last_warned is None or now - self._last_warned >= EDGE_RECOVERY:  # a line a minute
             self._last_warned = now
             log.warning(

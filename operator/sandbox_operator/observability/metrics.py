@@ -87,6 +87,17 @@ HUB_PAUSES = Counter(f"{_PREFIX}_hub_pauses_total", "429 answers that paused eve
 HUB_PAUSED_UNTIL = Gauge(
     f"{_PREFIX}_hub_paused_until_timestamp_seconds", "Unix time until which Hub calls are paused."
 )
+EDGE_PROBES = Counter(
+    f"{_PREFIX}_edge_probes_total",
+    "Health probes of building Spaces' apps at the Hub's edge (no Hub API call), by answer: healthy, "
+    "refused (429: the rate in use is halved), or other (still building, an error, no answer).",
+    ["answer"],
+)
+EDGE_PROBE_RATE = Gauge(
+    f"{_PREFIX}_edge_probe_rate",
+    "Edge probes a second the operator may send now: --edge-probe-rate, or less for a minute after the "
+    "edge answered 429.",
+)
 
 SWEEP_PASSES = Counter(f"{_PREFIX}_sweep_passes_total", "Orphan sweeper passes, by outcome.", ["outcome"])
 SWEEP_DECISIONS = Counter(

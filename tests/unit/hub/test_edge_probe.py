@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sandbox_operator.core.builds import EARLY_SHARE, BuildTimes, probe_delay
 from sandbox_operator.core.model import HealthResult, SpaceView
@@ -13,6 +14,11 @@ from sandbox_operator.hub.edge_probe import EdgeProber, ProbeTarget
 from sandbox_operator.hub.sandbox_health import sandbox_answer
 
 TEMPLATE = "templates/box"
+
+
+def _sample(name: str, **labels: str) -> float:
+    """A metric's value as a scrape would read it."""
+    return REGISTRY.get_sample_value(f"sandbox_operator_{name}", labels) or 0.0
 
 
 def test_build_times_keep_the_shortest_build_that_ended_within_their_memory() -> None:
@@ -154,16 +160,23 @@ def test_an_edge_answering_429_halves_the_rate_in_use_and_it_climbs_back(
     async def scenario() -> None:
         clock, edge = Clock(), RefusingEdge()
         prober = EdgeProber(edge.health, rate=40.0, cadence=0.5, clock=clock)
+        assert _sample("edge_probe_rate") == 40.0
+        refused = _sample("edge_probes_total", answer="refused")
         for i in range(200):
             prober.offer(f"u{i}", _target(i, clock.now))
         # Refused all along: halved once a second (40, 20, 10, ... 1): a quarter of the 400 unrefused.
-        assert await probed_in(prober, clock, edge, 10) < 100
+        probed = await probed_in(prober, clock, edge, 10)
+        assert probed < 100
         cuts = [r for r in caplog.records if "answered a health probe 429" in r.getMessage()]
         assert len(cuts) == 1  # a line a minute at most, not one a cut
         assert prober.behind()  # 200 due, a probe or two a second serve them
+        # What an alert reads: every refusal counted, and the rate in use cut.
+        assert _sample("edge_probes_total", answer="refused") - refused == probed
+        assert _sample("edge_probe_rate") < 2.0
         edge.refusing = False
         await probed_in(prober, clock, edge, 60)  # the rate climbs back over EDGE_RECOVERY
         assert await probed_in(prober, clock, edge, 10) == 400  # the whole rate again
+        assert _sample("edge_probe_rate") == 40.0
 
     asyncio.run(scenario())
 
@@ -175,6 +188,7 @@ def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time()
         woken = asyncio.Event()
         prober.bind("u0", woken)
         prober.offer("u0", _target(0, clock.now))
+        answers = {a: _sample("edge_probes_total", answer=a) for a in ("healthy", "other")}
         clock.now += 1.0
         prober.tick()
         await _settle()
@@ -185,6 +199,10 @@ def test_the_first_healthy_answer_wakes_the_session_and_teaches_the_build_time()
         prober.tick()
         await _settle()
         assert woken.is_set()
+        assert {a: _sample("edge_probes_total", answer=a) - n for a, n in answers.items()} == {
+            "healthy": 1,
+            "other": 1,
+        }
         answer = prober.answered("u0", "o/s-0", "cpu-basic")
         assert answer is not None and answer.ok
         assert prober.answered("u0", "o/s-0", "t4-small") is None  # built for another flavor: not that
