@@ -80,12 +80,23 @@ class NoDiffBase(kopf.DiffBaseStorage):
 #: pools' claimants (a claimant gone): kopf logs each of their runs at INFO.
 TRACKING_HANDLER = "track-session"
 POOL_TRACKING_HANDLERS = ("track-pool", "track-pool-claimant")
+#: The loops (kopf daemons) and finalizers (deletion handlers) of sessions and pools, as kopf's log
+#: lines name them; a finalizer's progress is kept under status by its name.
+SESSION_LOOP, SESSION_FINALIZER = "reconcile-session", "finalize-session"
+POOL_LOOP, POOL_FINALIZER = "reconcile-pool", "finalize-pool"
+
+#: kopf's lines that say nothing to act on: a tracking handler's success (one per watch event), and a
+#: loop kopf cancelled while it waited on a call because its object is being deleted or the operator
+#: stops (the finalizer, or the next process, carries on; a WARNING each time looked like a fault).
+QUIET_KOPF_LINES = frozenset(
+    {f"Handler '{handler}' succeeded." for handler in (TRACKING_HANDLER, *POOL_TRACKING_HANDLERS)}
+    | {f"Daemon '{loop}' is cancelled. Will escalate." for loop in (SESSION_LOOP, POOL_LOOP)}
+)
 
 
-def quiet_tracking(record: logging.LogRecord) -> bool:
-    """One line per watch event says nothing: the tracking handlers' successes go to DEBUG."""
-    quiet = {f"Handler '{handler}' succeeded." for handler in (TRACKING_HANDLER, *POOL_TRACKING_HANDLERS)}
-    if record.levelno == logging.INFO and record.getMessage() in quiet:
+def quiet_kopf_lines(record: logging.LogRecord) -> bool:
+    """kopf's lines that say nothing to act on go to DEBUG (QUIET_KOPF_LINES)."""
+    if logging.DEBUG < record.levelno <= logging.WARNING and record.getMessage() in QUIET_KOPF_LINES:
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG)
     return True
@@ -128,7 +139,7 @@ def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = rt.kube.instance
     # Before any watch starts (kopf runs startup handlers first); a filter is added once however often.
-    logging.getLogger("kopf.objects").addFilter(quiet_tracking)
+    logging.getLogger("kopf.objects").addFilter(quiet_kopf_lines)
     logging.getLogger(EVENT_POSTER_LOGGER).addFilter(events_are_auxiliary)
 
 
@@ -209,13 +220,19 @@ def _register_sessions(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             loop.wakeup.set()
 
     # backoff: the restart delay should the loop itself crash; it catches every expected failure.
-    @kopf.daemon(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF, cancellation_timeout=30)
+    @kopf.daemon(
+        *resource,
+        registry=registry,
+        id=SESSION_LOOP,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+        cancellation_timeout=30,
+    )
     async def reconcile_session(
         body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
     ) -> None:
         await run_session(rt, body, memo, stopped)
 
-    @kopf.on.delete(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
+    @kopf.on.delete(*resource, registry=registry, id=SESSION_FINALIZER, backoff=UNEXPECTED_ERROR_BACKOFF)
     async def finalize_session(body: kopf.Body, **_: Any) -> None:
         with rt.monitor.working(body.meta.uid or ""):
             await finalize(rt, body)
@@ -243,10 +260,16 @@ def _register_pools(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             rt.pools.passed.discard(body.get("metadata", {}).get("uid", ""))
             rt.pools.wakeups[(body.get("metadata", {}).get("namespace", ""), ref["name"])].set()
 
-    @kopf.daemon(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF, cancellation_timeout=30)
+    @kopf.daemon(
+        *resource,
+        registry=registry,
+        id=POOL_LOOP,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+        cancellation_timeout=30,
+    )
     async def reconcile_pool(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         await run_pool(rt, body, stopped)
 
-    @kopf.on.delete(*resource, registry=registry, backoff=UNEXPECTED_ERROR_BACKOFF)
+    @kopf.on.delete(*resource, registry=registry, id=POOL_FINALIZER, backoff=UNEXPECTED_ERROR_BACKOFF)
     async def delete_pool(body: kopf.Body, **_: Any) -> None:
         await finalize_pool(rt, body)
