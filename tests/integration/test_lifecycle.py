@@ -19,6 +19,7 @@ from tests.support.harness import (
     condition,
     fresh_duplicates_hidden,
     get_session,
+    listings_failing,
     session_manifest,
     spaces_of,
     wait_condition_reason,
@@ -164,6 +165,7 @@ def test_a_create_that_left_before_the_kill_is_adopted_not_doubled(
     private Space yet (F32), so the successor sends it again: the 409 adopts the one Space."""
     # Longer than a restart takes, so the successor finds the Space hidden and sends the duplicate again.
     with fresh_duplicates_hidden(hub_admin, 10.0):
+        listings_failing(hub_admin, 10.0)
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("landed", namespace))
         wait_duplicate_sent(hub_admin)

@@ -23,6 +23,7 @@ from tests.support.harness import (
     condition,
     fresh_duplicates_hidden,
     get_session,
+    listings_failing,
     session_manifest,
     spaces_of,
     wait_condition_reason,
@@ -120,6 +121,7 @@ def test_a_session_deleted_while_its_create_is_in_flight_leaves_no_space(
     # while; the operator dies right after sending it, so no process memory can know that a create
     # is in flight: only the object can.
     with fresh_duplicates_hidden(hub_admin, 15.0):
+        listings_failing(hub_admin, 15.0)
         hub_admin.clear_calls()
         kubectl("apply", "-f", "-", stdin=session_manifest("racy", namespace))
         wait_duplicate_sent(hub_admin)

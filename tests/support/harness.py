@@ -382,6 +382,13 @@ def fresh_duplicates_hidden(admin: HubSimAdmin, seconds: float) -> Iterator[None
         admin.set_delays(transient_errors=0.0)
 
 
+def listings_failing(admin: HubSimAdmin, seconds: float) -> None:
+    """The owner's listings answer 503 for `seconds`. A fresh duplicate is listed at once (F32 hides
+    only its own routes): without this, a listing answered in the milliseconds before the kill of
+    `wait_duplicate_sent`'s caller would tell the operator, and its status, that the Space exists."""
+    admin.add_fault("list_spaces", 503, seconds=seconds)
+
+
 def wait_duplicate_sent(admin: HubSimAdmin) -> None:
     """Until the Hub has answered a duplicate with 200 (the caller kills the operator right after)."""
     wait_for(
