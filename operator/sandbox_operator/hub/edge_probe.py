@@ -104,7 +104,7 @@ class EdgeProber:
 
     def __post_init__(self) -> None:
         self._allowance = self._rate_in_use = max(0.0, self.rate)
-        metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
+        metrics.EDGE_PROBE_RATE.set_function(lambda: self._rate_in_use)  # read at each scrape
 
     @property
     def enabled(self) -> bool:
@@ -237,9 +237,7 @@ class EdgeProber:
         now = self.clock()
         elapsed = TICK if self._last_tick is None else max(0.0, now - self._last_tick)
         self._last_tick = now
-        if self._rate_in_use < self.rate:
-            self._rate_in_use = min(self.rate, self._rate_in_use + elapsed * self.rate / EDGE_RECOVERY)
-            metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
+        self._rate_in_use = min(self.rate, self._rate_in_use + elapsed * self.rate / EDGE_RECOVERY)
         self._allowance = min(self._rate_in_use, self._allowance + elapsed * self._rate_in_use)
         due = [
             (probe.due, probe.target.since, uid)
@@ -293,7 +291,6 @@ class EdgeProber:
         self._last_cut = now
         self._rate_in_use = max(min(RATE_FLOOR, self.rate), self._rate_in_use / 2)
         self._allowance = min(self._allowance, self._rate_in_use)
-        metrics.EDGE_PROBE_RATE.set(self._rate_in_use)
         if self._last_warned is None or now - self._last_warned >= EDGE_RECOVERY:  # a line a minute
             self._last_warned = now
             log.warning(
