@@ -5,7 +5,8 @@ concurrency): a claim and a pool pass that raced, in this process or a stale lea
 second writer read again and decide again, never hand one Space twice. In this process the
 writes to one pool are serialized (`PoolBook.locks`) and claims are batched (pools/claim.py).
 While claims are under way (and for REPLENISH_AFTER after the last), the claimed Spaces' handovers
-and the pool's replenishing wait, at most BURST_LONGEST, so the sessions of a burst are Ready first.
+and `WarmSpaceClaimed` Events and the pool's replenishing wait, at most BURST_LONGEST, so the
+sessions of a burst are Ready first.
 
 Each pooled Space is built with its own sandbox token (`core.pooled_token`, from the pool's key in
 the Secret `<pool>-pool-token`): a running app sees a new secret only after the Hub restarts it

@@ -9,6 +9,7 @@ from typing import Any
 from sandbox_operator import api
 from sandbox_operator.core import pool as core
 from sandbox_operator.k8s.transport import ApiError
+from sandbox_operator.pools.book import claiming
 from sandbox_operator.pools.loop import finalize_pool, pool_pass
 from sandbox_operator.runtime import Runtime
 from sandbox_operator.sessions import loop
@@ -61,6 +62,31 @@ async def _fill_and_claim() -> None:
     assert hub.called("claim_marker") == [space_id] and hub.markers[space_id].session_uid == f"uid-{SESSION}"
     assert hub.called("duplicate") == [space_id] and hub.called("set_token") == []  # no cold create
     assert "WarmSpaceClaimed" in events.reasons()
+
+
+def test_a_claims_event_waits_until_the_burst_of_claims_has_passed() -> None:
+    asyncio.run(_event_after_burst())
+
+
+async def _event_after_burst() -> None:
+    """The session is Ready while other claims are under way; its WarmSpaceClaimed Event (a write the
+    burst's other claims would queue behind) is posted once none is, before the marker moves."""
+    hub, kube, rt, _ = _pool_of_one()
+    with kopf_events() as events:
+        space_id = await _built(hub, kube, rt)
+        kube.add(api.PLURAL, NS, SESSION, {"poolRef": {"name": POOL}})
+        async with claiming(rt.pools, (NS, POOL)):  # another session's claim, under way throughout
+            task = asyncio.ensure_future(
+                loop.reconcile(rt, kube.body(api.PLURAL, NS, SESSION), loop.SessionLoop())
+            )
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if kube.objects[(api.PLURAL, NS, SESSION)].get("status", {}).get("phase") == "Ready":
+                    break
+            assert kube.objects[(api.PLURAL, NS, SESSION)]["status"]["phase"] == "Ready"
+            assert "WarmSpaceClaimed" not in events.reasons() and hub.called("claim_marker") == []
+        await task
+    assert "WarmSpaceClaimed" in events.reasons() and hub.called("claim_marker") == [space_id]
 
 
 def test_a_pool_key_made_anew_replaces_the_spaces_built_with_the_old_one() -> None:
