@@ -177,37 +177,36 @@ async def claim_step(rt: PoolRuntime, body: kopf.Body, session: Session) -> tupl
             session = replace(session, status=status)
     rt.pools.passed.add(session.uid)
     key = (session.namespace, ref.name)
-    claimed = None
+    claimed_now = False
     if session.status.space_id is None and session.status.launch_type is None:
         async with claiming(rt.pools, key):
-            session, claimed = await _claim_or_fall_back(rt, body, session, ref.name)
+            session = await _claim_or_fall_back(rt, body, session, ref.name)
+        claimed_now = session.status.launch_type == api.LaunchType.WARM
     if core.handover_pending(session.status):
         await burst_passed(rt.pools, key)
-        if claimed is not None:  # an Event is a write the burst's other claims would queue behind
-            kopf.event(body, type="Normal", reason=Reason.WARM_SPACE_CLAIMED, message=f"claimed {claimed}")
+        if claimed_now:  # its Event is a write the burst's other claims would queue behind: posted now
+            message = f"claimed {session.status.space_id}"
+            kopf.event(body, type="Normal", reason=Reason.WARM_SPACE_CLAIMED, message=message)
         return await _hand_over(rt, body, session)
     return session, None
 
 
-async def _claim_or_fall_back(
-    rt: PoolRuntime, body: kopf.Body, session: Session, pool_name: str
-) -> tuple[Session, str | None]:
-    """The session after its claim, and the Space it claimed in this pass, if it did."""
+async def _claim_or_fall_back(rt: PoolRuntime, body: kopf.Body, session: Session, pool_name: str) -> Session:
     now = datetime.now(UTC)
     # A session naming Secrets claims only while the policy checks its author may read them.
     policy_problem = await rt.kube.approval_policy_problem(time.monotonic()) if session.spec.secrets else None
     if creation_refusal(session.spec, Observation(policy_problem=policy_problem), rt.config) is not None:
-        return session, None  # the session's decisions say why
+        return session  # the session's decisions say why
     request = core.ClaimRequest(session.name, session.uid)
     answer = await claim(rt.pools, rt.config, session.namespace, pool_name, request, session.spec)
     if answer.entry is not None:
         try:
-            return await _record_claim(rt, body, session, pool_name, answer, now), answer.entry.space_id
+            return await _record_claim(rt, body, session, pool_name, answer, now)
         except ConnectionSecretConflict:
-            return session, None  # the core reports the conflict; the claim stands for the next pass
+            return session  # the core reports the conflict; the claim stands for the next pass
     status = core.cold_status(session.status, answer.reason, answer.message, session.generation, now)
     kopf.event(body, type=answer.reason.severity, reason=answer.reason, message=answer.message)
-    return replace(session, status=status), None
+    return replace(session, status=status)
 
 
 async def _record_claim(
